@@ -1,0 +1,702 @@
+//! `$filter`: the expression language Dataverse accepts (comparisons, `and`/`or`/`not`, parentheses,
+//! `contains`/`startswith`/`endswith`, `null`, parameter aliases), parsed once into an [`Expr`] and then
+//! bound either to a table's columns ([`Predicate`]) or evaluated over metadata JSON.
+
+use crate::error::{ApiError, ApiResult};
+use crate::schema::{AttributeKind, DateFormat, Table};
+use crate::value::{Row, Value, compare_text, parse_date, parse_date_time, parse_guid};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value as Json;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    String(String),
+    Int(i64),
+    Number(f64),
+    Bool(bool),
+    Null,
+    Guid(Uuid),
+    DateTime(DateTime<Utc>),
+    Date(NaiveDate),
+    /// `Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist'`
+    Enum(String),
+}
+
+impl Literal {
+    fn edm_type(&self) -> &'static str {
+        match self {
+            Literal::String(_) | Literal::Enum(_) => "Edm.String",
+            Literal::Int(n) if i32::try_from(*n).is_ok() => "Edm.Int32",
+            Literal::Int(_) => "Edm.Int64",
+            Literal::Number(_) => "Edm.Decimal",
+            Literal::Bool(_) => "Edm.Boolean",
+            Literal::Null => "null",
+            Literal::Guid(_) => "Edm.Guid",
+            Literal::DateTime(_) => "Edm.DateTimeOffset",
+            Literal::Date(_) => "Edm.Date",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl CmpOp {
+    fn kind_name(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "Equal",
+            CmpOp::Ne => "NotEqual",
+            CmpOp::Gt => "GreaterThan",
+            CmpOp::Ge => "GreaterThanOrEqual",
+            CmpOp::Lt => "LessThan",
+            CmpOp::Le => "LessThanOrEqual",
+        }
+    }
+
+    fn holds(self, ordering: Ordering) -> bool {
+        match self {
+            CmpOp::Eq => ordering == Ordering::Equal,
+            CmpOp::Ne => ordering != Ordering::Equal,
+            CmpOp::Gt => ordering == Ordering::Greater,
+            CmpOp::Ge => ordering != Ordering::Less,
+            CmpOp::Lt => ordering == Ordering::Less,
+            CmpOp::Le => ordering != Ordering::Greater,
+        }
+    }
+
+    fn flipped(self) -> Self {
+        match self {
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            other => other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextFn {
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    /// A property, or a path through complex properties (`RequiredLevel/Value`).
+    Member(Vec<String>),
+    Literal(Literal),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    Compare(CmpOp, Operand, Operand),
+    Text(TextFn, Vec<String>, String),
+}
+
+// ---------------------------------------------------------------------------------------------- lexing
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Word(String),
+    Literal(Literal),
+    Open,
+    Close,
+    Comma,
+}
+
+struct Lexer<'a> {
+    text: &'a str,
+    chars: Vec<char>,
+    pos: usize,
+    aliases: &'a HashMap<String, String>,
+}
+
+fn syntax_error(text: &str, pos: usize, what: &str) -> ApiError {
+    ApiError::bad_query(format!("Syntax error: {what} at position {pos} in '{text}'."))
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '.' | '/' | '-' | ':' | '+' | '$')
+}
+
+/// A bare word that is a literal: a GUID, a date, a date/time, a number, a boolean or `null`.
+fn bare_literal(word: &str) -> Option<Literal> {
+    match word {
+        "null" => return Some(Literal::Null),
+        "true" => return Some(Literal::Bool(true)),
+        "false" => return Some(Literal::Bool(false)),
+        _ => {}
+    }
+    if let Some(g) = parse_guid(word) {
+        return Some(Literal::Guid(g));
+    }
+    if let Some(d) = parse_date(word) {
+        return Some(Literal::Date(d));
+    }
+    if word.contains('T') {
+        if let Some(d) = parse_date_time(word) {
+            return Some(Literal::DateTime(d));
+        }
+    }
+    let first = word.chars().next()?;
+    if first.is_ascii_digit() || first == '-' {
+        if let Ok(n) = word.parse::<i64>() {
+            return Some(Literal::Int(n));
+        }
+        let numeric = word.trim_end_matches(['m', 'M', 'd', 'D', 'f', 'F']);
+        if let Ok(n) = numeric.parse::<f64>() {
+            return Some(Literal::Number(n));
+        }
+    }
+    None
+}
+
+impl<'a> Lexer<'a> {
+    fn tokens(text: &'a str, aliases: &'a HashMap<String, String>, depth: u8) -> ApiResult<Vec<Token>> {
+        let mut lexer = Lexer { text, chars: text.chars().collect(), pos: 0, aliases };
+        let mut out = Vec::new();
+        while let Some(token) = lexer.next(depth)? {
+            out.extend(token);
+        }
+        Ok(out)
+    }
+
+    fn quoted(&mut self) -> ApiResult<String> {
+        self.pos += 1;
+        let mut s = String::new();
+        loop {
+            match self.chars.get(self.pos) {
+                None => {
+                    return Err(ApiError::bad_query(format!(
+                        "There is an unterminated literal at position {} in '{}'.",
+                        self.chars.len(),
+                        self.text
+                    )));
+                }
+                Some('\'') if self.chars.get(self.pos + 1) == Some(&'\'') => {
+                    s.push('\'');
+                    self.pos += 2;
+                }
+                Some('\'') => {
+                    self.pos += 1;
+                    return Ok(s);
+                }
+                Some(c) => {
+                    s.push(*c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    fn next(&mut self, depth: u8) -> ApiResult<Option<Vec<Token>>> {
+        while self.chars.get(self.pos).is_some_and(|c| c.is_whitespace()) {
+            self.pos += 1;
+        }
+        let Some(&c) = self.chars.get(self.pos) else { return Ok(None) };
+        let token = match c {
+            '(' => {
+                self.pos += 1;
+                Token::Open
+            }
+            ')' => {
+                self.pos += 1;
+                Token::Close
+            }
+            ',' => {
+                self.pos += 1;
+                Token::Comma
+            }
+            '\'' => Token::Literal(Literal::String(self.quoted()?)),
+            '@' => {
+                let start = self.pos;
+                self.pos += 1;
+                while self.chars.get(self.pos).is_some_and(|c| c.is_alphanumeric() || *c == '_') {
+                    self.pos += 1;
+                }
+                let name: String = self.chars[start..self.pos].iter().collect();
+                let value = self.aliases.get(&name).ok_or_else(|| {
+                    ApiError::bad_query(format!("The parameter alias '{name}' is used in the query but has no value."))
+                })?;
+                if depth > 0 {
+                    return Err(ApiError::bad_query(format!("The parameter alias '{name}' refers to another alias.")));
+                }
+                return Ok(Some(Lexer::tokens(value, self.aliases, depth + 1)?));
+            }
+            c if is_word_char(c) => {
+                let start = self.pos;
+                while self.chars.get(self.pos).is_some_and(|c| is_word_char(*c)) {
+                    self.pos += 1;
+                }
+                let word: String = self.chars[start..self.pos].iter().collect();
+                if self.chars.get(self.pos) == Some(&'\'') && word.contains('.') {
+                    // An enum literal: Namespace.Type'Member'.
+                    Token::Literal(Literal::Enum(self.quoted()?))
+                } else if let Some(literal) = bare_literal(&word) {
+                    Token::Literal(literal)
+                } else {
+                    Token::Word(word)
+                }
+            }
+            other => return Err(syntax_error(self.text, self.pos, &format!("unexpected character '{other}'"))),
+        };
+        Ok(Some(vec![token]))
+    }
+}
+
+// --------------------------------------------------------------------------------------------- parsing
+
+struct Parser<'a> {
+    text: &'a str,
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+const UNSUPPORTED_OPERATORS: &[&str] = &["add", "sub", "mul", "div", "divby", "mod", "has", "in"];
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn peek_word(&self) -> Option<&str> {
+        match self.peek() {
+            Some(Token::Word(w)) => Some(w.as_str()),
+            _ => None,
+        }
+    }
+
+    fn error(&self, what: &str) -> ApiError {
+        syntax_error(self.text, self.pos, what)
+    }
+
+    fn expect(&mut self, token: Token, what: &str) -> ApiResult<()> {
+        if self.peek() == Some(&token) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(&format!("{what} expected")))
+        }
+    }
+
+    fn or(&mut self) -> ApiResult<Expr> {
+        let mut left = self.and()?;
+        while self.peek_word() == Some("or") {
+            self.pos += 1;
+            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> ApiResult<Expr> {
+        let mut left = self.unary()?;
+        while self.peek_word() == Some("and") {
+            self.pos += 1;
+            left = Expr::And(Box::new(left), Box::new(self.unary()?));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> ApiResult<Expr> {
+        if self.peek_word() == Some("not") {
+            self.pos += 1;
+            return Ok(Expr::Not(Box::new(self.unary()?)));
+        }
+        if self.peek() == Some(&Token::Open) {
+            self.pos += 1;
+            let inner = self.or()?;
+            self.expect(Token::Close, "')'")?;
+            return Ok(inner);
+        }
+        if let (Some(Token::Word(name)), Some(Token::Open)) = (self.tokens.get(self.pos), self.tokens.get(self.pos + 1)) {
+            let name = name.clone();
+            return self.function(&name);
+        }
+        let left = self.operand()?;
+        let op = match self.peek_word() {
+            Some("eq") => CmpOp::Eq,
+            Some("ne") => CmpOp::Ne,
+            Some("gt") => CmpOp::Gt,
+            Some("ge") => CmpOp::Ge,
+            Some("lt") => CmpOp::Lt,
+            Some("le") => CmpOp::Le,
+            Some(w) if UNSUPPORTED_OPERATORS.contains(&w) => {
+                return Err(ApiError::bad_query(format!("The '{w}' operator is not supported in $filter.")));
+            }
+            _ => return Err(self.error("a comparison operator (eq, ne, gt, ge, lt, le)")),
+        };
+        self.pos += 1;
+        let right = self.operand()?;
+        Ok(Expr::Compare(op, left, right))
+    }
+
+    fn operand(&mut self) -> ApiResult<Operand> {
+        match self.peek().cloned() {
+            Some(Token::Literal(l)) => {
+                self.pos += 1;
+                Ok(Operand::Literal(l))
+            }
+            Some(Token::Word(w)) => {
+                self.pos += 1;
+                Ok(Operand::Member(w.split('/').map(str::to_string).collect()))
+            }
+            _ => Err(self.error("a property or a literal")),
+        }
+    }
+
+    fn function(&mut self, name: &str) -> ApiResult<Expr> {
+        let f = match name {
+            "contains" => TextFn::Contains,
+            "startswith" => TextFn::StartsWith,
+            "endswith" => TextFn::EndsWith,
+            other => {
+                return Err(ApiError::bad_query(format!(
+                    "The function '{other}' is not supported in $filter: use contains, startswith or endswith, or comparisons."
+                )));
+            }
+        };
+        self.pos += 2;
+        let Operand::Member(path) = self.operand()? else {
+            return Err(self.error(&format!("a property as the first argument of {name}")));
+        };
+        self.expect(Token::Comma, "','")?;
+        let Operand::Literal(Literal::String(pattern)) = self.operand()? else {
+            return Err(self.error(&format!("a string literal as the second argument of {name}")));
+        };
+        self.expect(Token::Close, "')'")?;
+        Ok(Expr::Text(f, path, pattern))
+    }
+}
+
+/// Parses `$filter`, replacing `@alias` parameters with their values from the query string.
+pub fn parse(text: &str, aliases: &HashMap<String, String>) -> ApiResult<Expr> {
+    let tokens = Lexer::tokens(text, aliases, 0)?;
+    let mut parser = Parser { text, tokens, pos: 0 };
+    let expr = parser.or()?;
+    if parser.pos != parser.tokens.len() {
+        return Err(parser.error("end of expression"));
+    }
+    Ok(expr)
+}
+
+/// The attributes an expression reads, for `$select`-style checks.
+impl Expr {
+    pub fn members(&self, out: &mut Vec<Vec<String>>) {
+        match self {
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.members(out);
+                b.members(out);
+            }
+            Expr::Not(a) => a.members(out),
+            Expr::Compare(_, l, r) => {
+                for o in [l, r] {
+                    if let Operand::Member(p) = o {
+                        out.push(p.clone());
+                    }
+                }
+            }
+            Expr::Text(_, p, _) => out.push(p.clone()),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------ LIKE match
+
+/// T-SQL `LIKE`, case-insensitive: `%` any run, `_` one character, `[abc]` and `[^abc]` sets.
+pub fn like(text: &str, pattern: &str) -> bool {
+    let text: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
+    let pattern: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
+    like_at(&text, &pattern)
+}
+
+fn like_at(text: &[char], pattern: &[char]) -> bool {
+    let Some(&p) = pattern.first() else { return text.is_empty() };
+    match p {
+        '%' => (0..=text.len()).any(|i| like_at(&text[i..], &pattern[1..])),
+        '_' => !text.is_empty() && like_at(&text[1..], &pattern[1..]),
+        '[' => {
+            let Some(end) = pattern.iter().position(|c| *c == ']') else {
+                return text.first() == Some(&'[') && like_at(&text[1..], &pattern[1..]);
+            };
+            let Some(&c) = text.first() else { return false };
+            let (negate, set) = match pattern.get(1) {
+                Some('^') => (true, &pattern[2..end]),
+                _ => (false, &pattern[1..end]),
+            };
+            let mut in_set = false;
+            let mut i = 0;
+            while i < set.len() {
+                if i + 2 < set.len() && set[i + 1] == '-' {
+                    in_set |= set[i] <= c && c <= set[i + 2];
+                    i += 3;
+                } else {
+                    in_set |= set[i] == c;
+                    i += 1;
+                }
+            }
+            in_set != negate && like_at(&text[1..], &pattern[end + 1..])
+        }
+        _ => text.first() == Some(&p) && like_at(&text[1..], &pattern[1..]),
+    }
+}
+
+// ----------------------------------------------------------------------------------- records: binding
+
+/// A `$filter` bound to a table: every property resolved to a column, every literal typed for its column.
+#[derive(Debug, Clone)]
+pub enum Predicate {
+    And(Box<Predicate>, Box<Predicate>),
+    Or(Box<Predicate>, Box<Predicate>),
+    Not(Box<Predicate>),
+    /// `column op value`; a `None` value is `null`.
+    Compare(String, CmpOp, Option<Value>),
+    Columns(String, CmpOp, String),
+    Like(String, String),
+    Const(bool),
+}
+
+fn incompatible(left: &str, right: &str, op: CmpOp) -> ApiError {
+    ApiError::bad_query(format!(
+        "A binary operator with incompatible types was detected. Found operand types '{left}' and '{right}' for operator kind '{}'.",
+        op.kind_name()
+    ))
+}
+
+fn literal_for(kind: &AttributeKind, literal: &Literal, op: CmpOp) -> ApiResult<Option<Value>> {
+    let mismatch = || incompatible(kind.edm_type(), literal.edm_type(), op);
+    Ok(Some(match (kind, literal) {
+        (_, Literal::Null) => return Ok(None),
+        (AttributeKind::String { .. } | AttributeKind::Memo { .. }, Literal::String(s)) => Value::Text(s.clone()),
+        (
+            AttributeKind::Integer { .. }
+            | AttributeKind::BigInt
+            | AttributeKind::Picklist { .. }
+            | AttributeKind::State { .. }
+            | AttributeKind::Status { .. },
+            Literal::Int(n),
+        ) => Value::Int(*n),
+        (AttributeKind::Decimal { .. } | AttributeKind::Double { .. } | AttributeKind::Money { .. }, Literal::Int(n)) => {
+            Value::Number(*n as f64)
+        }
+        (AttributeKind::Decimal { .. } | AttributeKind::Double { .. } | AttributeKind::Money { .. }, Literal::Number(n)) => {
+            Value::Number(*n)
+        }
+        (AttributeKind::Boolean { .. }, Literal::Bool(b)) => Value::Bool(*b),
+        (AttributeKind::Uniqueidentifier | AttributeKind::Lookup { .. }, Literal::Guid(g)) => Value::Guid(*g),
+        (AttributeKind::DateTime { format: DateFormat::DateOnly, .. }, Literal::Date(d)) => Value::Date(*d),
+        (AttributeKind::DateTime { format: DateFormat::DateOnly, .. }, Literal::DateTime(d)) => Value::Date(d.date_naive()),
+        (AttributeKind::DateTime { .. }, Literal::DateTime(d)) => Value::DateTime(*d),
+        (AttributeKind::DateTime { .. }, Literal::Date(d)) => {
+            Value::DateTime(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        }
+        _ => return Err(mismatch()),
+    }))
+}
+
+fn column<'t>(table: &'t Table, path: &[String]) -> ApiResult<&'t crate::schema::Attribute> {
+    let name = path.join("/");
+    if path.len() != 1 {
+        return Err(ApiError::bad_query(format!(
+            "The emulator filters on columns of the queried table only; '{name}' goes through a navigation property."
+        )));
+    }
+    table.attribute_by_property(&name).ok_or_else(|| ApiError::unknown_query_property(&name, &table.logical_name))
+}
+
+impl Predicate {
+    pub fn bind(expr: &Expr, table: &Table) -> ApiResult<Predicate> {
+        Ok(match expr {
+            Expr::And(a, b) => Predicate::And(Box::new(Self::bind(a, table)?), Box::new(Self::bind(b, table)?)),
+            Expr::Or(a, b) => Predicate::Or(Box::new(Self::bind(a, table)?), Box::new(Self::bind(b, table)?)),
+            Expr::Not(a) => Predicate::Not(Box::new(Self::bind(a, table)?)),
+            Expr::Compare(op, Operand::Member(l), Operand::Member(r)) => {
+                let (l, r) = (column(table, l)?, column(table, r)?);
+                if l.kind.edm_type() != r.kind.edm_type() {
+                    return Err(incompatible(l.kind.edm_type(), r.kind.edm_type(), *op));
+                }
+                Predicate::Columns(l.logical_name.clone(), *op, r.logical_name.clone())
+            }
+            Expr::Compare(op, Operand::Member(path), Operand::Literal(lit)) => {
+                let attribute = column(table, path)?;
+                Predicate::Compare(attribute.logical_name.clone(), *op, literal_for(&attribute.kind, lit, *op)?)
+            }
+            Expr::Compare(op, Operand::Literal(lit), Operand::Member(path)) => {
+                let attribute = column(table, path)?;
+                Predicate::Compare(attribute.logical_name.clone(), op.flipped(), literal_for(&attribute.kind, lit, op.flipped())?)
+            }
+            Expr::Compare(op, Operand::Literal(a), Operand::Literal(b)) => {
+                let equal = a == b;
+                Predicate::Const(match op {
+                    CmpOp::Eq => equal,
+                    CmpOp::Ne => !equal,
+                    _ => return Err(ApiError::bad_query("Comparing two literals with an ordering operator is not supported.")),
+                })
+            }
+            Expr::Text(f, path, pattern) => {
+                let attribute = column(table, path)?;
+                if !matches!(attribute.kind, AttributeKind::String { .. } | AttributeKind::Memo { .. }) {
+                    return Err(ApiError::bad_query(format!(
+                        "No function signature for the function with name '{}' matches the specified arguments: '{}' is {}.",
+                        match f {
+                            TextFn::Contains => "contains",
+                            TextFn::StartsWith => "startswith",
+                            TextFn::EndsWith => "endswith",
+                        },
+                        attribute.logical_name,
+                        attribute.kind.edm_type()
+                    )));
+                }
+                let like = match f {
+                    TextFn::Contains => format!("%{pattern}%"),
+                    TextFn::StartsWith => format!("{pattern}%"),
+                    TextFn::EndsWith => format!("%{pattern}"),
+                };
+                Predicate::Like(attribute.logical_name.clone(), like)
+            }
+        })
+    }
+
+    /// SQL semantics: a null column matches only `eq null` and `ne <value>`-free comparisons never hold.
+    pub fn matches(&self, row: &Row) -> bool {
+        match self {
+            Predicate::And(a, b) => a.matches(row) && b.matches(row),
+            Predicate::Or(a, b) => a.matches(row) || b.matches(row),
+            Predicate::Not(a) => !a.matches(row),
+            Predicate::Const(b) => *b,
+            Predicate::Compare(column, op, None) => match op {
+                CmpOp::Eq => !row.contains_key(column),
+                CmpOp::Ne => row.contains_key(column),
+                _ => false,
+            },
+            Predicate::Compare(column, op, Some(value)) => {
+                row.get(column).and_then(|v| v.compare(value)).is_some_and(|o| op.holds(o))
+            }
+            Predicate::Columns(l, op, r) => match (row.get(l), row.get(r)) {
+                (Some(a), Some(b)) => a.compare(b).is_some_and(|o| op.holds(o)),
+                _ => false,
+            },
+            Predicate::Like(column, pattern) => match row.get(column) {
+                Some(Value::Text(t)) => like(t, pattern),
+                _ => false,
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------- metadata: JSON
+
+fn json_at<'j>(item: &'j Json, path: &[String]) -> Option<&'j Json> {
+    path.iter().try_fold(item, |j, p| j.get(p))
+}
+
+fn compare_json(value: &Json, literal: &Literal) -> Option<Ordering> {
+    match (value, literal) {
+        (Json::String(s), Literal::String(l) | Literal::Enum(l)) => Some(compare_text(s, l)),
+        (Json::String(s), Literal::Guid(g)) => parse_guid(s).map(|v| v.cmp(g)),
+        (Json::Number(n), Literal::Int(i)) => n.as_f64().and_then(|v| v.partial_cmp(&(*i as f64))),
+        (Json::Number(n), Literal::Number(f)) => n.as_f64().and_then(|v| v.partial_cmp(f)),
+        (Json::Bool(b), Literal::Bool(l)) => Some(b.cmp(l)),
+        _ => None,
+    }
+}
+
+/// Evaluates a filter over a metadata object, where properties are JSON and paths may go into complex
+/// properties (`RequiredLevel/Value`). An unknown property is the same error Dataverse gives.
+pub fn matches_json(expr: &Expr, item: &Json, type_name: &str) -> ApiResult<bool> {
+    Ok(match expr {
+        Expr::And(a, b) => matches_json(a, item, type_name)? && matches_json(b, item, type_name)?,
+        Expr::Or(a, b) => matches_json(a, item, type_name)? || matches_json(b, item, type_name)?,
+        Expr::Not(a) => !matches_json(a, item, type_name)?,
+        Expr::Compare(op, Operand::Member(path), Operand::Literal(lit)) | Expr::Compare(op, Operand::Literal(lit), Operand::Member(path)) => {
+            let value = json_at(item, path).ok_or_else(|| ApiError::unknown_query_property(&path.join("/"), type_name))?;
+            match (value, lit) {
+                (Json::Null, Literal::Null) => *op == CmpOp::Eq,
+                (_, Literal::Null) => *op == CmpOp::Ne,
+                _ => compare_json(value, lit).is_some_and(|o| op.holds(o)),
+            }
+        }
+        Expr::Compare(..) => return Err(ApiError::bad_query("Metadata filters compare a property with a literal.")),
+        Expr::Text(f, path, pattern) => {
+            let value = json_at(item, path).ok_or_else(|| ApiError::unknown_query_property(&path.join("/"), type_name))?;
+            let text = value.as_str().unwrap_or_default();
+            match f {
+                TextFn::Contains => like(text, &format!("%{pattern}%")),
+                TextFn::StartsWith => like(text, &format!("{pattern}%")),
+                TextFn::EndsWith => like(text, &format!("%{pattern}")),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> ApiResult<Expr> {
+        parse(text, &HashMap::new())
+    }
+
+    #[test]
+    fn parses_precedence_and_functions() {
+        let e = p("firstname eq 'A' or not (lastname eq 'B' and contains(emailaddress1,'x'))").unwrap();
+        assert!(matches!(e, Expr::Or(_, _)));
+        let e = p("statecode eq 0 and startswith(lastname, 'O''Br')").unwrap();
+        match e {
+            Expr::And(_, b) => assert_eq!(*b, Expr::Text(TextFn::StartsWith, vec!["lastname".into()], "O'Br".into())),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reports_unterminated_literals_like_dataverse() {
+        let err = p("lastname eq 'O'Bryan'").unwrap_err();
+        assert_eq!(err.message, "There is an unterminated literal at position 21 in 'lastname eq 'O'Bryan''.");
+    }
+
+    #[test]
+    fn literals_are_typed() {
+        let e = p("_parentcustomerid_value eq 49b0be2e-d01c-ed11-b83e-000d3a572421 and createdon ge 2023-01-01T00:00:00Z").unwrap();
+        let mut members = Vec::new();
+        e.members(&mut members);
+        assert_eq!(members.len(), 2);
+        let e = p("AttributeType eq Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist'").unwrap();
+        assert_eq!(e, Expr::Compare(CmpOp::Eq, Operand::Member(vec!["AttributeType".into()]), Operand::Literal(Literal::Enum("Picklist".into()))));
+    }
+
+    #[test]
+    fn aliases_are_substituted() {
+        let aliases = HashMap::from([("@p1".to_string(), "'Smith'".to_string())]);
+        let e = parse("lastname eq @p1", &aliases).unwrap();
+        assert_eq!(e, Expr::Compare(CmpOp::Eq, Operand::Member(vec!["lastname".into()]), Operand::Literal(Literal::String("Smith".into()))));
+    }
+
+    #[test]
+    fn like_follows_tsql() {
+        assert!(like("Hello World", "%world"));
+        assert!(like("abc", "a_c"));
+        assert!(like("abc", "[a-c]bc"));
+        assert!(!like("abc", "[^a]bc"));
+        assert!(!like("abc", "b%"));
+    }
+
+    #[test]
+    fn unsupported_operators_are_named() {
+        assert!(p("numberofemployees add 1 eq 2").unwrap_err().message.contains("'add'"));
+        assert!(p("tolower(firstname) eq 'a'").unwrap_err().message.contains("tolower"));
+    }
+}

@@ -1,0 +1,297 @@
+//! Column values: read from request bodies with Dataverse's validation, written back in the Web API's JSON
+//! form, compared as SQL Server compares them (strings case-insensitively), and formatted for
+//! `OData.Community.Display.V1.FormattedValue`.
+
+use crate::error::{ApiError, ApiResult};
+use crate::schema::{Attribute, AttributeKind, DateFormat};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Text(String),
+    /// Whole numbers, big integers, and option values of choice, state and status columns.
+    Int(i64),
+    /// Decimal, floating point and currency columns.
+    Number(f64),
+    Bool(bool),
+    Guid(Uuid),
+    DateTime(DateTime<Utc>),
+    Date(NaiveDate),
+    Lookup { id: Uuid, table: String },
+}
+
+/// One row: its non-null column values by logical name.
+pub type Row = BTreeMap<String, Value>;
+
+/// The name of a table and its entity set, for error messages.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub table: &'a str,
+    pub entity_set: &'a str,
+}
+
+fn json_literal(json: &Json) -> String {
+    match json {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn parse_date_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|d| d.with_timezone(&Utc))
+}
+
+pub fn parse_date(text: &str) -> Option<NaiveDate> {
+    if text.len() != 10 {
+        return None;
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
+}
+
+/// A GUID as Dataverse takes it: hyphenated, no braces, any case.
+pub fn parse_guid(text: &str) -> Option<Uuid> {
+    if text.len() != 36 {
+        return None;
+    }
+    Uuid::parse_str(text).ok()
+}
+
+impl Value {
+    /// Reads a body value for `attribute`, with the errors Dataverse gives for each kind of bad value.
+    /// `Ok(None)` is an explicit null.
+    pub fn from_json(attribute: &Attribute, json: &Json, target: Target<'_>) -> ApiResult<Option<Value>> {
+        if json.is_null() {
+            return Ok(None);
+        }
+        let name = attribute.logical_name.as_str();
+        let cannot_convert = || ApiError::cannot_convert(target.entity_set, &json_literal(json), attribute.kind.edm_type());
+        let value = match &attribute.kind {
+            AttributeKind::String { max_length, .. } | AttributeKind::Memo { max_length } => {
+                let text = json.as_str().ok_or_else(cannot_convert)?;
+                if text.chars().count() > *max_length as usize {
+                    return Err(ApiError::string_too_long(name, target.table, *max_length));
+                }
+                Value::Text(text.to_string())
+            }
+            AttributeKind::Integer { min, max } => {
+                let n = json.as_i64().ok_or_else(cannot_convert)?;
+                if n < *min || n > *max {
+                    return Err(ApiError::out_of_range(n, name, target.table, &format!("{min} to {max}")));
+                }
+                Value::Int(n)
+            }
+            AttributeKind::BigInt => Value::Int(json.as_i64().ok_or_else(cannot_convert)?),
+            AttributeKind::Decimal { min, max, .. }
+            | AttributeKind::Double { min, max, .. }
+            | AttributeKind::Money { min, max, .. } => {
+                let n = json.as_f64().ok_or_else(cannot_convert)?;
+                if n < *min || n > *max {
+                    return Err(ApiError::out_of_range(n, name, target.table, &format!("{min} to {max}")));
+                }
+                Value::Number(n)
+            }
+            AttributeKind::Boolean { .. } => Value::Bool(json.as_bool().ok_or_else(cannot_convert)?),
+            AttributeKind::DateTime { format: DateFormat::DateOnly, .. } => {
+                let text = json.as_str().ok_or_else(cannot_convert)?;
+                let date = parse_date(text).ok_or_else(|| {
+                    ApiError::payload(
+                        target.entity_set,
+                        format!(
+                            "Cannot convert the literal '{text}' to the expected type 'Edm.Date'. ---> System.FormatException: \
+                             String '{text}' was not recognized as a valid Edm.Date."
+                        ),
+                    )
+                })?;
+                Value::Date(date)
+            }
+            AttributeKind::DateTime { .. } => {
+                let text = json.as_str().ok_or_else(cannot_convert)?;
+                let moment = parse_date_time(text).ok_or_else(cannot_convert)?;
+                // Dataverse keeps date/time values to the second.
+                Value::DateTime(moment.with_timezone(&Utc).trunc_subsecs())
+            }
+            AttributeKind::Picklist { options, .. } | AttributeKind::State { options } | AttributeKind::Status { options } => {
+                let n = json.as_i64().ok_or_else(cannot_convert)?;
+                if !options.iter().any(|o| o.value as i64 == n) {
+                    let accepted: Vec<String> = options.iter().map(|o| o.value.to_string()).collect();
+                    return Err(ApiError::out_of_range(n, name, target.table, &accepted.join(",")));
+                }
+                Value::Int(n)
+            }
+            AttributeKind::Uniqueidentifier => {
+                let text = json.as_str().ok_or_else(cannot_convert)?;
+                Value::Guid(parse_guid(text).ok_or_else(cannot_convert)?)
+            }
+            AttributeKind::Lookup { .. } => {
+                return Err(ApiError::invalid_argument(format!(
+                    "The lookup '{name}' is set through its navigation property with @odata.bind."
+                )));
+            }
+        };
+        Ok(Some(value))
+    }
+
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Text(s) => Json::String(s.clone()),
+            Value::Int(n) => Json::from(*n),
+            Value::Number(n) => serde_json::Number::from_f64(*n).map(Json::Number).unwrap_or(Json::Null),
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Guid(id) | Value::Lookup { id, .. } => Json::String(id.to_string()),
+            Value::DateTime(d) => Json::String(format_date_time(d)),
+            Value::Date(d) => Json::String(d.format("%Y-%m-%d").to_string()),
+        }
+    }
+
+    /// The value in the plain text form used by paging cookies and key indexes.
+    pub fn to_text(&self) -> String {
+        match self.to_json() {
+            Json::String(s) => s,
+            other => other.to_string(),
+        }
+    }
+
+    /// Orders two values of the same column. Text compares case-insensitively, as SQL Server's default
+    /// collation does.
+    pub fn compare(&self, other: &Value) -> Option<Ordering> {
+        use Value::*;
+        match (self, other) {
+            (Text(a), Text(b)) => Some(compare_text(a, b)),
+            (Int(a), Int(b)) => Some(a.cmp(b)),
+            (Number(a), Number(b)) => a.partial_cmp(b),
+            (Int(a), Number(b)) => (*a as f64).partial_cmp(b),
+            (Number(a), Int(b)) => a.partial_cmp(&(*b as f64)),
+            (Bool(a), Bool(b)) => Some(a.cmp(b)),
+            (Guid(a), Guid(b)) | (Lookup { id: a, .. }, Lookup { id: b, .. }) | (Lookup { id: a, .. }, Guid(b)) => Some(a.cmp(b)),
+            (Guid(a), Lookup { id: b, .. }) => Some(a.cmp(b)),
+            (DateTime(a), DateTime(b)) => Some(a.cmp(b)),
+            (Date(a), Date(b)) => Some(a.cmp(b)),
+            (DateTime(a), Date(b)) => Some(a.date_naive().cmp(b)),
+            (Date(a), DateTime(b)) => Some(a.cmp(&b.date_naive())),
+            _ => None,
+        }
+    }
+
+    /// The value a key index holds: text folded to lower case, so keys are unique case-insensitively.
+    pub fn key_text(&self) -> String {
+        match self {
+            Value::Text(s) => s.to_lowercase(),
+            other => other.to_text(),
+        }
+    }
+
+    /// `OData.Community.Display.V1.FormattedValue` for the value, as an en-US user in UTC sees it.
+    /// Lookups are formatted by the caller, who can read the target row's name.
+    pub fn formatted(&self, kind: &AttributeKind) -> Option<String> {
+        match (kind, self) {
+            (AttributeKind::Picklist { options, .. } | AttributeKind::State { options } | AttributeKind::Status { options }, Value::Int(n)) => {
+                options.iter().find(|o| o.value as i64 == *n).map(|o| o.label.clone())
+            }
+            (AttributeKind::Boolean { true_label, false_label, .. }, Value::Bool(b)) => {
+                Some(if *b { true_label.clone() } else { false_label.clone() })
+            }
+            (AttributeKind::Integer { .. } | AttributeKind::BigInt, Value::Int(n)) => Some(group_thousands(&n.to_string())),
+            (AttributeKind::Money { precision, .. }, Value::Number(n)) => {
+                let text = format_number(*n, *precision);
+                Some(if let Some(abs) = text.strip_prefix('-') { format!("-${abs}") } else { format!("${text}") })
+            }
+            (AttributeKind::Decimal { precision, .. } | AttributeKind::Double { precision, .. }, Value::Number(n)) => {
+                Some(format_number(*n, *precision))
+            }
+            (AttributeKind::DateTime { .. }, Value::DateTime(d)) => Some(d.format("%-m/%-d/%Y %-I:%M %p").to_string()),
+            (AttributeKind::DateTime { .. }, Value::Date(d)) => Some(d.format("%-m/%-d/%Y").to_string()),
+            _ => None,
+        }
+    }
+}
+
+pub fn format_date_time(d: &DateTime<Utc>) -> String {
+    d.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub fn compare_text(a: &str, b: &str) -> Ordering {
+    let mut left = a.chars().flat_map(char::to_lowercase);
+    let mut right = b.chars().flat_map(char::to_lowercase);
+    loop {
+        match (left.next(), right.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x != y => return x.cmp(&y),
+            _ => {}
+        }
+    }
+}
+
+fn group_thousands(digits: &str) -> String {
+    let (sign, digits) = match digits.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", digits),
+    };
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+fn format_number(n: f64, precision: u8) -> String {
+    let text = format!("{:.*}", precision as usize, n);
+    let (int, frac) = match text.split_once('.') {
+        Some((i, f)) => (i.to_string(), Some(f.to_string())),
+        None => (text, None),
+    };
+    let int = group_thousands(&int);
+    match frac {
+        Some(f) => format!("{int}.{f}"),
+        None => int,
+    }
+}
+
+trait TruncSubsecs {
+    fn trunc_subsecs(self) -> Self;
+}
+
+impl TruncSubsecs for DateTime<Utc> {
+    fn trunc_subsecs(self) -> Self {
+        use chrono::Timelike;
+        self.with_nanosecond(0).unwrap_or(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_formatted_for_en_us() {
+        assert_eq!(group_thousands("9500"), "9,500");
+        assert_eq!(group_thousands("-1234567"), "-1,234,567");
+        assert_eq!(group_thousands("12"), "12");
+        assert_eq!(Value::Number(100000.0).formatted(&AttributeKind::money()).unwrap(), "$100,000.00");
+    }
+
+    #[test]
+    fn text_compares_case_insensitively() {
+        assert_eq!(compare_text("Smith", "smith"), Ordering::Equal);
+        assert_eq!(compare_text("adams", "Baker"), Ordering::Less);
+    }
+
+    #[test]
+    fn dates_are_strict() {
+        assert!(parse_date("2021-03-15").is_some());
+        assert!(parse_date("2021-03-15T00:00:00Z").is_none());
+        assert!(parse_date_time("2023-01-01T10:00:00+02:00").is_some());
+        assert!(parse_date_time("2023-01-01").is_none());
+        assert!(parse_guid("{49b0be2e-d01c-ed11-b83e-000d3a572421}").is_none());
+        assert!(parse_guid("49B0BE2E-D01C-ED11-B83E-000D3A572421").is_some());
+    }
+}
