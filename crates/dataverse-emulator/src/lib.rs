@@ -1,6 +1,16 @@
-//! A local server that behaves like a Microsoft Dataverse (Dynamics 365) environment.
+//! A local server that behaves like a Microsoft Dataverse (Dynamics 365) environment: the token endpoint,
+//! the Web API with its tables, metadata, queries and errors, and a SQLite state file — so that a Dynamics
+//! integration can be built, tested and measured without a tenant.
 
+mod api;
+pub mod auth;
+pub mod environment;
 pub mod error;
 pub mod odata;
+pub mod records;
 pub mod schema;
+pub mod store;
 pub mod value;
+
+pub use auth::Secret;
+pub use environment::{EmulatorConfig, Environment, RunningEmulator};

@@ -1,0 +1,216 @@
+//! The HTTP surface: the token endpoint and the Web API under `/api/data/v9.x/`.
+
+mod metadata;
+mod records;
+
+use crate::auth::TokenProblem;
+use crate::environment::Environment;
+use crate::error::{ApiError, ApiResult, code};
+use crate::odata::path::{Segment, parse_path};
+use crate::odata::query::{Prefer, QueryOptions};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub const ODATA_JSON: &str = "application/json; odata.metadata=minimal";
+
+pub fn router(environment: Arc<Environment>) -> Router {
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/api/data/{version}", any(web_api))
+        .route("/api/data/{version}/", any(web_api))
+        .route("/api/data/{version}/{*path}", any(web_api))
+        .with_state(environment)
+}
+
+async fn token(State(env): State<Arc<Environment>>, Path(tenant): Path<String>, body: Bytes) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let (status, json) = match env.directory.token(&tenant, &form, &env.url) {
+        Ok(answer) => (StatusCode::OK, answer),
+        Err(e) => (StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), e.body()),
+    };
+    let mut response = (status, axum::Json(json)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+    response
+}
+
+/// Everything a Web API handler needs to know about the request it answers.
+pub struct Request {
+    pub env: Arc<Environment>,
+    /// The systemuser acting.
+    pub caller: Uuid,
+    /// `http://host:port/api/data/v9.2`, as the client called it.
+    pub base: String,
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub prefer: Prefer,
+    pub raw_query: Option<String>,
+    pub body: Bytes,
+}
+
+impl Request {
+    pub fn options(&self) -> ApiResult<QueryOptions> {
+        QueryOptions::parse(self.raw_query.as_deref())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as a JSON object, with Dataverse's error when it is not one.
+    pub fn json_object(&self, entity_set: &str) -> ApiResult<serde_json::Map<String, Json>> {
+        match serde_json::from_slice::<Json>(&self.body) {
+            Ok(Json::Object(map)) => Ok(map),
+            Ok(_) => Err(ApiError::payload(entity_set, "The request body must be a JSON object.")),
+            Err(e) => Err(ApiError::payload(entity_set, format!("Invalid JSON. {e}"))),
+        }
+    }
+}
+
+/// A JSON answer with the Web API's content type.
+pub fn json_response(status: StatusCode, body: &Json) -> Response {
+    let mut response = Response::new(Body::from(serde_json::to_vec(body).expect("JSON serializes")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
+    response
+}
+
+pub fn empty_response(status: StatusCode) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response
+}
+
+pub fn set_header(response: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, v);
+    }
+}
+
+fn error_response(error: &ApiError) -> Response {
+    json_response(error.status, &error.body())
+}
+
+fn unauthorized(env: &Environment, problem: TokenProblem) -> Response {
+    let mut response = match problem {
+        TokenProblem::Missing => empty_response(StatusCode::UNAUTHORIZED),
+        TokenProblem::Expired => error_response(&ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            code::ACCESS_TOKEN_EXPIRED,
+            "The requested resource requires authentication. The access token has expired; get a new one.",
+        )),
+        TokenProblem::WrongAudience => error_response(&ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            code::INVALID_AUTH_TICKET,
+            format!("The access token was issued for another resource; ask for a token with the scope {}/.default.", env.url),
+        )),
+        TokenProblem::Malformed | TokenProblem::BadSignature => error_response(&ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            code::INVALID_AUTH_TICKET,
+            "The access token is not valid: it was not issued by this environment's authority.",
+        )),
+    };
+    set_header(
+        &mut response,
+        "www-authenticate",
+        &format!(
+            "Bearer authorization_uri={}/{}/oauth2/authorize, resource_id={}",
+            env.url, env.directory.tenant_id, env.url
+        ),
+    );
+    response
+}
+
+fn authenticate(env: &Environment, headers: &HeaderMap) -> Result<Uuid, TokenProblem> {
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(TokenProblem::Missing)?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(TokenProblem::Malformed)?;
+    let claims = env.directory.verify(token.trim(), &env.url, "access")?;
+    env.callers.get(&claims.oid).copied().ok_or(TokenProblem::Malformed)
+}
+
+async fn web_api(
+    State(env): State<Arc<Environment>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = Uuid::new_v4().to_string();
+    let mut response = match authenticate(&env, &headers) {
+        Err(problem) => unauthorized(&env, problem),
+        Ok(caller) => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+            let origin = host.map(|h| format!("http://{h}")).unwrap_or_else(|| env.url.clone());
+            match route(env, caller, origin, method, uri, headers, body).await {
+                Ok(response) => response,
+                Err(error) => error_response(&error),
+            }
+        }
+    };
+    set_header(&mut response, "odata-version", "4.0");
+    set_header(&mut response, "req_id", &request_id);
+    set_header(&mut response, "x-ms-service-request-id", &request_id);
+    response
+}
+
+const VERSIONS: &[&str] = &["v9.0", "v9.1", "v9.2"];
+
+async fn route(
+    env: Arc<Environment>,
+    caller: Uuid,
+    origin: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let rest = uri.path().strip_prefix("/api/data/").unwrap_or_default();
+    let (version, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !VERSIONS.contains(&version) {
+        return Err(ApiError::segment_not_found(version));
+    }
+    let segments: Vec<Segment> = parse_path(path)?;
+    let request = Request {
+        prefer: Prefer::from_headers(&headers),
+        base: format!("{origin}/api/data/{version}"),
+        env,
+        caller,
+        method,
+        headers,
+        raw_query: uri.query().map(str::to_string),
+        body,
+    };
+    let Some(first) = segments.first() else {
+        return metadata::service_document(&request);
+    };
+    match first.name.as_str() {
+        "$metadata" => metadata::csdl(&request),
+        "EntityDefinitions" => metadata::entity_definitions(&request, &segments).await,
+        "WhoAmI" => who_am_i(&request, &segments),
+        _ => records::dispatch(&request, &segments).await,
+    }
+}
+
+fn who_am_i(request: &Request, segments: &[Segment]) -> ApiResult<Response> {
+    if request.method != Method::GET || segments.len() != 1 {
+        return Err(ApiError::no_resource(&format!("{}/WhoAmI", request.base)));
+    }
+    let mut response = json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "@odata.context": format!("{}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", request.base),
+            "BusinessUnitId": request.env.business_unit_id,
+            "UserId": request.caller,
+            "OrganizationId": request.env.organization_id,
+        }),
+    );
+    set_header(&mut response, "x-ms-dop-hint", "4");
+    Ok(response)
+}

@@ -1,0 +1,406 @@
+//! Entity sets: queries with paging, and create, retrieve, update, upsert and delete of single rows and
+//! single properties.
+
+use super::{Request, empty_response, json_response, set_header};
+use crate::error::{ApiError, ApiResult};
+use crate::odata::filter::Predicate;
+use crate::odata::path::{Key, Segment};
+use crate::odata::query::{Cursor, QueryOptions, value_from_cookie};
+use crate::records::{self, Preconditions, Selection, WriteKind, etag, resolve_key, row_json};
+use crate::schema::Table;
+use crate::store::{JournalError, TableRows};
+use crate::value::{Row, Value};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde_json::{Map, Value as Json, json};
+use std::cmp::Ordering;
+use std::ops::Bound;
+use uuid::Uuid;
+
+/// Dataverse's page size limit, and the most `@odata.count` reports.
+pub const MAX_PAGE: usize = 5000;
+
+impl From<JournalError> for ApiError {
+    fn from(e: JournalError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}
+
+pub async fn dispatch(request: &Request, segments: &[Segment]) -> ApiResult<Response> {
+    let first = &segments[0];
+    let table = {
+        let data = request.env.store.read();
+        data.schema.table_by_set(&first.name).cloned().ok_or_else(|| ApiError::segment_not_found(&first.name))?
+    };
+    match (&first.key, segments.get(1), segments.len()) {
+        (None, None, 1) => match request.method {
+            Method::GET => query(request, &table),
+            Method::POST => create(request, &table).await,
+            _ => Err(ApiError::method_not_allowed(format!(
+                "The HTTP method '{}' is not allowed on the collection {}; use GET to query or POST to create.",
+                request.method, table.entity_set_name
+            ))),
+        },
+        (None, Some(second), 2) if second.name == "$count" && request.method == Method::GET => count(request, &table),
+        (Some(key), None, 1) => match request.method {
+            Method::GET => retrieve(request, &table, key),
+            Method::PATCH => upsert(request, &table, key).await,
+            Method::DELETE => delete(request, &table, key).await,
+            _ => Err(ApiError::method_not_allowed(format!(
+                "The HTTP method '{}' is not allowed on a record; use GET, PATCH or DELETE.",
+                request.method
+            ))),
+        },
+        (Some(key), Some(property), 2) => property_request(request, &table, key, &property.name).await,
+        _ => Err(ApiError::segment_not_found(&segments.last().expect("non-empty").name)),
+    }
+}
+
+fn preconditions(request: &Request) -> Preconditions {
+    Preconditions {
+        if_match: request.header("if-match").map(str::to_string),
+        if_none_match_any: request.header("if-none-match").is_some_and(|v| v.trim() == "*"),
+    }
+}
+
+fn entity_url(request: &Request, table: &Table, key: &Key) -> String {
+    format!("{}/{}({})", request.base, table.entity_set_name, key.to_url())
+}
+
+fn not_found(table: &Table, key: &Key) -> ApiError {
+    match key {
+        Key::Id(id) => ApiError::record_not_found(&table.logical_name, id),
+        Key::Named(_) => ApiError::key_not_found(&table.logical_name),
+    }
+}
+
+/// A row as a response body, with its `@odata.context`.
+fn entity_body(request: &Request, table: &Table, id: Uuid, selection: &Selection) -> ApiResult<(Json, String)> {
+    let data = request.env.store.read();
+    let row = data.rows(&table.logical_name).get(&id).ok_or_else(|| ApiError::record_not_found(&table.logical_name, id))?;
+    let mut body = Map::new();
+    body.insert(
+        "@odata.context".into(),
+        Json::String(format!("{}/$metadata#{}{}/$entity", request.base, table.entity_set_name, selection.context_suffix(table))),
+    );
+    body.extend(row_json(&data, table, row, selection, &request.prefer));
+    Ok((Json::Object(body), etag(row)))
+}
+
+fn applied_annotations(request: &Request, response: &mut Response) {
+    if let Some(a) = &request.prefer.annotations {
+        set_header(response, "preference-applied", &format!("odata.include-annotations=\"{a}\""));
+    }
+}
+
+/// Answers a write: 204 with `OData-EntityId`, or the row with `Prefer: return=representation`.
+fn write_response(request: &Request, table: &Table, key: &Key, id: Uuid, status_with_body: StatusCode) -> ApiResult<Response> {
+    if request.prefer.return_representation {
+        let options = request.options()?;
+        let selection = Selection::parse(table, options.select.as_ref())?;
+        let (body, tag) = entity_body(request, table, id, &selection)?;
+        let mut response = json_response(status_with_body, &body);
+        set_header(&mut response, "preference-applied", "return=representation");
+        set_header(&mut response, "etag", &tag);
+        return Ok(response);
+    }
+    let mut response = empty_response(StatusCode::NO_CONTENT);
+    set_header(&mut response, "odata-entityid", &entity_url(request, table, key));
+    Ok(response)
+}
+
+async fn create(request: &Request, table: &Table) -> ApiResult<Response> {
+    let body = request.json_object(&table.entity_set_name)?;
+    let caller = request.caller;
+    let outcome = request
+        .env
+        .store
+        .write(|data, journal| records::write(data, journal, table, None, &body, WriteKind::Create, &Preconditions::default(), caller))
+        .await?;
+    write_response(request, table, &Key::Id(outcome.id), outcome.id, StatusCode::CREATED)
+}
+
+async fn upsert(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> {
+    let body = request.json_object(&table.entity_set_name)?;
+    let caller = request.caller;
+    let preconditions = preconditions(request);
+    let outcome = request
+        .env
+        .store
+        .write(|data, journal| records::write(data, journal, table, Some(key), &body, WriteKind::Upsert, &preconditions, caller))
+        .await?;
+    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
+    write_response(request, table, key, outcome.id, status)
+}
+
+async fn delete(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> {
+    let if_match = request.header("if-match").map(str::to_string);
+    request
+        .env
+        .store
+        .write(|data, journal| {
+            let id = resolve_key(data, table, key)?.ok_or_else(|| not_found(table, key))?;
+            let row = data.rows(&table.logical_name).get(&id).expect("resolved");
+            if let Some(tag) = &if_match {
+                if tag != "*" && tag.trim() != etag(row) {
+                    return Err(ApiError::version_mismatch());
+                }
+            }
+            data.remove_row(journal, &table.logical_name, id);
+            Ok(())
+        })
+        .await?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+fn retrieve(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> {
+    let options = request.options()?;
+    if options.expand.is_some() {
+        return Err(ApiError::bad_query("$expand is not supported by the emulator yet; read the related record by its id."));
+    }
+    let selection = Selection::parse(table, options.select.as_ref())?;
+    let id = {
+        let data = request.env.store.read();
+        resolve_key(&data, table, key)?.ok_or_else(|| not_found(table, key))?
+    };
+    let (body, tag) = entity_body(request, table, id, &selection)?;
+    let conditional = request.header("if-none-match").filter(|v| v.starts_with("W/"));
+    if conditional == Some(tag.as_str()) && request.prefer.annotations.is_none() {
+        return Ok(empty_response(StatusCode::NOT_MODIFIED));
+    }
+    let mut response = json_response(StatusCode::OK, &body);
+    set_header(&mut response, "etag", &tag);
+    applied_annotations(request, &mut response);
+    Ok(response)
+}
+
+/// `GET|PUT|DELETE /contacts(<id>)/<property>`, and `GET` of a single-valued navigation property.
+async fn property_request(request: &Request, table: &Table, key: &Key, property: &str) -> ApiResult<Response> {
+    if let Some((attribute, _)) = table.navigation(property).filter(|_| request.method == Method::GET) {
+        let related = {
+            let data = request.env.store.read();
+            let id = resolve_key(&data, table, key)?.ok_or_else(|| not_found(table, key))?;
+            match data.rows(&table.logical_name).get(&id).and_then(|r| r.get(&attribute.logical_name)) {
+                Some(Value::Lookup { id, table: target }) if table.navigation(property).is_some_and(|(_, t)| &t.table == target) => {
+                    Some((target.clone(), *id))
+                }
+                _ => None,
+            }
+        };
+        let Some((target, id)) = related else { return Ok(empty_response(StatusCode::NO_CONTENT)) };
+        let target_table = request.env.store.read().schema.table(&target).cloned().expect("lookup targets exist");
+        let options = request.options()?;
+        let selection = Selection::parse(&target_table, options.select.as_ref())?;
+        let (body, _) = entity_body(request, &target_table, id, &selection)?;
+        return Ok(json_response(StatusCode::OK, &body));
+    }
+    let attribute = table.attribute_by_property(property).cloned().ok_or_else(|| ApiError::segment_not_found(property))?;
+    match request.method {
+        Method::GET => {
+            let data = request.env.store.read();
+            let id = resolve_key(&data, table, key)?.ok_or_else(|| not_found(table, key))?;
+            let row = data.rows(&table.logical_name).get(&id).expect("resolved");
+            match row.get(&attribute.logical_name) {
+                None => Ok(empty_response(StatusCode::NO_CONTENT)),
+                Some(value) => Ok(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "@odata.context": format!("{}/$metadata#{}({})/{}", request.base, table.entity_set_name, id, property),
+                        "value": value.to_json(),
+                    }),
+                )),
+            }
+        }
+        Method::PUT | Method::DELETE => {
+            if attribute.is_lookup() {
+                return Err(ApiError::bad_query(format!(
+                    "'{property}' is a lookup: set it with PATCH and '<navigation property>@odata.bind', or clear it with null."
+                )));
+            }
+            let value = if request.method == Method::PUT {
+                let body = request.json_object(&table.entity_set_name)?;
+                body.get("value").cloned().ok_or_else(|| {
+                    ApiError::payload(&table.entity_set_name, format!("PUT of a single property takes {{\"value\": …}} for '{property}'."))
+                })?
+            } else {
+                Json::Null
+            };
+            let body = Map::from_iter([(attribute.logical_name.clone(), value)]);
+            let must_exist = Preconditions { if_match: Some("*".into()), if_none_match_any: false };
+            let caller = request.caller;
+            request
+                .env
+                .store
+                .write(|data, journal| records::write(data, journal, table, Some(key), &body, WriteKind::Upsert, &must_exist, caller))
+                .await?;
+            Ok(empty_response(StatusCode::NO_CONTENT))
+        }
+        _ => Err(ApiError::method_not_allowed("A single property answers GET, PUT and DELETE.")),
+    }
+}
+
+// ------------------------------------------------------------------------------------------ queries
+
+/// `$orderby` resolved to columns, always ending with the primary key so that paging is stable.
+struct Order {
+    columns: Vec<(String, bool)>,
+}
+
+impl Order {
+    fn parse(table: &Table, options: &QueryOptions) -> ApiResult<Order> {
+        let mut columns = Vec::new();
+        for o in &options.orderby {
+            let attribute = table
+                .attribute_by_property(&o.property)
+                .ok_or_else(|| ApiError::unknown_query_property(&o.property, &table.logical_name))?;
+            columns.push((attribute.logical_name.clone(), o.descending));
+        }
+        Ok(Order { columns })
+    }
+
+    fn compare_values(&self, a: &[Option<&Value>], b: &[Option<&Value>]) -> Ordering {
+        for ((x, y), (_, descending)) in a.iter().zip(b).zip(&self.columns) {
+            let ordering = match (x, y) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Less,
+                (Some(_), None) => Ordering::Greater,
+                (Some(x), Some(y)) => x.compare(y).unwrap_or(Ordering::Equal),
+            };
+            let ordering = if *descending { ordering.reverse() } else { ordering };
+            if ordering != Ordering::Equal {
+                return ordering;
+            }
+        }
+        Ordering::Equal
+    }
+
+    fn values<'r>(&self, row: &'r Row) -> Vec<Option<&'r Value>> {
+        self.columns.iter().map(|(c, _)| row.get(c)).collect()
+    }
+}
+
+/// One page of matching rows after `cursor`, and whether more follow.
+fn page<'d>(
+    rows: &'d TableRows,
+    table: &Table,
+    predicate: Option<&Predicate>,
+    order: &Order,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> (Vec<(Uuid, &'d Row)>, bool) {
+    let matches = |row: &Row| predicate.is_none_or(|p| p.matches(row));
+    let mut out: Vec<(Uuid, &Row)>;
+    if order.columns.is_empty() {
+        let start = cursor.map_or(Bound::Unbounded, |c| Bound::Excluded(c.last_id));
+        out = rows.rows.range((start, Bound::Unbounded)).filter(|(_, r)| matches(r)).take(limit + 1).map(|(id, r)| (*id, r)).collect();
+    } else {
+        let mut all: Vec<(Uuid, &Row)> = rows.rows.iter().filter(|(_, r)| matches(r)).map(|(id, r)| (*id, r)).collect();
+        all.sort_by(|(ia, a), (ib, b)| order.compare_values(&order.values(a), &order.values(b)).then(ia.cmp(ib)));
+        let start = match cursor {
+            None => 0,
+            Some(c) => {
+                let last: Vec<Option<Value>> = c
+                    .sort_values
+                    .iter()
+                    .map(|(column, text)| text.as_ref().and_then(|t| table.attribute(column).and_then(|a| value_from_cookie(a, t))))
+                    .collect();
+                let last_refs: Vec<Option<&Value>> = last.iter().map(Option::as_ref).collect();
+                all.partition_point(|(id, r)| {
+                    order.compare_values(&order.values(r), &last_refs).then(id.cmp(&c.last_id)) != Ordering::Greater
+                })
+            }
+        };
+        out = all.into_iter().skip(start).take(limit + 1).collect();
+    }
+    let more = out.len() > limit;
+    out.truncate(limit);
+    (out, more)
+}
+
+fn page_size(request: &Request) -> ApiResult<Option<usize>> {
+    let Some(text) = &request.prefer.max_page_size else { return Ok(None) };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(Some(n)),
+        Ok(n) if n > MAX_PAGE => Err(ApiError::bad_query(format!("You can't request a page size larger than 5,000 (odata.maxpagesize={n})."))),
+        _ => Err(ApiError::bad_query(format!("odata.maxpagesize={text} is not a valid page size; use a whole number from 1 to 5000."))),
+    }
+}
+
+fn query(request: &Request, table: &Table) -> ApiResult<Response> {
+    let options = request.options()?;
+    if options.expand.is_some() {
+        return Err(ApiError::bad_query("$expand is not supported by the emulator yet; query the related table by its lookup column."));
+    }
+    let selection = Selection::parse(table, options.select.as_ref())?;
+    let predicate = options.filter.as_ref().map(|f| Predicate::bind(f, table)).transpose()?;
+    let order = Order::parse(table, &options)?;
+    let requested_page = page_size(request)?;
+    // `$top` is ignored when a page size is asked for, as Dataverse documents.
+    let top = if requested_page.is_some() { None } else { options.top };
+    let limit = requested_page.unwrap_or(MAX_PAGE).min(top.unwrap_or(usize::MAX));
+    let sort_columns: Vec<String> = order.columns.iter().map(|(c, _)| c.clone()).collect();
+    let cursor = options.skiptoken.as_deref().map(|t| Cursor::from_skiptoken(t, &table.primary_id, &sort_columns)).transpose()?;
+
+    let data = request.env.store.read();
+    let rows = data.rows(&table.logical_name);
+    let (page_rows, more) = page(rows, table, predicate.as_ref(), &order, cursor.as_ref(), limit);
+    let more = more && top.is_none_or(|t| t > limit);
+
+    let mut body = Map::new();
+    body.insert(
+        "@odata.context".into(),
+        Json::String(format!("{}/$metadata#{}{}", request.base, table.entity_set_name, selection.context_suffix(table))),
+    );
+    let total = if options.count || request.prefer.includes("Microsoft.Dynamics.CRM.totalrecordcount") {
+        Some(rows.rows.values().filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r))).count())
+    } else {
+        None
+    };
+    if options.count {
+        body.insert("@odata.count".into(), json!(total.unwrap_or_default().min(MAX_PAGE)));
+    }
+    if request.prefer.includes("Microsoft.Dynamics.CRM.totalrecordcount") {
+        let count = if options.count { total.unwrap_or_default() as i64 } else { -1 };
+        body.insert("@Microsoft.Dynamics.CRM.totalrecordcount".into(), json!(count.min(MAX_PAGE as i64)));
+        body.insert("@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded".into(), json!(total.unwrap_or_default() > MAX_PAGE));
+    }
+    let values: Vec<Json> =
+        page_rows.iter().map(|(_, row)| Json::Object(row_json(&data, table, row, &selection, &request.prefer))).collect();
+    body.insert("value".into(), Json::Array(values));
+    if more {
+        let (last_id, last_row) = *page_rows.last().expect("a page with more after it has rows");
+        let next = Cursor {
+            page: cursor.as_ref().map_or(1, |c| c.page + 1),
+            sort_values: order.columns.iter().map(|(c, _)| (c.clone(), last_row.get(c).map(Value::to_text))).collect(),
+            last_id,
+            first_id: page_rows[0].0,
+        };
+        let link = format!("{}/{}?{}", request.base, table.entity_set_name, options.next_query(&next.to_skiptoken(&table.primary_id)));
+        body.insert("@odata.nextLink".into(), Json::String(link));
+    }
+    drop(data);
+    let mut response = json_response(StatusCode::OK, &Json::Object(body));
+    let mut applied = Vec::new();
+    if let Some(n) = requested_page {
+        applied.push(format!("odata.maxpagesize={n}"));
+    }
+    if let Some(a) = &request.prefer.annotations {
+        applied.push(format!("odata.include-annotations=\"{a}\""));
+    }
+    if !applied.is_empty() {
+        set_header(&mut response, "preference-applied", &applied.join(","));
+    }
+    Ok(response)
+}
+
+fn count(request: &Request, table: &Table) -> ApiResult<Response> {
+    let options = request.options()?;
+    let predicate = options.filter.as_ref().map(|f| Predicate::bind(f, table)).transpose()?;
+    let n = {
+        let data = request.env.store.read();
+        data.rows(&table.logical_name).rows.values().filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r))).count()
+    };
+    let mut response = axum::response::IntoResponse::into_response(n.min(MAX_PAGE).to_string());
+    set_header(&mut response, "content-type", "text/plain");
+    Ok(response)
+}

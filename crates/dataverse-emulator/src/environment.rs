@@ -1,0 +1,219 @@
+//! One emulated environment: its store, its directory (who can sign in), its ids, and the server that
+//! answers for it.
+
+use crate::auth::{Directory, Secret, UserLogin};
+use crate::store::Store;
+use crate::value::{Row, Value};
+use anyhow::Context;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// How to start an emulator. Everything left out is generated on first start and, with a state file,
+/// kept for the next one.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    pub listen: SocketAddr,
+    pub state: Option<PathBuf>,
+    pub tenant_id: Option<Uuid>,
+    pub client_id: Option<Uuid>,
+    pub client_secret: Option<Secret>,
+    /// Users for the password grant: (user name, password).
+    pub users: Vec<(String, Secret)>,
+    pub token_lifetime: Duration,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state: None,
+            tenant_id: None,
+            client_id: None,
+            client_secret: None,
+            users: Vec::new(),
+            token_lifetime: Duration::from_secs(3599),
+        }
+    }
+}
+
+/// A running environment's shared state.
+pub struct Environment {
+    pub store: Store,
+    pub directory: Directory,
+    /// The environment URL (`http://127.0.0.1:PORT`): the resource tokens are issued for.
+    pub url: String,
+    pub organization_id: Uuid,
+    pub business_unit_id: Uuid,
+    /// Directory object id → the systemuser row that acts for it.
+    pub callers: HashMap<Uuid, Uuid>,
+}
+
+/// A started emulator. Dropping it stops the server.
+pub struct RunningEmulator {
+    pub url: String,
+    pub web_api: String,
+    pub token_url: String,
+    pub tenant_id: Uuid,
+    pub client_id: Uuid,
+    pub client_secret: Secret,
+    pub environment: Arc<Environment>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningEmulator {
+    /// The line the binary prints on start, for scripts and tests to find the emulator.
+    pub fn announcement(&self) -> serde_json::Value {
+        serde_json::json!({
+            "url": self.url,
+            "web_api": self.web_api,
+            "token_url": self.token_url,
+            "tenant_id": self.tenant_id,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret.expose(),
+        })
+    }
+
+    /// Stops accepting requests and waits for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn random_secret() -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect()
+}
+
+/// A setting from the flags, else from the state file, else generated — and kept in the state file.
+async fn setting(store: &Store, key: &str, given: Option<String>, generate: impl FnOnce() -> String) -> anyhow::Result<String> {
+    let value = match (given, store.setting(key)) {
+        (Some(v), _) => v,
+        (None, Some(stored)) => return Ok(stored),
+        (None, None) => generate(),
+    };
+    store.set_setting(key, &value).await?;
+    Ok(value)
+}
+
+async fn setting_id(store: &Store, key: &str, given: Option<Uuid>) -> anyhow::Result<Uuid> {
+    let text = setting(store, key, given.map(|g| g.to_string()), || Uuid::new_v4().to_string()).await?;
+    text.parse().with_context(|| format!("the state file holds '{text}' for {key}, which is not a GUID"))
+}
+
+/// Makes sure a systemuser row exists for someone who can sign in.
+async fn ensure_user(store: &Store, id: Uuid, name: &str, object_id: Uuid, application_id: Option<Uuid>) -> anyhow::Result<()> {
+    store
+        .write(|data, changes| {
+            if data.rows("systemuser").get(&id).is_some() {
+                return Ok::<_, anyhow::Error>(());
+            }
+            let now = Value::DateTime(chrono::Utc::now());
+            let mut row = Row::new();
+            row.insert("systemuserid".into(), Value::Guid(id));
+            row.insert("fullname".into(), Value::Text(name.to_string()));
+            row.insert("domainname".into(), Value::Text(name.to_string()));
+            row.insert("azureactivedirectoryobjectid".into(), Value::Guid(object_id));
+            if let Some(app) = application_id {
+                row.insert("applicationid".into(), Value::Guid(app));
+            }
+            row.insert("isdisabled".into(), Value::Bool(false));
+            row.insert("statecode".into(), Value::Int(0));
+            row.insert("statuscode".into(), Value::Int(1));
+            row.insert("createdon".into(), now.clone());
+            row.insert("modifiedon".into(), now);
+            row.insert("versionnumber".into(), Value::Int(data.next_version()));
+            data.put_row(changes, "systemuser", id, row);
+            Ok(())
+        })
+        .await
+}
+
+impl EmulatorConfig {
+    pub async fn start(self) -> anyhow::Result<RunningEmulator> {
+        let store = match &self.state {
+            Some(path) => Store::open(path).await?,
+            None => Store::in_memory(),
+        };
+        let tenant_id = setting_id(&store, "tenant_id", self.tenant_id).await?;
+        let client_id = setting_id(&store, "client_id", self.client_id).await?;
+        let client_secret =
+            Secret::new(setting(&store, "client_secret", self.client_secret.map(|s| s.expose().to_string()), random_secret).await?);
+        let signing_key = Secret::new(setting(&store, "signing_key", None, random_secret).await?);
+        let organization_id = setting_id(&store, "organization_id", None).await?;
+        let business_unit_id = setting_id(&store, "business_unit_id", None).await?;
+        let app_object_id = setting_id(&store, "application_object_id", None).await?;
+        let app_user_id = setting_id(&store, "application_user_id", None).await?;
+        ensure_user(&store, app_user_id, "# dataverse-emulator", app_object_id, Some(client_id)).await?;
+        let mut callers = HashMap::from([(app_object_id, app_user_id)]);
+        let mut users = Vec::new();
+        for (name, password) in self.users {
+            let object_id = setting_id(&store, &format!("user_object_id:{name}"), None).await?;
+            let user_id = setting_id(&store, &format!("user_id:{name}"), None).await?;
+            ensure_user(&store, user_id, &name, object_id, None).await?;
+            callers.insert(object_id, user_id);
+            users.push(UserLogin { username: name, password, object_id });
+        }
+
+        let listener = TcpListener::bind(self.listen).await.with_context(|| format!("listening on {}", self.listen))?;
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip([127, 0, 0, 1].into());
+        }
+        let url = format!("http://{addr}");
+        let directory = Directory {
+            tenant_id,
+            client_id,
+            client_secret: client_secret.clone(),
+            app_object_id,
+            users,
+            token_lifetime: self.token_lifetime,
+            signing_key,
+        };
+        let environment = Arc::new(Environment { store, directory, url: url.clone(), organization_id, business_unit_id, callers });
+        let router = crate::api::router(environment.clone());
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "the emulator's server stopped");
+            }
+        });
+        tracing::info!(%url, "dataverse emulator listening");
+        Ok(RunningEmulator {
+            web_api: format!("{url}/api/data/v9.2/"),
+            token_url: format!("{url}/{tenant_id}/oauth2/v2.0/token"),
+            url,
+            tenant_id,
+            client_id,
+            client_secret,
+            environment,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+}

@@ -1,0 +1,325 @@
+//! The environment's data: tables and rows in memory, and — with `--state` — a SQLite journal that every
+//! change reaches before its request is answered. Many concurrent writes share one SQLite transaction
+//! (group commit), so durability costs little throughput.
+
+use crate::schema::{Schema, Table, builtin_tables};
+use crate::value::{Row, Value};
+use anyhow::Context;
+use futures::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row as _, SqlitePool};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// The rows of one table, with an index per alternate key.
+#[derive(Debug, Default, Clone)]
+pub struct TableRows {
+    pub rows: BTreeMap<Uuid, Row>,
+    /// Key logical name → the key's values (folded for case) → row id.
+    key_index: HashMap<String, HashMap<Vec<String>, Uuid>>,
+}
+
+impl TableRows {
+    pub fn get(&self, id: &Uuid) -> Option<&Row> {
+        self.rows.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The values of one alternate key in a row, or `None` when a part is null (such rows are not keyed).
+    pub fn key_values(row: &Row, attributes: &[String]) -> Option<Vec<String>> {
+        attributes.iter().map(|a| row.get(a).map(Value::key_text)).collect()
+    }
+
+    pub fn find_by_key(&self, key_name: &str, values: &[String]) -> Option<Uuid> {
+        self.key_index.get(key_name)?.get(values).copied()
+    }
+
+    /// The row that already holds `row`'s value for some key, other than `id` itself.
+    pub fn key_conflict<'t>(&self, table: &'t Table, id: Uuid, row: &Row) -> Option<&'t crate::schema::AlternateKey> {
+        table.keys.iter().find(|key| {
+            Self::key_values(row, &key.attributes)
+                .and_then(|values| self.find_by_key(&key.logical_name, &values))
+                .is_some_and(|other| other != id)
+        })
+    }
+
+    pub fn put(&mut self, table: &Table, id: Uuid, row: Row) {
+        self.unindex(table, id);
+        for key in &table.keys {
+            if let Some(values) = Self::key_values(&row, &key.attributes) {
+                self.key_index.entry(key.logical_name.clone()).or_default().insert(values, id);
+            }
+        }
+        self.rows.insert(id, row);
+    }
+
+    pub fn remove(&mut self, table: &Table, id: Uuid) -> Option<Row> {
+        self.unindex(table, id);
+        self.rows.remove(&id)
+    }
+
+    fn unindex(&mut self, table: &Table, id: Uuid) {
+        let Some(old) = self.rows.get(&id) else { return };
+        for key in &table.keys {
+            if let (Some(values), Some(index)) = (Self::key_values(old, &key.attributes), self.key_index.get_mut(&key.logical_name)) {
+                index.remove(&values);
+            }
+        }
+    }
+
+    /// Builds a new key's index. Fails, naming the values, if two rows already share them.
+    pub fn index_key(&mut self, key: &crate::schema::AlternateKey) -> Result<(), Vec<String>> {
+        let mut index = HashMap::new();
+        for (id, row) in &self.rows {
+            if let Some(values) = Self::key_values(row, &key.attributes) {
+                if index.insert(values.clone(), *id).is_some() {
+                    return Err(values);
+                }
+            }
+        }
+        self.key_index.insert(key.logical_name.clone(), index);
+        Ok(())
+    }
+}
+
+/// Everything the environment holds.
+#[derive(Debug, Default)]
+pub struct Data {
+    pub schema: Schema,
+    pub tables: HashMap<String, TableRows>,
+    /// The last row version handed out; every write takes the next one.
+    pub version: i64,
+}
+
+impl Data {
+    fn new(schema: Schema) -> Self {
+        let tables = schema.tables().map(|t| (t.logical_name.clone(), TableRows::default())).collect();
+        Data { schema, tables, version: 0 }
+    }
+
+    pub fn next_version(&mut self) -> i64 {
+        self.version += 1;
+        self.version
+    }
+
+    pub fn rows(&self, table: &str) -> &TableRows {
+        self.tables.get(table).expect("every table in the schema has rows")
+    }
+
+    /// Puts a row and records the change for the journal.
+    pub fn put_row(&mut self, changes: &mut Vec<Change>, table: &str, id: Uuid, row: Row) {
+        let definition = self.schema.table(table).expect("table exists").clone();
+        changes.push(Change::Row { table: table.to_string(), id, row: Some(row.clone()) });
+        self.tables.entry(table.to_string()).or_default().put(&definition, id, row);
+    }
+
+    pub fn remove_row(&mut self, changes: &mut Vec<Change>, table: &str, id: Uuid) -> Option<Row> {
+        let definition = self.schema.table(table).expect("table exists").clone();
+        changes.push(Change::Row { table: table.to_string(), id, row: None });
+        self.tables.get_mut(table)?.remove(&definition, id)
+    }
+
+    /// Adds or replaces a table definition (a custom table, or a table with a new column or key).
+    pub fn put_table(&mut self, changes: &mut Vec<Change>, table: Table) {
+        changes.push(Change::Table(Box::new(table.clone())));
+        self.tables.entry(table.logical_name.clone()).or_default();
+        self.schema.insert(table);
+    }
+}
+
+/// One change for the journal.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Row { table: String, id: Uuid, row: Option<Row> },
+    Table(Box<Table>),
+    Setting { key: String, value: String },
+}
+
+struct Batch {
+    changes: Vec<Change>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The writer side of the SQLite journal.
+#[derive(Clone)]
+struct Journal {
+    tx: mpsc::UnboundedSender<Batch>,
+}
+
+pub struct Store {
+    data: RwLock<Data>,
+    journal: Option<Journal>,
+    settings: RwLock<HashMap<String, String>>,
+}
+
+/// A write that failed to reach the journal: the change is in memory but not on disk.
+#[derive(Debug, thiserror::Error)]
+#[error("the state file could not be written: {0}")]
+pub struct JournalError(String);
+
+impl Store {
+    /// An environment that lives in memory only.
+    pub fn in_memory() -> Store {
+        Store { data: RwLock::new(Data::new(Schema::new(builtin_tables()))), journal: None, settings: RwLock::default() }
+    }
+
+    /// Opens (or creates) a state file and loads everything in it.
+    pub async fn open(path: &Path) -> anyhow::Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the state file {}", path.display()))?;
+        for statement in [
+            "CREATE TABLE IF NOT EXISTS rows (tbl TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tbl, id)) WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.context("preparing the state file")?;
+        }
+        let mut schema = Schema::new(builtin_tables());
+        let stored: Vec<(String, String)> = sqlx::query_as("SELECT name, data FROM tables").fetch_all(&pool).await?;
+        for (name, json) in stored {
+            let table: Table = serde_json::from_str(&json).with_context(|| format!("reading the definition of table {name}"))?;
+            schema.insert(table);
+        }
+        let mut data = Data::new(schema);
+        {
+            let mut rows = sqlx::query("SELECT tbl, id, data FROM rows").fetch(&pool);
+            while let Some(r) = rows.try_next().await? {
+                let (table, id, json): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                let row: Row = serde_json::from_str(&json).with_context(|| format!("reading row {id} of {table}"))?;
+                let id: Uuid = id.parse()?;
+                if let Some(Value::Int(v)) = row.get("versionnumber") {
+                    data.version = data.version.max(*v);
+                }
+                let Some(definition) = data.schema.table(&table).cloned() else { continue };
+                data.tables.entry(table).or_default().put(&definition, id, row);
+            }
+        }
+        let settings: Vec<(String, String)> = sqlx::query_as("SELECT key, value FROM settings").fetch_all(&pool).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_journal(pool, rx));
+        Ok(Store {
+            data: RwLock::new(data),
+            journal: Some(Journal { tx }),
+            settings: RwLock::new(settings.into_iter().collect()),
+        })
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, Data> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` with exclusive access to the data, then waits until its changes are in the journal.
+    /// `f` must check everything before it changes anything: an error leaves the data as it was.
+    pub async fn write<T, E>(&self, f: impl FnOnce(&mut Data, &mut Vec<Change>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<JournalError>,
+    {
+        let (result, pending) = {
+            let mut data = self.data.write().unwrap_or_else(|e| e.into_inner());
+            let mut changes = Vec::new();
+            let result = f(&mut data, &mut changes);
+            // Queued while the lock is held, so the journal sees changes in the order they were made.
+            (result, self.enqueue(changes))
+        };
+        if let Some(done) = pending {
+            done.await.map_err(|_| JournalError("the journal writer stopped".into()))?.map_err(JournalError)?;
+        }
+        result
+    }
+
+    fn enqueue(&self, changes: Vec<Change>) -> Option<oneshot::Receiver<Result<(), String>>> {
+        let journal = self.journal.as_ref()?;
+        if changes.is_empty() {
+            return None;
+        }
+        let (done, wait) = oneshot::channel();
+        journal.tx.send(Batch { changes, done }).ok()?;
+        Some(wait)
+    }
+
+    pub fn setting(&self, key: &str) -> Option<String> {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    /// Keeps a setting (a generated credential, an id) so the environment stays the same across restarts.
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<(), JournalError> {
+        self.settings.write().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), value.to_string());
+        self.write(|_, changes| {
+            changes.push(Change::Setting { key: key.to_string(), value: value.to_string() });
+            Ok::<_, JournalError>(())
+        })
+        .await
+    }
+}
+
+async fn write_journal(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Batch>) {
+    while let Some(first) = rx.recv().await {
+        let mut batches = vec![first];
+        while batches.len() < 1024 {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&pool, &batches).await.map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "writing the state file failed");
+        }
+        for batch in batches {
+            let _ = batch.done.send(result.clone());
+        }
+    }
+}
+
+async fn commit(pool: &SqlitePool, batches: &[Batch]) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    for change in batches.iter().flat_map(|b| &b.changes) {
+        match change {
+            Change::Row { table, id, row: Some(row) } => {
+                sqlx::query("INSERT INTO rows (tbl, id, data) VALUES (?, ?, ?) ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data")
+                    .bind(table)
+                    .bind(id.to_string())
+                    .bind(serde_json::to_string(row)?)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Change::Row { table, id, row: None } => {
+                sqlx::query("DELETE FROM rows WHERE tbl = ? AND id = ?").bind(table).bind(id.to_string()).execute(&mut *tx).await?;
+            }
+            Change::Table(table) => {
+                sqlx::query("INSERT INTO tables (name, data) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data")
+                    .bind(&table.logical_name)
+                    .bind(serde_json::to_string(table)?)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Change::Setting { key, value } => {
+                sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
