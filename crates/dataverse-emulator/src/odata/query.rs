@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// What URLs keep unencoded in query values, as Dataverse writes them in `@odata.nextLink`.
-pub const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b',').remove(b'$');
+pub const QUERY_VALUE: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b',').remove(b'$').remove(b'=').remove(b'/');
 
 pub fn encode_query_value(text: &str) -> String {
     utf8_percent_encode(text, QUERY_VALUE).to_string()
@@ -192,7 +193,8 @@ fn xml_unescape(text: &str) -> String {
 }
 
 /// The characters Dataverse escapes inside the nested `pagingcookie` attribute.
-const COOKIE: &AsciiSet = &percent_encoding::CONTROLS.add(b'<').add(b'>').add(b'"').add(b'=').add(b'/').add(b'%').add(b' ').add(b'&');
+const COOKIE: &AsciiSet =
+    &percent_encoding::CONTROLS.add(b'<').add(b'>').add(b'"').add(b'=').add(b'/').add(b'%').add(b' ').add(b'&').add(b'{').add(b'}');
 
 fn braced(id: Uuid) -> String {
     format!("{{{}}}", id.to_string().to_uppercase())
