@@ -118,15 +118,15 @@ impl Data {
 
     /// Puts a row and records the change for the journal.
     pub fn put_row(&mut self, changes: &mut Vec<Change>, table: &str, id: Uuid, row: Row) {
-        let definition = self.schema.table(table).expect("table exists").clone();
+        let definition = self.schema.table(table).expect("table exists");
         changes.push(Change::Row { table: table.to_string(), id, row: Some(row.clone()) });
-        self.tables.entry(table.to_string()).or_default().put(&definition, id, row);
+        self.tables.entry(table.to_string()).or_default().put(definition, id, row);
     }
 
     pub fn remove_row(&mut self, changes: &mut Vec<Change>, table: &str, id: Uuid) -> Option<Row> {
-        let definition = self.schema.table(table).expect("table exists").clone();
+        let definition = self.schema.table(table).expect("table exists");
         changes.push(Change::Row { table: table.to_string(), id, row: None });
-        self.tables.get_mut(table)?.remove(&definition, id)
+        self.tables.get_mut(table)?.remove(definition, id)
     }
 
     /// Adds or replaces a table definition (a custom table, or a table with a new column or key).

@@ -427,7 +427,7 @@ impl MetadataOptions {
 
 // -------------------------------------------------------------------------------------- endpoints
 
-fn find_table<'s>(schema: &'s crate::schema::Schema, key: &Key) -> ApiResult<&'s Table> {
+fn find_table<'s>(schema: &'s crate::schema::Schema, key: &Key) -> ApiResult<&'s std::sync::Arc<Table>> {
     let found = match key {
         Key::Id(id) => schema.table_by_metadata_id(*id),
         Key::Named(parts) => match parts.as_slice() {
@@ -646,7 +646,7 @@ async fn create_attribute(request: &Request, table_key: &Key) -> ApiResult<Respo
         .env
         .store
         .write(|data, journal| {
-            let mut table = find_table(&data.schema, table_key)?.clone();
+            let mut table = Table::clone(find_table(&data.schema, table_key)?);
             let attribute = NewAttribute::from_json(&table, &body)?;
             let ids = (table.metadata_id, attribute.metadata_id);
             table.attributes.push(attribute);
@@ -699,7 +699,7 @@ async fn keys(request: &Request, table_key: &Key) -> ApiResult<Response> {
                 .env
                 .store
                 .write(|data, journal| {
-                    let mut table = find_table(&data.schema, table_key)?.clone();
+                    let mut table = Table::clone(find_table(&data.schema, table_key)?);
                     let key = NewKey::from_json(&table, &body)?;
                     let ids = (table.metadata_id, key.metadata_id);
                     let mut rows = data.rows(&table.logical_name).clone();

@@ -8,6 +8,7 @@ pub use customize::{NewAttribute, NewKey, NewTable, PublisherPrefix};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// How an attribute is required, as `RequiredLevel.Value` says it.
@@ -290,38 +291,35 @@ impl Table {
 }
 
 /// Every table of the environment, by logical name.
+/// Tables are shared (`Arc`) so that a request can hold its table's definition without holding the lock.
 #[derive(Debug, Clone, Default)]
 pub struct Schema {
-    tables: BTreeMap<String, Table>,
+    tables: BTreeMap<String, Arc<Table>>,
 }
 
 impl Schema {
     pub fn new(tables: impl IntoIterator<Item = Table>) -> Self {
-        Schema { tables: tables.into_iter().map(|t| (t.logical_name.clone(), t)).collect() }
+        Schema { tables: tables.into_iter().map(|t| (t.logical_name.clone(), Arc::new(t))).collect() }
     }
 
-    pub fn table(&self, logical_name: &str) -> Option<&Table> {
+    pub fn table(&self, logical_name: &str) -> Option<&Arc<Table>> {
         self.tables.get(logical_name)
     }
 
-    pub fn table_mut(&mut self, logical_name: &str) -> Option<&mut Table> {
-        self.tables.get_mut(logical_name)
-    }
-
     /// Entity set names are case sensitive, as in Dataverse (`Contacts` is not `contacts`).
-    pub fn table_by_set(&self, entity_set_name: &str) -> Option<&Table> {
+    pub fn table_by_set(&self, entity_set_name: &str) -> Option<&Arc<Table>> {
         self.tables.values().find(|t| t.entity_set_name == entity_set_name)
     }
 
-    pub fn table_by_metadata_id(&self, id: Uuid) -> Option<&Table> {
+    pub fn table_by_metadata_id(&self, id: Uuid) -> Option<&Arc<Table>> {
         self.tables.values().find(|t| t.metadata_id == id)
     }
 
-    pub fn tables(&self) -> impl Iterator<Item = &Table> {
+    pub fn tables(&self) -> impl Iterator<Item = &Arc<Table>> {
         self.tables.values()
     }
 
     pub fn insert(&mut self, table: Table) {
-        self.tables.insert(table.logical_name.clone(), table);
+        self.tables.insert(table.logical_name.clone(), Arc::new(table));
     }
 }

@@ -1,0 +1,188 @@
+//! Emulator throughput, against the binary as users run it (a separate process with a `--state` file):
+//!
+//! - single-record `PATCH` updates per second over keep-alive connections (target ≥ 5,000/s);
+//! - rows per second paging through 1,000,000 contacts at 5,000 a page (target ≥ 100,000/s).
+//!
+//! `cargo bench -p dataverse-emulator --bench emulator` (set `ROWS`, `PATCHES` or `CONNECTIONS` to change the
+//! sizes). Prints each figure and its ratio to the target; `--json FILE` also writes them as JSON.
+
+use dataverse_emulator::records::{Preconditions, WriteKind, write};
+use dataverse_emulator::store::Store;
+use serde_json::{Value as Json, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+use uuid::Uuid;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Writes `rows` contacts straight into a state file, through the same validation the Web API uses.
+async fn seed(path: &std::path::Path, rows: usize) -> Vec<Uuid> {
+    let store = Store::open(path).await.expect("state file opens");
+    let table = store.read().schema.table("contact").expect("contact").clone();
+    let caller = Uuid::new_v4();
+    let mut ids = Vec::with_capacity(rows);
+    for chunk in 0..rows.div_ceil(10_000) {
+        let created = store
+            .write(|data, journal| {
+                let mut created = Vec::new();
+                for i in chunk * 10_000..((chunk + 1) * 10_000).min(rows) {
+                    let body = json!({
+                        "firstname": format!("First{i}"),
+                        "lastname": format!("Last{i}"),
+                        "emailaddress1": format!("contact{i}@example.com"),
+                        "telephone1": "+1 425 555 0100",
+                        "jobtitle": "Buyer",
+                        "gendercode": 1 + (i % 2) as i64,
+                        "numberofchildren": (i % 4) as i64,
+                        "address1_city": "Redmond",
+                    });
+                    let outcome = write(data, journal, &table, None, body.as_object().unwrap(), WriteKind::Create, &Preconditions::default(), caller)?;
+                    created.push(outcome.id);
+                }
+                Ok::<_, dataverse_emulator::error::ApiError>(created)
+            })
+            .await
+            .expect("seed rows are valid");
+        ids.extend(created);
+    }
+    ids
+}
+
+struct Server {
+    child: Child,
+    announcement: Json,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(state: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dataverse-emulator"))
+        .args(["--listen", "127.0.0.1:0", "--state"])
+        .arg(state)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the emulator binary starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("announcement");
+    Server { announcement: serde_json::from_str(&line).expect("one JSON line"), child }
+}
+
+async fn token(http: &reqwest::Client, a: &Json) -> String {
+    let answer: Json = http
+        .post(a["token_url"].as_str().unwrap())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", a["client_id"].as_str().unwrap()),
+            ("client_secret", a["client_secret"].as_str().unwrap()),
+            ("scope", &format!("{}/.default", a["url"].as_str().unwrap())),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_string()
+}
+
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    target: f64,
+}
+
+#[tokio::main]
+async fn main() {
+    let rows = env_number("ROWS", 1_000_000);
+    let patches = env_number("PATCHES", 50_000);
+    let connections = env_number("CONNECTIONS", 16);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("bench.db");
+
+    let started = Instant::now();
+    let ids = seed(&state, rows).await;
+    eprintln!("seeded {rows} contacts into {} in {:.1}s", state.display(), started.elapsed().as_secs_f64());
+
+    let started = Instant::now();
+    let server = start_server(&state);
+    eprintln!("emulator loaded the state file and started in {:.1}s", started.elapsed().as_secs_f64());
+    let a = &server.announcement;
+    let web_api = a["web_api"].as_str().unwrap().to_string();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(connections).build().unwrap();
+    let bearer = format!("Bearer {}", token(&http, a).await);
+
+    // PATCH: `connections` clients, each on its own keep-alive connection, updating distinct contacts.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (http, bearer, web_api) = (http.clone(), bearer.clone(), web_api.clone());
+        let mine: Vec<Uuid> = ids.iter().skip(c).step_by(connections).copied().cycle().take(patches / connections).collect();
+        tasks.push(tokio::spawn(async move {
+            for (n, id) in mine.into_iter().enumerate() {
+                let response = http
+                    .patch(format!("{web_api}contacts({id})"))
+                    .header("Authorization", &bearer)
+                    .header("If-Match", "*")
+                    .json(&json!({"jobtitle": format!("Buyer {n}"), "numberofchildren": (n % 5) as i64}))
+                    .send()
+                    .await
+                    .expect("answered");
+                assert_eq!(response.status(), 204, "{}", response.text().await.unwrap_or_default());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let patch_rate = (patches / connections * connections) as f64 / started.elapsed().as_secs_f64();
+
+    // Paging: every contact at 5,000 a page, following @odata.nextLink.
+    let started = Instant::now();
+    let mut seen = 0usize;
+    let mut next = Some(format!("{web_api}contacts?$select=fullname,emailaddress1,jobtitle,numberofchildren"));
+    while let Some(url) = next {
+        let page: Json = http
+            .get(url)
+            .header("Authorization", &bearer)
+            .header("Prefer", "odata.maxpagesize=5000")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen += page["value"].as_array().expect("a page").len();
+        next = page["@odata.nextLink"].as_str().map(str::to_string);
+    }
+    let page_rate = seen as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(seen, rows, "every contact is read once");
+
+    let figures = [
+        Figure { name: format!("PATCH, {connections} keep-alive connections, --state"), value: patch_rate, unit: "updates/s", target: 5_000.0 },
+        Figure { name: format!("paging {rows} contacts at 5,000 a page, --state"), value: page_rate, unit: "rows/s", target: 100_000.0 },
+    ];
+    println!("\n{:<56} {:>20} {:>10} {:>8}", "benchmark", "figure", "target", "ratio");
+    for f in &figures {
+        println!("{:<56} {:>10.0} {:<9} {:>10.0} {:>7.2}x", f.name, f.value, f.unit, f.target, f.value / f.target);
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--json") {
+        let path = args.get(i + 1).expect("--json FILE");
+        let out: Vec<Json> = figures
+            .iter()
+            .map(|f| json!({"benchmark": f.name, "value": f.value, "unit": f.unit, "target": f.target, "ratio": f.value / f.target}))
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&out).unwrap()).expect("JSON written");
+    }
+}
