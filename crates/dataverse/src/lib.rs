@@ -1,1 +1,11 @@
+//! A client for the Microsoft Dataverse (Dynamics 365) Web API. It knows Dataverse and nothing of dynsync.
 
+pub mod auth;
+pub mod client;
+pub mod environment;
+pub mod error;
+
+pub use auth::{AuthError, ClientCredentials, Secret, TokenProvider};
+pub use client::{Client, WhoAmI};
+pub use environment::{Environment, EnvironmentError, Region};
+pub use error::{ApiError, Error, ErrorKind, ThrottleLimit};

@@ -1,0 +1,137 @@
+//! One error type for everything a Dataverse call can end in, classified so that callers decide what to do
+//! (retry, wait, fix the mapping, give up) without matching on strings.
+
+use crate::auth::AuthError;
+use std::time::Duration;
+
+/// Which service protection limit a throttled request hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleLimit {
+    /// `0x80072322`: too many requests in the window.
+    Requests,
+    /// `0x80072321`: too much combined execution time in the window.
+    ExecutionTime,
+    /// `0x80072326`: too many requests at once.
+    Concurrency,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    Throttled(ThrottleLimit),
+    NotFound,
+    /// A column the table does not have (its name).
+    UnknownProperty(String),
+    Validation,
+    Duplicate,
+    PreconditionFailed,
+    Auth,
+    /// Worth retrying: timeouts, 5xx, dropped connections.
+    Transient,
+    Other,
+}
+
+/// An error answer from the Web API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    /// Dataverse's `error.code` (`0x80040217`), empty when it gave none.
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub kind: ErrorKind,
+}
+
+/// The property name in "Could not find a property named 'x'" or "The property 'x' does not exist".
+fn property_in(message: &str) -> Option<String> {
+    for marker in ["Could not find a property named '", "The property '"] {
+        if let Some(start) = message.find(marker).map(|i| i + marker.len()) {
+            let rest = &message[start..];
+            if let Some(end) = rest.find('\'') {
+                if marker != "The property '" || rest[end..].starts_with("' does not exist") {
+                    return Some(rest[..end].to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+impl ApiError {
+    pub fn classify(status: u16, code: &str, message: &str) -> ErrorKind {
+        match (status, code.to_ascii_lowercase().as_str()) {
+            (_, "0x80072322") => ErrorKind::Throttled(ThrottleLimit::Requests),
+            (_, "0x80072321") => ErrorKind::Throttled(ThrottleLimit::ExecutionTime),
+            (_, "0x80072326") => ErrorKind::Throttled(ThrottleLimit::Concurrency),
+            (429, _) => ErrorKind::Throttled(ThrottleLimit::Requests),
+            (_, "0x80040237" | "0x80060892") => ErrorKind::Duplicate,
+            (_, "0x80060882") | (412, _) => ErrorKind::PreconditionFailed,
+            (404, _) => ErrorKind::NotFound,
+            (401 | 403, _) => ErrorKind::Auth,
+            (408 | 500..=599, _) => ErrorKind::Transient,
+            (400, _) => match property_in(message) {
+                Some(p) => ErrorKind::UnknownProperty(p),
+                None => ErrorKind::Validation,
+            },
+            _ => ErrorKind::Other,
+        }
+    }
+
+    /// Reads an error answer: Dataverse's `{"error":{"code","message"}}` body, `REQ_ID` and `Retry-After`.
+    pub async fn from_response(response: reqwest::Response) -> ApiError {
+        let status = response.status().as_u16();
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let request_id = header("req_id");
+        let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let code = body["error"]["code"].as_str().unwrap_or_default().to_string();
+        let message = body["error"]["message"].as_str().map(str::to_string).unwrap_or(text);
+        ApiError { kind: Self::classify(status, &code, &message), status, code, message, request_id, retry_after }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("Dataverse answered {} {}: {}", .0.status, .0.code, .0.message)]
+    Api(ApiError),
+    #[error("could not reach {url}: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    #[error("Dataverse answered {url} with a body that is not what the Web API sends: {detail}")]
+    UnexpectedBody { url: String, detail: String },
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Auth(_) => ErrorKind::Auth,
+            Error::Api(e) => e.kind.clone(),
+            Error::Transport { .. } => ErrorKind::Transient,
+            Error::UnexpectedBody { .. } => ErrorKind::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_by_code_and_status() {
+        assert_eq!(ApiError::classify(429, "0x80072321", ""), ErrorKind::Throttled(ThrottleLimit::ExecutionTime));
+        assert_eq!(ApiError::classify(404, "0x80040217", ""), ErrorKind::NotFound);
+        assert_eq!(ApiError::classify(412, "0x80040237", ""), ErrorKind::Duplicate);
+        assert_eq!(ApiError::classify(503, "", ""), ErrorKind::Transient);
+        assert_eq!(
+            ApiError::classify(400, "0x80060888", "Could not find a property named 'new_foo' on type 'Microsoft.Dynamics.CRM.contact'."),
+            ErrorKind::UnknownProperty("new_foo".into())
+        );
+        assert_eq!(
+            ApiError::classify(400, "0x80048d19", "... InnerException : Microsoft.OData.ODataException: The property 'new_x' does not exist on type 'Microsoft.Dynamics.CRM.contact'."),
+            ErrorKind::UnknownProperty("new_x".into())
+        );
+        assert_eq!(ApiError::classify(400, "0x80044331", "The length of the 'x' attribute"), ErrorKind::Validation);
+    }
+}
