@@ -176,3 +176,9 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+impl From<crate::store::JournalError> for ApiError {
+    fn from(e: crate::store::JournalError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}

@@ -7,7 +7,7 @@ use crate::value::{Row, Value};
 use anyhow::Context;
 use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row as _, SqlitePool};
+use sqlx::{ConnectOptions, Row as _, SqlitePool};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard};
@@ -175,11 +175,17 @@ impl Store {
 
     /// Opens (or creates) a state file and loads everything in it.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
+        // Rows are keyed by random GUIDs, so writes land all over the file: a page cache that holds the
+        // B-tree's inner pages, memory-mapped reads and rarer checkpoints keep a write to one page or two.
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal);
+            .synchronous(SqliteSynchronous::Normal)
+            .pragma("cache_size", "-262144")
+            .pragma("mmap_size", "1073741824")
+            .pragma("wal_autocheckpoint", "16384")
+            .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)

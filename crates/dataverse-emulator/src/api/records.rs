@@ -8,7 +8,7 @@ use crate::odata::path::{Key, Segment};
 use crate::odata::query::{Cursor, QueryOptions, value_from_cookie};
 use crate::records::{self, Preconditions, Selection, WriteKind, etag, resolve_key, row_json};
 use crate::schema::Table;
-use crate::store::{JournalError, TableRows};
+use crate::store::TableRows;
 use crate::value::{Row, Value};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -19,12 +19,6 @@ use uuid::Uuid;
 
 /// Dataverse's page size limit, and the most `@odata.count` reports.
 pub const MAX_PAGE: usize = 5000;
-
-impl From<JournalError> for ApiError {
-    fn from(e: JournalError) -> Self {
-        ApiError::internal(e.to_string())
-    }
-}
 
 pub async fn dispatch(request: &Request, segments: &[Segment]) -> ApiResult<Response> {
     let first = &segments[0];
