@@ -6,7 +6,7 @@
 //! `cargo bench -p dataverse-emulator --bench emulator` (set `ROWS`, `PATCHES` or `CONNECTIONS` to change the
 //! sizes). Prints each figure and its ratio to the target; `--json FILE` also writes them as JSON.
 
-use dataverse_emulator::records::{Preconditions, WriteKind, write};
+use dataverse_emulator::records::{Preconditions, WriteKind, WriteRequest, write};
 use dataverse_emulator::store::Store;
 use serde_json::{Value as Json, json};
 use std::io::{BufRead, BufReader};
@@ -15,13 +15,21 @@ use std::time::Instant;
 use uuid::Uuid;
 
 fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Writes `rows` contacts straight into a state file, through the same validation the Web API uses.
 async fn seed(path: &std::path::Path, rows: usize) -> Vec<Uuid> {
     let store = Store::open(path).await.expect("state file opens");
-    let table = store.read().schema.table("contact").expect("contact").clone();
+    let table = store
+        .read()
+        .schema
+        .table("contact")
+        .expect("contact")
+        .clone();
     let caller = Uuid::new_v4();
     let mut ids = Vec::with_capacity(rows);
     for chunk in 0..rows.div_ceil(10_000) {
@@ -39,7 +47,15 @@ async fn seed(path: &std::path::Path, rows: usize) -> Vec<Uuid> {
                         "numberofchildren": (i % 4) as i64,
                         "address1_city": "Redmond",
                     });
-                    let outcome = write(data, journal, &table, None, body.as_object().unwrap(), WriteKind::Create, &Preconditions::default(), caller)?;
+                    let request = WriteRequest {
+                        table: &table,
+                        key: None,
+                        body: body.as_object().unwrap(),
+                        kind: WriteKind::Create,
+                        preconditions: &Preconditions::default(),
+                        caller,
+                    };
+                    let outcome = write(data, journal, request)?;
                     created.push(outcome.id);
                 }
                 Ok::<_, dataverse_emulator::error::ApiError>(created)
@@ -73,8 +89,13 @@ fn start_server(state: &std::path::Path) -> Server {
         .spawn()
         .expect("the emulator binary starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("announcement");
-    Server { announcement: serde_json::from_str(&line).expect("one JSON line"), child }
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("announcement");
+    Server {
+        announcement: serde_json::from_str(&line).expect("one JSON line"),
+        child,
+    }
 }
 
 async fn token(http: &reqwest::Client, a: &Json) -> String {
@@ -112,14 +133,24 @@ async fn main() {
 
     let started = Instant::now();
     let ids = seed(&state, rows).await;
-    eprintln!("seeded {rows} contacts into {} in {:.1}s", state.display(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "seeded {rows} contacts into {} in {:.1}s",
+        state.display(),
+        started.elapsed().as_secs_f64()
+    );
 
     let started = Instant::now();
     let server = start_server(&state);
-    eprintln!("emulator loaded the state file and started in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "emulator loaded the state file and started in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     let a = &server.announcement;
     let web_api = a["web_api"].as_str().unwrap().to_string();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(connections).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
     let bearer = format!("Bearer {}", token(&http, a).await);
 
     // PATCH: `connections` clients, each on its own keep-alive connection, updating distinct contacts.
@@ -127,7 +158,14 @@ async fn main() {
     let mut tasks = Vec::new();
     for c in 0..connections {
         let (http, bearer, web_api) = (http.clone(), bearer.clone(), web_api.clone());
-        let mine: Vec<Uuid> = ids.iter().skip(c).step_by(connections).copied().cycle().take(patches / connections).collect();
+        let mine: Vec<Uuid> = ids
+            .iter()
+            .skip(c)
+            .step_by(connections)
+            .copied()
+            .cycle()
+            .take(patches / connections)
+            .collect();
         tasks.push(tokio::spawn(async move {
             for (n, id) in mine.into_iter().enumerate() {
                 let response = http
@@ -150,7 +188,9 @@ async fn main() {
     // Paging: every contact at 5,000 a page, following @odata.nextLink.
     let started = Instant::now();
     let mut seen = 0usize;
-    let mut next = Some(format!("{web_api}contacts?$select=fullname,emailaddress1,jobtitle,numberofchildren"));
+    let mut next = Some(format!(
+        "{web_api}contacts?$select=fullname,emailaddress1,jobtitle,numberofchildren"
+    ));
     while let Some(url) = next {
         let page: Json = http
             .get(url)
@@ -169,12 +209,32 @@ async fn main() {
     assert_eq!(seen, rows, "every contact is read once");
 
     let figures = [
-        Figure { name: format!("PATCH, {connections} keep-alive connections, --state"), value: patch_rate, unit: "updates/s", target: 5_000.0 },
-        Figure { name: format!("paging {rows} contacts at 5,000 a page, --state"), value: page_rate, unit: "rows/s", target: 100_000.0 },
+        Figure {
+            name: format!("PATCH, {connections} keep-alive connections, --state"),
+            value: patch_rate,
+            unit: "updates/s",
+            target: 5_000.0,
+        },
+        Figure {
+            name: format!("paging {rows} contacts at 5,000 a page, --state"),
+            value: page_rate,
+            unit: "rows/s",
+            target: 100_000.0,
+        },
     ];
-    println!("\n{:<56} {:>20} {:>10} {:>8}", "benchmark", "figure", "target", "ratio");
+    println!(
+        "\n{:<56} {:>20} {:>10} {:>8}",
+        "benchmark", "figure", "target", "ratio"
+    );
     for f in &figures {
-        println!("{:<56} {:>10.0} {:<9} {:>10.0} {:>7.2}x", f.name, f.value, f.unit, f.target, f.value / f.target);
+        println!(
+            "{:<56} {:>10.0} {:<9} {:>10.0} {:>7.2}x",
+            f.name,
+            f.value,
+            f.unit,
+            f.target,
+            f.value / f.target
+        );
     }
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--json") {

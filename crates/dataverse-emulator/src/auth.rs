@@ -89,7 +89,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 impl Directory {
     fn sign(&self, payload: &str) -> String {
-        let mut mac = HmacSha256::new_from_slice(self.signing_key.expose().as_bytes()).expect("any key length works");
+        let mut mac = HmacSha256::new_from_slice(self.signing_key.expose().as_bytes())
+            .expect("any key length works");
         mac.update(payload.as_bytes());
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
@@ -106,12 +107,20 @@ impl Directory {
     pub fn verify(&self, token: &str, audience: &str, kind: &str) -> Result<Claims, TokenProblem> {
         let (unsigned, signature) = token.rsplit_once('.').ok_or(TokenProblem::Malformed)?;
         let (_, body) = unsigned.split_once('.').ok_or(TokenProblem::Malformed)?;
-        let mut mac = HmacSha256::new_from_slice(self.signing_key.expose().as_bytes()).expect("any key length works");
+        let mut mac = HmacSha256::new_from_slice(self.signing_key.expose().as_bytes())
+            .expect("any key length works");
         mac.update(unsigned.as_bytes());
-        let given = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenProblem::Malformed)?;
-        mac.verify_slice(&given).map_err(|_| TokenProblem::BadSignature)?;
-        let claims: Claims =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenProblem::Malformed)?).map_err(|_| TokenProblem::Malformed)?;
+        let given = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TokenProblem::Malformed)?;
+        mac.verify_slice(&given)
+            .map_err(|_| TokenProblem::BadSignature)?;
+        let claims: Claims = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(body)
+                .map_err(|_| TokenProblem::Malformed)?,
+        )
+        .map_err(|_| TokenProblem::Malformed)?;
         if claims.typ != kind {
             return Err(TokenProblem::Malformed);
         }
@@ -149,11 +158,21 @@ pub struct TokenError {
 
 impl TokenError {
     fn new(status: u16, error: &'static str, code: u32, description: impl Into<String>) -> Self {
-        TokenError { status, error, code, description: description.into() }
+        TokenError {
+            status,
+            error,
+            code,
+            description: description.into(),
+        }
     }
 
     fn missing(parameter: &str) -> Self {
-        Self::new(400, "invalid_request", 900144, format!("The request body must contain the following parameter: '{parameter}'."))
+        Self::new(
+            400,
+            "invalid_request",
+            900144,
+            format!("The request body must contain the following parameter: '{parameter}'."),
+        )
     }
 
     pub fn body(&self) -> Json {
@@ -184,7 +203,12 @@ pub struct Grant {
 
 impl Directory {
     /// Answers one token request. `resource` is the environment URL that scopes must name.
-    pub fn token(&self, tenant: &str, form: &HashMap<String, String>, resource: &str) -> Result<Json, TokenError> {
+    pub fn token(
+        &self,
+        tenant: &str,
+        form: &HashMap<String, String>,
+        resource: &str,
+    ) -> Result<Json, TokenError> {
         let grant = self.grant(tenant, form, resource)?;
         let now = grant.claims.iat;
         let lifetime = grant.claims.exp - now;
@@ -199,13 +223,22 @@ impl Directory {
             answer.as_object_mut().expect("object").remove("scope");
         }
         if grant.refresh {
-            let refresh = Claims { typ: "refresh".into(), exp: now + 90 * 24 * 3600, ..grant.claims.clone() };
+            let refresh = Claims {
+                typ: "refresh".into(),
+                exp: now + 90 * 24 * 3600,
+                ..grant.claims.clone()
+            };
             answer["refresh_token"] = Json::String(self.issue(&refresh));
         }
         Ok(answer)
     }
 
-    fn grant(&self, tenant: &str, form: &HashMap<String, String>, resource: &str) -> Result<Grant, TokenError> {
+    fn grant(
+        &self,
+        tenant: &str,
+        form: &HashMap<String, String>,
+        resource: &str,
+    ) -> Result<Grant, TokenError> {
         let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
         let grant_type = field("grant_type").ok_or_else(|| TokenError::missing("grant_type"))?;
         let tenant_ok = tenant.eq_ignore_ascii_case(&self.tenant_id.to_string())
@@ -222,7 +255,12 @@ impl Directory {
             ));
         }
         if !["client_credentials", "password", "refresh_token"].contains(&grant_type) {
-            return Err(TokenError::new(400, "unsupported_grant_type", 70003, format!("The app requested an unsupported grant type '{grant_type}'.")));
+            return Err(TokenError::new(
+                400,
+                "unsupported_grant_type",
+                70003,
+                format!("The app requested an unsupported grant type '{grant_type}'."),
+            ));
         }
         let client_id = field("client_id").ok_or_else(|| TokenError::missing("client_id"))?;
         if !client_id.eq_ignore_ascii_case(&self.client_id.to_string()) {
@@ -273,17 +311,27 @@ impl Directory {
         match grant_type {
             "client_credentials" => {
                 if secret.is_none() {
-                    return Err(TokenError::new(401, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."));
+                    return Err(TokenError::new(
+                        401,
+                        "invalid_client",
+                        7000218,
+                        "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+                    ));
                 }
                 let scope = field("scope").ok_or_else(|| TokenError::missing("scope"))?;
                 self.check_scope(scope, resource, &[".default"], true)?;
-                Ok(Grant { claims: base(self.app_object_id, None, None), scope: scope.to_string(), refresh: false })
+                Ok(Grant {
+                    claims: base(self.app_object_id, None, None),
+                    scope: scope.to_string(),
+                    refresh: false,
+                })
             }
             "password" => {
                 let username = field("username").ok_or_else(|| TokenError::missing("username"))?;
                 let password = field("password").ok_or_else(|| TokenError::missing("password"))?;
                 let scope = field("scope").ok_or_else(|| TokenError::missing("scope"))?;
-                let resource_scope = self.check_scope(scope, resource, &["user_impersonation", ".default"], false)?;
+                let resource_scope =
+                    self.check_scope(scope, resource, &["user_impersonation", ".default"], false)?;
                 let user = self.users.iter().find(|u| u.username.eq_ignore_ascii_case(username)).ok_or_else(|| {
                     TokenError::new(
                         400,
@@ -297,38 +345,72 @@ impl Directory {
                     )
                 })?;
                 if user.password.expose() != password {
-                    return Err(TokenError::new(400, "invalid_grant", 50126, "Error validating credentials due to invalid username or password."));
+                    return Err(TokenError::new(
+                        400,
+                        "invalid_grant",
+                        50126,
+                        "Error validating credentials due to invalid username or password.",
+                    ));
                 }
                 let refresh = scope.split_whitespace().any(|s| s == "offline_access");
                 Ok(Grant {
-                    claims: base(user.object_id, Some("user_impersonation".into()), Some(user.username.clone())),
+                    claims: base(
+                        user.object_id,
+                        Some("user_impersonation".into()),
+                        Some(user.username.clone()),
+                    ),
                     scope: resource_scope,
                     refresh,
                 })
             }
             _ => {
-                let refresh_token = field("refresh_token").ok_or_else(|| TokenError::missing("refresh_token"))?;
+                let refresh_token =
+                    field("refresh_token").ok_or_else(|| TokenError::missing("refresh_token"))?;
                 let old = self.verify(refresh_token, resource, "refresh").map_err(|_| {
                     TokenError::new(400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid: the refresh token is not valid.")
                 })?;
-                Ok(Grant { claims: base(old.oid, old.scp.clone(), old.upn.clone()), scope: format!("{}/user_impersonation", old.aud), refresh: true })
+                Ok(Grant {
+                    claims: base(old.oid, old.scp.clone(), old.upn.clone()),
+                    scope: format!("{}/user_impersonation", old.aud),
+                    refresh: true,
+                })
             }
         }
     }
 
     /// Checks that the scope names this environment with one of the allowed permissions; returns the
     /// resource scope granted.
-    fn check_scope(&self, scope: &str, resource: &str, permissions: &[&str], client_credentials: bool) -> Result<String, TokenError> {
-        let resource_scopes: Vec<&str> =
-            scope.split_whitespace().filter(|s| !["openid", "profile", "offline_access", "email"].contains(s)).collect();
+    fn check_scope(
+        &self,
+        scope: &str,
+        resource: &str,
+        permissions: &[&str],
+        client_credentials: bool,
+    ) -> Result<String, TokenError> {
+        let resource_scopes: Vec<&str> = scope
+            .split_whitespace()
+            .filter(|s| !["openid", "profile", "offline_access", "email"].contains(s))
+            .collect();
         let invalid = || {
-            TokenError::new(400, "invalid_scope", 70011, format!("The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."))
+            TokenError::new(
+                400,
+                "invalid_scope",
+                70011,
+                format!(
+                    "The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
+                ),
+            )
         };
         let [one] = resource_scopes.as_slice() else {
             return Err(if resource_scopes.is_empty() {
                 invalid()
             } else {
-                TokenError::new(400, "invalid_scope", 700022, "The provided value for the input parameter scope is not valid because it contains more than one resource.")
+                TokenError::new(
+                    400,
+                    "invalid_scope",
+                    700022,
+                    "The provided value for the input parameter scope is not valid because it contains more than one resource.",
+                )
             });
         };
         let (scope_resource, permission) = one.rsplit_once('/').ok_or_else(invalid)?;
@@ -373,14 +455,21 @@ mod tests {
             client_id: Uuid::new_v4(),
             client_secret: Secret::new("s3cret"),
             app_object_id: Uuid::new_v4(),
-            users: vec![UserLogin { username: "ann@contoso.com".into(), password: Secret::new("pw"), object_id: Uuid::new_v4() }],
+            users: vec![UserLogin {
+                username: "ann@contoso.com".into(),
+                password: Secret::new("pw"),
+                object_id: Uuid::new_v4(),
+            }],
             token_lifetime: Duration::from_secs(60),
             signing_key: Secret::new("key"),
         }
     }
 
     fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const URL: &str = "http://127.0.0.1:5555";
@@ -390,10 +479,21 @@ mod tests {
         let d = directory();
         let (t, c) = (d.tenant_id.to_string(), d.client_id.to_string());
         let answer = d
-            .token(&t, &form(&[("grant_type", "client_credentials"), ("client_id", &c), ("client_secret", "s3cret"), ("scope", "http://localhost:5555/.default")]), URL)
+            .token(
+                &t,
+                &form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &c),
+                    ("client_secret", "s3cret"),
+                    ("scope", "http://localhost:5555/.default"),
+                ]),
+                URL,
+            )
             .unwrap();
         assert_eq!(answer["expires_in"], 60);
-        let claims = d.verify(answer["access_token"].as_str().unwrap(), URL, "access").unwrap();
+        let claims = d
+            .verify(answer["access_token"].as_str().unwrap(), URL, "access")
+            .unwrap();
         assert_eq!(claims.oid, d.app_object_id);
         let forged = format!("{}x", answer["access_token"].as_str().unwrap());
         assert!(d.verify(&forged, URL, "access").is_err());
@@ -403,16 +503,55 @@ mod tests {
     fn errors_carry_the_aadsts_codes() {
         let d = directory();
         let (t, c) = (d.tenant_id.to_string(), d.client_id.to_string());
-        let code = |f: &[(&str, &str)], tenant: &str| d.token(tenant, &form(f), URL).unwrap_err().code;
-        let cc = |secret: &'static str, scope: &'static str| vec![("grant_type", "client_credentials"), ("client_id", c.as_str()), ("client_secret", secret), ("scope", scope)];
-        assert_eq!(code(&cc("nope", "http://127.0.0.1:5555/.default"), &t), 7000215);
-        assert_eq!(code(&cc("s3cret", "http://127.0.0.1:9/.default"), &t), 500011);
-        assert_eq!(code(&cc("s3cret", "http://127.0.0.1:5555/user_impersonation"), &t), 1002012);
+        let code =
+            |f: &[(&str, &str)], tenant: &str| d.token(tenant, &form(f), URL).unwrap_err().code;
+        let cc = |secret: &'static str, scope: &'static str| {
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", c.as_str()),
+                ("client_secret", secret),
+                ("scope", scope),
+            ]
+        };
+        assert_eq!(
+            code(&cc("nope", "http://127.0.0.1:5555/.default"), &t),
+            7000215
+        );
+        assert_eq!(
+            code(&cc("s3cret", "http://127.0.0.1:9/.default"), &t),
+            500011
+        );
+        assert_eq!(
+            code(
+                &cc("s3cret", "http://127.0.0.1:5555/user_impersonation"),
+                &t
+            ),
+            1002012
+        );
         assert_eq!(code(&cc("s3cret", "nonsense"), &t), 70011);
-        assert_eq!(code(&cc("s3cret", "http://127.0.0.1:5555/.default"), "contoso.onmicrosoft.com"), 90002);
-        let unknown_app = [("grant_type", "client_credentials"), ("client_id", "00000000-0000-0000-0000-000000000001"), ("client_secret", "s3cret"), ("scope", "http://127.0.0.1:5555/.default")];
+        assert_eq!(
+            code(
+                &cc("s3cret", "http://127.0.0.1:5555/.default"),
+                "contoso.onmicrosoft.com"
+            ),
+            90002
+        );
+        let unknown_app = [
+            ("grant_type", "client_credentials"),
+            ("client_id", "00000000-0000-0000-0000-000000000001"),
+            ("client_secret", "s3cret"),
+            ("scope", "http://127.0.0.1:5555/.default"),
+        ];
         assert_eq!(code(&unknown_app, &t), 700016);
-        let pw = |p: &'static str| vec![("grant_type", "password"), ("client_id", c.as_str()), ("username", "ann@contoso.com"), ("password", p), ("scope", "http://127.0.0.1:5555/user_impersonation")];
+        let pw = |p: &'static str| {
+            vec![
+                ("grant_type", "password"),
+                ("client_id", c.as_str()),
+                ("username", "ann@contoso.com"),
+                ("password", p),
+                ("scope", "http://127.0.0.1:5555/user_impersonation"),
+            ]
+        };
         assert_eq!(code(&pw("bad"), &t), 50126);
         assert!(d.token(&t, &form(&pw("pw")), URL).is_ok());
     }

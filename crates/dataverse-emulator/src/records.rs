@@ -57,10 +57,10 @@ pub fn resolve_key(data: &Data, table: &Table, key: &Key) -> ApiResult<Option<Uu
     match key {
         Key::Id(id) => Ok(rows.get(id).map(|_| *id)),
         Key::Named(parts) => {
-            if let [(name, KeyValue::Guid(id))] = parts.as_slice() {
-                if name == &table.primary_id {
-                    return Ok(rows.get(id).map(|_| *id));
-                }
+            if let [(name, KeyValue::Guid(id))] = parts.as_slice()
+                && name == &table.primary_id
+            {
+                return Ok(rows.get(id).map(|_| *id));
             }
             let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
             let alternate = table.key_with_attributes(&names).ok_or_else(|| {
@@ -74,7 +74,13 @@ pub fn resolve_key(data: &Data, table: &Table, key: &Key) -> ApiResult<Option<Uu
             let values: Vec<String> = alternate
                 .attributes
                 .iter()
-                .map(|a| parts.iter().find(|(n, _)| n == a).map(|(_, v)| v.key_text()).unwrap_or_default())
+                .map(|a| {
+                    parts
+                        .iter()
+                        .find(|(n, _)| n == a)
+                        .map(|(_, v)| v.key_text())
+                        .unwrap_or_default()
+                })
                 .collect();
             Ok(rows.find_by_key(&alternate.logical_name, &values))
         }
@@ -82,21 +88,36 @@ pub fn resolve_key(data: &Data, table: &Table, key: &Key) -> ApiResult<Option<Uu
 }
 
 /// Reads `/accounts(<id>)`, `accounts(<id>)` or an absolute URL in an `@odata.bind` value.
-fn bind_target(data: &Data, reference: &str, entity_set: &str, navigation: &str) -> ApiResult<(String, Uuid)> {
+fn bind_target(
+    data: &Data,
+    reference: &str,
+    entity_set: &str,
+    navigation: &str,
+) -> ApiResult<(String, Uuid)> {
     let bad = || {
         ApiError::payload(
             entity_set,
-            format!("The value '{reference}' of '{navigation}@odata.bind' is not a reference such as '/accounts(00000000-0000-0000-0000-000000000001)'."),
+            format!(
+                "The value '{reference}' of '{navigation}@odata.bind' is not a reference such as '/accounts(00000000-0000-0000-0000-000000000001)'."
+            ),
         )
     };
     let tail = match reference.find("/api/data/") {
-        Some(i) => reference[i + "/api/data/".len()..].split_once('/').map(|(_, rest)| rest).ok_or_else(bad)?,
+        Some(i) => reference[i + "/api/data/".len()..]
+            .split_once('/')
+            .map(|(_, rest)| rest)
+            .ok_or_else(bad)?,
         None => reference.trim_start_matches('/'),
     };
     let segments = crate::odata::path::parse_path(tail).map_err(|_| bad())?;
-    let [segment] = segments.as_slice() else { return Err(bad()) };
+    let [segment] = segments.as_slice() else {
+        return Err(bad());
+    };
     let key = segment.key.as_ref().ok_or_else(bad)?;
-    let table = data.schema.table_by_set(&segment.name).ok_or_else(|| ApiError::segment_not_found(&segment.name))?;
+    let table = data
+        .schema
+        .table_by_set(&segment.name)
+        .ok_or_else(|| ApiError::segment_not_found(&segment.name))?;
     let id = match resolve_key(data, table, key)? {
         Some(id) => id,
         None => {
@@ -110,8 +131,16 @@ fn bind_target(data: &Data, reference: &str, entity_set: &str, navigation: &str)
 }
 
 /// Reads a request body into column changes, with Dataverse's errors for each kind of mistake.
-pub fn read_body(data: &Data, table: &Table, body: &Map<String, Json>, kind_of_write: WriteKind) -> ApiResult<Changes> {
-    let target = Target { table: &table.logical_name, entity_set: &table.entity_set_name };
+pub fn read_body(
+    data: &Data,
+    table: &Table,
+    body: &Map<String, Json>,
+    kind_of_write: WriteKind,
+) -> ApiResult<Changes> {
+    let target = Target {
+        table: &table.logical_name,
+        entity_set: &table.entity_set_name,
+    };
     let mut changes = Changes::new();
     for (name, json) in body {
         if let Some(navigation) = name.strip_suffix("@odata.bind") {
@@ -128,17 +157,27 @@ pub fn read_body(data: &Data, table: &Table, body: &Map<String, Json>, kind_of_w
             let value = match json {
                 Json::Null => None,
                 Json::String(reference) => {
-                    let (bound_table, id) = bind_target(data, reference, &table.entity_set_name, navigation)?;
+                    let (bound_table, id) =
+                        bind_target(data, reference, &table.entity_set_name, navigation)?;
                     if bound_table != lookup.table {
                         return Err(ApiError::payload(
                             &table.entity_set_name,
-                            format!("'{navigation}' refers to {} records, not to {bound_table} records.", lookup.table),
+                            format!(
+                                "'{navigation}' refers to {} records, not to {bound_table} records.",
+                                lookup.table
+                            ),
                         ));
                     }
-                    Some(Value::Lookup { id, table: bound_table })
+                    Some(Value::Lookup {
+                        id,
+                        table: bound_table,
+                    })
                 }
                 _ => {
-                    return Err(ApiError::payload(&table.entity_set_name, format!("The value of '{name}' must be a reference string or null.")));
+                    return Err(ApiError::payload(
+                        &table.entity_set_name,
+                        format!("The value of '{name}' must be a reference string or null."),
+                    ));
                 }
             };
             changes.push((attribute.logical_name.clone(), value));
@@ -155,12 +194,25 @@ pub fn read_body(data: &Data, table: &Table, body: &Map<String, Json>, kind_of_w
             }
             return Err(ApiError::payload(
                 &table.entity_set_name,
-                format!("Deep insert through '{name}' is not supported by the emulator; bind an existing record with '{name}@odata.bind'."),
+                format!(
+                    "Deep insert through '{name}' is not supported by the emulator; bind an existing record with '{name}@odata.bind'."
+                ),
             ));
         }
-        if name.starts_with('_') && name.ends_with("_value") && table.attribute_by_property(name).is_some() {
+        if name.starts_with('_')
+            && name.ends_with("_value")
+            && table.attribute_by_property(name).is_some()
+        {
             let inner = &name[1..name.len() - 6];
-            let navigations: Vec<&str> = table.attribute(inner).map(|a| a.lookup_targets().iter().map(|t| t.navigation_property.as_str()).collect()).unwrap_or_default();
+            let navigations: Vec<&str> = table
+                .attribute(inner)
+                .map(|a| {
+                    a.lookup_targets()
+                        .iter()
+                        .map(|t| t.navigation_property.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
             return Err(ApiError::payload(
                 &table.entity_set_name,
                 format!(
@@ -170,7 +222,11 @@ pub fn read_body(data: &Data, table: &Table, body: &Map<String, Json>, kind_of_w
             ));
         }
         let Some(attribute) = table.attribute_by_property(name) else {
-            return Err(ApiError::unknown_body_property(&table.entity_set_name, name, &table.logical_name));
+            return Err(ApiError::unknown_body_property(
+                &table.entity_set_name,
+                name,
+                &table.logical_name,
+            ));
         };
         let writable = match kind_of_write {
             WriteKind::Create => attribute.valid_for_create,
@@ -180,7 +236,10 @@ pub fn read_body(data: &Data, table: &Table, body: &Map<String, Json>, kind_of_w
         if !writable {
             continue; // Dataverse ignores values for columns it computes or sets itself
         }
-        if value.is_none() && attribute.required == crate::schema::RequiredLevel::SystemRequired && attribute.logical_name != table.primary_id {
+        if value.is_none()
+            && attribute.required == crate::schema::RequiredLevel::SystemRequired
+            && attribute.logical_name != table.primary_id
+        {
             return Err(ApiError::invalid_argument(format!(
                 "{} is a required column of {} and cannot be set to null.",
                 attribute.logical_name, table.logical_name
@@ -193,12 +252,20 @@ pub fn read_body(data: &Data, table: &Table, body: &Map<String, Json>, kind_of_w
 
 fn status_for_state(table: &Table, state: i64) -> Option<i64> {
     let states = table.attribute("statecode")?.kind.options()?;
-    states.iter().find(|o| o.value as i64 == state).and_then(|o| o.related).map(i64::from)
+    states
+        .iter()
+        .find(|o| o.value as i64 == state)
+        .and_then(|o| o.related)
+        .map(i64::from)
 }
 
 fn state_of_status(table: &Table, status: i64) -> Option<i64> {
     let statuses = table.attribute("statuscode")?.kind.options()?;
-    statuses.iter().find(|o| o.value as i64 == status).and_then(|o| o.related).map(i64::from)
+    statuses
+        .iter()
+        .find(|o| o.value as i64 == status)
+        .and_then(|o| o.related)
+        .map(i64::from)
 }
 
 /// Keeps `statecode` and `statuscode` consistent, as the platform does.
@@ -243,7 +310,10 @@ fn settle_state(table: &Table, row: &mut Row, state_set: bool, status_set: bool)
 
 /// `fullname` from first, middle and last name, where the table computes it.
 fn compute_names(table: &Table, row: &mut Row) {
-    let computes = table.attribute("fullname").is_some_and(Attribute::is_read_only) && table.attribute("lastname").is_some();
+    let computes = table
+        .attribute("fullname")
+        .is_some_and(Attribute::is_read_only)
+        && table.attribute("lastname").is_some();
     if !computes {
         return;
     }
@@ -251,7 +321,10 @@ fn compute_names(table: &Table, row: &mut Row) {
         Some(Value::Text(t)) if !t.is_empty() => Some(t.clone()),
         _ => None,
     };
-    let parts: Vec<String> = ["firstname", "middlename", "lastname"].iter().filter_map(|c| text(c)).collect();
+    let parts: Vec<String> = ["firstname", "middlename", "lastname"]
+        .iter()
+        .filter_map(|c| text(c))
+        .collect();
     if parts.is_empty() {
         row.remove("fullname");
     } else {
@@ -259,7 +332,12 @@ fn compute_names(table: &Table, row: &mut Row) {
     }
 }
 
-fn check_etag(existing: Option<&Row>, preconditions: &Preconditions, table: &Table, id: Option<Uuid>) -> ApiResult<()> {
+fn check_etag(
+    existing: Option<&Row>,
+    preconditions: &Preconditions,
+    table: &Table,
+    id: Option<Uuid>,
+) -> ApiResult<()> {
     match (&preconditions.if_match, existing) {
         (Some(_), None) => {
             return Err(match id {
@@ -267,7 +345,9 @@ fn check_etag(existing: Option<&Row>, preconditions: &Preconditions, table: &Tab
                 None => ApiError::key_not_found(&table.logical_name),
             });
         }
-        (Some(tag), Some(row)) if tag != "*" && tag.trim() != etag(row) => return Err(ApiError::version_mismatch()),
+        (Some(tag), Some(row)) if tag != "*" && tag.trim() != etag(row) => {
+            return Err(ApiError::version_mismatch());
+        }
         _ => {}
     }
     if preconditions.if_none_match_any && existing.is_some() {
@@ -276,22 +356,40 @@ fn check_etag(existing: Option<&Row>, preconditions: &Preconditions, table: &Tab
     Ok(())
 }
 
+/// One create, update or upsert, as a request asks for it.
+pub struct WriteRequest<'a> {
+    pub table: &'a Table,
+    /// The key in the URL; `None` for a create through the collection.
+    pub key: Option<&'a Key>,
+    pub body: &'a Map<String, Json>,
+    pub kind: WriteKind,
+    pub preconditions: &'a Preconditions,
+    /// The systemuser acting, recorded as owner, creator and modifier.
+    pub caller: Uuid,
+}
+
 /// Creates or updates one row. Everything is checked before anything changes.
 pub fn write(
     data: &mut Data,
     journal: &mut Vec<Change>,
-    table: &Table,
-    key: Option<&Key>,
-    body: &Map<String, Json>,
-    kind: WriteKind,
-    preconditions: &Preconditions,
-    caller: Uuid,
+    request: WriteRequest<'_>,
 ) -> ApiResult<WriteOutcome> {
+    let WriteRequest {
+        table,
+        key,
+        body,
+        kind,
+        preconditions,
+        caller,
+    } = request;
     let changes = read_body(data, table, body, kind)?;
-    let body_id = changes.iter().find(|(c, _)| c == &table.primary_id).and_then(|(_, v)| match v {
-        Some(Value::Guid(g)) => Some(*g),
-        _ => None,
-    });
+    let body_id = changes
+        .iter()
+        .find(|(c, _)| c == &table.primary_id)
+        .and_then(|(_, v)| match v {
+            Some(Value::Guid(g)) => Some(*g),
+            _ => None,
+        });
     let existing_id = match key {
         Some(k) => resolve_key(data, table, k)?,
         None => None,
@@ -305,7 +403,10 @@ pub fn write(
     check_etag(existing, preconditions, table, url_id)?;
 
     let now = Value::DateTime(Utc::now().with_nanosecond_zero());
-    let caller_ref = Value::Lookup { id: caller, table: "systemuser".into() };
+    let caller_ref = Value::Lookup {
+        id: caller,
+        table: "systemuser".into(),
+    };
     let (id, mut row, created) = match existing_id {
         Some(id) => (id, existing.cloned().expect("resolved rows exist"), false),
         None => {
@@ -318,20 +419,32 @@ pub fn write(
                 if let AttributeKind::Boolean { default, .. } = &attribute.kind {
                     row.insert(attribute.logical_name.clone(), Value::Bool(*default));
                 }
-                if let AttributeKind::Picklist { default: Some(d), .. } = &attribute.kind {
+                if let AttributeKind::Picklist {
+                    default: Some(d), ..
+                } = &attribute.kind
+                {
                     row.insert(attribute.logical_name.clone(), Value::Int(*d as i64));
                 }
             }
             // Creating through an alternate key copies the key's values into the new row.
             if let Some(Key::Named(parts)) = key {
                 for (name, value) in parts {
-                    let Some(attribute) = table.attribute(name) else { continue };
+                    let Some(attribute) = table.attribute(name) else {
+                        continue;
+                    };
                     let json = match value {
                         KeyValue::Text(t) => Json::String(t.clone()),
                         KeyValue::Number(n) => serde_json::from_str(n).unwrap_or(Json::Null),
                         KeyValue::Guid(g) => Json::String(g.to_string()),
                     };
-                    if let Some(v) = Value::from_json(attribute, &json, Target { table: &table.logical_name, entity_set: &table.entity_set_name })? {
+                    if let Some(v) = Value::from_json(
+                        attribute,
+                        &json,
+                        Target {
+                            table: &table.logical_name,
+                            entity_set: &table.entity_set_name,
+                        },
+                    )? {
                         row.insert(name.clone(), v);
                     }
                 }
@@ -355,7 +468,9 @@ pub fn write(
         if column == table.primary_id || updating_key_columns.contains(&column) {
             continue; // the row's identity never changes through its body
         }
-        let attribute = table.attribute(&column).expect("read_body only returns known columns");
+        let attribute = table
+            .attribute(&column)
+            .expect("read_body only returns known columns");
         if !created && !attribute.valid_for_update {
             continue;
         }
@@ -367,12 +482,19 @@ pub fn write(
         };
     }
     if let Some(Value::Date(d)) = row.get("overriddencreatedon").cloned().filter(|_| created) {
-        row.insert("createdon".into(), Value::DateTime(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()));
+        row.insert(
+            "createdon".into(),
+            Value::DateTime(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
+        );
     }
     settle_state(table, &mut row, state_set, status_set)?;
     compute_names(table, &mut row);
     if let Some(key) = data.rows(&table.logical_name).key_conflict(table, id, &row) {
-        let values: Vec<String> = key.attributes.iter().filter_map(|a| row.get(a).map(Value::to_text)).collect();
+        let values: Vec<String> = key
+            .attributes
+            .iter()
+            .filter_map(|a| row.get(a).map(Value::to_text))
+            .collect();
         return Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             code::DUPLICATE_ENTITY_KEY,
@@ -414,11 +536,14 @@ pub enum Selection {
 impl Selection {
     /// Resolves `$select` property names to columns, with Dataverse's error for an unknown one.
     pub fn parse(table: &Table, select: Option<&Vec<String>>) -> ApiResult<Selection> {
-        let Some(names) = select else { return Ok(Selection::All) };
+        let Some(names) = select else {
+            return Ok(Selection::All);
+        };
         let mut columns = Vec::new();
         for name in names {
-            let attribute =
-                table.attribute_by_property(name).ok_or_else(|| ApiError::unknown_query_property(name, &table.logical_name))?;
+            let attribute = table
+                .attribute_by_property(name)
+                .ok_or_else(|| ApiError::unknown_query_property(name, &table.logical_name))?;
             if !columns.contains(&attribute.logical_name) {
                 columns.push(attribute.logical_name.clone());
             }
@@ -431,7 +556,11 @@ impl Selection {
         match self {
             Selection::All => String::new(),
             Selection::Columns(columns) => {
-                let props: Vec<String> = columns.iter().filter_map(|c| table.attribute(c)).map(Attribute::property_name).collect();
+                let props: Vec<String> = columns
+                    .iter()
+                    .filter_map(|c| table.attribute(c))
+                    .map(Attribute::property_name)
+                    .collect();
                 format!("({})", props.join(","))
             }
         }
@@ -449,7 +578,13 @@ fn primary_name(data: &Data, table: &str, id: &Uuid) -> Option<String> {
 
 /// Writes a row as the Web API does: `@odata.etag` first, then the selected columns (each preceded by
 /// the annotations asked for), then the primary key.
-pub fn row_json(data: &Data, table: &Table, row: &Row, selection: &Selection, prefer: &Prefer) -> Map<String, Json> {
+pub fn row_json(
+    data: &Data,
+    table: &Table,
+    row: &Row,
+    selection: &Selection,
+    prefer: &Prefer,
+) -> Map<String, Json> {
     let mut out = Map::new();
     out.insert("@odata.etag".into(), Json::String(etag(row)));
     let wants_formatted = prefer.includes(FORMATTED);
@@ -460,34 +595,51 @@ pub fn row_json(data: &Data, table: &Table, row: &Row, selection: &Selection, pr
         let value = row.get(&attribute.logical_name);
         if let Some(v) = value {
             if let Value::Lookup { id, table: target } = v {
-                let navigation = attribute.lookup_targets().iter().find(|t| &t.table == target).map(|t| t.navigation_property.clone());
-                let has_many_targets = attribute.lookup_targets().len() > 1 || matches!(attribute.kind, AttributeKind::Lookup { lookup_type: LookupType::Owner, .. });
-                if wants_formatted {
-                    if let Some(name) = primary_name(data, target, id) {
-                        out.insert(format!("{property}@{FORMATTED}"), Json::String(name));
-                    }
+                let navigation = attribute
+                    .lookup_targets()
+                    .iter()
+                    .find(|t| &t.table == target)
+                    .map(|t| t.navigation_property.clone());
+                let has_many_targets = attribute.lookup_targets().len() > 1
+                    || matches!(
+                        attribute.kind,
+                        AttributeKind::Lookup {
+                            lookup_type: LookupType::Owner,
+                            ..
+                        }
+                    );
+                if wants_formatted && let Some(name) = primary_name(data, target, id) {
+                    out.insert(format!("{property}@{FORMATTED}"), Json::String(name));
                 }
-                if wants_navigation && has_many_targets {
-                    if let Some(n) = navigation {
-                        out.insert(format!("{property}@{NAVIGATION}"), Json::String(n));
-                    }
+                if wants_navigation
+                    && has_many_targets
+                    && let Some(n) = navigation
+                {
+                    out.insert(format!("{property}@{NAVIGATION}"), Json::String(n));
                 }
                 if wants_lookup_table {
-                    out.insert(format!("{property}@{LOOKUP_TABLE}"), Json::String(target.clone()));
+                    out.insert(
+                        format!("{property}@{LOOKUP_TABLE}"),
+                        Json::String(target.clone()),
+                    );
                 }
-            } else if wants_formatted {
-                if let Some(text) = v.formatted(&attribute.kind) {
-                    out.insert(format!("{property}@{FORMATTED}"), Json::String(text));
-                }
+            } else if wants_formatted && let Some(text) = v.formatted(&attribute.kind) {
+                out.insert(format!("{property}@{FORMATTED}"), Json::String(text));
             }
         }
         out.insert(property, value.map(Value::to_json).unwrap_or(Json::Null));
     };
     match selection {
-        Selection::All => table.attributes.iter().filter(|a| a.logical_name != table.primary_id).for_each(&mut emit),
-        Selection::Columns(columns) => {
-            columns.iter().filter(|c| *c != &table.primary_id).filter_map(|c| table.attribute(c)).for_each(&mut emit)
-        }
+        Selection::All => table
+            .attributes
+            .iter()
+            .filter(|a| a.logical_name != table.primary_id)
+            .for_each(&mut emit),
+        Selection::Columns(columns) => columns
+            .iter()
+            .filter(|c| *c != &table.primary_id)
+            .filter_map(|c| table.attribute(c))
+            .for_each(&mut emit),
     }
     if let Some(primary) = table.attribute(&table.primary_id) {
         emit(primary);

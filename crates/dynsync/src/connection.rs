@@ -15,7 +15,9 @@ impl fmt::Display for ConnectionProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let env = &self.environment;
         match &self.error {
-            Error::Auth(auth @ AuthError::Unreachable { .. }) => write!(f, "{auth}; check the authority URL and the network"),
+            Error::Auth(auth @ AuthError::Unreachable { .. }) => {
+                write!(f, "{auth}; check the authority URL and the network")
+            }
             Error::Auth(auth) => write!(f, "{auth}"),
             Error::Api(api) if api.status == 401 || api.status == 403 => write!(
                 f,
@@ -24,9 +26,16 @@ impl fmt::Display for ConnectionProblem {
                 api.message
             ),
             Error::Api(api) if api.status == 404 => {
-                write!(f, "{env} does not answer as a Dataverse environment (404 on WhoAmI): check the environment URL")
+                write!(
+                    f,
+                    "{env} does not answer as a Dataverse environment (404 on WhoAmI): check the environment URL"
+                )
             }
-            Error::Transport { .. } => write!(f, "could not reach {env}: check the environment URL and the network ({})", self.error),
+            Error::Transport { .. } => write!(
+                f,
+                "could not reach {env}: check the environment URL and the network ({})",
+                self.error
+            ),
             other => write!(f, "{other}"),
         }
     }
@@ -35,7 +44,16 @@ impl fmt::Display for ConnectionProblem {
 impl std::error::Error for ConnectionProblem {}
 
 /// Signs in and asks the environment who the app is.
-pub async fn check(environment: Environment, credentials: ClientCredentials) -> Result<WhoAmI, ConnectionProblem> {
+pub async fn check(
+    environment: Environment,
+    credentials: ClientCredentials,
+) -> Result<WhoAmI, ConnectionProblem> {
     let url = environment.url();
-    Client::new(environment, credentials).who_am_i().await.map_err(|error| ConnectionProblem { environment: url, error })
+    Client::new(environment, credentials)
+        .who_am_i()
+        .await
+        .map_err(|error| ConnectionProblem {
+            environment: url,
+            error,
+        })
 }
