@@ -15,21 +15,13 @@ use std::time::Instant;
 use uuid::Uuid;
 
 fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Writes `rows` contacts straight into a state file, through the same validation the Web API uses.
 async fn seed(path: &std::path::Path, rows: usize) -> Vec<Uuid> {
     let store = Store::open(path).await.expect("state file opens");
-    let table = store
-        .read()
-        .schema
-        .table("contact")
-        .expect("contact")
-        .clone();
+    let table = store.read().schema.table("contact").expect("contact").clone();
     let caller = Uuid::new_v4();
     let mut ids = Vec::with_capacity(rows);
     for chunk in 0..rows.div_ceil(10_000) {
@@ -89,13 +81,8 @@ fn start_server(state: &std::path::Path) -> Server {
         .spawn()
         .expect("the emulator binary starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("announcement");
-    Server {
-        announcement: serde_json::from_str(&line).expect("one JSON line"),
-        child,
-    }
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("announcement");
+    Server { announcement: serde_json::from_str(&line).expect("one JSON line"), child }
 }
 
 async fn token(http: &reqwest::Client, a: &Json) -> String {
@@ -133,24 +120,14 @@ async fn main() {
 
     let started = Instant::now();
     let ids = seed(&state, rows).await;
-    eprintln!(
-        "seeded {rows} contacts into {} in {:.1}s",
-        state.display(),
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("seeded {rows} contacts into {} in {:.1}s", state.display(), started.elapsed().as_secs_f64());
 
     let started = Instant::now();
     let server = start_server(&state);
-    eprintln!(
-        "emulator loaded the state file and started in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("emulator loaded the state file and started in {:.1}s", started.elapsed().as_secs_f64());
     let a = &server.announcement;
     let web_api = a["web_api"].as_str().unwrap().to_string();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(connections).build().unwrap();
     let bearer = format!("Bearer {}", token(&http, a).await);
 
     // PATCH: `connections` clients, each on its own keep-alive connection, updating distinct contacts.
@@ -158,14 +135,8 @@ async fn main() {
     let mut tasks = Vec::new();
     for c in 0..connections {
         let (http, bearer, web_api) = (http.clone(), bearer.clone(), web_api.clone());
-        let mine: Vec<Uuid> = ids
-            .iter()
-            .skip(c)
-            .step_by(connections)
-            .copied()
-            .cycle()
-            .take(patches / connections)
-            .collect();
+        let mine: Vec<Uuid> =
+            ids.iter().skip(c).step_by(connections).copied().cycle().take(patches / connections).collect();
         tasks.push(tokio::spawn(async move {
             for (n, id) in mine.into_iter().enumerate() {
                 let response = http
@@ -188,9 +159,7 @@ async fn main() {
     // Paging: every contact at 5,000 a page, following @odata.nextLink.
     let started = Instant::now();
     let mut seen = 0usize;
-    let mut next = Some(format!(
-        "{web_api}contacts?$select=fullname,emailaddress1,jobtitle,numberofchildren"
-    ));
+    let mut next = Some(format!("{web_api}contacts?$select=fullname,emailaddress1,jobtitle,numberofchildren"));
     while let Some(url) = next {
         let page: Json = http
             .get(url)
@@ -222,19 +191,9 @@ async fn main() {
             target: 100_000.0,
         },
     ];
-    println!(
-        "\n{:<56} {:>20} {:>10} {:>8}",
-        "benchmark", "figure", "target", "ratio"
-    );
+    println!("\n{:<56} {:>20} {:>10} {:>8}", "benchmark", "figure", "target", "ratio");
     for f in &figures {
-        println!(
-            "{:<56} {:>10.0} {:<9} {:>10.0} {:>7.2}x",
-            f.name,
-            f.value,
-            f.unit,
-            f.target,
-            f.value / f.target
-        );
+        println!("{:<56} {:>10.0} {:<9} {:>10.0} {:>7.2}x", f.name, f.value, f.unit, f.target, f.value / f.target);
     }
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--json") {

@@ -89,8 +89,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 impl Directory {
     fn sign(&self, payload: &str) -> String {
-        let mut mac = HmacSha256::new_from_slice(self.signing_key.expose().as_bytes())
-            .expect("any key length works");
+        let mut mac = HmacSha256::new_from_slice(self.signing_key.expose().as_bytes()).expect("any key length works");
         mac.update(payload.as_bytes());
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
@@ -107,20 +106,13 @@ impl Directory {
     pub fn verify(&self, token: &str, audience: &str, kind: &str) -> Result<Claims, TokenProblem> {
         let (unsigned, signature) = token.rsplit_once('.').ok_or(TokenProblem::Malformed)?;
         let (_, body) = unsigned.split_once('.').ok_or(TokenProblem::Malformed)?;
-        let mut mac = HmacSha256::new_from_slice(self.signing_key.expose().as_bytes())
-            .expect("any key length works");
+        let mut mac = HmacSha256::new_from_slice(self.signing_key.expose().as_bytes()).expect("any key length works");
         mac.update(unsigned.as_bytes());
-        let given = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| TokenProblem::Malformed)?;
-        mac.verify_slice(&given)
-            .map_err(|_| TokenProblem::BadSignature)?;
-        let claims: Claims = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(body)
-                .map_err(|_| TokenProblem::Malformed)?,
-        )
-        .map_err(|_| TokenProblem::Malformed)?;
+        let given = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenProblem::Malformed)?;
+        mac.verify_slice(&given).map_err(|_| TokenProblem::BadSignature)?;
+        let claims: Claims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenProblem::Malformed)?)
+                .map_err(|_| TokenProblem::Malformed)?;
         if claims.typ != kind {
             return Err(TokenProblem::Malformed);
         }
@@ -158,12 +150,7 @@ pub struct TokenError {
 
 impl TokenError {
     fn new(status: u16, error: &'static str, code: u32, description: impl Into<String>) -> Self {
-        TokenError {
-            status,
-            error,
-            code,
-            description: description.into(),
-        }
+        TokenError { status, error, code, description: description.into() }
     }
 
     fn missing(parameter: &str) -> Self {
@@ -203,12 +190,7 @@ pub struct Grant {
 
 impl Directory {
     /// Answers one token request. `resource` is the environment URL that scopes must name.
-    pub fn token(
-        &self,
-        tenant: &str,
-        form: &HashMap<String, String>,
-        resource: &str,
-    ) -> Result<Json, TokenError> {
+    pub fn token(&self, tenant: &str, form: &HashMap<String, String>, resource: &str) -> Result<Json, TokenError> {
         let grant = self.grant(tenant, form, resource)?;
         let now = grant.claims.iat;
         let lifetime = grant.claims.exp - now;
@@ -223,22 +205,13 @@ impl Directory {
             answer.as_object_mut().expect("object").remove("scope");
         }
         if grant.refresh {
-            let refresh = Claims {
-                typ: "refresh".into(),
-                exp: now + 90 * 24 * 3600,
-                ..grant.claims.clone()
-            };
+            let refresh = Claims { typ: "refresh".into(), exp: now + 90 * 24 * 3600, ..grant.claims.clone() };
             answer["refresh_token"] = Json::String(self.issue(&refresh));
         }
         Ok(answer)
     }
 
-    fn grant(
-        &self,
-        tenant: &str,
-        form: &HashMap<String, String>,
-        resource: &str,
-    ) -> Result<Grant, TokenError> {
+    fn grant(&self, tenant: &str, form: &HashMap<String, String>, resource: &str) -> Result<Grant, TokenError> {
         let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
         let grant_type = field("grant_type").ok_or_else(|| TokenError::missing("grant_type"))?;
         let tenant_ok = tenant.eq_ignore_ascii_case(&self.tenant_id.to_string())
@@ -320,18 +293,13 @@ impl Directory {
                 }
                 let scope = field("scope").ok_or_else(|| TokenError::missing("scope"))?;
                 self.check_scope(scope, resource, &[".default"], true)?;
-                Ok(Grant {
-                    claims: base(self.app_object_id, None, None),
-                    scope: scope.to_string(),
-                    refresh: false,
-                })
+                Ok(Grant { claims: base(self.app_object_id, None, None), scope: scope.to_string(), refresh: false })
             }
             "password" => {
                 let username = field("username").ok_or_else(|| TokenError::missing("username"))?;
                 let password = field("password").ok_or_else(|| TokenError::missing("password"))?;
                 let scope = field("scope").ok_or_else(|| TokenError::missing("scope"))?;
-                let resource_scope =
-                    self.check_scope(scope, resource, &["user_impersonation", ".default"], false)?;
+                let resource_scope = self.check_scope(scope, resource, &["user_impersonation", ".default"], false)?;
                 let user = self.users.iter().find(|u| u.username.eq_ignore_ascii_case(username)).ok_or_else(|| {
                     TokenError::new(
                         400,
@@ -354,20 +322,20 @@ impl Directory {
                 }
                 let refresh = scope.split_whitespace().any(|s| s == "offline_access");
                 Ok(Grant {
-                    claims: base(
-                        user.object_id,
-                        Some("user_impersonation".into()),
-                        Some(user.username.clone()),
-                    ),
+                    claims: base(user.object_id, Some("user_impersonation".into()), Some(user.username.clone())),
                     scope: resource_scope,
                     refresh,
                 })
             }
             _ => {
-                let refresh_token =
-                    field("refresh_token").ok_or_else(|| TokenError::missing("refresh_token"))?;
+                let refresh_token = field("refresh_token").ok_or_else(|| TokenError::missing("refresh_token"))?;
                 let old = self.verify(refresh_token, resource, "refresh").map_err(|_| {
-                    TokenError::new(400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid: the refresh token is not valid.")
+                    TokenError::new(
+                        400,
+                        "invalid_grant",
+                        9002313,
+                        "Invalid request. Request is malformed or invalid: the refresh token is not valid.",
+                    )
                 })?;
                 Ok(Grant {
                     claims: base(old.oid, old.scp.clone(), old.upn.clone()),
@@ -466,10 +434,7 @@ mod tests {
     }
 
     fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     const URL: &str = "http://127.0.0.1:5555";
@@ -491,9 +456,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(answer["expires_in"], 60);
-        let claims = d
-            .verify(answer["access_token"].as_str().unwrap(), URL, "access")
-            .unwrap();
+        let claims = d.verify(answer["access_token"].as_str().unwrap(), URL, "access").unwrap();
         assert_eq!(claims.oid, d.app_object_id);
         let forged = format!("{}x", answer["access_token"].as_str().unwrap());
         assert!(d.verify(&forged, URL, "access").is_err());
@@ -503,8 +466,7 @@ mod tests {
     fn errors_carry_the_aadsts_codes() {
         let d = directory();
         let (t, c) = (d.tenant_id.to_string(), d.client_id.to_string());
-        let code =
-            |f: &[(&str, &str)], tenant: &str| d.token(tenant, &form(f), URL).unwrap_err().code;
+        let code = |f: &[(&str, &str)], tenant: &str| d.token(tenant, &form(f), URL).unwrap_err().code;
         let cc = |secret: &'static str, scope: &'static str| {
             vec![
                 ("grant_type", "client_credentials"),
@@ -513,29 +475,11 @@ mod tests {
                 ("scope", scope),
             ]
         };
-        assert_eq!(
-            code(&cc("nope", "http://127.0.0.1:5555/.default"), &t),
-            7000215
-        );
-        assert_eq!(
-            code(&cc("s3cret", "http://127.0.0.1:9/.default"), &t),
-            500011
-        );
-        assert_eq!(
-            code(
-                &cc("s3cret", "http://127.0.0.1:5555/user_impersonation"),
-                &t
-            ),
-            1002012
-        );
+        assert_eq!(code(&cc("nope", "http://127.0.0.1:5555/.default"), &t), 7000215);
+        assert_eq!(code(&cc("s3cret", "http://127.0.0.1:9/.default"), &t), 500011);
+        assert_eq!(code(&cc("s3cret", "http://127.0.0.1:5555/user_impersonation"), &t), 1002012);
         assert_eq!(code(&cc("s3cret", "nonsense"), &t), 70011);
-        assert_eq!(
-            code(
-                &cc("s3cret", "http://127.0.0.1:5555/.default"),
-                "contoso.onmicrosoft.com"
-            ),
-            90002
-        );
+        assert_eq!(code(&cc("s3cret", "http://127.0.0.1:5555/.default"), "contoso.onmicrosoft.com"), 90002);
         let unknown_app = [
             ("grant_type", "client_credentials"),
             ("client_id", "00000000-0000-0000-0000-000000000001"),

@@ -103,11 +103,7 @@ impl Drop for RunningEmulator {
 }
 
 fn random_secret() -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(40)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect()
 }
 
 /// A setting from the flags, else from the state file, else generated — and kept in the state file.
@@ -127,12 +123,8 @@ async fn setting(
 }
 
 async fn setting_id(store: &Store, key: &str, given: Option<Uuid>) -> anyhow::Result<Uuid> {
-    let text = setting(store, key, given.map(|g| g.to_string()), || {
-        Uuid::new_v4().to_string()
-    })
-    .await?;
-    text.parse()
-        .with_context(|| format!("the state file holds '{text}' for {key}, which is not a GUID"))
+    let text = setting(store, key, given.map(|g| g.to_string()), || Uuid::new_v4().to_string()).await?;
+    text.parse().with_context(|| format!("the state file holds '{text}' for {key}, which is not a GUID"))
 }
 
 /// Makes sure a systemuser row exists for someone who can sign in.
@@ -153,10 +145,7 @@ async fn ensure_user(
             row.insert("systemuserid".into(), Value::Guid(id));
             row.insert("fullname".into(), Value::Text(name.to_string()));
             row.insert("domainname".into(), Value::Text(name.to_string()));
-            row.insert(
-                "azureactivedirectoryobjectid".into(),
-                Value::Guid(object_id),
-            );
+            row.insert("azureactivedirectoryobjectid".into(), Value::Guid(object_id));
             if let Some(app) = application_id {
                 row.insert("applicationid".into(), Value::Guid(app));
             }
@@ -181,27 +170,14 @@ impl EmulatorConfig {
         let tenant_id = setting_id(&store, "tenant_id", self.tenant_id).await?;
         let client_id = setting_id(&store, "client_id", self.client_id).await?;
         let client_secret = Secret::new(
-            setting(
-                &store,
-                "client_secret",
-                self.client_secret.map(|s| s.expose().to_string()),
-                random_secret,
-            )
-            .await?,
+            setting(&store, "client_secret", self.client_secret.map(|s| s.expose().to_string()), random_secret).await?,
         );
         let signing_key = Secret::new(setting(&store, "signing_key", None, random_secret).await?);
         let organization_id = setting_id(&store, "organization_id", None).await?;
         let business_unit_id = setting_id(&store, "business_unit_id", None).await?;
         let app_object_id = setting_id(&store, "application_object_id", None).await?;
         let app_user_id = setting_id(&store, "application_user_id", None).await?;
-        ensure_user(
-            &store,
-            app_user_id,
-            "# dataverse-emulator",
-            app_object_id,
-            Some(client_id),
-        )
-        .await?;
+        ensure_user(&store, app_user_id, "# dataverse-emulator", app_object_id, Some(client_id)).await?;
         let mut callers = HashMap::from([(app_object_id, app_user_id)]);
         let mut users = Vec::new();
         for (name, password) in self.users {
@@ -209,16 +185,10 @@ impl EmulatorConfig {
             let user_id = setting_id(&store, &format!("user_id:{name}"), None).await?;
             ensure_user(&store, user_id, &name, object_id, None).await?;
             callers.insert(object_id, user_id);
-            users.push(UserLogin {
-                username: name,
-                password,
-                object_id,
-            });
+            users.push(UserLogin { username: name, password, object_id });
         }
 
-        let listener = TcpListener::bind(self.listen)
-            .await
-            .with_context(|| format!("listening on {}", self.listen))?;
+        let listener = TcpListener::bind(self.listen).await.with_context(|| format!("listening on {}", self.listen))?;
         let mut addr = listener.local_addr()?;
         if addr.ip().is_unspecified() {
             addr.set_ip([127, 0, 0, 1].into());
@@ -233,14 +203,8 @@ impl EmulatorConfig {
             token_lifetime: self.token_lifetime,
             signing_key,
         };
-        let environment = Arc::new(Environment {
-            store,
-            directory,
-            url: url.clone(),
-            organization_id,
-            business_unit_id,
-            callers,
-        });
+        let environment =
+            Arc::new(Environment { store, directory, url: url.clone(), organization_id, business_unit_id, callers });
         let router = crate::api::router(environment.clone());
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -35,11 +35,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     pub fn body(&self) -> serde_json::Value {
@@ -86,9 +82,7 @@ impl ApiError {
         Self::new(
             StatusCode::BAD_REQUEST,
             code::PROPERTY_NOT_FOUND,
-            format!(
-                "Could not find a property named '{property}' on type 'Microsoft.Dynamics.CRM.{type_name}'."
-            ),
+            format!("Could not find a property named '{property}' on type 'Microsoft.Dynamics.CRM.{type_name}'."),
         )
     }
 
@@ -121,10 +115,7 @@ impl ApiError {
     }
 
     pub fn cannot_convert(entity_set: &str, literal: &str, edm_type: &str) -> Self {
-        Self::payload(
-            entity_set,
-            format!("Cannot convert the literal '{literal}' to the expected type '{edm_type}'."),
-        )
+        Self::payload(entity_set, format!("Cannot convert the literal '{literal}' to the expected type '{edm_type}'."))
     }
 
     pub fn string_too_long(attribute: &str, table: &str, max: u32) -> Self {
@@ -138,12 +129,7 @@ impl ApiError {
         )
     }
 
-    pub fn out_of_range(
-        value: impl std::fmt::Display,
-        attribute: &str,
-        table: &str,
-        accepted: &str,
-    ) -> Self {
+    pub fn out_of_range(value: impl std::fmt::Display, attribute: &str, table: &str, accepted: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             code::VALUE_OUT_OF_RANGE,
@@ -185,13 +171,7 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 

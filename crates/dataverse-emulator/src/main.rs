@@ -45,9 +45,7 @@ fn parse_user(text: &str) -> anyhow::Result<(String, Secret)> {
     let (name, password) = text
         .split_once(':')
         .filter(|(n, p)| !n.is_empty() && !p.is_empty())
-        .with_context(|| {
-            "--user takes NAME:PASSWORD, for example --user ann@contoso.com:Passw0rd!".to_string()
-        })?;
+        .with_context(|| "--user takes NAME:PASSWORD, for example --user ann@contoso.com:Passw0rd!".to_string())?;
     Ok((name.to_string(), Secret::new(password)))
 }
 
@@ -55,9 +53,7 @@ fn parse_user(text: &str) -> anyhow::Result<(String, Secret)> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
     if cli.token_lifetime == 0 {
@@ -69,11 +65,7 @@ async fn main() -> anyhow::Result<()> {
         tenant_id: cli.tenant_id,
         client_id: cli.client_id,
         client_secret: cli.client_secret.map(Secret::new),
-        users: cli
-            .users
-            .iter()
-            .map(|u| parse_user(u))
-            .collect::<anyhow::Result<_>>()?,
+        users: cli.users.iter().map(|u| parse_user(u)).collect::<anyhow::Result<_>>()?,
         token_lifetime: Duration::from_secs(cli.token_lifetime),
     };
     let emulator = config.start().await?;
@@ -88,8 +80,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

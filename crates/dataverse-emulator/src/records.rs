@@ -74,13 +74,7 @@ pub fn resolve_key(data: &Data, table: &Table, key: &Key) -> ApiResult<Option<Uu
             let values: Vec<String> = alternate
                 .attributes
                 .iter()
-                .map(|a| {
-                    parts
-                        .iter()
-                        .find(|(n, _)| n == a)
-                        .map(|(_, v)| v.key_text())
-                        .unwrap_or_default()
-                })
+                .map(|a| parts.iter().find(|(n, _)| n == a).map(|(_, v)| v.key_text()).unwrap_or_default())
                 .collect();
             Ok(rows.find_by_key(&alternate.logical_name, &values))
         }
@@ -88,12 +82,7 @@ pub fn resolve_key(data: &Data, table: &Table, key: &Key) -> ApiResult<Option<Uu
 }
 
 /// Reads `/accounts(<id>)`, `accounts(<id>)` or an absolute URL in an `@odata.bind` value.
-fn bind_target(
-    data: &Data,
-    reference: &str,
-    entity_set: &str,
-    navigation: &str,
-) -> ApiResult<(String, Uuid)> {
+fn bind_target(data: &Data, reference: &str, entity_set: &str, navigation: &str) -> ApiResult<(String, Uuid)> {
     let bad = || {
         ApiError::payload(
             entity_set,
@@ -103,10 +92,7 @@ fn bind_target(
         )
     };
     let tail = match reference.find("/api/data/") {
-        Some(i) => reference[i + "/api/data/".len()..]
-            .split_once('/')
-            .map(|(_, rest)| rest)
-            .ok_or_else(bad)?,
+        Some(i) => reference[i + "/api/data/".len()..].split_once('/').map(|(_, rest)| rest).ok_or_else(bad)?,
         None => reference.trim_start_matches('/'),
     };
     let segments = crate::odata::path::parse_path(tail).map_err(|_| bad())?;
@@ -114,10 +100,7 @@ fn bind_target(
         return Err(bad());
     };
     let key = segment.key.as_ref().ok_or_else(bad)?;
-    let table = data
-        .schema
-        .table_by_set(&segment.name)
-        .ok_or_else(|| ApiError::segment_not_found(&segment.name))?;
+    let table = data.schema.table_by_set(&segment.name).ok_or_else(|| ApiError::segment_not_found(&segment.name))?;
     let id = match resolve_key(data, table, key)? {
         Some(id) => id,
         None => {
@@ -131,16 +114,8 @@ fn bind_target(
 }
 
 /// Reads a request body into column changes, with Dataverse's errors for each kind of mistake.
-pub fn read_body(
-    data: &Data,
-    table: &Table,
-    body: &Map<String, Json>,
-    kind_of_write: WriteKind,
-) -> ApiResult<Changes> {
-    let target = Target {
-        table: &table.logical_name,
-        entity_set: &table.entity_set_name,
-    };
+pub fn read_body(data: &Data, table: &Table, body: &Map<String, Json>, kind_of_write: WriteKind) -> ApiResult<Changes> {
+    let target = Target { table: &table.logical_name, entity_set: &table.entity_set_name };
     let mut changes = Changes::new();
     for (name, json) in body {
         if let Some(navigation) = name.strip_suffix("@odata.bind") {
@@ -157,21 +132,14 @@ pub fn read_body(
             let value = match json {
                 Json::Null => None,
                 Json::String(reference) => {
-                    let (bound_table, id) =
-                        bind_target(data, reference, &table.entity_set_name, navigation)?;
+                    let (bound_table, id) = bind_target(data, reference, &table.entity_set_name, navigation)?;
                     if bound_table != lookup.table {
                         return Err(ApiError::payload(
                             &table.entity_set_name,
-                            format!(
-                                "'{navigation}' refers to {} records, not to {bound_table} records.",
-                                lookup.table
-                            ),
+                            format!("'{navigation}' refers to {} records, not to {bound_table} records.", lookup.table),
                         ));
                     }
-                    Some(Value::Lookup {
-                        id,
-                        table: bound_table,
-                    })
+                    Some(Value::Lookup { id, table: bound_table })
                 }
                 _ => {
                     return Err(ApiError::payload(
@@ -199,19 +167,11 @@ pub fn read_body(
                 ),
             ));
         }
-        if name.starts_with('_')
-            && name.ends_with("_value")
-            && table.attribute_by_property(name).is_some()
-        {
+        if name.starts_with('_') && name.ends_with("_value") && table.attribute_by_property(name).is_some() {
             let inner = &name[1..name.len() - 6];
             let navigations: Vec<&str> = table
                 .attribute(inner)
-                .map(|a| {
-                    a.lookup_targets()
-                        .iter()
-                        .map(|t| t.navigation_property.as_str())
-                        .collect()
-                })
+                .map(|a| a.lookup_targets().iter().map(|t| t.navigation_property.as_str()).collect())
                 .unwrap_or_default();
             return Err(ApiError::payload(
                 &table.entity_set_name,
@@ -222,11 +182,7 @@ pub fn read_body(
             ));
         }
         let Some(attribute) = table.attribute_by_property(name) else {
-            return Err(ApiError::unknown_body_property(
-                &table.entity_set_name,
-                name,
-                &table.logical_name,
-            ));
+            return Err(ApiError::unknown_body_property(&table.entity_set_name, name, &table.logical_name));
         };
         let writable = match kind_of_write {
             WriteKind::Create => attribute.valid_for_create,
@@ -252,20 +208,12 @@ pub fn read_body(
 
 fn status_for_state(table: &Table, state: i64) -> Option<i64> {
     let states = table.attribute("statecode")?.kind.options()?;
-    states
-        .iter()
-        .find(|o| o.value as i64 == state)
-        .and_then(|o| o.related)
-        .map(i64::from)
+    states.iter().find(|o| o.value as i64 == state).and_then(|o| o.related).map(i64::from)
 }
 
 fn state_of_status(table: &Table, status: i64) -> Option<i64> {
     let statuses = table.attribute("statuscode")?.kind.options()?;
-    statuses
-        .iter()
-        .find(|o| o.value as i64 == status)
-        .and_then(|o| o.related)
-        .map(i64::from)
+    statuses.iter().find(|o| o.value as i64 == status).and_then(|o| o.related).map(i64::from)
 }
 
 /// Keeps `statecode` and `statuscode` consistent, as the platform does.
@@ -310,10 +258,8 @@ fn settle_state(table: &Table, row: &mut Row, state_set: bool, status_set: bool)
 
 /// `fullname` from first, middle and last name, where the table computes it.
 fn compute_names(table: &Table, row: &mut Row) {
-    let computes = table
-        .attribute("fullname")
-        .is_some_and(Attribute::is_read_only)
-        && table.attribute("lastname").is_some();
+    let computes =
+        table.attribute("fullname").is_some_and(Attribute::is_read_only) && table.attribute("lastname").is_some();
     if !computes {
         return;
     }
@@ -321,10 +267,7 @@ fn compute_names(table: &Table, row: &mut Row) {
         Some(Value::Text(t)) if !t.is_empty() => Some(t.clone()),
         _ => None,
     };
-    let parts: Vec<String> = ["firstname", "middlename", "lastname"]
-        .iter()
-        .filter_map(|c| text(c))
-        .collect();
+    let parts: Vec<String> = ["firstname", "middlename", "lastname"].iter().filter_map(|c| text(c)).collect();
     if parts.is_empty() {
         row.remove("fullname");
     } else {
@@ -332,12 +275,7 @@ fn compute_names(table: &Table, row: &mut Row) {
     }
 }
 
-fn check_etag(
-    existing: Option<&Row>,
-    preconditions: &Preconditions,
-    table: &Table,
-    id: Option<Uuid>,
-) -> ApiResult<()> {
+fn check_etag(existing: Option<&Row>, preconditions: &Preconditions, table: &Table, id: Option<Uuid>) -> ApiResult<()> {
     match (&preconditions.if_match, existing) {
         (Some(_), None) => {
             return Err(match id {
@@ -369,27 +307,13 @@ pub struct WriteRequest<'a> {
 }
 
 /// Creates or updates one row. Everything is checked before anything changes.
-pub fn write(
-    data: &mut Data,
-    journal: &mut Vec<Change>,
-    request: WriteRequest<'_>,
-) -> ApiResult<WriteOutcome> {
-    let WriteRequest {
-        table,
-        key,
-        body,
-        kind,
-        preconditions,
-        caller,
-    } = request;
+pub fn write(data: &mut Data, journal: &mut Vec<Change>, request: WriteRequest<'_>) -> ApiResult<WriteOutcome> {
+    let WriteRequest { table, key, body, kind, preconditions, caller } = request;
     let changes = read_body(data, table, body, kind)?;
-    let body_id = changes
-        .iter()
-        .find(|(c, _)| c == &table.primary_id)
-        .and_then(|(_, v)| match v {
-            Some(Value::Guid(g)) => Some(*g),
-            _ => None,
-        });
+    let body_id = changes.iter().find(|(c, _)| c == &table.primary_id).and_then(|(_, v)| match v {
+        Some(Value::Guid(g)) => Some(*g),
+        _ => None,
+    });
     let existing_id = match key {
         Some(k) => resolve_key(data, table, k)?,
         None => None,
@@ -403,10 +327,7 @@ pub fn write(
     check_etag(existing, preconditions, table, url_id)?;
 
     let now = Value::DateTime(Utc::now().with_nanosecond_zero());
-    let caller_ref = Value::Lookup {
-        id: caller,
-        table: "systemuser".into(),
-    };
+    let caller_ref = Value::Lookup { id: caller, table: "systemuser".into() };
     let (id, mut row, created) = match existing_id {
         Some(id) => (id, existing.cloned().expect("resolved rows exist"), false),
         None => {
@@ -419,10 +340,7 @@ pub fn write(
                 if let AttributeKind::Boolean { default, .. } = &attribute.kind {
                     row.insert(attribute.logical_name.clone(), Value::Bool(*default));
                 }
-                if let AttributeKind::Picklist {
-                    default: Some(d), ..
-                } = &attribute.kind
-                {
+                if let AttributeKind::Picklist { default: Some(d), .. } = &attribute.kind {
                     row.insert(attribute.logical_name.clone(), Value::Int(*d as i64));
                 }
             }
@@ -440,10 +358,7 @@ pub fn write(
                     if let Some(v) = Value::from_json(
                         attribute,
                         &json,
-                        Target {
-                            table: &table.logical_name,
-                            entity_set: &table.entity_set_name,
-                        },
+                        Target { table: &table.logical_name, entity_set: &table.entity_set_name },
                     )? {
                         row.insert(name.clone(), v);
                     }
@@ -468,9 +383,7 @@ pub fn write(
         if column == table.primary_id || updating_key_columns.contains(&column) {
             continue; // the row's identity never changes through its body
         }
-        let attribute = table
-            .attribute(&column)
-            .expect("read_body only returns known columns");
+        let attribute = table.attribute(&column).expect("read_body only returns known columns");
         if !created && !attribute.valid_for_update {
             continue;
         }
@@ -482,19 +395,12 @@ pub fn write(
         };
     }
     if let Some(Value::Date(d)) = row.get("overriddencreatedon").cloned().filter(|_| created) {
-        row.insert(
-            "createdon".into(),
-            Value::DateTime(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
-        );
+        row.insert("createdon".into(), Value::DateTime(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()));
     }
     settle_state(table, &mut row, state_set, status_set)?;
     compute_names(table, &mut row);
     if let Some(key) = data.rows(&table.logical_name).key_conflict(table, id, &row) {
-        let values: Vec<String> = key
-            .attributes
-            .iter()
-            .filter_map(|a| row.get(a).map(Value::to_text))
-            .collect();
+        let values: Vec<String> = key.attributes.iter().filter_map(|a| row.get(a).map(Value::to_text)).collect();
         return Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             code::DUPLICATE_ENTITY_KEY,
@@ -556,11 +462,8 @@ impl Selection {
         match self {
             Selection::All => String::new(),
             Selection::Columns(columns) => {
-                let props: Vec<String> = columns
-                    .iter()
-                    .filter_map(|c| table.attribute(c))
-                    .map(Attribute::property_name)
-                    .collect();
+                let props: Vec<String> =
+                    columns.iter().filter_map(|c| table.attribute(c)).map(Attribute::property_name).collect();
                 format!("({})", props.join(","))
             }
         }
@@ -578,13 +481,7 @@ fn primary_name(data: &Data, table: &str, id: &Uuid) -> Option<String> {
 
 /// Writes a row as the Web API does: `@odata.etag` first, then the selected columns (each preceded by
 /// the annotations asked for), then the primary key.
-pub fn row_json(
-    data: &Data,
-    table: &Table,
-    row: &Row,
-    selection: &Selection,
-    prefer: &Prefer,
-) -> Map<String, Json> {
+pub fn row_json(data: &Data, table: &Table, row: &Row, selection: &Selection, prefer: &Prefer) -> Map<String, Json> {
     let mut out = Map::new();
     out.insert("@odata.etag".into(), Json::String(etag(row)));
     let wants_formatted = prefer.includes(FORMATTED);
@@ -601,13 +498,7 @@ pub fn row_json(
                     .find(|t| &t.table == target)
                     .map(|t| t.navigation_property.clone());
                 let has_many_targets = attribute.lookup_targets().len() > 1
-                    || matches!(
-                        attribute.kind,
-                        AttributeKind::Lookup {
-                            lookup_type: LookupType::Owner,
-                            ..
-                        }
-                    );
+                    || matches!(attribute.kind, AttributeKind::Lookup { lookup_type: LookupType::Owner, .. });
                 if wants_formatted && let Some(name) = primary_name(data, target, id) {
                     out.insert(format!("{property}@{FORMATTED}"), Json::String(name));
                 }
@@ -618,10 +509,7 @@ pub fn row_json(
                     out.insert(format!("{property}@{NAVIGATION}"), Json::String(n));
                 }
                 if wants_lookup_table {
-                    out.insert(
-                        format!("{property}@{LOOKUP_TABLE}"),
-                        Json::String(target.clone()),
-                    );
+                    out.insert(format!("{property}@{LOOKUP_TABLE}"), Json::String(target.clone()));
                 }
             } else if wants_formatted && let Some(text) = v.formatted(&attribute.kind) {
                 out.insert(format!("{property}@{FORMATTED}"), Json::String(text));
@@ -630,16 +518,10 @@ pub fn row_json(
         out.insert(property, value.map(Value::to_json).unwrap_or(Json::Null));
     };
     match selection {
-        Selection::All => table
-            .attributes
-            .iter()
-            .filter(|a| a.logical_name != table.primary_id)
-            .for_each(&mut emit),
-        Selection::Columns(columns) => columns
-            .iter()
-            .filter(|c| *c != &table.primary_id)
-            .filter_map(|c| table.attribute(c))
-            .for_each(&mut emit),
+        Selection::All => table.attributes.iter().filter(|a| a.logical_name != table.primary_id).for_each(&mut emit),
+        Selection::Columns(columns) => {
+            columns.iter().filter(|c| *c != &table.primary_id).filter_map(|c| table.attribute(c)).for_each(&mut emit)
+        }
     }
     if let Some(primary) = table.attribute(&table.primary_id) {
         emit(primary);

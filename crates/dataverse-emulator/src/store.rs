@@ -37,10 +37,7 @@ impl TableRows {
 
     /// The values of one alternate key in a row, or `None` when a part is null (such rows are not keyed).
     pub fn key_values(row: &Row, attributes: &[String]) -> Option<Vec<String>> {
-        attributes
-            .iter()
-            .map(|a| row.get(a).map(Value::key_text))
-            .collect()
+        attributes.iter().map(|a| row.get(a).map(Value::key_text)).collect()
     }
 
     pub fn find_by_key(&self, key_name: &str, values: &[String]) -> Option<Uuid> {
@@ -48,12 +45,7 @@ impl TableRows {
     }
 
     /// The row that already holds `row`'s value for some key, other than `id` itself.
-    pub fn key_conflict<'t>(
-        &self,
-        table: &'t Table,
-        id: Uuid,
-        row: &Row,
-    ) -> Option<&'t crate::schema::AlternateKey> {
+    pub fn key_conflict<'t>(&self, table: &'t Table, id: Uuid, row: &Row) -> Option<&'t crate::schema::AlternateKey> {
         table.keys.iter().find(|key| {
             Self::key_values(row, &key.attributes)
                 .and_then(|values| self.find_by_key(&key.logical_name, &values))
@@ -65,10 +57,7 @@ impl TableRows {
         self.unindex(table, id);
         for key in &table.keys {
             if let Some(values) = Self::key_values(&row, &key.attributes) {
-                self.key_index
-                    .entry(key.logical_name.clone())
-                    .or_default()
-                    .insert(values, id);
+                self.key_index.entry(key.logical_name.clone()).or_default().insert(values, id);
             }
         }
         self.rows.insert(id, row);
@@ -84,10 +73,9 @@ impl TableRows {
             return;
         };
         for key in &table.keys {
-            if let (Some(values), Some(index)) = (
-                Self::key_values(old, &key.attributes),
-                self.key_index.get_mut(&key.logical_name),
-            ) {
+            if let (Some(values), Some(index)) =
+                (Self::key_values(old, &key.attributes), self.key_index.get_mut(&key.logical_name))
+            {
                 index.remove(&values);
             }
         }
@@ -115,18 +103,50 @@ pub struct Data {
     pub tables: HashMap<String, TableRows>,
     /// The last row version handed out; every write takes the next one.
     pub version: i64,
+    /// Before-images of the rows changed inside [`Data::atomically`], to put back if it fails.
+    undo: Option<Vec<(String, Uuid, Option<Row>)>>,
 }
 
 impl Data {
     fn new(schema: Schema) -> Self {
-        let tables = schema
-            .tables()
-            .map(|t| (t.logical_name.clone(), TableRows::default()))
-            .collect();
-        Data {
-            schema,
-            tables,
-            version: 0,
+        let tables = schema.tables().map(|t| (t.logical_name.clone(), TableRows::default())).collect();
+        Data { schema, tables, version: 0, undo: None }
+    }
+
+    /// Runs `f` as one unit: if it fails, every row it changed is put back and its journal entries are
+    /// dropped, as a Dataverse transaction rolls back. Units do not nest; schema changes are not undone.
+    pub fn atomically<T, E>(
+        &mut self,
+        journal: &mut Vec<Change>,
+        f: impl FnOnce(&mut Data, &mut Vec<Change>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let journal_start = journal.len();
+        let version = self.version;
+        let outer = self.undo.replace(Vec::new());
+        debug_assert!(outer.is_none(), "atomic units do not nest");
+        let result = f(self, journal);
+        let undo = self.undo.take().unwrap_or_default();
+        if result.is_err() {
+            for (table, id, before) in undo.into_iter().rev() {
+                let definition = self.schema.table(&table).expect("changed tables exist");
+                let rows = self.tables.entry(table).or_default();
+                match before {
+                    Some(row) => rows.put(definition, id, row),
+                    None => {
+                        rows.remove(definition, id);
+                    }
+                }
+            }
+            journal.truncate(journal_start);
+            self.version = version;
+        }
+        result
+    }
+
+    fn remember(&mut self, table: &str, id: Uuid) {
+        if let Some(undo) = self.undo.as_mut() {
+            let before = self.tables.get(table).and_then(|t| t.get(&id)).cloned();
+            undo.push((table.to_string(), id, before));
         }
     }
 
@@ -136,32 +156,21 @@ impl Data {
     }
 
     pub fn rows(&self, table: &str) -> &TableRows {
-        self.tables
-            .get(table)
-            .expect("every table in the schema has rows")
+        self.tables.get(table).expect("every table in the schema has rows")
     }
 
     /// Puts a row and records the change for the journal.
     pub fn put_row(&mut self, changes: &mut Vec<Change>, table: &str, id: Uuid, row: Row) {
+        self.remember(table, id);
         let definition = self.schema.table(table).expect("table exists");
-        changes.push(Change::Row {
-            table: table.to_string(),
-            id,
-            row: Some(row.clone()),
-        });
-        self.tables
-            .entry(table.to_string())
-            .or_default()
-            .put(definition, id, row);
+        changes.push(Change::Row { table: table.to_string(), id, row: Some(row.clone()) });
+        self.tables.entry(table.to_string()).or_default().put(definition, id, row);
     }
 
     pub fn remove_row(&mut self, changes: &mut Vec<Change>, table: &str, id: Uuid) -> Option<Row> {
+        self.remember(table, id);
         let definition = self.schema.table(table).expect("table exists");
-        changes.push(Change::Row {
-            table: table.to_string(),
-            id,
-            row: None,
-        });
+        changes.push(Change::Row { table: table.to_string(), id, row: None });
         self.tables.get_mut(table)?.remove(definition, id)
     }
 
@@ -176,16 +185,9 @@ impl Data {
 /// One change for the journal.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Row {
-        table: String,
-        id: Uuid,
-        row: Option<Row>,
-    },
+    Row { table: String, id: Uuid, row: Option<Row> },
     Table(Box<Table>),
-    Setting {
-        key: String,
-        value: String,
-    },
+    Setting { key: String, value: String },
 }
 
 struct Batch {
@@ -243,18 +245,13 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ] {
-            sqlx::query(statement)
-                .execute(&pool)
-                .await
-                .context("preparing the state file")?;
+            sqlx::query(statement).execute(&pool).await.context("preparing the state file")?;
         }
         let mut schema = Schema::new(builtin_tables());
-        let stored: Vec<(String, String)> = sqlx::query_as("SELECT name, data FROM tables")
-            .fetch_all(&pool)
-            .await?;
+        let stored: Vec<(String, String)> = sqlx::query_as("SELECT name, data FROM tables").fetch_all(&pool).await?;
         for (name, json) in stored {
-            let table: Table = serde_json::from_str(&json)
-                .with_context(|| format!("reading the definition of table {name}"))?;
+            let table: Table =
+                serde_json::from_str(&json).with_context(|| format!("reading the definition of table {name}"))?;
             schema.insert(table);
         }
         let mut data = Data::new(schema);
@@ -262,8 +259,7 @@ impl Store {
             let mut rows = sqlx::query("SELECT tbl, id, data FROM rows").fetch(&pool);
             while let Some(r) = rows.try_next().await? {
                 let (table, id, json): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-                let row: Row = serde_json::from_str(&json)
-                    .with_context(|| format!("reading row {id} of {table}"))?;
+                let row: Row = serde_json::from_str(&json).with_context(|| format!("reading row {id} of {table}"))?;
                 let id: Uuid = id.parse()?;
                 if let Some(Value::Int(v)) = row.get("versionnumber") {
                     data.version = data.version.max(*v);
@@ -271,15 +267,11 @@ impl Store {
                 let Some(definition) = data.schema.table(&table).cloned() else {
                     continue;
                 };
-                data.tables
-                    .entry(table)
-                    .or_default()
-                    .put(&definition, id, row);
+                data.tables.entry(table).or_default().put(&definition, id, row);
             }
         }
-        let settings: Vec<(String, String)> = sqlx::query_as("SELECT key, value FROM settings")
-            .fetch_all(&pool)
-            .await?;
+        let settings: Vec<(String, String)> =
+            sqlx::query_as("SELECT key, value FROM settings").fetch_all(&pool).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_journal(pool, rx));
         Ok(Store {
@@ -295,10 +287,7 @@ impl Store {
 
     /// Runs `f` with exclusive access to the data, then waits until its changes are in the journal.
     /// `f` must check everything before it changes anything: an error leaves the data as it was.
-    pub async fn write<T, E>(
-        &self,
-        f: impl FnOnce(&mut Data, &mut Vec<Change>) -> Result<T, E>,
-    ) -> Result<T, E>
+    pub async fn write<T, E>(&self, f: impl FnOnce(&mut Data, &mut Vec<Change>) -> Result<T, E>) -> Result<T, E>
     where
         E: From<JournalError>,
     {
@@ -310,9 +299,7 @@ impl Store {
             (result, self.enqueue(changes))
         };
         if let Some(done) = pending {
-            done.await
-                .map_err(|_| JournalError("the journal writer stopped".into()))?
-                .map_err(JournalError)?;
+            done.await.map_err(|_| JournalError("the journal writer stopped".into()))?.map_err(JournalError)?;
         }
         result
     }
@@ -328,24 +315,14 @@ impl Store {
     }
 
     pub fn setting(&self, key: &str) -> Option<String> {
-        self.settings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
     /// Keeps a setting (a generated credential, an id) so the environment stays the same across restarts.
     pub async fn set_setting(&self, key: &str, value: &str) -> Result<(), JournalError> {
-        self.settings
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string(), value.to_string());
+        self.settings.write().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), value.to_string());
         self.write(|_, changes| {
-            changes.push(Change::Setting {
-                key: key.to_string(),
-                value: value.to_string(),
-            });
+            changes.push(Change::Setting { key: key.to_string(), value: value.to_string() });
             Ok::<_, JournalError>(())
         })
         .await
@@ -375,11 +352,7 @@ async fn commit(pool: &SqlitePool, batches: &[Batch]) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     for change in batches.iter().flat_map(|b| &b.changes) {
         match change {
-            Change::Row {
-                table,
-                id,
-                row: Some(row),
-            } => {
+            Change::Row { table, id, row: Some(row) } => {
                 sqlx::query("INSERT INTO rows (tbl, id, data) VALUES (?, ?, ?) ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data")
                     .bind(table)
                     .bind(id.to_string())
@@ -387,11 +360,7 @@ async fn commit(pool: &SqlitePool, batches: &[Batch]) -> anyhow::Result<()> {
                     .execute(&mut *tx)
                     .await?;
             }
-            Change::Row {
-                table,
-                id,
-                row: None,
-            } => {
+            Change::Row { table, id, row: None } => {
                 sqlx::query("DELETE FROM rows WHERE tbl = ? AND id = ?")
                     .bind(table)
                     .bind(id.to_string())

@@ -46,9 +46,7 @@ fn json_literal(json: &Json) -> String {
 }
 
 pub fn parse_date_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text).ok().map(|d| d.with_timezone(&Utc))
 }
 
 pub fn parse_date(text: &str) -> Option<NaiveDate> {
@@ -69,22 +67,13 @@ pub fn parse_guid(text: &str) -> Option<Uuid> {
 impl Value {
     /// Reads a body value for `attribute`, with the errors Dataverse gives for each kind of bad value.
     /// `Ok(None)` is an explicit null.
-    pub fn from_json(
-        attribute: &Attribute,
-        json: &Json,
-        target: Target<'_>,
-    ) -> ApiResult<Option<Value>> {
+    pub fn from_json(attribute: &Attribute, json: &Json, target: Target<'_>) -> ApiResult<Option<Value>> {
         if json.is_null() {
             return Ok(None);
         }
         let name = attribute.logical_name.as_str();
-        let cannot_convert = || {
-            ApiError::cannot_convert(
-                target.entity_set,
-                &json_literal(json),
-                attribute.kind.edm_type(),
-            )
-        };
+        let cannot_convert =
+            || ApiError::cannot_convert(target.entity_set, &json_literal(json), attribute.kind.edm_type());
         let value = match &attribute.kind {
             AttributeKind::String { max_length, .. } | AttributeKind::Memo { max_length } => {
                 let text = json.as_str().ok_or_else(cannot_convert)?;
@@ -96,12 +85,7 @@ impl Value {
             AttributeKind::Integer { min, max } => {
                 let n = json.as_i64().ok_or_else(cannot_convert)?;
                 if n < *min || n > *max {
-                    return Err(ApiError::out_of_range(
-                        n,
-                        name,
-                        target.table,
-                        &format!("{min} to {max}"),
-                    ));
+                    return Err(ApiError::out_of_range(n, name, target.table, &format!("{min} to {max}")));
                 }
                 Value::Int(n)
             }
@@ -111,22 +95,12 @@ impl Value {
             | AttributeKind::Money { min, max, .. } => {
                 let n = json.as_f64().ok_or_else(cannot_convert)?;
                 if n < *min || n > *max {
-                    return Err(ApiError::out_of_range(
-                        n,
-                        name,
-                        target.table,
-                        &format!("{min} to {max}"),
-                    ));
+                    return Err(ApiError::out_of_range(n, name, target.table, &format!("{min} to {max}")));
                 }
                 Value::Number(n)
             }
-            AttributeKind::Boolean { .. } => {
-                Value::Bool(json.as_bool().ok_or_else(cannot_convert)?)
-            }
-            AttributeKind::DateTime {
-                format: DateFormat::DateOnly,
-                ..
-            } => {
+            AttributeKind::Boolean { .. } => Value::Bool(json.as_bool().ok_or_else(cannot_convert)?),
+            AttributeKind::DateTime { format: DateFormat::DateOnly, .. } => {
                 let text = json.as_str().ok_or_else(cannot_convert)?;
                 let date = parse_date(text).ok_or_else(|| {
                     ApiError::payload(
@@ -150,14 +124,8 @@ impl Value {
             | AttributeKind::Status { options } => {
                 let n = json.as_i64().ok_or_else(cannot_convert)?;
                 if !options.iter().any(|o| o.value as i64 == n) {
-                    let accepted: Vec<String> =
-                        options.iter().map(|o| o.value.to_string()).collect();
-                    return Err(ApiError::out_of_range(
-                        n,
-                        name,
-                        target.table,
-                        &accepted.join(","),
-                    ));
+                    let accepted: Vec<String> = options.iter().map(|o| o.value.to_string()).collect();
+                    return Err(ApiError::out_of_range(n, name, target.table, &accepted.join(",")));
                 }
                 Value::Int(n)
             }
@@ -178,9 +146,7 @@ impl Value {
         match self {
             Value::Text(s) => Json::String(s.clone()),
             Value::Int(n) => Json::from(*n),
-            Value::Number(n) => serde_json::Number::from_f64(*n)
-                .map(Json::Number)
-                .unwrap_or(Json::Null),
+            Value::Number(n) => serde_json::Number::from_f64(*n).map(Json::Number).unwrap_or(Json::Null),
             Value::Bool(b) => Json::Bool(*b),
             Value::Guid(id) | Value::Lookup { id, .. } => Json::String(id.to_string()),
             Value::DateTime(d) => Json::String(format_date_time(d)),
@@ -207,9 +173,9 @@ impl Value {
             (Int(a), Number(b)) => (*a as f64).partial_cmp(b),
             (Number(a), Int(b)) => a.partial_cmp(&(*b as f64)),
             (Bool(a), Bool(b)) => Some(a.cmp(b)),
-            (Guid(a), Guid(b))
-            | (Lookup { id: a, .. }, Lookup { id: b, .. })
-            | (Lookup { id: a, .. }, Guid(b)) => Some(a.cmp(b)),
+            (Guid(a), Guid(b)) | (Lookup { id: a, .. }, Lookup { id: b, .. }) | (Lookup { id: a, .. }, Guid(b)) => {
+                Some(a.cmp(b))
+            }
             (Guid(a), Lookup { id: b, .. }) => Some(a.cmp(b)),
             (DateTime(a), DateTime(b)) => Some(a.cmp(b)),
             (Date(a), Date(b)) => Some(a.cmp(b)),
@@ -236,43 +202,22 @@ impl Value {
                 | AttributeKind::State { options }
                 | AttributeKind::Status { options },
                 Value::Int(n),
-            ) => options
-                .iter()
-                .find(|o| o.value as i64 == *n)
-                .map(|o| o.label.clone()),
-            (
-                AttributeKind::Boolean {
-                    true_label,
-                    false_label,
-                    ..
-                },
-                Value::Bool(b),
-            ) => Some(if *b {
-                true_label.clone()
-            } else {
-                false_label.clone()
-            }),
+            ) => options.iter().find(|o| o.value as i64 == *n).map(|o| o.label.clone()),
+            (AttributeKind::Boolean { true_label, false_label, .. }, Value::Bool(b)) => {
+                Some(if *b { true_label.clone() } else { false_label.clone() })
+            }
             (AttributeKind::Integer { .. } | AttributeKind::BigInt, Value::Int(n)) => {
                 Some(group_thousands(&n.to_string()))
             }
             (AttributeKind::Money { precision, .. }, Value::Number(n)) => {
                 let text = format_number(*n, *precision);
-                Some(if let Some(abs) = text.strip_prefix('-') {
-                    format!("-${abs}")
-                } else {
-                    format!("${text}")
-                })
+                Some(if let Some(abs) = text.strip_prefix('-') { format!("-${abs}") } else { format!("${text}") })
             }
-            (
-                AttributeKind::Decimal { precision, .. } | AttributeKind::Double { precision, .. },
-                Value::Number(n),
-            ) => Some(format_number(*n, *precision)),
-            (AttributeKind::DateTime { .. }, Value::DateTime(d)) => {
-                Some(d.format("%-m/%-d/%Y %-I:%M %p").to_string())
+            (AttributeKind::Decimal { precision, .. } | AttributeKind::Double { precision, .. }, Value::Number(n)) => {
+                Some(format_number(*n, *precision))
             }
-            (AttributeKind::DateTime { .. }, Value::Date(d)) => {
-                Some(d.format("%-m/%-d/%Y").to_string())
-            }
+            (AttributeKind::DateTime { .. }, Value::DateTime(d)) => Some(d.format("%-m/%-d/%Y %-I:%M %p").to_string()),
+            (AttributeKind::DateTime { .. }, Value::Date(d)) => Some(d.format("%-m/%-d/%Y").to_string()),
             _ => None,
         }
     }
@@ -344,12 +289,7 @@ mod tests {
         assert_eq!(group_thousands("9500"), "9,500");
         assert_eq!(group_thousands("-1234567"), "-1,234,567");
         assert_eq!(group_thousands("12"), "12");
-        assert_eq!(
-            Value::Number(100000.0)
-                .formatted(&AttributeKind::money())
-                .unwrap(),
-            "$100,000.00"
-        );
+        assert_eq!(Value::Number(100000.0).formatted(&AttributeKind::money()).unwrap(), "$100,000.00");
     }
 
     #[test]

@@ -14,40 +14,24 @@ fn start(args: &[&str]) -> (Child, Json) {
         .spawn()
         .expect("the binary starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (
-        child,
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not one JSON line ({e}): {line:?}")),
-    )
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    (child, serde_json::from_str(&line).unwrap_or_else(|e| panic!("not one JSON line ({e}): {line:?}")))
 }
 
 fn stop(mut child: Child) -> String {
     // SIGTERM, then wait for the process to end by itself.
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the emulator did not stop on SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "the emulator did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut rest = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut rest)
-        .unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut rest).unwrap();
     rest
 }
 
@@ -60,10 +44,7 @@ fn password_token(a: &Json, user: &str, password: &str) -> Json {
             ("client_id", a["client_id"].as_str().unwrap()),
             ("username", user),
             ("password", password),
-            (
-                "scope",
-                &format!("{}/user_impersonation", a["url"].as_str().unwrap()),
-            ),
+            ("scope", &format!("{}/user_impersonation", a["url"].as_str().unwrap())),
         ])
         .send()
         .unwrap()
@@ -76,28 +57,11 @@ fn prints_one_json_line_and_keeps_its_credentials_in_the_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("env.db");
     let state = state.to_str().unwrap();
-    let (child, a) = start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--state",
-        state,
-        "--user",
-        "ann@contoso.com:Passw0rd!",
-    ]);
-    for field in [
-        "url",
-        "web_api",
-        "token_url",
-        "tenant_id",
-        "client_id",
-        "client_secret",
-    ] {
+    let (child, a) = start(&["--listen", "127.0.0.1:0", "--state", state, "--user", "ann@contoso.com:Passw0rd!"]);
+    for field in ["url", "web_api", "token_url", "tenant_id", "client_id", "client_secret"] {
         assert!(a[field].is_string(), "{field} in {a}");
     }
-    assert_eq!(
-        a["web_api"],
-        format!("{}/api/data/v9.2/", a["url"].as_str().unwrap())
-    );
+    assert_eq!(a["web_api"], format!("{}/api/data/v9.2/", a["url"].as_str().unwrap()));
     assert!(password_token(&a, "ann@contoso.com", "Passw0rd!")["access_token"].is_string());
     assert_eq!(stop(child), "", "nothing but the one line goes to stdout");
 
@@ -110,10 +74,8 @@ fn prints_one_json_line_and_keeps_its_credentials_in_the_state_file() {
 
 #[test]
 fn refuses_a_malformed_user_flag() {
-    let output = Command::new(env!("CARGO_BIN_EXE_dataverse-emulator"))
-        .args(["--user", "no-password"])
-        .output()
-        .unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_dataverse-emulator")).args(["--user", "no-password"]).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--user takes NAME:PASSWORD"));
 }

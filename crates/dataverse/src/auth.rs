@@ -38,11 +38,7 @@ pub struct ClientCredentials {
 
 impl ClientCredentials {
     pub fn token_url(&self) -> String {
-        format!(
-            "{}/{}/oauth2/v2.0/token",
-            self.authority.trim_end_matches('/'),
-            self.tenant_id
-        )
+        format!("{}/{}/oauth2/v2.0/token", self.authority.trim_end_matches('/'), self.tenant_id)
     }
 }
 
@@ -53,32 +49,18 @@ pub enum AuthError {
         "the client secret is wrong or expired: create a new secret for app {client_id} in Entra ID and use its value (not its id)"
     )]
     WrongSecret { client_id: String },
-    #[error(
-        "application {client_id} is not registered in tenant {tenant_id}: check the client id and the tenant id"
-    )]
-    UnknownApplication {
-        client_id: String,
-        tenant_id: String,
-    },
+    #[error("application {client_id} is not registered in tenant {tenant_id}: check the client id and the tenant id")]
+    UnknownApplication { client_id: String, tenant_id: String },
     #[error(
         "tenant {tenant_id} does not exist: check the tenant id (a GUID, or a name such as contoso.onmicrosoft.com)"
     )]
     UnknownTenant { tenant_id: String },
-    #[error(
-        "{environment} is not a Dataverse environment of tenant {tenant_id}: check the environment URL"
-    )]
-    WrongEnvironment {
-        environment: String,
-        tenant_id: String,
-    },
+    #[error("{environment} is not a Dataverse environment of tenant {tenant_id}: check the environment URL")]
+    WrongEnvironment { environment: String, tenant_id: String },
     #[error("the sign-in service refused the scope {scope}: {detail}")]
     BadScope { scope: String, detail: String },
     #[error("sign-in failed with AADSTS{code} ({error}): {detail}")]
-    Other {
-        code: u32,
-        error: String,
-        detail: String,
-    },
+    Other { code: u32, error: String, detail: String },
     #[error("could not reach the sign-in service at {url}: {detail}")]
     Unreachable { url: String, detail: String },
 }
@@ -116,17 +98,8 @@ impl fmt::Debug for TokenProvider {
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 impl TokenProvider {
-    pub fn new(
-        http: reqwest::Client,
-        credentials: ClientCredentials,
-        environment: &Environment,
-    ) -> Self {
-        TokenProvider {
-            http,
-            credentials,
-            scope: environment.default_scope(),
-            cache: Mutex::new(None),
-        }
+    pub fn new(http: reqwest::Client, credentials: ClientCredentials, environment: &Environment) -> Self {
+        TokenProvider { http, credentials, scope: environment.default_scope(), cache: Mutex::new(None) }
     }
 
     /// A valid token: the cached one, or a new one when it is near its end. Concurrent callers share one
@@ -138,10 +111,7 @@ impl TokenProvider {
         }
         let (token, lifetime) = self.request().await?;
         let refresh_at = Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2));
-        *cache = Some(CachedToken {
-            token: token.clone(),
-            refresh_at,
-        });
+        *cache = Some(CachedToken { token: token.clone(), refresh_at });
         Ok(token)
     }
 
@@ -152,10 +122,7 @@ impl TokenProvider {
 
     async fn request(&self) -> Result<(Secret, Duration), AuthError> {
         let url = self.credentials.token_url();
-        let unreachable = |detail: String| AuthError::Unreachable {
-            url: url.clone(),
-            detail,
-        };
+        let unreachable = |detail: String| AuthError::Unreachable { url: url.clone(), detail };
         let response = self
             .http
             .post(&url)
@@ -169,14 +136,11 @@ impl TokenProvider {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .map_err(|e| unreachable(format!("the answer is not JSON: {e}")))?;
+        let body: serde_json::Value =
+            response.json().await.map_err(|e| unreachable(format!("the answer is not JSON: {e}")))?;
         if status.is_success() {
-            let token = body["access_token"]
-                .as_str()
-                .ok_or_else(|| unreachable("the answer has no access_token".into()))?;
+            let token =
+                body["access_token"].as_str().ok_or_else(|| unreachable("the answer has no access_token".into()))?;
             let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(3599));
             return Ok((Secret::new(token), lifetime));
         }
@@ -189,35 +153,18 @@ impl TokenProvider {
         let description = body["error_description"].as_str().unwrap_or_default();
         // The first line, without the "AADSTSnnnn: " prefix and the trace lines after it.
         let detail = description.lines().next().unwrap_or_default();
-        let detail = detail
-            .split_once(": ")
-            .map_or(detail, |(_, rest)| rest)
-            .to_string();
+        let detail = detail.split_once(": ").map_or(detail, |(_, rest)| rest).to_string();
         let c = &self.credentials;
         match code {
-            7000215 | 7000222 | 7000218 => AuthError::WrongSecret {
-                client_id: c.client_id.clone(),
-            },
-            700016 => AuthError::UnknownApplication {
-                client_id: c.client_id.clone(),
-                tenant_id: c.tenant_id.clone(),
-            },
-            90002 => AuthError::UnknownTenant {
-                tenant_id: c.tenant_id.clone(),
-            },
+            7000215 | 7000222 | 7000218 => AuthError::WrongSecret { client_id: c.client_id.clone() },
+            700016 => AuthError::UnknownApplication { client_id: c.client_id.clone(), tenant_id: c.tenant_id.clone() },
+            90002 => AuthError::UnknownTenant { tenant_id: c.tenant_id.clone() },
             500011 => AuthError::WrongEnvironment {
                 environment: self.scope.trim_end_matches("/.default").to_string(),
                 tenant_id: c.tenant_id.clone(),
             },
-            70011 | 1002012 | 700022 => AuthError::BadScope {
-                scope: self.scope.clone(),
-                detail,
-            },
-            _ => AuthError::Other {
-                code,
-                error,
-                detail,
-            },
+            70011 | 1002012 | 700022 => AuthError::BadScope { scope: self.scope.clone(), detail },
+            _ => AuthError::Other { code, error, detail },
         }
     }
 }

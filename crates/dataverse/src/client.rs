@@ -28,11 +28,7 @@ impl Client {
     pub fn new(environment: Environment, credentials: ClientCredentials) -> Self {
         let http = reqwest::Client::new();
         let tokens = Arc::new(TokenProvider::new(http.clone(), credentials, &environment));
-        Client {
-            http,
-            environment,
-            tokens,
-        }
+        Client { http, environment, tokens }
     }
 
     pub fn environment(&self) -> &Environment {
@@ -41,12 +37,7 @@ impl Client {
 
     /// Sends a request to a Web API path (relative to `…/api/data/v9.2/`) and returns the response when it
     /// succeeded, or the typed error when it did not.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<Response, Error> {
+    pub async fn send(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<Response, Error> {
         let url = format!("{}{}", self.environment.web_api(), path);
         for attempt in 0..2 {
             let token = self.tokens.token().await?;
@@ -60,10 +51,7 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request.send().await.map_err(|source| Error::Transport {
-                url: url.clone(),
-                source,
-            })?;
+            let response = request.send().await.map_err(|source| Error::Transport { url: url.clone(), source })?;
             if response.status().is_success() {
                 return Ok(response);
             }
@@ -81,9 +69,6 @@ impl Client {
     pub async fn who_am_i(&self) -> Result<WhoAmI, Error> {
         let response = self.send(Method::GET, "WhoAmI", None).await?;
         let url = response.url().to_string();
-        response.json().await.map_err(|e| Error::UnexpectedBody {
-            url,
-            detail: e.to_string(),
-        })
+        response.json().await.map_err(|e| Error::UnexpectedBody { url, detail: e.to_string() })
     }
 }

@@ -43,11 +43,7 @@ const REGIONS: &[(Region, &str, &str)] = &[
     (Region::Japan, "JPN", "crm7.dynamics.com"),
     (Region::India, "IND", "crm8.dynamics.com"),
     (Region::UsGovernment, "GCC", "crm9.dynamics.com"),
-    (
-        Region::UsGovernmentHigh,
-        "GCCHIGH",
-        "crm.microsoftdynamics.us",
-    ),
+    (Region::UsGovernmentHigh, "GCCHIGH", "crm.microsoftdynamics.us"),
     (Region::UsDefense, "DOD", "crm.appsplatform.us"),
     (Region::UnitedKingdom, "GBR", "crm11.dynamics.com"),
     (Region::France, "FRA", "crm12.dynamics.com"),
@@ -65,19 +61,11 @@ const REGIONS: &[(Region, &str, &str)] = &[
 
 impl Region {
     pub fn host_suffix(self) -> &'static str {
-        REGIONS
-            .iter()
-            .find(|(r, _, _)| *r == self)
-            .map(|(_, _, h)| *h)
-            .expect("every region is listed")
+        REGIONS.iter().find(|(r, _, _)| *r == self).map(|(_, _, h)| *h).expect("every region is listed")
     }
 
     pub fn code(self) -> &'static str {
-        REGIONS
-            .iter()
-            .find(|(r, _, _)| *r == self)
-            .map(|(_, c, _)| *c)
-            .expect("every region is listed")
+        REGIONS.iter().find(|(r, _, _)| *r == self).map(|(_, c, _)| *c).expect("every region is listed")
     }
 
     /// The sign-in authority of the cloud the region belongs to.
@@ -99,11 +87,7 @@ impl FromStr for Region {
         REGIONS
             .iter()
             .find(|(_, code, host)| {
-                *code == wanted
-                    || host
-                        .split('.')
-                        .next()
-                        .is_some_and(|label| label.eq_ignore_ascii_case(text.trim()))
+                *code == wanted || host.split('.').next().is_some_and(|label| label.eq_ignore_ascii_case(text.trim()))
             })
             .map(|(r, _, _)| *r)
             .ok_or_else(|| EnvironmentError::UnknownRegion(text.to_string()))
@@ -120,9 +104,7 @@ pub enum EnvironmentError {
         "'{0}' is not an environment URL: give it as https://<org>.crm<N>.dynamics.com (or http:// for a local emulator)"
     )]
     BadUrl(String),
-    #[error(
-        "'{0}' is not an organization name: use the letters, digits and '-' of the environment's URL"
-    )]
+    #[error("'{0}' is not an organization name: use the letters, digits and '-' of the environment's URL")]
     BadOrganization(String),
 }
 
@@ -135,28 +117,18 @@ pub struct Environment {
 impl Environment {
     /// `https://<org>.<region host>`, for example `contoso` in `EUR` is `https://contoso.crm4.dynamics.com`.
     pub fn from_organization(organization: &str, region: Region) -> Result<Self, EnvironmentError> {
-        let valid = !organization.is_empty()
-            && organization
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let valid = !organization.is_empty() && organization.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !valid {
             return Err(EnvironmentError::BadOrganization(organization.to_string()));
         }
-        Self::from_url(&format!(
-            "https://{}.{}",
-            organization.to_ascii_lowercase(),
-            region.host_suffix()
-        ))
+        Self::from_url(&format!("https://{}.{}", organization.to_ascii_lowercase(), region.host_suffix()))
     }
 
     /// A full environment URL; a trailing `/api/data/v9.x/` is accepted and dropped.
     pub fn from_url(text: &str) -> Result<Self, EnvironmentError> {
         let bad = || EnvironmentError::BadUrl(text.to_string());
         let mut url = Url::parse(text.trim()).map_err(|_| bad())?;
-        if !matches!(url.scheme(), "https" | "http")
-            || url.host_str().is_none()
-            || url.query().is_some()
-        {
+        if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() || url.query().is_some() {
             return Err(bad());
         }
         if let Some(at) = url.path().find("/api/data") {
@@ -173,10 +145,7 @@ impl Environment {
     /// The region of a `*.crmN.dynamics.com`-style host, if it is one.
     pub fn region(&self) -> Option<Region> {
         let host = self.url.host_str()?;
-        REGIONS
-            .iter()
-            .find(|(_, _, suffix)| host.ends_with(&format!(".{suffix}")))
-            .map(|(r, _, _)| *r)
+        REGIONS.iter().find(|(_, _, suffix)| host.ends_with(&format!(".{suffix}"))).map(|(r, _, _)| *r)
     }
 
     /// The environment URL without a trailing slash: the resource tokens are asked for.
@@ -209,50 +178,29 @@ mod tests {
     fn builds_urls_from_organization_and_region() {
         let env = Environment::from_organization("Contoso", Region::Europe).unwrap();
         assert_eq!(env.url(), "https://contoso.crm4.dynamics.com");
-        assert_eq!(
-            env.web_api(),
-            "https://contoso.crm4.dynamics.com/api/data/v9.2/"
-        );
-        assert_eq!(
-            env.default_scope(),
-            "https://contoso.crm4.dynamics.com/.default"
-        );
+        assert_eq!(env.web_api(), "https://contoso.crm4.dynamics.com/api/data/v9.2/");
+        assert_eq!(env.default_scope(), "https://contoso.crm4.dynamics.com/.default");
         assert_eq!(env.region(), Some(Region::Europe));
         assert_eq!("crm11".parse::<Region>().unwrap(), Region::UnitedKingdom);
-        assert_eq!(
-            "gcchigh".parse::<Region>().unwrap().authority(),
-            "https://login.microsoftonline.us"
-        );
-        assert_eq!(
-            Environment::from_organization("org", Region::China)
-                .unwrap()
-                .url(),
-            "https://org.crm.dynamics.cn"
-        );
+        assert_eq!("gcchigh".parse::<Region>().unwrap().authority(), "https://login.microsoftonline.us");
+        assert_eq!(Environment::from_organization("org", Region::China).unwrap().url(), "https://org.crm.dynamics.cn");
     }
 
     #[test]
     fn accepts_full_urls_including_the_emulator() {
         assert_eq!(
-            Environment::from_url("https://contoso.crm.dynamics.com/api/data/v9.2/")
-                .unwrap()
-                .url(),
+            Environment::from_url("https://contoso.crm.dynamics.com/api/data/v9.2/").unwrap().url(),
             "https://contoso.crm.dynamics.com"
         );
         assert_eq!(
-            Environment::from_url("http://127.0.0.1:8080")
-                .unwrap()
-                .web_api(),
+            Environment::from_url("http://127.0.0.1:8080").unwrap().web_api(),
             "http://127.0.0.1:8080/api/data/v9.2/"
         );
     }
 
     #[test]
     fn bad_input_is_a_clear_error() {
-        assert!(matches!(
-            "crm99".parse::<Region>(),
-            Err(EnvironmentError::UnknownRegion(_))
-        ));
+        assert!(matches!("crm99".parse::<Region>(), Err(EnvironmentError::UnknownRegion(_))));
         assert!(Environment::from_url("contoso.crm.dynamics.com").is_err());
         assert!(Environment::from_url("ftp://contoso.crm.dynamics.com").is_err());
         assert!(Environment::from_url("https://contoso.crm.dynamics.com/main.aspx").is_err());

@@ -80,35 +80,14 @@ impl ApiError {
     /// Reads an error answer: Dataverse's `{"error":{"code","message"}}` body, `REQ_ID` and `Retry-After`.
     pub async fn from_response(response: reqwest::Response) -> ApiError {
         let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let request_id = header("req_id");
-        let retry_after = header("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
         let text = response.text().await.unwrap_or_default();
         let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let code = body["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let message = body["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or(text);
-        ApiError {
-            kind: Self::classify(status, &code, &message),
-            status,
-            code,
-            message,
-            request_id,
-            retry_after,
-        }
+        let code = body["error"]["code"].as_str().unwrap_or_default().to_string();
+        let message = body["error"]["message"].as_str().map(str::to_string).unwrap_or(text);
+        ApiError { kind: Self::classify(status, &code, &message), status, code, message, request_id, retry_after }
     }
 }
 
@@ -141,18 +120,9 @@ mod tests {
 
     #[test]
     fn errors_are_classified_by_code_and_status() {
-        assert_eq!(
-            ApiError::classify(429, "0x80072321", ""),
-            ErrorKind::Throttled(ThrottleLimit::ExecutionTime)
-        );
-        assert_eq!(
-            ApiError::classify(404, "0x80040217", ""),
-            ErrorKind::NotFound
-        );
-        assert_eq!(
-            ApiError::classify(412, "0x80040237", ""),
-            ErrorKind::Duplicate
-        );
+        assert_eq!(ApiError::classify(429, "0x80072321", ""), ErrorKind::Throttled(ThrottleLimit::ExecutionTime));
+        assert_eq!(ApiError::classify(404, "0x80040217", ""), ErrorKind::NotFound);
+        assert_eq!(ApiError::classify(412, "0x80040237", ""), ErrorKind::Duplicate);
         assert_eq!(ApiError::classify(503, "", ""), ErrorKind::Transient);
         assert_eq!(
             ApiError::classify(
@@ -170,9 +140,6 @@ mod tests {
             ),
             ErrorKind::UnknownProperty("new_x".into())
         );
-        assert_eq!(
-            ApiError::classify(400, "0x80044331", "The length of the 'x' attribute"),
-            ErrorKind::Validation
-        );
+        assert_eq!(ApiError::classify(400, "0x80044331", "The length of the 'x' attribute"), ErrorKind::Validation);
     }
 }

@@ -16,10 +16,7 @@ fn credentials(emulator: &RunningEmulator) -> ClientCredentials {
 #[tokio::test]
 async fn who_am_i_proves_the_connection() {
     let emulator = EmulatorConfig::default().start().await.unwrap();
-    let client = Client::new(
-        Environment::from_url(&emulator.url).unwrap(),
-        credentials(&emulator),
-    );
+    let client = Client::new(Environment::from_url(&emulator.url).unwrap(), credentials(&emulator));
     let me = client.who_am_i().await.unwrap();
     assert_eq!(me.organization_id, emulator.environment.organization_id);
 }
@@ -35,41 +32,22 @@ async fn sign_in_failures_say_what_to_fix() {
     let mut wrong_secret = credentials(&emulator);
     wrong_secret.client_secret = Secret::new("not-the-secret");
     let e = err(wrong_secret, environment.clone()).await;
-    assert!(
-        matches!(&e, Error::Auth(AuthError::WrongSecret { .. })),
-        "{e:?}"
-    );
-    assert!(
-        e.to_string()
-            .starts_with("the client secret is wrong or expired"),
-        "{e}"
-    );
-    assert!(
-        !format!("{e:?}").contains("not-the-secret"),
-        "secrets stay out of Debug"
-    );
+    assert!(matches!(&e, Error::Auth(AuthError::WrongSecret { .. })), "{e:?}");
+    assert!(e.to_string().starts_with("the client secret is wrong or expired"), "{e}");
+    assert!(!format!("{e:?}").contains("not-the-secret"), "secrets stay out of Debug");
 
     let mut unknown_tenant = credentials(&emulator);
     unknown_tenant.tenant_id = "fabrikam.onmicrosoft.com".into();
-    assert!(matches!(
-        err(unknown_tenant, environment.clone()).await,
-        Error::Auth(AuthError::UnknownTenant { .. })
-    ));
+    assert!(matches!(err(unknown_tenant, environment.clone()).await, Error::Auth(AuthError::UnknownTenant { .. })));
 
     let mut unknown_app = credentials(&emulator);
     unknown_app.client_id = "0b1e8e5c-0000-4000-8000-000000000000".into();
-    assert!(matches!(
-        err(unknown_app, environment.clone()).await,
-        Error::Auth(AuthError::UnknownApplication { .. })
-    ));
+    assert!(matches!(err(unknown_app, environment.clone()).await, Error::Auth(AuthError::UnknownApplication { .. })));
 
     // The right tenant, but another environment's URL.
     let other = Environment::from_url("https://contoso.crm4.dynamics.com").unwrap();
     let e = err(credentials(&emulator), other).await;
-    assert!(
-        matches!(&e, Error::Auth(AuthError::WrongEnvironment { .. })),
-        "{e:?}"
-    );
+    assert!(matches!(&e, Error::Auth(AuthError::WrongEnvironment { .. })), "{e:?}");
     assert!(e.to_string().contains("check the environment URL"));
 
     // An authority nobody answers at.
@@ -81,22 +59,13 @@ async fn sign_in_failures_say_what_to_fix() {
 
 #[tokio::test]
 async fn tokens_are_renewed_during_long_runs() {
-    let config = EmulatorConfig {
-        token_lifetime: Duration::from_secs(2),
-        ..Default::default()
-    };
+    let config = EmulatorConfig { token_lifetime: Duration::from_secs(2), ..Default::default() };
     let emulator = config.start().await.unwrap();
-    let client = Client::new(
-        Environment::from_url(&emulator.url).unwrap(),
-        credentials(&emulator),
-    );
+    let client = Client::new(Environment::from_url(&emulator.url).unwrap(), credentials(&emulator));
     let until = Instant::now() + Duration::from_secs(5);
     let mut calls = 0;
     while Instant::now() < until {
-        client
-            .who_am_i()
-            .await
-            .expect("every call succeeds across token expiry");
+        client.who_am_i().await.expect("every call succeeds across token expiry");
         calls += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -106,23 +75,11 @@ async fn tokens_are_renewed_during_long_runs() {
 #[tokio::test]
 async fn api_errors_are_typed() {
     let emulator = EmulatorConfig::default().start().await.unwrap();
-    let client = Client::new(
-        Environment::from_url(&emulator.url).unwrap(),
-        credentials(&emulator),
-    );
-    let e = client
-        .send(reqwest::Method::GET, "contacts?$select=new_nothere", None)
-        .await
-        .unwrap_err();
+    let client = Client::new(Environment::from_url(&emulator.url).unwrap(), credentials(&emulator));
+    let e = client.send(reqwest::Method::GET, "contacts?$select=new_nothere", None).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnknownProperty("new_nothere".into()));
-    let e = client
-        .send(
-            reqwest::Method::GET,
-            "contacts(00000000-0000-0000-0000-000000000001)",
-            None,
-        )
-        .await
-        .unwrap_err();
+    let e =
+        client.send(reqwest::Method::GET, "contacts(00000000-0000-0000-0000-000000000001)", None).await.unwrap_err();
     match e {
         Error::Api(api) => {
             assert_eq!(api.kind, ErrorKind::NotFound);

@@ -26,16 +26,11 @@ impl fmt::Display for ConnectionProblem {
                 api.message
             ),
             Error::Api(api) if api.status == 404 => {
-                write!(
-                    f,
-                    "{env} does not answer as a Dataverse environment (404 on WhoAmI): check the environment URL"
-                )
+                write!(f, "{env} does not answer as a Dataverse environment (404 on WhoAmI): check the environment URL")
             }
-            Error::Transport { .. } => write!(
-                f,
-                "could not reach {env}: check the environment URL and the network ({})",
-                self.error
-            ),
+            Error::Transport { .. } => {
+                write!(f, "could not reach {env}: check the environment URL and the network ({})", self.error)
+            }
             other => write!(f, "{other}"),
         }
     }
@@ -44,16 +39,10 @@ impl fmt::Display for ConnectionProblem {
 impl std::error::Error for ConnectionProblem {}
 
 /// Signs in and asks the environment who the app is.
-pub async fn check(
-    environment: Environment,
-    credentials: ClientCredentials,
-) -> Result<WhoAmI, ConnectionProblem> {
+pub async fn check(environment: Environment, credentials: ClientCredentials) -> Result<WhoAmI, ConnectionProblem> {
     let url = environment.url();
     Client::new(environment, credentials)
         .who_am_i()
         .await
-        .map_err(|error| ConnectionProblem {
-            environment: url,
-            error,
-        })
+        .map_err(|error| ConnectionProblem { environment: url, error })
 }

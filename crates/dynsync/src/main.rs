@@ -6,11 +6,7 @@ use dataverse::{ClientCredentials, Environment, Region, Secret};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "dynsync",
-    version,
-    about = "Connects customer data to Microsoft Dynamics 365."
-)]
+#[command(name = "dynsync", version, about = "Connects customer data to Microsoft Dynamics 365.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,12 +49,8 @@ struct CheckArgs {
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let environment = match (&args.environment_url, &args.organization, &args.region) {
         (Some(url), _, _) => Environment::from_url(url)?,
-        (None, Some(org), Some(region)) => {
-            Environment::from_organization(org, region.parse::<Region>()?)?
-        }
-        _ => anyhow::bail!(
-            "give the environment as --environment-url, or as --organization and --region"
-        ),
+        (None, Some(org), Some(region)) => Environment::from_organization(org, region.parse::<Region>()?)?,
+        _ => anyhow::bail!("give the environment as --environment-url, or as --organization and --region"),
     };
     let authority = args
         .authority
@@ -72,10 +64,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     match dynsync::connection::check(environment.clone(), credentials).await {
         Ok(me) => {
-            println!(
-                "connected to {environment} as user {} (organization {})",
-                me.user_id, me.organization_id
-            );
+            println!("connected to {environment} as user {} (organization {})", me.user_id, me.organization_id);
             Ok(ExitCode::SUCCESS)
         }
         Err(problem) => {
@@ -89,9 +78,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     match Cli::parse().command {
         Command::Check(args) => check(args).await.context("dynsync check"),

@@ -7,8 +7,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::odata::filter::matches_json;
 use crate::odata::path::{Key, KeyValue, Segment};
 use crate::schema::{
-    AlternateKey, Attribute, AttributeKind, DateFormat, LookupType, NewAttribute, NewKey, NewTable,
-    Table,
+    AlternateKey, Attribute, AttributeKind, DateFormat, LookupType, NewAttribute, NewKey, NewTable, Table,
 };
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
@@ -24,51 +23,36 @@ pub fn service_document(request: &Request) -> ApiResult<Response> {
         .tables()
         .map(|t| json!({"name": t.entity_set_name, "kind": "EntitySet", "url": t.entity_set_name}))
         .collect();
-    sets.push(
-        json!({"name": "EntityDefinitions", "kind": "EntitySet", "url": "EntityDefinitions"}),
-    );
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"@odata.context": format!("{}/$metadata", request.base), "value": sets}),
-    ))
+    sets.push(json!({"name": "EntityDefinitions", "kind": "EntitySet", "url": "EntityDefinitions"}));
+    Ok(json_response(StatusCode::OK, &json!({"@odata.context": format!("{}/$metadata", request.base), "value": sets})))
 }
 
 // --------------------------------------------------------------------------------------------- CSDL
 
 fn xml(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// `$metadata`: the CSDL of every table, with `?annotations=true` adding the change-tracking and
 /// computed-column annotations.
 pub fn csdl(request: &Request) -> ApiResult<Response> {
-    let annotations = request
-        .raw_query
-        .as_deref()
-        .is_some_and(|q| q.split('&').any(|p| p == "annotations=true"));
+    let annotations = request.raw_query.as_deref().is_some_and(|q| q.split('&').any(|p| p == "annotations=true"));
     let data = request.env.store.read();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
-    out.push_str("<edmx:Edmx Version=\"4.0\" xmlns:edmx=\"http://docs.oasis-open.org/odata/ns/edmx\">\n<edmx:DataServices>\n");
-    out.push_str(&format!("<Schema Namespace=\"{NS}\" Alias=\"mscrm\" xmlns=\"http://docs.oasis-open.org/odata/ns/edm\">\n"));
+    out.push_str(
+        "<edmx:Edmx Version=\"4.0\" xmlns:edmx=\"http://docs.oasis-open.org/odata/ns/edmx\">\n<edmx:DataServices>\n",
+    );
+    out.push_str(&format!(
+        "<Schema Namespace=\"{NS}\" Alias=\"mscrm\" xmlns=\"http://docs.oasis-open.org/odata/ns/edm\">\n"
+    ));
     out.push_str("<EntityType Name=\"crmbaseentity\" Abstract=\"true\" />\n");
     for table in data.schema.tables() {
-        out.push_str(&format!(
-            "<EntityType Name=\"{}\" BaseType=\"mscrm.crmbaseentity\">\n",
-            table.logical_name
-        ));
-        out.push_str(&format!(
-            "<Key><PropertyRef Name=\"{}\" /></Key>\n",
-            table.primary_id
-        ));
+        out.push_str(&format!("<EntityType Name=\"{}\" BaseType=\"mscrm.crmbaseentity\">\n", table.logical_name));
+        out.push_str(&format!("<Key><PropertyRef Name=\"{}\" /></Key>\n", table.primary_id));
         for attribute in &table.attributes {
             let extra = match &attribute.kind {
                 AttributeKind::String { .. } | AttributeKind::Memo { .. } => " Unicode=\"false\"",
-                AttributeKind::Decimal { .. } | AttributeKind::Money { .. } => {
-                    " Scale=\"Variable\""
-                }
+                AttributeKind::Decimal { .. } | AttributeKind::Money { .. } => " Scale=\"Variable\"",
                 _ => "",
             };
             let property = attribute.property_name();
@@ -104,7 +88,9 @@ pub fn csdl(request: &Request) -> ApiResult<Response> {
         "<ComplexType Name=\"WhoAmIResponse\"><Property Name=\"BusinessUnitId\" Type=\"Edm.Guid\" Nullable=\"false\" />\
          <Property Name=\"UserId\" Type=\"Edm.Guid\" Nullable=\"false\" /><Property Name=\"OrganizationId\" Type=\"Edm.Guid\" Nullable=\"false\" /></ComplexType>\n",
     );
-    out.push_str("<Function Name=\"WhoAmI\"><ReturnType Type=\"mscrm.WhoAmIResponse\" Nullable=\"false\" /></Function>\n");
+    out.push_str(
+        "<Function Name=\"WhoAmI\"><ReturnType Type=\"mscrm.WhoAmIResponse\" Nullable=\"false\" /></Function>\n",
+    );
     out.push_str("<EntityContainer Name=\"System\">\n");
     for table in data.schema.tables() {
         out.push_str(&format!(
@@ -133,10 +119,7 @@ pub fn csdl(request: &Request) -> ApiResult<Response> {
     out.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"mscrm.WhoAmI\" IncludeInServiceDocument=\"false\" />\n");
     out.push_str("</EntityContainer>\n</Schema>\n</edmx:DataServices>\n</edmx:Edmx>\n");
     let mut response = axum::response::IntoResponse::into_response(out);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     Ok(response)
 }
 
@@ -221,18 +204,9 @@ fn type_name(kind: &AttributeKind) -> &'static str {
         AttributeKind::Picklist { .. } => "PicklistType",
         AttributeKind::State { .. } => "StateType",
         AttributeKind::Status { .. } => "StatusType",
-        AttributeKind::Lookup {
-            lookup_type: LookupType::Lookup,
-            ..
-        } => "LookupType",
-        AttributeKind::Lookup {
-            lookup_type: LookupType::Customer,
-            ..
-        } => "CustomerType",
-        AttributeKind::Lookup {
-            lookup_type: LookupType::Owner,
-            ..
-        } => "OwnerType",
+        AttributeKind::Lookup { lookup_type: LookupType::Lookup, .. } => "LookupType",
+        AttributeKind::Lookup { lookup_type: LookupType::Customer, .. } => "CustomerType",
+        AttributeKind::Lookup { lookup_type: LookupType::Owner, .. } => "OwnerType",
     }
 }
 
@@ -259,21 +233,9 @@ fn derived_properties(attribute: &Attribute) -> Map<String, Json> {
             m.insert("MinValue".into(), json!(i64::MIN));
             m.insert("MaxValue".into(), json!(i64::MAX));
         }
-        AttributeKind::Decimal {
-            min,
-            max,
-            precision,
-        }
-        | AttributeKind::Double {
-            min,
-            max,
-            precision,
-        }
-        | AttributeKind::Money {
-            min,
-            max,
-            precision,
-        } => {
+        AttributeKind::Decimal { min, max, precision }
+        | AttributeKind::Double { min, max, precision }
+        | AttributeKind::Money { min, max, precision } => {
             m.insert("MinValue".into(), json!(min));
             m.insert("MaxValue".into(), json!(max));
             m.insert("Precision".into(), json!(precision));
@@ -282,27 +244,15 @@ fn derived_properties(attribute: &Attribute) -> Map<String, Json> {
             m.insert("DefaultValue".into(), json!(default));
         }
         AttributeKind::DateTime { format, behavior } => {
-            m.insert(
-                "Format".into(),
-                json!(if *format == DateFormat::DateOnly {
-                    "DateOnly"
-                } else {
-                    "DateAndTime"
-                }),
-            );
+            m.insert("Format".into(), json!(if *format == DateFormat::DateOnly { "DateOnly" } else { "DateAndTime" }));
             m.insert("DateTimeBehavior".into(), json!({"Value": behavior}));
         }
         AttributeKind::Picklist { default, .. } => {
             m.insert("DefaultFormValue".into(), json!(default.unwrap_or(-1)));
         }
-        AttributeKind::State { .. }
-        | AttributeKind::Status { .. }
-        | AttributeKind::Uniqueidentifier => {}
+        AttributeKind::State { .. } | AttributeKind::Status { .. } | AttributeKind::Uniqueidentifier => {}
         AttributeKind::Lookup { targets, .. } => {
-            m.insert(
-                "Targets".into(),
-                json!(targets.iter().map(|t| t.table.clone()).collect::<Vec<_>>()),
-            );
+            m.insert("Targets".into(), json!(targets.iter().map(|t| t.table.clone()).collect::<Vec<_>>()));
         }
     }
     m
@@ -313,11 +263,7 @@ fn option_set(table: &Table, attribute: &Attribute) -> Option<Json> {
     let name = format!("{}_{}", table.logical_name, attribute.logical_name);
     let id = attribute.metadata_id;
     match &attribute.kind {
-        AttributeKind::Boolean {
-            true_label,
-            false_label,
-            ..
-        } => Some(json!({
+        AttributeKind::Boolean { true_label, false_label, .. } => Some(json!({
             "MetadataId": Uuid::new_v5(&id, b"optionset"),
             "Name": name,
             "IsGlobal": false,
@@ -337,12 +283,8 @@ fn option_set(table: &Table, attribute: &Attribute) -> Option<Json> {
                 .map(|o| {
                     let mut option = json!({"Value": o.value, "Label": label(&o.label, id)});
                     match (kind, o.related) {
-                        (AttributeKind::State { .. }, Some(status)) => {
-                            option["DefaultStatus"] = json!(status)
-                        }
-                        (AttributeKind::Status { .. }, Some(state)) => {
-                            option["State"] = json!(state)
-                        }
+                        (AttributeKind::State { .. }, Some(status)) => option["DefaultStatus"] = json!(status),
+                        (AttributeKind::Status { .. }, Some(state)) => option["State"] = json!(state),
                         _ => {}
                     }
                     option
@@ -361,10 +303,7 @@ fn option_set(table: &Table, attribute: &Attribute) -> Option<Json> {
 
 fn attribute_json(table: &Table, attribute: &Attribute, position: usize) -> Map<String, Json> {
     let mut m = Map::new();
-    m.insert(
-        "@odata.type".into(),
-        json!(format!("#{NS}.{}", attribute.kind.metadata_type())),
-    );
+    m.insert("@odata.type".into(), json!(format!("#{NS}.{}", attribute.kind.metadata_type())));
     let base = json!({
         "MetadataId": attribute.metadata_id,
         "LogicalName": attribute.logical_name,
@@ -461,11 +400,7 @@ fn split_top_level(text: &str, separator: char) -> Vec<String> {
     if !current.is_empty() {
         parts.push(current);
     }
-    parts
-        .into_iter()
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect()
+    parts.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
 }
 
 impl MetadataOptions {
@@ -475,10 +410,7 @@ impl MetadataOptions {
         if let Some(text) = &options.expand {
             for item in split_top_level(text, ',') {
                 let (name, nested) = match item.find('(') {
-                    Some(i) if item.ends_with(')') => (
-                        item[..i].to_string(),
-                        item[i + 1..item.len() - 1].to_string(),
-                    ),
+                    Some(i) if item.ends_with(')') => (item[..i].to_string(), item[i + 1..item.len() - 1].to_string()),
                     _ => (item.clone(), String::new()),
                 };
                 let mut n = MetadataOptionsText::default();
@@ -496,36 +428,20 @@ impl MetadataOptions {
                 expand.push((name, n));
             }
         }
-        Ok(MetadataOptions {
-            select: options.select,
-            filter: options.filter,
-            expand,
-        })
+        Ok(MetadataOptions { select: options.select, filter: options.filter, expand })
     }
 
     fn nested(text: &MetadataOptionsText) -> ApiResult<MetadataOptions> {
         Ok(MetadataOptions {
-            select: text
-                .select
-                .as_ref()
-                .map(|s| s.split(',').map(|p| p.trim().to_string()).collect()),
-            filter: text
-                .filter
-                .as_deref()
-                .map(|f| crate::odata::filter::parse(f, &Default::default()))
-                .transpose()?,
+            select: text.select.as_ref().map(|s| s.split(',').map(|p| p.trim().to_string()).collect()),
+            filter: text.filter.as_deref().map(|f| crate::odata::filter::parse(f, &Default::default())).transpose()?,
             expand: Vec::new(),
         })
     }
 
     /// Keeps the selected properties of an item (and `MetadataId`, always), checking each against the
     /// properties its type declares.
-    fn project(
-        &self,
-        mut item: Map<String, Json>,
-        declared: &[&str],
-        type_name: &str,
-    ) -> ApiResult<Map<String, Json>> {
+    fn project(&self, mut item: Map<String, Json>, declared: &[&str], type_name: &str) -> ApiResult<Map<String, Json>> {
         let Some(select) = &self.select else {
             return Ok(item);
         };
@@ -548,10 +464,7 @@ impl MetadataOptions {
 
 // -------------------------------------------------------------------------------------- endpoints
 
-fn find_table<'s>(
-    schema: &'s crate::schema::Schema,
-    key: &Key,
-) -> ApiResult<&'s std::sync::Arc<Table>> {
+fn find_table<'s>(schema: &'s crate::schema::Schema, key: &Key) -> ApiResult<&'s std::sync::Arc<Table>> {
     let found = match key {
         Key::Id(id) => schema.table_by_metadata_id(*id),
         Key::Named(parts) => match parts.as_slice() {
@@ -589,13 +502,9 @@ pub async fn entity_definitions(request: &Request, segments: &[Segment]) -> ApiR
         (None, 1, &Method::GET) => list_tables(request),
         (None, 1, &Method::POST) => create_table(request).await,
         (Some(key), 1, &Method::GET) => get_table(request, key),
-        (Some(key), _, _) if segments[1].name == "Attributes" => {
-            attributes(request, key, &segments[1..]).await
-        }
+        (Some(key), _, _) if segments[1].name == "Attributes" => attributes(request, key, &segments[1..]).await,
         (Some(key), 2, _) if segments[1].name == "Keys" => keys(request, key).await,
-        _ => Err(ApiError::segment_not_found(
-            &segments.last().expect("non-empty").name,
-        )),
+        _ => Err(ApiError::segment_not_found(&segments.last().expect("non-empty").name)),
     }
 }
 
@@ -609,21 +518,14 @@ fn table_with_expansions(table: &Table, options: &MetadataOptions) -> ApiResult<
         match name.as_str() {
             "Attributes" => {
                 let items = attribute_items(table, &nested, None)?;
-                item.insert(
-                    "Attributes".into(),
-                    Json::Array(items.into_iter().map(Json::Object).collect()),
-                );
+                item.insert("Attributes".into(), Json::Array(items.into_iter().map(Json::Object).collect()));
             }
             "Keys" => {
                 let mut keys = Vec::new();
                 for k in &table.keys {
                     let key = key_json(table, k);
                     if nested.keep(&key, "EntityKeyMetadata")? {
-                        keys.push(Json::Object(nested.project(
-                            key,
-                            KEY_PROPERTIES,
-                            "EntityKeyMetadata",
-                        )?));
+                        keys.push(Json::Object(nested.project(key, KEY_PROPERTIES, "EntityKeyMetadata")?));
                     }
                 }
                 item.insert("Keys".into(), Json::Array(keys));
@@ -654,23 +556,13 @@ fn get_table(request: &Request, key: &Key) -> ApiResult<Response> {
     let data = request.env.store.read();
     let table = find_table(&data.schema, key)?;
     let mut body = Map::new();
-    body.insert(
-        "@odata.context".into(),
-        json!(format!(
-            "{}/$metadata#EntityDefinitions/$entity",
-            request.base
-        )),
-    );
+    body.insert("@odata.context".into(), json!(format!("{}/$metadata#EntityDefinitions/$entity", request.base)));
     body.extend(table_with_expansions(table, &options)?);
     Ok(json_response(StatusCode::OK, &Json::Object(body)))
 }
 
 /// The attributes of a table as metadata items, filtered, cast and projected.
-fn attribute_items(
-    table: &Table,
-    options: &MetadataOptions,
-    cast: Option<&str>,
-) -> ApiResult<Vec<Map<String, Json>>> {
+fn attribute_items(table: &Table, options: &MetadataOptions, cast: Option<&str>) -> ApiResult<Vec<Map<String, Json>>> {
     let mut out = Vec::new();
     for (position, attribute) in table.attributes.iter().enumerate() {
         if cast.is_some_and(|c| c != attribute.kind.metadata_type()) {
@@ -687,10 +579,7 @@ fn attribute_items(
         for (name, _) in &options.expand {
             match name.as_str() {
                 "OptionSet" if cast.is_some() => {
-                    projected.insert(
-                        "OptionSet".into(),
-                        option_set(table, attribute).unwrap_or(Json::Null),
-                    );
+                    projected.insert("OptionSet".into(), option_set(table, attribute).unwrap_or(Json::Null));
                 }
                 "GlobalOptionSet" if cast.is_some() => {
                     projected.insert("GlobalOptionSet".into(), Json::Null);
@@ -703,16 +592,9 @@ fn attribute_items(
     Ok(out)
 }
 
-async fn attributes(
-    request: &Request,
-    table_key: &Key,
-    segments: &[Segment],
-) -> ApiResult<Response> {
+async fn attributes(request: &Request, table_key: &Key, segments: &[Segment]) -> ApiResult<Response> {
     let attributes_segment = &segments[0];
-    let cast_segment = segments
-        .iter()
-        .skip(1)
-        .find(|s| s.name.starts_with("Microsoft.Dynamics.CRM."));
+    let cast_segment = segments.iter().skip(1).find(|s| s.name.starts_with("Microsoft.Dynamics.CRM."));
     let cast = match cast_segment {
         Some(s) => {
             let name = s.name.trim_start_matches("Microsoft.Dynamics.CRM.");
@@ -724,9 +606,7 @@ async fn attributes(
         None => None,
     };
     if segments.len() > 1 + usize::from(cast_segment.is_some()) {
-        return Err(ApiError::segment_not_found(
-            &segments.last().expect("non-empty").name,
-        ));
+        return Err(ApiError::segment_not_found(&segments.last().expect("non-empty").name));
     }
     if request.method == Method::POST {
         if attributes_segment.key.is_some() || cast.is_some() {
@@ -737,9 +617,7 @@ async fn attributes(
         return create_attribute(request, table_key).await;
     }
     if request.method != Method::GET {
-        return Err(ApiError::method_not_allowed(
-            "Attributes answer GET, and POST to create a column.",
-        ));
+        return Err(ApiError::method_not_allowed("Attributes answer GET, and POST to create a column."));
     }
     let options = MetadataOptions::parse(request)?;
     let data = request.env.store.read();
@@ -751,19 +629,22 @@ async fn attributes(
             .enumerate()
             .find(|(_, a)| match attribute_key {
                 Key::Id(id) => a.metadata_id == *id,
-                Key::Named(parts) => matches!(parts.as_slice(), [(n, KeyValue::Text(v))] if n == "LogicalName" && v == &a.logical_name),
+                Key::Named(parts) => {
+                    matches!(parts.as_slice(), [(n, KeyValue::Text(v))] if n == "LogicalName" && v == &a.logical_name)
+                }
             })
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::NOT_FOUND,
                     crate::error::code::OBJECT_DOES_NOT_EXIST,
-                    format!("Could not find an attribute with the key {} on entity {}.", attribute_key.to_url(), table.logical_name),
+                    format!(
+                        "Could not find an attribute with the key {} on entity {}.",
+                        attribute_key.to_url(),
+                        table.logical_name
+                    ),
                 )
             })?;
-        if cast
-            .as_deref()
-            .is_some_and(|c| c != attribute.kind.metadata_type())
-        {
+        if cast.as_deref().is_some_and(|c| c != attribute.kind.metadata_type()) {
             return Err(ApiError::bad_query(format!(
                 "The attribute {} is a {}, not a {}.",
                 attribute.logical_name,
@@ -772,36 +653,25 @@ async fn attributes(
             )));
         }
         let item = attribute_json(table, attribute, position);
-        let effective_cast = cast
-            .clone()
-            .or_else(|| Some(attribute.kind.metadata_type().to_string()));
+        let effective_cast = cast.clone().or_else(|| Some(attribute.kind.metadata_type().to_string()));
         let declared = attribute_properties(effective_cast.as_deref(), Some(&item));
         let declared_refs: Vec<&str> = declared.iter().map(String::as_str).collect();
         let mut body = Map::new();
         body.insert(
             "@odata.context".into(),
-            json!(format!(
-                "{}/$metadata#EntityDefinitions('{}')/Attributes/$entity",
-                request.base, table.metadata_id
-            )),
+            json!(format!("{}/$metadata#EntityDefinitions('{}')/Attributes/$entity", request.base, table.metadata_id)),
         );
         body.extend(options.project(item, &declared_refs, attribute.kind.metadata_type())?);
         for (name, _) in &options.expand {
             match name.as_str() {
                 "OptionSet" => {
-                    body.insert(
-                        "OptionSet".into(),
-                        option_set(table, attribute).unwrap_or(Json::Null),
-                    );
+                    body.insert("OptionSet".into(), option_set(table, attribute).unwrap_or(Json::Null));
                 }
                 "GlobalOptionSet" => {
                     body.insert("GlobalOptionSet".into(), Json::Null);
                 }
                 other => {
-                    return Err(ApiError::unknown_query_property(
-                        other,
-                        attribute.kind.metadata_type(),
-                    ));
+                    return Err(ApiError::unknown_query_property(other, attribute.kind.metadata_type()));
                 }
             }
         }
@@ -809,19 +679,10 @@ async fn attributes(
     }
     let items = attribute_items(table, &options, cast.as_deref())?;
     let context = match &cast {
-        Some(c) => format!(
-            "{}/$metadata#EntityDefinitions('{}')/Attributes/{NS}.{c}",
-            request.base, table.metadata_id
-        ),
-        None => format!(
-            "{}/$metadata#EntityDefinitions('{}')/Attributes",
-            request.base, table.metadata_id
-        ),
+        Some(c) => format!("{}/$metadata#EntityDefinitions('{}')/Attributes/{NS}.{c}", request.base, table.metadata_id),
+        None => format!("{}/$metadata#EntityDefinitions('{}')/Attributes", request.base, table.metadata_id),
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"@odata.context": context, "value": items}),
-    ))
+    Ok(json_response(StatusCode::OK, &json!({"@odata.context": context, "value": items})))
 }
 
 fn created(location: String) -> Response {
@@ -844,10 +705,7 @@ async fn create_attribute(request: &Request, table_key: &Key) -> ApiResult<Respo
             Ok::<_, ApiError>(ids)
         })
         .await?;
-    Ok(created(format!(
-        "{}/EntityDefinitions({table_id})/Attributes({attribute_id})",
-        request.base
-    )))
+    Ok(created(format!("{}/EntityDefinitions({table_id})/Attributes({attribute_id})", request.base)))
 }
 
 async fn create_table(request: &Request) -> ApiResult<Response> {
@@ -881,11 +739,7 @@ async fn keys(request: &Request, table_key: &Key) -> ApiResult<Response> {
             for key in &table.keys {
                 let item = key_json(table, key);
                 if options.keep(&item, "EntityKeyMetadata")? {
-                    value.push(Json::Object(options.project(
-                        item,
-                        KEY_PROPERTIES,
-                        "EntityKeyMetadata",
-                    )?));
+                    value.push(Json::Object(options.project(item, KEY_PROPERTIES, "EntityKeyMetadata")?));
                 }
             }
             Ok(json_response(
@@ -921,13 +775,8 @@ async fn keys(request: &Request, table_key: &Key) -> ApiResult<Response> {
                     Ok::<_, ApiError>(ids)
                 })
                 .await?;
-            Ok(created(format!(
-                "{}/EntityDefinitions({table_id})/Keys({key_id})",
-                request.base
-            )))
+            Ok(created(format!("{}/EntityDefinitions({table_id})/Keys({key_id})", request.base)))
         }
-        _ => Err(ApiError::method_not_allowed(
-            "Keys answer GET, and POST to create an alternate key.",
-        )),
+        _ => Err(ApiError::method_not_allowed("Keys answer GET, and POST to create an alternate key.")),
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP surface: the token endpoint and the Web API under `/api/data/v9.x/`.
 
+mod bulk;
 mod metadata;
 mod records;
 
@@ -30,24 +31,14 @@ pub fn router(environment: Arc<Environment>) -> Router {
         .with_state(environment)
 }
 
-async fn token(
-    State(env): State<Arc<Environment>>,
-    Path(tenant): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn token(State(env): State<Arc<Environment>>, Path(tenant): Path<String>, body: Bytes) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let (status, json) = match env.directory.token(&tenant, &form, &env.url) {
         Ok(answer) => (StatusCode::OK, answer),
-        Err(e) => (
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-            e.body(),
-        ),
+        Err(e) => (StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), e.body()),
     };
     let mut response = (status, axum::Json(json)).into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store, no-cache"),
-    );
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
     response
 }
 
@@ -78,10 +69,7 @@ impl Request {
     pub fn json_object(&self, entity_set: &str) -> ApiResult<serde_json::Map<String, Json>> {
         match serde_json::from_slice::<Json>(&self.body) {
             Ok(Json::Object(map)) => Ok(map),
-            Ok(_) => Err(ApiError::payload(
-                entity_set,
-                "The request body must be a JSON object.",
-            )),
+            Ok(_) => Err(ApiError::payload(entity_set, "The request body must be a JSON object.")),
             Err(e) => Err(ApiError::payload(entity_set, format!("Invalid JSON. {e}"))),
         }
     }
@@ -89,13 +77,9 @@ impl Request {
 
 /// A JSON answer with the Web API's content type.
 pub fn json_response(status: StatusCode, body: &Json) -> Response {
-    let mut response = Response::new(Body::from(
-        serde_json::to_vec(body).expect("JSON serializes"),
-    ));
+    let mut response = Response::new(Body::from(serde_json::to_vec(body).expect("JSON serializes")));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
     response
 }
 
@@ -149,19 +133,11 @@ fn unauthorized(env: &Environment, problem: TokenProblem) -> Response {
 }
 
 fn authenticate(env: &Environment, headers: &HeaderMap) -> Result<Uuid, TokenProblem> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(TokenProblem::Missing)?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or(TokenProblem::Malformed)?;
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(TokenProblem::Missing)?;
+    let token =
+        value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(TokenProblem::Malformed)?;
     let claims = env.directory.verify(token.trim(), &env.url, "access")?;
-    env.callers
-        .get(&claims.oid)
-        .copied()
-        .ok_or(TokenProblem::Malformed)
+    env.callers.get(&claims.oid).copied().ok_or(TokenProblem::Malformed)
 }
 
 async fn web_api(
@@ -175,13 +151,8 @@ async fn web_api(
     let mut response = match authenticate(&env, &headers) {
         Err(problem) => unauthorized(&env, problem),
         Ok(caller) => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string);
-            let origin = host
-                .map(|h| format!("http://{h}"))
-                .unwrap_or_else(|| env.url.clone());
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+            let origin = host.map(|h| format!("http://{h}")).unwrap_or_else(|| env.url.clone());
             match route(env, caller, origin, method, uri, headers, body).await {
                 Ok(response) => response,
                 Err(error) => error_response(&error),
@@ -228,6 +199,10 @@ async fn route(
         "$metadata" => metadata::csdl(&request),
         "EntityDefinitions" => metadata::entity_definitions(&request, &segments).await,
         "WhoAmI" => who_am_i(&request, &segments),
+        "sdkmessagefilters" if segments.len() == 1 && request.method == Method::GET => {
+            let data = request.env.store.read();
+            bulk::message_filters(&data, &request)
+        }
         _ => records::dispatch(&request, &segments).await,
     }
 }

@@ -6,9 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::odata::filter::Predicate;
 use crate::odata::path::{Key, Segment};
 use crate::odata::query::{Cursor, QueryOptions, value_from_cookie};
-use crate::records::{
-    self, Preconditions, Selection, WriteKind, WriteRequest, etag, resolve_key, row_json,
-};
+use crate::records::{self, Preconditions, Selection, WriteKind, WriteRequest, etag, resolve_key, row_json};
 use crate::schema::Table;
 use crate::store::TableRows;
 use crate::value::{Row, Value};
@@ -26,10 +24,7 @@ pub async fn dispatch(request: &Request, segments: &[Segment]) -> ApiResult<Resp
     let first = &segments[0];
     let table = {
         let data = request.env.store.read();
-        data.schema
-            .table_by_set(&first.name)
-            .cloned()
-            .ok_or_else(|| ApiError::segment_not_found(&first.name))?
+        data.schema.table_by_set(&first.name).cloned().ok_or_else(|| ApiError::segment_not_found(&first.name))?
     };
     match (&first.key, segments.get(1), segments.len()) {
         (None, None, 1) => match request.method {
@@ -40,8 +35,9 @@ pub async fn dispatch(request: &Request, segments: &[Segment]) -> ApiResult<Resp
                 request.method, table.entity_set_name
             ))),
         },
-        (None, Some(second), 2) if second.name == "$count" && request.method == Method::GET => {
-            count(request, &table)
+        (None, Some(second), 2) if second.name == "$count" && request.method == Method::GET => count(request, &table),
+        (None, Some(second), 2) if second.name.starts_with("Microsoft.Dynamics.CRM.") => {
+            super::bulk::execute(request, &table, &second.name).await
         }
         (Some(key), None, 1) => match request.method {
             Method::GET => retrieve(request, &table, key),
@@ -52,31 +48,20 @@ pub async fn dispatch(request: &Request, segments: &[Segment]) -> ApiResult<Resp
                 request.method
             ))),
         },
-        (Some(key), Some(property), 2) => {
-            property_request(request, &table, key, &property.name).await
-        }
-        _ => Err(ApiError::segment_not_found(
-            &segments.last().expect("non-empty").name,
-        )),
+        (Some(key), Some(property), 2) => property_request(request, &table, key, &property.name).await,
+        _ => Err(ApiError::segment_not_found(&segments.last().expect("non-empty").name)),
     }
 }
 
 fn preconditions(request: &Request) -> Preconditions {
     Preconditions {
         if_match: request.header("if-match").map(str::to_string),
-        if_none_match_any: request
-            .header("if-none-match")
-            .is_some_and(|v| v.trim() == "*"),
+        if_none_match_any: request.header("if-none-match").is_some_and(|v| v.trim() == "*"),
     }
 }
 
 fn entity_url(request: &Request, table: &Table, key: &Key) -> String {
-    format!(
-        "{}/{}({})",
-        request.base,
-        table.entity_set_name,
-        key.to_url()
-    )
+    format!("{}/{}({})", request.base, table.entity_set_name, key.to_url())
 }
 
 fn not_found(table: &Table, key: &Key) -> ApiError {
@@ -87,17 +72,10 @@ fn not_found(table: &Table, key: &Key) -> ApiError {
 }
 
 /// A row as a response body, with its `@odata.context`.
-fn entity_body(
-    request: &Request,
-    table: &Table,
-    id: Uuid,
-    selection: &Selection,
-) -> ApiResult<(Json, String)> {
+fn entity_body(request: &Request, table: &Table, id: Uuid, selection: &Selection) -> ApiResult<(Json, String)> {
     let data = request.env.store.read();
-    let row = data
-        .rows(&table.logical_name)
-        .get(&id)
-        .ok_or_else(|| ApiError::record_not_found(&table.logical_name, id))?;
+    let row =
+        data.rows(&table.logical_name).get(&id).ok_or_else(|| ApiError::record_not_found(&table.logical_name, id))?;
     let mut body = Map::new();
     body.insert(
         "@odata.context".into(),
@@ -114,11 +92,7 @@ fn entity_body(
 
 fn applied_annotations(request: &Request, response: &mut Response) {
     if let Some(a) = &request.prefer.annotations {
-        set_header(
-            response,
-            "preference-applied",
-            &format!("odata.include-annotations=\"{a}\""),
-        );
+        set_header(response, "preference-applied", &format!("odata.include-annotations=\"{a}\""));
     }
 }
 
@@ -140,11 +114,7 @@ fn write_response(
         return Ok(response);
     }
     let mut response = empty_response(StatusCode::NO_CONTENT);
-    set_header(
-        &mut response,
-        "odata-entityid",
-        &entity_url(request, table, key),
-    );
+    set_header(&mut response, "odata-entityid", &entity_url(request, table, key));
     Ok(response)
 }
 
@@ -166,13 +136,7 @@ async fn create(request: &Request, table: &Table) -> ApiResult<Response> {
             records::write(data, journal, request)
         })
         .await?;
-    write_response(
-        request,
-        table,
-        &Key::Id(outcome.id),
-        outcome.id,
-        StatusCode::CREATED,
-    )
+    write_response(request, table, &Key::Id(outcome.id), outcome.id, StatusCode::CREATED)
 }
 
 async fn upsert(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> {
@@ -194,11 +158,7 @@ async fn upsert(request: &Request, table: &Table, key: &Key) -> ApiResult<Respon
             records::write(data, journal, request)
         })
         .await?;
-    let status = if outcome.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
     write_response(request, table, key, outcome.id, status)
 }
 
@@ -236,9 +196,7 @@ fn retrieve(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> 
         resolve_key(&data, table, key)?.ok_or_else(|| not_found(table, key))?
     };
     let (body, tag) = entity_body(request, table, id, &selection)?;
-    let conditional = request
-        .header("if-none-match")
-        .filter(|v| v.starts_with("W/"));
+    let conditional = request.header("if-none-match").filter(|v| v.starts_with("W/"));
     if conditional == Some(tag.as_str()) && request.prefer.annotations.is_none() {
         return Ok(empty_response(StatusCode::NOT_MODIFIED));
     }
@@ -249,28 +207,14 @@ fn retrieve(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> 
 }
 
 /// `GET|PUT|DELETE /contacts(<id>)/<property>`, and `GET` of a single-valued navigation property.
-async fn property_request(
-    request: &Request,
-    table: &Table,
-    key: &Key,
-    property: &str,
-) -> ApiResult<Response> {
-    if let Some((attribute, _)) = table
-        .navigation(property)
-        .filter(|_| request.method == Method::GET)
-    {
+async fn property_request(request: &Request, table: &Table, key: &Key, property: &str) -> ApiResult<Response> {
+    if let Some((attribute, _)) = table.navigation(property).filter(|_| request.method == Method::GET) {
         let related = {
             let data = request.env.store.read();
             let id = resolve_key(&data, table, key)?.ok_or_else(|| not_found(table, key))?;
-            match data
-                .rows(&table.logical_name)
-                .get(&id)
-                .and_then(|r| r.get(&attribute.logical_name))
-            {
+            match data.rows(&table.logical_name).get(&id).and_then(|r| r.get(&attribute.logical_name)) {
                 Some(Value::Lookup { id, table: target })
-                    if table
-                        .navigation(property)
-                        .is_some_and(|(_, t)| &t.table == target) =>
+                    if table.navigation(property).is_some_and(|(_, t)| &t.table == target) =>
                 {
                     Some((target.clone(), *id))
                 }
@@ -280,23 +224,14 @@ async fn property_request(
         let Some((target, id)) = related else {
             return Ok(empty_response(StatusCode::NO_CONTENT));
         };
-        let target_table = request
-            .env
-            .store
-            .read()
-            .schema
-            .table(&target)
-            .cloned()
-            .expect("lookup targets exist");
+        let target_table = request.env.store.read().schema.table(&target).cloned().expect("lookup targets exist");
         let options = request.options()?;
         let selection = Selection::parse(&target_table, options.select.as_ref())?;
         let (body, _) = entity_body(request, &target_table, id, &selection)?;
         return Ok(json_response(StatusCode::OK, &body));
     }
-    let attribute = table
-        .attribute_by_property(property)
-        .cloned()
-        .ok_or_else(|| ApiError::segment_not_found(property))?;
+    let attribute =
+        table.attribute_by_property(property).cloned().ok_or_else(|| ApiError::segment_not_found(property))?;
     match request.method {
         Method::GET => {
             let data = request.env.store.read();
@@ -324,19 +259,14 @@ async fn property_request(
                 body.get("value").cloned().ok_or_else(|| {
                     ApiError::payload(
                         &table.entity_set_name,
-                        format!(
-                            "PUT of a single property takes {{\"value\": …}} for '{property}'."
-                        ),
+                        format!("PUT of a single property takes {{\"value\": …}} for '{property}'."),
                     )
                 })?
             } else {
                 Json::Null
             };
             let body = Map::from_iter([(attribute.logical_name.clone(), value)]);
-            let must_exist = Preconditions {
-                if_match: Some("*".into()),
-                if_none_match_any: false,
-            };
+            let must_exist = Preconditions { if_match: Some("*".into()), if_none_match_any: false };
             let caller = request.caller;
             request
                 .env
@@ -355,9 +285,7 @@ async fn property_request(
                 .await?;
             Ok(empty_response(StatusCode::NO_CONTENT))
         }
-        _ => Err(ApiError::method_not_allowed(
-            "A single property answers GET, PUT and DELETE.",
-        )),
+        _ => Err(ApiError::method_not_allowed("A single property answers GET, PUT and DELETE.")),
     }
 }
 
@@ -372,9 +300,9 @@ impl Order {
     fn parse(table: &Table, options: &QueryOptions) -> ApiResult<Order> {
         let mut columns = Vec::new();
         for o in &options.orderby {
-            let attribute = table.attribute_by_property(&o.property).ok_or_else(|| {
-                ApiError::unknown_query_property(&o.property, &table.logical_name)
-            })?;
+            let attribute = table
+                .attribute_by_property(&o.property)
+                .ok_or_else(|| ApiError::unknown_query_property(&o.property, &table.logical_name))?;
             columns.push((attribute.logical_name.clone(), o.descending));
         }
         Ok(Order { columns })
@@ -388,11 +316,7 @@ impl Order {
                 (Some(_), None) => Ordering::Greater,
                 (Some(x), Some(y)) => x.compare(y).unwrap_or(Ordering::Equal),
             };
-            let ordering = if *descending {
-                ordering.reverse()
-            } else {
-                ordering
-            };
+            let ordering = if *descending { ordering.reverse() } else { ordering };
             if ordering != Ordering::Equal {
                 return ordering;
             }
@@ -426,17 +350,8 @@ fn page<'d>(
             .map(|(id, r)| (*id, r))
             .collect();
     } else {
-        let mut all: Vec<(Uuid, &Row)> = rows
-            .rows
-            .iter()
-            .filter(|(_, r)| matches(r))
-            .map(|(id, r)| (*id, r))
-            .collect();
-        all.sort_by(|(ia, a), (ib, b)| {
-            order
-                .compare_values(&order.values(a), &order.values(b))
-                .then(ia.cmp(ib))
-        });
+        let mut all: Vec<(Uuid, &Row)> = rows.rows.iter().filter(|(_, r)| matches(r)).map(|(id, r)| (*id, r)).collect();
+        all.sort_by(|(ia, a), (ib, b)| order.compare_values(&order.values(a), &order.values(b)).then(ia.cmp(ib)));
         let start = match cursor {
             None => 0,
             Some(c) => {
@@ -444,19 +359,12 @@ fn page<'d>(
                     .sort_values
                     .iter()
                     .map(|(column, text)| {
-                        text.as_ref().and_then(|t| {
-                            table
-                                .attribute(column)
-                                .and_then(|a| value_from_cookie(a, t))
-                        })
+                        text.as_ref().and_then(|t| table.attribute(column).and_then(|a| value_from_cookie(a, t)))
                     })
                     .collect();
                 let last_refs: Vec<Option<&Value>> = last.iter().map(Option::as_ref).collect();
                 all.partition_point(|(id, r)| {
-                    order
-                        .compare_values(&order.values(r), &last_refs)
-                        .then(id.cmp(&c.last_id))
-                        != Ordering::Greater
+                    order.compare_values(&order.values(r), &last_refs).then(id.cmp(&c.last_id)) != Ordering::Greater
                 })
             }
         };
@@ -490,22 +398,12 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
         ));
     }
     let selection = Selection::parse(table, options.select.as_ref())?;
-    let predicate = options
-        .filter
-        .as_ref()
-        .map(|f| Predicate::bind(f, table))
-        .transpose()?;
+    let predicate = options.filter.as_ref().map(|f| Predicate::bind(f, table)).transpose()?;
     let order = Order::parse(table, &options)?;
     let requested_page = page_size(request)?;
     // `$top` is ignored when a page size is asked for, as Dataverse documents.
-    let top = if requested_page.is_some() {
-        None
-    } else {
-        options.top
-    };
-    let limit = requested_page
-        .unwrap_or(MAX_PAGE)
-        .min(top.unwrap_or(usize::MAX));
+    let top = if requested_page.is_some() { None } else { options.top };
+    let limit = requested_page.unwrap_or(MAX_PAGE).min(top.unwrap_or(usize::MAX));
     let sort_columns: Vec<String> = order.columns.iter().map(|(c, _)| c.clone()).collect();
     let cursor = options
         .skiptoken
@@ -515,14 +413,7 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
 
     let data = request.env.store.read();
     let rows = data.rows(&table.logical_name);
-    let (page_rows, more) = page(
-        rows,
-        table,
-        predicate.as_ref(),
-        &order,
-        cursor.as_ref(),
-        limit,
-    );
+    let (page_rows, more) = page(rows, table, predicate.as_ref(), &order, cursor.as_ref(), limit);
     let more = more && top.is_none_or(|t| t > limit);
 
     let mut body = Map::new();
@@ -535,39 +426,17 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
             selection.context_suffix(table)
         )),
     );
-    let total = if options.count
-        || request
-            .prefer
-            .includes("Microsoft.Dynamics.CRM.totalrecordcount")
-    {
-        Some(
-            rows.rows
-                .values()
-                .filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r)))
-                .count(),
-        )
+    let total = if options.count || request.prefer.includes("Microsoft.Dynamics.CRM.totalrecordcount") {
+        Some(rows.rows.values().filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r))).count())
     } else {
         None
     };
     if options.count {
-        body.insert(
-            "@odata.count".into(),
-            json!(total.unwrap_or_default().min(MAX_PAGE)),
-        );
+        body.insert("@odata.count".into(), json!(total.unwrap_or_default().min(MAX_PAGE)));
     }
-    if request
-        .prefer
-        .includes("Microsoft.Dynamics.CRM.totalrecordcount")
-    {
-        let count = if options.count {
-            total.unwrap_or_default() as i64
-        } else {
-            -1
-        };
-        body.insert(
-            "@Microsoft.Dynamics.CRM.totalrecordcount".into(),
-            json!(count.min(MAX_PAGE as i64)),
-        );
+    if request.prefer.includes("Microsoft.Dynamics.CRM.totalrecordcount") {
+        let count = if options.count { total.unwrap_or_default() as i64 } else { -1 };
+        body.insert("@Microsoft.Dynamics.CRM.totalrecordcount".into(), json!(count.min(MAX_PAGE as i64)));
         body.insert(
             "@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded".into(),
             json!(total.unwrap_or_default() > MAX_PAGE),
@@ -579,16 +448,10 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
         .collect();
     body.insert("value".into(), Json::Array(values));
     if more {
-        let (last_id, last_row) = *page_rows
-            .last()
-            .expect("a page with more after it has rows");
+        let (last_id, last_row) = *page_rows.last().expect("a page with more after it has rows");
         let next = Cursor {
             page: cursor.as_ref().map_or(1, |c| c.page + 1),
-            sort_values: order
-                .columns
-                .iter()
-                .map(|(c, _)| (c.clone(), last_row.get(c).map(Value::to_text)))
-                .collect(),
+            sort_values: order.columns.iter().map(|(c, _)| (c.clone(), last_row.get(c).map(Value::to_text))).collect(),
             last_id,
             first_id: page_rows[0].0,
         };
@@ -617,18 +480,10 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
 
 fn count(request: &Request, table: &Table) -> ApiResult<Response> {
     let options = request.options()?;
-    let predicate = options
-        .filter
-        .as_ref()
-        .map(|f| Predicate::bind(f, table))
-        .transpose()?;
+    let predicate = options.filter.as_ref().map(|f| Predicate::bind(f, table)).transpose()?;
     let n = {
         let data = request.env.store.read();
-        data.rows(&table.logical_name)
-            .rows
-            .values()
-            .filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r)))
-            .count()
+        data.rows(&table.logical_name).rows.values().filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r))).count()
     };
     let mut response = axum::response::IntoResponse::into_response(n.min(MAX_PAGE).to_string());
     set_header(&mut response, "content-type", "text/plain");

@@ -127,9 +127,7 @@ struct Lexer<'a> {
 }
 
 fn syntax_error(text: &str, pos: usize, what: &str) -> ApiError {
-    ApiError::bad_query(format!(
-        "Syntax error: {what} at position {pos} in '{text}'."
-    ))
+    ApiError::bad_query(format!("Syntax error: {what} at position {pos} in '{text}'."))
 }
 
 fn is_word_char(c: char) -> bool {
@@ -169,17 +167,8 @@ fn bare_literal(word: &str) -> Option<Literal> {
 }
 
 impl<'a> Lexer<'a> {
-    fn tokens(
-        text: &'a str,
-        aliases: &'a HashMap<String, String>,
-        depth: u8,
-    ) -> ApiResult<Vec<Token>> {
-        let mut lexer = Lexer {
-            text,
-            chars: text.chars().collect(),
-            pos: 0,
-            aliases,
-        };
+    fn tokens(text: &'a str, aliases: &'a HashMap<String, String>, depth: u8) -> ApiResult<Vec<Token>> {
+        let mut lexer = Lexer { text, chars: text.chars().collect(), pos: 0, aliases };
         let mut out = Vec::new();
         while let Some(token) = lexer.next(depth)? {
             out.extend(token);
@@ -239,23 +228,15 @@ impl<'a> Lexer<'a> {
             '@' => {
                 let start = self.pos;
                 self.pos += 1;
-                while self
-                    .chars
-                    .get(self.pos)
-                    .is_some_and(|c| c.is_alphanumeric() || *c == '_')
-                {
+                while self.chars.get(self.pos).is_some_and(|c| c.is_alphanumeric() || *c == '_') {
                     self.pos += 1;
                 }
                 let name: String = self.chars[start..self.pos].iter().collect();
                 let value = self.aliases.get(&name).ok_or_else(|| {
-                    ApiError::bad_query(format!(
-                        "The parameter alias '{name}' is used in the query but has no value."
-                    ))
+                    ApiError::bad_query(format!("The parameter alias '{name}' is used in the query but has no value."))
                 })?;
                 if depth > 0 {
-                    return Err(ApiError::bad_query(format!(
-                        "The parameter alias '{name}' refers to another alias."
-                    )));
+                    return Err(ApiError::bad_query(format!("The parameter alias '{name}' refers to another alias.")));
                 }
                 return Ok(Some(Lexer::tokens(value, self.aliases, depth + 1)?));
             }
@@ -275,11 +256,7 @@ impl<'a> Lexer<'a> {
                 }
             }
             other => {
-                return Err(syntax_error(
-                    self.text,
-                    self.pos,
-                    &format!("unexpected character '{other}'"),
-                ));
+                return Err(syntax_error(self.text, self.pos, &format!("unexpected character '{other}'")));
             }
         };
         Ok(Some(vec![token]))
@@ -350,8 +327,7 @@ impl Parser<'_> {
             self.expect(Token::Close, "')'")?;
             return Ok(inner);
         }
-        if let (Some(Token::Word(name)), Some(Token::Open)) =
-            (self.tokens.get(self.pos), self.tokens.get(self.pos + 1))
+        if let (Some(Token::Word(name)), Some(Token::Open)) = (self.tokens.get(self.pos), self.tokens.get(self.pos + 1))
         {
             let name = name.clone();
             return self.function(&name);
@@ -365,9 +341,7 @@ impl Parser<'_> {
             Some("lt") => CmpOp::Lt,
             Some("le") => CmpOp::Le,
             Some(w) if UNSUPPORTED_OPERATORS.contains(&w) => {
-                return Err(ApiError::bad_query(format!(
-                    "The '{w}' operator is not supported in $filter."
-                )));
+                return Err(ApiError::bad_query(format!("The '{w}' operator is not supported in $filter.")));
             }
             _ => return Err(self.error("a comparison operator (eq, ne, gt, ge, lt, le)")),
         };
@@ -407,9 +381,7 @@ impl Parser<'_> {
         };
         self.expect(Token::Comma, "','")?;
         let Operand::Literal(Literal::String(pattern)) = self.operand()? else {
-            return Err(self.error(&format!(
-                "a string literal as the second argument of {name}"
-            )));
+            return Err(self.error(&format!("a string literal as the second argument of {name}")));
         };
         self.expect(Token::Close, "')'")?;
         Ok(Expr::Text(f, path, pattern))
@@ -419,11 +391,7 @@ impl Parser<'_> {
 /// Parses `$filter`, replacing `@alias` parameters with their values from the query string.
 pub fn parse(text: &str, aliases: &HashMap<String, String>) -> ApiResult<Expr> {
     let tokens = Lexer::tokens(text, aliases, 0)?;
-    let mut parser = Parser {
-        text,
-        tokens,
-        pos: 0,
-    };
+    let mut parser = Parser { text, tokens, pos: 0 };
     let expr = parser.or()?;
     if parser.pos != parser.tokens.len() {
         return Err(parser.error("end of expression"));
@@ -520,9 +488,7 @@ fn literal_for(kind: &AttributeKind, literal: &Literal, op: CmpOp) -> ApiResult<
     let mismatch = || incompatible(kind.edm_type(), literal.edm_type(), op);
     Ok(Some(match (kind, literal) {
         (_, Literal::Null) => return Ok(None),
-        (AttributeKind::String { .. } | AttributeKind::Memo { .. }, Literal::String(s)) => {
-            Value::Text(s.clone())
-        }
+        (AttributeKind::String { .. } | AttributeKind::Memo { .. }, Literal::String(s)) => Value::Text(s.clone()),
         (
             AttributeKind::Integer { .. }
             | AttributeKind::BigInt
@@ -532,35 +498,19 @@ fn literal_for(kind: &AttributeKind, literal: &Literal, op: CmpOp) -> ApiResult<
             Literal::Int(n),
         ) => Value::Int(*n),
         (
-            AttributeKind::Decimal { .. }
-            | AttributeKind::Double { .. }
-            | AttributeKind::Money { .. },
+            AttributeKind::Decimal { .. } | AttributeKind::Double { .. } | AttributeKind::Money { .. },
             Literal::Int(n),
         ) => Value::Number(*n as f64),
         (
-            AttributeKind::Decimal { .. }
-            | AttributeKind::Double { .. }
-            | AttributeKind::Money { .. },
+            AttributeKind::Decimal { .. } | AttributeKind::Double { .. } | AttributeKind::Money { .. },
             Literal::Number(n),
         ) => Value::Number(*n),
         (AttributeKind::Boolean { .. }, Literal::Bool(b)) => Value::Bool(*b),
-        (AttributeKind::Uniqueidentifier | AttributeKind::Lookup { .. }, Literal::Guid(g)) => {
-            Value::Guid(*g)
+        (AttributeKind::Uniqueidentifier | AttributeKind::Lookup { .. }, Literal::Guid(g)) => Value::Guid(*g),
+        (AttributeKind::DateTime { format: DateFormat::DateOnly, .. }, Literal::Date(d)) => Value::Date(*d),
+        (AttributeKind::DateTime { format: DateFormat::DateOnly, .. }, Literal::DateTime(d)) => {
+            Value::Date(d.date_naive())
         }
-        (
-            AttributeKind::DateTime {
-                format: DateFormat::DateOnly,
-                ..
-            },
-            Literal::Date(d),
-        ) => Value::Date(*d),
-        (
-            AttributeKind::DateTime {
-                format: DateFormat::DateOnly,
-                ..
-            },
-            Literal::DateTime(d),
-        ) => Value::Date(d.date_naive()),
         (AttributeKind::DateTime { .. }, Literal::DateTime(d)) => Value::DateTime(*d),
         (AttributeKind::DateTime { .. }, Literal::Date(d)) => {
             Value::DateTime(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
@@ -576,22 +526,14 @@ fn column<'t>(table: &'t Table, path: &[String]) -> ApiResult<&'t crate::schema:
             "The emulator filters on columns of the queried table only; '{name}' goes through a navigation property."
         )));
     }
-    table
-        .attribute_by_property(&name)
-        .ok_or_else(|| ApiError::unknown_query_property(&name, &table.logical_name))
+    table.attribute_by_property(&name).ok_or_else(|| ApiError::unknown_query_property(&name, &table.logical_name))
 }
 
 impl Predicate {
     pub fn bind(expr: &Expr, table: &Table) -> ApiResult<Predicate> {
         Ok(match expr {
-            Expr::And(a, b) => Predicate::And(
-                Box::new(Self::bind(a, table)?),
-                Box::new(Self::bind(b, table)?),
-            ),
-            Expr::Or(a, b) => Predicate::Or(
-                Box::new(Self::bind(a, table)?),
-                Box::new(Self::bind(b, table)?),
-            ),
+            Expr::And(a, b) => Predicate::And(Box::new(Self::bind(a, table)?), Box::new(Self::bind(b, table)?)),
+            Expr::Or(a, b) => Predicate::Or(Box::new(Self::bind(a, table)?), Box::new(Self::bind(b, table)?)),
             Expr::Not(a) => Predicate::Not(Box::new(Self::bind(a, table)?)),
             Expr::Compare(op, Operand::Member(l), Operand::Member(r)) => {
                 let (l, r) = (column(table, l)?, column(table, r)?);
@@ -602,11 +544,7 @@ impl Predicate {
             }
             Expr::Compare(op, Operand::Member(path), Operand::Literal(lit)) => {
                 let attribute = column(table, path)?;
-                Predicate::Compare(
-                    attribute.logical_name.clone(),
-                    *op,
-                    literal_for(&attribute.kind, lit, *op)?,
-                )
+                Predicate::Compare(attribute.logical_name.clone(), *op, literal_for(&attribute.kind, lit, *op)?)
             }
             Expr::Compare(op, Operand::Literal(lit), Operand::Member(path)) => {
                 let attribute = column(table, path)?;
@@ -630,10 +568,7 @@ impl Predicate {
             }
             Expr::Text(f, path, pattern) => {
                 let attribute = column(table, path)?;
-                if !matches!(
-                    attribute.kind,
-                    AttributeKind::String { .. } | AttributeKind::Memo { .. }
-                ) {
+                if !matches!(attribute.kind, AttributeKind::String { .. } | AttributeKind::Memo { .. }) {
                     return Err(ApiError::bad_query(format!(
                         "No function signature for the function with name '{}' matches the specified arguments: '{}' is {}.",
                         match f {
@@ -667,10 +602,9 @@ impl Predicate {
                 CmpOp::Ne => row.contains_key(column),
                 _ => false,
             },
-            Predicate::Compare(column, op, Some(value)) => row
-                .get(column)
-                .and_then(|v| v.compare(value))
-                .is_some_and(|o| op.holds(o)),
+            Predicate::Compare(column, op, Some(value)) => {
+                row.get(column).and_then(|v| v.compare(value)).is_some_and(|o| op.holds(o))
+            }
             Predicate::Columns(l, op, r) => match (row.get(l), row.get(r)) {
                 (Some(a), Some(b)) => a.compare(b).is_some_and(|o| op.holds(o)),
                 _ => false,
@@ -709,8 +643,8 @@ pub fn matches_json(expr: &Expr, item: &Json, type_name: &str) -> ApiResult<bool
         Expr::Not(a) => !matches_json(a, item, type_name)?,
         Expr::Compare(op, Operand::Member(path), Operand::Literal(lit))
         | Expr::Compare(op, Operand::Literal(lit), Operand::Member(path)) => {
-            let value = json_at(item, path)
-                .ok_or_else(|| ApiError::unknown_query_property(&path.join("/"), type_name))?;
+            let value =
+                json_at(item, path).ok_or_else(|| ApiError::unknown_query_property(&path.join("/"), type_name))?;
             match (value, lit) {
                 (Json::Null, Literal::Null) => *op == CmpOp::Eq,
                 (_, Literal::Null) => *op == CmpOp::Ne,
@@ -718,13 +652,11 @@ pub fn matches_json(expr: &Expr, item: &Json, type_name: &str) -> ApiResult<bool
             }
         }
         Expr::Compare(..) => {
-            return Err(ApiError::bad_query(
-                "Metadata filters compare a property with a literal.",
-            ));
+            return Err(ApiError::bad_query("Metadata filters compare a property with a literal."));
         }
         Expr::Text(f, path, pattern) => {
-            let value = json_at(item, path)
-                .ok_or_else(|| ApiError::unknown_query_property(&path.join("/"), type_name))?;
+            let value =
+                json_at(item, path).ok_or_else(|| ApiError::unknown_query_property(&path.join("/"), type_name))?;
             let text = value.as_str().unwrap_or_default();
             match f {
                 TextFn::Contains => like(text, &format!("%{pattern}%")),
@@ -745,15 +677,11 @@ mod tests {
 
     #[test]
     fn parses_precedence_and_functions() {
-        let e =
-            p("firstname eq 'A' or not (lastname eq 'B' and contains(emailaddress1,'x'))").unwrap();
+        let e = p("firstname eq 'A' or not (lastname eq 'B' and contains(emailaddress1,'x'))").unwrap();
         assert!(matches!(e, Expr::Or(_, _)));
         let e = p("statecode eq 0 and startswith(lastname, 'O''Br')").unwrap();
         match e {
-            Expr::And(_, b) => assert_eq!(
-                *b,
-                Expr::Text(TextFn::StartsWith, vec!["lastname".into()], "O'Br".into())
-            ),
+            Expr::And(_, b) => assert_eq!(*b, Expr::Text(TextFn::StartsWith, vec!["lastname".into()], "O'Br".into())),
             other => panic!("{other:?}"),
         }
     }
@@ -761,15 +689,14 @@ mod tests {
     #[test]
     fn reports_unterminated_literals_like_dataverse() {
         let err = p("lastname eq 'O'Bryan'").unwrap_err();
-        assert_eq!(
-            err.message,
-            "There is an unterminated literal at position 21 in 'lastname eq 'O'Bryan''."
-        );
+        assert_eq!(err.message, "There is an unterminated literal at position 21 in 'lastname eq 'O'Bryan''.");
     }
 
     #[test]
     fn literals_are_typed() {
-        let e = p("_parentcustomerid_value eq 49b0be2e-d01c-ed11-b83e-000d3a572421 and createdon ge 2023-01-01T00:00:00Z").unwrap();
+        let e =
+            p("_parentcustomerid_value eq 49b0be2e-d01c-ed11-b83e-000d3a572421 and createdon ge 2023-01-01T00:00:00Z")
+                .unwrap();
         let mut members = Vec::new();
         e.members(&mut members);
         assert_eq!(members.len(), 2);
@@ -809,17 +736,7 @@ mod tests {
 
     #[test]
     fn unsupported_operators_are_named() {
-        assert!(
-            p("numberofemployees add 1 eq 2")
-                .unwrap_err()
-                .message
-                .contains("'add'")
-        );
-        assert!(
-            p("tolower(firstname) eq 'a'")
-                .unwrap_err()
-                .message
-                .contains("tolower")
-        );
+        assert!(p("numberofemployees add 1 eq 2").unwrap_err().message.contains("'add'"));
+        assert!(p("tolower(firstname) eq 'a'").unwrap_err().message.contains("tolower"));
     }
 }

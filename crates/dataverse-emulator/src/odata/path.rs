@@ -45,11 +45,7 @@ impl Key {
     pub fn to_url(&self) -> String {
         match self {
             Key::Id(id) => id.to_string(),
-            Key::Named(parts) => parts
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.to_url()))
-                .collect::<Vec<_>>()
-                .join(","),
+            Key::Named(parts) => parts.iter().map(|(k, v)| format!("{k}={}", v.to_url())).collect::<Vec<_>>().join(","),
         }
     }
 }
@@ -79,19 +75,12 @@ pub fn parse_path(path: &str) -> ApiResult<Vec<Segment>> {
         }
     }
     raw.push(current);
-    raw.into_iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| parse_segment(&s))
-        .collect()
+    raw.into_iter().filter(|s| !s.is_empty()).map(|s| parse_segment(&s)).collect()
 }
 
 fn parse_segment(segment: &str) -> ApiResult<Segment> {
     let Some(open) = segment.find('(') else {
-        return Ok(Segment {
-            name: segment.to_string(),
-            key: None,
-            empty_parens: false,
-        });
+        return Ok(Segment { name: segment.to_string(), key: None, empty_parens: false });
     };
     if !segment.ends_with(')') {
         return Err(ApiError::bad_query(format!(
@@ -101,28 +90,17 @@ fn parse_segment(segment: &str) -> ApiResult<Segment> {
     let name = segment[..open].to_string();
     let inner = &segment[open + 1..segment.len() - 1];
     if inner.trim().is_empty() {
-        return Ok(Segment {
-            name,
-            key: None,
-            empty_parens: true,
-        });
+        return Ok(Segment { name, key: None, empty_parens: true });
     }
-    Ok(Segment {
-        name,
-        key: Some(parse_key(inner)?),
-        empty_parens: false,
-    })
+    Ok(Segment { name, key: Some(parse_key(inner)?), empty_parens: false })
 }
 
 pub fn parse_key(inner: &str) -> ApiResult<Key> {
     if let Some(id) = crate::value::parse_guid(inner.trim()) {
         return Ok(Key::Id(id));
     }
-    let unrecognized = || {
-        ApiError::bad_query(format!(
-            "Unrecognized 'Edm.String' literal '{inner}' at '1' in '({inner})'."
-        ))
-    };
+    let unrecognized =
+        || ApiError::bad_query(format!("Unrecognized 'Edm.String' literal '{inner}' at '1' in '({inner})'."));
     let mut parts = Vec::new();
     let chars: Vec<char> = inner.chars().collect();
     let mut i = 0;
@@ -134,11 +112,7 @@ pub fn parse_key(inner: &str) -> ApiResult<Key> {
         if i == chars.len() {
             return Err(unrecognized());
         }
-        let name: String = chars[start..i]
-            .iter()
-            .collect::<String>()
-            .trim()
-            .to_string();
+        let name: String = chars[start..i].iter().collect::<String>().trim().to_string();
         i += 1;
         let value = if chars.get(i) == Some(&'\'') {
             i += 1;
@@ -171,11 +145,7 @@ pub fn parse_key(inner: &str) -> ApiResult<Key> {
             while i < chars.len() && chars[i] != ',' {
                 i += 1;
             }
-            let literal: String = chars[start..i]
-                .iter()
-                .collect::<String>()
-                .trim()
-                .to_string();
+            let literal: String = chars[start..i].iter().collect::<String>().trim().to_string();
             if let Some(id) = crate::value::parse_guid(&literal) {
                 KeyValue::Guid(id)
             } else if literal.parse::<f64>().is_ok() {
@@ -213,14 +183,14 @@ mod tests {
         assert_eq!(
             segs[0].key,
             Some(Key::Named(vec![
-                (
-                    "emailaddress1".into(),
-                    KeyValue::Text("o'neil/x@example.com".into())
-                ),
+                ("emailaddress1".into(), KeyValue::Text("o'neil/x@example.com".into())),
                 ("new_n".into(), KeyValue::Number("2".into()))
             ]))
         );
-        let segs = parse_path("EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata").unwrap();
+        let segs = parse_path(
+            "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata",
+        )
+        .unwrap();
         assert_eq!(segs.len(), 3);
         assert!(parse_path("WhoAmI()").unwrap()[0].empty_parens);
     }
@@ -228,10 +198,6 @@ mod tests {
     #[test]
     fn rejects_odata_v3_guid_literals() {
         let err = parse_path("contacts(guid'11a7b0a8-0000-0000-0000-000000000000')").unwrap_err();
-        assert!(
-            err.message.starts_with("Unrecognized 'Edm.String' literal"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.starts_with("Unrecognized 'Edm.String' literal"), "{}", err.message);
     }
 }

@@ -26,9 +26,7 @@ pub fn encode_query_value(text: &str) -> String {
 }
 
 fn decode(text: &str) -> String {
-    percent_decode_str(&text.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_decode_str(&text.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,11 +56,8 @@ impl QueryOptions {
             let (k, v) = piece.split_once('=').unwrap_or((piece, ""));
             pairs.push((decode(k), decode(v)));
         }
-        let aliases: HashMap<String, String> = pairs
-            .iter()
-            .filter(|(k, _)| k.starts_with('@'))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let aliases: HashMap<String, String> =
+            pairs.iter().filter(|(k, _)| k.starts_with('@')).map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut options = QueryOptions::default();
         for (key, value) in &pairs {
             if key != "$skiptoken" {
@@ -70,13 +65,8 @@ impl QueryOptions {
             }
             match key.as_str() {
                 "$select" => {
-                    options.select = Some(
-                        value
-                            .split(',')
-                            .map(|s| s.trim().to_string())
-                            .filter(|s| !s.is_empty())
-                            .collect(),
-                    )
+                    options.select =
+                        Some(value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                 }
                 "$filter" => options.filter = Some(filter::parse(value, &aliases)?),
                 "$orderby" => options.orderby = parse_orderby(value)?,
@@ -91,9 +81,7 @@ impl QueryOptions {
                         "true" => true,
                         "false" => false,
                         _ => {
-                            return Err(ApiError::bad_query(format!(
-                                "'{value}' is not a valid count option."
-                            )));
+                            return Err(ApiError::bad_query(format!("'{value}' is not a valid count option.")));
                         }
                     }
                 }
@@ -101,14 +89,10 @@ impl QueryOptions {
                 "$expand" => options.expand = Some(value.clone()),
                 "$deltatoken" => options.deltatoken = Some(value.clone()),
                 "$skip" | "$search" | "$format" => {
-                    return Err(ApiError::bad_query(format!(
-                        "The query parameter {key} is not supported"
-                    )));
+                    return Err(ApiError::bad_query(format!("The query parameter {key} is not supported")));
                 }
                 other if other.starts_with('$') => {
-                    return Err(ApiError::bad_query(format!(
-                        "The query parameter {other} is not supported"
-                    )));
+                    return Err(ApiError::bad_query(format!("The query parameter {other} is not supported")));
                 }
                 _ => {}
             }
@@ -132,22 +116,16 @@ fn parse_orderby(text: &str) -> ApiResult<Vec<OrderBy>> {
     text.split(',')
         .map(|part| {
             let mut words = part.split_whitespace();
-            let property = words
-                .next()
-                .ok_or_else(|| ApiError::bad_query(format!("'{text}' is not a valid $orderby.")))?;
+            let property =
+                words.next().ok_or_else(|| ApiError::bad_query(format!("'{text}' is not a valid $orderby.")))?;
             let descending = match words.next() {
                 None | Some("asc") => false,
                 Some("desc") => true,
                 Some(other) => {
-                    return Err(ApiError::bad_query(format!(
-                        "Syntax error: '{other}' in $orderby; use asc or desc."
-                    )));
+                    return Err(ApiError::bad_query(format!("Syntax error: '{other}' in $orderby; use asc or desc.")));
                 }
             };
-            Ok(OrderBy {
-                property: property.to_string(),
-                descending,
-            })
+            Ok(OrderBy { property: property.to_string(), descending })
         })
         .collect()
 }
@@ -170,16 +148,12 @@ impl Prefer {
         for header in headers.get_all("prefer") {
             let Ok(text) = header.to_str() else { continue };
             for item in split_preferences(text) {
-                let (name, value) = item
-                    .split_once('=')
-                    .map(|(n, v)| (n.trim(), v.trim()))
-                    .unwrap_or((item.trim(), ""));
+                let (name, value) =
+                    item.split_once('=').map(|(n, v)| (n.trim(), v.trim())).unwrap_or((item.trim(), ""));
                 match name.to_ascii_lowercase().as_str() {
                     "return" => prefer.return_representation = value == "representation",
                     "odata.maxpagesize" => prefer.max_page_size = Some(value.to_string()),
-                    "odata.include-annotations" => {
-                        prefer.annotations = Some(value.trim_matches('"').to_string())
-                    }
+                    "odata.include-annotations" => prefer.annotations = Some(value.trim_matches('"').to_string()),
                     "odata.track-changes" => prefer.track_changes = true,
                     "odata.continue-on-error" => prefer.continue_on_error = true,
                     _ => {}
@@ -194,13 +168,10 @@ impl Prefer {
         let Some(patterns) = &self.annotations else {
             return false;
         };
-        patterns
-            .split(',')
-            .map(str::trim)
-            .any(|p| match p.strip_suffix('*') {
-                Some(prefix) => term.starts_with(prefix),
-                None => p == term,
-            })
+        patterns.split(',').map(str::trim).any(|p| match p.strip_suffix('*') {
+            Some(prefix) => term.starts_with(prefix),
+            None => p == term,
+        })
     }
 }
 
@@ -235,17 +206,11 @@ pub struct Cursor {
 }
 
 fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    text.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn xml_unescape(text: &str) -> String {
-    text.replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+    text.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 }
 
 /// The characters Dataverse escapes inside the nested `pagingcookie` attribute.
@@ -288,9 +253,7 @@ impl Cursor {
             braced(self.last_id),
             braced(self.first_id)
         ));
-        let encoded = utf8_percent_encode(&inner, COOKIE)
-            .to_string()
-            .to_lowercase_escapes();
+        let encoded = utf8_percent_encode(&inner, COOKIE).to_string().to_lowercase_escapes();
         format!(
             "<cookie pagenumber=\"{}\" pagingcookie=\"{}\" istracking=\"False\" />",
             self.page + 1,
@@ -298,24 +261,16 @@ impl Cursor {
         )
     }
 
-    pub fn from_skiptoken(
-        token: &str,
-        primary_id: &str,
-        sort_columns: &[String],
-    ) -> ApiResult<Cursor> {
+    pub fn from_skiptoken(token: &str, primary_id: &str, sort_columns: &[String]) -> ApiResult<Cursor> {
         let invalid = || {
             ApiError::bad_query(
                 "The $skiptoken is not a paging cookie this service issued; follow @odata.nextLink as it was returned.",
             )
         };
         let outer = token.trim();
-        let page_number: u32 = attribute_of(outer, "pagenumber")
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(invalid)?;
+        let page_number: u32 = attribute_of(outer, "pagenumber").and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
         let inner_encoded = attribute_of(outer, "pagingcookie").ok_or_else(invalid)?;
-        let inner = percent_decode_str(&inner_encoded)
-            .decode_utf8_lossy()
-            .into_owned();
+        let inner = percent_decode_str(&inner_encoded).decode_utf8_lossy().into_owned();
         let element = |name: &str| -> Option<String> {
             let start = inner.find(&format!("<{name} "))?;
             let end = inner[start..].find("/>")? + start;
@@ -370,17 +325,12 @@ pub fn value_from_cookie(attribute: &Attribute, text: &str) -> Option<Value> {
         | AttributeKind::Picklist { .. }
         | AttributeKind::State { .. }
         | AttributeKind::Status { .. } => Value::Int(text.parse().ok()?),
-        AttributeKind::Decimal { .. }
-        | AttributeKind::Double { .. }
-        | AttributeKind::Money { .. } => Value::Number(text.parse().ok()?),
-        AttributeKind::Boolean { .. } => Value::Bool(text.parse().ok()?),
-        AttributeKind::Uniqueidentifier | AttributeKind::Lookup { .. } => {
-            Value::Guid(parse_guid(text)?)
+        AttributeKind::Decimal { .. } | AttributeKind::Double { .. } | AttributeKind::Money { .. } => {
+            Value::Number(text.parse().ok()?)
         }
-        AttributeKind::DateTime {
-            format: DateFormat::DateOnly,
-            ..
-        } => Value::Date(parse_date(text)?),
+        AttributeKind::Boolean { .. } => Value::Bool(text.parse().ok()?),
+        AttributeKind::Uniqueidentifier | AttributeKind::Lookup { .. } => Value::Guid(parse_guid(text)?),
+        AttributeKind::DateTime { format: DateFormat::DateOnly, .. } => Value::Date(parse_date(text)?),
         AttributeKind::DateTime { .. } => Value::DateTime(parse_date_time(text)?),
     })
 }
@@ -393,27 +343,14 @@ mod tests {
     fn paging_cookie_round_trips() {
         let cursor = Cursor {
             page: 1,
-            sort_values: vec![
-                ("lastname".into(), Some("O'Neil & \"Sons\"".into())),
-                ("firstname".into(), None),
-            ],
+            sort_values: vec![("lastname".into(), Some("O'Neil & \"Sons\"".into())), ("firstname".into(), None)],
             last_id: Uuid::new_v4(),
             first_id: Uuid::new_v4(),
         };
         let token = cursor.to_skiptoken("contactid");
-        assert!(
-            token.starts_with(
-                "<cookie pagenumber=\"2\" pagingcookie=\"%3ccookie%20page%3d%221%22%3e"
-            ),
-            "{token}"
-        );
+        assert!(token.starts_with("<cookie pagenumber=\"2\" pagingcookie=\"%3ccookie%20page%3d%221%22%3e"), "{token}");
         assert!(token.ends_with("istracking=\"False\" />"));
-        let back = Cursor::from_skiptoken(
-            &token,
-            "contactid",
-            &["lastname".into(), "firstname".into()],
-        )
-        .unwrap();
+        let back = Cursor::from_skiptoken(&token, "contactid", &["lastname".into(), "firstname".into()]).unwrap();
         assert_eq!(back, cursor);
     }
 
@@ -430,13 +367,13 @@ mod tests {
     #[test]
     fn preferences_are_read_from_all_headers() {
         let mut headers = HeaderMap::new();
-        headers.append("prefer", "odata.include-annotations=\"OData.Community.Display.V1.FormattedValue,Microsoft.Dynamics.CRM.*\"".parse().unwrap());
         headers.append(
             "prefer",
-            "odata.maxpagesize=10, return=representation"
+            "odata.include-annotations=\"OData.Community.Display.V1.FormattedValue,Microsoft.Dynamics.CRM.*\""
                 .parse()
                 .unwrap(),
         );
+        headers.append("prefer", "odata.maxpagesize=10, return=representation".parse().unwrap());
         let p = Prefer::from_headers(&headers);
         assert!(p.return_representation);
         assert_eq!(p.max_page_size.as_deref(), Some("10"));

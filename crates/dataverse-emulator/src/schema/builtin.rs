@@ -5,10 +5,7 @@ use super::*;
 
 /// Stable ids for built-in metadata, so that they stay the same across restarts and instances.
 pub(crate) fn metadata_id(name: &str) -> Uuid {
-    Uuid::new_v5(
-        &Uuid::NAMESPACE_OID,
-        format!("dataverse-emulator/{name}").as_bytes(),
-    )
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("dataverse-emulator/{name}").as_bytes())
 }
 
 fn pascal(logical_name: &str) -> String {
@@ -60,10 +57,7 @@ impl TableBuilder {
                 keys: Vec::new(),
             },
         };
-        builder = builder
-            .attr(&primary_id, display.0, AttributeKind::Uniqueidentifier)
-            .system_required()
-            .create_only();
+        builder = builder.attr(&primary_id, display.0, AttributeKind::Uniqueidentifier).system_required().create_only();
         builder
     }
 
@@ -84,10 +78,7 @@ impl TableBuilder {
     }
 
     fn last(&mut self) -> &mut Attribute {
-        self.table
-            .attributes
-            .last_mut()
-            .expect("an attribute was added first")
+        self.table.attributes.last_mut().expect("an attribute was added first")
     }
 
     pub(crate) fn required(mut self, level: RequiredLevel) -> Self {
@@ -115,51 +106,28 @@ impl TableBuilder {
 
     /// The columns the platform keeps on every table: audit stamps, owner, row version, import helpers, and
     /// the state/status pair with the given options.
-    pub(crate) fn standard_columns(
-        self,
-        states: &[(i32, &str, i32)],
-        statuses: &[(i32, &str, i32)],
-    ) -> Self {
+    pub(crate) fn standard_columns(self, states: &[(i32, &str, i32)], statuses: &[(i32, &str, i32)]) -> Self {
         let user_owned = self.table.ownership == "UserOwned";
         let mut b = self
             .attr("createdon", "Created On", AttributeKind::date_time())
             .read_only()
             .attr("modifiedon", "Modified On", AttributeKind::date_time())
             .read_only()
-            .attr(
-                "createdby",
-                "Created By",
-                AttributeKind::lookup("systemuser", "createdby"),
-            )
+            .attr("createdby", "Created By", AttributeKind::lookup("systemuser", "createdby"))
             .read_only()
-            .attr(
-                "modifiedby",
-                "Modified By",
-                AttributeKind::lookup("systemuser", "modifiedby"),
-            )
+            .attr("modifiedby", "Modified By", AttributeKind::lookup("systemuser", "modifiedby"))
             .read_only()
             .attr("versionnumber", "Version Number", AttributeKind::BigInt)
             .read_only()
-            .attr(
-                "overriddencreatedon",
-                "Record Created On",
-                AttributeKind::date_only(),
-            )
+            .attr("overriddencreatedon", "Record Created On", AttributeKind::date_only())
             .create_only()
-            .attr(
-                "importsequencenumber",
-                "Import Sequence Number",
-                AttributeKind::integer(),
-            )
+            .attr("importsequencenumber", "Import Sequence Number", AttributeKind::integer())
             .create_only()
             .attr(
                 "statecode",
                 "Status",
                 AttributeKind::State {
-                    options: states
-                        .iter()
-                        .map(|(v, l, status)| OptionValue::related(*v, l, *status))
-                        .collect(),
+                    options: states.iter().map(|(v, l, status)| OptionValue::related(*v, l, *status)).collect(),
                 },
             )
             .system_required()
@@ -167,10 +135,7 @@ impl TableBuilder {
                 "statuscode",
                 "Status Reason",
                 AttributeKind::Status {
-                    options: statuses
-                        .iter()
-                        .map(|(v, l, state)| OptionValue::related(*v, l, *state))
-                        .collect(),
+                    options: statuses.iter().map(|(v, l, state)| OptionValue::related(*v, l, *state)).collect(),
                 },
             );
         if user_owned {
@@ -198,11 +163,7 @@ impl TableBuilder {
             .attr("middlename", "Middle Name", AttributeKind::string(50))
             .attr("lastname", "Last Name", AttributeKind::string(50))
             .required(RequiredLevel::ApplicationRequired)
-            .attr(
-                "fullname",
-                "Full Name",
-                AttributeKind::string(full_name_length),
-            )
+            .attr("fullname", "Full Name", AttributeKind::string(full_name_length))
             .read_only()
     }
 
@@ -250,52 +211,20 @@ fn industry_codes() -> AttributeKind {
         "Wholesale",
     ];
     AttributeKind::Picklist {
-        options: labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| OptionValue::new(i as i32 + 1, l))
-            .collect(),
+        options: labels.iter().enumerate().map(|(i, l)| OptionValue::new(i as i32 + 1, l)).collect(),
         default: None,
     }
 }
 
 fn address(b: TableBuilder, n: u8) -> TableBuilder {
     let p = format!("address{n}_");
-    b.attr(
-        &format!("{p}line1"),
-        &format!("Address {n}: Street 1"),
-        AttributeKind::string(250),
-    )
-    .attr(
-        &format!("{p}line2"),
-        &format!("Address {n}: Street 2"),
-        AttributeKind::string(250),
-    )
-    .attr(
-        &format!("{p}line3"),
-        &format!("Address {n}: Street 3"),
-        AttributeKind::string(250),
-    )
-    .attr(
-        &format!("{p}city"),
-        &format!("Address {n}: City"),
-        AttributeKind::string(80),
-    )
-    .attr(
-        &format!("{p}stateorprovince"),
-        &format!("Address {n}: State/Province"),
-        AttributeKind::string(50),
-    )
-    .attr(
-        &format!("{p}postalcode"),
-        &format!("Address {n}: ZIP/Postal Code"),
-        AttributeKind::string(20),
-    )
-    .attr(
-        &format!("{p}country"),
-        &format!("Address {n}: Country/Region"),
-        AttributeKind::string(80),
-    )
+    b.attr(&format!("{p}line1"), &format!("Address {n}: Street 1"), AttributeKind::string(250))
+        .attr(&format!("{p}line2"), &format!("Address {n}: Street 2"), AttributeKind::string(250))
+        .attr(&format!("{p}line3"), &format!("Address {n}: Street 3"), AttributeKind::string(250))
+        .attr(&format!("{p}city"), &format!("Address {n}: City"), AttributeKind::string(80))
+        .attr(&format!("{p}stateorprovince"), &format!("Address {n}: State/Province"), AttributeKind::string(50))
+        .attr(&format!("{p}postalcode"), &format!("Address {n}: ZIP/Postal Code"), AttributeKind::string(20))
+        .attr(&format!("{p}country"), &format!("Address {n}: Country/Region"), AttributeKind::string(80))
 }
 
 fn contact() -> Table {
@@ -346,10 +275,7 @@ fn contact() -> Table {
             },
         );
     address(b, 1)
-        .standard_columns(
-            &[(0, "Active", 1), (1, "Inactive", 2)],
-            &[(1, "Active", 0), (2, "Inactive", 1)],
-        )
+        .standard_columns(&[(0, "Active", 1), (1, "Inactive", 2)], &[(1, "Active", 0), (2, "Inactive", 1)])
         .build()
 }
 
@@ -362,74 +288,21 @@ fn account() -> Table {
         .attr("emailaddress1", "Email", AttributeKind::email())
         .attr("telephone1", "Main Phone", AttributeKind::phone(50))
         .attr("fax", "Fax", AttributeKind::phone(50))
-        .attr(
-            "websiteurl",
-            "Website",
-            AttributeKind::String {
-                max_length: 200,
-                format: "Url".into(),
-            },
-        )
-        .attr(
-            "description",
-            "Description",
-            AttributeKind::Memo { max_length: 2000 },
-        )
-        .attr(
-            "numberofemployees",
-            "Number of Employees",
-            AttributeKind::Integer {
-                min: 0,
-                max: 1_000_000_000,
-            },
-        )
+        .attr("websiteurl", "Website", AttributeKind::String { max_length: 200, format: "Url".into() })
+        .attr("description", "Description", AttributeKind::Memo { max_length: 2000 })
+        .attr("numberofemployees", "Number of Employees", AttributeKind::Integer { min: 0, max: 1_000_000_000 })
         .attr("revenue", "Annual Revenue", AttributeKind::money())
         .attr("industrycode", "Industry", industry_codes())
-        .attr(
-            "accountcategorycode",
-            "Category",
-            AttributeKind::picklist(&[(1, "Preferred Customer"), (2, "Standard")]),
-        )
-        .attr(
-            "accountratingcode",
-            "Account Rating",
-            AttributeKind::picklist(&[(1, "Default Value")]),
-        )
-        .attr(
-            "donotemail",
-            "Do not allow Emails",
-            AttributeKind::yes_no(ALLOW.0, ALLOW.1, false),
-        )
-        .attr(
-            "donotbulkemail",
-            "Do not allow Bulk Emails",
-            AttributeKind::yes_no(ALLOW.0, ALLOW.1, false),
-        )
-        .attr(
-            "donotphone",
-            "Do not allow Phone Calls",
-            AttributeKind::yes_no(ALLOW.0, ALLOW.1, false),
-        )
-        .attr(
-            "donotpostalmail",
-            "Do not allow Mails",
-            AttributeKind::yes_no(ALLOW.0, ALLOW.1, false),
-        )
-        .attr(
-            "primarycontactid",
-            "Primary Contact",
-            AttributeKind::lookup("contact", "primarycontactid"),
-        )
-        .attr(
-            "parentaccountid",
-            "Parent Account",
-            AttributeKind::lookup("account", "parentaccountid"),
-        );
+        .attr("accountcategorycode", "Category", AttributeKind::picklist(&[(1, "Preferred Customer"), (2, "Standard")]))
+        .attr("accountratingcode", "Account Rating", AttributeKind::picklist(&[(1, "Default Value")]))
+        .attr("donotemail", "Do not allow Emails", AttributeKind::yes_no(ALLOW.0, ALLOW.1, false))
+        .attr("donotbulkemail", "Do not allow Bulk Emails", AttributeKind::yes_no(ALLOW.0, ALLOW.1, false))
+        .attr("donotphone", "Do not allow Phone Calls", AttributeKind::yes_no(ALLOW.0, ALLOW.1, false))
+        .attr("donotpostalmail", "Do not allow Mails", AttributeKind::yes_no(ALLOW.0, ALLOW.1, false))
+        .attr("primarycontactid", "Primary Contact", AttributeKind::lookup("contact", "primarycontactid"))
+        .attr("parentaccountid", "Parent Account", AttributeKind::lookup("account", "parentaccountid"));
     address(b, 1)
-        .standard_columns(
-            &[(0, "Active", 1), (1, "Inactive", 2)],
-            &[(1, "Active", 0), (2, "Inactive", 1)],
-        )
+        .standard_columns(&[(0, "Active", 1), (1, "Inactive", 2)], &[(1, "Active", 0), (2, "Inactive", 1)])
         .build()
 }
 
@@ -449,11 +322,7 @@ fn lead() -> Table {
         .attr("telephone3", "Other Phone", AttributeKind::phone(50))
         .attr("mobilephone", "Mobile Phone", AttributeKind::phone(20))
         .attr("jobtitle", "Job Title", AttributeKind::string(100))
-        .attr(
-            "description",
-            "Description",
-            AttributeKind::Memo { max_length: 2000 },
-        )
+        .attr("description", "Description", AttributeKind::Memo { max_length: 2000 })
         .attr(
             "leadsourcecode",
             "Lead Source",
@@ -470,75 +339,29 @@ fn lead() -> Table {
                 (10, "Other"),
             ]),
         )
-        .attr(
-            "leadqualitycode",
-            "Rating",
-            AttributeKind::picklist(&[(1, "Hot"), (2, "Warm"), (3, "Cold")]),
-        )
+        .attr("leadqualitycode", "Rating", AttributeKind::picklist(&[(1, "Hot"), (2, "Warm"), (3, "Cold")]))
         .attr("industrycode", "Industry", industry_codes())
-        .attr(
-            "donotemail",
-            "Do not allow Emails",
-            AttributeKind::yes_no(ALLOW.0, ALLOW.1, false),
-        )
-        .attr(
-            "donotbulkemail",
-            "Do not allow Bulk Emails",
-            AttributeKind::yes_no(ALLOW.0, ALLOW.1, false),
-        )
-        .attr(
-            "donotphone",
-            "Do not allow Phone Calls",
-            AttributeKind::yes_no(ALLOW.0, ALLOW.1, false),
-        )
-        .attr(
-            "donotfax",
-            "Do not allow Faxes",
-            AttributeKind::yes_no(ALLOW.0, ALLOW.1, false),
-        )
-        .attr(
-            "donotpostalmail",
-            "Do not allow Mails",
-            AttributeKind::yes_no(ALLOW.0, ALLOW.1, false),
-        )
-        .attr(
-            "donotsendmm",
-            "Send Marketing Materials",
-            AttributeKind::yes_no("Do Not Send", "Send", false),
-        )
-        .attr(
-            "parentaccountid",
-            "Account",
-            AttributeKind::lookup("account", "parentaccountid"),
-        )
-        .attr(
-            "parentcontactid",
-            "Contact",
-            AttributeKind::lookup("contact", "parentcontactid"),
-        )
+        .attr("donotemail", "Do not allow Emails", AttributeKind::yes_no(ALLOW.0, ALLOW.1, false))
+        .attr("donotbulkemail", "Do not allow Bulk Emails", AttributeKind::yes_no(ALLOW.0, ALLOW.1, false))
+        .attr("donotphone", "Do not allow Phone Calls", AttributeKind::yes_no(ALLOW.0, ALLOW.1, false))
+        .attr("donotfax", "Do not allow Faxes", AttributeKind::yes_no(ALLOW.0, ALLOW.1, false))
+        .attr("donotpostalmail", "Do not allow Mails", AttributeKind::yes_no(ALLOW.0, ALLOW.1, false))
+        .attr("donotsendmm", "Send Marketing Materials", AttributeKind::yes_no("Do Not Send", "Send", false))
+        .attr("parentaccountid", "Account", AttributeKind::lookup("account", "parentaccountid"))
+        .attr("parentcontactid", "Contact", AttributeKind::lookup("contact", "parentcontactid"))
         .attr(
             "customerid",
             "Customer",
             AttributeKind::Lookup {
                 lookup_type: LookupType::Customer,
                 targets: vec![
-                    LookupTarget {
-                        table: "account".into(),
-                        navigation_property: "customerid_account".into(),
-                    },
-                    LookupTarget {
-                        table: "contact".into(),
-                        navigation_property: "customerid_contact".into(),
-                    },
+                    LookupTarget { table: "account".into(), navigation_property: "customerid_account".into() },
+                    LookupTarget { table: "contact".into(), navigation_property: "customerid_contact".into() },
                 ],
             },
         )
         .attr("estimatedamount", "Est. Value", AttributeKind::money())
-        .attr(
-            "estimatedclosedate",
-            "Est. Close Date",
-            AttributeKind::date_only(),
-        );
+        .attr("estimatedclosedate", "Est. Close Date", AttributeKind::date_only());
     address(b, 1)
         .standard_columns(
             &[(0, "Open", 1), (1, "Qualified", 3), (2, "Disqualified", 4)],
@@ -557,7 +380,9 @@ fn lead() -> Table {
 
 fn systemuser() -> Table {
     let mut b = TableBuilder::new("systemuser", "systemusers", ("User", "Users"), "fullname", 8)
-        .description("Person with access to the Microsoft CRM system and who owns objects in the Microsoft CRM database.")
+        .description(
+            "Person with access to the Microsoft CRM system and who owns objects in the Microsoft CRM database.",
+        )
         .person_names(200)
         .attr("domainname", "User Name", AttributeKind::string(1024))
         .attr("internalemailaddress", "Primary Email", AttributeKind::email())
@@ -565,11 +390,7 @@ fn systemuser() -> Table {
         .attr("azureactivedirectoryobjectid", "Azure AD Object ID", AttributeKind::Uniqueidentifier)
         .attr("isdisabled", "Status", AttributeKind::yes_no("Disabled", "Enabled", false));
     b.table.ownership = "BusinessOwned".into();
-    b.standard_columns(
-        &[(0, "Active", 1), (1, "Inactive", 2)],
-        &[(1, "Active", 0), (2, "Inactive", 1)],
-    )
-    .build()
+    b.standard_columns(&[(0, "Active", 1), (1, "Inactive", 2)], &[(1, "Active", 0), (2, "Inactive", 1)]).build()
 }
 
 pub fn builtin_tables() -> Vec<Table> {
@@ -587,28 +408,10 @@ mod tests {
         assert_eq!(lastname.required, RequiredLevel::ApplicationRequired);
         assert_eq!(lastname.kind, AttributeKind::string(50));
         assert!(contact.attribute("fullname").unwrap().is_read_only());
-        assert_eq!(
-            contact
-                .navigation("parentcustomerid_account")
-                .unwrap()
-                .1
-                .table,
-            "account"
-        );
-        assert_eq!(
-            contact
-                .attribute_by_property("_parentcustomerid_value")
-                .unwrap()
-                .logical_name,
-            "parentcustomerid"
-        );
+        assert_eq!(contact.navigation("parentcustomerid_account").unwrap().1.table, "account");
+        assert_eq!(contact.attribute_by_property("_parentcustomerid_value").unwrap().logical_name, "parentcustomerid");
         assert!(contact.attribute_by_property("parentcustomerid").is_none());
-        let status = contact
-            .attribute("statuscode")
-            .unwrap()
-            .kind
-            .options()
-            .unwrap();
+        let status = contact.attribute("statuscode").unwrap().kind.options().unwrap();
         assert_eq!(status[1], OptionValue::related(2, "Inactive", 1));
     }
 
@@ -617,10 +420,7 @@ mod tests {
         let a = builtin_tables();
         let b = builtin_tables();
         assert_eq!(a, b);
-        let mut ids: Vec<Uuid> = a
-            .iter()
-            .flat_map(|t| t.attributes.iter().map(|x| x.metadata_id))
-            .collect();
+        let mut ids: Vec<Uuid> = a.iter().flat_map(|t| t.attributes.iter().map(|x| x.metadata_id)).collect();
         let n = ids.len();
         ids.sort();
         ids.dedup();

@@ -14,19 +14,14 @@ pub struct PublisherPrefix(String);
 impl PublisherPrefix {
     pub fn parse(prefix: &str) -> Result<Self, String> {
         let ok_chars = prefix.chars().all(|c| c.is_ascii_alphanumeric());
-        let starts_with_letter = prefix
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic());
+        let starts_with_letter = prefix.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
         if !(2..=8).contains(&prefix.len()) || !ok_chars || !starts_with_letter {
             return Err(format!(
                 "The customization prefix '{prefix}' is not valid: it must be 2 to 8 letters or digits and start with a letter."
             ));
         }
         if prefix.to_ascii_lowercase().starts_with("mscrm") {
-            return Err(format!(
-                "The customization prefix '{prefix}' is not valid: it cannot start with 'mscrm'."
-            ));
+            return Err(format!("The customization prefix '{prefix}' is not valid: it cannot start with 'mscrm'."));
         }
         Ok(PublisherPrefix(prefix.to_ascii_lowercase()))
     }
@@ -45,12 +40,12 @@ impl PublisherPrefix {
             )
         };
         let Some((prefix, rest)) = schema_name.split_once('_') else {
-            return Err(invalid("a custom name starts with the publisher's customization prefix and '_', as in new_BankName.".into()));
+            return Err(invalid(
+                "a custom name starts with the publisher's customization prefix and '_', as in new_BankName.".into(),
+            ));
         };
         if rest.is_empty() || !rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(invalid(
-                "after the prefix, use only letters, digits and '_'.".into(),
-            ));
+            return Err(invalid("after the prefix, use only letters, digits and '_'.".into()));
         }
         PublisherPrefix::parse(prefix).map_err(invalid)
     }
@@ -75,9 +70,7 @@ fn type_name(body: &Json) -> ApiResult<String> {
         .get("@odata.type")
         .and_then(Json::as_str)
         .ok_or_else(|| metadata_error("The attribute definition needs an '@odata.type', such as 'Microsoft.Dynamics.CRM.StringAttributeMetadata'."))?;
-    Ok(t.trim_start_matches('#')
-        .trim_start_matches("Microsoft.Dynamics.CRM.")
-        .to_string())
+    Ok(t.trim_start_matches('#').trim_start_matches("Microsoft.Dynamics.CRM.").to_string())
 }
 
 fn int_of(body: &Json, property: &str) -> Option<i64> {
@@ -97,16 +90,13 @@ fn options_of(body: &Json) -> ApiResult<Vec<OptionValue>> {
     let mut out: Vec<OptionValue> = Vec::new();
     for (i, option) in options.iter().enumerate() {
         let value = match option.get("Value").and_then(Json::as_i64) {
-            Some(v) => i32::try_from(v).map_err(|_| {
-                metadata_error(format!("Option value {v} does not fit a whole number."))
-            })?,
+            Some(v) => i32::try_from(v)
+                .map_err(|_| metadata_error(format!("Option value {v} does not fit a whole number.")))?,
             None => 100_000_000 + i as i32,
         };
         let text = label(option, "Label").unwrap_or_else(|| value.to_string());
         if out.iter().any(|o| o.value == value) {
-            return Err(metadata_error(format!(
-                "The option value {value} is used twice in the option set."
-            )));
+            return Err(metadata_error(format!("The option value {value} is used twice in the option set.")));
         }
         out.push(OptionValue::new(value, &text));
     }
@@ -121,28 +111,16 @@ pub struct NewAttribute;
 
 impl NewAttribute {
     pub fn from_json(table: &Table, body: &Json) -> ApiResult<Attribute> {
-        let schema_name = body
-            .get("SchemaName")
-            .and_then(Json::as_str)
-            .ok_or_else(|| {
-                metadata_error(
-                    "The attribute definition needs a 'SchemaName', such as 'new_LoyaltyTier'.",
-                )
-            })?;
+        let schema_name = body.get("SchemaName").and_then(Json::as_str).ok_or_else(|| {
+            metadata_error("The attribute definition needs a 'SchemaName', such as 'new_LoyaltyTier'.")
+        })?;
         PublisherPrefix::of_schema_name(schema_name)?;
         let logical_name = schema_name.to_ascii_lowercase();
-        if table
-            .attributes
-            .iter()
-            .any(|a| a.logical_name == logical_name)
-        {
+        if table.attributes.iter().any(|a| a.logical_name == logical_name) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 code::METADATA_ALREADY_EXISTS,
-                format!(
-                    "An attribute with the name {logical_name} already exists on entity {}.",
-                    table.logical_name
-                ),
+                format!("An attribute with the name {logical_name} already exists on entity {}.", table.logical_name),
             ));
         }
         let kind = Self::kind(body)?;
@@ -185,10 +163,7 @@ impl NewAttribute {
                     .and_then(Json::as_str)
                     .unwrap_or("Text")
                     .to_string();
-                AttributeKind::String {
-                    max_length: max_length as u32,
-                    format,
-                }
+                AttributeKind::String { max_length: max_length as u32, format }
             }
             "MemoAttributeMetadata" => {
                 let max_length = int_of(body, "MaxLength").unwrap_or(2000);
@@ -197,9 +172,7 @@ impl NewAttribute {
                         "MaxLength {max_length} is out of range for a multiple lines of text column (1 to 1048576)."
                     )));
                 }
-                AttributeKind::Memo {
-                    max_length: max_length as u32,
-                }
+                AttributeKind::Memo { max_length: max_length as u32 }
             }
             "IntegerAttributeMetadata" => {
                 let min = int_of(body, "MinValue").unwrap_or(i32::MIN as i64);
@@ -217,21 +190,9 @@ impl NewAttribute {
                 let min = float_of(body, "MinValue").unwrap_or(-100_000_000_000.0);
                 let max = float_of(body, "MaxValue").unwrap_or(100_000_000_000.0);
                 match type_name.as_str() {
-                    "DecimalAttributeMetadata" => AttributeKind::Decimal {
-                        min,
-                        max,
-                        precision,
-                    },
-                    "DoubleAttributeMetadata" => AttributeKind::Double {
-                        min,
-                        max,
-                        precision,
-                    },
-                    _ => AttributeKind::Money {
-                        min,
-                        max,
-                        precision,
-                    },
+                    "DecimalAttributeMetadata" => AttributeKind::Decimal { min, max, precision },
+                    "DoubleAttributeMetadata" => AttributeKind::Double { min, max, precision },
+                    _ => AttributeKind::Money { min, max, precision },
                 }
             }
             "BooleanAttributeMetadata" => {
@@ -243,22 +204,11 @@ impl NewAttribute {
                     .pointer("/OptionSet/FalseOption")
                     .and_then(|o| label(o, "Label"))
                     .unwrap_or_else(|| "No".into());
-                let default = body
-                    .get("DefaultValue")
-                    .and_then(Json::as_bool)
-                    .unwrap_or(false);
-                AttributeKind::Boolean {
-                    true_label,
-                    false_label,
-                    default,
-                }
+                let default = body.get("DefaultValue").and_then(Json::as_bool).unwrap_or(false);
+                AttributeKind::Boolean { true_label, false_label, default }
             }
             "DateTimeAttributeMetadata" => {
-                let format = match body
-                    .get("Format")
-                    .and_then(Json::as_str)
-                    .unwrap_or("DateAndTime")
-                {
+                let format = match body.get("Format").and_then(Json::as_str).unwrap_or("DateAndTime") {
                     "DateOnly" => DateFormat::DateOnly,
                     "DateAndTime" => DateFormat::DateAndTime,
                     other => {
@@ -267,18 +217,10 @@ impl NewAttribute {
                         )));
                     }
                 };
-                let behavior = body
-                    .pointer("/DateTimeBehavior/Value")
-                    .and_then(Json::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| {
-                        if format == DateFormat::DateOnly {
-                            "DateOnly"
-                        } else {
-                            "UserLocal"
-                        }
-                        .into()
-                    });
+                let behavior =
+                    body.pointer("/DateTimeBehavior/Value").and_then(Json::as_str).map(str::to_string).unwrap_or_else(
+                        || if format == DateFormat::DateOnly { "DateOnly" } else { "UserLocal" }.into(),
+                    );
                 if !["UserLocal", "DateOnly", "TimeZoneIndependent"].contains(&behavior.as_str()) {
                     return Err(metadata_error(format!(
                         "DateTimeBehavior '{behavior}' is not one of UserLocal, DateOnly, TimeZoneIndependent."
@@ -288,9 +230,7 @@ impl NewAttribute {
             }
             "PicklistAttributeMetadata" => {
                 let options = options_of(body)?;
-                let default = int_of(body, "DefaultFormValue")
-                    .and_then(|v| i32::try_from(v).ok())
-                    .filter(|v| *v >= 0);
+                let default = int_of(body, "DefaultFormValue").and_then(|v| i32::try_from(v).ok()).filter(|v| *v >= 0);
                 AttributeKind::Picklist { options, default }
             }
             "LookupAttributeMetadata" => {
@@ -299,9 +239,7 @@ impl NewAttribute {
                 ));
             }
             other => {
-                return Err(metadata_error(format!(
-                    "'{other}' is not an attribute type that can be created."
-                )));
+                return Err(metadata_error(format!("'{other}' is not an attribute type that can be created.")));
             }
         })
     }
@@ -309,10 +247,7 @@ impl NewAttribute {
 
 /// Makes the plural a table's entity set is named with, as Dataverse does for custom tables.
 fn plural(logical_name: &str) -> String {
-    if let Some(stem) = logical_name
-        .strip_suffix('y')
-        .filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u']))
-    {
+    if let Some(stem) = logical_name.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u'])) {
         format!("{stem}ies")
     } else if logical_name.ends_with('s')
         || logical_name.ends_with('x')
@@ -333,11 +268,7 @@ impl NewTable {
         let schema_name = body
             .get("SchemaName")
             .and_then(Json::as_str)
-            .ok_or_else(|| {
-                metadata_error(
-                    "The table definition needs a 'SchemaName', such as 'new_BankAccount'.",
-                )
-            })?;
+            .ok_or_else(|| metadata_error("The table definition needs a 'SchemaName', such as 'new_BankAccount'."))?;
         PublisherPrefix::of_schema_name(schema_name)?;
         let logical_name = schema_name.to_ascii_lowercase();
         if schema.table(&logical_name).is_some() {
@@ -347,11 +278,7 @@ impl NewTable {
                 format!("An entity with the name {logical_name} already exists."),
             ));
         }
-        let attributes = body
-            .get("Attributes")
-            .and_then(Json::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let attributes = body.get("Attributes").and_then(Json::as_array).cloned().unwrap_or_default();
         let primary = attributes
             .iter()
             .find(|a| a.get("IsPrimaryName").and_then(Json::as_bool) == Some(true))
@@ -359,15 +286,11 @@ impl NewTable {
                 metadata_error("The table needs its primary name column in 'Attributes': a StringAttributeMetadata with \"IsPrimaryName\": true.")
             })?;
         let display = label(body, "DisplayName").unwrap_or_else(|| schema_name.to_string());
-        let display_plural =
-            label(body, "DisplayCollectionName").unwrap_or_else(|| format!("{display}s"));
-        let placeholder =
-            TableBuilder::new(&logical_name, "", (&display, &display_plural), "", 0).build();
+        let display_plural = label(body, "DisplayCollectionName").unwrap_or_else(|| format!("{display}s"));
+        let placeholder = TableBuilder::new(&logical_name, "", (&display, &display_plural), "", 0).build();
         let mut primary_name = NewAttribute::from_json(&placeholder, primary)?;
         if !matches!(primary_name.kind, AttributeKind::String { .. }) {
-            return Err(metadata_error(
-                "The primary name column must be a StringAttributeMetadata.",
-            ));
+            return Err(metadata_error("The primary name column must be a StringAttributeMetadata."));
         }
         primary_name.required = RequiredLevel::ApplicationRequired;
         let object_type_code = 10_000 + schema.tables().filter(|t| t.is_custom).count() as i32;
@@ -379,13 +302,10 @@ impl NewTable {
             object_type_code,
         )
         .description(&label(body, "Description").unwrap_or_default());
-        let organization_owned =
-            body.get("OwnershipType").and_then(Json::as_str) == Some("OrganizationOwned");
+        let organization_owned = body.get("OwnershipType").and_then(Json::as_str) == Some("OrganizationOwned");
         let mut table = {
-            builder = builder.standard_columns(
-                &[(0, "Active", 1), (1, "Inactive", 2)],
-                &[(1, "Active", 0), (2, "Inactive", 1)],
-            );
+            builder = builder
+                .standard_columns(&[(0, "Active", 1), (1, "Inactive", 2)], &[(1, "Active", 0), (2, "Inactive", 1)]);
             builder.build()
         };
         if organization_owned {
@@ -395,21 +315,12 @@ impl NewTable {
         table.schema_name = schema_name.to_string();
         table.is_custom = true;
         table.metadata_id = Uuid::new_v4();
-        table.change_tracking_enabled = body
-            .get("ChangeTrackingEnabled")
-            .and_then(Json::as_bool)
-            .unwrap_or(false);
+        table.change_tracking_enabled = body.get("ChangeTrackingEnabled").and_then(Json::as_bool).unwrap_or(false);
         for a in &mut table.attributes {
-            a.metadata_id = metadata_id(&format!(
-                "{}.{}.{}",
-                table.metadata_id, table.logical_name, a.logical_name
-            ));
+            a.metadata_id = metadata_id(&format!("{}.{}.{}", table.metadata_id, table.logical_name, a.logical_name));
         }
         table.attributes.insert(1, primary_name);
-        for extra in attributes
-            .iter()
-            .filter(|a| a.get("IsPrimaryName").and_then(Json::as_bool) != Some(true))
-        {
+        for extra in attributes.iter().filter(|a| a.get("IsPrimaryName").and_then(Json::as_bool) != Some(true)) {
             let attribute = NewAttribute::from_json(&table, extra)?;
             table.attributes.push(attribute);
         }
@@ -425,31 +336,19 @@ impl NewKey {
         let schema_name = body
             .get("SchemaName")
             .and_then(Json::as_str)
-            .ok_or_else(|| {
-                metadata_error("The key definition needs a 'SchemaName', such as 'new_EmailKey'.")
-            })?;
+            .ok_or_else(|| metadata_error("The key definition needs a 'SchemaName', such as 'new_EmailKey'."))?;
         PublisherPrefix::of_schema_name(schema_name)?;
         let attributes: Vec<String> = body
             .get("KeyAttributes")
             .and_then(Json::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Json::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(Json::as_str).map(str::to_string).collect())
             .unwrap_or_default();
         if attributes.is_empty() {
-            return Err(metadata_error(
-                "The key definition needs 'KeyAttributes': the logical names of its columns.",
-            ));
+            return Err(metadata_error("The key definition needs 'KeyAttributes': the logical names of its columns."));
         }
         for name in &attributes {
             let attribute = table.attribute(name).ok_or_else(|| {
-                metadata_error(format!(
-                    "The key column '{name}' does not exist on entity {}.",
-                    table.logical_name
-                ))
+                metadata_error(format!("The key column '{name}' does not exist on entity {}.", table.logical_name))
             })?;
             let allowed = matches!(
                 attribute.kind,
@@ -473,10 +372,7 @@ impl NewKey {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 code::METADATA_ALREADY_EXISTS,
-                format!(
-                    "A key with the name {logical_name} already exists on entity {}.",
-                    table.logical_name
-                ),
+                format!("A key with the name {logical_name} already exists on entity {}.", table.logical_name),
             ));
         }
         Ok(AlternateKey {
@@ -514,10 +410,7 @@ mod tests {
 
     #[test]
     fn a_choice_column_numbers_its_options_from_the_publisher_prefix() {
-        let table = crate::schema::builtin_tables()
-            .into_iter()
-            .find(|t| t.logical_name == "contact")
-            .unwrap();
+        let table = crate::schema::builtin_tables().into_iter().find(|t| t.logical_name == "contact").unwrap();
         let body = json!({
             "@odata.type": "Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
             "SchemaName": "new_Tier",
@@ -528,9 +421,6 @@ mod tests {
         });
         let attribute = NewAttribute::from_json(&table, &body).unwrap();
         assert_eq!(attribute.logical_name, "new_tier");
-        assert_eq!(
-            attribute.kind.options().unwrap()[1],
-            OptionValue::new(100_000_001, "Silver")
-        );
+        assert_eq!(attribute.kind.options().unwrap()[1], OptionValue::new(100_000_001, "Silver"));
     }
 }

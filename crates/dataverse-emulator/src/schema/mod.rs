@@ -42,18 +42,10 @@ pub struct OptionValue {
 
 impl OptionValue {
     pub fn new(value: i32, label: &str) -> Self {
-        OptionValue {
-            value,
-            label: label.to_string(),
-            related: None,
-        }
+        OptionValue { value, label: label.to_string(), related: None }
     }
     pub fn related(value: i32, label: &str, related: i32) -> Self {
-        OptionValue {
-            value,
-            label: label.to_string(),
-            related: Some(related),
-        }
+        OptionValue { value, label: label.to_string(), related: Some(related) }
     }
 }
 
@@ -138,71 +130,39 @@ pub struct LookupTarget {
 
 impl AttributeKind {
     pub fn string(max_length: u32) -> Self {
-        AttributeKind::String {
-            max_length,
-            format: "Text".into(),
-        }
+        AttributeKind::String { max_length, format: "Text".into() }
     }
     pub fn email() -> Self {
-        AttributeKind::String {
-            max_length: 100,
-            format: "Email".into(),
-        }
+        AttributeKind::String { max_length: 100, format: "Email".into() }
     }
     pub fn phone(max_length: u32) -> Self {
-        AttributeKind::String {
-            max_length,
-            format: "Phone".into(),
-        }
+        AttributeKind::String { max_length, format: "Phone".into() }
     }
     pub fn integer() -> Self {
-        AttributeKind::Integer {
-            min: i32::MIN as i64,
-            max: i32::MAX as i64,
-        }
+        AttributeKind::Integer { min: i32::MIN as i64, max: i32::MAX as i64 }
     }
     pub fn money() -> Self {
-        AttributeKind::Money {
-            min: -922_337_203_685_477.0,
-            max: 922_337_203_685_477.0,
-            precision: 2,
-        }
+        AttributeKind::Money { min: -922_337_203_685_477.0, max: 922_337_203_685_477.0, precision: 2 }
     }
     pub fn yes_no(true_label: &str, false_label: &str, default: bool) -> Self {
-        AttributeKind::Boolean {
-            true_label: true_label.into(),
-            false_label: false_label.into(),
-            default,
-        }
+        AttributeKind::Boolean { true_label: true_label.into(), false_label: false_label.into(), default }
     }
     pub fn date_time() -> Self {
-        AttributeKind::DateTime {
-            format: DateFormat::DateAndTime,
-            behavior: "UserLocal".into(),
-        }
+        AttributeKind::DateTime { format: DateFormat::DateAndTime, behavior: "UserLocal".into() }
     }
     pub fn date_only() -> Self {
-        AttributeKind::DateTime {
-            format: DateFormat::DateOnly,
-            behavior: "DateOnly".into(),
-        }
+        AttributeKind::DateTime { format: DateFormat::DateOnly, behavior: "DateOnly".into() }
     }
     pub fn picklist(options: &[(i32, &str)]) -> Self {
         AttributeKind::Picklist {
-            options: options
-                .iter()
-                .map(|(v, l)| OptionValue::new(*v, l))
-                .collect(),
+            options: options.iter().map(|(v, l)| OptionValue::new(*v, l)).collect(),
             default: None,
         }
     }
     pub fn lookup(table: &str, navigation_property: &str) -> Self {
         AttributeKind::Lookup {
             lookup_type: LookupType::Lookup,
-            targets: vec![LookupTarget {
-                table: table.into(),
-                navigation_property: navigation_property.into(),
-            }],
+            targets: vec![LookupTarget { table: table.into(), navigation_property: navigation_property.into() }],
         }
     }
 
@@ -222,18 +182,9 @@ impl AttributeKind {
             AttributeKind::Picklist { .. } => "Picklist",
             AttributeKind::State { .. } => "State",
             AttributeKind::Status { .. } => "Status",
-            AttributeKind::Lookup {
-                lookup_type: LookupType::Lookup,
-                ..
-            } => "Lookup",
-            AttributeKind::Lookup {
-                lookup_type: LookupType::Customer,
-                ..
-            } => "Customer",
-            AttributeKind::Lookup {
-                lookup_type: LookupType::Owner,
-                ..
-            } => "Owner",
+            AttributeKind::Lookup { lookup_type: LookupType::Lookup, .. } => "Lookup",
+            AttributeKind::Lookup { lookup_type: LookupType::Customer, .. } => "Customer",
+            AttributeKind::Lookup { lookup_type: LookupType::Owner, .. } => "Owner",
         }
     }
 
@@ -270,10 +221,7 @@ impl AttributeKind {
             AttributeKind::Decimal { .. } | AttributeKind::Money { .. } => "Edm.Decimal",
             AttributeKind::Double { .. } => "Edm.Double",
             AttributeKind::Boolean { .. } => "Edm.Boolean",
-            AttributeKind::DateTime {
-                format: DateFormat::DateOnly,
-                ..
-            } => "Edm.Date",
+            AttributeKind::DateTime { format: DateFormat::DateOnly, .. } => "Edm.Date",
             AttributeKind::DateTime { .. } => "Edm.DateTimeOffset",
         }
     }
@@ -305,11 +253,7 @@ pub struct Attribute {
 impl Attribute {
     /// The property name clients read: `_x_value` for lookups, the logical name otherwise.
     pub fn property_name(&self) -> String {
-        if self.is_lookup() {
-            format!("_{}_value", self.logical_name)
-        } else {
-            self.logical_name.clone()
-        }
+        if self.is_lookup() { format!("_{}_value", self.logical_name) } else { self.logical_name.clone() }
     }
 
     pub fn is_lookup(&self) -> bool {
@@ -360,17 +304,12 @@ pub struct Table {
 
 impl Table {
     pub fn attribute(&self, logical_name: &str) -> Option<&Attribute> {
-        self.attributes
-            .iter()
-            .find(|a| a.logical_name == logical_name)
+        self.attributes.iter().find(|a| a.logical_name == logical_name)
     }
 
     /// The attribute behind a property name as clients read it (`_parentcustomerid_value` → `parentcustomerid`).
     pub fn attribute_by_property(&self, property: &str) -> Option<&Attribute> {
-        if let Some(inner) = property
-            .strip_prefix('_')
-            .and_then(|p| p.strip_suffix("_value"))
-        {
+        if let Some(inner) = property.strip_prefix('_').and_then(|p| p.strip_suffix("_value")) {
             return self.attribute(inner).filter(|a| a.is_lookup());
         }
         self.attribute(property).filter(|a| !a.is_lookup())
@@ -386,10 +325,7 @@ impl Table {
 
     pub fn key_with_attributes(&self, attributes: &[&str]) -> Option<&AlternateKey> {
         self.keys.iter().find(|k| {
-            k.attributes.len() == attributes.len()
-                && attributes
-                    .iter()
-                    .all(|a| k.attributes.iter().any(|ka| ka == a))
+            k.attributes.len() == attributes.len() && attributes.iter().all(|a| k.attributes.iter().any(|ka| ka == a))
         })
     }
 }
@@ -403,12 +339,7 @@ pub struct Schema {
 
 impl Schema {
     pub fn new(tables: impl IntoIterator<Item = Table>) -> Self {
-        Schema {
-            tables: tables
-                .into_iter()
-                .map(|t| (t.logical_name.clone(), Arc::new(t)))
-                .collect(),
-        }
+        Schema { tables: tables.into_iter().map(|t| (t.logical_name.clone(), Arc::new(t))).collect() }
     }
 
     pub fn table(&self, logical_name: &str) -> Option<&Arc<Table>> {
@@ -417,9 +348,7 @@ impl Schema {
 
     /// Entity set names are case sensitive, as in Dataverse (`Contacts` is not `contacts`).
     pub fn table_by_set(&self, entity_set_name: &str) -> Option<&Arc<Table>> {
-        self.tables
-            .values()
-            .find(|t| t.entity_set_name == entity_set_name)
+        self.tables.values().find(|t| t.entity_set_name == entity_set_name)
     }
 
     pub fn table_by_metadata_id(&self, id: Uuid) -> Option<&Arc<Table>> {
@@ -431,7 +360,6 @@ impl Schema {
     }
 
     pub fn insert(&mut self, table: Table) {
-        self.tables
-            .insert(table.logical_name.clone(), Arc::new(table));
+        self.tables.insert(table.logical_name.clone(), Arc::new(table));
     }
 }

@@ -17,20 +17,10 @@ fn assert_aadsts(answer: &(StatusCode, Json), status: u16, error: &str, code: u6
     assert_eq!(answer.1["error"], error, "{}", answer.1);
     assert_eq!(answer.1["error_codes"][0], code, "{}", answer.1);
     let description = answer.1["error_description"].as_str().unwrap();
-    assert!(
-        description.starts_with(&format!("AADSTS{code}: ")),
-        "{description}"
-    );
-    assert!(
-        description.contains("\r\nTrace ID: ") && description.contains("\r\nCorrelation ID: "),
-        "{description}"
-    );
+    assert!(description.starts_with(&format!("AADSTS{code}: ")), "{description}");
+    assert!(description.contains("\r\nTrace ID: ") && description.contains("\r\nCorrelation ID: "), "{description}");
     for field in ["timestamp", "trace_id", "correlation_id", "error_uri"] {
-        assert!(
-            answer.1[field].is_string(),
-            "{field} missing in {}",
-            answer.1
-        );
+        assert!(answer.1[field].is_string(), "{field} missing in {}", answer.1);
     }
 }
 
@@ -46,23 +36,14 @@ async fn s1_2_client_credentials_grant_has_the_documented_shape() {
     let (status, body) = token_request(
         &env,
         &tenant,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", &client),
-            ("client_secret", &secret),
-            ("scope", &scope),
-        ],
+        &[("grant_type", "client_credentials"), ("client_id", &client), ("client_secret", &secret), ("scope", &scope)],
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 3599);
     assert_eq!(body["ext_expires_in"], 3599);
-    assert_eq!(
-        body["access_token"].as_str().unwrap().split('.').count(),
-        3,
-        "a JWT"
-    );
+    assert_eq!(body["access_token"].as_str().unwrap().split('.').count(), 3, "a JWT");
 }
 
 #[tokio::test]
@@ -88,60 +69,29 @@ async fn s1_4_token_errors_carry_aadsts_codes() {
         }
     };
     // Wrong secret.
-    assert_aadsts(
-        &ask(tenant.clone(), cc(&client, "wrong", &scope)).await,
-        401,
-        "invalid_client",
-        7000215,
-    );
+    assert_aadsts(&ask(tenant.clone(), cc(&client, "wrong", &scope)).await, 401, "invalid_client", 7000215);
     // Unknown application.
     assert_aadsts(
-        &ask(
-            tenant.clone(),
-            cc("11111111-2222-3333-4444-555555555555", &secret, &scope),
-        )
-        .await,
+        &ask(tenant.clone(), cc("11111111-2222-3333-4444-555555555555", &secret, &scope)).await,
         400,
         "unauthorized_client",
         700016,
     );
     // Unknown tenant.
     assert_aadsts(
-        &ask(
-            "contoso.onmicrosoft.com".into(),
-            cc(&client, &secret, &scope),
-        )
-        .await,
+        &ask("contoso.onmicrosoft.com".into(), cc(&client, &secret, &scope)).await,
         400,
         "invalid_request",
         90002,
     );
     // A scope that is not a resource.
-    assert_aadsts(
-        &ask(tenant.clone(), cc(&client, &secret, "not-a-scope")).await,
-        400,
-        "invalid_scope",
-        70011,
-    );
+    assert_aadsts(&ask(tenant.clone(), cc(&client, &secret, "not-a-scope")).await, 400, "invalid_scope", 70011);
     // Client credentials need /.default.
     let delegated = format!("{}/user_impersonation", env.emulator.url);
-    assert_aadsts(
-        &ask(tenant.clone(), cc(&client, &secret, &delegated)).await,
-        400,
-        "invalid_scope",
-        1002012,
-    );
+    assert_aadsts(&ask(tenant.clone(), cc(&client, &secret, &delegated)).await, 400, "invalid_scope", 1002012);
     // Another environment's URL.
     assert_aadsts(
-        &ask(
-            tenant.clone(),
-            cc(
-                &client,
-                &secret,
-                "https://contoso.crm.dynamics.com/.default",
-            ),
-        )
-        .await,
+        &ask(tenant.clone(), cc(&client, &secret, "https://contoso.crm.dynamics.com/.default")).await,
         400,
         "invalid_resource",
         500011,
@@ -150,10 +100,8 @@ async fn s1_4_token_errors_carry_aadsts_codes() {
 
 #[tokio::test]
 async fn s1_3_password_grant_signs_in_users_and_rejects_wrong_passwords() {
-    let config = EmulatorConfig {
-        users: vec![("ann@contoso.com".into(), Secret::new("Passw0rd!"))],
-        ..Default::default()
-    };
+    let config =
+        EmulatorConfig { users: vec![("ann@contoso.com".into(), Secret::new("Passw0rd!"))], ..Default::default() };
     let env = Env::with(config).await;
     let tenant = env.emulator.tenant_id.to_string();
     let client = env.emulator.client_id.to_string();
@@ -167,54 +115,25 @@ async fn s1_3_password_grant_signs_in_users_and_rejects_wrong_passwords() {
             ("scope", scope.as_str()),
         ]
     };
-    assert_aadsts(
-        &token_request(&env, &tenant, &form("nope")).await,
-        400,
-        "invalid_grant",
-        50126,
-    );
+    assert_aadsts(&token_request(&env, &tenant, &form("nope")).await, 400, "invalid_grant", 50126);
     let (status, body) = token_request(&env, &tenant, &form("Passw0rd!")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(
-        body["refresh_token"].is_string(),
-        "offline_access gives a refresh token"
-    );
-    assert_eq!(
-        body["scope"],
-        format!("{}/user_impersonation", env.emulator.url)
-    );
+    assert!(body["refresh_token"].is_string(), "offline_access gives a refresh token");
+    assert_eq!(body["scope"], format!("{}/user_impersonation", env.emulator.url));
     // The user acts as their own systemuser, not as the application user.
     let user_token = body["access_token"].as_str().unwrap();
-    let who: Json = env
-        .http
-        .get(env.api("WhoAmI"))
-        .bearer_auth(user_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let who: Json = env.http.get(env.api("WhoAmI")).bearer_auth(user_token).send().await.unwrap().json().await.unwrap();
     let app: Json = env.get("WhoAmI").await.json();
     assert_ne!(who["UserId"], app["UserId"]);
-    let user: Json = env
-        .get(&format!(
-            "systemusers({})?$select=domainname",
-            who["UserId"].as_str().unwrap()
-        ))
-        .await
-        .json();
+    let user: Json =
+        env.get(&format!("systemusers({})?$select=domainname", who["UserId"].as_str().unwrap())).await.json();
     assert_eq!(user["domainname"], "ann@contoso.com");
     // The refresh token gives a new access token.
     let refresh = body["refresh_token"].as_str().unwrap().to_string();
     let (status, refreshed) = token_request(
         &env,
         &tenant,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", &client),
-            ("refresh_token", &refresh),
-        ],
+        &[("grant_type", "refresh_token"), ("client_id", &client), ("refresh_token", &refresh)],
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
@@ -223,10 +142,7 @@ async fn s1_3_password_grant_signs_in_users_and_rejects_wrong_passwords() {
 fn assert_challenge(reply: &Reply, env: &Env) {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
     let challenge = reply.header("www-authenticate").expect("WWW-Authenticate");
-    let expected = format!(
-        "Bearer authorization_uri={}/{}/oauth2/authorize",
-        env.emulator.url, env.emulator.tenant_id
-    );
+    let expected = format!("Bearer authorization_uri={}/{}/oauth2/authorize", env.emulator.url, env.emulator.tenant_id);
     assert!(challenge.starts_with(&expected), "{challenge}");
 }
 
@@ -238,24 +154,17 @@ async fn s1_5_missing_and_forged_tokens_are_challenged() {
     let mut forged = env.token.clone();
     forged.pop();
     forged.push('A');
-    let reply = env
-        .send(env.http.get(env.api("contacts")).bearer_auth(&forged))
-        .await;
+    let reply = env.send(env.http.get(env.api("contacts")).bearer_auth(&forged)).await;
     assert_challenge(&reply, &env);
     // A token for another emulator (another signing key) is refused too.
     let other = Env::start().await;
-    let reply = env
-        .send(env.http.get(env.api("contacts")).bearer_auth(&other.token))
-        .await;
+    let reply = env.send(env.http.get(env.api("contacts")).bearer_auth(&other.token)).await;
     assert_challenge(&reply, &env);
 }
 
 #[tokio::test]
 async fn s1_5_expired_tokens_are_refused() {
-    let config = EmulatorConfig {
-        token_lifetime: Duration::from_secs(1),
-        ..Default::default()
-    };
+    let config = EmulatorConfig { token_lifetime: Duration::from_secs(1), ..Default::default() };
     let env = Env::with(config).await;
     assert_eq!(env.get("WhoAmI").await.status, StatusCode::OK);
     let deadline = Instant::now() + Duration::from_secs(10);

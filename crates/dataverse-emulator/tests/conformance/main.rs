@@ -2,6 +2,7 @@
 //! `shared/reference/dataverse-web-api.md` whose behaviour it checks.
 
 mod auth;
+mod bulk;
 mod metadata;
 mod query;
 mod records;
@@ -39,10 +40,7 @@ impl Reply {
         let body = self.json();
         assert_eq!(body["error"]["code"], code, "{}", self.text);
         let message = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains(message_part),
-            "message {message:?} lacks {message_part:?}"
-        );
+        assert!(message.contains(message_part), "message {message:?} lacks {message_part:?}");
     }
 }
 
@@ -55,11 +53,7 @@ impl Env {
         let emulator = config.start().await.expect("emulator starts");
         let http = reqwest::Client::new();
         let token = token_for(&http, &emulator).await;
-        Env {
-            emulator,
-            http,
-            token,
-        }
+        Env { emulator, http, token }
     }
 
     pub fn api(&self, path: &str) -> String {
@@ -67,11 +61,7 @@ impl Env {
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            self.api(path)
-        };
+        let url = if path.starts_with("http") { path.to_string() } else { self.api(path) };
         self.http
             .request(method, url)
             .bearer_auth(&self.token)
@@ -85,11 +75,7 @@ impl Env {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body reads");
-        Reply {
-            status,
-            headers,
-            text,
-        }
+        Reply { status, headers, text }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -97,13 +83,11 @@ impl Env {
     }
 
     pub async fn post(&self, path: &str, body: Json) -> Reply {
-        self.send(self.request(Method::POST, path).json(&body))
-            .await
+        self.send(self.request(Method::POST, path).json(&body)).await
     }
 
     pub async fn patch(&self, path: &str, body: Json) -> Reply {
-        self.send(self.request(Method::PATCH, path).json(&body))
-            .await
+        self.send(self.request(Method::PATCH, path).json(&body)).await
     }
 
     pub async fn delete(&self, path: &str) -> Reply {
@@ -114,26 +98,13 @@ impl Env {
     pub async fn create(&self, set: &str, body: Json) -> String {
         let reply = self.post(set, body).await;
         assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
-        let location = reply
-            .header("odata-entityid")
-            .expect("OData-EntityId")
-            .to_string();
-        location
-            .rsplit_once('(')
-            .unwrap()
-            .1
-            .trim_end_matches(')')
-            .to_string()
+        let location = reply.header("odata-entityid").expect("OData-EntityId").to_string();
+        location.rsplit_once('(').unwrap().1.trim_end_matches(')').to_string()
     }
 
     /// Adds a custom column to a table, as an admin does.
     pub async fn add_column(&self, table: &str, definition: Json) {
-        let reply = self
-            .post(
-                &format!("EntityDefinitions(LogicalName='{table}')/Attributes"),
-                definition,
-            )
-            .await;
+        let reply = self.post(&format!("EntityDefinitions(LogicalName='{table}')/Attributes"), definition).await;
         assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
     }
 }
@@ -153,10 +124,7 @@ pub async fn token_for(http: &reqwest::Client, emulator: &RunningEmulator) -> St
         .json()
         .await
         .unwrap();
-    answer["access_token"]
-        .as_str()
-        .expect("a token")
-        .to_string()
+    answer["access_token"].as_str().expect("a token").to_string()
 }
 
 /// A label as metadata bodies carry it.

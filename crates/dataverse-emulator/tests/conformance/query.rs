@@ -20,24 +20,13 @@ async fn people(env: &Env) {
         )
         .await;
     }
-    env.create(
-        "contacts",
-        json!({"firstname": "Nol", "lastname": "Nobody"}),
-    )
-    .await;
+    env.create("contacts", json!({"firstname": "Nol", "lastname": "Nobody"})).await;
 }
 
 async fn names(env: &Env, query: &str) -> Vec<String> {
-    let reply = env
-        .get(&format!("contacts?$select=firstname&{query}"))
-        .await;
+    let reply = env.get(&format!("contacts?$select=firstname&{query}")).await;
     assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text);
-    reply.json()["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["firstname"].as_str().unwrap().to_string())
-        .collect()
+    reply.json()["value"].as_array().unwrap().iter().map(|r| r["firstname"].as_str().unwrap().to_string()).collect()
 }
 
 #[tokio::test]
@@ -49,46 +38,19 @@ async fn s4_2_filter_supports_comparisons_logic_functions_and_null() {
         v
     };
     let q = |f: &str| format!("$filter={}", urlencode(f));
-    assert_eq!(
-        sorted(names(&env, &q("numberofchildren gt 1")).await),
-        ["Ann", "Cid", "Eve"]
-    );
-    assert_eq!(
-        sorted(names(&env, &q("numberofchildren ge 1 and numberofchildren le 2")).await),
-        ["Ann", "Dee"]
-    );
-    assert_eq!(
-        sorted(names(&env, &q("gendercode eq 1 or (numberofchildren eq 3)")).await),
-        ["Bob", "Cid", "Eve"]
-    );
-    assert_eq!(
-        sorted(
-            names(
-                &env,
-                &q("not (gendercode eq 2) and numberofchildren ne null")
-            )
-            .await
-        ),
-        ["Bob", "Cid"]
-    );
+    assert_eq!(sorted(names(&env, &q("numberofchildren gt 1")).await), ["Ann", "Cid", "Eve"]);
+    assert_eq!(sorted(names(&env, &q("numberofchildren ge 1 and numberofchildren le 2")).await), ["Ann", "Dee"]);
+    assert_eq!(sorted(names(&env, &q("gendercode eq 1 or (numberofchildren eq 3)")).await), ["Bob", "Cid", "Eve"]);
+    assert_eq!(sorted(names(&env, &q("not (gendercode eq 2) and numberofchildren ne null")).await), ["Bob", "Cid"]);
     assert_eq!(names(&env, &q("numberofchildren eq null")).await, ["Nol"]);
     // Strings compare case-insensitively; quotes are escaped by doubling.
     assert_eq!(names(&env, &q("lastname eq 'LEE'")).await, ["Ann"]);
     assert_eq!(names(&env, &q("lastname eq 'O''Bryan'")).await, ["Bob"]);
-    assert_eq!(
-        sorted(names(&env, &q("startswith(lastname,'SMITH')")).await),
-        ["Cid", "Dee"]
-    );
+    assert_eq!(sorted(names(&env, &q("startswith(lastname,'SMITH')")).await), ["Cid", "Dee"]);
     assert_eq!(names(&env, &q("endswith(lastname,'ers')")).await, ["Dee"]);
-    assert_eq!(
-        sorted(names(&env, &q("contains(emailaddress1,'e@')")).await),
-        ["Dee", "Eve"]
-    );
+    assert_eq!(sorted(names(&env, &q("contains(emailaddress1,'e@')")).await), ["Dee", "Eve"]);
     // Parameter aliases.
-    assert_eq!(
-        names(&env, "$filter=lastname%20eq%20@p1&@p1='Adams'").await,
-        ["Eve"]
-    );
+    assert_eq!(names(&env, "$filter=lastname%20eq%20@p1&@p1='Adams'").await, ["Eve"]);
 }
 
 #[tokio::test]
@@ -96,21 +58,9 @@ async fn s4_2_filter_on_lookups_uses_the_value_property_and_bare_guids() {
     let env = Env::start().await;
     let account = env.create("accounts", json!({"name": "Contoso"})).await;
     env.create("contacts", json!({"firstname": "In", "lastname": "A", "parentcustomerid_account@odata.bind": format!("/accounts({account})")})).await;
-    env.create("contacts", json!({"firstname": "Out", "lastname": "B"}))
-        .await;
-    assert_eq!(
-        names(
-            &env,
-            &format!("$filter=_parentcustomerid_value%20eq%20{account}")
-        )
-        .await,
-        ["In"]
-    );
-    let reply = env
-        .get(&format!(
-            "contacts?$filter=_parentcustomerid_value%20eq%20'{account}'"
-        ))
-        .await;
+    env.create("contacts", json!({"firstname": "Out", "lastname": "B"})).await;
+    assert_eq!(names(&env, &format!("$filter=_parentcustomerid_value%20eq%20{account}")).await, ["In"]);
+    let reply = env.get(&format!("contacts?$filter=_parentcustomerid_value%20eq%20'{account}'")).await;
     reply.assert_error(400, "0x80060888", "A binary operator with incompatible types was detected. Found operand types 'Edm.Guid' and 'Edm.String' for operator kind 'Equal'.");
 }
 
@@ -137,35 +87,20 @@ async fn s4_3_orderby_top_and_count() {
         names(&env, "$orderby=gendercode%20desc,firstname%20asc").await,
         ["Ann", "Dee", "Eve", "Bob", "Cid", "Nol"]
     );
-    assert_eq!(
-        names(&env, "$orderby=numberofchildren%20desc&$top=2").await,
-        ["Cid", "Eve"]
-    );
-    let body = env
-        .get("contacts?$select=firstname&$filter=gendercode%20eq%202&$count=true")
-        .await
-        .json();
+    assert_eq!(names(&env, "$orderby=numberofchildren%20desc&$top=2").await, ["Cid", "Eve"]);
+    let body = env.get("contacts?$select=firstname&$filter=gendercode%20eq%202&$count=true").await.json();
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(keys[..2], ["@odata.context", "@odata.count"]);
     assert_eq!(body["@odata.count"], 3);
     let count = env.get("contacts/$count").await;
-    assert!(
-        count
-            .header("content-type")
-            .unwrap()
-            .starts_with("text/plain")
-    );
+    assert!(count.header("content-type").unwrap().starts_with("text/plain"));
     assert_eq!(count.text, "6");
 }
 
 #[tokio::test]
 async fn s4_1_unsupported_options_are_refused() {
     let env = Env::start().await;
-    env.get("contacts?$skip=10").await.assert_error(
-        400,
-        "0x80060888",
-        "The query parameter $skip is not supported",
-    );
+    env.get("contacts?$skip=10").await.assert_error(400, "0x80060888", "The query parameter $skip is not supported");
     env.get("contacts?$search=ann").await.assert_error(
         400,
         "0x80060888",
@@ -176,42 +111,21 @@ async fn s4_1_unsupported_options_are_refused() {
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z'
-            | b'a'..=b'z'
-            | b'0'..=b'9'
-            | b'-'
-            | b'_'
-            | b'.'
-            | b'~'
-            | b'('
-            | b')'
-            | b',' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'(' | b')' | b',' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 async fn page(env: &Env, url: &str, size: usize) -> (Vec<String>, Option<String>, Option<String>) {
-    let reply = env
-        .send(
-            env.request(Method::GET, url)
-                .header("Prefer", format!("odata.maxpagesize={size}")),
-        )
-        .await;
+    let reply = env.send(env.request(Method::GET, url).header("Prefer", format!("odata.maxpagesize={size}"))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let applied = reply.header("preference-applied").map(str::to_string);
     let body = reply.json();
-    let ids = body["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["contactid"].as_str().unwrap().to_string())
-        .collect();
-    (
-        ids,
-        body["@odata.nextLink"].as_str().map(str::to_string),
-        applied,
-    )
+    let ids = body["value"].as_array().unwrap().iter().map(|r| r["contactid"].as_str().unwrap().to_string()).collect();
+    (ids, body["@odata.nextLink"].as_str().map(str::to_string), applied)
 }
 
 #[tokio::test]
@@ -219,27 +133,17 @@ async fn s4_5_paging_follows_next_links_and_stays_correct_under_inserts() {
     let env = Env::start().await;
     let mut existing = HashSet::new();
     for i in 0..25 {
-        existing.insert(
-            env.create("contacts", json!({"lastname": format!("Row {i:02}")}))
-                .await,
-        );
+        existing.insert(env.create("contacts", json!({"lastname": format!("Row {i:02}")})).await);
     }
     let (first, next, applied) = page(&env, "contacts?$select=lastname", 10).await;
     assert_eq!(first.len(), 10);
     assert_eq!(applied.as_deref(), Some("odata.maxpagesize=10"));
     let next = next.expect("a next link");
-    assert!(
-        next.starts_with(&format!("{}contacts?", env.emulator.web_api)),
-        "{next}"
-    );
-    assert!(
-        next.contains("$skiptoken=%3Ccookie%20pagenumber=%222%22%20pagingcookie=%22"),
-        "{next}"
-    );
+    assert!(next.starts_with(&format!("{}contacts?", env.emulator.web_api)), "{next}");
+    assert!(next.contains("$skiptoken=%3Ccookie%20pagenumber=%222%22%20pagingcookie=%22"), "{next}");
     // Rows inserted between pages never make an existing row appear twice or go missing.
     for i in 0..7 {
-        env.create("contacts", json!({"lastname": format!("Late {i}")}))
-            .await;
+        env.create("contacts", json!({"lastname": format!("Late {i}")})).await;
     }
     let mut seen: Vec<String> = first;
     let mut link = Some(next);
@@ -253,10 +157,7 @@ async fn s4_5_paging_follows_next_links_and_stays_correct_under_inserts() {
     }
     let unique: HashSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no row twice");
-    assert!(
-        existing.iter().all(|id| unique.contains(id)),
-        "every row that existed is seen"
-    );
+    assert!(existing.iter().all(|id| unique.contains(id)), "every row that existed is seen");
 }
 
 #[tokio::test]
@@ -264,29 +165,14 @@ async fn s4_5_paging_with_orderby_keeps_the_order_across_pages() {
     let env = Env::start().await;
     for i in 0..23 {
         // Repeated last names, so the primary key breaks ties across page boundaries.
-        env.create(
-            "contacts",
-            json!({"lastname": format!("Name {}", i % 4), "firstname": format!("{i:02}")}),
-        )
-        .await;
+        env.create("contacts", json!({"lastname": format!("Name {}", i % 4), "firstname": format!("{i:02}")})).await;
     }
     let mut all = Vec::new();
     let mut url = Some("contacts?$select=lastname,firstname&$orderby=lastname%20desc".to_string());
     while let Some(u) = url {
-        let reply = env
-            .send(
-                env.request(Method::GET, &u)
-                    .header("Prefer", "odata.maxpagesize=5"),
-            )
-            .await;
+        let reply = env.send(env.request(Method::GET, &u).header("Prefer", "odata.maxpagesize=5")).await;
         let body = reply.json();
-        all.extend(
-            body["value"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["lastname"].as_str().unwrap().to_string()),
-        );
+        all.extend(body["value"].as_array().unwrap().iter().map(|r| r["lastname"].as_str().unwrap().to_string()));
         url = body["@odata.nextLink"].as_str().map(str::to_string);
     }
     assert_eq!(all.len(), 23);
@@ -298,12 +184,7 @@ async fn s4_5_paging_with_orderby_keeps_the_order_across_pages() {
 #[tokio::test]
 async fn s4_5_page_sizes_over_5000_are_refused() {
     let env = Env::start().await;
-    let reply = env
-        .send(
-            env.request(Method::GET, "contacts")
-                .header("Prefer", "odata.maxpagesize=5001"),
-        )
-        .await;
+    let reply = env.send(env.request(Method::GET, "contacts").header("Prefer", "odata.maxpagesize=5001")).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
 
@@ -313,19 +194,15 @@ async fn s4_6_formatted_values_come_only_when_asked() {
     let id = env
         .create("accounts", json!({"name": "Contoso", "numberofemployees": 9500, "revenue": 100000, "industrycode": 1, "donotpostalmail": false}))
         .await;
-    let plain = env
-        .get(&format!("accounts({id})?$select=numberofemployees"))
-        .await
-        .json();
-    assert!(
-        plain
-            .get("numberofemployees@OData.Community.Display.V1.FormattedValue")
-            .is_none()
-    );
+    let plain = env.get(&format!("accounts({id})?$select=numberofemployees")).await.json();
+    assert!(plain.get("numberofemployees@OData.Community.Display.V1.FormattedValue").is_none());
     let reply = env
         .send(
-            env.request(Method::GET, &format!("accounts({id})?$select=numberofemployees,revenue,industrycode,donotpostalmail,statecode"))
-                .header("Prefer", "odata.include-annotations=\"OData.Community.Display.V1.FormattedValue\""),
+            env.request(
+                Method::GET,
+                &format!("accounts({id})?$select=numberofemployees,revenue,industrycode,donotpostalmail,statecode"),
+            )
+            .header("Prefer", "odata.include-annotations=\"OData.Community.Display.V1.FormattedValue\""),
         )
         .await;
     assert_eq!(
@@ -342,9 +219,6 @@ async fn s4_6_formatted_values_come_only_when_asked() {
     // The annotation comes just before its property.
     let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
     let at = keys.iter().position(|k| *k == "numberofemployees").unwrap();
-    assert_eq!(
-        keys[at - 1],
-        "numberofemployees@OData.Community.Display.V1.FormattedValue"
-    );
+    assert_eq!(keys[at - 1], "numberofemployees@OData.Community.Display.V1.FormattedValue");
     let _: &Json = &row;
 }

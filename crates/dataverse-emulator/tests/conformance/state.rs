@@ -9,10 +9,7 @@ use serde_json::json;
 async fn data_and_customizations_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env.db");
-    let config = EmulatorConfig {
-        state: Some(path.clone()),
-        ..Default::default()
-    };
+    let config = EmulatorConfig { state: Some(path.clone()), ..Default::default() };
     let first = Env::with(config.clone()).await;
     first
         .add_column(
@@ -20,52 +17,27 @@ async fn data_and_customizations_survive_a_restart() {
             json!({"@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata", "SchemaName": "new_Tier", "MaxLength": 20, "DisplayName": label("Tier")}),
         )
         .await;
-    let id = first
-        .create(
-            "contacts",
-            json!({"lastname": "Durable", "new_tier": "gold"}),
-        )
-        .await;
-    let updated = first
-        .patch(&format!("contacts({id})"), json!({"firstname": "Dora"}))
-        .await;
+    let id = first.create("contacts", json!({"lastname": "Durable", "new_tier": "gold"})).await;
+    let updated = first.patch(&format!("contacts({id})"), json!({"firstname": "Dora"})).await;
     assert_eq!(updated.status, StatusCode::NO_CONTENT);
     let before = first.get(&format!("contacts({id})")).await.json();
     let old_token = first.token.clone();
     let client_id = first.emulator.client_id;
-    let port: u16 = first
-        .emulator
-        .url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port: u16 = first.emulator.url.rsplit(':').next().unwrap().parse().unwrap();
     first.emulator.stop().await;
 
     // The same file and the same address: the same environment.
-    let second = Env::with(EmulatorConfig {
-        listen: ([127, 0, 0, 1], port).into(),
-        ..config
-    })
-    .await;
-    assert_eq!(
-        second.emulator.client_id, client_id,
-        "generated credentials are kept"
-    );
+    let second = Env::with(EmulatorConfig { listen: ([127, 0, 0, 1], port).into(), ..config }).await;
+    assert_eq!(second.emulator.client_id, client_id, "generated credentials are kept");
     let after = second.get(&format!("contacts({id})")).await.json();
     assert_eq!(after["fullname"], "Dora Durable");
     assert_eq!(after["new_tier"], "gold");
     assert_eq!(after["@odata.etag"], before["@odata.etag"]);
     // Tokens issued before the restart still work: the signing key is kept too.
-    let reply = second
-        .send(second.http.get(second.api("WhoAmI")).bearer_auth(old_token))
-        .await;
+    let reply = second.send(second.http.get(second.api("WhoAmI")).bearer_auth(old_token)).await;
     assert_eq!(reply.status, StatusCode::OK);
     // New writes continue the row versions rather than reusing them.
-    second
-        .patch(&format!("contacts({id})"), json!({"firstname": "Dot"}))
-        .await;
+    second.patch(&format!("contacts({id})"), json!({"firstname": "Dot"})).await;
     let newer = second.get(&format!("contacts({id})")).await.json();
     assert_ne!(newer["@odata.etag"], before["@odata.etag"]);
 }
