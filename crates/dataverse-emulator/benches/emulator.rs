@@ -73,7 +73,7 @@ impl Drop for Server {
 
 fn start_server(state: &std::path::Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dataverse-emulator"))
-        .args(["--listen", "127.0.0.1:0", "--state"])
+        .args(["--listen", "127.0.0.1:0", "--free", "--state"])
         .arg(state)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -2,6 +2,7 @@
 //! answers for it.
 
 use crate::auth::{Directory, Secret, UserLogin};
+use crate::limits::{CostModel, Limiter, Limits};
 use crate::store::Store;
 use crate::value::{Row, Value};
 use anyhow::Context;
@@ -29,6 +30,10 @@ pub struct EmulatorConfig {
     /// Users for the password grant: (user name, password).
     pub users: Vec<(String, Secret)>,
     pub token_lifetime: Duration,
+    /// Service protection limits, per user (Dynamics 365's by default).
+    pub limits: Limits,
+    /// What each request costs in execution time, and so how long it takes to answer.
+    pub cost: CostModel,
 }
 
 impl Default for EmulatorConfig {
@@ -41,6 +46,8 @@ impl Default for EmulatorConfig {
             client_secret: None,
             users: Vec::new(),
             token_lifetime: Duration::from_secs(3599),
+            limits: Limits::default(),
+            cost: CostModel::default(),
         }
     }
 }
@@ -55,6 +62,8 @@ pub struct Environment {
     pub business_unit_id: Uuid,
     /// Directory object id → the systemuser row that acts for it.
     pub callers: HashMap<Uuid, Uuid>,
+    pub limiter: Arc<Limiter>,
+    pub cost: CostModel,
 }
 
 /// A started emulator. Dropping it stops the server.
@@ -203,8 +212,16 @@ impl EmulatorConfig {
             token_lifetime: self.token_lifetime,
             signing_key,
         };
-        let environment =
-            Arc::new(Environment { store, directory, url: url.clone(), organization_id, business_unit_id, callers });
+        let environment = Arc::new(Environment {
+            store,
+            directory,
+            url: url.clone(),
+            organization_id,
+            business_unit_id,
+            callers,
+            limiter: Limiter::new(self.limits),
+            cost: self.cost,
+        });
         let router = crate::api::router(environment.clone());
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -6,6 +6,7 @@ mod api;
 pub mod auth;
 pub mod environment;
 pub mod error;
+pub mod limits;
 pub mod odata;
 pub mod records;
 pub mod schema;
@@ -14,3 +15,4 @@ pub mod value;
 
 pub use auth::Secret;
 pub use environment::{EmulatorConfig, Environment, RunningEmulator};
+pub use limits::{CostModel, Limits};

@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use dataverse_emulator::{EmulatorConfig, Secret};
+use dataverse_emulator::limits::parse_duration;
+use dataverse_emulator::{CostModel, EmulatorConfig, Limits, Secret};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,33 @@ struct Cli {
     /// Lifetime of access tokens, in seconds.
     #[arg(long, default_value_t = 3599)]
     token_lifetime: u64,
+    /// Requests each user may make per window (service protection limit).
+    #[arg(long, default_value_t = 6000)]
+    limit_requests: u32,
+    /// The sliding window the request and execution-time limits are counted over (300s, 5m, …).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    limit_window: Duration,
+    /// Combined execution time each user may use per window.
+    #[arg(long, default_value = "1200s", value_parser = parse_duration)]
+    limit_exec_time: Duration,
+    /// Requests each user may have in flight at once.
+    #[arg(long, default_value_t = 52)]
+    limit_concurrent: u32,
+    /// The degree of parallelism recommended in x-ms-dop-hint.
+    #[arg(long, default_value_t = 4)]
+    dop_hint: u32,
+    /// Execution time every request costs (and takes to answer).
+    #[arg(long, default_value = "115ms", value_parser = parse_duration)]
+    cost_per_request: Duration,
+    /// Execution time added per record a request writes.
+    #[arg(long, default_value = "6ms", value_parser = parse_duration)]
+    cost_per_record_written: Duration,
+    /// Execution time added per record a request reads.
+    #[arg(long, default_value = "100us", value_parser = parse_duration)]
+    cost_per_record_read: Duration,
+    /// No execution cost at all: every request answers as fast as this machine allows (limits still count).
+    #[arg(long, conflicts_with_all = ["cost_per_request", "cost_per_record_written", "cost_per_record_read"])]
+    free: bool,
 }
 
 fn parse_user(text: &str) -> anyhow::Result<(String, Secret)> {
@@ -67,6 +95,22 @@ async fn main() -> anyhow::Result<()> {
         client_secret: cli.client_secret.map(Secret::new),
         users: cli.users.iter().map(|u| parse_user(u)).collect::<anyhow::Result<_>>()?,
         token_lifetime: Duration::from_secs(cli.token_lifetime),
+        limits: Limits {
+            requests: cli.limit_requests,
+            window: cli.limit_window,
+            execution_time: cli.limit_exec_time,
+            concurrent: cli.limit_concurrent,
+            dop_hint: cli.dop_hint,
+        },
+        cost: if cli.free {
+            CostModel::free()
+        } else {
+            CostModel {
+                per_request: cli.cost_per_request,
+                per_record_written: cli.cost_per_record_written,
+                per_record_read: cli.cost_per_record_read,
+            }
+        },
     };
     let emulator = config.start().await?;
     println!("{}", emulator.announcement());

@@ -241,7 +241,7 @@ pub fn compare_text(a: &str, b: &str) -> Ordering {
     }
 }
 
-fn group_thousands(digits: &str) -> String {
+pub fn group_thousands(digits: &str) -> String {
     let (sign, digits) = match digits.strip_prefix('-') {
         Some(rest) => ("-", rest),
         None => ("", digits),

@@ -1,7 +1,7 @@
 //! The client against the emulator: sign-in, its errors in plain words, and tokens renewed in long runs.
 
 use dataverse::{AuthError, Client, ClientCredentials, Environment, Error, ErrorKind, Secret};
-use dataverse_emulator::{EmulatorConfig, RunningEmulator};
+use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
 use std::time::{Duration, Instant};
 
 fn credentials(emulator: &RunningEmulator) -> ClientCredentials {
@@ -15,7 +15,7 @@ fn credentials(emulator: &RunningEmulator) -> ClientCredentials {
 
 #[tokio::test]
 async fn who_am_i_proves_the_connection() {
-    let emulator = EmulatorConfig::default().start().await.unwrap();
+    let emulator = free().start().await.unwrap();
     let client = Client::new(Environment::from_url(&emulator.url).unwrap(), credentials(&emulator));
     let me = client.who_am_i().await.unwrap();
     assert_eq!(me.organization_id, emulator.environment.organization_id);
@@ -23,7 +23,7 @@ async fn who_am_i_proves_the_connection() {
 
 #[tokio::test]
 async fn sign_in_failures_say_what_to_fix() {
-    let emulator = EmulatorConfig::default().start().await.unwrap();
+    let emulator = free().start().await.unwrap();
     let environment = Environment::from_url(&emulator.url).unwrap();
     let err = |creds: ClientCredentials, env: Environment| async move {
         Client::new(env, creds).who_am_i().await.unwrap_err()
@@ -59,7 +59,7 @@ async fn sign_in_failures_say_what_to_fix() {
 
 #[tokio::test]
 async fn tokens_are_renewed_during_long_runs() {
-    let config = EmulatorConfig { token_lifetime: Duration::from_secs(2), ..Default::default() };
+    let config = EmulatorConfig { token_lifetime: Duration::from_secs(2), ..free() };
     let emulator = config.start().await.unwrap();
     let client = Client::new(Environment::from_url(&emulator.url).unwrap(), credentials(&emulator));
     let until = Instant::now() + Duration::from_secs(5);
@@ -74,7 +74,7 @@ async fn tokens_are_renewed_during_long_runs() {
 
 #[tokio::test]
 async fn api_errors_are_typed() {
-    let emulator = EmulatorConfig::default().start().await.unwrap();
+    let emulator = free().start().await.unwrap();
     let client = Client::new(Environment::from_url(&emulator.url).unwrap(), credentials(&emulator));
     let e = client.send(reqwest::Method::GET, "contacts?$select=new_nothere", None).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnknownProperty("new_nothere".into()));
@@ -88,4 +88,9 @@ async fn api_errors_are_typed() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The emulator without execution cost, so tests run as fast as the machine allows.
+fn free() -> EmulatorConfig {
+    EmulatorConfig { cost: CostModel::free(), ..Default::default() }
 }

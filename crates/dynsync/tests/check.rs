@@ -1,6 +1,6 @@
 //! `dynsync check` against the emulator, as a user runs it.
 
-use dataverse_emulator::EmulatorConfig;
+use dataverse_emulator::{CostModel, EmulatorConfig};
 use tokio::process::Command;
 
 async fn dynsync_check(emulator: &dataverse_emulator::RunningEmulator, secret: &str) -> (bool, String, String) {
@@ -21,7 +21,7 @@ async fn dynsync_check(emulator: &dataverse_emulator::RunningEmulator, secret: &
 
 #[tokio::test]
 async fn check_reports_a_working_connection() {
-    let emulator = EmulatorConfig::default().start().await.unwrap();
+    let emulator = free().start().await.unwrap();
     let (ok, out, err) = dynsync_check(&emulator, emulator.client_secret.expose()).await;
     assert!(ok, "{out}{err}");
     assert!(out.starts_with(&format!("connected to {} as user ", emulator.url)), "{out}");
@@ -30,9 +30,14 @@ async fn check_reports_a_working_connection() {
 
 #[tokio::test]
 async fn check_says_what_to_fix_when_the_secret_is_wrong() {
-    let emulator = EmulatorConfig::default().start().await.unwrap();
+    let emulator = free().start().await.unwrap();
     let (ok, out, err) = dynsync_check(&emulator, "an-old-secret").await;
     assert!(!ok);
     assert!(err.contains("the client secret is wrong or expired"), "{out}{err}");
     assert!(!err.contains("an-old-secret") && !out.contains("an-old-secret"), "the secret is never echoed");
+}
+
+/// The emulator without execution cost, so tests run as fast as the machine allows.
+fn free() -> EmulatorConfig {
+    EmulatorConfig { cost: CostModel::free(), ..Default::default() }
 }

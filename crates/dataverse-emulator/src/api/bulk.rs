@@ -1,8 +1,9 @@
 //! Bulk messages: `CreateMultiple`, `UpdateMultiple` and `UpsertMultiple` bound to an entity set, all or
 //! nothing as on standard tables, and `sdkmessagefilters`, which tells clients the tables that take them.
 
-use super::{Request, empty_response, json_response};
+use super::{Request, empty_response, json_response, with_work};
 use crate::error::{ApiError, ApiResult};
+use crate::limits::Work;
 use crate::odata::filter::matches_json;
 use crate::odata::path::{Key, parse_path};
 use crate::records::{self, Preconditions, WriteKind, WriteRequest};
@@ -165,13 +166,17 @@ pub async fn execute(request: &Request, table: &Table, action: &str) -> ApiResul
             })
         })
         .await?;
+    let work = Work::written(ids.len());
     if message == Message::Create {
-        return Ok(json_response(
-            StatusCode::OK,
-            &json!({"@odata.context": format!("{}/$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse", request.base), "Ids": ids}),
+        return Ok(with_work(
+            json_response(
+                StatusCode::OK,
+                &json!({"@odata.context": format!("{}/$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse", request.base), "Ids": ids}),
+            ),
+            work,
         ));
     }
-    Ok(empty_response(StatusCode::NO_CONTENT))
+    Ok(with_work(empty_response(StatusCode::NO_CONTENT), work))
 }
 
 /// `GET sdkmessagefilters`: one filter per table and message the emulator answers, so that clients that

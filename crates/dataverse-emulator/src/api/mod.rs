@@ -7,6 +7,7 @@ mod records;
 use crate::auth::TokenProblem;
 use crate::environment::Environment;
 use crate::error::{ApiError, ApiResult, code};
+use crate::limits::{Throttled, Work};
 use crate::odata::path::{Segment, parse_path};
 use crate::odata::query::{Prefer, QueryOptions};
 use axum::Router;
@@ -18,6 +19,7 @@ use axum::routing::{any, post};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use uuid::Uuid;
 
 pub const ODATA_JSON: &str = "application/json; odata.metadata=minimal";
@@ -150,18 +152,54 @@ async fn web_api(
     let request_id = Uuid::new_v4().to_string();
     let mut response = match authenticate(&env, &headers) {
         Err(problem) => unauthorized(&env, problem),
-        Ok(caller) => {
-            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
-            let origin = host.map(|h| format!("http://{h}")).unwrap_or_else(|| env.url.clone());
-            match route(env, caller, origin, method, uri, headers, body).await {
-                Ok(response) => response,
-                Err(error) => error_response(&error),
+        Ok(caller) => match env.limiter.admit(caller) {
+            Err(throttled) => throttled_response(&throttled),
+            Ok(mut admission) => {
+                let started = Instant::now();
+                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+                let origin = host.map(|h| format!("http://{h}")).unwrap_or_else(|| env.url.clone());
+                let mut response = match route(env.clone(), caller, origin, method, uri, headers, body).await {
+                    Ok(response) => response,
+                    Err(error) => error_response(&error),
+                };
+                // The request takes as long as its work costs, and that cost counts against the limits.
+                let work = response.extensions_mut().remove::<Work>().unwrap_or_default();
+                let cost = env.cost.of(work);
+                admission.set_cost(cost);
+                if let Some(wait) = cost.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+                set_header(
+                    &mut response,
+                    "x-ms-ratelimit-burst-remaining-xrm-requests",
+                    &admission.remaining_requests.to_string(),
+                );
+                set_header(
+                    &mut response,
+                    "x-ms-ratelimit-time-remaining-xrm-requests",
+                    &format!("{:.2}", admission.remaining_execution.as_secs_f64() * 1000.0),
+                );
+                response
             }
-        }
+        },
     };
+    set_header(&mut response, "x-ms-dop-hint", &env.limiter.limits().dop_hint.to_string());
     set_header(&mut response, "odata-version", "4.0");
     set_header(&mut response, "req_id", &request_id);
     set_header(&mut response, "x-ms-service-request-id", &request_id);
+    response
+}
+
+fn throttled_response(throttled: &Throttled) -> Response {
+    let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, throttled.code, throttled.message.clone());
+    let mut response = error_response(&error);
+    set_header(&mut response, "retry-after", &throttled.retry_after.as_secs().to_string());
+    response
+}
+
+/// Attaches the records a request wrote or read to its response, for the cost model.
+pub fn with_work(mut response: Response, work: Work) -> Response {
+    response.extensions_mut().insert(work);
     response
 }
 
@@ -211,7 +249,7 @@ fn who_am_i(request: &Request, segments: &[Segment]) -> ApiResult<Response> {
     if request.method != Method::GET || segments.len() != 1 {
         return Err(ApiError::no_resource(&format!("{}/WhoAmI", request.base)));
     }
-    let mut response = json_response(
+    let response = json_response(
         StatusCode::OK,
         &serde_json::json!({
             "@odata.context": format!("{}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", request.base),
@@ -220,6 +258,5 @@ fn who_am_i(request: &Request, segments: &[Segment]) -> ApiResult<Response> {
             "OrganizationId": request.env.organization_id,
         }),
     );
-    set_header(&mut response, "x-ms-dop-hint", "4");
     Ok(response)
 }

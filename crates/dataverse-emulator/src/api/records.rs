@@ -1,8 +1,9 @@
 //! Entity sets: queries with paging, and create, retrieve, update, upsert and delete of single rows and
 //! single properties.
 
-use super::{Request, empty_response, json_response, set_header};
+use super::{Request, empty_response, json_response, set_header, with_work};
 use crate::error::{ApiError, ApiResult};
+use crate::limits::Work;
 use crate::odata::filter::Predicate;
 use crate::odata::path::{Key, Segment};
 use crate::odata::query::{Cursor, QueryOptions, value_from_cookie};
@@ -20,7 +21,18 @@ use uuid::Uuid;
 /// Dataverse's page size limit, and the most `@odata.count` reports.
 pub const MAX_PAGE: usize = 5000;
 
+/// Answers a request to an entity set, with the work it did attached for the cost model: one record read
+/// or written unless the handler counted otherwise (queries and bulk messages do).
 pub async fn dispatch(request: &Request, segments: &[Segment]) -> ApiResult<Response> {
+    let response = answer(request, segments).await?;
+    if response.extensions().get::<Work>().is_some() {
+        return Ok(response);
+    }
+    let work = if request.method == Method::GET { Work::read(1) } else { Work::written(1) };
+    Ok(with_work(response, work))
+}
+
+async fn answer(request: &Request, segments: &[Segment]) -> ApiResult<Response> {
     let first = &segments[0];
     let table = {
         let data = request.env.store.read();
@@ -446,6 +458,7 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
         .iter()
         .map(|(_, row)| Json::Object(row_json(&data, table, row, &selection, &request.prefer)))
         .collect();
+    let returned = values.len();
     body.insert("value".into(), Json::Array(values));
     if more {
         let (last_id, last_row) = *page_rows.last().expect("a page with more after it has rows");
@@ -464,7 +477,7 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
         body.insert("@odata.nextLink".into(), Json::String(link));
     }
     drop(data);
-    let mut response = json_response(StatusCode::OK, &Json::Object(body));
+    let mut response = with_work(json_response(StatusCode::OK, &Json::Object(body)), Work::read(returned));
     let mut applied = Vec::new();
     if let Some(n) = requested_page {
         applied.push(format!("odata.maxpagesize={n}"));

@@ -101,7 +101,7 @@ async fn s1_4_token_errors_carry_aadsts_codes() {
 #[tokio::test]
 async fn s1_3_password_grant_signs_in_users_and_rejects_wrong_passwords() {
     let config =
-        EmulatorConfig { users: vec![("ann@contoso.com".into(), Secret::new("Passw0rd!"))], ..Default::default() };
+        EmulatorConfig { users: vec![("ann@contoso.com".into(), Secret::new("Passw0rd!"))], ..crate::config() };
     let env = Env::with(config).await;
     let tenant = env.emulator.tenant_id.to_string();
     let client = env.emulator.client_id.to_string();
@@ -164,7 +164,7 @@ async fn s1_5_missing_and_forged_tokens_are_challenged() {
 
 #[tokio::test]
 async fn s1_5_expired_tokens_are_refused() {
-    let config = EmulatorConfig { token_lifetime: Duration::from_secs(1), ..Default::default() };
+    let config = EmulatorConfig { token_lifetime: Duration::from_secs(1), ..crate::config() };
     let env = Env::with(config).await;
     assert_eq!(env.get("WhoAmI").await.status, StatusCode::OK);
     let deadline = Instant::now() + Duration::from_secs(10);

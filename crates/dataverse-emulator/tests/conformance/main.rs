@@ -9,7 +9,7 @@ mod records;
 mod state;
 mod validation;
 
-use dataverse_emulator::{EmulatorConfig, RunningEmulator};
+use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value as Json, json};
 
@@ -46,7 +46,7 @@ impl Reply {
 
 impl Env {
     pub async fn start() -> Env {
-        Self::with(EmulatorConfig::default()).await
+        Self::with(config()).await
     }
 
     pub async fn with(config: EmulatorConfig) -> Env {
@@ -125,6 +125,12 @@ pub async fn token_for(http: &reqwest::Client, emulator: &RunningEmulator) -> St
         .await
         .unwrap();
     answer["access_token"].as_str().expect("a token").to_string()
+}
+
+/// The emulator as these tests run it: Dynamics 365's limits, but no execution cost, so that each test
+/// is as fast as the machine allows.
+pub fn config() -> EmulatorConfig {
+    EmulatorConfig { cost: CostModel::free(), ..Default::default() }
 }
 
 /// A label as metadata bodies carry it.

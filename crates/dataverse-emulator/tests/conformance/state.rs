@@ -9,7 +9,7 @@ use serde_json::json;
 async fn data_and_customizations_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env.db");
-    let config = EmulatorConfig { state: Some(path.clone()), ..Default::default() };
+    let config = EmulatorConfig { state: Some(path.clone()), ..crate::config() };
     let first = Env::with(config.clone()).await;
     first
         .add_column(
