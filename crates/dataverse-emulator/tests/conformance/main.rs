@@ -3,6 +3,7 @@
 
 mod auth;
 mod bulk;
+mod limits;
 mod metadata;
 mod query;
 mod records;
