@@ -241,7 +241,9 @@ impl Store {
             .await
             .with_context(|| format!("opening the state file {}", path.display()))?;
         for statement in [
-            "CREATE TABLE IF NOT EXISTS rows (tbl TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tbl, id)) WITHOUT ROWID",
+            // An append-only log of row versions (a null `data` is a delete): appends touch a few pages at the
+            // end of the file, where updating rows in place under random GUID keys would touch one page each.
+            "CREATE TABLE IF NOT EXISTS row_log (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, id TEXT NOT NULL, data TEXT)",
             "CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ] {
@@ -255,20 +257,33 @@ impl Store {
             schema.insert(table);
         }
         let mut data = Data::new(schema);
+        let mut entries = 0usize;
         {
-            let mut rows = sqlx::query("SELECT tbl, id, data FROM rows").fetch(&pool);
-            while let Some(r) = rows.try_next().await? {
-                let (table, id, json): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-                let row: Row = serde_json::from_str(&json).with_context(|| format!("reading row {id} of {table}"))?;
-                let id: Uuid = id.parse()?;
-                if let Some(Value::Int(v)) = row.get("versionnumber") {
-                    data.version = data.version.max(*v);
+            let mut log = sqlx::query("SELECT tbl, id, data FROM row_log ORDER BY seq").fetch(&pool);
+            while let Some(r) = log.try_next().await? {
+                entries += 1;
+                let (table, id, json): (String, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
+                let id: Uuid = id.parse().with_context(|| format!("reading the row log: '{id}' is not a GUID"))?;
+                let Some(definition) = data.schema.table(&table).cloned() else { continue };
+                let rows = data.tables.entry(table.clone()).or_default();
+                match json {
+                    Some(json) => {
+                        let row: Row =
+                            serde_json::from_str(&json).with_context(|| format!("reading row {id} of {table}"))?;
+                        if let Some(Value::Int(v)) = row.get("versionnumber") {
+                            data.version = data.version.max(*v);
+                        }
+                        rows.put(&definition, id, row);
+                    }
+                    None => {
+                        rows.remove(&definition, id);
+                    }
                 }
-                let Some(definition) = data.schema.table(&table).cloned() else {
-                    continue;
-                };
-                data.tables.entry(table).or_default().put(&definition, id, row);
             }
+        }
+        let live: usize = data.tables.values().map(TableRows::len).sum();
+        if entries > 2 * live + 10_000 {
+            compact(&pool, &data).await.context("compacting the state file")?;
         }
         let settings: Vec<(String, String)> =
             sqlx::query_as("SELECT key, value FROM settings").fetch_all(&pool).await?;
@@ -348,41 +363,79 @@ async fn write_journal(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Batch>)
     }
 }
 
+/// Writes a group of batches in one transaction. Only the last state of each row matters, so rows are
+/// coalesced first and then written with multi-row statements: one round trip per few hundred rows.
 async fn commit(pool: &SqlitePool, batches: &[Batch]) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut last: HashMap<(&str, Uuid), Option<&Row>> = HashMap::new();
+    let mut tables = Vec::new();
+    let mut settings = Vec::new();
     for change in batches.iter().flat_map(|b| &b.changes) {
         match change {
-            Change::Row { table, id, row: Some(row) } => {
-                sqlx::query("INSERT INTO rows (tbl, id, data) VALUES (?, ?, ?) ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data")
-                    .bind(table)
-                    .bind(id.to_string())
-                    .bind(serde_json::to_string(row)?)
-                    .execute(&mut *tx)
-                    .await?;
+            Change::Row { table, id, row } => {
+                last.insert((table.as_str(), *id), row.as_ref());
             }
-            Change::Row { table, id, row: None } => {
-                sqlx::query("DELETE FROM rows WHERE tbl = ? AND id = ?")
-                    .bind(table)
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Change::Table(table) => {
-                sqlx::query("INSERT INTO tables (name, data) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data")
-                    .bind(&table.logical_name)
-                    .bind(serde_json::to_string(table)?)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Change::Setting { key, value } => {
-                sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-                    .bind(key)
-                    .bind(value)
-                    .execute(&mut *tx)
-                    .await?;
+            Change::Table(table) => tables.push(table),
+            Change::Setting { key, value } => settings.push((key, value)),
+        }
+    }
+    let mut tx = pool.begin().await?;
+    for table in tables {
+        sqlx::query(
+            "INSERT INTO tables (name, data) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+        )
+        .bind(&table.logical_name)
+        .bind(serde_json::to_string(table)?)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (key, value) in settings {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let entries: Vec<(&str, String, Option<String>)> = last
+        .into_iter()
+        .map(|((table, id), row)| Ok((table, id.to_string(), row.map(serde_json::to_string).transpose()?)))
+        .collect::<anyhow::Result<_>>()?;
+    append(&mut tx, &entries).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Appends row versions to the log, a few hundred to a statement.
+async fn append(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    entries: &[(&str, String, Option<String>)],
+) -> anyhow::Result<()> {
+    for chunk in entries.chunks(500) {
+        let mut insert = sqlx::QueryBuilder::new("INSERT INTO row_log (tbl, id, data) ");
+        insert.push_values(chunk, |mut b, (table, id, json)| {
+            b.push_bind(*table).push_bind(id.as_str()).push_bind(json.as_deref());
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Rewrites the log as one entry per live row, when old versions outweigh the rows.
+async fn compact(pool: &SqlitePool, data: &Data) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM row_log").execute(&mut *tx).await?;
+    let mut entries = Vec::new();
+    for (table, rows) in &data.tables {
+        for (id, row) in &rows.rows {
+            entries.push((table.as_str(), id.to_string(), Some(serde_json::to_string(row)?)));
+            if entries.len() == 10_000 {
+                append(&mut tx, &entries).await?;
+                entries.clear();
             }
         }
     }
+    append(&mut tx, &entries).await?;
     tx.commit().await?;
     Ok(())
 }

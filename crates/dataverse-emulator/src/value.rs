@@ -11,21 +11,27 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
+/// The one-letter tags keep the state file small: it holds every version of every row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
+    #[serde(rename = "s")]
     Text(String),
     /// Whole numbers, big integers, and option values of choice, state and status columns.
+    #[serde(rename = "i")]
     Int(i64),
     /// Decimal, floating point and currency columns.
+    #[serde(rename = "n")]
     Number(f64),
+    #[serde(rename = "b")]
     Bool(bool),
+    #[serde(rename = "g")]
     Guid(Uuid),
+    #[serde(rename = "t")]
     DateTime(DateTime<Utc>),
+    #[serde(rename = "d")]
     Date(NaiveDate),
-    Lookup {
-        id: Uuid,
-        table: String,
-    },
+    #[serde(rename = "l")]
+    Lookup { id: Uuid, table: String },
 }
 
 /// One row: its non-null column values by logical name.

@@ -15,7 +15,15 @@ fn start(args: &[&str]) -> (Child, Json) {
         .expect("the binary starts");
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    (child, serde_json::from_str(&line).unwrap_or_else(|e| panic!("not one JSON line ({e}): {line:?}")))
+    match serde_json::from_str(&line) {
+        Ok(announcement) => (child, announcement),
+        Err(e) => {
+            let _ = child.kill();
+            let mut stderr = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            panic!("not one JSON line ({e}): {line:?}\nstderr: {stderr}")
+        }
+    }
 }
 
 fn stop(mut child: Child) -> String {

@@ -12,7 +12,13 @@ fn limited(limits: Limits, cost: CostModel) -> EmulatorConfig {
 }
 
 fn small_limits() -> Limits {
-    Limits { requests: 10, window: Duration::from_secs(2), execution_time: Duration::from_secs(60), concurrent: 52, dop_hint: 3 }
+    Limits {
+        requests: 10,
+        window: Duration::from_secs(2),
+        execution_time: Duration::from_secs(60),
+        concurrent: 52,
+        dop_hint: 3,
+    }
 }
 
 fn retry_after(reply: &Reply) -> u64 {
@@ -46,7 +52,11 @@ async fn s9_1_request_count_limit() {
         assert!(reply.header("x-ms-ratelimit-burst-remaining-xrm-requests").is_some());
     }
     let refusal = first_refusal.expect("the 11th request is refused");
-    refusal.assert_error(429, "0x80072322", "Number of requests exceeded the limit of 10 over time window of 2 seconds.");
+    refusal.assert_error(
+        429,
+        "0x80072322",
+        "Number of requests exceeded the limit of 10 over time window of 2 seconds.",
+    );
     let first_wait = retry_after(&refusal);
     assert!((1..=2).contains(&first_wait), "{first_wait}");
     // Pushing on makes the wait longer.

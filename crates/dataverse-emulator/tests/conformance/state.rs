@@ -18,6 +18,8 @@ async fn data_and_customizations_survive_a_restart() {
         )
         .await;
     let id = first.create("contacts", json!({"lastname": "Durable", "new_tier": "gold"})).await;
+    let deleted = first.create("contacts", json!({"lastname": "Fleeting"})).await;
+    assert_eq!(first.delete(&format!("contacts({deleted})")).await.status, StatusCode::NO_CONTENT);
     let updated = first.patch(&format!("contacts({id})"), json!({"firstname": "Dora"})).await;
     assert_eq!(updated.status, StatusCode::NO_CONTENT);
     let before = first.get(&format!("contacts({id})")).await.json();
@@ -33,6 +35,7 @@ async fn data_and_customizations_survive_a_restart() {
     assert_eq!(after["fullname"], "Dora Durable");
     assert_eq!(after["new_tier"], "gold");
     assert_eq!(after["@odata.etag"], before["@odata.etag"]);
+    assert_eq!(second.get(&format!("contacts({deleted})")).await.status, StatusCode::NOT_FOUND, "deletes are kept too");
     // Tokens issued before the restart still work: the signing key is kept too.
     let reply = second.send(second.http.get(second.api("WhoAmI")).bearer_auth(old_token)).await;
     assert_eq!(reply.status, StatusCode::OK);
