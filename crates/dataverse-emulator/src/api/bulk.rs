@@ -198,10 +198,10 @@ pub fn message_filters(data: &Data, request: &Request) -> ApiResult<Response> {
                 "_sdkmessageid_value": message_id,
                 "sdkmessageid": {"sdkmessageid": message_id, "name": message},
             });
-            if let Some(filter) = &options.filter {
-                if !matches_json(filter, &item, "sdkmessagefilter")? {
-                    continue;
-                }
+            if let Some(filter) = &options.filter
+                && !matches_json(filter, &item, "sdkmessagefilter")?
+            {
+                continue;
             }
             let mut item = item.as_object().cloned().expect("object");
             item.remove("sdkmessageid");
