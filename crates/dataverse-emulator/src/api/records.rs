@@ -130,46 +130,34 @@ fn write_response(
     Ok(response)
 }
 
-async fn create(request: &Request, table: &Table) -> ApiResult<Response> {
-    let body = request.json_object(&table.entity_set_name)?;
+/// Writes one row under the store's lock; the row is in the state file when this returns.
+async fn write_row(
+    request: &Request,
+    table: &Table,
+    key: Option<&Key>,
+    body: &Map<String, Json>,
+    kind: WriteKind,
+    preconditions: &Preconditions,
+) -> ApiResult<records::WriteOutcome> {
     let caller = request.caller;
-    let outcome = request
+    request
         .env
         .store
         .write(|data, journal| {
-            let request = WriteRequest {
-                table,
-                key: None,
-                body: &body,
-                kind: WriteKind::Create,
-                preconditions: &Preconditions::default(),
-                caller,
-            };
-            records::write(data, journal, request)
+            records::write(data, journal, WriteRequest { table, key, body, kind, preconditions, caller })
         })
-        .await?;
+        .await
+}
+
+async fn create(request: &Request, table: &Table) -> ApiResult<Response> {
+    let body = request.json_object(&table.entity_set_name)?;
+    let outcome = write_row(request, table, None, &body, WriteKind::Create, &Preconditions::default()).await?;
     write_response(request, table, &Key::Id(outcome.id), outcome.id, StatusCode::CREATED)
 }
 
 async fn upsert(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> {
     let body = request.json_object(&table.entity_set_name)?;
-    let caller = request.caller;
-    let preconditions = preconditions(request);
-    let outcome = request
-        .env
-        .store
-        .write(|data, journal| {
-            let request = WriteRequest {
-                table,
-                key: Some(key),
-                body: &body,
-                kind: WriteKind::Upsert,
-                preconditions: &preconditions,
-                caller,
-            };
-            records::write(data, journal, request)
-        })
-        .await?;
+    let outcome = write_row(request, table, Some(key), &body, WriteKind::Upsert, &preconditions(request)).await?;
     let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
     write_response(request, table, key, outcome.id, status)
 }
@@ -279,22 +267,7 @@ async fn property_request(request: &Request, table: &Table, key: &Key, property:
             };
             let body = Map::from_iter([(attribute.logical_name.clone(), value)]);
             let must_exist = Preconditions { if_match: Some("*".into()), if_none_match_any: false };
-            let caller = request.caller;
-            request
-                .env
-                .store
-                .write(|data, journal| {
-                    let request = WriteRequest {
-                        table,
-                        key: Some(key),
-                        body: &body,
-                        kind: WriteKind::Upsert,
-                        preconditions: &must_exist,
-                        caller,
-                    };
-                    records::write(data, journal, request)
-                })
-                .await?;
+            write_row(request, table, Some(key), &body, WriteKind::Upsert, &must_exist).await?;
             Ok(empty_response(StatusCode::NO_CONTENT))
         }
         _ => Err(ApiError::method_not_allowed("A single property answers GET, PUT and DELETE.")),
