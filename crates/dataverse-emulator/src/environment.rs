@@ -2,6 +2,7 @@
 //! answers for it.
 
 use crate::auth::{Directory, Secret, UserLogin};
+use crate::faults::{FaultPlan, Faults};
 use crate::limits::{CostModel, Limiter, Limits};
 use crate::store::Store;
 use crate::value::{Row, Value};
@@ -10,12 +11,13 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 /// How to start an emulator. Everything left out is generated on first start and, with a state file,
@@ -34,7 +36,16 @@ pub struct EmulatorConfig {
     pub limits: Limits,
     /// What each request costs in execution time, and so how long it takes to answer.
     pub cost: CostModel,
+    /// Faults to inject, for resilience tests.
+    pub faults: FaultPlan,
+    /// Serve HTTPS with a self-signed certificate, written (as PEM) to this path for clients to trust.
+    pub tls_certificate: Option<PathBuf>,
+    /// How long a change-tracking token stays valid.
+    pub change_retention: Duration,
 }
+
+/// Dataverse keeps change-tracking data for 7 days by default.
+pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for EmulatorConfig {
     fn default() -> Self {
@@ -48,6 +59,9 @@ impl Default for EmulatorConfig {
             token_lifetime: Duration::from_secs(3599),
             limits: Limits::default(),
             cost: CostModel::default(),
+            faults: FaultPlan::default(),
+            tls_certificate: None,
+            change_retention: DEFAULT_CHANGE_RETENTION,
         }
     }
 }
@@ -64,6 +78,7 @@ pub struct Environment {
     pub callers: HashMap<Uuid, Uuid>,
     pub limiter: Arc<Limiter>,
     pub cost: CostModel,
+    pub change_retention: Duration,
 }
 
 /// A started emulator. Dropping it stops the server.
@@ -136,6 +151,24 @@ async fn setting_id(store: &Store, key: &str, given: Option<Uuid>) -> anyhow::Re
     text.parse().with_context(|| format!("the state file holds '{text}' for {key}, which is not a GUID"))
 }
 
+/// The TLS acceptor for `--tls`: the certificate and key are generated once and kept in the state file, so
+/// a client that trusts the certificate keeps trusting it across restarts; the certificate is (re)written
+/// to `path` on every start.
+async fn tls(store: &Store, path: &Path) -> anyhow::Result<TlsAcceptor> {
+    let (certificate, key) = match (store.setting("tls_certificate"), store.setting("tls_key")) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let (c, k) = crate::serve::self_signed_certificate()?;
+            store.set_setting("tls_certificate", &c).await?;
+            store.set_setting("tls_key", &k).await?;
+            (c, k)
+        }
+    };
+    std::fs::write(path, &certificate)
+        .with_context(|| format!("writing the TLS certificate to {}; choose a writable path", path.display()))?;
+    crate::serve::tls_acceptor(&certificate, &key)
+}
+
 /// Makes sure a systemuser row exists for someone who can sign in.
 async fn ensure_user(
     store: &Store,
@@ -202,7 +235,11 @@ impl EmulatorConfig {
         if addr.ip().is_unspecified() {
             addr.set_ip([127, 0, 0, 1].into());
         }
-        let url = format!("http://{addr}");
+        let tls = match &self.tls_certificate {
+            None => None,
+            Some(path) => Some(tls(&store, path).await?),
+        };
+        let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
         let directory = Directory {
             tenant_id,
             client_id,
@@ -221,17 +258,12 @@ impl EmulatorConfig {
             callers,
             limiter: Limiter::new(self.limits),
             cost: self.cost,
+            change_retention: self.change_retention,
         });
         let router = crate::api::router(environment.clone());
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            });
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "the emulator's server stopped");
-            }
-        });
+        let faults = Arc::new(Faults::new(self.faults));
+        let task = tokio::spawn(crate::serve::serve(listener, router, faults, tls, stopped));
         tracing::info!(%url, "dataverse emulator listening");
         Ok(RunningEmulator {
             web_api: format!("{url}/api/data/v9.2/"),

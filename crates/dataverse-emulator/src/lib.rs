@@ -6,13 +6,16 @@ mod api;
 pub mod auth;
 pub mod environment;
 pub mod error;
+pub mod faults;
 pub mod limits;
 pub mod odata;
 pub mod records;
 pub mod schema;
+mod serve;
 pub mod store;
 pub mod value;
 
 pub use auth::Secret;
-pub use environment::{EmulatorConfig, Environment, RunningEmulator};
+pub use environment::{DEFAULT_CHANGE_RETENTION, EmulatorConfig, Environment, RunningEmulator};
+pub use faults::{Fault, FaultPlan, FaultRule, When};
 pub use limits::{CostModel, Limits};

@@ -243,7 +243,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "us" | "µs" => value / 1_000_000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("'{text}' has an unknown unit '{unit}': use ms, s, m or h")),
+        "d" => value * 86400.0,
+        _ => return Err(format!("'{text}' has an unknown unit '{unit}': use ms, s, m, h or d")),
     };
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("'{text}' is not a duration"));

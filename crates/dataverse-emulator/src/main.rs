@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use dataverse_emulator::limits::parse_duration;
-use dataverse_emulator::{CostModel, EmulatorConfig, Limits, Secret};
+use dataverse_emulator::{CostModel, EmulatorConfig, FaultPlan, FaultRule, Limits, Secret};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,6 +67,19 @@ struct Cli {
     /// No execution cost at all: every request answers as fast as this machine allows (limits still count).
     #[arg(long, conflicts_with_all = ["cost_per_request", "cost_per_record_written", "cost_per_record_read"])]
     free: bool,
+    /// How long a change-tracking token stays valid (Dataverse keeps 7 days).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    change_retention: Duration,
+    /// Inject a fault, as FAULT:WHEN. FAULT is 500, 503, drop, slow=DURATION or token-outage; WHEN is rate=P,
+    /// every=N, requests=A-B or after=DURATION,for=DURATION. Repeat for more; the first rule that hits wins.
+    #[arg(long = "fault", value_name = "FAULT:WHEN")]
+    faults: Vec<FaultRule>,
+    /// Seed of the faults drawn by rate: the same seed faults the same request numbers.
+    #[arg(long, default_value_t = 1)]
+    fault_seed: u64,
+    /// Serve HTTPS with a self-signed certificate for localhost and 127.0.0.1, written as PEM to this path.
+    #[arg(long, value_name = "CERT_PATH")]
+    tls: Option<PathBuf>,
 }
 
 fn parse_user(text: &str) -> anyhow::Result<(String, Secret)> {
@@ -111,6 +124,9 @@ async fn main() -> anyhow::Result<()> {
                 per_record_read: cli.cost_per_record_read,
             }
         },
+        faults: FaultPlan { seed: cli.fault_seed, rules: cli.faults },
+        tls_certificate: cli.tls,
+        change_retention: cli.change_retention,
     };
     let emulator = config.start().await?;
     // Listen for signals before announcing: a script may stop the emulator as soon as it has read the line.

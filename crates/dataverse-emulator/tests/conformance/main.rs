@@ -3,11 +3,13 @@
 
 mod auth;
 mod bulk;
+mod faults;
 mod limits;
 mod metadata;
 mod query;
 mod records;
 mod state;
+mod tls;
 mod validation;
 
 use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
