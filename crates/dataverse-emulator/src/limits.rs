@@ -71,6 +71,13 @@ pub struct Work {
     pub read: u32,
 }
 
+impl std::ops::Add for Work {
+    type Output = Work;
+    fn add(self, other: Work) -> Work {
+        Work { written: self.written + other.written, read: self.read + other.read }
+    }
+}
+
 impl Work {
     pub fn written(n: usize) -> Self {
         Work { written: n as u32, read: 0 }

@@ -1,5 +1,6 @@
 //! The HTTP surface: the token endpoint and the Web API under `/api/data/v9.x/`.
 
+mod batch;
 mod bulk;
 mod metadata;
 mod records;
@@ -235,6 +236,7 @@ async fn route(
     };
     match first.name.as_str() {
         "$metadata" => metadata::csdl(&request),
+        "$batch" if segments.len() == 1 => batch::execute(&request).await,
         "EntityDefinitions" => metadata::entity_definitions(&request, &segments).await,
         "WhoAmI" => who_am_i(&request, &segments),
         "sdkmessagefilters" if segments.len() == 1 && request.method == Method::GET => {

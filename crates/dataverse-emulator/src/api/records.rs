@@ -7,15 +7,18 @@ use crate::limits::Work;
 use crate::odata::filter::Predicate;
 use crate::odata::path::{Key, Segment};
 use crate::odata::query::{Cursor, QueryOptions, value_from_cookie};
-use crate::records::{self, Preconditions, Selection, WriteKind, WriteRequest, etag, resolve_key, row_json};
+use crate::records::{
+    self, Preconditions, Selection, WriteKind, WriteOutcome, WriteRequest, etag, resolve_key, row_json,
+};
 use crate::schema::Table;
-use crate::store::TableRows;
+use crate::store::{Change, Data, TableRows};
 use crate::value::{Row, Value};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value as Json, json};
 use std::cmp::Ordering;
 use std::ops::Bound;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Dataverse's page size limit, and the most `@odata.count` reports.
@@ -33,6 +36,15 @@ pub async fn dispatch(request: &Request, segments: &[Segment]) -> ApiResult<Resp
 }
 
 async fn answer(request: &Request, segments: &[Segment]) -> ApiResult<Response> {
+    let write = {
+        let data = request.env.store.read();
+        RecordWrite::plan(request, &data, segments)?
+    };
+    if let Some(write) = write {
+        let caller = request.caller;
+        let outcome = request.env.store.write(|data, journal| write.apply(data, journal, caller)).await?;
+        return write.respond(request, &outcome);
+    }
     let first = &segments[0];
     let table = {
         let data = request.env.store.read();
@@ -41,7 +53,6 @@ async fn answer(request: &Request, segments: &[Segment]) -> ApiResult<Response> 
     match (&first.key, segments.get(1), segments.len()) {
         (None, None, 1) => match request.method {
             Method::GET => query(request, &table),
-            Method::POST => create(request, &table).await,
             _ => Err(ApiError::method_not_allowed(format!(
                 "The HTTP method '{}' is not allowed on the collection {}; use GET to query or POST to create.",
                 request.method, table.entity_set_name
@@ -53,15 +64,142 @@ async fn answer(request: &Request, segments: &[Segment]) -> ApiResult<Response> 
         }
         (Some(key), None, 1) => match request.method {
             Method::GET => retrieve(request, &table, key),
-            Method::PATCH => upsert(request, &table, key).await,
-            Method::DELETE => delete(request, &table, key).await,
             _ => Err(ApiError::method_not_allowed(format!(
                 "The HTTP method '{}' is not allowed on a record; use GET, PATCH or DELETE.",
                 request.method
             ))),
         },
-        (Some(key), Some(property), 2) => property_request(request, &table, key, &property.name).await,
+        (Some(key), Some(property), 2) => property_request(request, &table, key, &property.name),
         _ => Err(ApiError::segment_not_found(&segments.last().expect("non-empty").name)),
+    }
+}
+
+/// A write of one record: `POST` to a collection, `PATCH` or `DELETE` of a record, `PUT` or `DELETE` of one
+/// of its columns. Planned from the request, applied under the store's lock — alone, or with the rest of a
+/// `$batch` change set — and answered once the lock is released.
+pub struct RecordWrite {
+    table: Arc<Table>,
+    action: WriteAction,
+}
+
+enum WriteAction {
+    Create {
+        body: Map<String, Json>,
+    },
+    Upsert {
+        key: Key,
+        body: Map<String, Json>,
+        preconditions: Preconditions,
+    },
+    Delete {
+        key: Key,
+        if_match: Option<String>,
+    },
+    /// `PUT`/`DELETE /contacts(<id>)/<column>`: sets or clears one column of a record that must exist.
+    Column {
+        key: Key,
+        body: Map<String, Json>,
+    },
+}
+
+impl RecordWrite {
+    /// The write a request asks for, or `None` when it is not a single-record write.
+    pub fn plan(request: &Request, data: &Data, segments: &[Segment]) -> ApiResult<Option<RecordWrite>> {
+        let Some(first) = segments.first() else { return Ok(None) };
+        let table =
+            data.schema.table_by_set(&first.name).cloned().ok_or_else(|| ApiError::segment_not_found(&first.name))?;
+        let action = match (&first.key, segments.get(1), &request.method) {
+            (None, None, &Method::POST) => WriteAction::Create { body: request.json_object(&table.entity_set_name)? },
+            (Some(key), None, &Method::PATCH) => WriteAction::Upsert {
+                key: key.clone(),
+                body: request.json_object(&table.entity_set_name)?,
+                preconditions: preconditions(request),
+            },
+            (Some(key), None, &Method::DELETE) => {
+                WriteAction::Delete { key: key.clone(), if_match: request.header("if-match").map(str::to_string) }
+            }
+            (Some(key), Some(property), method)
+                if segments.len() == 2 && (method == Method::PUT || method == Method::DELETE) =>
+            {
+                let property = &property.name;
+                let attribute =
+                    table.attribute_by_property(property).ok_or_else(|| ApiError::segment_not_found(property))?;
+                if attribute.is_lookup() {
+                    return Err(ApiError::bad_query(format!(
+                        "'{property}' is a lookup: set it with PATCH and '<navigation property>@odata.bind', or clear it with null."
+                    )));
+                }
+                let value = if method == Method::PUT {
+                    let body = request.json_object(&table.entity_set_name)?;
+                    body.get("value").cloned().ok_or_else(|| {
+                        ApiError::payload(
+                            &table.entity_set_name,
+                            format!("PUT of a single property takes {{\"value\": …}} for '{property}'."),
+                        )
+                    })?
+                } else {
+                    Json::Null
+                };
+                WriteAction::Column {
+                    key: key.clone(),
+                    body: Map::from_iter([(attribute.logical_name.clone(), value)]),
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(RecordWrite { table, action }))
+    }
+
+    /// Applies the write; everything is checked before anything changes.
+    pub fn apply(&self, data: &mut Data, journal: &mut Vec<Change>, caller: Uuid) -> ApiResult<WriteOutcome> {
+        let table = &*self.table;
+        let write = |data: &mut Data, journal: &mut Vec<Change>, key, body, kind, preconditions| {
+            records::write(data, journal, WriteRequest { table, key, body, kind, preconditions, caller })
+        };
+        match &self.action {
+            WriteAction::Create { body } => {
+                write(data, journal, None, body, WriteKind::Create, &Preconditions::default())
+            }
+            WriteAction::Upsert { key, body, preconditions } => {
+                write(data, journal, Some(key), body, WriteKind::Upsert, preconditions)
+            }
+            WriteAction::Column { key, body } => {
+                let must_exist = Preconditions { if_match: Some("*".into()), if_none_match_any: false };
+                write(data, journal, Some(key), body, WriteKind::Upsert, &must_exist)
+            }
+            WriteAction::Delete { key, if_match } => {
+                let id = resolve_key(data, table, key)?.ok_or_else(|| not_found(table, key))?;
+                let row = data.rows(&table.logical_name).get(&id).expect("resolved");
+                if let Some(tag) = if_match
+                    && tag != "*"
+                    && tag.trim() != etag(row)
+                {
+                    return Err(ApiError::version_mismatch());
+                }
+                data.remove_row(journal, &table.logical_name, id);
+                Ok(WriteOutcome { id, created: false })
+            }
+        }
+    }
+
+    /// The answer to an applied write.
+    pub fn respond(&self, request: &Request, outcome: &WriteOutcome) -> ApiResult<Response> {
+        let table = &*self.table;
+        match &self.action {
+            WriteAction::Create { .. } => {
+                write_response(request, table, &Key::Id(outcome.id), outcome.id, StatusCode::CREATED)
+            }
+            WriteAction::Upsert { key, .. } => {
+                let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
+                write_response(request, table, key, outcome.id, status)
+            }
+            WriteAction::Delete { .. } | WriteAction::Column { .. } => Ok(empty_response(StatusCode::NO_CONTENT)),
+        }
+    }
+
+    /// The URL of the record written, as `$<Content-ID>` stands for in a change set.
+    pub fn entity_url(&self, request: &Request, outcome: &WriteOutcome) -> String {
+        entity_url(request, &self.table, &Key::Id(outcome.id))
     }
 }
 
@@ -130,59 +268,6 @@ fn write_response(
     Ok(response)
 }
 
-/// Writes one row under the store's lock; the row is in the state file when this returns.
-async fn write_row(
-    request: &Request,
-    table: &Table,
-    key: Option<&Key>,
-    body: &Map<String, Json>,
-    kind: WriteKind,
-    preconditions: &Preconditions,
-) -> ApiResult<records::WriteOutcome> {
-    let caller = request.caller;
-    request
-        .env
-        .store
-        .write(|data, journal| {
-            records::write(data, journal, WriteRequest { table, key, body, kind, preconditions, caller })
-        })
-        .await
-}
-
-async fn create(request: &Request, table: &Table) -> ApiResult<Response> {
-    let body = request.json_object(&table.entity_set_name)?;
-    let outcome = write_row(request, table, None, &body, WriteKind::Create, &Preconditions::default()).await?;
-    write_response(request, table, &Key::Id(outcome.id), outcome.id, StatusCode::CREATED)
-}
-
-async fn upsert(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> {
-    let body = request.json_object(&table.entity_set_name)?;
-    let outcome = write_row(request, table, Some(key), &body, WriteKind::Upsert, &preconditions(request)).await?;
-    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
-    write_response(request, table, key, outcome.id, status)
-}
-
-async fn delete(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> {
-    let if_match = request.header("if-match").map(str::to_string);
-    request
-        .env
-        .store
-        .write(|data, journal| {
-            let id = resolve_key(data, table, key)?.ok_or_else(|| not_found(table, key))?;
-            let row = data.rows(&table.logical_name).get(&id).expect("resolved");
-            if let Some(tag) = &if_match
-                && tag != "*"
-                && tag.trim() != etag(row)
-            {
-                return Err(ApiError::version_mismatch());
-            }
-            data.remove_row(journal, &table.logical_name, id);
-            Ok(())
-        })
-        .await?;
-    Ok(empty_response(StatusCode::NO_CONTENT))
-}
-
 fn retrieve(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> {
     let options = request.options()?;
     if options.expand.is_some() {
@@ -206,9 +291,12 @@ fn retrieve(request: &Request, table: &Table, key: &Key) -> ApiResult<Response> 
     Ok(response)
 }
 
-/// `GET|PUT|DELETE /contacts(<id>)/<property>`, and `GET` of a single-valued navigation property.
-async fn property_request(request: &Request, table: &Table, key: &Key, property: &str) -> ApiResult<Response> {
-    if let Some((attribute, _)) = table.navigation(property).filter(|_| request.method == Method::GET) {
+/// `GET /contacts(<id>)/<property>`, and `GET` of a single-valued navigation property.
+fn property_request(request: &Request, table: &Table, key: &Key, property: &str) -> ApiResult<Response> {
+    if request.method != Method::GET {
+        return Err(ApiError::method_not_allowed("A single property answers GET, PUT and DELETE."));
+    }
+    if let Some((attribute, _)) = table.navigation(property) {
         let related = {
             let data = request.env.store.read();
             let id = resolve_key(&data, table, key)?.ok_or_else(|| not_found(table, key))?;
@@ -230,47 +318,19 @@ async fn property_request(request: &Request, table: &Table, key: &Key, property:
         let (body, _) = entity_body(request, &target_table, id, &selection)?;
         return Ok(json_response(StatusCode::OK, &body));
     }
-    let attribute =
-        table.attribute_by_property(property).cloned().ok_or_else(|| ApiError::segment_not_found(property))?;
-    match request.method {
-        Method::GET => {
-            let data = request.env.store.read();
-            let id = resolve_key(&data, table, key)?.ok_or_else(|| not_found(table, key))?;
-            let row = data.rows(&table.logical_name).get(&id).expect("resolved");
-            match row.get(&attribute.logical_name) {
-                None => Ok(empty_response(StatusCode::NO_CONTENT)),
-                Some(value) => Ok(json_response(
-                    StatusCode::OK,
-                    &json!({
-                        "@odata.context": format!("{}/$metadata#{}({})/{}", request.base, table.entity_set_name, id, property),
-                        "value": value.to_json(),
-                    }),
-                )),
-            }
-        }
-        Method::PUT | Method::DELETE => {
-            if attribute.is_lookup() {
-                return Err(ApiError::bad_query(format!(
-                    "'{property}' is a lookup: set it with PATCH and '<navigation property>@odata.bind', or clear it with null."
-                )));
-            }
-            let value = if request.method == Method::PUT {
-                let body = request.json_object(&table.entity_set_name)?;
-                body.get("value").cloned().ok_or_else(|| {
-                    ApiError::payload(
-                        &table.entity_set_name,
-                        format!("PUT of a single property takes {{\"value\": …}} for '{property}'."),
-                    )
-                })?
-            } else {
-                Json::Null
-            };
-            let body = Map::from_iter([(attribute.logical_name.clone(), value)]);
-            let must_exist = Preconditions { if_match: Some("*".into()), if_none_match_any: false };
-            write_row(request, table, Some(key), &body, WriteKind::Upsert, &must_exist).await?;
-            Ok(empty_response(StatusCode::NO_CONTENT))
-        }
-        _ => Err(ApiError::method_not_allowed("A single property answers GET, PUT and DELETE.")),
+    let attribute = table.attribute_by_property(property).ok_or_else(|| ApiError::segment_not_found(property))?;
+    let data = request.env.store.read();
+    let id = resolve_key(&data, table, key)?.ok_or_else(|| not_found(table, key))?;
+    let row = data.rows(&table.logical_name).get(&id).expect("resolved");
+    match row.get(&attribute.logical_name) {
+        None => Ok(empty_response(StatusCode::NO_CONTENT)),
+        Some(value) => Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "@odata.context": format!("{}/$metadata#{}({})/{}", request.base, table.entity_set_name, id, property),
+                "value": value.to_json(),
+            }),
+        )),
     }
 }
 

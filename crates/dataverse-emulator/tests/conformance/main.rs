@@ -2,6 +2,7 @@
 //! `shared/reference/dataverse-web-api.md` whose behaviour it checks.
 
 mod auth;
+mod batch;
 mod bulk;
 mod faults;
 mod limits;
