@@ -3,7 +3,9 @@
 pub mod activation;
 pub mod api;
 pub mod connection;
+pub mod declarative;
 pub mod ids;
+pub mod remote;
 pub mod secrets;
 pub mod service;
 pub mod specs;
