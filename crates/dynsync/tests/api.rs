@@ -59,6 +59,22 @@ async fn the_seed_003_request_creates_a_dynamics_connection(backend: Backend) {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(reply.detail().contains("the password of crm.user@contoso.com is wrong"), "{}", reply.text);
 
+    // The service principal auth spec: the tenant and the authority are found from the environment too.
+    let principal = json!({
+        "name": "Dynamics app",
+        "auth": {
+            "specName": "Service Principal Key Based Authentication",
+            "params": {
+                "serviceUri": world.emulator.url,
+                "servicePrincipalId": world.emulator.client_id.to_string(),
+                "servicePrincipalKey": world.emulator.client_secret.expose()
+            }
+        },
+        "connectionSpec": {"id": "38ad80fe-8b06-4938-94f4-d4ee80266b07", "version": "1.0"}
+    });
+    let reply = world.post("connections", principal).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+
     let specs = world.get("connectionSpecs/38ad80fe-8b06-4938-94f4-d4ee80266b07").await.json();
     let auth_specs: Vec<&str> =
         specs["items"][0]["authSpec"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
@@ -330,6 +346,18 @@ async fn secrets_are_never_returned_nor_stored_in_clear(backend: Backend) {
             assert!(rows[0].0.contains("v1:"), "sealed: {}", rows[0].0);
         }
     }
-    // The service, restarted on the same store and key, still reads the secret: the flow check signs in with it.
+    // Restarted on the same store and key, dynsync still opens the secret: checking a flow signs in with it.
+    let world = world.restart().await;
+    let reply = world
+        .post(
+            "targetConnections",
+            json!({"name": "Contacts", "baseConnectionId": id, "params": {"customizationPrefix": "new"}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let target = reply.json()["id"].as_str().unwrap().to_string();
+    let reply =
+        world.post("flows", flow(&target, json!([]), json!([{"source": "contactId", "target": "contactid"}]))).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     world.finish().await;
 }

@@ -121,6 +121,16 @@ impl World {
         Some(World { emulator, service, http: reqwest::Client::new(), sandbox, data_dir, database })
     }
 
+    /// Stops dynsync and starts it again on the same data directory and database.
+    pub async fn restart(self) -> World {
+        let World { emulator, service, http, sandbox, data_dir, database } = self;
+        service.stop().await;
+        let mut config = ServiceConfig::new(data_dir.path());
+        config.database_url = database.as_ref().map(|d| d.url.clone());
+        let service = Service::start(config).await.unwrap();
+        World { emulator, service, http, sandbox, data_dir, database }
+    }
+
     pub async fn finish(self) {
         self.service.stop().await;
         if let Some(db) = &self.database {
