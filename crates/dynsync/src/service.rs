@@ -88,7 +88,7 @@ pub struct Service;
 
 impl Service {
     pub async fn start(config: ServiceConfig) -> Result<RunningService, StartError> {
-        std::fs::create_dir_all(&config.data_dir)
+        create_private_dir(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         let key = SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
         let tokens =
@@ -113,6 +113,22 @@ impl Service {
         tracing::info!(%url, database = ?store.kind(), "dynsync listening");
         Ok(RunningService { url, token: tokens[0].clone(), store, shutdown: Some(shutdown), task })
     }
+}
+
+/// Creates the data directory readable by its owner only: it holds the store, the key and the tokens. An existing
+/// directory is left as its operator set it.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
 }
 
 /// The tokens of `<data_dir>/api-tokens`; on first start, the file is created with one new token.

@@ -14,6 +14,7 @@ on_both_stores!(
     flows_are_validated_against_the_contact_table_when_saved,
     resources_of_one_sandbox_are_not_found_in_another,
     secrets_are_never_returned_nor_stored_in_clear,
+    stores_opened_together_migrate_once,
 );
 
 async fn the_seed_003_request_creates_a_dynamics_connection(backend: Backend) {
@@ -359,5 +360,26 @@ async fn secrets_are_never_returned_nor_stored_in_clear(backend: Backend) {
     let reply =
         world.post("flows", flow(&target, json!([]), json!([{"source": "contactId", "target": "contactid"}]))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    world.finish().await;
+}
+
+async fn stores_opened_together_migrate_once(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    // Several dynsync processes sharing one database start at once; each opens the store and migrates.
+    let url = world.database.as_ref().map(|d| d.url.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let opens = (0..4).map(|_| {
+        let url = url.clone();
+        let path = dir.path().to_path_buf();
+        async move {
+            let key = dynsync::secrets::SecretKey::from_base64(key).unwrap();
+            dynsync::Store::open(url.as_deref(), &path, key).await
+        }
+    });
+    for store in futures::future::join_all(opens).await {
+        let store = store.expect("every process opens the store");
+        assert!(store.flows(&"prod".parse().unwrap()).await.unwrap().is_empty());
+    }
     world.finish().await;
 }

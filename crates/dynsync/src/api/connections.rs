@@ -130,13 +130,13 @@ pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id)
     if state.store.connection(&caller.sandbox, parsed).await?.is_none() {
         return Err(ApiError::not_found("connection", &id, &caller.sandbox));
     }
-    if state.store.is_referenced(&caller.sandbox, &id).await? {
+    let targets = state.store.targets_of(&caller.sandbox, parsed).await?;
+    if !targets.is_empty() {
+        let list = targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "in-use",
-            format!(
-                "connection {id} is the base of a target connection: delete its target connections and flows first"
-            ),
+            format!("connection {id} is the base of target connection {list}: delete those (and their flows) first"),
         ));
     }
     state.store.delete_connection(&caller.sandbox, parsed).await?;

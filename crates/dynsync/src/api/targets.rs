@@ -113,11 +113,13 @@ pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id)
     if state.store.target_connection(&caller.sandbox, parsed).await?.is_none() {
         return Err(ApiError::not_found("target connection", &id, &caller.sandbox));
     }
-    if state.store.is_referenced(&caller.sandbox, &id).await? {
+    let flows = state.store.flows_of(&caller.sandbox, parsed).await?;
+    if !flows.is_empty() {
+        let list = flows.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "in-use",
-            format!("target connection {id} is used by a flow: delete the flow first"),
+            format!("target connection {id} is used by flow {list}: delete the flows first"),
         ));
     }
     state.store.delete_target_connection(&caller.sandbox, parsed).await?;

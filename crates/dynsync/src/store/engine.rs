@@ -9,6 +9,12 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// A migration: its version, and statements both engines take.
+pub type Migration = (&'static str, &'static [&'static str]);
+
+const MIGRATIONS_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS dynsync_migrations (version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatabaseKind {
     Sqlite,
@@ -80,6 +86,54 @@ impl Engine {
             Engine::Sqlite(_) => DatabaseKind::Sqlite,
             Engine::Postgres(_) => DatabaseKind::Postgres,
         }
+    }
+
+    /// Applies the migrations not applied yet, in one transaction that holds the migration lock (an advisory lock
+    /// on PostgreSQL, the write lock on SQLite), so that processes starting together apply each once. Returns the
+    /// versions it applied.
+    pub async fn migrate(&self, migrations: &[Migration]) -> Result<Vec<&'static str>, StoreError> {
+        macro_rules! migrate_in {
+            ($tx:expr, $insert:expr) => {{
+                let tx = &mut $tx;
+                sqlx::query(MIGRATIONS_TABLE).execute(&mut **tx).await?;
+                let applied: Vec<String> =
+                    sqlx::query_scalar("SELECT version FROM dynsync_migrations").fetch_all(&mut **tx).await?;
+                let mut done = Vec::new();
+                for (version, statements) in migrations {
+                    if applied.iter().any(|v| v == version) {
+                        continue;
+                    }
+                    for sql in *statements {
+                        sqlx::query(*sql)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(|source| StoreError::Migration { version, source })?;
+                    }
+                    sqlx::query($insert)
+                        .bind(*version)
+                        .bind(chrono::Utc::now().to_rfc3339())
+                        .execute(&mut **tx)
+                        .await?;
+                    done.push(*version);
+                }
+                done
+            }};
+        }
+        Ok(match self {
+            Engine::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let done = migrate_in!(tx, "INSERT INTO dynsync_migrations (version, applied_at) VALUES (?1, ?2)");
+                tx.commit().await?;
+                done
+            }
+            Engine::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7245120)").execute(&mut *tx).await?;
+                let done = migrate_in!(tx, "INSERT INTO dynsync_migrations (version, applied_at) VALUES ($1, $2)");
+                tx.commit().await?;
+                done
+            }
+        })
     }
 
     /// Runs a statement; the number of rows it changed.

@@ -178,8 +178,8 @@ impl Store {
         });
         self.engine
             .execute(
-                "INSERT INTO target_connections (id, sandbox, name, body, etag, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO target_connections (id, sandbox, name, body, etag, created_at, updated_at, base_connection_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[
                     t.id.to_string().into(),
                     t.sandbox.as_str().into(),
@@ -188,6 +188,7 @@ impl Store {
                     t.etag.0.as_str().into(),
                     t.created_at.to_rfc3339().into(),
                     t.updated_at.to_rfc3339().into(),
+                    t.base_connection_id.to_string().into(),
                 ],
             )
             .await?;
@@ -238,8 +239,8 @@ impl Store {
     pub async fn insert_flow(&self, f: &ActivationFlow) -> Result<()> {
         self.engine
             .execute(
-                "INSERT INTO flows (id, sandbox, name, body, state, etag, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO flows (id, sandbox, name, body, state, etag, created_at, updated_at, target_connection_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     f.id.to_string().into(),
                     f.sandbox.as_str().into(),
@@ -249,6 +250,7 @@ impl Store {
                     f.etag.0.as_str().into(),
                     f.created_at.to_rfc3339().into(),
                     f.updated_at.to_rfc3339().into(),
+                    target_column(&f.definition).into(),
                 ],
             )
             .await?;
@@ -260,7 +262,7 @@ impl Store {
         let n = self
             .engine
             .execute(
-                "UPDATE flows SET name = $1, body = $2, state = $3, etag = $4, updated_at = $5 \
+                "UPDATE flows SET name = $1, body = $2, state = $3, etag = $4, updated_at = $5, target_connection_id = $9 \
                  WHERE sandbox = $6 AND id = $7 AND etag = $8",
                 &[
                     f.definition.name.as_str().into(),
@@ -271,6 +273,7 @@ impl Store {
                     f.sandbox.as_str().into(),
                     f.id.to_string().into(),
                     expected.0.as_str().into(),
+                    target_column(&f.definition).into(),
                 ],
             )
             .await?;
@@ -324,19 +327,58 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Whether anything in the sandbox still uses a connection or a target connection (by id, as text).
-    pub async fn is_referenced(&self, sandbox: &Sandbox, id: &str) -> Result<bool> {
-        let pattern = format!("%{id}%");
+    /// The target connections over a connection.
+    pub async fn targets_of(&self, sandbox: &Sandbox, connection: ConnectionId) -> Result<Vec<TargetConnectionId>> {
         let rows = self
             .engine
             .fetch(
-                "SELECT id FROM target_connections WHERE sandbox = $1 AND body LIKE $2 \
-                 UNION ALL SELECT id FROM flows WHERE sandbox = $1 AND body LIKE $2",
-                &[sandbox.as_str().into(), pattern.into()],
+                "SELECT id FROM target_connections WHERE sandbox = $1 AND base_connection_id = $2 ORDER BY id",
+                &[sandbox.as_str().into(), connection.to_string().into()],
             )
             .await?;
-        Ok(!rows.is_empty())
+        ids(rows)
     }
+
+    /// The flows that write through a target connection.
+    pub async fn flows_of(&self, sandbox: &Sandbox, target: TargetConnectionId) -> Result<Vec<FlowId>> {
+        let rows = self
+            .engine
+            .fetch(
+                "SELECT id FROM flows WHERE sandbox = $1 AND target_connection_id = $2 ORDER BY id",
+                &[sandbox.as_str().into(), target.to_string().into()],
+            )
+            .await?;
+        ids(rows)
+    }
+
+    /// What a flow writes through: its target connection and the destination connection under it, from the flow's
+    /// own sandbox. `None` when either was deleted.
+    pub async fn flow_destination(
+        &self,
+        flow: &ActivationFlow,
+    ) -> Result<Option<(TargetConnection, crate::connection::DestinationConnection)>> {
+        let Some(target_id) = flow.definition.target_connection_id() else {
+            return Ok(None);
+        };
+        let Some(target) = self.target_connection(&flow.sandbox, target_id).await? else {
+            return Ok(None);
+        };
+        let connection = self.connection(&flow.sandbox, target.base_connection_id).await?;
+        Ok(connection.and_then(|c| c.destination()).map(|d| (target, d)))
+    }
+}
+
+fn target_column(flow: &FlowDefinition) -> String {
+    flow.target_connection_id().map(|t| t.to_string()).unwrap_or_default()
+}
+
+fn ids<T: std::str::FromStr>(rows: Vec<Vec<Option<String>>>) -> Result<Vec<T>> {
+    rows.into_iter()
+        .map(|r| {
+            let text = r.into_iter().next().flatten().unwrap_or_default();
+            text.parse().map_err(|_| StoreError::Corrupt { what: "id", detail: text })
+        })
+        .collect()
 }
 
 fn columns<const N: usize>(row: Vec<Option<String>>) -> std::result::Result<[String; N], String> {
