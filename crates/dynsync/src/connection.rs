@@ -450,6 +450,26 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn an_app_without_access_is_told_where_to_grant_it() {
+        let api = dataverse::ApiError {
+            status: 403,
+            code: "0x80072560".into(),
+            message: "The user is not a member of the organization.".into(),
+            request_id: None,
+            retry_after: None,
+            kind: dataverse::ErrorKind::Auth,
+        };
+        let problem = ConnectionProblem {
+            environment: "https://contoso.crm4.dynamics.com".into(),
+            reason: Reason::Dataverse(Error::Api(api)),
+        };
+        let text = problem.to_string();
+        assert!(text.starts_with("the app signs in but has no access to https://contoso.crm4.dynamics.com"), "{text}");
+        assert!(text.contains("Application users") && text.contains("not a member of the organization"), "{text}");
+        assert!(!problem.is_transient());
+    }
+
+    #[test]
     fn the_authority_comes_from_www_authenticate() {
         assert_eq!(
             parse_authorization_uri(

@@ -60,6 +60,13 @@ async fn the_seed_003_request_creates_a_dynamics_connection(backend: Backend) {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(reply.detail().contains("the password of crm.user@contoso.com is wrong"), "{}", reply.text);
 
+    // The request exactly as seed 003 prints it, sent by curl, with only the host and the token changed (and its
+    // placeholders filled in).
+    if let Some(answer) = seed_003_curl(&world).await {
+        let keys: Vec<String> = answer.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["id", "etag"], "{answer}");
+    }
+
     // The service principal auth spec: the tenant and the authority are found from the environment too.
     let principal = json!({
         "name": "Dynamics app",
@@ -81,6 +88,61 @@ async fn the_seed_003_request_creates_a_dynamics_connection(backend: Backend) {
         specs["items"][0]["authSpec"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert_eq!(auth_specs, ["Basic Authentication for Dynamics-Online", "Service Principal Key Based Authentication"]);
     world.finish().await;
+}
+
+/// Seed 003's curl command, character for character.
+const SEED_003_CURL: &str = r#"curl -X POST \
+    'https://platform.adobe.io/data/foundation/flowservice/connections' \
+    -H 'Authorization: Bearer {ACCESS_TOKEN}' \
+    -H 'x-api-key: {API_KEY}' \
+    -H 'x-gw-ims-org-id: {IMS_ORG}' \
+    -H 'x-sandbox-name: {SANDBOX_NAME}' \
+    -H 'Content-Type: application/json' \
+    -d '{
+        "name": "Dynamics Connection",
+        "description": "connection for Dynamics account",
+        "auth": {
+            "specName": "Basic Authentication for Dynamics-Online",
+            "params": {
+                "serviceUri": "{SERVICE_URI}",
+                "username": "{USERNAME}",
+                "password": "{PASSWORD}"
+            }
+        },
+        "connectionSpec": {
+            "id": "38ad80fe-8b06-4938-94f4-d4ee80266b07",
+            "version": "1.0"
+        }
+    }'"#;
+
+/// Runs seed 003's curl against dynsync; `None` when curl is not installed.
+async fn seed_003_curl(world: &World) -> Option<Json> {
+    let command = SEED_003_CURL
+        .replace("https://platform.adobe.io", &world.service.url)
+        .replace("{ACCESS_TOKEN}", &world.service.token)
+        .replace("{API_KEY}", "my-api-key")
+        .replace("{IMS_ORG}", "0123456789ABCDEF@AdobeOrg")
+        .replace("{SANDBOX_NAME}", &world.sandbox)
+        .replace("{SERVICE_URI}", &world.emulator.url)
+        .replace("{USERNAME}", "crm.user@contoso.com")
+        .replace("{PASSWORD}", "P@ssw0rd!");
+    let output = match tokio::process::Command::new("sh")
+        .args(["-c", &format!("{command} --silent --show-error")])
+        .output()
+        .await
+    {
+        Ok(output) if output.status.success() => output,
+        Ok(output) if String::from_utf8_lossy(&output.stderr).contains("not found") => {
+            eprintln!("curl is not installed: the seed-003 request was sent by reqwest only");
+            return None;
+        }
+        Ok(output) => panic!("curl failed: {}", String::from_utf8_lossy(&output.stderr)),
+        Err(e) => panic!("sh runs: {e}"),
+    };
+    Some(
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout))),
+    )
 }
 
 async fn a_destination_connection_is_tested_when_created(backend: Backend) {
