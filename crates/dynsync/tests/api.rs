@@ -156,6 +156,28 @@ async fn a_destination_connection_is_tested_when_created(backend: Backend) {
     assert_eq!(connection["status"], "connected");
     assert_eq!(connection["signedInAs"]["organizationId"], world.emulator.environment.organization_id.to_string());
 
+    // Rotating the secret: new credentials are tested before they replace the old ones.
+    let path = format!("connections/{id}");
+    let patch = |ops: Json| world.send(Method::PATCH, &path, Some(ops));
+    let reply = patch(json!([{"op": "replace", "path": "/auth/params/clientSecret", "value": "abcde~revoked"}])).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(
+        reply.detail().contains("keeps its old ones") && reply.detail().contains("client secret is wrong"),
+        "{}",
+        reply.text
+    );
+    let reply = patch(json!([
+        {"op": "replace", "path": "/auth/params/clientSecret", "value": secret},
+        {"op": "replace", "path": "/name", "value": "Contoso Dynamics (rotated)"}
+    ]))
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let connection = &world.get(&format!("connections/{id}")).await.json()["items"][0];
+    assert_eq!(connection["name"], "Contoso Dynamics (rotated)");
+    assert_eq!(connection["etag"], reply.json()["etag"]);
+    let reply = patch(json!([{"op": "replace", "path": "/connectionSpec/id", "value": "x"}])).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
     let failures: [(&str, Json, &str); 4] = [
         ("wrong secret", world.destination_params("abcde~an-old-secret"), "the client secret is wrong or expired"),
         (

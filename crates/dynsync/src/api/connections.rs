@@ -6,7 +6,7 @@ use crate::ids::{ConnectionId, ConnectionSpecId, Etag};
 use crate::specs;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
@@ -123,6 +123,96 @@ pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): P
     let found = state.store.connection(&caller.sandbox, parse_id(&id, &caller)?).await?;
     let c = found.ok_or_else(|| ApiError::not_found("connection", &id, &caller.sandbox))?;
     Ok(items(vec![connection_json(&c)]))
+}
+
+#[derive(Deserialize)]
+struct PatchOperation {
+    op: String,
+    path: String,
+    value: Json,
+}
+
+/// `PATCH /connections/{id}`: JSON Patch `replace` operations on `/name`, `/description` and
+/// `/auth/params/<name>`, as Flow Service updates connections (to rotate a secret, say). New credentials are tested
+/// before they are kept, and `If-Match` guards against a concurrent change.
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let parsed = parse_id(&id, &caller)?;
+    let current = state
+        .store
+        .connection(&caller.sandbox, parsed)
+        .await?
+        .ok_or_else(|| ApiError::not_found("connection", &id, &caller.sandbox))?;
+    if let Some(given) = headers.get("if-match").and_then(|v| v.to_str().ok())
+        && given != current.etag.0
+        && given != "*"
+    {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "stale",
+            format!("connection {id} changed since you read it (its etag is now {}): read it again", current.etag),
+        ));
+    }
+    let operations: Vec<PatchOperation> = parse_body(&body)?;
+    let mut updated = current.clone();
+    let (public, secrets) = current.auth.to_params();
+    let mut params = public;
+    for (name, secret) in secrets {
+        params.insert(name.to_string(), Json::String(secret.expose().to_string()));
+    }
+    let mut credentials_changed = false;
+    for (i, operation) in operations.iter().enumerate() {
+        if operation.op != "replace" && operation.op != "add" {
+            return Err(ApiError::bad_request(format!(
+                "[{i}].op {} is not supported: use replace (or add) on /name, /description or /auth/params/<name>",
+                operation.op
+            )));
+        }
+        let text =
+            || {
+                operation.value.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::bad_request(format!("[{i}].value must be a string for {}", operation.path))
+                })
+            };
+        match operation.path.as_str() {
+            "/name" => updated.name = text()?,
+            "/description" => updated.description = text()?,
+            path => match path.strip_prefix("/auth/params/") {
+                Some(name) if !name.is_empty() => {
+                    params.insert(name.to_string(), operation.value.clone());
+                    credentials_changed = true;
+                }
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "[{i}].path {path} cannot be changed: use /name, /description or /auth/params/<name>; \
+                         the connection spec and auth spec stay (create a new connection to change them)"
+                    )));
+                }
+            },
+        }
+    }
+    if credentials_changed {
+        updated.auth = ConnectionAuth::from_params(current.spec, current.auth.spec_name(), &params)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let who = connection::test(&state.http, &updated.auth).await.map_err(|problem| {
+            ApiError::new(
+                if problem.is_transient() { StatusCode::BAD_GATEWAY } else { StatusCode::BAD_REQUEST },
+                "connection-test-failed",
+                format!("the new credentials do not work, so the connection keeps its old ones: {problem}"),
+            )
+        })?;
+        updated.signed_in_as = Some(who);
+    }
+    updated.etag = Etag::new();
+    updated.updated_at = Utc::now();
+    state.store.update_connection(&updated, &current.etag).await?;
+    state.forget_client(parsed);
+    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {

@@ -66,7 +66,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{BASE_PATH}/connectionSpecs"), get(connections::list_specs))
         .route(&format!("{BASE_PATH}/connectionSpecs/{{id}}"), get(connections::get_spec))
         .route(&format!("{BASE_PATH}/connections"), post(connections::create).get(connections::list))
-        .route(&format!("{BASE_PATH}/connections/{{id}}"), get(connections::get).delete(connections::delete))
+        .route(
+            &format!("{BASE_PATH}/connections/{{id}}"),
+            get(connections::get).patch(connections::patch).delete(connections::delete),
+        )
         .route(&format!("{BASE_PATH}/targetConnections"), post(targets::create).get(targets::list))
         .route(&format!("{BASE_PATH}/targetConnections/{{id}}"), get(targets::get).delete(targets::delete))
         .route(&format!("{BASE_PATH}/flows"), post(flows::create).get(flows::list))

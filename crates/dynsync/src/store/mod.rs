@@ -61,7 +61,8 @@ impl Store {
 
     // ------------------------------------------------------------------------------------------ connections
 
-    pub async fn insert_connection(&self, c: &Connection) -> Result<()> {
+    /// The stored body of a connection and its sealed secrets.
+    fn connection_columns(&self, c: &Connection) -> (String, String) {
         let (public, secrets) = c.auth.to_params();
         let body = json!({
             "name": c.name,
@@ -76,6 +77,11 @@ impl Store {
         let context = format!("connection:{}", c.id);
         let sealed: Map<String, Json> =
             secrets.iter().map(|(k, v)| (k.to_string(), Json::String(self.key.seal(v.expose(), &context)))).collect();
+        (body.to_string(), Json::Object(sealed).to_string())
+    }
+
+    pub async fn insert_connection(&self, c: &Connection) -> Result<()> {
+        let (body, sealed) = self.connection_columns(c);
         self.engine
             .execute(
                 "INSERT INTO connections (id, sandbox, name, body, secrets, etag, created_at, updated_at) \
@@ -84,8 +90,8 @@ impl Store {
                     Arg::from(c.id.to_string()),
                     c.sandbox.as_str().into(),
                     c.name.as_str().into(),
-                    body.to_string().into(),
-                    Json::Object(sealed).to_string().into(),
+                    body.into(),
+                    sealed.into(),
                     c.etag.0.as_str().into(),
                     c.created_at.to_rfc3339().into(),
                     c.updated_at.to_rfc3339().into(),
@@ -93,6 +99,29 @@ impl Store {
             )
             .await?;
         Ok(())
+    }
+
+    /// Replaces a connection's name, description and credentials, if its etag is still `expected`.
+    pub async fn update_connection(&self, c: &Connection, expected: &Etag) -> Result<()> {
+        let (body, sealed) = self.connection_columns(c);
+        let n = self
+            .engine
+            .execute(
+                "UPDATE connections SET name = $1, body = $2, secrets = $3, etag = $4, updated_at = $5 \
+                 WHERE sandbox = $6 AND id = $7 AND etag = $8",
+                &[
+                    c.name.as_str().into(),
+                    body.into(),
+                    sealed.into(),
+                    c.etag.0.as_str().into(),
+                    c.updated_at.to_rfc3339().into(),
+                    c.sandbox.as_str().into(),
+                    c.id.to_string().into(),
+                    expected.0.as_str().into(),
+                ],
+            )
+            .await?;
+        if n == 0 { Err(StoreError::Stale(expected.clone())) } else { Ok(()) }
     }
 
     pub async fn connection(&self, sandbox: &Sandbox, id: ConnectionId) -> Result<Option<Connection>> {
