@@ -266,15 +266,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let service = Service::start(config).await?;
     eprintln!("dynsync serves its API at {}", service.api());
-    tokio::select! {
-        _ = service_wait(service) => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("dynsync: stopping"),
-    }
+    stop_signal().await;
+    eprintln!("dynsync: stopping; requests in flight finish first");
+    service.stop().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn service_wait(service: dynsync::RunningService) {
-    service.wait().await
+/// Ctrl-C, or SIGTERM as service managers and containers send it.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn print(value: &Json) {

@@ -276,7 +276,7 @@ async fn flows_are_validated_against_the_contact_table_when_saved(backend: Backe
     let valid = flow(
         &target,
         gold.clone(),
-        json!([identity, {"source": "person.name.firstName", "target": "firstname"},
+        json!([identity, {"source": "person.name.firstName", "target": "FirstName"},
                {"source": "personalEmail.address", "target": "emailaddress1"}]),
     );
     let reply = world.post("flows", valid.clone()).await;
@@ -287,6 +287,7 @@ async fn flows_are_validated_against_the_contact_table_when_saved(backend: Backe
     assert_eq!(stored["state"], "enabled");
     assert_eq!(stored["statusValues"], json!({"realized": "realized", "existing": "existing", "exited": "exited"}));
     assert_eq!(stored["emptyValues"], "skip");
+    assert_eq!(stored["mappings"][1]["target"], "firstname", "stored as the Web API names it");
     assert_eq!(stored["audiences"], gold);
 
     // An update is validated again, and a bad one changes nothing.

@@ -48,6 +48,21 @@ impl FlowDefinition {
         self.target_connection_ids.first().copied()
     }
 
+    /// The definition as stored: names trimmed, and target columns in lower case, as the Web API names them
+    /// (seed 002's older screens wrote `FirstName`).
+    pub fn normalized(mut self) -> FlowDefinition {
+        self.name = self.name.trim().to_string();
+        for m in &mut self.mappings {
+            m.source = m.source.trim().to_string();
+            m.target = m.target.trim().to_ascii_lowercase();
+        }
+        for a in &mut self.audiences {
+            a.id = a.id.trim().to_string();
+            a.mapping_id = a.mapping_id.trim().to_string();
+        }
+        self
+    }
+
     /// The mapping of the `contactId` identity.
     pub fn identity(&self) -> Option<&AttributeMapping> {
         self.mappings.iter().find(|m| m.is_identity())
@@ -67,6 +82,11 @@ pub struct AudienceMapping {
 }
 
 impl AudienceMapping {
+    /// The contact column that holds this audience's status: the mapping ID with the customization prefix.
+    pub fn column(&self, prefix: &crate::target::CustomizationPrefix) -> String {
+        prefix.column(&self.mapping_id)
+    }
+
     pub fn label(&self) -> String {
         match &self.name {
             Some(name) => format!("audience '{name}'"),

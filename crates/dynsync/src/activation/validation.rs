@@ -148,7 +148,7 @@ pub fn validate(
             continue;
         }
         let field = format!("audiences[{i}].mappingId");
-        let name = prefix.column(&a.mapping_id);
+        let name = a.column(prefix);
         if let Some(first) = audience_columns.insert(name.clone(), i) {
             problems.push(Problem {
                 field,

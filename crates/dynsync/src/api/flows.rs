@@ -94,7 +94,7 @@ async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Activati
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
-    let definition: FlowDefinition = parse_body(&body)?;
+    let definition = parse_body::<FlowDefinition>(&body)?.normalized();
     check(&state, &caller, &definition).await?;
     let now = Utc::now();
     let flow = ActivationFlow {
@@ -142,7 +142,7 @@ pub async fn replace(
 ) -> ApiResult<Response> {
     let current = find(&state, &caller, &id).await?;
     if_match(&headers, &current.etag)?;
-    let definition: FlowDefinition = parse_body(&body)?;
+    let definition = parse_body::<FlowDefinition>(&body)?.normalized();
     check(&state, &caller, &definition).await?;
     let updated = ActivationFlow { definition, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
     state.store.update_flow(&updated, &current.etag).await?;
