@@ -22,13 +22,14 @@ pub struct Client {
     http: reqwest::Client,
     environment: Environment,
     tokens: Arc<TokenProvider>,
+    pub(crate) metadata: Arc<crate::metadata::MetadataCache>,
 }
 
 impl Client {
     pub fn new(environment: Environment, credentials: ClientCredentials) -> Self {
         let http = reqwest::Client::new();
         let tokens = Arc::new(TokenProvider::new(http.clone(), credentials, &environment));
-        Client { http, environment, tokens }
+        Client { http, environment, tokens, metadata: Default::default() }
     }
 
     pub fn environment(&self) -> &Environment {
