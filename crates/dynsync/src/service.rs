@@ -95,11 +95,13 @@ impl Service {
             if config.api_tokens.is_empty() { load_tokens(&config.data_dir)? } else { config.api_tokens.clone() };
         let store = Store::open(config.database_url.as_deref(), &config.data_dir, key).await?;
         let state = Arc::new(AppState::new(store.clone(), &tokens));
+        let supervisor = state.activations.supervise();
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let (shutdown, stopped) = oneshot::channel::<()>();
+        let activations = state.activations.clone();
         let router = api::router(state);
         let task = tokio::spawn(async move {
             let server = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -108,6 +110,9 @@ impl Service {
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "the API server stopped");
             }
+            // Work not acknowledged yet stays in the log for the next start.
+            supervisor.abort();
+            activations.stop_all();
         });
         let url = format!("http://{addr}");
         tracing::info!(%url, database = ?store.kind(), "dynsync listening");

@@ -1,6 +1,10 @@
 //! Audience activation (seed 002): which audiences go onto which contact columns, and which profile attributes onto
 //! which others. A flow is checked against the contact table when it is saved, not when data fails.
 
+pub mod patch;
+pub mod pipeline;
+pub mod profile;
+pub mod sink;
 pub mod validation;
 pub mod xdm;
 

@@ -2,8 +2,9 @@
 //! time it is saved or enabled.
 
 use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, items, parse_body};
-use crate::activation::{ActivationFlow, FlowDefinition, FlowState, validation};
+use crate::activation::{ActivationFlow, FlowDefinition, FlowState, pipeline, validation};
 use crate::ids::{Etag, FlowId};
+use crate::store::RunRecord;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// Checks a flow against its target: the target and its connection exist in the sandbox, and the contact table of
 /// the environment has every column the flow writes.
@@ -115,8 +117,19 @@ pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResu
     Ok(items(all.iter().map(flow_json).collect()))
 }
 
+/// `GET /flows/{id}`: the flow, with its backlog — profiles accepted and not yet handled — and its lag, the
+/// age of the oldest of them.
 pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    Ok(items(vec![flow_json(&find(&state, &caller, &id).await?)]))
+    let flow = find(&state, &caller, &id).await?;
+    let backlog = state.store.backlog(flow.id).await?;
+    let mut body = flow_json(&flow);
+    body["backlog"] = json!({
+        "profiles": backlog.profiles,
+        "oldestReceivedAt": backlog.oldest.map(|t| t.to_rfc3339()),
+        "lagSeconds": backlog.oldest.map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0),
+    });
+    body["inletUrl"] = json!(format!("/collection/{}", flow.id));
+    Ok(items(vec![body]))
 }
 
 fn if_match(headers: &HeaderMap, current: &Etag) -> ApiResult<()> {
@@ -158,11 +171,24 @@ pub async fn action(
 ) -> ApiResult<Response> {
     let current = find(&state, &caller, &id).await?;
     let wanted = match query.get("op").map(String::as_str) {
+        Some("retry-failed") => {
+            let summary = pipeline::retry_failed(&state.store, &current).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "dynamics",
+                    format!("the failed contacts were not replayed: {e}"),
+                )
+            })?;
+            return Ok(axum::Json(json!({
+                "retried": summary.retried, "activated": summary.activated, "failed": summary.failed
+            }))
+            .into_response());
+        }
         Some("enable") => FlowState::Enabled,
         Some("disable") => FlowState::Disabled,
         other => {
             return Err(ApiError::bad_request(format!(
-                "op={} is not an action on a flow: use op=enable or op=disable",
+                "op={} is not an action on a flow: use op=enable, op=disable or op=retry-failed",
                 other.unwrap_or("")
             )));
         }
@@ -187,15 +213,57 @@ pub struct RunsQuery {
     property: Option<String>,
 }
 
-/// `GET /runs?property=flowId==…`: the runs of a flow. Runs start with the activation pipeline; until then a flow
-/// has none, but a flow of another sandbox is still not found.
+/// `GET /runs?property=flowId==…`: a flow's runs, one an hour, newest first; without the filter, those of every
+/// flow of the sandbox.
 pub async fn runs(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Query(query): Query<RunsQuery>,
 ) -> ApiResult<Response> {
-    if let Some(flow_id) = query.property.as_deref().and_then(|p| p.strip_prefix("flowId==")) {
-        find(&state, &caller, flow_id).await?;
+    let flows = match query.property.as_deref() {
+        Some(p) => match p.strip_prefix("flowId==") {
+            Some(id) => vec![find(&state, &caller, id).await?],
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "property={p} is not a filter runs take: use property=flowId==<flow id>"
+                )));
+            }
+        },
+        None => state.store.flows(&caller.sandbox).await?,
+    };
+    let mut all = Vec::new();
+    for flow in flows {
+        all.extend(state.store.runs(flow.id).await?.iter().map(run_json));
     }
-    Ok(items(Vec::new()))
+    Ok(items(all))
+}
+
+/// A run in Flow Service's shape: its record summary, and each outcome group with sample identities.
+fn run_json(run: &RunRecord) -> Json {
+    let t = &run.tally;
+    let decided = t.activated + t.excluded + t.failed;
+    let status = match (t.failed, t.activated) {
+        (0, _) => "success",
+        (_, 0) => "failed",
+        _ => "partialSuccess",
+    };
+    json!({
+        "id": Uuid::new_v5(&run.flow_id.0, run.hour.to_rfc3339().as_bytes()),
+        "flowId": run.flow_id,
+        "hour": run.hour.to_rfc3339(),
+        "createdAt": run.hour.timestamp_millis(),
+        "metrics": {
+            "recordSummary": {
+                "inputRecordCount": t.received,
+                "outputRecordCount": t.activated,
+                "skippedRecordCount": t.excluded,
+                "failedRecordCount": t.failed,
+            },
+            "activationRate": if decided == 0 { 0.0 } else { t.activated as f64 / decided as f64 },
+        },
+        "statusSummary": {"status": status},
+        "outcomes": t.groups.iter().map(|g| json!({
+            "outcome": g.outcome, "code": g.code, "message": g.message, "count": g.count, "samples": g.samples,
+        })).collect::<Vec<_>>(),
+    })
 }

@@ -2,10 +2,12 @@
 //! `Authorization: Bearer <token>` and `x-sandbox-name`; every resource lives in one sandbox and is not found from
 //! the others. Errors are `{"type", "title", "status", "detail", "report"}` bodies whose detail says what to do.
 
+mod collection;
 mod connections;
 mod flows;
 mod targets;
 
+use crate::activation::pipeline::Activations;
 use crate::connection::DestinationConnection;
 use crate::ids::{ConnectionId, Sandbox};
 use crate::store::{Store, StoreError};
@@ -26,6 +28,8 @@ pub const BASE_PATH: &str = "/data/foundation/flowservice";
 /// What every handler shares.
 pub struct AppState {
     pub store: Store,
+    /// The activation pipelines of the enabled flows.
+    pub activations: Arc<Activations>,
     pub http: reqwest::Client,
     /// SHA-256 digests of the accepted API tokens.
     token_digests: Vec<[u8; 32]>,
@@ -36,6 +40,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, tokens: &[String]) -> AppState {
         AppState {
+            activations: Activations::new(store.clone()),
             store,
             http: reqwest::Client::new(),
             token_digests: tokens.iter().map(|t| digest(t)).collect(),
@@ -76,6 +81,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{BASE_PATH}/flows/{{id}}"), get(flows::get).put(flows::replace).delete(flows::delete))
         .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
         .route(&format!("{BASE_PATH}/runs"), get(flows::runs))
+        .route("/collection/{inlet}", post(collection::one))
+        .route("/collection/batch/{inlet}", post(collection::batch))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -165,7 +172,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
-fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
+pub fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
     let unauthorized = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
     let value = headers
         .get("authorization")

@@ -157,6 +157,43 @@ impl Engine {
         })
     }
 
+    /// Runs statements in one transaction: all of them, or none. On PostgreSQL, `lock` first takes a
+    /// transaction-scoped advisory lock, so that writers holding the same lock commit one after another.
+    pub async fn transaction(
+        &self,
+        lock: Option<i64>,
+        statements: &[(&'static str, Vec<Arg>)],
+    ) -> Result<(), StoreError> {
+        match self {
+            Engine::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for (sql, args) in statements {
+                    let mut query = sqlx::query(AssertSqlSafe(for_sqlite(sql)));
+                    for Arg::Text(t) in args {
+                        query = query.bind(t.clone());
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            Engine::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                if let Some(key) = lock {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await?;
+                }
+                for (sql, args) in statements {
+                    let mut query = sqlx::query(*sql);
+                    for Arg::Text(t) in args {
+                        query = query.bind(t.clone());
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs a query whose columns are all text.
     pub async fn fetch(&self, sql: &'static str, args: &[Arg]) -> Result<Vec<Vec<Option<String>>>, StoreError> {
         Ok(match self {

@@ -22,6 +22,26 @@ const MIGRATIONS: &[Migration] = &[(
         "CREATE INDEX IF NOT EXISTS flows_target ON flows (target_connection_id)",
         "CREATE INDEX IF NOT EXISTS flows_sandbox ON flows (sandbox)",
     ],
+), (
+    "0002_activation",
+    &[
+        // The durable log of accepted profiles, one inlet (flow) each. Sequence numbers are given by the
+        // appending transaction, which holds the append lock, so they commit in order on both engines.
+        "CREATE TABLE IF NOT EXISTS profile_log (
+            seq BIGINT PRIMARY KEY, inlet TEXT NOT NULL, received_at TEXT NOT NULL, body TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS profile_log_inlet ON profile_log (inlet, seq)",
+        // A flow's progress: the last sequence number it acknowledged.
+        "CREATE TABLE IF NOT EXISTS flow_progress (flow_id TEXT PRIMARY KEY, acked BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS activation_runs (
+            flow_id TEXT NOT NULL, hour TEXT NOT NULL, received BIGINT NOT NULL, activated BIGINT NOT NULL,
+            excluded BIGINT NOT NULL, failed BIGINT NOT NULL, PRIMARY KEY (flow_id, hour))",
+        "CREATE TABLE IF NOT EXISTS run_outcomes (
+            flow_id TEXT NOT NULL, hour TEXT NOT NULL, outcome TEXT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
+            count BIGINT NOT NULL, samples TEXT NOT NULL, PRIMARY KEY (flow_id, hour, outcome, code))",
+        "CREATE TABLE IF NOT EXISTS failed_contacts (
+            flow_id TEXT NOT NULL, contact_id TEXT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
+            patch TEXT NOT NULL, failed_at TEXT NOT NULL, PRIMARY KEY (flow_id, contact_id))",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

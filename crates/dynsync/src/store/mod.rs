@@ -2,6 +2,7 @@
 //! PostgreSQL when `DYNSYNC_DATABASE_URL` points at one; the same interface and the same SQL over both engines.
 //! Secrets are sealed before they reach either.
 
+mod activation;
 mod engine;
 mod migrations;
 
@@ -16,6 +17,7 @@ use serde_json::{Map, Value as Json, json};
 use std::path::Path;
 use std::sync::Arc;
 
+pub use activation::{Backlog, FailedContact, LogEntry, OutcomeGroup, RunRecord, RunTally, hour_of};
 pub use engine::DatabaseKind;
 
 #[derive(Debug, thiserror::Error)]
@@ -315,6 +317,18 @@ impl Store {
             .fetch(
                 "SELECT id, sandbox, body, state, etag, created_at, updated_at FROM flows WHERE sandbox = $1 AND id = $2",
                 &[sandbox.as_str().into(), id.to_string().into()],
+            )
+            .await?;
+        rows.into_iter().next().map(flow_from).transpose()
+    }
+
+    /// A flow by id alone, as its inlet names it.
+    pub async fn flow_by_id(&self, id: FlowId) -> Result<Option<ActivationFlow>> {
+        let rows = self
+            .engine
+            .fetch(
+                "SELECT id, sandbox, body, state, etag, created_at, updated_at FROM flows WHERE id = $1",
+                &[id.to_string().into()],
             )
             .await?;
         rows.into_iter().next().map(flow_from).transpose()
