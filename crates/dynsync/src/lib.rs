@@ -4,6 +4,7 @@ pub mod activation;
 pub mod api;
 pub mod connection;
 pub mod declarative;
+pub mod demo;
 pub mod ids;
 pub mod remote;
 pub mod secrets;

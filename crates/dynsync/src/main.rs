@@ -28,6 +28,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run audience activation end to end and check the result, on an embedded Dataverse emulator.
+    ///
+    /// Creates the audience columns on contact, seeds contacts, connects dynsync and sets up a target and a flow
+    /// through its API, streams profile updates for three audiences (entries, exits and a few bad profiles), prints
+    /// the flow's run, then reads every contact back and checks each field. Exits non-zero if anything is off.
+    /// Give --dataverse-url and credentials to run it against a real environment instead.
+    Demo(DemoArgs),
     /// Run the service: the REST API under /data/foundation/flowservice/.
     ///
     /// State lives in the data directory: the SQLite store (unless --database-url names a PostgreSQL), the key
@@ -201,6 +208,47 @@ struct ApplyArgs {
     file: PathBuf,
     #[command(flatten)]
     remote: RemoteArgs,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Contacts to seed and activate.
+    #[arg(long, default_value_t = 10_000)]
+    contacts: usize,
+    /// Seed of the generated audience memberships.
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+    /// A real environment to run against instead of the embedded emulator (it creates columns and contacts there).
+    #[arg(long, env = "DYNSYNC_DATAVERSE_URL", requires_all = ["tenant_id", "client_id", "client_secret"])]
+    dataverse_url: Option<String>,
+    /// The directory (tenant) id of the app registration, with --dataverse-url.
+    #[arg(long, env = "DYNSYNC_TENANT_ID")]
+    tenant_id: Option<String>,
+    /// The application (client) id, with --dataverse-url.
+    #[arg(long, env = "DYNSYNC_CLIENT_ID")]
+    client_id: Option<String>,
+    /// A client secret of the app registration, with --dataverse-url.
+    #[arg(long, env = "DYNSYNC_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// The sign-in authority, with --dataverse-url.
+    #[arg(long, env = "DYNSYNC_AUTHORITY", default_value = "https://login.microsoftonline.com")]
+    authority: String,
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let target = match args.dataverse_url {
+        None => dynsync::demo::DemoTarget::Emulator,
+        Some(environment_url) => dynsync::demo::DemoTarget::Dynamics {
+            environment_url,
+            tenant_id: args.tenant_id.unwrap_or_default(),
+            client_id: args.client_id.unwrap_or_default(),
+            client_secret: dataverse::Secret::new(args.client_secret.unwrap_or_default()),
+            authority: args.authority,
+        },
+    };
+    let options = dynsync::demo::DemoOptions { target, contacts: args.contacts.max(1), seed: args.seed };
+    let passed = dynsync::demo::run(options).await?;
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 #[derive(Args)]
@@ -392,11 +440,15 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story; the service's log would drown it.
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .init();
-    let result = match Cli::parse().command {
+    let result = match cli.command {
+        Command::Demo(args) => demo(args).await.context("dynsync demo"),
         Command::Serve(args) => serve(args).await.context("dynsync serve"),
         Command::Check(args) => check(args).await.context("dynsync check"),
         Command::Connections(c) => connections(c).await,
