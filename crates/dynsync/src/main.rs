@@ -527,7 +527,8 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 Ok(message) => batch.push(message),
                 Err(e) => {
                     refused += 1;
-                    progress.println(format!("{path}:{}: not JSON ({e}); skipped", number + 1));
+                    // Through the bar, so the line is not drawn over; printed even when the bar is hidden.
+                    progress.suspend(|| eprintln!("{path}:{}: not JSON ({e}); skipped", number + 1));
                 }
             }
         }
@@ -536,7 +537,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             accepted += receipt["accepted"].as_u64().unwrap_or(0);
             for r in receipt["responses"].as_array().into_iter().flatten().filter(|r| r["status"] == 400) {
                 refused += 1;
-                progress.println(r["message"].as_str().unwrap_or_default());
+                progress.suspend(|| eprintln!("{}", r["message"].as_str().unwrap_or_default()));
             }
             batch.clear();
             progress.set_message(format!("{accepted} accepted, {refused} refused"));
