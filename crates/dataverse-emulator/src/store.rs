@@ -229,10 +229,21 @@ impl Data {
 #[derive(Debug, Clone)]
 pub enum Change {
     /// A row's new version as JSON, or `None` for a delete.
-    Row { table: String, id: Uuid, json: Option<String> },
-    Tombstone { table: String, version: i64, tombstone: Tombstone },
+    Row {
+        table: String,
+        id: Uuid,
+        json: Option<String>,
+    },
+    Tombstone {
+        table: String,
+        version: i64,
+        tombstone: Tombstone,
+    },
     Table(Box<Table>),
-    Setting { key: String, value: String },
+    Setting {
+        key: String,
+        value: String,
+    },
 }
 
 struct Batch {
