@@ -162,7 +162,7 @@ async fn import_then_runs_then_retry_failed() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         };
         assert!(table.contains("received  activated  excluded  failed"), "{table}");
-        assert!(table.contains(&format!("failed 0x80040217 ×1")) && table.contains(&missing), "{table}");
+        assert!(table.contains("failed 0x80040217 ×1") && table.contains(&missing), "{table}");
 
         world
             .dynamics()
