@@ -4,8 +4,10 @@ pub mod auth;
 pub mod client;
 pub mod environment;
 pub mod error;
+pub mod executor;
 
-pub use auth::{AuthError, ClientCredentials, Secret, TokenProvider};
-pub use client::{Client, WhoAmI};
+pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
+pub use client::{Client, Reply, Request, WhoAmI};
 pub use environment::{Environment, EnvironmentError, Region};
 pub use error::{ApiError, Error, ErrorKind, ThrottleLimit};
+pub use executor::{ExecutorOptions, Metrics};
