@@ -2,12 +2,16 @@
 
 pub mod auth;
 pub mod client;
+pub mod entity;
 pub mod environment;
 pub mod error;
 pub mod executor;
+pub mod query;
 
 pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
 pub use client::{Client, Reply, Request, WhoAmI};
+pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};
 pub use environment::{Environment, EnvironmentError, Region};
 pub use error::{ApiError, Error, ErrorKind, ThrottleLimit};
 pub use executor::{ExecutorOptions, Metrics};
+pub use query::{Filter, Literal, Order, Page, Query};
