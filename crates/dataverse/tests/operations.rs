@@ -3,7 +3,7 @@
 mod common;
 
 use common::{client, free, record};
-use dataverse::{ErrorKind, Filter, Order, Query, RecordId, Table};
+use dataverse::{BulkOperation, BulkOptions, ErrorKind, Filter, Order, Query, RecordId, Table};
 use dataverse_emulator::EmulatorConfig;
 use futures::TryStreamExt;
 use serde_json::json;
@@ -106,4 +106,80 @@ async fn a_long_paged_read_survives_token_expiry() {
         }
     }
     assert_eq!(seen, 40);
+}
+
+#[tokio::test]
+async fn bulk_messages_write_in_chunks() {
+    let emulator = free().start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+    let options = BulkOptions { chunk_size: 400, chunks_in_flight: 3 };
+
+    let records: Vec<_> =
+        (0..1000).map(|i| record(json!({"firstname": format!("c{i}"), "lastname": "Bulk"}))).collect();
+    let ids = client.create_multiple(&contacts, &records, options).await.unwrap();
+    assert_eq!(ids.len(), 1000);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 1000);
+    let third = client.retrieve(&contacts, ids[3], &["firstname"]).await.unwrap();
+    assert_eq!(third["firstname"], "c3", "ids come back in the order of the records");
+
+    let updates: Vec<_> = ids.iter().map(|id| record(json!({"contactid": id, "jobtitle": "Updated"}))).collect();
+    client.update_multiple(&contacts, &updates, options).await.unwrap();
+    let updated = Query::new(&contacts).filter(Filter::eq("jobtitle", "Updated")).page_size(5000);
+    assert_eq!(client.query(&updated).try_collect::<Vec<_>>().await.unwrap().len(), 1000);
+
+    let fresh: Vec<_> = (0..500)
+        .map(|i| record(json!({"contactid": RecordId::new_v4(), "lastname": "Upserted", "firstname": format!("u{i}")})))
+        .chain(ids[..100].iter().map(|id| record(json!({"contactid": id, "lastname": "Upserted"}))))
+        .collect();
+    client.upsert_multiple(&contacts, &fresh, options).await.unwrap();
+    let upserted = Query::new(&contacts).filter(Filter::eq("lastname", "Upserted")).page_size(5000);
+    assert_eq!(client.query(&upserted).try_collect::<Vec<_>>().await.unwrap().len(), 600);
+
+    // All or nothing per chunk, without isolation.
+    let mut bad = records[..10].to_vec();
+    bad[4].insert("lastname".into(), json!("x".repeat(60)));
+    let e = client.create_multiple(&contacts, &bad, options).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Validation);
+}
+
+#[tokio::test]
+async fn bad_records_never_fail_their_neighbours() {
+    let emulator = free().start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+    let mut records: Vec<_> = (0..300)
+        .map(|i| record(json!({"contactid": RecordId::new_v4(), "firstname": format!("r{i}"), "lastname": "Good"})))
+        .collect();
+    records[7].insert("lastname".into(), json!("x".repeat(60)));
+    records[150].insert("new_loyaltytier".into(), json!("gold"));
+    records[151].insert("new_loyaltytier".into(), json!("silver"));
+    records[299].insert("donotemail".into(), json!("perhaps"));
+
+    for op in [BulkOperation::Upsert, BulkOperation::Create] {
+        let mut records = records.clone();
+        if op == BulkOperation::Create {
+            for r in &mut records {
+                r.insert("contactid".into(), json!(RecordId::new_v4()));
+            }
+        }
+        let report =
+            client.write_each(op, &contacts, &records, BulkOptions { chunk_size: 100, chunks_in_flight: 2 }).await;
+        assert_eq!(report.written(), 296, "{op:?}");
+        let rejected: Vec<_> = report.rejected().map(|(i, e)| (i, e.kind(), e.to_string())).collect();
+        assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [7, 150, 151, 299], "{rejected:#?}");
+        assert_eq!(rejected[0].1, ErrorKind::Validation);
+        assert!(rejected[0].2.contains("lastname"), "{}", rejected[0].2);
+        assert!(!rejected[0].2.contains("Targets["), "the index in the sub-request would mislead: {}", rejected[0].2);
+        assert_eq!(rejected[1].1, ErrorKind::UnknownProperty("new_loyaltytier".into()));
+        assert_eq!(rejected[2].1, ErrorKind::UnknownProperty("new_loyaltytier".into()));
+        assert!(rejected[3].2.contains("donotemail") || rejected[3].2.contains("Boolean"), "{}", rejected[3].2);
+        for (i, outcome) in report.outcomes.iter().enumerate() {
+            if let Ok(id) = outcome {
+                assert_eq!(id.map(|id| json!(id)), Some(records[i]["contactid"].clone()));
+            }
+        }
+    }
+    let everyone: Vec<_> = client.query(&Query::new(&contacts).page_size(5000)).try_collect().await.unwrap();
+    assert_eq!(everyone.len(), 2 * 296);
 }
