@@ -1,6 +1,7 @@
 //! A client for the Microsoft Dataverse (Dynamics 365) Web API. It knows Dataverse and nothing of dynsync.
 
 pub mod auth;
+pub mod batch;
 pub mod bulk;
 pub mod client;
 pub mod entity;
@@ -10,6 +11,7 @@ pub mod executor;
 pub mod query;
 
 pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
+pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};
 pub use bulk::{BulkOperation, BulkOptions, BulkReport, RecordOutcome};
 pub use client::{Client, Reply, Request, WhoAmI};
 pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};

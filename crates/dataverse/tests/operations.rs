@@ -3,7 +3,9 @@
 mod common;
 
 use common::{client, free, record};
-use dataverse::{BulkOperation, BulkOptions, ErrorKind, Filter, Order, Query, RecordId, Table};
+use dataverse::{
+    Batch, BulkOperation, BulkOptions, ErrorKind, Filter, Operation, OperationOutcome, Order, Query, RecordId, Table,
+};
 use dataverse_emulator::EmulatorConfig;
 use futures::TryStreamExt;
 use serde_json::json;
@@ -182,4 +184,69 @@ async fn bad_records_never_fail_their_neighbours() {
     }
     let everyone: Vec<_> = client.query(&Query::new(&contacts).page_size(5000)).try_collect().await.unwrap();
     assert_eq!(everyone.len(), 2 * 296);
+}
+
+#[tokio::test]
+async fn a_batch_answers_for_every_operation() {
+    let emulator = free().start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+
+    // A change set whose second write refers to the first one's record.
+    let mut batch = Batch::new();
+    batch.change_set(vec![
+        Operation::post("accounts", json!({"name": "Analytical Engines"})).content_id("1"),
+        Operation::post("contacts", json!({"lastname": "Babbage", "parentcustomerid_account@odata.bind": "$1"}))
+            .content_id("2"),
+    ]);
+    batch.push(Operation::get("contacts?$select=lastname,_parentcustomerid_value"));
+    let outcomes = client.batch(&batch).await.unwrap();
+    assert_eq!(outcomes.len(), 3);
+    let account =
+        outcomes[0].succeeded().expect("the account is created").header("odata-entityid").unwrap().to_string();
+    assert!(outcomes[1].succeeded().is_some(), "{outcomes:?}");
+    let read: serde_json::Value = outcomes[2].succeeded().unwrap().json().unwrap();
+    assert_eq!(read["value"][0]["lastname"], "Babbage");
+    assert!(account.contains(read["value"][0]["_parentcustomerid_value"].as_str().unwrap()));
+
+    // A change set with one bad write commits nothing.
+    let mut batch = Batch::new();
+    batch.change_set(vec![
+        Operation::post("contacts", json!({"lastname": "Rolled back"})).content_id("a"),
+        Operation::post("contacts", json!({"lastname": "x".repeat(60)})).content_id("b"),
+    ]);
+    let outcomes = client.batch(&batch).await.unwrap();
+    assert_eq!(outcomes[0], OperationOutcome::RolledBack, "{outcomes:?}");
+    let OperationOutcome::Failed(error) = &outcomes[1] else { panic!("{outcomes:?}") };
+    assert_eq!(error.kind, ErrorKind::Validation);
+    let rolled_back = Query::new(&contacts).filter(Filter::eq("lastname", "Rolled back"));
+    assert!(client.query(&rolled_back).try_collect::<Vec<_>>().await.unwrap().is_empty());
+
+    // Without continue-on-error the batch stops at the first failure; with it, every operation runs.
+    let operations = [
+        Operation::post("contacts", json!({"lastname": "First"})),
+        Operation::post("contacts", json!({"lastname": "Bad", "new_nothere": 1})),
+        Operation::post("contacts", json!({"lastname": "Third"})),
+    ];
+    let mut stopping = Batch::new();
+    let mut continuing = Batch::new().continue_on_error();
+    for op in &operations {
+        stopping.push(op.clone());
+        continuing.push(op.clone());
+    }
+    let stopped = client.batch(&stopping).await.unwrap();
+    assert!(stopped[0].succeeded().is_some());
+    assert!(
+        matches!(&stopped[1], OperationOutcome::Failed(e) if e.kind == ErrorKind::UnknownProperty("new_nothere".into()))
+    );
+    assert_eq!(stopped[2], OperationOutcome::NotRun);
+    let continued = client.batch(&continuing).await.unwrap();
+    assert!(continued[0].succeeded().is_some() && continued[2].succeeded().is_some(), "{continued:?}");
+    assert!(matches!(&continued[1], OperationOutcome::Failed(_)));
+
+    let too_many = (0..1001).fold(Batch::new(), |mut b, _| {
+        b.push(Operation::get("WhoAmI"));
+        b
+    });
+    assert!(matches!(client.batch(&too_many).await, Err(dataverse::Error::InvalidRequest(_))));
 }
