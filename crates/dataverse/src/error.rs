@@ -115,6 +115,11 @@ pub enum Error {
     Timeout { url: String, timeout: Duration },
     #[error("{0}")]
     InvalidRequest(String),
+    #[error(
+        "the change-tracking token for {entity_set} has expired ({}): read the table in full again, then resume from the token that read ends with",
+        .api.message
+    )]
+    ChangeTokenExpired { entity_set: String, api: Box<ApiError> },
 }
 
 impl Error {
@@ -122,6 +127,7 @@ impl Error {
     pub fn api(&self) -> Option<&ApiError> {
         match self {
             Error::Api(e) => Some(e),
+            Error::ChangeTokenExpired { api, .. } => Some(api),
             _ => None,
         }
     }
@@ -133,6 +139,7 @@ impl Error {
             Error::Api(e) => e.kind.clone(),
             Error::Transport { .. } | Error::Timeout { .. } => ErrorKind::Transient,
             Error::UnexpectedBody { .. } | Error::InvalidRequest(_) => ErrorKind::Other,
+            Error::ChangeTokenExpired { .. } => ErrorKind::ChangeTokenExpired,
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod batch;
 pub mod bulk;
+pub mod changes;
 pub mod client;
 pub mod entity;
 pub mod environment;
@@ -13,6 +14,7 @@ pub mod query;
 pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
 pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};
 pub use bulk::{BulkOperation, BulkOptions, BulkReport, RecordOutcome};
+pub use changes::{Change, DeltaToken};
 pub use client::{Client, Reply, Request, WhoAmI};
 pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};
 pub use environment::{Environment, EnvironmentError, Region};

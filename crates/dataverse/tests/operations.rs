@@ -4,7 +4,8 @@ mod common;
 
 use common::{client, free, record};
 use dataverse::{
-    Batch, BulkOperation, BulkOptions, ErrorKind, Filter, Operation, OperationOutcome, Order, Query, RecordId, Table,
+    Batch, BulkOperation, BulkOptions, Change, ErrorKind, Filter, Operation, OperationOutcome, Order, Query, RecordId,
+    Table,
 };
 use dataverse_emulator::EmulatorConfig;
 use futures::TryStreamExt;
@@ -249,4 +250,62 @@ async fn a_batch_answers_for_every_operation() {
         b
     });
     assert!(matches!(client.batch(&too_many).await, Err(dataverse::Error::InvalidRequest(_))));
+}
+
+#[tokio::test]
+#[ignore = "needs the emulator's change tracking, not yet on main"]
+async fn changes_stream_as_upserts_and_deletes_and_resume_from_a_token() {
+    let emulator = free().start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+    let ids: Vec<_> = (0..5).map(|_| RecordId::new_v4()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        client.upsert(&contacts, *id, &record(json!({"lastname": format!("v{i}")}))).await.unwrap();
+    }
+    let first: Vec<_> = client.changes(&contacts, &["lastname"], None).try_collect().await.unwrap();
+    assert_eq!(first.iter().filter(|c| matches!(c, Change::Upserted(_))).count(), 5);
+    let Some(Change::Token(token)) = first.last().cloned() else { panic!("a read ends with its token: {first:?}") };
+
+    client.update(&contacts, ids[0], &record(json!({"lastname": "changed"}))).await.unwrap();
+    client.delete(&contacts, ids[1]).await.unwrap();
+    let added = client.create(&contacts, &record(json!({"lastname": "added"}))).await.unwrap();
+    let next: Vec<_> = client.changes(&contacts, &["lastname"], Some(&token)).try_collect().await.unwrap();
+    let upserted: HashSet<_> = next
+        .iter()
+        .filter_map(|c| match c {
+            Change::Upserted(r) => Some(r["contactid"].as_str().unwrap().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(upserted, HashSet::from([ids[0].to_string(), added.to_string()]));
+    assert!(next.contains(&Change::Deleted(ids[1])));
+    assert!(matches!(next.last(), Some(Change::Token(t)) if *t != token));
+}
+
+#[tokio::test]
+#[ignore = "needs the emulator's change tracking, not yet on main"]
+async fn an_expired_change_token_asks_for_a_full_read() {
+    let config = EmulatorConfig { change_retention: Duration::from_millis(200), ..free() };
+    let emulator = config.start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+    client.create(&contacts, &record(json!({"lastname": "old"}))).await.unwrap();
+    let first: Vec<_> = client.changes(&contacts, &[], None).try_collect().await.unwrap();
+    let Some(Change::Token(token)) = first.last().cloned() else { panic!("{first:?}") };
+    // Changes after the token, kept for less time than the token's age by the time it is used.
+    client.create(&contacts, &record(json!({"lastname": "new"}))).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        match client.changes(&contacts, &[], Some(&token)).try_collect::<Vec<_>>().await {
+            Err(e) => break e,
+            Ok(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(changes) => panic!("the token never expired: {changes:?}"),
+        }
+    };
+    assert!(
+        matches!(&error, dataverse::Error::ChangeTokenExpired { entity_set, .. } if entity_set == "contacts"),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::ChangeTokenExpired);
+    assert!(error.to_string().contains("read the table in full again"), "{error}");
 }
