@@ -21,6 +21,8 @@ pub mod code {
     pub const INVALID_AUTH_TICKET: &str = "0x8004a101";
     pub const METADATA_ALREADY_EXISTS: &str = "0x80047013";
     pub const INVALID_SCHEMA_NAME: &str = "0x80044363";
+    pub const CHANGE_TRACKING_NOT_ENABLED: &str = "0x80072491";
+    pub const EXPIRED_VERSION_STAMP: &str = "0x80044352";
 }
 
 /// One failed request, ready to be written as Dataverse writes it.

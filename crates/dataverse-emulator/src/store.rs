@@ -14,12 +14,31 @@ use std::sync::{RwLock, RwLockReadGuard};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-/// The rows of one table, with an index per alternate key.
+/// The rows of one table, with an index per alternate key and, for change tracking, the rows by version
+/// and the rows deleted.
 #[derive(Debug, Default, Clone)]
 pub struct TableRows {
     pub rows: BTreeMap<Uuid, Row>,
     /// Key logical name → the key's values (folded for case) → row id.
     key_index: HashMap<String, HashMap<Vec<String>, Uuid>>,
+    /// Row version → row id: the rows changed since a version, in the order they changed.
+    pub by_version: BTreeMap<i64, Uuid>,
+    /// Deletion version → the row deleted.
+    pub deleted: BTreeMap<i64, Tombstone>,
+}
+
+/// A deleted row, kept for change tracking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tombstone {
+    pub id: Uuid,
+    pub deleted_on: chrono::DateTime<chrono::Utc>,
+}
+
+fn row_version(row: &Row) -> Option<i64> {
+    match row.get("versionnumber") {
+        Some(Value::Int(v)) => Some(*v),
+        _ => None,
+    }
 }
 
 impl TableRows {
@@ -60,6 +79,9 @@ impl TableRows {
                 self.key_index.entry(key.logical_name.clone()).or_default().insert(values, id);
             }
         }
+        if let Some(version) = row_version(&row) {
+            self.by_version.insert(version, id);
+        }
         self.rows.insert(id, row);
     }
 
@@ -72,6 +94,9 @@ impl TableRows {
         let Some(old) = self.rows.get(&id) else {
             return;
         };
+        if let Some(version) = row_version(old) {
+            self.by_version.remove(&version);
+        }
         for key in &table.keys {
             if let (Some(values), Some(index)) =
                 (Self::key_values(old, &key.attributes), self.key_index.get_mut(&key.logical_name))
@@ -138,6 +163,9 @@ impl Data {
                 }
             }
             journal.truncate(journal_start);
+            for rows in self.tables.values_mut() {
+                rows.deleted.split_off(&(version + 1));
+            }
             self.version = version;
         }
         result
@@ -167,11 +195,17 @@ impl Data {
         self.tables.entry(table.to_string()).or_default().put(definition, id, row);
     }
 
+    /// Removes a row, and keeps a tombstone with a new version for change tracking.
     pub fn remove_row(&mut self, changes: &mut Vec<Change>, table: &str, id: Uuid) -> Option<Row> {
         self.remember(table, id);
+        let version = self.next_version();
+        let tombstone = Tombstone { id, deleted_on: chrono::Utc::now() };
         let definition = self.schema.table(table).expect("table exists");
         changes.push(Change::Row { table: table.to_string(), id, row: None });
-        self.tables.get_mut(table)?.remove(definition, id)
+        changes.push(Change::Tombstone { table: table.to_string(), version, tombstone: tombstone.clone() });
+        let rows = self.tables.get_mut(table)?;
+        rows.deleted.insert(version, tombstone);
+        rows.remove(definition, id)
     }
 
     /// Adds or replaces a table definition (a custom table, or a table with a new column or key).
@@ -186,6 +220,7 @@ impl Data {
 #[derive(Debug, Clone)]
 pub enum Change {
     Row { table: String, id: Uuid, row: Option<Row> },
+    Tombstone { table: String, version: i64, tombstone: Tombstone },
     Table(Box<Table>),
     Setting { key: String, value: String },
 }
@@ -246,6 +281,7 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS row_log (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, id TEXT NOT NULL, data TEXT)",
             "CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS tombstones (version INTEGER PRIMARY KEY, tbl TEXT NOT NULL, id TEXT NOT NULL, deleted_on TEXT NOT NULL)",
         ] {
             sqlx::query(statement).execute(&pool).await.context("preparing the state file")?;
         }
@@ -279,6 +315,17 @@ impl Store {
                         rows.remove(&definition, id);
                     }
                 }
+            }
+        }
+        let tombstones: Vec<(i64, String, String, String)> =
+            sqlx::query_as("SELECT version, tbl, id, deleted_on FROM tombstones").fetch_all(&pool).await?;
+        for (version, table, id, deleted_on) in tombstones {
+            let (Ok(id), Ok(deleted_on)) = (id.parse(), chrono::DateTime::parse_from_rfc3339(&deleted_on)) else {
+                continue;
+            };
+            data.version = data.version.max(version);
+            if let Some(rows) = data.tables.get_mut(&table) {
+                rows.deleted.insert(version, Tombstone { id, deleted_on: deleted_on.to_utc() });
             }
         }
         let live: usize = data.tables.values().map(TableRows::len).sum();
@@ -369,11 +416,13 @@ async fn commit(pool: &SqlitePool, batches: &[Batch]) -> anyhow::Result<()> {
     let mut last: HashMap<(&str, Uuid), Option<&Row>> = HashMap::new();
     let mut tables = Vec::new();
     let mut settings = Vec::new();
+    let mut tombstones = Vec::new();
     for change in batches.iter().flat_map(|b| &b.changes) {
         match change {
             Change::Row { table, id, row } => {
                 last.insert((table.as_str(), *id), row.as_ref());
             }
+            Change::Tombstone { table, version, tombstone } => tombstones.push((table, version, tombstone)),
             Change::Table(table) => tables.push(table),
             Change::Setting { key, value } => settings.push((key, value)),
         }
@@ -396,6 +445,15 @@ async fn commit(pool: &SqlitePool, batches: &[Batch]) -> anyhow::Result<()> {
         .bind(value)
         .execute(&mut *tx)
         .await?;
+    }
+    for (table, version, tombstone) in tombstones {
+        sqlx::query("INSERT OR REPLACE INTO tombstones (version, tbl, id, deleted_on) VALUES (?, ?, ?, ?)")
+            .bind(version)
+            .bind(table)
+            .bind(tombstone.id.to_string())
+            .bind(tombstone.deleted_on.to_rfc3339())
+            .execute(&mut *tx)
+            .await?;
     }
     let entries: Vec<(&str, String, Option<String>)> = last
         .into_iter()

@@ -126,7 +126,7 @@ impl Client {
         struct Created {
             ids: Vec<RecordId>,
         }
-        Ok(reply.json::<Created>()?.ids)
+        Ok(reply.read_json::<Created>()?.ids)
     }
 
     async fn bulk_chunks(

@@ -94,7 +94,7 @@ impl Client {
                     }
                     Err(e) => return Err(e),
                 };
-                let (changes, next) = changes_of(reply.json()?, &reply.url)?;
+                let (changes, next) = changes_of(reply.read_json()?, &reply.url)?;
                 Ok(Some((stream::iter(changes.into_iter().map(Ok)), next)))
             }
         })

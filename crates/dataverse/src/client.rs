@@ -92,9 +92,31 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+    pub fn read_json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(&self.body)
             .map_err(|e| Error::UnexpectedBody { url: self.url.clone(), detail: e.to_string() })
+    }
+
+    /// As `reqwest::Response::json`, for callers written against it: the body is already read.
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
+        self.read_json()
+    }
+
+    /// As `reqwest::Response::text`.
+    pub async fn text(self) -> Result<String, Error> {
+        Ok(String::from_utf8_lossy(&self.body).into_owned())
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -114,6 +136,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    pub(crate) metadata: Arc<crate::metadata::MetadataCache>,
 }
 
 impl fmt::Debug for Client {
@@ -148,7 +171,7 @@ impl Client {
             .expect("the HTTP client builds with its default TLS settings");
         let tokens = TokenProvider::new(http.clone(), credentials, &environment);
         let inner = Inner { http, environment, tokens, executor: Executor::new(options) };
-        Client { inner: Arc::new(inner) }
+        Client { inner: Arc::new(inner), metadata: Default::default() }
     }
 
     pub fn environment(&self) -> &Environment {
@@ -330,6 +353,6 @@ impl Client {
 
     /// `WhoAmI`: the cheapest call that proves the credentials and the environment work together.
     pub async fn who_am_i(&self) -> Result<WhoAmI, Error> {
-        self.execute(&Request::get("WhoAmI")).await?.json()
+        self.execute(&Request::get("WhoAmI")).await?.read_json()
     }
 }

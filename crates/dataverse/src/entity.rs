@@ -179,7 +179,7 @@ impl Client {
         if !select.is_empty() {
             path = format!("{path}?$select={}", select.join(","));
         }
-        self.execute(&Request::get(path)).await?.json()
+        self.execute(&Request::get(path)).await?.read_json()
     }
 
     /// Changes an existing record; a missing one is an error (`If-Match: *`), never a new record.

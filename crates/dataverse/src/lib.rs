@@ -9,6 +9,7 @@ pub mod entity;
 pub mod environment;
 pub mod error;
 pub mod executor;
+pub mod metadata;
 pub mod query;
 
 pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
@@ -20,4 +21,5 @@ pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};
 pub use environment::{Environment, EnvironmentError, Region};
 pub use error::{ApiError, Error, ErrorKind, ThrottleLimit};
 pub use executor::{ExecutorOptions, Metrics};
+pub use metadata::{ColumnDefinition, ColumnType, NewColumn, NewColumnType, TableDefinition};
 pub use query::{Filter, Literal, Order, Page, Query};

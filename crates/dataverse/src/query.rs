@@ -282,7 +282,7 @@ impl Client {
             let (client, query) = (client.clone(), query.clone());
             async move {
                 let Some(target) = target else { return Ok(None) };
-                let page: Page = client.execute(&query.request(target)).await?.json()?;
+                let page: Page = client.execute(&query.request(target)).await?.read_json()?;
                 let next = page.next_link.clone();
                 Ok(Some((page, next)))
             }

@@ -253,7 +253,6 @@ async fn a_batch_answers_for_every_operation() {
 }
 
 #[tokio::test]
-#[ignore = "needs the emulator's change tracking, not yet on main"]
 async fn changes_stream_as_upserts_and_deletes_and_resume_from_a_token() {
     let emulator = free().start().await.unwrap();
     let client = client(&emulator);
@@ -283,7 +282,6 @@ async fn changes_stream_as_upserts_and_deletes_and_resume_from_a_token() {
 }
 
 #[tokio::test]
-#[ignore = "needs the emulator's change tracking, not yet on main"]
 async fn an_expired_change_token_asks_for_a_full_read() {
     let config = EmulatorConfig { change_retention: Duration::from_millis(200), ..free() };
     let emulator = config.start().await.unwrap();

@@ -1,37 +1,332 @@
-//! Testing a Dynamics 365 connection the way dynsync uses it: sign in, then `WhoAmI` in the environment.
-//! A failure says, in plain words, what is wrong and what to change.
+//! Dynamics 365 connections: how each signs in, and testing one the way dynsync uses it — sign in, then `WhoAmI`
+//! in the environment. A failure says, in plain words, what is wrong and what to change.
 
-use dataverse::{AuthError, Client, ClientCredentials, Environment, Error, WhoAmI};
+use crate::ids::{ConnectionId, ConnectionSpecId, Etag, Sandbox};
+use crate::specs;
+use chrono::{DateTime, Utc};
+use dataverse::{AuthError, Client, ClientCredentials, Environment, Error, Region, Secret, WhoAmI};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
 use std::fmt;
+
+/// Microsoft's public sample app, which Dataverse accepts for the password sign-in when the user names no app.
+pub const PUBLIC_CLIENT_ID: &str = "51f81489-12ee-4a9e-aaae-a2591f45987d";
+
+/// A base connection: one Dynamics 365 environment and the credentials that reach it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub sandbox: Sandbox,
+    pub name: String,
+    pub description: String,
+    pub spec: ConnectionSpecId,
+    pub auth: ConnectionAuth,
+    /// Who the connection signed in as when it was last tested.
+    pub signed_in_as: Option<WhoAmI>,
+    pub etag: Etag,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The credentials of a connection, by auth spec.
+#[derive(Debug, Clone)]
+pub enum ConnectionAuth {
+    /// The destination's app registration (seed 002).
+    ClientCredentials(DestinationAuth),
+    /// A user name and password (the source's "Basic Authentication for Dynamics-Online").
+    Password {
+        service_uri: String,
+        username: String,
+        password: Secret,
+        client_id: Option<String>,
+        authority_host: Option<String>,
+    },
+    /// An app registration (the source's "Service Principal Key Based Authentication").
+    ServicePrincipal {
+        service_uri: String,
+        service_principal_id: String,
+        service_principal_key: Secret,
+        tenant_id: Option<String>,
+        authority_host: Option<String>,
+    },
+}
+
+/// What seed 002 asks for to reach a Dynamics 365 environment, plus an authority host to point at the emulator or a
+/// sovereign cloud.
+#[derive(Debug, Clone)]
+pub struct DestinationAuth {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub tenant_id: String,
+    pub region: Option<String>,
+    pub environment_url: String,
+    pub authority_host: Option<String>,
+}
+
+/// A destination connection ready to use: the environment and the credentials a [`Client`] needs.
+#[derive(Debug, Clone)]
+pub struct DestinationConnection {
+    pub id: ConnectionId,
+    pub name: String,
+    pub environment: Environment,
+    pub credentials: ClientCredentials,
+}
+
+impl DestinationConnection {
+    pub fn client(&self) -> Client {
+        Client::new(self.environment.clone(), self.credentials.clone())
+    }
+}
+
+/// Why the `auth` of a request does not describe a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthParamsError {
+    #[error("connection spec {spec} has no auth spec named '{name}': use one of {known}")]
+    UnknownAuthSpec { spec: ConnectionSpecId, name: String, known: String },
+    #[error("auth.params.{0} is missing: {1}")]
+    Missing(&'static str, &'static str),
+    #[error("auth.params.{0} must be a string")]
+    NotAString(String),
+    #[error("auth.params.{0} is not a parameter of '{1}': the parameters are {2}")]
+    Unknown(String, String, String),
+    #[error("auth.params: {0}")]
+    Environment(#[from] dataverse::EnvironmentError),
+}
+
+impl ConnectionAuth {
+    pub fn spec_name(&self) -> &'static str {
+        match self {
+            ConnectionAuth::ClientCredentials(_) => specs::CLIENT_CREDENTIALS_AUTH,
+            ConnectionAuth::Password { .. } => specs::BASIC_AUTH,
+            ConnectionAuth::ServicePrincipal { .. } => specs::SERVICE_PRINCIPAL_AUTH,
+        }
+    }
+
+    /// Reads `auth: {specName, params}` of a connection request.
+    pub fn from_params(
+        spec: ConnectionSpecId,
+        spec_name: &str,
+        params: &Map<String, Json>,
+    ) -> Result<ConnectionAuth, AuthParamsError> {
+        let definition = specs::auth_params(spec, spec_name).ok_or_else(|| AuthParamsError::UnknownAuthSpec {
+            spec,
+            name: spec_name.to_string(),
+            known: specs::auth_spec_names(spec).iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
+        })?;
+        let mut values = BTreeMap::new();
+        for (name, value) in params {
+            if !definition.iter().any(|p| p.name == name) {
+                let names = definition.iter().map(|p| p.name).collect::<Vec<_>>().join(", ");
+                return Err(AuthParamsError::Unknown(name.clone(), spec_name.to_string(), names));
+            }
+            let text = value.as_str().ok_or_else(|| AuthParamsError::NotAString(name.clone()))?.trim();
+            if !text.is_empty() {
+                values.insert(name.as_str(), text.to_string());
+            }
+        }
+        for p in definition.iter().filter(|p| p.required) {
+            if !values.contains_key(p.name) {
+                return Err(AuthParamsError::Missing(p.name, p.description));
+            }
+        }
+        let mut take = |name: &str| values.remove(name);
+        let auth = match spec_name {
+            specs::BASIC_AUTH => ConnectionAuth::Password {
+                service_uri: take("serviceUri").unwrap_or_default(),
+                username: take("username").unwrap_or_default(),
+                password: Secret::new(take("password").unwrap_or_default()),
+                client_id: take("clientId"),
+                authority_host: take("authorityHost"),
+            },
+            specs::SERVICE_PRINCIPAL_AUTH => ConnectionAuth::ServicePrincipal {
+                service_uri: take("serviceUri").unwrap_or_default(),
+                service_principal_id: take("servicePrincipalId").unwrap_or_default(),
+                service_principal_key: Secret::new(take("servicePrincipalKey").unwrap_or_default()),
+                tenant_id: take("tenantId"),
+                authority_host: take("authorityHost"),
+            },
+            _ => ConnectionAuth::ClientCredentials(DestinationAuth {
+                client_id: take("clientId").unwrap_or_default(),
+                client_secret: Secret::new(take("clientSecret").unwrap_or_default()),
+                tenant_id: take("tenantId").unwrap_or_default(),
+                region: take("region"),
+                environment_url: take("environmentUrl").unwrap_or_default(),
+                authority_host: take("authorityHost"),
+            }),
+        };
+        auth.environment()?;
+        Ok(auth)
+    }
+
+    /// The parameters that may be shown, and the secret ones, by name.
+    pub fn to_params(&self) -> (Map<String, Json>, BTreeMap<&'static str, Secret>) {
+        let mut public = Map::new();
+        let mut secret = BTreeMap::new();
+        let mut put = |name: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                public.insert(name.to_string(), Json::String(v.clone()));
+            }
+        };
+        match self {
+            ConnectionAuth::ClientCredentials(d) => {
+                put("clientId", &Some(d.client_id.clone()));
+                put("tenantId", &Some(d.tenant_id.clone()));
+                put("region", &d.region);
+                put("environmentUrl", &Some(d.environment_url.clone()));
+                put("authorityHost", &d.authority_host);
+                secret.insert("clientSecret", d.client_secret.clone());
+            }
+            ConnectionAuth::Password { service_uri, username, password, client_id, authority_host } => {
+                put("serviceUri", &Some(service_uri.clone()));
+                put("username", &Some(username.clone()));
+                put("clientId", client_id);
+                put("authorityHost", authority_host);
+                secret.insert("password", password.clone());
+            }
+            ConnectionAuth::ServicePrincipal {
+                service_uri,
+                service_principal_id,
+                service_principal_key,
+                tenant_id,
+                authority_host,
+            } => {
+                put("serviceUri", &Some(service_uri.clone()));
+                put("servicePrincipalId", &Some(service_principal_id.clone()));
+                put("tenantId", tenant_id);
+                put("authorityHost", authority_host);
+                secret.insert("servicePrincipalKey", service_principal_key.clone());
+            }
+        }
+        (public, secret)
+    }
+
+    /// The Dynamics environment the connection reaches.
+    pub fn environment(&self) -> Result<Environment, dataverse::EnvironmentError> {
+        match self {
+            ConnectionAuth::ClientCredentials(d) => {
+                let url = d.environment_url.trim();
+                if url.contains("://") {
+                    Environment::from_url(url)
+                } else if let Some(region) = &d.region {
+                    Environment::from_organization(url, region.parse::<Region>()?)
+                } else if url.contains('.') {
+                    Environment::from_url(&format!("https://{url}"))
+                } else {
+                    // Seed 002 asks for the organization part alone, with the region beside it.
+                    Environment::from_organization(url, Region::NorthAmerica)
+                }
+            }
+            ConnectionAuth::Password { service_uri, .. } | ConnectionAuth::ServicePrincipal { service_uri, .. } => {
+                Environment::from_url(service_uri)
+            }
+        }
+    }
+}
+
+/// The sign-in authority to use: the one given, else the region's cloud.
+fn authority_for(given: Option<&str>, environment: &Environment) -> String {
+    given
+        .map(|a| a.trim_end_matches('/').to_string())
+        .or_else(|| environment.region().map(|r| r.authority().to_string()))
+        .unwrap_or_else(|| Region::NorthAmerica.authority().to_string())
+}
+
+impl DestinationAuth {
+    pub fn credentials(&self, environment: &Environment) -> ClientCredentials {
+        ClientCredentials {
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            authority: authority_for(self.authority_host.as_deref(), environment),
+        }
+    }
+}
+
+impl Connection {
+    /// The connection as a destination, if it is one.
+    pub fn destination(&self) -> Option<DestinationConnection> {
+        let ConnectionAuth::ClientCredentials(auth) = &self.auth else {
+            return None;
+        };
+        let environment = self.auth.environment().ok()?;
+        Some(DestinationConnection {
+            id: self.id,
+            name: self.name.clone(),
+            credentials: auth.credentials(&environment),
+            environment,
+        })
+    }
+}
 
 /// Why a connection does not work.
 #[derive(Debug)]
 pub struct ConnectionProblem {
     environment: String,
-    error: Error,
+    reason: Reason,
+}
+
+#[derive(Debug)]
+enum Reason {
+    Dataverse(Error),
+    PasswordSignIn { code: u32, username: String, detail: String },
+    Discovery(String),
+}
+
+impl ConnectionProblem {
+    /// Whether trying again later may work (a network failure), as opposed to a setting to fix.
+    pub fn is_transient(&self) -> bool {
+        match &self.reason {
+            Reason::Dataverse(Error::Auth(a)) => a.is_transient(),
+            Reason::Dataverse(Error::Transport { .. }) => true,
+            Reason::Dataverse(Error::Api(api)) => api.status >= 500 || api.status == 429,
+            Reason::Discovery(_) => true,
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for ConnectionProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let env = &self.environment;
-        match &self.error {
-            Error::Auth(auth @ AuthError::Unreachable { .. }) => {
+        match &self.reason {
+            Reason::Dataverse(Error::Auth(auth @ AuthError::Unreachable { .. })) => {
                 write!(f, "{auth}; check the authority URL and the network")
             }
-            Error::Auth(auth) => write!(f, "{auth}"),
-            Error::Api(api) if api.status == 401 || api.status == 403 => write!(
+            Reason::Dataverse(Error::Auth(auth)) => write!(f, "{auth}"),
+            Reason::Dataverse(Error::Api(api)) if api.status == 401 || api.status == 403 => write!(
                 f,
                 "the app signs in but has no access to {env}: add it to the environment as an application user with a \
                  security role (Power Platform admin center, Environments, Settings, Application users). Dataverse said: {}",
                 api.message
             ),
-            Error::Api(api) if api.status == 404 => {
+            Reason::Dataverse(Error::Api(api)) if api.status == 404 => {
                 write!(f, "{env} does not answer as a Dataverse environment (404 on WhoAmI): check the environment URL")
             }
-            Error::Transport { .. } => {
-                write!(f, "could not reach {env}: check the environment URL and the network ({})", self.error)
+            Reason::Dataverse(error @ Error::Transport { .. }) => {
+                write!(f, "could not reach {env}: check the environment URL and the network ({error})")
             }
-            other => write!(f, "{other}"),
+            Reason::Dataverse(other) => write!(f, "{other}"),
+            Reason::PasswordSignIn { code: 50126, username, .. } => {
+                write!(f, "the password of {username} is wrong, or has expired: check it by signing in to {env}")
+            }
+            Reason::PasswordSignIn { code: 50034, username, .. } => {
+                write!(f, "user {username} does not exist in the environment's tenant: check the user name")
+            }
+            Reason::PasswordSignIn { code: 50076 | 50079, username, .. } => write!(
+                f,
+                "user {username} must use multi-factor authentication, which a password sign-in cannot do: use the \
+                 Service Principal auth spec instead"
+            ),
+            Reason::PasswordSignIn { code: 700016, .. } => write!(
+                f,
+                "the app dynsync signs in with is not known in the environment's tenant: give auth.params.clientId, the \
+                 id of a public client app registered there"
+            ),
+            Reason::PasswordSignIn { code, detail, .. } => write!(f, "sign-in failed with AADSTS{code}: {detail}"),
+            Reason::Discovery(detail) => write!(
+                f,
+                "could not find the sign-in authority of {env} ({detail}): check the service URI, or give authorityHost"
+            ),
         }
     }
 }
@@ -44,5 +339,175 @@ pub async fn check(environment: Environment, credentials: ClientCredentials) -> 
     Client::new(environment, credentials)
         .who_am_i()
         .await
-        .map_err(|error| ConnectionProblem { environment: url, error })
+        .map_err(|error| ConnectionProblem { environment: url, reason: Reason::Dataverse(error) })
+}
+
+/// Tests a connection's credentials against its environment: a token, then `WhoAmI`.
+pub async fn test(http: &reqwest::Client, auth: &ConnectionAuth) -> Result<WhoAmI, ConnectionProblem> {
+    let environment = auth
+        .environment()
+        .map_err(|e| ConnectionProblem { environment: String::new(), reason: Reason::Discovery(e.to_string()) })?;
+    let problem = |reason| ConnectionProblem { environment: environment.url(), reason };
+    match auth {
+        ConnectionAuth::ClientCredentials(d) => check(environment.clone(), d.credentials(&environment)).await,
+        ConnectionAuth::ServicePrincipal {
+            service_principal_id,
+            service_principal_key,
+            tenant_id,
+            authority_host,
+            ..
+        } => {
+            let (authority, tenant) = match (authority_host, tenant_id) {
+                (Some(a), Some(t)) => (a.clone(), t.clone()),
+                _ => {
+                    let (found_authority, found_tenant) =
+                        discover_authority(http, &environment).await.map_err(|e| problem(Reason::Discovery(e)))?;
+                    (authority_host.clone().unwrap_or(found_authority), tenant_id.clone().unwrap_or(found_tenant))
+                }
+            };
+            let credentials = ClientCredentials {
+                tenant_id: tenant,
+                client_id: service_principal_id.clone(),
+                client_secret: service_principal_key.clone(),
+                authority,
+            };
+            check(environment.clone(), credentials).await
+        }
+        ConnectionAuth::Password { username, password, client_id, authority_host, .. } => {
+            let (found_authority, tenant) =
+                discover_authority(http, &environment).await.map_err(|e| problem(Reason::Discovery(e)))?;
+            let authority = authority_host.clone().unwrap_or(found_authority);
+            let token_url = format!("{}/{tenant}/oauth2/v2.0/token", authority.trim_end_matches('/'));
+            let scope = format!("{}/user_impersonation", environment.url());
+            let client_id = client_id.as_deref().unwrap_or(PUBLIC_CLIENT_ID);
+            let reply = http
+                .post(&token_url)
+                .form(&[
+                    ("grant_type", "password"),
+                    ("client_id", client_id),
+                    ("username", username),
+                    ("password", password.expose()),
+                    ("scope", &scope),
+                ])
+                .send()
+                .await
+                .map_err(|e| {
+                    problem(Reason::Discovery(format!("the token endpoint {token_url} did not answer: {e}")))
+                })?;
+            let ok = reply.status().is_success();
+            let body: Json = reply.json().await.unwrap_or_default();
+            if !ok {
+                let code = body["error_codes"][0].as_u64().unwrap_or_default() as u32;
+                let detail = body["error_description"].as_str().unwrap_or_default();
+                let detail = detail.lines().next().unwrap_or_default().to_string();
+                return Err(problem(Reason::PasswordSignIn { code, username: username.clone(), detail }));
+            }
+            let token = body["access_token"].as_str().unwrap_or_default();
+            let url = format!("{}WhoAmI", environment.web_api());
+            let reply = http
+                .get(&url)
+                .bearer_auth(token)
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .map_err(|source| problem(Reason::Dataverse(Error::Transport { url: url.clone(), source })))?;
+            if !reply.status().is_success() {
+                return Err(problem(Reason::Dataverse(Error::Api(dataverse::ApiError::from_response(reply).await))));
+            }
+            reply
+                .json::<WhoAmI>()
+                .await
+                .map_err(|e| problem(Reason::Dataverse(Error::UnexpectedBody { url, detail: e.to_string() })))
+        }
+    }
+}
+
+/// The authority and tenant of an environment, from the `WWW-Authenticate` header Dataverse answers an anonymous
+/// request with (`Bearer authorization_uri=https://login.microsoftonline.com/<tenant>/oauth2/authorize`).
+async fn discover_authority(http: &reqwest::Client, environment: &Environment) -> Result<(String, String), String> {
+    let url = format!("{}WhoAmI", environment.web_api());
+    let reply = http.get(&url).send().await.map_err(|e| format!("{url} did not answer: {e}"))?;
+    let header = reply
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| format!("{url} answered {} without a WWW-Authenticate header", reply.status()))?;
+    parse_authorization_uri(header).ok_or_else(|| format!("its WWW-Authenticate header names no authority: {header}"))
+}
+
+fn parse_authorization_uri(header: &str) -> Option<(String, String)> {
+    let start = header.find("authorization_uri=")? + "authorization_uri=".len();
+    let uri = header[start..].split([',', ' ']).next()?.trim_matches('"');
+    let parsed = url::Url::parse(uri).ok()?;
+    let tenant = parsed.path_segments()?.next()?.to_string();
+    let authority = uri[..uri.find(&format!("/{tenant}/"))?].to_string();
+    Some((authority, tenant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_app_without_access_is_told_where_to_grant_it() {
+        let api = dataverse::ApiError {
+            status: 403,
+            code: "0x80072560".into(),
+            message: "The user is not a member of the organization.".into(),
+            request_id: None,
+            retry_after: None,
+            kind: dataverse::ErrorKind::Auth,
+        };
+        let problem = ConnectionProblem {
+            environment: "https://contoso.crm4.dynamics.com".into(),
+            reason: Reason::Dataverse(Error::Api(api)),
+        };
+        let text = problem.to_string();
+        assert!(text.starts_with("the app signs in but has no access to https://contoso.crm4.dynamics.com"), "{text}");
+        assert!(text.contains("Application users") && text.contains("not a member of the organization"), "{text}");
+        assert!(!problem.is_transient());
+    }
+
+    #[test]
+    fn the_authority_comes_from_www_authenticate() {
+        assert_eq!(
+            parse_authorization_uri(
+                "Bearer authorization_uri=https://login.microsoftonline.com/0f1e2d3c/oauth2/authorize, resource_id=https://x"
+            ),
+            Some(("https://login.microsoftonline.com".into(), "0f1e2d3c".into()))
+        );
+        assert_eq!(
+            parse_authorization_uri("Bearer authorization_uri=http://127.0.0.1:4000/t1/oauth2/authorize"),
+            Some(("http://127.0.0.1:4000".into(), "t1".into()))
+        );
+        assert_eq!(parse_authorization_uri("Basic realm=x"), None);
+    }
+
+    #[test]
+    fn destination_environments_come_from_an_organization_and_a_region_or_a_url() {
+        let params = |env: &str, region: Option<&str>| {
+            let mut p = json!({"clientId": "c", "clientSecret": "s", "tenantId": "t", "environmentUrl": env});
+            if let Some(r) = region {
+                p["region"] = json!(r);
+            }
+            p.as_object().unwrap().clone()
+        };
+        let auth = |p| ConnectionAuth::from_params(specs::DYNAMICS_DESTINATION, specs::CLIENT_CREDENTIALS_AUTH, &p);
+        let env = |p| auth(p).unwrap().environment().unwrap().url();
+        assert_eq!(env(params("org57771b33", Some("crm3"))), "https://org57771b33.crm3.dynamics.com");
+        assert_eq!(env(params("org57771b33", None)), "https://org57771b33.crm.dynamics.com");
+        assert_eq!(env(params("https://contoso.crm4.dynamics.com", None)), "https://contoso.crm4.dynamics.com");
+        assert_eq!(env(params("contoso.crm4.dynamics.com", None)), "https://contoso.crm4.dynamics.com");
+        assert!(matches!(auth(params("x", Some("crm99"))), Err(AuthParamsError::Environment(_))));
+        let mut missing = params("x", None);
+        missing.remove("clientSecret");
+        assert_eq!(
+            auth(missing).unwrap_err().to_string().split(':').next(),
+            Some("auth.params.clientSecret is missing")
+        );
+        let (public, secret) = auth(params("x", Some("crm"))).unwrap().to_params();
+        assert!(!public.contains_key("clientSecret"));
+        assert_eq!(secret["clientSecret"].expose(), "s");
+    }
 }

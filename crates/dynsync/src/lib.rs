@@ -1,3 +1,23 @@
 //! dynsync: connects customer data to Microsoft Dynamics 365.
 
+pub mod activation;
+pub mod api;
 pub mod connection;
+pub mod declarative;
+pub mod demo;
+pub mod ids;
+pub mod remote;
+pub mod secrets;
+pub mod service;
+pub mod specs;
+pub mod store;
+pub mod target;
+
+pub use activation::{
+    ActivationFlow, AttributeMapping, AudienceMapping, EmptyValues, FlowDefinition, FlowState, StatusValues,
+};
+pub use connection::{Connection, ConnectionAuth, DestinationAuth, DestinationConnection};
+pub use ids::{ConnectionId, FlowId, Sandbox, TargetConnectionId};
+pub use service::{RunningService, Service, ServiceConfig};
+pub use store::Store;
+pub use target::{CustomizationPrefix, TargetConnection};

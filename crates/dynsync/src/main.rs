@@ -1,12 +1,26 @@
-//! The `dynsync` command line.
+//! The `dynsync` command line: the service (`serve`), and commands over its API for connections, targets and flows.
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use dataverse::{ClientCredentials, Environment, Region, Secret};
+use dynsync::declarative::{self, Declaration};
+use dynsync::remote::Remote;
+use dynsync::{Service, ServiceConfig, specs};
+use serde_json::{Value as Json, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "dynsync", version, about = "Connects customer data to Microsoft Dynamics 365.")]
+#[command(
+    name = "dynsync",
+    version,
+    about = "Connects customer data to Microsoft Dynamics 365.",
+    long_about = "Connects customer data to Microsoft Dynamics 365.\n\n\
+        Start the service with `dynsync serve`; it prints where its API token is. Then connect an environment \
+        (`dynsync connections create`), name the destination (`dynsync targets create`) and define what goes onto \
+        contacts (`dynsync apply -f flow.toml`). Every command except serve and check talks to the service at --url."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,11 +28,227 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run audience activation end to end and check the result, on an embedded Dataverse emulator.
+    ///
+    /// Creates the audience columns on contact, seeds contacts, connects dynsync and sets up a target and a flow
+    /// through its API, streams profile updates for three audiences (entries, exits and a few bad profiles), prints
+    /// the flow's run, then reads every contact back and checks each field. Exits non-zero if anything is off.
+    /// Give --dataverse-url and credentials to run it against a real environment instead.
+    Demo(DemoArgs),
+    /// Run the service: the REST API under /data/foundation/flowservice/.
+    ///
+    /// State lives in the data directory: the SQLite store (unless --database-url names a PostgreSQL), the key
+    /// that encrypts stored secrets (secret.key, unless DYNSYNC_SECRET_KEY is set) and the API tokens (api-tokens,
+    /// unless DYNSYNC_API_TOKENS is set). The first start creates the key and one token, and says where.
+    Serve(ServeArgs),
     /// Check that dynsync can sign in to a Dynamics 365 environment and act in it.
     ///
     /// Give the environment as --environment-url, or as --organization and --region. Every flag can also come
     /// from its DYNSYNC_* environment variable, which keeps the secret out of your shell history.
     Check(CheckArgs),
+    /// Dynamics 365 connections: an environment and the app registration that reaches it.
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
+    /// Target connections: a destination's name and the customization prefix of its audience columns.
+    #[command(subcommand)]
+    Targets(TargetsCommand),
+    /// Activation flows: audiences and attributes onto contact columns.
+    #[command(subcommand)]
+    Flows(FlowsCommand),
+    /// Create or update a connection, a target and a flow from a TOML file (kept in git, without secrets).
+    ///
+    /// Resources are matched by name: missing ones are created, an existing flow is updated. The flow is validated
+    /// against the contact table of the environment before it is saved. See the README for the file's format.
+    Apply(ApplyArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "DYNSYNC_LISTEN", default_value = "127.0.0.1:8686")]
+    listen: SocketAddr,
+    /// Directory for the store, the secret key and the API tokens.
+    #[arg(long, env = "DYNSYNC_DATA_DIR", default_value = "dynsync-data")]
+    data_dir: PathBuf,
+    /// A PostgreSQL URL (postgres://user@host/db) to keep the store there instead of SQLite.
+    #[arg(long, env = "DYNSYNC_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct RemoteArgs {
+    /// Where dynsync serves.
+    #[arg(long, env = "DYNSYNC_URL", default_value = "http://127.0.0.1:8686", global = true)]
+    url: String,
+    /// An API token; read from <data-dir>/api-tokens when left out.
+    #[arg(long, env = "DYNSYNC_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// The sandbox to work in.
+    #[arg(long, env = "DYNSYNC_SANDBOX", default_value = "prod", global = true)]
+    sandbox: String,
+    /// The service's data directory, to find the API token in.
+    #[arg(long, env = "DYNSYNC_DATA_DIR", default_value = "dynsync-data", global = true)]
+    data_dir: PathBuf,
+}
+
+impl RemoteArgs {
+    fn remote(&self) -> anyhow::Result<Remote> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => {
+                let path = self.data_dir.join(dynsync::service::TOKENS_FILE);
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!("no --token or DYNSYNC_TOKEN, and no token file at {}: give --token, or --data-dir of the service", path.display())
+                })?;
+                text.lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string)
+                    .with_context(|| format!("{} has no token", path.display()))?
+            }
+        };
+        Ok(Remote::new(&self.url, &token, &self.sandbox))
+    }
+}
+
+#[derive(Subcommand)]
+enum ConnectionsCommand {
+    /// List the connections of the sandbox.
+    List(RemoteOnly),
+    /// Show one connection (never its secret).
+    Get(ById),
+    /// Create a Dynamics 365 destination connection; dynsync tests it before keeping it.
+    ///
+    /// The client secret comes from DYNSYNC_CLIENT_SECRET, so that it stays out of your shell history.
+    Create(CreateConnectionArgs),
+    /// Delete a connection that no target uses.
+    Delete(ById),
+}
+
+#[derive(Args)]
+struct RemoteOnly {
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Args)]
+struct ById {
+    /// The resource's id.
+    id: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Args)]
+struct CreateConnectionArgs {
+    /// A name you will recognize.
+    #[arg(long)]
+    name: String,
+    /// The directory (tenant) id of the app registration.
+    #[arg(long, env = "DYNSYNC_TENANT_ID")]
+    tenant_id: String,
+    /// The application (client) id of the app registration.
+    #[arg(long, env = "DYNSYNC_CLIENT_ID")]
+    client_id: String,
+    /// The environment URL (https://contoso.crm4.dynamics.com), or its organization name with --region.
+    #[arg(long, env = "DYNSYNC_ENVIRONMENT_URL")]
+    environment_url: String,
+    /// The region (crm, crm3, crm4… or NAM, CAN, EUR…) when --environment-url is an organization name.
+    #[arg(long, env = "DYNSYNC_REGION")]
+    region: Option<String>,
+    /// The sign-in authority, for a sovereign cloud or the emulator.
+    #[arg(long, env = "DYNSYNC_AUTHORITY")]
+    authority: Option<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Subcommand)]
+enum TargetsCommand {
+    /// List the target connections of the sandbox.
+    List(RemoteOnly),
+    /// Create a target connection over a destination connection.
+    Create(CreateTargetArgs),
+    /// Delete a target connection that no flow uses.
+    Delete(ById),
+}
+
+#[derive(Args)]
+struct CreateTargetArgs {
+    #[arg(long)]
+    name: String,
+    /// The destination connection's id.
+    #[arg(long)]
+    connection: String,
+    /// The customization prefix of your audience columns' publisher (new for the default solution).
+    #[arg(long)]
+    prefix: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Subcommand)]
+enum FlowsCommand {
+    /// List the flows of the sandbox.
+    List(RemoteOnly),
+    /// Show one flow.
+    Get(ById),
+    /// Enable a flow (validated again first).
+    Enable(ById),
+    /// Disable a flow.
+    Disable(ById),
+    /// Delete a flow.
+    Delete(ById),
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    /// The TOML file.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Contacts to seed and activate.
+    #[arg(long, default_value_t = 10_000)]
+    contacts: usize,
+    /// Seed of the generated audience memberships.
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+    /// A real environment to run against instead of the embedded emulator (it creates columns and contacts there).
+    #[arg(long, env = "DYNSYNC_DATAVERSE_URL", requires_all = ["tenant_id", "client_id", "client_secret"])]
+    dataverse_url: Option<String>,
+    /// The directory (tenant) id of the app registration, with --dataverse-url.
+    #[arg(long, env = "DYNSYNC_TENANT_ID")]
+    tenant_id: Option<String>,
+    /// The application (client) id, with --dataverse-url.
+    #[arg(long, env = "DYNSYNC_CLIENT_ID")]
+    client_id: Option<String>,
+    /// A client secret of the app registration, with --dataverse-url.
+    #[arg(long, env = "DYNSYNC_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// The sign-in authority, with --dataverse-url.
+    #[arg(long, env = "DYNSYNC_AUTHORITY", default_value = "https://login.microsoftonline.com")]
+    authority: String,
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let target = match args.dataverse_url {
+        None => dynsync::demo::DemoTarget::Emulator,
+        Some(environment_url) => dynsync::demo::DemoTarget::Dynamics {
+            environment_url,
+            tenant_id: args.tenant_id.unwrap_or_default(),
+            client_id: args.client_id.unwrap_or_default(),
+            client_secret: dataverse::Secret::new(args.client_secret.unwrap_or_default()),
+            authority: args.authority,
+        },
+    };
+    let options = dynsync::demo::DemoOptions { target, contacts: args.contacts.max(1), seed: args.seed };
+    let passed = dynsync::demo::run(options).await?;
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 #[derive(Args)]
@@ -74,13 +304,163 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = ServiceConfig::new(args.data_dir);
+    config.listen = args.listen;
+    config.database_url = args.database_url;
+    config.secret_key = std::env::var("DYNSYNC_SECRET_KEY").ok().filter(|k| !k.is_empty());
+    config.api_tokens = std::env::var("DYNSYNC_API_TOKENS")
+        .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    let service = Service::start(config).await?;
+    eprintln!("dynsync serves its API at {}", service.api());
+    stop_signal().await;
+    eprintln!("dynsync: stopping; requests in flight finish first");
+    service.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, or SIGTERM as service managers and containers send it.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn print(value: &Json) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON prints"));
+}
+
+fn print_list(items: &[Json], columns: &[&str]) {
+    if items.is_empty() {
+        println!("(none)");
+    }
+    for item in items {
+        let fields: Vec<String> = columns
+            .iter()
+            .map(|c| c.split('.').fold(item, |v, k| &v[k]))
+            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+            .collect();
+        println!("{}", fields.join("  "));
+    }
+}
+
+async fn connections(command: ConnectionsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ConnectionsCommand::List(a) => {
+            print_list(&a.remote.remote()?.items("connections").await?, &["id", "status", "name"])
+        }
+        ConnectionsCommand::Get(a) => print(&a.remote.remote()?.items(&format!("connections/{}", a.id)).await?[0]),
+        ConnectionsCommand::Delete(a) => {
+            a.remote.remote()?.send(reqwest::Method::DELETE, &format!("connections/{}", a.id), None).await?;
+            println!("connection {} deleted", a.id);
+        }
+        ConnectionsCommand::Create(a) => {
+            let secret = std::env::var("DYNSYNC_CLIENT_SECRET")
+                .context("set DYNSYNC_CLIENT_SECRET to the client secret of the app registration")?;
+            let mut params = json!({
+                "clientId": a.client_id, "clientSecret": secret, "tenantId": a.tenant_id, "environmentUrl": a.environment_url,
+            });
+            if let Some(r) = a.region {
+                params["region"] = json!(r);
+            }
+            if let Some(h) = a.authority {
+                params["authorityHost"] = json!(h);
+            }
+            let body = json!({
+                "name": a.name,
+                "auth": {"specName": specs::CLIENT_CREDENTIALS_AUTH, "params": params},
+                "connectionSpec": {"id": specs::DYNAMICS_DESTINATION, "version": "1.0"},
+            });
+            let created = a.remote.remote()?.post("connections", &body).await?;
+            println!("connected; connection {} created", created["id"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn targets(command: TargetsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TargetsCommand::List(a) => print_list(
+            &a.remote.remote()?.items("targetConnections").await?,
+            &["id", "params.customizationPrefix", "name"],
+        ),
+        TargetsCommand::Delete(a) => {
+            a.remote.remote()?.send(reqwest::Method::DELETE, &format!("targetConnections/{}", a.id), None).await?;
+            println!("target connection {} deleted", a.id);
+        }
+        TargetsCommand::Create(a) => {
+            let body = json!({
+                "name": a.name, "baseConnectionId": a.connection, "params": {"customizationPrefix": a.prefix},
+            });
+            let created = a.remote.remote()?.post("targetConnections", &body).await?;
+            println!("target connection {} created", created["id"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn flows(command: FlowsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        FlowsCommand::List(a) => print_list(&a.remote.remote()?.items("flows").await?, &["id", "state", "name"]),
+        FlowsCommand::Get(a) => print(&a.remote.remote()?.items(&format!("flows/{}", a.id)).await?[0]),
+        FlowsCommand::Enable(a) => {
+            a.remote.remote()?.post(&format!("flows/{}/action?op=enable", a.id), &json!({})).await?;
+            println!("flow {} enabled", a.id);
+        }
+        FlowsCommand::Disable(a) => {
+            a.remote.remote()?.post(&format!("flows/{}/action?op=disable", a.id), &json!({})).await?;
+            println!("flow {} disabled", a.id);
+        }
+        FlowsCommand::Delete(a) => {
+            a.remote.remote()?.send(reqwest::Method::DELETE, &format!("flows/{}", a.id), None).await?;
+            println!("flow {} deleted", a.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let path = args.file.display().to_string();
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {path}"))?;
+    let declaration = Declaration::parse(&path, &text)?;
+    for line in declarative::apply(&args.remote.remote()?, &declaration).await? {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story; the service's log would drown it.
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .init();
-    match Cli::parse().command {
+    let result = match cli.command {
+        Command::Demo(args) => demo(args).await.context("dynsync demo"),
+        Command::Serve(args) => serve(args).await.context("dynsync serve"),
         Command::Check(args) => check(args).await.context("dynsync check"),
+        Command::Connections(c) => connections(c).await,
+        Command::Targets(c) => targets(c).await,
+        Command::Flows(c) => flows(c).await,
+        Command::Apply(args) => apply(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("dynsync: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }

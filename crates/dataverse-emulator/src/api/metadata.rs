@@ -502,6 +502,7 @@ pub async fn entity_definitions(request: &Request, segments: &[Segment]) -> ApiR
         (None, 1, &Method::GET) => list_tables(request),
         (None, 1, &Method::POST) => create_table(request).await,
         (Some(key), 1, &Method::GET) => get_table(request, key),
+        (Some(key), 1, &Method::PUT) => update_table(request, key).await,
         (Some(key), _, _) if segments[1].name == "Attributes" => attributes(request, key, &segments[1..]).await,
         (Some(key), 2, _) if segments[1].name == "Keys" => keys(request, key).await,
         _ => Err(ApiError::segment_not_found(&segments.last().expect("non-empty").name)),
@@ -706,6 +707,39 @@ async fn create_attribute(request: &Request, table_key: &Key) -> ApiResult<Respo
         })
         .await?;
     Ok(created(format!("{}/EntityDefinitions({table_id})/Attributes({attribute_id})", request.base)))
+}
+
+/// `PUT EntityDefinitions(…)`: updates a table's definition. The emulator takes the properties it models —
+/// `ChangeTrackingEnabled` — from the body and keeps everything else as it is.
+async fn update_table(request: &Request, table_key: &Key) -> ApiResult<Response> {
+    let body = request.json_object("EntityDefinitions")?;
+    request
+        .env
+        .store
+        .write(|data, journal| {
+            let mut table = Table::clone(find_table(&data.schema, table_key)?);
+            match body.get("ChangeTrackingEnabled") {
+                None | Some(Json::Null) => {}
+                Some(Json::Bool(true)) => table.change_tracking_enabled = true,
+                Some(Json::Bool(false)) if table.change_tracking_enabled => {
+                    return Err(ApiError::invalid_argument(format!(
+                        "Change tracking is enabled on {} and cannot be disabled once enabled.",
+                        table.logical_name
+                    )));
+                }
+                Some(Json::Bool(false)) => {}
+                Some(other) => {
+                    return Err(ApiError::payload(
+                        "EntityDefinitions",
+                        format!("ChangeTrackingEnabled is true or false, not {other}."),
+                    ));
+                }
+            }
+            data.put_table(journal, table);
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    Ok(super::empty_response(StatusCode::NO_CONTENT))
 }
 
 async fn create_table(request: &Request) -> ApiResult<Response> {

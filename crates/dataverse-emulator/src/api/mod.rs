@@ -2,6 +2,7 @@
 
 mod batch;
 mod bulk;
+mod changes;
 mod metadata;
 mod records;
 

@@ -420,7 +420,7 @@ fn page<'d>(
     (out, more)
 }
 
-fn page_size(request: &Request) -> ApiResult<Option<usize>> {
+pub(super) fn page_size(request: &Request) -> ApiResult<Option<usize>> {
     let Some(text) = &request.prefer.max_page_size else {
         return Ok(None);
     };
@@ -437,6 +437,9 @@ fn page_size(request: &Request) -> ApiResult<Option<usize>> {
 
 fn query(request: &Request, table: &Table) -> ApiResult<Response> {
     let options = request.options()?;
+    if request.prefer.track_changes || options.deltatoken.is_some() {
+        return super::changes::query(request, table, &options);
+    }
     if options.expand.is_some() {
         return Err(ApiError::bad_query(
             "$expand is not supported by the emulator yet; query the related table by its lookup column.",

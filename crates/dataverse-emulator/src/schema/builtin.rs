@@ -52,7 +52,8 @@ impl TableBuilder {
                 object_type_code: otc,
                 is_custom: false,
                 ownership: "UserOwned".into(),
-                change_tracking_enabled: false,
+                // Dynamics 365 Sales environments track changes on its core tables; others start without.
+                change_tracking_enabled: matches!(logical_name, "contact" | "account" | "lead"),
                 attributes: Vec::new(),
                 keys: Vec::new(),
             },

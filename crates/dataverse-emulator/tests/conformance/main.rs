@@ -4,6 +4,7 @@
 mod auth;
 mod batch;
 mod bulk;
+mod changes;
 mod faults;
 mod limits;
 mod metadata;

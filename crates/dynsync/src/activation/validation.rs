@@ -1,0 +1,469 @@
+//! Checking a flow against the contact table when it is saved: every target column and every audience column must
+//! exist, be writable, and be of a type that holds what is mapped. A problem names the field, the flow's entry it
+//! comes from, and the closest columns that do exist.
+
+use super::{FlowDefinition, XdmType, xdm};
+use crate::target::CustomizationPrefix;
+use dataverse::{ColumnDefinition, ColumnType, TableDefinition};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+
+/// One thing wrong with a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// Where in the flow: `mappings[2].target`, `audiences[0].mappingId`.
+    pub field: String,
+    pub message: String,
+    /// The existing columns closest to a missing one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub closest: Vec<String>,
+}
+
+/// Everything wrong with a flow, found at once so that one save shows all of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidationReport {
+    pub flow: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ValidationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "flow '{}' does not fit the contact table: ", self.flow)?;
+        let messages: Vec<String> = self.problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
+        f.write_str(&messages.join("; "))
+    }
+}
+
+impl std::error::Error for ValidationReport {}
+
+/// Checks the parts of a flow that need no metadata: the identity mapping, duplicates, status values.
+pub fn check_shape(flow: &FlowDefinition) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |field: String, message: String| problems.push(Problem { field, message, closest: Vec::new() });
+    if flow.name.trim().is_empty() {
+        problem("name".into(), "give the flow a name".into());
+    }
+    if flow.target_connection_ids.len() != 1 {
+        problem(
+            "targetConnectionIds".into(),
+            format!(
+                "an activation flow writes to exactly one target connection; this one names {}",
+                flow.target_connection_ids.len()
+            ),
+        );
+    }
+    let identities: Vec<usize> =
+        flow.mappings.iter().enumerate().filter(|(_, m)| m.is_identity()).map(|(i, _)| i).collect();
+    match identities.as_slice() {
+        [] => problem(
+            "mappings".into(),
+            "the identity mapping contactId → contactid is missing: add {\"source\": \"contactId\", \"target\": \"contactid\"}; \
+             Dynamics contacts are updated by their id"
+                .into(),
+        ),
+        [i] if !flow.mappings[*i].target.trim().eq_ignore_ascii_case("contactid") => problem(
+            format!("mappings[{i}].target"),
+            format!("the identity contactId must map to contactid, not to {}", flow.mappings[*i].target),
+        ),
+        [_] => {}
+        [_, more @ ..] => problem(format!("mappings[{}]", more[0]), "map the identity contactId only once".into()),
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, m) in flow.mappings.iter().enumerate() {
+        if m.source.trim().is_empty() {
+            problem(format!("mappings[{i}].source"), "the source XDM path is empty".into());
+        }
+        let target = m.target.trim().to_ascii_lowercase();
+        if let Some(first) = seen.insert(target.clone(), i) {
+            problem(
+                format!("mappings[{i}].target"),
+                format!("column {target} is already the target of mappings[{first}]; a column takes one source"),
+            );
+        }
+    }
+    let mut audiences: HashMap<&str, usize> = HashMap::new();
+    for (i, a) in flow.audiences.iter().enumerate() {
+        if a.id.trim().is_empty() {
+            problem(format!("audiences[{i}].id"), "the audience id is empty".into());
+        }
+        if a.mapping_id.trim().is_empty() {
+            problem(
+                format!("audiences[{i}].mappingId"),
+                format!("{} has no mapping ID: give the name of the contact column that holds its status", a.label()),
+            );
+        }
+        if let Some(first) = audiences.insert(a.id.trim(), i) {
+            problem(
+                format!("audiences[{i}].id"),
+                format!("audience {} is already activated by audiences[{first}]", a.id),
+            );
+        }
+    }
+    let values = &flow.status_values;
+    if [&values.realized, &values.existing, &values.exited].iter().any(|v| v.trim().is_empty()) {
+        problem(
+            "statusValues".into(),
+            "a status value is empty: give the text to write for realized, existing and exited".into(),
+        );
+    }
+    problems
+}
+
+/// Checks a flow against the contact table, with audience columns named with the target's customization prefix.
+pub fn validate(
+    flow: &FlowDefinition,
+    prefix: &CustomizationPrefix,
+    contact: &TableDefinition,
+) -> Result<(), ValidationReport> {
+    let mut problems = check_shape(flow);
+    for (i, m) in flow.mappings.iter().enumerate() {
+        let field = format!("mappings[{i}].target");
+        let target = m.target.trim().to_ascii_lowercase();
+        if m.is_identity() {
+            continue;
+        }
+        let Some(column) = contact.column(&target) else {
+            problems.push(missing(field, &target, &format!("mapped from {}", m.source), contact, None));
+            continue;
+        };
+        let source_type = m.source_type.or_else(|| xdm::known_type(&m.source)).unwrap_or(XdmType::String);
+        if let Some(message) = unwritable(column) {
+            problems.push(Problem { field, message, closest: Vec::new() });
+        } else if let Err(message) = holds(column, source_type) {
+            problems.push(Problem {
+                field,
+                message: format!(
+                    "column {} is {} and cannot hold {} ({}): {message}",
+                    column.logical_name, column.kind, m.source, source_type
+                ),
+                closest: Vec::new(),
+            });
+        }
+    }
+    let mut audience_columns: HashMap<String, usize> = HashMap::new();
+    for (i, a) in flow.audiences.iter().enumerate() {
+        if a.mapping_id.trim().is_empty() {
+            continue;
+        }
+        let field = format!("audiences[{i}].mappingId");
+        let name = a.column(prefix);
+        if let Some(first) = audience_columns.insert(name.clone(), i) {
+            problems.push(Problem {
+                field,
+                message: format!(
+                    "column {name} already holds the status of audiences[{first}]; give each audience its own column"
+                ),
+                closest: Vec::new(),
+            });
+            continue;
+        }
+        if flow.mappings.iter().any(|m| m.target.trim().eq_ignore_ascii_case(&name)) {
+            problems.push(Problem {
+                field,
+                message: format!(
+                    "column {name} is also the target of an attribute mapping; give the audience its own column"
+                ),
+                closest: Vec::new(),
+            });
+            continue;
+        }
+        let Some(column) = contact.column(&name) else {
+            let context = format!(
+                "{}'s status column: mapping ID {} with the customization prefix {prefix}",
+                a.label(),
+                a.mapping_id.trim()
+            );
+            problems.push(missing(field, &name, &context, contact, Some(prefix)));
+            continue;
+        };
+        let longest = flow.status_values.longest();
+        let fits = match column.kind {
+            ColumnType::String { max_length } | ColumnType::Memo { max_length } => {
+                max_length.is_none_or(|n| n as usize >= longest)
+            }
+            _ => false,
+        };
+        if let Some(message) = unwritable(column) {
+            problems.push(Problem { field, message, closest: Vec::new() });
+        } else if !column.kind.is_text() {
+            problems.push(Problem {
+                field,
+                message: format!(
+                    "column {name} is {} but holds {}'s status, which is text: create it as a single line of text \
+                     (seed 002's prerequisite) or map the audience to a text column",
+                    column.kind,
+                    a.label()
+                ),
+                closest: Vec::new(),
+            });
+        } else if !fits {
+            problems.push(Problem {
+                field,
+                message: format!(
+                    "column {name} is {}, too short for the status value of {longest} characters: lengthen the column or shorten statusValues",
+                    column.kind
+                ),
+                closest: Vec::new(),
+            });
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(ValidationReport { flow: flow.name.clone(), problems }) }
+}
+
+/// Why a column cannot be written from a profile, if it cannot.
+fn unwritable(column: &ColumnDefinition) -> Option<String> {
+    if !column.valid_for_update {
+        return Some(format!(
+            "column {} is read-only in Dynamics (set by Dynamics itself): map to another column",
+            column.logical_name
+        ));
+    }
+    match column.kind {
+        ColumnType::Lookup | ColumnType::Customer | ColumnType::Owner => Some(format!(
+            "column {} is a {}, which points at another row; dynsync writes values, not references: map to a value column",
+            column.logical_name, column.kind
+        )),
+        ColumnType::State | ColumnType::Status | ColumnType::Uniqueidentifier | ColumnType::Other(_) => Some(format!(
+            "column {} is a {} column, which a profile attribute cannot set: map to another column",
+            column.logical_name, column.kind
+        )),
+        _ => None,
+    }
+}
+
+/// Whether a column of this type holds a source of that type, and if not, what to do.
+fn holds(column: &ColumnDefinition, source: XdmType) -> Result<(), String> {
+    use XdmType as X;
+    let ok = match (&column.kind, source) {
+        (kind, _) if kind.is_text() => true,
+        (ColumnType::Integer | ColumnType::BigInt, X::Integer) => true,
+        (ColumnType::Decimal | ColumnType::Double | ColumnType::Money, X::Integer | X::Number) => true,
+        (ColumnType::Boolean, X::Boolean) => true,
+        (ColumnType::DateTime { .. }, X::Date | X::DateTime) => true,
+        (ColumnType::Picklist, X::Integer) => true,
+        (ColumnType::MultiSelectPicklist, X::String) => true,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match &column.kind {
+        ColumnType::Picklist => {
+            "a choice takes an option's number; map a whole-number field, or use a text column".into()
+        }
+        _ => "map a field of a matching type, or a text column".into(),
+    })
+}
+
+fn missing(
+    field: String,
+    name: &str,
+    context: &str,
+    contact: &TableDefinition,
+    prefix: Option<&CustomizationPrefix>,
+) -> Problem {
+    let closest = closest_columns(name, contact);
+    let mut message = format!("contact has no column {name} ({context})");
+    // The same name under another publisher's prefix is the typical wrong-prefix case.
+    if let Some(prefix) = prefix {
+        let bare = name.strip_prefix(&format!("{prefix}_")).unwrap_or(name);
+        if let Some(other) = contact
+            .columns
+            .iter()
+            .find(|c| c.logical_name.split_once('_').is_some_and(|(p, rest)| rest == bare && p != prefix.as_str()))
+        {
+            let other_prefix = other.logical_name.split_once('_').map(|(p, _)| p).unwrap_or_default();
+            message.push_str(&format!(
+                ". Column {} exists: is the customization prefix of the target connection {other_prefix} rather than {prefix}?",
+                other.logical_name
+            ));
+        }
+    }
+    if !closest.is_empty() {
+        message.push_str(&format!(". Closest columns: {}", closest.join(", ")));
+    } else {
+        message.push_str(". Create the column in Dynamics, or check the name");
+    }
+    Problem { field, message, closest }
+}
+
+/// Up to three columns whose names are closest to `name`.
+fn closest_columns(name: &str, contact: &TableDefinition) -> Vec<String> {
+    let bare = |n: &str| n.split_once('_').map(|(_, rest)| rest.to_string()).unwrap_or_else(|| n.to_string());
+    let mut scored: Vec<(usize, &str)> = contact
+        .columns
+        .iter()
+        .map(|c| {
+            let whole = edit_distance(name, &c.logical_name);
+            let suffix = edit_distance(&bare(name), &bare(&c.logical_name));
+            (whole.min(suffix + 1), c.logical_name.as_str())
+        })
+        .collect();
+    scored.sort();
+    let limit = (name.chars().count() / 2).max(2);
+    scored.into_iter().filter(|(d, _)| *d <= limit).take(3).map(|(_, n)| n.to_string()).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::{AttributeMapping, AudienceMapping};
+
+    fn column(name: &str, kind: ColumnType) -> ColumnDefinition {
+        ColumnDefinition {
+            logical_name: name.into(),
+            schema_name: name.into(),
+            kind,
+            is_custom: name.contains('_'),
+            is_primary_id: name == "contactid",
+            valid_for_create: true,
+            valid_for_update: name != "fullname" && name != "contactid",
+            required_level: "None".into(),
+        }
+    }
+
+    fn contact() -> TableDefinition {
+        TableDefinition {
+            logical_name: "contact".into(),
+            entity_set_name: "contacts".into(),
+            primary_id: "contactid".into(),
+            primary_name: Some("fullname".into()),
+            columns: vec![
+                column("contactid", ColumnType::Uniqueidentifier),
+                column("firstname", ColumnType::String { max_length: Some(50) }),
+                column("lastname", ColumnType::String { max_length: Some(50) }),
+                column("fullname", ColumnType::String { max_length: Some(160) }),
+                column("emailaddress1", ColumnType::String { max_length: Some(100) }),
+                column("birthdate", ColumnType::DateTime { date_only: true }),
+                column("donotemail", ColumnType::Boolean),
+                column("parentcustomerid", ColumnType::Customer),
+                column("cr8a3_gold", ColumnType::String { max_length: Some(100) }),
+                column("new_silver", ColumnType::String { max_length: Some(5) }),
+                column("new_points", ColumnType::Integer),
+            ],
+        }
+    }
+
+    fn flow(audiences: &[(&str, &str)], mappings: &[(&str, &str)]) -> FlowDefinition {
+        FlowDefinition {
+            name: "Loyalty".into(),
+            description: String::new(),
+            target_connection_ids: vec![Default::default()],
+            audiences: audiences
+                .iter()
+                .map(|(id, m)| AudienceMapping { id: id.to_string(), name: None, mapping_id: m.to_string() })
+                .collect(),
+            mappings: mappings
+                .iter()
+                .map(|(s, t)| AttributeMapping { source: s.to_string(), target: t.to_string(), source_type: None })
+                .collect(),
+            status_values: Default::default(),
+            empty_values: Default::default(),
+        }
+    }
+
+    fn problems(flow: &FlowDefinition, prefix: &str) -> Vec<Problem> {
+        validate(flow, &prefix.parse().unwrap(), &contact()).err().map(|r| r.problems).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_valid_flow_passes() {
+        let f = flow(
+            &[("seg-1", "gold")],
+            &[
+                ("contactId", "contactid"),
+                ("person.name.firstName", "FirstName"),
+                ("personalEmail.address", "emailaddress1"),
+            ],
+        );
+        assert_eq!(problems(&f, "cr8a3"), []);
+    }
+
+    #[test]
+    fn the_identity_is_mandatory() {
+        let p = problems(&flow(&[], &[("person.name.firstName", "firstname")]), "new");
+        assert_eq!(p[0].field, "mappings");
+        assert!(p[0].message.contains("contactId → contactid"), "{}", p[0].message);
+        let p = problems(&flow(&[], &[("identityMap.contactId", "emailaddress1")]), "new");
+        assert_eq!(p[0].field, "mappings[0].target");
+    }
+
+    #[test]
+    fn a_missing_column_names_the_closest_ones() {
+        let p = problems(&flow(&[], &[("contactId", "contactid"), ("person.name.firstName", "firstnme")]), "new");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].field, "mappings[1].target");
+        assert_eq!(p[0].closest.first().map(String::as_str), Some("firstname"));
+        assert!(p[0].message.starts_with("contact has no column firstnme"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn a_wrong_prefix_says_which_prefix_the_column_has() {
+        let p = problems(&flow(&[("seg-1", "gold")], &[("contactId", "contactid")]), "new");
+        assert_eq!(p[0].field, "audiences[0].mappingId");
+        assert!(p[0].message.contains("contact has no column new_gold"), "{}", p[0].message);
+        assert!(p[0].message.contains("cr8a3 rather than new"), "{}", p[0].message);
+        assert_eq!(p[0].closest.first().map(String::as_str), Some("cr8a3_gold"));
+    }
+
+    #[test]
+    fn types_must_hold_what_is_mapped() {
+        let p = problems(
+            &flow(
+                &[("seg-2", "silver"), ("seg-3", "points")],
+                &[
+                    ("contactId", "contactid"),
+                    ("person.name.firstName", "birthdate"),
+                    ("person.birthDate", "donotemail"),
+                    ("person.name.lastName", "fullname"),
+                    ("person.name.middleName", "parentcustomerid"),
+                ],
+            ),
+            "new",
+        );
+        let fields: Vec<&str> = p.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "mappings[1].target",
+                "mappings[2].target",
+                "mappings[3].target",
+                "mappings[4].target",
+                "audiences[0].mappingId",
+                "audiences[1].mappingId"
+            ]
+        );
+        assert!(
+            p[0].message.contains("birthdate is date only and cannot hold person.name.firstName (text)"),
+            "{}",
+            p[0].message
+        );
+        assert!(p[2].message.contains("read-only"));
+        assert!(p[4].message.contains("too short"), "{}", p[4].message);
+        assert!(p[5].message.contains("is whole number but holds"), "{}", p[5].message);
+    }
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+}

@@ -1,0 +1,235 @@
+//! `connectionSpecs` and `connections`. Creating a connection tests it: a token, then `WhoAmI`.
+
+use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, items, parse_body};
+use crate::connection::{self, Connection, ConnectionAuth};
+use crate::ids::{ConnectionId, ConnectionSpecId, Etag};
+use crate::specs;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Map, Value as Json, json};
+use std::sync::Arc;
+
+pub async fn list_specs(_caller: Caller) -> Response {
+    items(specs::all())
+}
+
+pub async fn get_spec(_caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    specs::all().into_iter().find(|s| s["id"].as_str() == Some(id.as_str())).map(|s| items(vec![s])).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("there is no connection spec {id}: GET connectionSpecs lists them"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateConnection {
+    name: String,
+    #[serde(default)]
+    description: String,
+    auth: AuthBody,
+    connection_spec: SpecRef,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthBody {
+    spec_name: String,
+    #[serde(default)]
+    params: Map<String, Json>,
+}
+
+#[derive(Deserialize)]
+struct SpecRef {
+    id: String,
+}
+
+pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    let request: CreateConnection = parse_body(&body)?;
+    let spec: ConnectionSpecId = request
+        .connection_spec
+        .id
+        .parse()
+        .ok()
+        .filter(|s| specs::is_known(*s))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "connectionSpec.id {} is not a connection spec of dynsync: use {} (Microsoft Dynamics source) or {} (Dynamics 365 destination)",
+                request.connection_spec.id, specs::DYNAMICS_SOURCE, specs::DYNAMICS_DESTINATION
+            ))
+        })?;
+    if request.name.trim().is_empty() {
+        return Err(ApiError::bad_request("name is empty: give the connection a name you will recognize"));
+    }
+    let auth = ConnectionAuth::from_params(spec, &request.auth.spec_name, &request.auth.params)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let who = connection::test(&state.http, &auth).await.map_err(|problem| {
+        let status = if problem.is_transient() { StatusCode::BAD_GATEWAY } else { StatusCode::BAD_REQUEST };
+        ApiError::new(status, "connection-test-failed", format!("the connection does not work: {problem}"))
+            .with_report(json!({"connected": false}))
+    })?;
+    let now = Utc::now();
+    let connection = Connection {
+        id: ConnectionId::new(),
+        sandbox: caller.sandbox,
+        name: request.name.trim().to_string(),
+        description: request.description,
+        spec,
+        auth,
+        signed_in_as: Some(who),
+        etag: Etag::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_connection(&connection).await?;
+    tracing::info!(connection = %connection.id, sandbox = %connection.sandbox, "connection created and tested");
+    Ok(id_and_etag(StatusCode::CREATED, connection.id, &connection.etag))
+}
+
+pub fn connection_json(c: &Connection) -> Json {
+    let (params, _) = c.auth.to_params();
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "description": c.description,
+        "connectionSpec": {"id": c.spec, "version": "1.0"},
+        "auth": {"specName": c.auth.spec_name(), "params": params},
+        "state": "enabled",
+        "status": if c.signed_in_as.is_some() { "connected" } else { "untested" },
+        "signedInAs": c.signed_in_as.as_ref().map(|w| json!({"userId": w.user_id, "organizationId": w.organization_id})),
+        "sandboxName": c.sandbox,
+        "etag": c.etag,
+        "createdAt": c.created_at.timestamp_millis(),
+        "updatedAt": c.updated_at.timestamp_millis(),
+    })
+}
+
+fn parse_id(id: &str, caller: &Caller) -> ApiResult<ConnectionId> {
+    id.parse().map_err(|_| ApiError::not_found("connection", id, &caller.sandbox))
+}
+
+pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
+    let all = state.store.connections(&caller.sandbox).await?;
+    Ok(items(all.iter().map(connection_json).collect()))
+}
+
+pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let found = state.store.connection(&caller.sandbox, parse_id(&id, &caller)?).await?;
+    let c = found.ok_or_else(|| ApiError::not_found("connection", &id, &caller.sandbox))?;
+    Ok(items(vec![connection_json(&c)]))
+}
+
+#[derive(Deserialize)]
+struct PatchOperation {
+    op: String,
+    path: String,
+    value: Json,
+}
+
+/// `PATCH /connections/{id}`: JSON Patch `replace` operations on `/name`, `/description` and
+/// `/auth/params/<name>`, as Flow Service updates connections (to rotate a secret, say). New credentials are tested
+/// before they are kept, and `If-Match` guards against a concurrent change.
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let parsed = parse_id(&id, &caller)?;
+    let current = state
+        .store
+        .connection(&caller.sandbox, parsed)
+        .await?
+        .ok_or_else(|| ApiError::not_found("connection", &id, &caller.sandbox))?;
+    if let Some(given) = headers.get("if-match").and_then(|v| v.to_str().ok())
+        && given != current.etag.0
+        && given != "*"
+    {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "stale",
+            format!("connection {id} changed since you read it (its etag is now {}): read it again", current.etag),
+        ));
+    }
+    let operations: Vec<PatchOperation> = parse_body(&body)?;
+    let mut updated = current.clone();
+    let (public, secrets) = current.auth.to_params();
+    let mut params = public;
+    for (name, secret) in secrets {
+        params.insert(name.to_string(), Json::String(secret.expose().to_string()));
+    }
+    let mut credentials_changed = false;
+    for (i, operation) in operations.iter().enumerate() {
+        if operation.op != "replace" && operation.op != "add" {
+            return Err(ApiError::bad_request(format!(
+                "[{i}].op {} is not supported: use replace (or add) on /name, /description or /auth/params/<name>",
+                operation.op
+            )));
+        }
+        let text =
+            || {
+                operation.value.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::bad_request(format!("[{i}].value must be a string for {}", operation.path))
+                })
+            };
+        match operation.path.as_str() {
+            "/name" => updated.name = text()?,
+            "/description" => updated.description = text()?,
+            path => match path.strip_prefix("/auth/params/") {
+                Some(name) if !name.is_empty() => {
+                    params.insert(name.to_string(), operation.value.clone());
+                    credentials_changed = true;
+                }
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "[{i}].path {path} cannot be changed: use /name, /description or /auth/params/<name>; \
+                         the connection spec and auth spec stay (create a new connection to change them)"
+                    )));
+                }
+            },
+        }
+    }
+    if credentials_changed {
+        updated.auth = ConnectionAuth::from_params(current.spec, current.auth.spec_name(), &params)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let who = connection::test(&state.http, &updated.auth).await.map_err(|problem| {
+            ApiError::new(
+                if problem.is_transient() { StatusCode::BAD_GATEWAY } else { StatusCode::BAD_REQUEST },
+                "connection-test-failed",
+                format!("the new credentials do not work, so the connection keeps its old ones: {problem}"),
+            )
+        })?;
+        updated.signed_in_as = Some(who);
+    }
+    updated.etag = Etag::new();
+    updated.updated_at = Utc::now();
+    state.store.update_connection(&updated, &current.etag).await?;
+    state.forget_client(parsed);
+    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+}
+
+pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let parsed = parse_id(&id, &caller)?;
+    if state.store.connection(&caller.sandbox, parsed).await?.is_none() {
+        return Err(ApiError::not_found("connection", &id, &caller.sandbox));
+    }
+    let targets = state.store.targets_of(&caller.sandbox, parsed).await?;
+    if !targets.is_empty() {
+        let list = targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "in-use",
+            format!("connection {id} is the base of target connection {list}: delete those (and their flows) first"),
+        ));
+    }
+    state.store.delete_connection(&caller.sandbox, parsed).await?;
+    state.forget_client(parsed);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,208 @@
+//! The REST API, in Flow Service's shape, under `/data/foundation/flowservice/`. Every request carries
+//! `Authorization: Bearer <token>` and `x-sandbox-name`; every resource lives in one sandbox and is not found from
+//! the others. Errors are `{"type", "title", "status", "detail", "report"}` bodies whose detail says what to do.
+
+mod collection;
+mod connections;
+mod flows;
+mod targets;
+
+use crate::activation::pipeline::Activations;
+use crate::connection::DestinationConnection;
+use crate::ids::{ConnectionId, Sandbox};
+use crate::store::{Store, StoreError};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json as AxumJson, Router};
+use dataverse::Client;
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub const BASE_PATH: &str = "/data/foundation/flowservice";
+
+/// What every handler shares.
+pub struct AppState {
+    pub store: Store,
+    /// The activation pipelines of the enabled flows.
+    pub activations: Arc<Activations>,
+    pub http: reqwest::Client,
+    /// SHA-256 digests of the accepted API tokens.
+    token_digests: Vec<[u8; 32]>,
+    /// One Dataverse client per destination connection, so that its token and metadata cache are reused.
+    clients: Mutex<HashMap<ConnectionId, Client>>,
+}
+
+impl AppState {
+    pub fn new(store: Store, tokens: &[String]) -> AppState {
+        AppState {
+            activations: Activations::new(store.clone()),
+            store,
+            http: reqwest::Client::new(),
+            token_digests: tokens.iter().map(|t| digest(t)).collect(),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn client(&self, destination: &DestinationConnection) -> Client {
+        self.clients
+            .lock()
+            .expect("client cache lock")
+            .entry(destination.id)
+            .or_insert_with(|| destination.client())
+            .clone()
+    }
+
+    pub fn forget_client(&self, id: ConnectionId) {
+        self.clients.lock().expect("client cache lock").remove(&id);
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.trim().as_bytes()).into()
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(&format!("{BASE_PATH}/connectionSpecs"), get(connections::list_specs))
+        .route(&format!("{BASE_PATH}/connectionSpecs/{{id}}"), get(connections::get_spec))
+        .route(&format!("{BASE_PATH}/connections"), post(connections::create).get(connections::list))
+        .route(
+            &format!("{BASE_PATH}/connections/{{id}}"),
+            get(connections::get).patch(connections::patch).delete(connections::delete),
+        )
+        .route(&format!("{BASE_PATH}/targetConnections"), post(targets::create).get(targets::list))
+        .route(&format!("{BASE_PATH}/targetConnections/{{id}}"), get(targets::get).delete(targets::delete))
+        .route(&format!("{BASE_PATH}/flows"), post(flows::create).get(flows::list))
+        .route(&format!("{BASE_PATH}/flows/{{id}}"), get(flows::get).put(flows::replace).delete(flows::delete))
+        .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
+        .route(&format!("{BASE_PATH}/runs"), get(flows::runs))
+        .route("/collection/{inlet}", post(collection::one))
+        .route("/collection/batch/{inlet}", post(collection::batch))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no such endpoint: the API is under {BASE_PATH}/ (connectionSpecs, connections, targetConnections, flows, runs)"),
+            )
+        })
+        .with_state(state)
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub detail: String,
+    pub report: Option<Json>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError { status, kind, detail: detail.into(), report: None }
+    }
+    pub fn bad_request(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+    pub fn not_found(what: &str, id: &str, sandbox: &Sandbox) -> ApiError {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("there is no {what} {id} in sandbox {sandbox}: check the id, and the x-sandbox-name header"),
+        )
+    }
+    pub fn with_report(mut self, report: Json) -> ApiError {
+        self.report = Some(report);
+        self
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::Stale(_) => ApiError::new(StatusCode::PRECONDITION_FAILED, "stale", error.to_string()),
+            other => {
+                tracing::error!(error = %other, "store error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", format!("dynsync's store failed: {other}"))
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": format!("dynsync:{}", self.kind),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let Some(report) = self.report {
+            body["report"] = report;
+        }
+        (self.status, AxumJson(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The caller of a request: authenticated, in a sandbox. Adobe's `x-api-key` and `x-gw-ims-org-id` are accepted and
+/// not needed.
+pub struct Caller {
+    pub sandbox: Sandbox,
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        authenticate(&parts.headers, state)?;
+        let sandbox = parts.headers.get("x-sandbox-name").and_then(|v| v.to_str().ok()).ok_or_else(|| {
+            ApiError::bad_request(
+                "the x-sandbox-name header is missing: name the sandbox the resource lives in (for example prod)",
+            )
+        })?;
+        let sandbox = sandbox.parse::<Sandbox>().map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(Caller { sandbox })
+    }
+}
+
+pub fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
+    let unauthorized = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
+    let value = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("the Authorization header is missing: send Authorization: Bearer <token>, with a token from the api-tokens file in dynsync's data directory or from DYNSYNC_API_TOKENS"))?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or_else(|| {
+        unauthorized("the Authorization header is not a bearer token: send Authorization: Bearer <token>")
+    })?;
+    let presented = digest(token);
+    // Comparing digests keeps the comparison's time independent of how much of a token matched.
+    if state.token_digests.iter().any(|d| d == &presented) {
+        Ok(())
+    } else {
+        Err(unauthorized(
+            "this token is not one of dynsync's API tokens: use one from the api-tokens file in dynsync's data directory or from DYNSYNC_API_TOKENS",
+        ))
+    }
+}
+
+/// Reads a JSON body, with a message that says where it is wrong.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not what this endpoint takes: {e}")))
+}
+
+/// Adobe's answer to a create or an update.
+pub fn id_and_etag(status: StatusCode, id: impl ToString, etag: &crate::ids::Etag) -> Response {
+    (status, AxumJson(json!({"id": id.to_string(), "etag": etag.0}))).into_response()
+}
+
+pub fn items(values: Vec<Json>) -> Response {
+    AxumJson(json!({"items": values})).into_response()
+}

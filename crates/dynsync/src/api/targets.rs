@@ -1,0 +1,127 @@
+//! `targetConnections`: the destination details (name, description, customization prefix) over a base connection.
+
+use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, items, parse_body};
+use crate::ids::{ConnectionId, Etag, TargetConnectionId};
+use crate::specs;
+use crate::target::{CustomizationPrefix, TargetConnection};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateTarget {
+    name: String,
+    #[serde(default)]
+    description: String,
+    base_connection_id: String,
+    #[serde(default)]
+    params: TargetParams,
+    /// Accepted as Adobe's clients send it; a target takes its spec from its base connection.
+    #[serde(default, rename = "connectionSpec")]
+    _connection_spec: Option<Json>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TargetParams {
+    customization_prefix: Option<String>,
+}
+
+pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    let request: CreateTarget = parse_body(&body)?;
+    if request.name.trim().is_empty() {
+        return Err(ApiError::bad_request("name is empty: give the destination a name you will recognize"));
+    }
+    let base: ConnectionId = request.base_connection_id.parse().map_err(|_| {
+        ApiError::bad_request(format!("baseConnectionId {} is not a connection id", request.base_connection_id))
+    })?;
+    let connection = state.store.connection(&caller.sandbox, base).await?.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "baseConnectionId: there is no connection {base} in sandbox {}: create it with POST /connections first",
+            caller.sandbox
+        ))
+    })?;
+    if connection.spec != specs::DYNAMICS_DESTINATION {
+        return Err(ApiError::bad_request(format!(
+            "baseConnectionId: connection {base} is a Dynamics source connection; a target needs a Dynamics 365 destination connection (connection spec {})",
+            specs::DYNAMICS_DESTINATION
+        )));
+    }
+    let prefix = request.params.customization_prefix.as_deref().ok_or_else(|| {
+        ApiError::bad_request(
+            "params.customizationPrefix is missing: give the customization prefix of the publisher of your audience columns (new for the default solution)",
+        )
+    })?;
+    let prefix: CustomizationPrefix = prefix
+        .parse()
+        .map_err(|e: crate::target::BadPrefix| ApiError::bad_request(format!("params.customizationPrefix: {e}")))?;
+    let now = Utc::now();
+    let target = TargetConnection {
+        id: TargetConnectionId::new(),
+        sandbox: caller.sandbox,
+        name: request.name.trim().to_string(),
+        description: request.description,
+        base_connection_id: base,
+        customization_prefix: prefix,
+        etag: Etag::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_target_connection(&target).await?;
+    Ok(id_and_etag(StatusCode::CREATED, target.id, &target.etag))
+}
+
+pub fn target_json(t: &TargetConnection) -> Json {
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "description": t.description,
+        "baseConnectionId": t.base_connection_id,
+        "connectionSpec": {"id": specs::DYNAMICS_DESTINATION, "version": "1.0"},
+        "params": {"customizationPrefix": t.customization_prefix},
+        "state": "enabled",
+        "sandboxName": t.sandbox,
+        "etag": t.etag,
+        "createdAt": t.created_at.timestamp_millis(),
+        "updatedAt": t.updated_at.timestamp_millis(),
+    })
+}
+
+fn parse_id(id: &str, caller: &Caller) -> ApiResult<TargetConnectionId> {
+    id.parse().map_err(|_| ApiError::not_found("target connection", id, &caller.sandbox))
+}
+
+pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
+    let all = state.store.target_connections(&caller.sandbox).await?;
+    Ok(items(all.iter().map(target_json).collect()))
+}
+
+pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let found = state.store.target_connection(&caller.sandbox, parse_id(&id, &caller)?).await?;
+    let t = found.ok_or_else(|| ApiError::not_found("target connection", &id, &caller.sandbox))?;
+    Ok(items(vec![target_json(&t)]))
+}
+
+pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let parsed = parse_id(&id, &caller)?;
+    if state.store.target_connection(&caller.sandbox, parsed).await?.is_none() {
+        return Err(ApiError::not_found("target connection", &id, &caller.sandbox));
+    }
+    let flows = state.store.flows_of(&caller.sandbox, parsed).await?;
+    if !flows.is_empty() {
+        let list = flows.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "in-use",
+            format!("target connection {id} is used by flow {list}: delete the flows first"),
+        ));
+    }
+    state.store.delete_target_connection(&caller.sandbox, parsed).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,161 @@
+//! Starting the service: the data directory, the secret key, the API tokens, the store and its migrations, then
+//! the HTTP server. Tests start it in-process on `127.0.0.1:0`.
+
+use crate::api::{self, AppState};
+use crate::secrets::{self, SecretError, SecretKey};
+use crate::store::{Store, StoreError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The file, in the data directory, that holds the API tokens, one a line.
+pub const TOKENS_FILE: &str = "api-tokens";
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `postgres://…` for PostgreSQL; SQLite in the data directory when `None`.
+    pub database_url: Option<String>,
+    /// The key for secrets at rest, 32 bytes in base64; `<data_dir>/secret.key` when `None`.
+    pub secret_key: Option<String>,
+    /// Accepted API tokens; those of `<data_dir>/api-tokens` (created with one token on first start) when empty.
+    pub api_tokens: Vec<String>,
+}
+
+impl ServiceConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServiceConfig {
+        ServiceConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            database_url: None,
+            secret_key: None,
+            api_tokens: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the data directory {path} cannot be used: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("the API tokens file {path} cannot be used: {source}")]
+    Tokens { path: PathBuf, source: std::io::Error },
+    #[error("the API tokens file {0} has no token: put one token a line, or remove the file to have a new one made")]
+    NoTokens(PathBuf),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running service.
+pub struct RunningService {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// An accepted API token.
+    pub token: String,
+    pub store: Store,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningService {
+    /// The API's base URL, `…/data/foundation/flowservice`.
+    pub fn api(&self) -> String {
+        format!("{}{}", self.url, api::BASE_PATH)
+    }
+
+    /// Stops accepting requests and waits for those in flight.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Serves until the process is asked to stop.
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+pub struct Service;
+
+impl Service {
+    pub async fn start(config: ServiceConfig) -> Result<RunningService, StartError> {
+        create_private_dir(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+        let key = SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
+        let tokens =
+            if config.api_tokens.is_empty() { load_tokens(&config.data_dir)? } else { config.api_tokens.clone() };
+        let store = Store::open(config.database_url.as_deref(), &config.data_dir, key).await?;
+        let state = Arc::new(AppState::new(store.clone(), &tokens));
+        let supervisor = state.activations.supervise();
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let activations = state.activations.clone();
+        let router = api::router(state);
+        let task = tokio::spawn(async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "the API server stopped");
+            }
+            // Work not acknowledged yet stays in the log for the next start.
+            supervisor.abort();
+            activations.stop_all();
+        });
+        let url = format!("http://{addr}");
+        tracing::info!(%url, database = ?store.kind(), "dynsync listening");
+        Ok(RunningService { url, token: tokens[0].clone(), store, shutdown: Some(shutdown), task })
+    }
+}
+
+/// Creates the data directory readable by its owner only: it holds the store, the key and the tokens. An existing
+/// directory is left as its operator set it.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
+/// The tokens of `<data_dir>/api-tokens`; on first start, the file is created with one new token.
+pub fn load_tokens(data_dir: &Path) -> Result<Vec<String>, StartError> {
+    let path = data_dir.join(TOKENS_FILE);
+    let io = |source| StartError::Tokens { path: path.clone(), source };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes: [u8; 32] = rand::random();
+            let token = format!("dsk_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            let text =
+                format!("# dynsync API tokens, one a line. Send one as Authorization: Bearer <token>.\n{token}\n");
+            secrets::write_private(&path, &text).map_err(io)?;
+            // The path, never the token: logs are read by more people than the data directory is.
+            tracing::warn!(path = %path.display(), "created an API token for dynsync's API; read it from this file");
+            eprintln!("dynsync: created an API token in {}", path.display());
+            text
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let tokens: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
+    if tokens.is_empty() { Err(StartError::NoTokens(path)) } else { Ok(tokens) }
+}

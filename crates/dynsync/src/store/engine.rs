@@ -1,0 +1,234 @@
+//! The two database engines behind one small interface: statements with `$1…` parameters, rows of text.
+//! Everything is stored as text (ids, JSON bodies, RFC 3339 times), which both engines hold alike.
+
+use super::StoreError;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Row, postgres::PgConnectOptions};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A migration: its version, and statements both engines take.
+pub type Migration = (&'static str, &'static [&'static str]);
+
+const MIGRATIONS_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS dynsync_migrations (version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+pub enum Engine {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A statement parameter.
+pub enum Arg {
+    Text(String),
+}
+
+impl From<String> for Arg {
+    fn from(value: String) -> Self {
+        Arg::Text(value)
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(value: &str) -> Self {
+        Arg::Text(value.to_string())
+    }
+}
+
+/// SQLite numbers parameters `?1`; PostgreSQL `$1`. Only the store's own constant statements come here.
+fn for_sqlite(sql: &'static str) -> String {
+    sql.replace('$', "?")
+}
+
+impl Engine {
+    pub async fn connect(url: &str) -> Result<Engine, StoreError> {
+        let open = |source| StoreError::Open { location: redact(url), source };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(open)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(open)?;
+            Ok(Engine::Postgres(pool))
+        } else {
+            let options = SqliteConnectOptions::from_str(url).map_err(open)?.create_if_missing(true);
+            Self::sqlite(options, url).await
+        }
+    }
+
+    pub async fn sqlite_file(path: &Path) -> Result<Engine, StoreError> {
+        let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+        Self::sqlite(options, &path.display().to_string()).await
+    }
+
+    async fn sqlite(options: SqliteConnectOptions, location: &str) -> Result<Engine, StoreError> {
+        let options = options.journal_mode(SqliteJournalMode::Wal).busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open { location: location.to_string(), source })?;
+        Ok(Engine::Sqlite(pool))
+    }
+
+    pub fn kind(&self) -> DatabaseKind {
+        match self {
+            Engine::Sqlite(_) => DatabaseKind::Sqlite,
+            Engine::Postgres(_) => DatabaseKind::Postgres,
+        }
+    }
+
+    /// Applies the migrations not applied yet, in one transaction that holds the migration lock (an advisory lock
+    /// on PostgreSQL, the write lock on SQLite), so that processes starting together apply each once. Returns the
+    /// versions it applied.
+    pub async fn migrate(&self, migrations: &[Migration]) -> Result<Vec<&'static str>, StoreError> {
+        macro_rules! migrate_in {
+            ($tx:expr, $insert:expr) => {{
+                let tx = &mut $tx;
+                sqlx::query(MIGRATIONS_TABLE).execute(&mut **tx).await?;
+                let applied: Vec<String> =
+                    sqlx::query_scalar("SELECT version FROM dynsync_migrations").fetch_all(&mut **tx).await?;
+                let mut done = Vec::new();
+                for (version, statements) in migrations {
+                    if applied.iter().any(|v| v == version) {
+                        continue;
+                    }
+                    for sql in *statements {
+                        sqlx::query(*sql)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(|source| StoreError::Migration { version, source })?;
+                    }
+                    sqlx::query($insert)
+                        .bind(*version)
+                        .bind(chrono::Utc::now().to_rfc3339())
+                        .execute(&mut **tx)
+                        .await?;
+                    done.push(*version);
+                }
+                done
+            }};
+        }
+        Ok(match self {
+            Engine::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let done = migrate_in!(tx, "INSERT INTO dynsync_migrations (version, applied_at) VALUES (?1, ?2)");
+                tx.commit().await?;
+                done
+            }
+            Engine::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7245120)").execute(&mut *tx).await?;
+                let done = migrate_in!(tx, "INSERT INTO dynsync_migrations (version, applied_at) VALUES ($1, $2)");
+                tx.commit().await?;
+                done
+            }
+        })
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub async fn execute(&self, sql: &'static str, args: &[Arg]) -> Result<u64, StoreError> {
+        Ok(match self {
+            Engine::Sqlite(pool) => {
+                let sql = for_sqlite(sql);
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for Arg::Text(t) in args {
+                    query = query.bind(t.clone());
+                }
+                query.execute(pool).await?.rows_affected()
+            }
+            Engine::Postgres(pool) => {
+                let mut query = sqlx::query(sql);
+                for Arg::Text(t) in args {
+                    query = query.bind(t.clone());
+                }
+                query.execute(pool).await?.rows_affected()
+            }
+        })
+    }
+
+    /// Runs statements in one transaction: all of them, or none. On PostgreSQL, `lock` first takes a
+    /// transaction-scoped advisory lock, so that writers holding the same lock commit one after another.
+    pub async fn transaction(
+        &self,
+        lock: Option<i64>,
+        statements: &[(&'static str, Vec<Arg>)],
+    ) -> Result<(), StoreError> {
+        match self {
+            Engine::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for (sql, args) in statements {
+                    let mut query = sqlx::query(AssertSqlSafe(for_sqlite(sql)));
+                    for Arg::Text(t) in args {
+                        query = query.bind(t.clone());
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            Engine::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                if let Some(key) = lock {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await?;
+                }
+                for (sql, args) in statements {
+                    let mut query = sqlx::query(*sql);
+                    for Arg::Text(t) in args {
+                        query = query.bind(t.clone());
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a query whose columns are all text.
+    pub async fn fetch(&self, sql: &'static str, args: &[Arg]) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        Ok(match self {
+            Engine::Sqlite(pool) => {
+                let sql = for_sqlite(sql);
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for Arg::Text(t) in args {
+                    query = query.bind(t.clone());
+                }
+                let rows = query.fetch_all(pool).await?;
+                rows.iter()
+                    .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            Engine::Postgres(pool) => {
+                let mut query = sqlx::query(sql);
+                for Arg::Text(t) in args {
+                    query = query.bind(t.clone());
+                }
+                let rows = query.fetch_all(pool).await?;
+                rows.iter()
+                    .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        })
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

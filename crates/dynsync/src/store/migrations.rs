@@ -1,0 +1,52 @@
+//! Schema migrations, run at start. Each is plain SQL that SQLite and PostgreSQL both take, applied once and
+//! recorded, under a lock so that processes starting together on one PostgreSQL do not collide.
+
+use super::StoreError;
+use super::engine::{Engine, Migration};
+
+const MIGRATIONS: &[Migration] = &[(
+    "0001_resources",
+    &[
+        "CREATE TABLE IF NOT EXISTS connections (
+            id TEXT PRIMARY KEY, sandbox TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, secrets TEXT NOT NULL,
+            etag TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS connections_sandbox ON connections (sandbox)",
+        "CREATE TABLE IF NOT EXISTS target_connections (
+            id TEXT PRIMARY KEY, sandbox TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,
+            etag TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, base_connection_id TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS target_connections_base ON target_connections (base_connection_id)",
+        "CREATE INDEX IF NOT EXISTS target_connections_sandbox ON target_connections (sandbox)",
+        "CREATE TABLE IF NOT EXISTS flows (
+            id TEXT PRIMARY KEY, sandbox TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL,
+            etag TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, target_connection_id TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS flows_target ON flows (target_connection_id)",
+        "CREATE INDEX IF NOT EXISTS flows_sandbox ON flows (sandbox)",
+    ],
+), (
+    "0002_activation",
+    &[
+        // The durable log of accepted profiles, one inlet (flow) each. Sequence numbers are given by the
+        // appending transaction, which holds the append lock, so they commit in order on both engines.
+        "CREATE TABLE IF NOT EXISTS profile_log (
+            seq BIGINT PRIMARY KEY, inlet TEXT NOT NULL, received_at TEXT NOT NULL, body TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS profile_log_inlet ON profile_log (inlet, seq)",
+        // A flow's progress: the last sequence number it acknowledged.
+        "CREATE TABLE IF NOT EXISTS flow_progress (flow_id TEXT PRIMARY KEY, acked BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS activation_runs (
+            flow_id TEXT NOT NULL, hour TEXT NOT NULL, received BIGINT NOT NULL, activated BIGINT NOT NULL,
+            excluded BIGINT NOT NULL, failed BIGINT NOT NULL, PRIMARY KEY (flow_id, hour))",
+        "CREATE TABLE IF NOT EXISTS run_outcomes (
+            flow_id TEXT NOT NULL, hour TEXT NOT NULL, outcome TEXT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
+            count BIGINT NOT NULL, samples TEXT NOT NULL, PRIMARY KEY (flow_id, hour, outcome, code))",
+        "CREATE TABLE IF NOT EXISTS failed_contacts (
+            flow_id TEXT NOT NULL, contact_id TEXT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
+            patch TEXT NOT NULL, failed_at TEXT NOT NULL, PRIMARY KEY (flow_id, contact_id))",
+    ],
+)];
+
+pub async fn run(engine: &Engine) -> Result<(), StoreError> {
+    for version in engine.migrate(MIGRATIONS).await? {
+        tracing::info!(version, "applied a store migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Audience activation end to end, against the emulator: profiles streamed in, contacts updated in Dynamics,
+//! every identity's outcome in the flow's runs, and failed contacts replayed once their cause is fixed.
+
+mod common;
+
+use common::{Backend, World};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value as Json, json};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Creates a contact in Dynamics, as it exists before any activation; its id.
+async fn contact(world: &World, lastname: &str) -> Uuid {
+    let response = world.dynamics().send(Method::POST, "contacts", Some(&json!({"lastname": lastname}))).await.unwrap();
+    let location = response.headers()["odata-entityid"].to_str().unwrap().to_string();
+    location.rsplit_once('(').unwrap().1.trim_end_matches(')').parse().unwrap()
+}
+
+async fn read_contact(world: &World, id: impl std::fmt::Display) -> Json {
+    let response = world
+        .dynamics()
+        .send(Method::GET, &format!("contacts({id})?$select=firstname,lastname,birthdate,new_gold,new_silver"), None)
+        .await
+        .unwrap();
+    response.json().await.unwrap()
+}
+
+/// A streaming message for a contact in some audiences.
+fn profile(contact: &str, first_name: Option<&str>, memberships: &[(&str, &str)]) -> Json {
+    let ups: serde_json::Map<String, Json> =
+        memberships.iter().map(|(a, s)| (a.to_string(), json!({"status": s}))).collect();
+    let mut entity = json!({
+        "identityMap": {"contactId": [{"id": contact, "primary": true}]},
+        "segmentMembership": {"ups": ups},
+        "person": {"birthDate": ""},
+    });
+    if let Some(name) = first_name {
+        entity["person"]["name"] = json!({"firstName": name});
+    }
+    json!({"header": {"schemaRef": {"id": "https://ns.adobe.com/contoso/schemas/profile"}}, "body": {"xdmEntity": entity}})
+}
+
+/// A flow with two audiences and three attributes, enabled; its id.
+async fn loyalty_flow(world: &World) -> String {
+    let (_, target) = world.destination("new").await;
+    world.add_text_column("new_Gold", 20).await;
+    world.add_text_column("new_Silver", 20).await;
+    let reply = world
+        .post(
+            "flows",
+            json!({
+                "name": "Loyalty audiences",
+                "targetConnectionIds": [target],
+                "audiences": [
+                    {"id": "seg-gold", "name": "Gold", "mappingId": "gold"},
+                    {"id": "seg-silver", "name": "Silver", "mappingId": "silver"}
+                ],
+                "mappings": [
+                    {"source": "contactId", "target": "contactid"},
+                    {"source": "person.name.firstName", "target": "firstname"},
+                    {"source": "person.birthDate", "target": "birthdate"}
+                ]
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.json()["id"].as_str().unwrap().to_string()
+}
+
+async fn stream(world: &World, flow: &str, messages: Vec<Json>) -> Json {
+    let response = world
+        .http
+        .post(format!("{}/collection/batch/{flow}", world.service.url))
+        .header("Authorization", format!("Bearer {}", world.service.token))
+        .json(&json!({ "messages": messages }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.unwrap()
+}
+
+/// The flow's runs, once every accepted profile has been handled.
+async fn settled_runs(world: &World, flow: &str, accepted: u64) -> Vec<Json> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = world.get(&format!("runs?property=flowId=={flow}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let runs = reply.json()["items"].as_array().unwrap().clone();
+        let received: u64 =
+            runs.iter().map(|r| r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap()).sum();
+        if received >= accepted {
+            return runs;
+        }
+        assert!(Instant::now() < deadline, "only {received} of {accepted} profiles handled: {runs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn profiles_reach_their_contacts(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let flow = loyalty_flow(&world).await;
+    let ann = contact(&world, "Ann").await;
+    let bob = contact(&world, "Bob").await;
+    let absent = Uuid::new_v4();
+    let messages = vec![
+        profile(&ann.to_string(), Some("Ann"), &[("seg-gold", "realized")]),
+        profile(&bob.to_string(), Some("Bob"), &[("seg-gold", "realized"), ("seg-silver", "realized")]),
+        // Bob leaves gold: the later update of the same contact wins.
+        profile(&bob.to_string(), None, &[("seg-gold", "exited")]),
+        json!({"body": {"xdmEntity": {"segmentMembership": {"ups": {"seg-gold": {"status": "realized"}}}}}}),
+        profile("not-a-guid", Some("Nobody"), &[("seg-gold", "realized")]),
+        profile(&Uuid::new_v4().to_string(), Some("Elsewhere"), &[("seg-other", "realized")]),
+        profile(&absent.to_string(), Some("Absent"), &[("seg-silver", "existing")]),
+        json!(["not", "a", "profile"]),
+    ];
+    let receipt = stream(&world, &flow, messages).await;
+    assert_eq!(receipt["accepted"], 7);
+    let refused = &receipt["responses"][7];
+    assert_eq!(refused["index"], 7);
+    assert!(refused["message"].as_str().unwrap().contains("not a JSON object"), "{refused}");
+
+    let runs = settled_runs(&world, &flow, 7).await;
+    let run = &runs[0];
+    let summary = &run["metrics"]["recordSummary"];
+    assert_eq!(summary["inputRecordCount"], 7);
+    assert_eq!(summary["outputRecordCount"], 2, "Ann and Bob: {run}");
+    assert_eq!(summary["skippedRecordCount"], 3, "no contactId, not a GUID, no mapped audience: {run}");
+    assert_eq!(summary["failedRecordCount"], 1, "the contact that does not exist: {run}");
+    let outcomes = run["outcomes"].as_array().unwrap();
+    let failed = outcomes.iter().find(|o| o["outcome"] == "failed").expect("a failed group");
+    assert_eq!(failed["code"], "0x80040217");
+    assert_eq!(failed["samples"], json!([absent.to_string()]));
+    for code in ["no-contact-id", "contact-id-not-a-guid", "no-mapped-audience"] {
+        assert!(outcomes.iter().any(|o| o["outcome"] == "excluded" && o["code"] == code), "{code} in {outcomes:?}");
+    }
+    assert!(
+        outcomes.iter().any(|o| o["outcome"] == "noted" && o["message"].as_str().unwrap().contains("birthdate")),
+        "the empty date is left out and noted: {outcomes:?}"
+    );
+
+    let ann_row = read_contact(&world, ann).await;
+    assert_eq!(ann_row["new_gold"], "realized");
+    assert_eq!(ann_row["firstname"], "Ann");
+    assert!(ann_row["new_silver"].is_null());
+    let bob_row = read_contact(&world, bob).await;
+    assert_eq!(bob_row["new_gold"], "exited", "the exit overwrote the entry");
+    assert_eq!(bob_row["new_silver"], "realized");
+    assert_eq!(bob_row["firstname"], "Bob", "a later update without the name leaves it");
+
+    // The missing contact is created in Dynamics; replaying the failed contacts writes it.
+    let reply = world
+        .dynamics()
+        .send(Method::PATCH, &format!("contacts({absent})"), Some(&json!({"lastname": "Absent"})))
+        .await
+        .unwrap();
+    assert!(reply.status().is_success());
+    let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=retry-failed"), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["activated"], 1, "{}", reply.text);
+    assert_eq!(read_contact(&world, absent).await["new_silver"], "existing");
+    let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=retry-failed"), None).await;
+    assert_eq!(reply.json()["retried"], 0, "nothing is left to replay: {}", reply.text);
+    world.finish().await;
+}
+
+async fn accepted_profiles_survive_a_restart(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let flow = loyalty_flow(&world).await;
+    let ann = contact(&world, "Ann").await;
+    // Disabled, the flow keeps what it receives in its log.
+    let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=disable"), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    stream(&world, &flow, vec![profile(&ann.to_string(), Some("Ann"), &[("seg-gold", "realized")])]).await;
+    let world = world.restart().await;
+    let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=enable"), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    settled_runs(&world, &flow, 1).await;
+    assert_eq!(read_contact(&world, ann).await["new_gold"], "realized");
+    world.finish().await;
+}
+
+on_both_stores!(profiles_reach_their_contacts, accepted_profiles_survive_a_restart);

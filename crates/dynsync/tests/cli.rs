@@ -1,0 +1,128 @@
+//! The command line over the API, as a user runs it: `dynsync apply -f flow.toml` from a file kept in git, and the
+//! list, enable and disable commands.
+
+mod common;
+
+use common::{Backend, World};
+use tokio::process::Command;
+
+async fn dynsync(world: &World, args: &[&str], secret: Option<&str>) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dynsync"));
+    command
+        .args(args)
+        .args(["--url", &world.service.url, "--sandbox", &world.sandbox])
+        .env("DYNSYNC_DATA_DIR", world.data_dir.path())
+        .env_remove("DYNSYNC_TOKEN")
+        .env_remove("DYNSYNC_CLIENT_SECRET");
+    if let Some(secret) = secret {
+        command.env("LOYALTY_DYNAMICS_SECRET", secret);
+    }
+    let output = command.output().await.expect("dynsync runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn flow_file(world: &World, first_name_target: &str) -> String {
+    format!(
+        r#"
+[connection]
+name = "Contoso Dynamics"
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret_env = "LOYALTY_DYNAMICS_SECRET"
+environment_url = "{url}"
+authority_host = "{url}"
+
+[target]
+name = "Contacts"
+customization_prefix = "new"
+
+[flow]
+name = "Loyalty audiences"
+empty_values = "skip"
+
+[[flow.audiences]]
+id = "4f1b6d2e-gold"
+name = "Gold members"
+mapping_id = "gold"
+
+[[flow.mappings]]
+source = "contactId"
+target = "contactid"
+
+[[flow.mappings]]
+source = "person.name.firstName"
+target = "{first_name_target}"
+"#,
+        tenant = world.emulator.tenant_id,
+        client = world.emulator.client_id,
+        url = world.emulator.url,
+    )
+}
+
+#[tokio::test]
+async fn apply_creates_then_updates_from_a_file() {
+    common::bounded(async {
+        let world = World::start(Backend::Sqlite).await.unwrap();
+        world.add_text_column("new_Gold", 100).await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flow.toml");
+        let path = file.to_str().unwrap();
+        let secret = world.emulator.client_secret.expose().to_string();
+
+        std::fs::write(&file, flow_file(&world, "firstname")).unwrap();
+        let (ok, out, err) = dynsync(&world, &["apply", "-f", path], None).await;
+        assert!(!ok);
+        assert!(err.contains("LOYALTY_DYNAMICS_SECRET is not set"), "{out}{err}");
+
+        let (ok, out, err) = dynsync(&world, &["apply", "-f", path], Some(&secret)).await;
+        assert!(ok, "{out}{err}");
+        assert!(out.contains("connection 'Contoso Dynamics' created and tested"), "{out}");
+        assert!(out.contains("flow 'Loyalty audiences' created, validated and enabled"), "{out}");
+
+        // A typo in git is caught when applied, with the field and the closest columns.
+        std::fs::write(&file, flow_file(&world, "firstnme")).unwrap();
+        let (ok, out, err) = dynsync(&world, &["apply", "-f", path], Some(&secret)).await;
+        assert!(!ok);
+        assert!(err.contains("mappings[1].target: contact has no column firstnme"), "{out}{err}");
+        assert!(err.contains("Closest columns: firstname"), "{err}");
+
+        std::fs::write(&file, flow_file(&world, "nickname")).unwrap();
+        let (_, _, err) = dynsync(&world, &["apply", "-f", path], Some(&secret)).await;
+        assert!(err.contains("nickname"), "{err}");
+        std::fs::write(&file, flow_file(&world, "firstname")).unwrap();
+        let (ok, out, err) = dynsync(&world, &["apply", "-f", path], Some(&secret)).await;
+        assert!(ok, "{out}{err}");
+        assert!(out.contains("connection 'Contoso Dynamics' exists"), "{out}");
+        assert!(out.contains("flow 'Loyalty audiences' updated and validated"), "{out}");
+
+        let (ok, out, err) = dynsync(&world, &["flows", "list"], None).await;
+        assert!(ok, "{err}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains("enabled  Loyalty audiences"), "{out}");
+        let id = out.split_whitespace().next().unwrap().to_string();
+        let (ok, out, _) = dynsync(&world, &["flows", "disable", &id], None).await;
+        assert!(ok && out.contains("disabled"), "{out}");
+        let (_, out, _) = dynsync(&world, &["flows", "list"], None).await;
+        assert!(out.contains("disabled  Loyalty audiences"), "{out}");
+
+        let (ok, out, _) = dynsync(&world, &["connections", "list"], None).await;
+        assert!(ok && out.contains("connected  Contoso Dynamics"), "{out}");
+        assert!(!out.contains(&secret));
+        world.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn help_walks_a_new_user_through() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dynsync")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in ["serve", "connections", "targets", "flows", "apply", "check"] {
+        assert!(help.contains(command), "{command} in {help}");
+    }
+    assert!(help.contains("dynsync apply -f flow.toml"), "{help}");
+}

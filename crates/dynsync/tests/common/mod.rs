@@ -1,0 +1,228 @@
+//! What the end-to-end tests share: the emulator and dynsync in-process, on SQLite or on a fresh PostgreSQL
+//! database, and a client that speaks to the API as Adobe's clients do.
+
+#![allow(dead_code)]
+
+use dataverse::{Client, ClientCredentials, Environment, NewColumn, NewColumnType, Secret};
+use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
+use dynsync::{RunningService, Service, ServiceConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value as Json, json};
+use sqlx::Connection;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Runs a scenario on SQLite and on PostgreSQL, each test bounded in time.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                $crate::common::bounded(super::$name($crate::common::Backend::Sqlite)).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                $crate::common::bounded(super::$name($crate::common::Backend::Postgres)).await;
+            }
+        })*
+    };
+}
+
+pub async fn bounded(test: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(120), test).await.expect("the test finishes within two minutes");
+}
+
+/// A fresh PostgreSQL database for one test, dropped when the test ends well.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// `None` when no PostgreSQL answers at the default address and none was configured.
+    async fn create() -> Option<PgDatabase> {
+        let configured = std::env::var("DYNSYNC_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty());
+        let admin_url = configured.clone().unwrap_or_else(|| DEFAULT_POSTGRES.to_string());
+        let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+            Ok(c) => c,
+            Err(e) if configured.is_none() => {
+                eprintln!(
+                    "PostgreSQL is not at {DEFAULT_POSTGRES} ({e}): this test runs on SQLite only; set DYNSYNC_TEST_DATABASE_URL to run it on PostgreSQL"
+                );
+                return None;
+            }
+            Err(e) => panic!("DYNSYNC_TEST_DATABASE_URL does not answer: {e}"),
+        };
+        let name = format!("dynsync_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&format!("/{name}"));
+        Some(PgDatabase { admin_url, name, url: url.to_string() })
+    }
+
+    async fn drop_database(&self) {
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+        }
+    }
+}
+
+/// The emulator, dynsync, and a sandbox of the test's own.
+pub struct World {
+    pub emulator: RunningEmulator,
+    pub service: RunningService,
+    pub http: reqwest::Client,
+    pub sandbox: String,
+    pub data_dir: tempfile::TempDir,
+    pub database: Option<PgDatabase>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Json {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
+    }
+    pub fn detail(&self) -> String {
+        self.json()["detail"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+impl World {
+    /// `None` when the backend is PostgreSQL and none is there to use.
+    pub async fn start(backend: Backend) -> Option<World> {
+        Self::start_with(backend, EmulatorConfig { cost: CostModel::free(), ..Default::default() }).await
+    }
+
+    pub async fn start_with(backend: Backend, emulator: EmulatorConfig) -> Option<World> {
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgDatabase::create().await?),
+        };
+        let emulator = emulator.start().await.unwrap();
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = ServiceConfig::new(data_dir.path());
+        config.database_url = database.as_ref().map(|d| d.url.clone());
+        let service = Service::start(config).await.unwrap();
+        let sandbox = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Some(World { emulator, service, http: reqwest::Client::new(), sandbox, data_dir, database })
+    }
+
+    /// Stops dynsync and starts it again on the same data directory and database.
+    pub async fn restart(self) -> World {
+        let World { emulator, service, http, sandbox, data_dir, database } = self;
+        service.stop().await;
+        let mut config = ServiceConfig::new(data_dir.path());
+        config.database_url = database.as_ref().map(|d| d.url.clone());
+        let service = Service::start(config).await.unwrap();
+        World { emulator, service, http, sandbox, data_dir, database }
+    }
+
+    pub async fn finish(self) {
+        self.service.stop().await;
+        if let Some(db) = &self.database {
+            db.drop_database().await;
+        }
+    }
+
+    pub async fn send_in(&self, sandbox: &str, method: Method, path: &str, body: Option<Json>) -> Reply {
+        let mut request = self
+            .http
+            .request(method, format!("{}/{path}", self.service.api()))
+            .header("Authorization", format!("Bearer {}", self.service.token))
+            .header("x-api-key", "dynsync-tests")
+            .header("x-gw-ims-org-id", "0123456789ABCDEF@AdobeOrg")
+            .header("x-sandbox-name", sandbox);
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        Reply { status: response.status(), text: response.text().await.unwrap() }
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: Option<Json>) -> Reply {
+        self.send_in(&self.sandbox.clone(), method, path, body).await
+    }
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Json) -> Reply {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// The destination auth params of seed 002, pointed at the emulator.
+    pub fn destination_params(&self, secret: &str) -> Json {
+        json!({
+            "clientId": self.emulator.client_id.to_string(),
+            "clientSecret": secret,
+            "tenantId": self.emulator.tenant_id.to_string(),
+            "environmentUrl": self.emulator.url,
+            "authorityHost": self.emulator.url,
+        })
+    }
+
+    pub fn destination_body(&self, params: Json) -> Json {
+        json!({
+            "name": "Contoso Dynamics",
+            "description": "audiences onto contacts",
+            "auth": {"specName": "Dynamics 365 Client Credentials", "params": params},
+            "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
+        })
+    }
+
+    /// A tested destination connection and a target over it; their ids.
+    pub async fn destination(&self, prefix: &str) -> (String, String) {
+        let secret = self.emulator.client_secret.expose().to_string();
+        let reply = self.post("connections", self.destination_body(self.destination_params(&secret))).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        let connection = reply.json()["id"].as_str().unwrap().to_string();
+        let reply = self
+            .post(
+                "targetConnections",
+                json!({
+                    "name": "Contacts",
+                    "description": "loyalty audiences",
+                    "baseConnectionId": connection,
+                    "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"},
+                    "params": {"customizationPrefix": prefix}
+                }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        (connection, reply.json()["id"].as_str().unwrap().to_string())
+    }
+
+    /// A Dataverse client of the emulator, for what an admin does in Dynamics.
+    pub fn dynamics(&self) -> Client {
+        let credentials = ClientCredentials {
+            tenant_id: self.emulator.tenant_id.to_string(),
+            client_id: self.emulator.client_id.to_string(),
+            client_secret: Secret::new(self.emulator.client_secret.expose()),
+            authority: self.emulator.url.clone(),
+        };
+        Client::new(Environment::from_url(&self.emulator.url).unwrap(), credentials)
+    }
+
+    /// Adds a text column to contact, as seed 002's prerequisite asks.
+    pub async fn add_text_column(&self, schema_name: &str, max_length: u32) {
+        let column = NewColumn {
+            schema_name: schema_name.into(),
+            display_name: schema_name.into(),
+            kind: NewColumnType::String { max_length },
+        };
+        self.dynamics().create_column("contact", &column).await.unwrap();
+    }
+}
