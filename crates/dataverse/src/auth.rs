@@ -317,3 +317,38 @@ impl TokenProvider {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let app = ClientCredentials {
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "app".into(),
+            client_secret: Secret::new("app-secret-value"),
+            authority: "https://login.microsoftonline.com".into(),
+        };
+        let user = PasswordCredentials {
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "app".into(),
+            username: "ada@contoso.onmicrosoft.com".into(),
+            password: Secret::new("user-password-value"),
+            client_secret: Some(Secret::new("app-secret-value")),
+            authority: "https://login.microsoftonline.com".into(),
+        };
+        let environment = Environment::from_url("https://contoso.crm4.dynamics.com").unwrap();
+        let shown = format!(
+            "{:?} {:?} {:?} {:?}",
+            Credentials::from(app.clone()),
+            Credentials::from(user.clone()),
+            Credentials::Token(Secret::new("eyJ0eXAiOiJKV1Qi.token-value")),
+            TokenProvider::new(reqwest::Client::new(), user, &environment),
+        );
+        for secret in ["app-secret-value", "user-password-value", "token-value"] {
+            assert!(!shown.contains(secret), "{secret} shows in {shown}");
+        }
+        assert!(shown.contains("ada@contoso.onmicrosoft.com"), "who signs in is not a secret: {shown}");
+    }
+}
