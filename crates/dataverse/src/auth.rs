@@ -1,6 +1,6 @@
-//! Tokens for the Web API: the client-credentials grant against Microsoft's authority or any other (a
-//! sovereign cloud, the emulator), one cache shared by every request, refreshed before it expires.
-//! Sign-in failures become plain sentences that say what to fix.
+//! Tokens for the Web API: the client-credentials and password grants against Microsoft's authority or any
+//! other (a sovereign cloud, the emulator), or a token the caller already holds; one cache shared by every
+//! request, refreshed before it expires. Sign-in failures become plain sentences that say what to fix.
 
 use crate::environment::Environment;
 use std::fmt;
@@ -38,7 +38,72 @@ pub struct ClientCredentials {
 
 impl ClientCredentials {
     pub fn token_url(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.authority.trim_end_matches('/'), self.tenant_id)
+        token_url(&self.authority, &self.tenant_id)
+    }
+}
+
+fn token_url(authority: &str, tenant_id: &str) -> String {
+    format!("{}/{}/oauth2/v2.0/token", authority.trim_end_matches('/'), tenant_id)
+}
+
+/// A user's sign-in (the resource-owner password grant), for tools that act as a person rather than as an
+/// application user. Entra ID refuses it for accounts that need MFA or are federated.
+#[derive(Debug, Clone)]
+pub struct PasswordCredentials {
+    pub tenant_id: String,
+    /// The public client application the user signs in through.
+    pub client_id: String,
+    pub username: String,
+    pub password: Secret,
+    /// Only for a confidential client application.
+    pub client_secret: Option<Secret>,
+    pub authority: String,
+}
+
+impl PasswordCredentials {
+    pub fn token_url(&self) -> String {
+        token_url(&self.authority, &self.tenant_id)
+    }
+}
+
+/// How the client gets its tokens.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// An application user: the client-credentials grant.
+    ClientSecret(ClientCredentials),
+    /// A person: the password grant, then its refresh token.
+    Password(PasswordCredentials),
+    /// A token the caller got elsewhere. It is used as is: when it expires, requests fail with an auth error.
+    Token(Secret),
+}
+
+impl From<ClientCredentials> for Credentials {
+    fn from(c: ClientCredentials) -> Self {
+        Credentials::ClientSecret(c)
+    }
+}
+
+impl From<PasswordCredentials> for Credentials {
+    fn from(c: PasswordCredentials) -> Self {
+        Credentials::Password(c)
+    }
+}
+
+impl Credentials {
+    fn client_id(&self) -> &str {
+        match self {
+            Credentials::ClientSecret(c) => &c.client_id,
+            Credentials::Password(c) => &c.client_id,
+            Credentials::Token(_) => "",
+        }
+    }
+
+    fn tenant_id(&self) -> &str {
+        match self {
+            Credentials::ClientSecret(c) => &c.tenant_id,
+            Credentials::Password(c) => &c.tenant_id,
+            Credentials::Token(_) => "",
+        }
     }
 }
 
@@ -57,30 +122,46 @@ pub enum AuthError {
     UnknownTenant { tenant_id: String },
     #[error("{environment} is not a Dataverse environment of tenant {tenant_id}: check the environment URL")]
     WrongEnvironment { environment: String, tenant_id: String },
+    #[error(
+        "the password of {username} is wrong, or the account is locked: check it by signing in to the Power Apps portal"
+    )]
+    WrongPassword { username: String },
+    #[error("user {username} does not exist in tenant {tenant_id}: check the user name (user@tenant)")]
+    UnknownUser { username: String, tenant_id: String },
+    #[error(
+        "user {username} needs an interactive sign-in (multi-factor authentication or consent): use an application user instead"
+    )]
+    InteractionRequired { username: String },
+    #[error("the caller-supplied token was refused: supply a fresh token for this environment")]
+    TokenRefused,
     #[error("the sign-in service refused the scope {scope}: {detail}")]
     BadScope { scope: String, detail: String },
     #[error("sign-in failed with AADSTS{code} ({error}): {detail}")]
     Other { code: u32, error: String, detail: String },
     #[error("could not reach the sign-in service at {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    #[error("the sign-in service at {url} is temporarily unavailable ({detail}): it is tried again")]
+    Unavailable { url: String, detail: String },
 }
 
 impl AuthError {
     /// Whether trying again later may succeed (the service was unreachable), as opposed to a setting to fix.
     pub fn is_transient(&self) -> bool {
-        matches!(self, AuthError::Unreachable { .. })
+        matches!(self, AuthError::Unreachable { .. } | AuthError::Unavailable { .. })
     }
 }
 
 struct CachedToken {
     token: Secret,
     refresh_at: Instant,
+    /// From the password grant: signs in again without the password.
+    refresh_token: Option<Secret>,
 }
 
-/// Gets and caches the token of one app for one environment.
+/// Gets and caches the token of one app or user for one environment.
 pub struct TokenProvider {
     http: reqwest::Client,
-    credentials: ClientCredentials,
+    credentials: Credentials,
     scope: String,
     cache: Mutex<Option<CachedToken>>,
 }
@@ -94,55 +175,115 @@ impl fmt::Debug for TokenProvider {
     }
 }
 
+struct TokenAnswer {
+    token: Secret,
+    lifetime: Duration,
+    refresh_token: Option<Secret>,
+}
+
 /// Tokens are renewed this long before they expire, so that no request carries one that expires in flight.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 impl TokenProvider {
-    pub fn new(http: reqwest::Client, credentials: ClientCredentials, environment: &Environment) -> Self {
-        TokenProvider { http, credentials, scope: environment.default_scope(), cache: Mutex::new(None) }
+    pub fn new(http: reqwest::Client, credentials: impl Into<Credentials>, environment: &Environment) -> Self {
+        let credentials = credentials.into();
+        // A person signs in with a delegated scope; an application with the resource's `.default`.
+        let scope = match &credentials {
+            Credentials::Password(_) => format!("{}/user_impersonation offline_access", environment.url()),
+            _ => environment.default_scope(),
+        };
+        TokenProvider { http, credentials, scope, cache: Mutex::new(None) }
     }
 
     /// A valid token: the cached one, or a new one when it is near its end. Concurrent callers share one
     /// sign-in.
     pub async fn token(&self) -> Result<Secret, AuthError> {
+        if let Credentials::Token(token) = &self.credentials {
+            return Ok(token.clone());
+        }
         let mut cache = self.cache.lock().await;
         if let Some(cached) = cache.as_ref().filter(|c| Instant::now() < c.refresh_at) {
             return Ok(cached.token.clone());
         }
-        let (token, lifetime) = self.request().await?;
+        let refresh_token = cache.as_ref().and_then(|c| c.refresh_token.clone());
+        let answer = match refresh_token {
+            // A refresh token that no longer works (revoked, expired) is no reason to fail: sign in afresh.
+            Some(refresh) => match self.request(Some(&refresh)).await {
+                Ok(answer) => answer,
+                Err(e) if e.is_transient() => return Err(e),
+                Err(_) => self.request(None).await?,
+            },
+            None => self.request(None).await?,
+        };
+        let lifetime = answer.lifetime;
         let refresh_at = Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2));
-        *cache = Some(CachedToken { token: token.clone(), refresh_at });
-        Ok(token)
+        *cache = Some(CachedToken { token: answer.token.clone(), refresh_at, refresh_token: answer.refresh_token });
+        Ok(answer.token)
     }
 
-    /// Forgets the cached token (after a 401), so the next call signs in again.
-    pub async fn invalidate(&self) {
-        *self.cache.lock().await = None;
+    /// Forgets the cached token (after a 401), so the next call signs in again. The refresh token stays.
+    pub async fn invalidate(&self) -> Result<(), AuthError> {
+        if let Credentials::Token(_) = &self.credentials {
+            return Err(AuthError::TokenRefused);
+        }
+        if let Some(cached) = self.cache.lock().await.as_mut() {
+            cached.refresh_at = Instant::now();
+        }
+        Ok(())
     }
 
-    async fn request(&self) -> Result<(Secret, Duration), AuthError> {
-        let url = self.credentials.token_url();
+    async fn request(&self, refresh_token: Option<&Secret>) -> Result<TokenAnswer, AuthError> {
+        let (url, mut form): (String, Vec<(&str, &str)>) = match &self.credentials {
+            Credentials::ClientSecret(c) => (
+                c.token_url(),
+                vec![
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &c.client_id),
+                    ("client_secret", c.client_secret.expose()),
+                ],
+            ),
+            Credentials::Password(c) => {
+                let mut form = vec![("client_id", c.client_id.as_str())];
+                match refresh_token {
+                    Some(refresh) => {
+                        form.extend([("grant_type", "refresh_token"), ("refresh_token", refresh.expose())])
+                    }
+                    None => form.extend([
+                        ("grant_type", "password"),
+                        ("username", &c.username),
+                        ("password", c.password.expose()),
+                    ]),
+                }
+                if let Some(secret) = &c.client_secret {
+                    form.push(("client_secret", secret.expose()));
+                }
+                (c.token_url(), form)
+            }
+            Credentials::Token(_) => unreachable!("a caller-supplied token is never requested"),
+        };
+        form.push(("scope", &self.scope));
         let unreachable = |detail: String| AuthError::Unreachable { url: url.clone(), detail };
-        let response = self
-            .http
-            .post(&url)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", &self.credentials.client_id),
-                ("client_secret", self.credentials.client_secret.expose()),
-                ("scope", &self.scope),
-            ])
-            .send()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let response = self.http.post(&url).form(&form).send().await.map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
-        let body: serde_json::Value =
-            response.json().await.map_err(|e| unreachable(format!("the answer is not JSON: {e}")))?;
+        let text = response.text().await.map_err(|e| unreachable(e.to_string()))?;
+        let body: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(body) => body,
+            Err(_) if status.is_server_error() => {
+                return Err(AuthError::Unavailable { url, detail: format!("HTTP {status}") });
+            }
+            Err(e) => return Err(unreachable(format!("the answer is not JSON: {e}"))),
+        };
         if status.is_success() {
             let token =
                 body["access_token"].as_str().ok_or_else(|| unreachable("the answer has no access_token".into()))?;
             let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(3599));
-            return Ok((Secret::new(token), lifetime));
+            let refresh_token = body["refresh_token"].as_str().map(Secret::new);
+            return Ok(TokenAnswer { token: Secret::new(token), lifetime, refresh_token });
+        }
+        if status.is_server_error() || body["error"] == "temporarily_unavailable" {
+            let detail =
+                body["error_description"].as_str().unwrap_or("no description").lines().next().unwrap_or_default();
+            return Err(AuthError::Unavailable { url, detail: detail.to_string() });
         }
         Err(self.explain(&body))
     }
@@ -155,16 +296,59 @@ impl TokenProvider {
         let detail = description.lines().next().unwrap_or_default();
         let detail = detail.split_once(": ").map_or(detail, |(_, rest)| rest).to_string();
         let c = &self.credentials;
+        let (client_id, tenant_id) = (c.client_id().to_string(), c.tenant_id().to_string());
+        let username = match c {
+            Credentials::Password(p) => p.username.clone(),
+            _ => String::new(),
+        };
         match code {
-            7000215 | 7000222 | 7000218 => AuthError::WrongSecret { client_id: c.client_id.clone() },
-            700016 => AuthError::UnknownApplication { client_id: c.client_id.clone(), tenant_id: c.tenant_id.clone() },
-            90002 => AuthError::UnknownTenant { tenant_id: c.tenant_id.clone() },
+            7000215 | 7000222 | 7000218 => AuthError::WrongSecret { client_id },
+            700016 => AuthError::UnknownApplication { client_id, tenant_id },
+            90002 => AuthError::UnknownTenant { tenant_id },
             500011 => AuthError::WrongEnvironment {
-                environment: self.scope.trim_end_matches("/.default").to_string(),
-                tenant_id: c.tenant_id.clone(),
+                environment: self.scope.split(['/', ' ']).take(3).collect::<Vec<_>>().join("/"),
+                tenant_id,
             },
+            50126 | 50053 | 50055 | 50057 => AuthError::WrongPassword { username },
+            50034 => AuthError::UnknownUser { username, tenant_id },
+            50076 | 50079 | 65001 => AuthError::InteractionRequired { username },
             70011 | 1002012 | 700022 => AuthError::BadScope { scope: self.scope.clone(), detail },
             _ => AuthError::Other { code, error, detail },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let app = ClientCredentials {
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "app".into(),
+            client_secret: Secret::new("app-secret-value"),
+            authority: "https://login.microsoftonline.com".into(),
+        };
+        let user = PasswordCredentials {
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "app".into(),
+            username: "ada@contoso.onmicrosoft.com".into(),
+            password: Secret::new("user-password-value"),
+            client_secret: Some(Secret::new("app-secret-value")),
+            authority: "https://login.microsoftonline.com".into(),
+        };
+        let environment = Environment::from_url("https://contoso.crm4.dynamics.com").unwrap();
+        let shown = format!(
+            "{:?} {:?} {:?} {:?}",
+            Credentials::from(app.clone()),
+            Credentials::from(user.clone()),
+            Credentials::Token(Secret::new("eyJ0eXAiOiJKV1Qi.token-value")),
+            TokenProvider::new(reqwest::Client::new(), user, &environment),
+        );
+        for secret in ["app-secret-value", "user-password-value", "token-value"] {
+            assert!(!shown.contains(secret), "{secret} shows in {shown}");
+        }
+        assert!(shown.contains("ada@contoso.onmicrosoft.com"), "who signs in is not a secret: {shown}");
     }
 }

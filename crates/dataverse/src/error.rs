@@ -27,6 +27,8 @@ pub enum ErrorKind {
     Auth,
     /// Worth retrying: timeouts, 5xx, dropped connections.
     Transient,
+    /// A change-tracking token older than the environment keeps changes for: read the table in full again.
+    ChangeTokenExpired,
     Other,
 }
 
@@ -64,6 +66,7 @@ impl ApiError {
             (_, "0x80072321") => ErrorKind::Throttled(ThrottleLimit::ExecutionTime),
             (_, "0x80072326") => ErrorKind::Throttled(ThrottleLimit::Concurrency),
             (429, _) => ErrorKind::Throttled(ThrottleLimit::Requests),
+            (_, "0x80044352") => ErrorKind::ChangeTokenExpired,
             (_, "0x80040237" | "0x80060892") => ErrorKind::Duplicate,
             (_, "0x80060882") | (412, _) => ErrorKind::PreconditionFailed,
             (404, _) => ErrorKind::NotFound,
@@ -80,10 +83,17 @@ impl ApiError {
     /// Reads an error answer: Dataverse's `{"error":{"code","message"}}` body, `REQ_ID` and `Retry-After`.
     pub async fn from_response(response: reqwest::Response) -> ApiError {
         let status = response.status().as_u16();
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_default();
+        Self::from_parts(status, &headers, &body)
+    }
+
+    /// Reads an error answer from its parts (a `$batch` part has no `reqwest::Response` of its own).
+    pub fn from_parts(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> ApiError {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let request_id = header("req_id");
         let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(body).into_owned();
         let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let code = body["error"]["code"].as_str().unwrap_or_default().to_string();
         let message = body["error"]["message"].as_str().map(str::to_string).unwrap_or(text);
@@ -101,15 +111,35 @@ pub enum Error {
     Transport { url: String, source: reqwest::Error },
     #[error("Dataverse answered {url} with a body that is not what the Web API sends: {detail}")]
     UnexpectedBody { url: String, detail: String },
+    #[error("no answer from {url} within {timeout:?}: the request was abandoned")]
+    Timeout { url: String, timeout: Duration },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(
+        "the change-tracking token for {entity_set} has expired ({}): read the table in full again, then resume from the token that read ends with",
+        .api.message
+    )]
+    ChangeTokenExpired { entity_set: String, api: Box<ApiError> },
 }
 
 impl Error {
+    /// The Web API's answer, when there was one.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            Error::Api(e) => Some(e),
+            Error::ChangeTokenExpired { api, .. } => Some(api),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
+            Error::Auth(a) if a.is_transient() => ErrorKind::Transient,
             Error::Auth(_) => ErrorKind::Auth,
             Error::Api(e) => e.kind.clone(),
-            Error::Transport { .. } => ErrorKind::Transient,
-            Error::UnexpectedBody { .. } => ErrorKind::Other,
+            Error::Transport { .. } | Error::Timeout { .. } => ErrorKind::Transient,
+            Error::UnexpectedBody { .. } | Error::InvalidRequest(_) => ErrorKind::Other,
+            Error::ChangeTokenExpired { .. } => ErrorKind::ChangeTokenExpired,
         }
     }
 }
@@ -124,6 +154,7 @@ mod tests {
         assert_eq!(ApiError::classify(404, "0x80040217", ""), ErrorKind::NotFound);
         assert_eq!(ApiError::classify(412, "0x80040237", ""), ErrorKind::Duplicate);
         assert_eq!(ApiError::classify(503, "", ""), ErrorKind::Transient);
+        assert_eq!(ApiError::classify(400, "0x80044352", "Version stamp"), ErrorKind::ChangeTokenExpired);
         assert_eq!(
             ApiError::classify(
                 400,

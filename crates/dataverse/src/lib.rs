@@ -1,13 +1,53 @@
 //! A client for the Microsoft Dataverse (Dynamics 365) Web API. It knows Dataverse and nothing of dynsync.
+//!
+//! - [`Client`]: one environment, one token cache, one [executor](executor) that every request goes through
+//!   (concurrency by AIMD under `x-ms-dop-hint`, a client-wide pause on `Retry-After`, jittered retries of
+//!   transient failures, never a retry of a 400) and its [`Metrics`].
+//! - [`entity`]: create, retrieve, update, upsert, delete; [`query`]: a typed query whose records stream
+//!   page after page; [`batch`]: `$batch` with change sets; [`bulk`]: `CreateMultiple`/`UpdateMultiple`/
+//!   `UpsertMultiple` in chunks, and [`Client::write_each`], which answers for every record and never lets a
+//!   bad one fail its neighbours; [`changes`]: change tracking as a stream with a resumable token.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), dataverse::Error> {
+//! use dataverse::{BulkOperation, BulkOptions, Client, ClientCredentials, Environment, Region, Secret, Table};
+//! let environment = Environment::from_organization("contoso", Region::Europe).unwrap();
+//! let credentials = ClientCredentials {
+//!     tenant_id: "contoso.onmicrosoft.com".into(),
+//!     client_id: "00000000-0000-0000-0000-000000000000".into(),
+//!     client_secret: Secret::new("…"),
+//!     authority: "https://login.microsoftonline.com".into(),
+//! };
+//! let client = Client::new(environment, credentials);
+//! let contacts: Vec<dataverse::Record> = Vec::new();
+//! let report = client.write_each(BulkOperation::Upsert, &Table::contact(), &contacts, BulkOptions::default()).await;
+//! for (index, reason) in report.rejected() {
+//!     eprintln!("contact {index} was not written: {reason}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod auth;
+pub mod batch;
+pub mod bulk;
+pub mod changes;
 pub mod client;
+pub mod entity;
 pub mod environment;
 pub mod error;
+pub mod executor;
 pub mod metadata;
+pub mod query;
 
-pub use auth::{AuthError, ClientCredentials, Secret, TokenProvider};
-pub use client::{Client, WhoAmI};
+pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
+pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};
+pub use bulk::{BulkOperation, BulkOptions, BulkReport, RecordOutcome};
+pub use changes::{Change, DeltaToken};
+pub use client::{Client, Reply, Request, WhoAmI};
+pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};
 pub use environment::{Environment, EnvironmentError, Region};
 pub use error::{ApiError, Error, ErrorKind, ThrottleLimit};
+pub use executor::{ExecutorOptions, Metrics};
 pub use metadata::{ColumnDefinition, ColumnType, NewColumn, NewColumnType, TableDefinition};
+pub use query::{Filter, Literal, Order, Page, Query};

@@ -1,6 +1,8 @@
 //! The client against the emulator: sign-in, its errors in plain words, and tokens renewed in long runs.
 
-use dataverse::{AuthError, Client, ClientCredentials, Environment, Error, ErrorKind, Secret};
+use dataverse::{
+    AuthError, Client, ClientCredentials, Credentials, Environment, Error, ErrorKind, PasswordCredentials, Secret,
+};
 use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
 use std::time::{Duration, Instant};
 
@@ -88,6 +90,68 @@ async fn api_errors_are_typed() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+fn password(emulator: &RunningEmulator, username: &str, password: &str) -> PasswordCredentials {
+    PasswordCredentials {
+        tenant_id: emulator.tenant_id.to_string(),
+        client_id: emulator.client_id.to_string(),
+        username: username.into(),
+        password: Secret::new(password),
+        client_secret: None,
+        authority: emulator.url.clone(),
+    }
+}
+
+#[tokio::test]
+async fn a_user_signs_in_with_a_password_and_stays_signed_in() {
+    let config = EmulatorConfig {
+        users: vec![("ada@contoso.onmicrosoft.com".into(), dataverse_emulator::Secret::new("correct horse"))],
+        token_lifetime: Duration::from_secs(2),
+        ..free()
+    };
+    let emulator = config.start().await.unwrap();
+    let environment = Environment::from_url(&emulator.url).unwrap();
+    let app = Client::new(environment.clone(), credentials(&emulator)).who_am_i().await.unwrap();
+    let user = Client::new(environment.clone(), password(&emulator, "ada@contoso.onmicrosoft.com", "correct horse"));
+    let me = user.who_am_i().await.unwrap();
+    assert_ne!(me.user_id, app.user_id, "the user acts as herself, not as the application user");
+    assert!(!format!("{user:?}").contains("correct horse"), "passwords stay out of Debug");
+
+    // Across several token lifetimes, renewed with the refresh token.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert_eq!(user.who_am_i().await.unwrap().user_id, me.user_id);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let wrong = Client::new(environment.clone(), password(&emulator, "ada@contoso.onmicrosoft.com", "wrong"));
+    let e = wrong.who_am_i().await.unwrap_err();
+    assert!(matches!(&e, Error::Auth(AuthError::WrongPassword { username }) if username.starts_with("ada")), "{e:?}");
+    let nobody = Client::new(environment, password(&emulator, "bob@contoso.onmicrosoft.com", "x"));
+    assert!(matches!(nobody.who_am_i().await.unwrap_err(), Error::Auth(AuthError::UnknownUser { .. })));
+}
+
+#[tokio::test]
+async fn a_caller_supplied_token_is_used_as_is() {
+    let emulator = free().start().await.unwrap();
+    let environment = Environment::from_url(&emulator.url).unwrap();
+    let form = [
+        ("grant_type", "client_credentials".to_string()),
+        ("client_id", emulator.client_id.to_string()),
+        ("client_secret", emulator.client_secret.expose().to_string()),
+        ("scope", format!("{}/.default", emulator.url)),
+    ];
+    let answer: serde_json::Value =
+        reqwest::Client::new().post(&emulator.token_url).form(&form).send().await.unwrap().json().await.unwrap();
+    let token = answer["access_token"].as_str().unwrap().to_string();
+    let client = Client::new(environment.clone(), Credentials::Token(Secret::new(token.clone())));
+    assert_eq!(client.who_am_i().await.unwrap().organization_id, emulator.environment.organization_id);
+    assert!(!format!("{client:?}").contains(&token), "tokens stay out of Debug");
+
+    let forged = Client::new(environment, Credentials::Token(Secret::new("eyJhbGciOiJub25lIn0.e30.")));
+    let e = forged.who_am_i().await.unwrap_err();
+    assert!(matches!(&e, Error::Auth(AuthError::TokenRefused)), "{e:?}");
 }
 
 /// The emulator without execution cost, so tests run as fast as the machine allows.

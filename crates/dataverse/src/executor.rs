@@ -1,0 +1,360 @@
+//! The throttle-aware request layer every Web API call goes through.
+//!
+//! Dataverse's service protection limits come in two flavours, and they want different answers:
+//! - the **concurrency** limit (`0x80072326`) is refused at once and says "fewer at a time": it is back-pressure,
+//!   so the concurrency limit shrinks (AIMD, as Vector's adaptive request concurrency) and the request is retried;
+//! - the **request-count** and **execution-time** limits (`0x80072322`, `0x80072321`) say "your budget for this
+//!   window is spent, come back in `Retry-After`": any request sent before then is refused too and lengthens the
+//!   wait, so the whole client pauses, not just the slot that was refused.
+//!
+//! The concurrency limit starts at one request, jumps to the server's `x-ms-dop-hint` as soon as an answer
+//! carries it, and never goes above it (Microsoft: sending more than the hint degrades throughput).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// How the executor behaves. The defaults suit a production environment.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Requests in flight before the server's `x-ms-dop-hint` is known.
+    pub initial_concurrency: usize,
+    /// An upper bound on requests in flight, whatever the hint says.
+    pub max_concurrency: usize,
+    /// Retries of one request after transient failures (5xx, timeouts, dropped connections). Throttled
+    /// requests are retried for as long as it takes, since the server said when to come back.
+    pub max_retries: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// One attempt that takes longer is abandoned and retried. Bulk requests of 1,000 records can take
+    /// minutes on a busy environment (the SDK's own default is 4 minutes).
+    pub attempt_timeout: Duration,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions {
+            initial_concurrency: 1,
+            max_concurrency: 52,
+            max_retries: 8,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            attempt_timeout: Duration::from_secs(240),
+        }
+    }
+}
+
+/// A snapshot of what the executor has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Attempts sent, retries included.
+    pub requests: u64,
+    pub throttled_requests: u64,
+    pub throttled_execution_time: u64,
+    pub throttled_concurrency: u64,
+    /// Attempts that were sent again, for any reason (throttled, transient, token renewal).
+    pub retries: u64,
+    /// 5xx answers, timeouts and dropped connections.
+    pub transient_failures: u64,
+    /// The current concurrency limit.
+    pub concurrency: usize,
+    pub in_flight: usize,
+    /// The server's `x-ms-dop-hint`, once seen.
+    pub dop_hint: Option<usize>,
+}
+
+impl Metrics {
+    pub fn throttled(&self) -> u64 {
+        self.throttled_requests + self.throttled_execution_time + self.throttled_concurrency
+    }
+}
+
+#[derive(Debug)]
+struct Limit {
+    limit: usize,
+    cap: usize,
+    in_flight: usize,
+    dop_hint: Option<usize>,
+    /// Successes seen at full concurrency since the limit last changed: one limit's worth of them is one
+    /// round trip with every slot busy and no back-pressure, which earns one more slot.
+    full_successes: usize,
+    last_decrease: Option<Instant>,
+    /// Smoothed round-trip time, to allow at most one decrease per round trip (a burst of refusals from one
+    /// flight of requests is one signal, not many).
+    rtt: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    throttled_requests: AtomicU64,
+    throttled_execution_time: AtomicU64,
+    throttled_concurrency: AtomicU64,
+    retries: AtomicU64,
+    transient_failures: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Executor {
+    options: ExecutorOptions,
+    limit: Mutex<Limit>,
+    freed: Notify,
+    pause_until: Mutex<Option<Instant>>,
+    counters: Counters,
+}
+
+/// A slot among the requests in flight. Dropping it (request done, failed or abandoned) frees the slot, so
+/// a cancelled request never leaks one.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    executor: &'a Executor,
+    at_full_concurrency: bool,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut limit = self.executor.lock_limit();
+        limit.in_flight -= 1;
+        drop(limit);
+        self.executor.freed.notify_waiters();
+    }
+}
+
+impl Permit<'_> {
+    /// A success: records the round trip and may widen the limit.
+    pub fn succeeded(&self, rtt: Duration) {
+        let mut limit = self.executor.lock_limit();
+        limit.rtt = Some(match limit.rtt {
+            Some(past) => past.mul_f64(0.6) + rtt.mul_f64(0.4),
+            None => rtt,
+        });
+        if self.at_full_concurrency && limit.limit < limit.cap {
+            limit.full_successes += 1;
+            if limit.full_successes >= limit.limit {
+                limit.limit += 1;
+                limit.full_successes = 0;
+                drop(limit);
+                self.executor.freed.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Executor {
+    pub fn new(options: ExecutorOptions) -> Self {
+        let max = options.max_concurrency.max(1);
+        let limit = Limit {
+            limit: options.initial_concurrency.clamp(1, max),
+            cap: max,
+            in_flight: 0,
+            dop_hint: None,
+            full_successes: 0,
+            last_decrease: None,
+            rtt: None,
+        };
+        Executor {
+            options,
+            limit: Mutex::new(limit),
+            freed: Notify::new(),
+            pause_until: Mutex::new(None),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn options(&self) -> &ExecutorOptions {
+        &self.options
+    }
+
+    fn lock_limit(&self) -> std::sync::MutexGuard<'_, Limit> {
+        self.limit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits out any pause, then for a free slot under the current limit.
+    pub async fn acquire(&self) -> Permit<'_> {
+        loop {
+            self.wait_for_pause().await;
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut limit = self.lock_limit();
+                if limit.in_flight < limit.limit {
+                    limit.in_flight += 1;
+                    let at_full_concurrency = limit.in_flight >= limit.limit;
+                    drop(limit);
+                    // A pause may have begun while this request queued for its slot.
+                    if self.paused_until().is_none() {
+                        return Permit { executor: self, at_full_concurrency };
+                    }
+                    self.lock_limit().in_flight -= 1;
+                    self.freed.notify_waiters();
+                    continue;
+                }
+            }
+            freed.await;
+        }
+    }
+
+    fn paused_until(&self) -> Option<Instant> {
+        let until = *self.pause_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.filter(|u| *u > Instant::now())
+    }
+
+    async fn wait_for_pause(&self) {
+        while let Some(until) = self.paused_until() {
+            // A little jitter, so that the requests held back do not all arrive in the same millisecond.
+            let jitter = Duration::from_millis(rand::random_range(0..50));
+            tokio::time::sleep_until((until + jitter).into()).await;
+        }
+    }
+
+    /// Pauses the whole client: no request starts before `retry_after` from now.
+    pub fn pause_for(&self, retry_after: Duration) {
+        let until = Instant::now() + retry_after;
+        let mut pause = self.pause_until.lock().unwrap_or_else(|e| e.into_inner());
+        if pause.is_none_or(|p| p < until) {
+            *pause = Some(until);
+        }
+    }
+
+    /// Back-pressure (a concurrency refusal, a 5xx, a timeout): shrink the limit, at most once a round trip.
+    pub fn back_off(&self) {
+        let mut limit = self.lock_limit();
+        let now = Instant::now();
+        let interval = limit.rtt.unwrap_or(Duration::from_millis(100));
+        if limit.last_decrease.is_some_and(|t| now.duration_since(t) < interval) {
+            return;
+        }
+        limit.limit = (limit.limit * 3 / 4).max(1);
+        limit.full_successes = 0;
+        limit.last_decrease = Some(now);
+    }
+
+    /// The server's recommended degree of parallelism: it seeds the limit once and caps it always.
+    pub fn observe_dop_hint(&self, hint: usize) {
+        let hint = hint.max(1);
+        let mut limit = self.lock_limit();
+        if limit.dop_hint == Some(hint) {
+            return;
+        }
+        let first = limit.dop_hint.is_none();
+        limit.dop_hint = Some(hint);
+        limit.cap = hint.min(self.options.max_concurrency.max(1));
+        if first {
+            limit.limit = limit.cap;
+        }
+        limit.limit = limit.limit.min(limit.cap);
+        drop(limit);
+        self.freed.notify_waiters();
+    }
+
+    /// The delay before retry number `retry` (from 1): exponential with full jitter, capped.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let exp = self.options.initial_backoff.saturating_mul(1u32 << retry.min(16).saturating_sub(1));
+        let cap = exp.min(self.options.max_backoff);
+        cap.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+
+    pub fn count_request(&self) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_retry(&self) {
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_transient(&self) {
+        self.counters.transient_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_throttle(&self, limit: crate::error::ThrottleLimit) {
+        use crate::error::ThrottleLimit::*;
+        let counter = match limit {
+            Requests => &self.counters.throttled_requests,
+            ExecutionTime => &self.counters.throttled_execution_time,
+            Concurrency => &self.counters.throttled_concurrency,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let limit = self.lock_limit();
+        let c = &self.counters;
+        Metrics {
+            requests: c.requests.load(Ordering::Relaxed),
+            throttled_requests: c.throttled_requests.load(Ordering::Relaxed),
+            throttled_execution_time: c.throttled_execution_time.load(Ordering::Relaxed),
+            throttled_concurrency: c.throttled_concurrency.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            transient_failures: c.transient_failures.load(Ordering::Relaxed),
+            concurrency: limit.limit,
+            in_flight: limit.in_flight,
+            dop_hint: limit.dop_hint,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executor(max: usize) -> Executor {
+        Executor::new(ExecutorOptions { max_concurrency: max, ..Default::default() })
+    }
+
+    #[tokio::test]
+    async fn the_hint_seeds_and_caps_the_limit() {
+        let e = executor(52);
+        assert_eq!(e.metrics().concurrency, 1);
+        e.observe_dop_hint(4);
+        assert_eq!(e.metrics().concurrency, 4);
+        for _ in 0..100 {
+            let permits: Vec<_> = futures::future::join_all((0..4).map(|_| e.acquire())).await;
+            for p in &permits {
+                p.succeeded(Duration::from_millis(10));
+            }
+        }
+        assert_eq!(e.metrics().concurrency, 4, "never above the hint");
+        let small = executor(2);
+        small.observe_dop_hint(4);
+        assert_eq!(small.metrics().concurrency, 2, "nor above the configured maximum");
+    }
+
+    #[tokio::test]
+    async fn back_pressure_shrinks_and_successes_grow_the_limit() {
+        let e = executor(52);
+        e.observe_dop_hint(8);
+        e.back_off();
+        assert_eq!(e.metrics().concurrency, 6);
+        e.back_off();
+        assert_eq!(e.metrics().concurrency, 6, "one decrease per round trip");
+        for _ in 0..6 {
+            let permits: Vec<_> = futures::future::join_all((0..6).map(|_| e.acquire())).await;
+            permits.last().unwrap().succeeded(Duration::from_millis(1));
+        }
+        assert_eq!(e.metrics().concurrency, 7, "one more after a full round at the limit");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_frees_its_slot() {
+        let e = executor(1);
+        let permit = e.acquire().await;
+        let waiting = tokio::time::timeout(Duration::from_millis(20), e.acquire()).await;
+        assert!(waiting.is_err(), "the only slot is taken");
+        drop(permit);
+        let _again = e.acquire().await;
+        assert_eq!(e.metrics().in_flight, 1);
+    }
+
+    #[tokio::test]
+    async fn a_pause_holds_every_request() {
+        let e = executor(4);
+        e.pause_for(Duration::from_secs(60));
+        let held = tokio::time::timeout(Duration::from_millis(50), e.acquire()).await;
+        assert!(held.is_err(), "no request starts during a pause");
+        e.pause_for(Duration::ZERO);
+        *e.pause_until.lock().unwrap() = None;
+        let _permit = e.acquire().await;
+    }
+}
