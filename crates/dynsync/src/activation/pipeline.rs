@@ -165,7 +165,13 @@ pub async fn step(store: &Store, flow: &ActivationFlow, destination: &Destinatio
     let patches: Vec<ContactPatch> = batch.order.iter().map(|c| batch.patches.remove(c).expect("ordered")).collect();
     tracing::debug!(flow = %flow.id, after = acked, up_to = last, profiles = entries.len(), contacts = patches.len(), "writing a batch");
     let mut tally = batch.tally;
-    let (failed, recovered) = record(sink::write(client, &patches).await, &patches, &mut tally);
+    let (failed, mut recovered) = record(sink::write(client, &patches).await, &patches, &mut tally);
+    // Only contacts that had failed before leave the failed list: one statement each, so not every contact.
+    if !recovered.is_empty() {
+        let before: std::collections::HashSet<String> =
+            store.failed_contacts(flow.id).await?.into_iter().map(|f| f.contact_id).collect();
+        recovered.retain(|c| before.contains(c));
+    }
     store.acknowledge(flow.id, last, hour_of(Utc::now()), &tally, &failed, &recovered).await?;
     Ok(entries.len())
 }
