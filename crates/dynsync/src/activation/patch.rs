@@ -263,7 +263,7 @@ mod tests {
     }
 
     fn profile(entity: Json) -> Profile {
-        Profile::from_message(&entity).unwrap()
+        Profile::from_message(entity).unwrap()
     }
 
     const ID: &str = "2b6c2f6e-5f0a-4c1e-9d3b-0a1b2c3d4e5f";

@@ -249,7 +249,7 @@ struct Batch {
 impl Batch {
     fn add(&mut self, activation: &Activation, entry: &LogEntry) {
         self.tally.received += 1;
-        let profile = serde_json::from_str(&entry.body).ok().and_then(|m| Profile::from_message(&m).ok());
+        let profile = serde_json::from_str(&entry.body).ok().and_then(|m| Profile::from_message(m).ok());
         let Some(profile) = profile else {
             // Ingestion accepts only well-formed profiles; a log entry that is not one was written by hand.
             self.exclude(&Exclusion::NoContactId, &format!("log entry {}", entry.seq));
