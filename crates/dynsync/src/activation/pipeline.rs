@@ -95,6 +95,8 @@ impl Activations {
 async fn run(store: Store, flow: ActivationFlow, wake: Arc<Notify>) {
     let mut pause = Duration::from_millis(500);
     let mut destination = None;
+    // The next batch, read and transformed while the current one was being written.
+    let mut next: Option<Prepared> = None;
     loop {
         if destination.is_none() {
             match Destination::resolve(&store, &flow).await {
@@ -108,12 +110,33 @@ async fn run(store: Store, flow: ActivationFlow, wake: Arc<Notify>) {
             }
         }
         let destination = destination.as_ref().expect("resolved");
-        match step(&store, &flow, destination).await {
-            Ok(0) => {
+        let current = match next.take() {
+            Some(prepared) => Ok(Some(prepared)),
+            None => match store.acknowledged(flow.id).await {
+                Ok(acked) => prepare(&store, &flow, &destination.activation, acked).await,
+                Err(e) => Err(e.into()),
+            },
+        };
+        let outcome = match current {
+            Ok(None) => {
                 let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+                continue;
             }
-            Ok(_) => pause = Duration::from_millis(500),
+            Ok(Some(current)) => {
+                // Write this batch while reading the next: the next is acknowledged only after this one.
+                let (results, following) = tokio::join!(
+                    sink::write(&destination.client, &current.patches),
+                    prepare(&store, &flow, &destination.activation, current.last)
+                );
+                next = following.ok().flatten();
+                finish(&store, &flow, current, results).await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => pause = Duration::from_millis(500),
             Err(e) => {
+                next = None;
                 tracing::warn!(flow = %flow.id, error = %e, "the flow's step failed; it will be tried again");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(30));
@@ -148,24 +171,44 @@ impl Destination {
     }
 }
 
-/// Handles the next batch of a flow's log: how many profiles it acknowledged.
-pub async fn step(store: &Store, flow: &ActivationFlow, destination: &Destination) -> Result<usize, StepError> {
-    if flow.state != FlowState::Enabled {
-        return Ok(0);
-    }
-    let acked = store.acknowledged(flow.id).await?;
-    let entries = store.log_after(flow.id, acked, READ_BATCH).await?;
-    let Some(last) = entries.last().map(|e| e.seq) else { return Ok(0) };
-    let Destination { client, activation } = destination;
+/// A batch of a flow's log, read and turned into contact updates, not written yet.
+struct Prepared {
+    /// The last log position it holds.
+    last: i64,
+    patches: Vec<ContactPatch>,
+    tally: RunTally,
+}
 
+/// Reads the batch of a flow's log after `after` and turns it into contact updates, one per contact.
+async fn prepare(
+    store: &Store,
+    flow: &ActivationFlow,
+    activation: &Activation,
+    after: i64,
+) -> Result<Option<Prepared>, StepError> {
+    if flow.state != FlowState::Enabled {
+        return Ok(None);
+    }
+    let entries = store.log_after(flow.id, after, READ_BATCH).await?;
+    let Some(last) = entries.last().map(|e| e.seq) else { return Ok(None) };
     let mut batch = Batch::default();
     for entry in &entries {
         batch.add(activation, entry);
     }
     let patches: Vec<ContactPatch> = batch.order.iter().map(|c| batch.patches.remove(c).expect("ordered")).collect();
-    tracing::debug!(flow = %flow.id, after = acked, up_to = last, profiles = entries.len(), contacts = patches.len(), "writing a batch");
-    let mut tally = batch.tally;
-    let (failed, mut recovered) = record(sink::write(client, &patches).await, &patches, &mut tally);
+    tracing::debug!(flow = %flow.id, after, up_to = last, profiles = entries.len(), contacts = patches.len(), "batch ready");
+    Ok(Some(Prepared { last, patches, tally: batch.tally }))
+}
+
+/// Records a written batch: its run counts, its failed contacts, and the flow's new position, as one unit.
+async fn finish(
+    store: &Store,
+    flow: &ActivationFlow,
+    prepared: Prepared,
+    results: Vec<(ContactId, Result<(), sink::Refusal>)>,
+) -> Result<(), StepError> {
+    let Prepared { last, patches, mut tally } = prepared;
+    let (failed, mut recovered) = record(results, &patches, &mut tally);
     // Only contacts that had failed before leave the failed list: one statement each, so not every contact.
     if !recovered.is_empty() {
         let before: std::collections::HashSet<String> =
@@ -173,7 +216,7 @@ pub async fn step(store: &Store, flow: &ActivationFlow, destination: &Destinatio
         recovered.retain(|c| before.contains(c));
     }
     store.acknowledge(flow.id, last, hour_of(Utc::now()), &tally, &failed, &recovered).await?;
-    Ok(entries.len())
+    Ok(())
 }
 
 /// What replaying a flow's failed contacts did.

@@ -133,8 +133,10 @@ impl Store {
         let hour = hour.to_rfc3339();
         let mut statements: Vec<(&'static str, Vec<Arg>)> = vec![
             (
+                // Never backwards: a replay of failed contacts records its counts at the position it read.
                 "INSERT INTO flow_progress (flow_id, acked) VALUES ($1, CAST($2 AS BIGINT))
-                 ON CONFLICT (flow_id) DO UPDATE SET acked = excluded.acked",
+                 ON CONFLICT (flow_id) DO UPDATE SET acked = CASE WHEN excluded.acked > flow_progress.acked
+                   THEN excluded.acked ELSE flow_progress.acked END",
                 vec![flow_id.as_str().into(), acked.to_string().into()],
             ),
             (
