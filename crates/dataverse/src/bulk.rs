@@ -11,7 +11,7 @@ use crate::client::{Client, Request};
 use crate::entity::{Record, RecordId, Table};
 use crate::error::{ApiError, Error, ErrorKind};
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt, stream};
+use futures::{FutureExt, Stream, StreamExt, stream};
 use reqwest::Method;
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -189,6 +189,36 @@ impl Client {
             }
         }
         BulkReport { outcomes: outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect() }
+    }
+
+    /// As [`Client::write_each`], for records that arrive as a stream: at most `chunks_in_flight` chunks are
+    /// held at once, so memory stays bounded however many records flow through. Yields each record's index
+    /// in the stream with its outcome, chunk by chunk as they finish.
+    pub fn write_stream<S>(
+        &self,
+        op: BulkOperation,
+        table: &Table,
+        records: S,
+        options: BulkOptions,
+    ) -> impl Stream<Item = (usize, RecordOutcome)> + Send + 'static
+    where
+        S: Stream<Item = Record> + Send + 'static,
+    {
+        let (client, table) = (self.clone(), table.clone());
+        let chunk_size = options.chunk_size.max(1);
+        records
+            .chunks(chunk_size)
+            .enumerate()
+            .map(move |(n, chunk)| {
+                let (client, table) = (client.clone(), table.clone());
+                async move {
+                    let indices = (0..chunk.len()).collect();
+                    let outcomes = client.isolate(op, &table, &chunk, indices).await;
+                    stream::iter(outcomes.into_iter().map(move |(i, outcome)| (n * chunk_size + i, outcome)))
+                }
+            })
+            .buffer_unordered(options.chunks_in_flight.max(1))
+            .flatten()
     }
 
     /// Writes `indices` of `records`, splitting away the records to blame until every one has an outcome.

@@ -8,7 +8,7 @@ use dataverse::{
     Table,
 };
 use dataverse_emulator::EmulatorConfig;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -306,4 +306,25 @@ async fn an_expired_change_token_asks_for_a_full_read() {
     );
     assert_eq!(error.kind(), ErrorKind::ChangeTokenExpired);
     assert!(error.to_string().contains("read the table in full again"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stream_of_records_is_written_with_bounded_memory() {
+    let emulator = free().start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+    let records = futures::stream::iter(0..2500).map(|i| {
+        let lastname = if i == 1234 { "x".repeat(60) } else { format!("s{i}") };
+        record(json!({"contactid": RecordId::new_v4(), "lastname": lastname}))
+    });
+    let outcomes: Vec<_> = client
+        .write_stream(BulkOperation::Upsert, &contacts, records, BulkOptions { chunk_size: 300, chunks_in_flight: 2 })
+        .collect()
+        .await;
+    assert_eq!(outcomes.len(), 2500);
+    let mut indices: Vec<_> = outcomes.iter().map(|(i, _)| *i).collect();
+    indices.sort();
+    assert_eq!(indices, (0..2500).collect::<Vec<_>>());
+    let rejected: Vec<_> = outcomes.iter().filter(|(_, o)| o.is_err()).map(|(i, _)| *i).collect();
+    assert_eq!(rejected, [1234]);
 }
