@@ -4,8 +4,8 @@ mod common;
 
 use common::{client, free, record};
 use dataverse::{
-    Batch, BulkOperation, BulkOptions, Change, ErrorKind, Filter, Operation, OperationOutcome, Order, Query, RecordId,
-    Table,
+    Batch, BulkOperation, BulkOptions, Change, ErrorKind, Filter, Isolation, Operation, OperationOutcome, Order, Query,
+    RecordId, Table,
 };
 use dataverse_emulator::EmulatorConfig;
 use futures::{StreamExt, TryStreamExt};
@@ -116,7 +116,7 @@ async fn bulk_messages_write_in_chunks() {
     let emulator = free().start().await.unwrap();
     let client = client(&emulator);
     let contacts = Table::contact();
-    let options = BulkOptions { chunk_size: 400, chunks_in_flight: 3 };
+    let options = BulkOptions { chunk_size: 400, chunks_in_flight: 3, ..Default::default() };
 
     let records: Vec<_> =
         (0..1000).map(|i| record(json!({"firstname": format!("c{i}"), "lastname": "Bulk"}))).collect();
@@ -159,16 +159,22 @@ async fn bad_records_never_fail_their_neighbours() {
     records[151].insert("new_loyaltytier".into(), json!("silver"));
     records[299].insert("donotemail".into(), json!("perhaps"));
 
-    for op in [BulkOperation::Upsert, BulkOperation::Create] {
+    let runs = [
+        (BulkOperation::Upsert, Isolation::Named),
+        (BulkOperation::Create, Isolation::Named),
+        (BulkOperation::Create, Isolation::Bisect),
+    ];
+    for (op, isolation) in runs {
         let mut records = records.clone();
         if op == BulkOperation::Create {
             for r in &mut records {
                 r.insert("contactid".into(), json!(RecordId::new_v4()));
             }
         }
-        let report =
-            client.write_each(op, &contacts, &records, BulkOptions { chunk_size: 100, chunks_in_flight: 2 }).await;
-        assert_eq!(report.written(), 296, "{op:?}");
+        let report = client
+            .write_each(op, &contacts, &records, BulkOptions { chunk_size: 100, chunks_in_flight: 2, isolation })
+            .await;
+        assert_eq!(report.written(), 296, "{op:?} {isolation:?}");
         let rejected: Vec<_> = report.rejected().map(|(i, e)| (i, e.kind(), e.to_string())).collect();
         assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [7, 150, 151, 299], "{rejected:#?}");
         assert_eq!(rejected[0].1, ErrorKind::Validation);
@@ -184,7 +190,7 @@ async fn bad_records_never_fail_their_neighbours() {
         }
     }
     let everyone: Vec<_> = client.query(&Query::new(&contacts).page_size(5000)).try_collect().await.unwrap();
-    assert_eq!(everyone.len(), 2 * 296);
+    assert_eq!(everyone.len(), 3 * 296);
 }
 
 #[tokio::test]
@@ -318,7 +324,12 @@ async fn a_stream_of_records_is_written_with_bounded_memory() {
         record(json!({"contactid": RecordId::new_v4(), "lastname": lastname}))
     });
     let outcomes: Vec<_> = client
-        .write_stream(BulkOperation::Upsert, &contacts, records, BulkOptions { chunk_size: 300, chunks_in_flight: 2 })
+        .write_stream(
+            BulkOperation::Upsert,
+            &contacts,
+            records,
+            BulkOptions { chunk_size: 300, chunks_in_flight: 2, ..Default::default() },
+        )
         .collect()
         .await;
     assert_eq!(outcomes.len(), 2500);
