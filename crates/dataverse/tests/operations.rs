@@ -5,7 +5,7 @@ mod common;
 use common::{client, free, record};
 use dataverse::{
     Batch, BulkOperation, BulkOptions, Change, ErrorKind, Filter, Isolation, Operation, OperationOutcome, Order, Query,
-    RecordId, Table,
+    RecordId, RecordKey, Table,
 };
 use dataverse_emulator::EmulatorConfig;
 use futures::{StreamExt, TryStreamExt};
@@ -338,4 +338,36 @@ async fn a_stream_of_records_is_written_with_bounded_memory() {
     assert_eq!(indices, (0..2500).collect::<Vec<_>>());
     let rejected: Vec<_> = outcomes.iter().filter(|(_, o)| o.is_err()).map(|(i, _)| *i).collect();
     assert_eq!(rejected, [1234]);
+}
+
+#[tokio::test]
+async fn records_are_addressed_by_an_alternate_key() {
+    let emulator = free().start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+    let key = json!({
+        "SchemaName": "new_EmailKey",
+        "DisplayName": {"LocalizedLabels": [{"Label": "Email key", "LanguageCode": 1033}]},
+        "KeyAttributes": ["emailaddress1"],
+    });
+    client.send(reqwest::Method::POST, "EntityDefinitions(LogicalName='contact')/Keys", Some(&key)).await.unwrap();
+
+    let ann = RecordKey::alternate([("emailaddress1", "ann o'neil@example.com")]);
+    client.upsert(&contacts, ann.clone(), &record(json!({"lastname": "O'Neil"}))).await.unwrap();
+    let row = client.retrieve(&contacts, ann.clone(), &["lastname", "emailaddress1"]).await.unwrap();
+    assert_eq!(row["lastname"], "O'Neil");
+    assert_eq!(row["emailaddress1"], "ann o'neil@example.com");
+    client.update(&contacts, ann.clone(), &record(json!({"firstname": "Ann"}))).await.unwrap();
+
+    let kim = RecordKey::alternate([("emailaddress1", "kim@example.com")]);
+    let targets = [
+        record(json!({"@odata.id": kim.odata_id(&contacts), "lastname": "Kim"})),
+        record(json!({"@odata.id": ann.odata_id(&contacts), "lastname": "O'Neil-Smith"})),
+    ];
+    client.upsert_multiple(&contacts, &targets, BulkOptions::default()).await.unwrap();
+    assert_eq!(client.retrieve(&contacts, kim.clone(), &["lastname"]).await.unwrap()["lastname"], "Kim");
+    let ann_now = client.retrieve(&contacts, ann.clone(), &["fullname"]).await.unwrap();
+    assert_eq!(ann_now["fullname"], "Ann O'Neil-Smith");
+    client.delete(&contacts, kim.clone()).await.unwrap();
+    assert_eq!(client.retrieve(&contacts, kim, &[]).await.unwrap_err().kind(), ErrorKind::NotFound);
 }
