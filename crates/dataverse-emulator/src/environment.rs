@@ -90,6 +90,8 @@ pub struct RunningEmulator {
     pub client_id: Uuid,
     pub client_secret: Secret,
     pub environment: Arc<Environment>,
+    /// The faults being injected; `faults.inject(plan)` changes them while the emulator runs.
+    pub faults: Arc<Faults>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -263,7 +265,7 @@ impl EmulatorConfig {
         let router = crate::api::router(environment.clone());
         let (shutdown, stopped) = oneshot::channel::<()>();
         let faults = Arc::new(Faults::new(self.faults));
-        let task = tokio::spawn(crate::serve::serve(listener, router, faults, tls, stopped));
+        let task = tokio::spawn(crate::serve::serve(listener, router, faults.clone(), tls, stopped));
         tracing::info!(%url, "dataverse emulator listening");
         Ok(RunningEmulator {
             web_api: format!("{url}/api/data/v9.2/"),
@@ -273,6 +275,7 @@ impl EmulatorConfig {
             client_id,
             client_secret,
             environment,
+            faults,
             shutdown: Some(shutdown),
             task: Some(task),
         })

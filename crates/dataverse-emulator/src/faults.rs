@@ -7,6 +7,7 @@
 use crate::limits::parse_duration;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -64,45 +65,69 @@ impl FaultPlan {
     }
 }
 
-/// A plan being applied to a running emulator.
+/// A plan being applied to a running emulator. A test may set up its data first and inject faults after:
+/// a new plan numbers requests and counts time from when it is set.
 #[derive(Debug)]
 pub struct Faults {
-    plan: FaultPlan,
-    started: Instant,
+    active: RwLock<Active>,
     web_api_requests: AtomicU64,
     token_requests: AtomicU64,
 }
 
+#[derive(Debug)]
+struct Active {
+    plan: FaultPlan,
+    started: Instant,
+}
+
 impl Faults {
     pub fn new(plan: FaultPlan) -> Self {
-        Faults { plan, started: Instant::now(), web_api_requests: AtomicU64::new(0), token_requests: AtomicU64::new(0) }
+        Faults {
+            active: RwLock::new(Active { plan, started: Instant::now() }),
+            web_api_requests: AtomicU64::new(0),
+            token_requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the plan; requests are numbered from 1 again.
+    pub fn inject(&self, plan: FaultPlan) {
+        let mut active = self.active.write().unwrap_or_else(|e| e.into_inner());
+        *active = Active { plan, started: Instant::now() };
+        self.web_api_requests.store(0, Ordering::Relaxed);
+        self.token_requests.store(0, Ordering::Relaxed);
     }
 
     /// Numbers the next request of its kind and says which fault, if any, it gets.
     pub fn next(&self, token_endpoint: bool) -> Option<Fault> {
-        if self.plan.is_empty() {
+        let active = self.active.read().unwrap_or_else(|e| e.into_inner());
+        if active.plan.is_empty() {
             return None;
         }
         let counter = if token_endpoint { &self.token_requests } else { &self.web_api_requests };
         let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        self.fault_for(n, token_endpoint, self.started.elapsed())
+        fault_for(&active.plan, n, token_endpoint, active.started.elapsed())
     }
 
-    /// The fault request number `n` gets at `elapsed` since the start: a pure function, for reproducibility.
+    /// The fault request number `n` gets at `elapsed` since the plan was set.
     pub fn fault_for(&self, n: u64, token_endpoint: bool, elapsed: Duration) -> Option<Fault> {
-        self.plan.rules.iter().enumerate().find_map(|(index, rule)| {
-            if rule.fault.on_token_endpoint() != token_endpoint {
-                return None;
-            }
-            let hit = match rule.when {
-                When::Rate(p) => unit_draw(self.plan.seed, index as u64, n) < p,
-                When::Every(k) => k > 0 && n.is_multiple_of(k),
-                When::Requests { first, last } => (first..=last).contains(&n),
-                When::Window { after, lasting } => elapsed >= after && elapsed < after + lasting,
-            };
-            hit.then_some(rule.fault)
-        })
+        fault_for(&self.active.read().unwrap_or_else(|e| e.into_inner()).plan, n, token_endpoint, elapsed)
     }
+}
+
+/// The fault request number `n` gets: a pure function of the plan, `n` and the time, for reproducibility.
+fn fault_for(plan: &FaultPlan, n: u64, token_endpoint: bool, elapsed: Duration) -> Option<Fault> {
+    plan.rules.iter().enumerate().find_map(|(index, rule)| {
+        if rule.fault.on_token_endpoint() != token_endpoint {
+            return None;
+        }
+        let hit = match rule.when {
+            When::Rate(p) => unit_draw(plan.seed, index as u64, n) < p,
+            When::Every(k) => k > 0 && n.is_multiple_of(k),
+            When::Requests { first, last } => (first..=last).contains(&n),
+            When::Window { after, lasting } => elapsed >= after && elapsed < after + lasting,
+        };
+        hit.then_some(rule.fault)
+    })
 }
 
 /// A uniform draw in [0, 1) from (seed, rule, request number): SplitMix64 over their combination.

@@ -17,5 +17,5 @@ pub mod value;
 
 pub use auth::Secret;
 pub use environment::{DEFAULT_CHANGE_RETENTION, EmulatorConfig, Environment, RunningEmulator};
-pub use faults::{Fault, FaultPlan, FaultRule, When};
+pub use faults::{Fault, FaultPlan, FaultRule, Faults, When};
 pub use limits::{CostModel, Limits};

@@ -124,8 +124,10 @@ impl Usage {
 /// Tracks each user's usage against the limits.
 #[derive(Debug)]
 pub struct Limiter {
-    limits: Limits,
+    limits: std::sync::RwLock<Limits>,
     users: Mutex<HashMap<Uuid, Usage>>,
+    /// Requests refused with a 429 so far, for tests and benchmarks to report.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 /// A request admitted under the limits. Dropping it (when the request ends, or is abandoned) records its
@@ -162,11 +164,25 @@ fn seconds_up(d: Duration) -> Duration {
 
 impl Limiter {
     pub fn new(limits: Limits) -> Arc<Self> {
-        Arc::new(Limiter { limits, users: Mutex::new(HashMap::new()) })
+        Arc::new(Limiter {
+            limits: std::sync::RwLock::new(limits),
+            users: Mutex::new(HashMap::new()),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        *self.limits.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the limits of a running emulator: a test sets up its data first, then tightens them.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    /// How many requests were refused with a 429.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Admits a request of `user`, or refuses it with the limit it hit. Concurrency is checked at once;
@@ -174,7 +190,7 @@ impl Limiter {
     /// overshoot them a little before they bite — as in Dataverse.
     pub fn admit(self: &Arc<Self>, user: Uuid) -> Result<Admission, Throttled> {
         let now = Instant::now();
-        let l = self.limits;
+        let l = self.limits();
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         let usage = users.entry(user).or_default();
         usage.expire(now, l.window);
@@ -221,6 +237,7 @@ impl Limiter {
             None
         };
         if let Some(mut throttled) = refusal {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             usage.refused_in_a_row += 1;
             if throttled.code != "0x80072326" {
                 let penalty = Duration::from_secs(u64::from(usage.refused_in_a_row.saturating_sub(1)));

@@ -72,7 +72,8 @@ impl TableRows {
         })
     }
 
-    pub fn put(&mut self, table: &Table, id: Uuid, row: Row) {
+    /// Puts a row; the row it replaces.
+    pub fn put(&mut self, table: &Table, id: Uuid, row: Row) -> Option<Row> {
         self.unindex(table, id);
         for key in &table.keys {
             if let Some(values) = Self::key_values(&row, &key.attributes) {
@@ -82,7 +83,7 @@ impl TableRows {
         if let Some(version) = row_version(&row) {
             self.by_version.insert(version, id);
         }
-        self.rows.insert(id, row);
+        self.rows.insert(id, row)
     }
 
     pub fn remove(&mut self, table: &Table, id: Uuid) -> Option<Row> {
@@ -156,7 +157,9 @@ impl Data {
                 let definition = self.schema.table(&table).expect("changed tables exist");
                 let rows = self.tables.entry(table).or_default();
                 match before {
-                    Some(row) => rows.put(definition, id, row),
+                    Some(row) => {
+                        rows.put(definition, id, row);
+                    }
                     None => {
                         rows.remove(definition, id);
                     }
@@ -188,11 +191,17 @@ impl Data {
     }
 
     /// Puts a row and records the change for the journal.
+    ///
+    /// The row goes to the journal as JSON, serialized here rather than cloned for the journal's writer, and
+    /// the row it replaces becomes the undo record as it is: a bulk write of a thousand rows copies none.
     pub fn put_row(&mut self, changes: &mut Vec<Change>, table: &str, id: Uuid, row: Row) {
-        self.remember(table, id);
         let definition = self.schema.table(table).expect("table exists");
-        changes.push(Change::Row { table: table.to_string(), id, row: Some(row.clone()) });
-        self.tables.entry(table.to_string()).or_default().put(definition, id, row);
+        let json = serde_json::to_string(&row).expect("rows serialize");
+        changes.push(Change::Row { table: table.to_string(), id, json: Some(json) });
+        let before = self.tables.entry(table.to_string()).or_default().put(definition, id, row);
+        if let Some(undo) = self.undo.as_mut() {
+            undo.push((table.to_string(), id, before));
+        }
     }
 
     /// Removes a row, and keeps a tombstone with a new version for change tracking.
@@ -201,7 +210,7 @@ impl Data {
         let version = self.next_version();
         let tombstone = Tombstone { id, deleted_on: chrono::Utc::now() };
         let definition = self.schema.table(table).expect("table exists");
-        changes.push(Change::Row { table: table.to_string(), id, row: None });
+        changes.push(Change::Row { table: table.to_string(), id, json: None });
         changes.push(Change::Tombstone { table: table.to_string(), version, tombstone: tombstone.clone() });
         let rows = self.tables.get_mut(table)?;
         rows.deleted.insert(version, tombstone);
@@ -219,10 +228,22 @@ impl Data {
 /// One change for the journal.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Row { table: String, id: Uuid, row: Option<Row> },
-    Tombstone { table: String, version: i64, tombstone: Tombstone },
+    /// A row's new version as JSON, or `None` for a delete.
+    Row {
+        table: String,
+        id: Uuid,
+        json: Option<String>,
+    },
+    Tombstone {
+        table: String,
+        version: i64,
+        tombstone: Tombstone,
+    },
     Table(Box<Table>),
-    Setting { key: String, value: String },
+    Setting {
+        key: String,
+        value: String,
+    },
 }
 
 struct Batch {
@@ -413,14 +434,14 @@ async fn write_journal(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Batch>)
 /// Writes a group of batches in one transaction. Only the last state of each row matters, so rows are
 /// coalesced first and then written with multi-row statements: one round trip per few hundred rows.
 async fn commit(pool: &SqlitePool, batches: &[Batch]) -> anyhow::Result<()> {
-    let mut last: HashMap<(&str, Uuid), Option<&Row>> = HashMap::new();
+    let mut last: HashMap<(&str, Uuid), Option<&str>> = HashMap::new();
     let mut tables = Vec::new();
     let mut settings = Vec::new();
     let mut tombstones = Vec::new();
     for change in batches.iter().flat_map(|b| &b.changes) {
         match change {
-            Change::Row { table, id, row } => {
-                last.insert((table.as_str(), *id), row.as_ref());
+            Change::Row { table, id, json } => {
+                last.insert((table.as_str(), *id), json.as_deref());
             }
             Change::Tombstone { table, version, tombstone } => tombstones.push((table, version, tombstone)),
             Change::Table(table) => tables.push(table),
@@ -455,10 +476,8 @@ async fn commit(pool: &SqlitePool, batches: &[Batch]) -> anyhow::Result<()> {
             .execute(&mut *tx)
             .await?;
     }
-    let entries: Vec<(&str, String, Option<String>)> = last
-        .into_iter()
-        .map(|((table, id), row)| Ok((table, id.to_string(), row.map(serde_json::to_string).transpose()?)))
-        .collect::<anyhow::Result<_>>()?;
+    let entries: Vec<(&str, String, Option<String>)> =
+        last.into_iter().map(|((table, id), json)| (table, id.to_string(), json.map(str::to_string))).collect();
     append(&mut tx, &entries).await?;
     tx.commit().await?;
     Ok(())

@@ -192,9 +192,9 @@ impl Client {
     ) -> BulkReport {
         let mut outcomes: Vec<Option<RecordOutcome>> = (0..records.len()).map(|_| None).collect();
         let indices: Vec<usize> = (0..records.len()).collect();
-        let chunks = indices
-            .chunks(options.chunk_size.max(1))
-            .map(|chunk| self.isolate(op, table, records, chunk.to_vec(), options.isolation));
+        // Owned chunks: a closure over borrowed slices makes the future impossible to spawn on a runtime.
+        let chunks: Vec<Vec<usize>> = indices.chunks(options.chunk_size.max(1)).map(<[usize]>::to_vec).collect();
+        let chunks = chunks.into_iter().map(|chunk| self.isolate(op, table, records, chunk, options.isolation));
         let mut results = stream::iter(chunks).buffer_unordered(options.chunks_in_flight.max(1));
         while let Some(chunk) = results.next().await {
             for (index, outcome) in chunk {

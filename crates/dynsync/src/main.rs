@@ -60,6 +60,30 @@ enum Command {
     /// Resources are matched by name: missing ones are created, an existing flow is updated. The flow is validated
     /// against the contact table of the environment before it is saved. See the README for the file's format.
     Apply(ApplyArgs),
+    /// The runs of the flows: one an hour, with profiles received and contacts activated, excluded and failed.
+    Runs(RunsArgs),
+    /// Stream profiles from a file into a flow, one XDM message a line (NDJSON), for a backfill.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct RunsArgs {
+    /// Only this flow's runs.
+    #[arg(long)]
+    flow: Option<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The NDJSON file: one streaming message (or XDM entity) a line.
+    file: PathBuf,
+    /// The flow whose inlet receives the profiles.
+    #[arg(long)]
+    flow: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Args)]
@@ -199,6 +223,9 @@ enum FlowsCommand {
     Disable(ById),
     /// Delete a flow.
     Delete(ById),
+    /// Send the updates of the contacts that failed again, once their cause is fixed (a missing contact
+    /// created, a column widened).
+    RetryFailed(ById),
 }
 
 #[derive(Args)]
@@ -424,8 +451,101 @@ async fn flows(command: FlowsCommand) -> anyhow::Result<ExitCode> {
             a.remote.remote()?.send(reqwest::Method::DELETE, &format!("flows/{}", a.id), None).await?;
             println!("flow {} deleted", a.id);
         }
+        FlowsCommand::RetryFailed(a) => {
+            let summary =
+                a.remote.remote()?.post(&format!("flows/{}/action?op=retry-failed", a.id), &json!({})).await?;
+            println!(
+                "replayed {} failed contacts: {} written, {} still failing (see dynsync runs)",
+                summary["retried"], summary["activated"], summary["failed"]
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let remote = args.remote.remote()?;
+    let path = match &args.flow {
+        Some(flow) => format!("runs?property=flowId=={flow}"),
+        None => "runs".to_string(),
+    };
+    let runs = remote.items(&path).await?;
+    if runs.is_empty() {
+        println!("(no runs yet)");
+    } else {
+        println!(
+            "{:<36}  {:<20}  {:>9}  {:>9}  {:>8}  {:>6}  {:>6}",
+            "flow", "hour", "received", "activated", "excluded", "failed", "rate"
+        );
+    }
+    for run in &runs {
+        let s = &run["metrics"]["recordSummary"];
+        let hour = run["hour"].as_str().unwrap_or_default();
+        println!(
+            "{:<36}  {:<20}  {:>9}  {:>9}  {:>8}  {:>6}  {:>5.1}%",
+            run["flowId"].as_str().unwrap_or_default(),
+            hour.get(..16).unwrap_or(hour).replace('T', " "),
+            s["inputRecordCount"],
+            s["outputRecordCount"],
+            s["skippedRecordCount"],
+            s["failedRecordCount"],
+            run["metrics"]["activationRate"].as_f64().unwrap_or(0.0) * 100.0
+        );
+        for o in run["outcomes"].as_array().into_iter().flatten() {
+            println!(
+                "    {} {} ×{}: {} (e.g. {})",
+                o["outcome"].as_str().unwrap_or_default(),
+                o["code"].as_str().unwrap_or_default(),
+                o["count"],
+                o["message"].as_str().unwrap_or_default(),
+                o["samples"]
+                    .as_array()
+                    .map(|s| s.iter().filter_map(Json::as_str).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    use std::io::BufRead;
+    let remote = args.remote.remote()?;
+    let path = args.file.display().to_string();
+    let file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {path}"))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let progress = indicatif::ProgressBar::new(size).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}").expect("a valid template"),
+    );
+    let (mut accepted, mut refused, mut batch) = (0u64, 0u64, Vec::new());
+    let mut lines = std::io::BufReader::new(file).lines().enumerate().peekable();
+    while let Some((number, line)) = lines.next() {
+        let line = line.with_context(|| format!("reading {path}"))?;
+        progress.inc(line.len() as u64 + 1);
+        if !line.trim().is_empty() {
+            match serde_json::from_str::<Json>(&line) {
+                Ok(message) => batch.push(message),
+                Err(e) => {
+                    refused += 1;
+                    // Through the bar, so the line is not drawn over; printed even when the bar is hidden.
+                    progress.suspend(|| eprintln!("{path}:{}: not JSON ({e}); skipped", number + 1));
+                }
+            }
+        }
+        if batch.len() == 1000 || (lines.peek().is_none() && !batch.is_empty()) {
+            let receipt = remote.stream(&args.flow, &batch).await?;
+            accepted += receipt["accepted"].as_u64().unwrap_or(0);
+            for r in receipt["responses"].as_array().into_iter().flatten().filter(|r| r["status"] == 400) {
+                refused += 1;
+                progress.suspend(|| eprintln!("{}", r["message"].as_str().unwrap_or_default()));
+            }
+            batch.clear();
+            progress.set_message(format!("{accepted} accepted, {refused} refused"));
+        }
+    }
+    progress.finish();
+    println!("{accepted} profiles accepted into flow {}, {refused} refused", args.flow);
+    Ok(if refused == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -455,6 +575,8 @@ async fn main() -> ExitCode {
         Command::Targets(c) => targets(c).await,
         Command::Flows(c) => flows(c).await,
         Command::Apply(args) => apply(args).await,
+        Command::Runs(args) => runs(args).await,
+        Command::Import(args) => import(args).await,
     };
     match result {
         Ok(code) => code,

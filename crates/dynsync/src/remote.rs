@@ -13,6 +13,8 @@ pub enum RemoteError {
 
 pub struct Remote {
     http: reqwest::Client,
+    /// `http://host:port`: where the streaming inlets are.
+    root: String,
     api: String,
     token: String,
     sandbox: String,
@@ -22,6 +24,7 @@ impl Remote {
     pub fn new(url: &str, token: &str, sandbox: &str) -> Remote {
         Remote {
             http: reqwest::Client::new(),
+            root: url.trim_end_matches('/').to_string(),
             api: format!("{}{}", url.trim_end_matches('/'), crate::api::BASE_PATH),
             token: token.trim().to_string(),
             sandbox: sandbox.to_string(),
@@ -29,7 +32,16 @@ impl Remote {
     }
 
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Json>) -> Result<Json, RemoteError> {
-        let url = format!("{}/{path}", self.api);
+        self.send_to(format!("{}/{path}", self.api), method, body).await
+    }
+
+    /// Streams profile messages into a flow's inlet; the receipt.
+    pub async fn stream(&self, flow: &str, messages: &[Json]) -> Result<Json, RemoteError> {
+        let url = format!("{}/collection/batch/{flow}", self.root);
+        self.send_to(url, reqwest::Method::POST, Some(&json!({ "messages": messages }))).await
+    }
+
+    async fn send_to(&self, url: String, method: reqwest::Method, body: Option<&Json>) -> Result<Json, RemoteError> {
         let mut request = self
             .http
             .request(method, &url)

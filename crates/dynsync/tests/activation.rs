@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Backend, World};
+use dataverse_emulator::{CostModel, EmulatorConfig, FaultPlan, Limits};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 use std::time::{Duration, Instant};
@@ -180,4 +181,59 @@ async fn accepted_profiles_survive_a_restart(backend: Backend) {
     world.finish().await;
 }
 
-on_both_stores!(profiles_reach_their_contacts, accepted_profiles_survive_a_restart);
+/// Dynamics throttles, fails and drops connections, and its sign-in goes down for a while: every profile is
+/// still written, none fails, and the run counts each once.
+async fn throttling_and_faults_lose_nothing(backend: Backend) {
+    let faults = FaultPlan {
+        seed: 7,
+        rules: ["503:rate=0.1", "500:rate=0.05", "drop:rate=0.05", "token-outage:requests=2-4"]
+            .iter()
+            .map(|r| r.parse().unwrap())
+            .collect(),
+    };
+    let emulator =
+        EmulatorConfig { cost: CostModel::free(), token_lifetime: Duration::from_secs(5), ..Default::default() };
+    let Some(world) = World::start_with(backend, emulator).await else { return };
+    let flow = loyalty_flow(&world).await;
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(contact(&world, &format!("C{i}")).await);
+    }
+    // The admin's set-up is done: from here on, Dynamics misbehaves, and allows few requests per window.
+    world.emulator.faults.inject(faults);
+    let limiter = &world.emulator.environment.limiter;
+    limiter.set_limits(Limits { requests: 4, window: Duration::from_secs(1), ..Limits::default() });
+    let mut messages = Vec::new();
+    for round in 0..50 {
+        for id in &ids {
+            let status = if round % 2 == 0 { "realized" } else { "existing" };
+            messages.push(profile(&id.to_string(), Some(&format!("R{round}")), &[("seg-gold", status)]));
+        }
+    }
+    let total = messages.len() as u64;
+    // One round at a time, so that the flow has many small batches to write.
+    for chunk in messages.chunks(ids.len()) {
+        stream(&world, &flow, chunk.to_vec()).await;
+    }
+    let runs = settled_runs(&world, &flow, total).await;
+    assert!(limiter.refused() > 0, "the flow met the request limit");
+    // Dynamics behaves again, for the checks.
+    world.emulator.faults.inject(FaultPlan::default());
+    limiter.set_limits(Limits::default());
+    let sum =
+        |field: &str| -> u64 { runs.iter().map(|r| r["metrics"]["recordSummary"][field].as_u64().unwrap()).sum() };
+    assert_eq!(sum("inputRecordCount"), total);
+    assert_eq!(sum("failedRecordCount"), 0, "{runs:?}");
+    assert_eq!(sum("skippedRecordCount"), 0, "{runs:?}");
+    for id in &ids {
+        let row = read_contact(&world, id).await;
+        assert_eq!(
+            (row["firstname"].as_str(), row["new_gold"].as_str()),
+            (Some("R49"), Some("existing")),
+            "contact {id}"
+        );
+    }
+    world.finish().await;
+}
+
+on_both_stores!(profiles_reach_their_contacts, accepted_profiles_survive_a_restart, throttling_and_faults_lose_nothing);

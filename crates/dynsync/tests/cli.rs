@@ -118,10 +118,74 @@ async fn apply_creates_then_updates_from_a_file() {
 }
 
 #[tokio::test]
+async fn import_then_runs_then_retry_failed() {
+    common::bounded(async {
+        let world = World::start(Backend::Sqlite).await.unwrap();
+        world.add_text_column("new_Gold", 100).await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flow.toml");
+        let secret = world.emulator.client_secret.expose().to_string();
+        std::fs::write(&file, flow_file(&world, "firstname")).unwrap();
+        let (ok, out, err) = dynsync(&world, &["apply", "-f", file.to_str().unwrap()], Some(&secret)).await;
+        assert!(ok, "{out}{err}");
+        let (_, out, _) = dynsync(&world, &["flows", "list"], None).await;
+        let flow = out.split_whitespace().next().unwrap().to_string();
+
+        let response = world
+            .dynamics()
+            .send(reqwest::Method::POST, "contacts", Some(&serde_json::json!({"lastname": "Ann"})))
+            .await
+            .unwrap();
+        let location = response.headers()["odata-entityid"].to_str().unwrap().to_string();
+        let ann = location.rsplit_once('(').unwrap().1.trim_end_matches(')').to_string();
+        let missing = uuid::Uuid::new_v4().to_string();
+        let line = |contact: &str, name: &str| {
+            serde_json::json!({"identityMap": {"contactId": [{"id": contact}]}, "person": {"name": {"firstName": name}},
+                "segmentMembership": {"ups": {"4f1b6d2e-gold": {"status": "realized"}}}})
+            .to_string()
+        };
+        let ndjson = dir.path().join("profiles.ndjson");
+        std::fs::write(&ndjson, format!("{}\n{{not json\n{}\n", line(&ann, "Ann"), line(&missing, "Nobody"))).unwrap();
+        let (ok, out, err) = dynsync(&world, &["import", ndjson.to_str().unwrap(), "--flow", &flow], None).await;
+        assert!(!ok, "a refused line makes the import exit non-zero");
+        assert!(out.contains("2 profiles accepted") && out.contains("1 refused"), "{out}{err}");
+        assert!(err.contains("profiles.ndjson:2: not JSON"), "{err}");
+
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let table = loop {
+            let (ok, out, err) = dynsync(&world, &["runs", "--flow", &flow], None).await;
+            assert!(ok, "{err}");
+            if out.lines().nth(1).is_some_and(|l| l.split_whitespace().nth(3) == Some("2")) {
+                break out;
+            }
+            assert!(std::time::Instant::now() < deadline, "the run never showed both profiles: {out}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert!(table.contains("received  activated  excluded  failed"), "{table}");
+        assert!(table.contains("failed 0x80040217 ×1") && table.contains(&missing), "{table}");
+
+        world
+            .dynamics()
+            .send(
+                reqwest::Method::PATCH,
+                &format!("contacts({missing})"),
+                Some(&serde_json::json!({"lastname": "Found"})),
+            )
+            .await
+            .unwrap();
+        let (ok, out, err) = dynsync(&world, &["flows", "retry-failed", &flow], None).await;
+        assert!(ok, "{err}");
+        assert!(out.contains("replayed 1 failed contacts: 1 written, 0 still failing"), "{out}");
+        world.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn help_walks_a_new_user_through() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dynsync")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["serve", "connections", "targets", "flows", "apply", "check"] {
+    for command in ["demo", "serve", "connections", "targets", "flows", "apply", "check", "runs", "import"] {
         assert!(help.contains(command), "{command} in {help}");
     }
     assert!(help.contains("dynsync apply -f flow.toml"), "{help}");

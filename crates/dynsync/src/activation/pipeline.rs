@@ -163,6 +163,7 @@ pub async fn step(store: &Store, flow: &ActivationFlow, destination: &Destinatio
         batch.add(activation, entry);
     }
     let patches: Vec<ContactPatch> = batch.order.iter().map(|c| batch.patches.remove(c).expect("ordered")).collect();
+    tracing::debug!(flow = %flow.id, after = acked, up_to = last, profiles = entries.len(), contacts = patches.len(), "writing a batch");
     let mut tally = batch.tally;
     let (failed, recovered) = record(sink::write(client, &patches).await, &patches, &mut tally);
     store.acknowledge(flow.id, last, hour_of(Utc::now()), &tally, &failed, &recovered).await?;

@@ -1,15 +1,13 @@
-//! Writing contact updates to Dynamics: `UpdateMultiple` of up to a thousand contacts a request, retried
-//! while Dynamics is throttling or unavailable, and split when one bad contact rolls its request back, so
-//! that it never fails its neighbours. Contacts are updated, never created.
+//! Writing contact updates to Dynamics with the client's `write_each`: `UpdateMultiple` a thousand contacts
+//! a request, through the client's executor (which paces requests under Dynamics' limits and retries what can
+//! be retried), with a contact that Dynamics refuses set apart so that it never fails its neighbours.
+//! Contacts are updated, never created. Whatever is still failing for a reason that waiting can fix is sent
+//! again, as long as it takes: no update is dropped for having been retried.
 
 use super::patch::{ContactId, ContactPatch};
-use dataverse::{Client, Error, ErrorKind};
-use reqwest::Method;
-use serde_json::{Map, Value as Json, json};
+use dataverse::{BulkOperation, BulkOptions, Client, Error, ErrorKind, Record, Table};
+use serde_json::json;
 use std::time::Duration;
-
-/// Contacts per `UpdateMultiple` request.
-pub const CHUNK: usize = 1000;
 
 /// Why one contact's update failed for good: Dynamics' code and message.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,68 +33,41 @@ pub fn is_retryable(error: &Error) -> bool {
     }
 }
 
-fn retry_after(error: &Error) -> Option<Duration> {
-    match error {
-        Error::Api(api) => api.retry_after,
-        _ => None,
-    }
+fn record(patch: &ContactPatch) -> Record {
+    let mut record = Record::with_capacity(patch.columns.len() + 1);
+    record.insert("contactid".into(), json!(patch.contact.0));
+    record.extend(patch.columns.iter().map(|(k, v)| (k.clone(), v.clone())));
+    record
 }
 
-/// Writes the updates; the result for each contact, in order. Retries what can be retried until it is
-/// written, pausing as long as Dynamics asks; only refusals that retrying cannot fix come back as errors.
+/// Writes the updates; the result for each contact, in order. Only refusals that retrying cannot fix come
+/// back as errors.
 pub async fn write(client: &Client, patches: &[ContactPatch]) -> Vec<(ContactId, Result<(), Refusal>)> {
-    let mut results = Vec::with_capacity(patches.len());
-    for chunk in patches.chunks(CHUNK) {
-        write_isolating(client, chunk, &mut results).await;
-    }
-    results
-}
-
-/// One request for the chunk; if Dynamics refuses it for one of its contacts, each half is sent again,
-/// down to the contact at fault.
-async fn write_isolating(client: &Client, chunk: &[ContactPatch], results: &mut Vec<(ContactId, Result<(), Refusal>)>) {
-    let mut pending = vec![chunk];
-    while let Some(part) = pending.pop() {
-        match send_until_answered(client, part).await {
-            Ok(()) => results.extend(part.iter().map(|p| (p.contact, Ok(())))),
-            Err(error) if part.len() == 1 => results.push((part[0].contact, Err(Refusal::from_error(&error)))),
-            Err(_) => {
-                let (left, right) = part.split_at(part.len() / 2);
-                // Popped last-in first-out: the left half first keeps results in order.
-                pending.push(right);
-                pending.push(left);
+    let mut results: Vec<Option<Result<(), Refusal>>> = vec![None; patches.len()];
+    let mut pending: Vec<usize> = (0..patches.len()).collect();
+    let mut pause = Duration::from_millis(500);
+    while !pending.is_empty() {
+        let records: Vec<Record> = pending.iter().map(|&i| record(&patches[i])).collect();
+        let report =
+            client.write_each(BulkOperation::Update, &Table::contact(), &records, BulkOptions::default()).await;
+        let mut again = Vec::new();
+        for (&i, outcome) in pending.iter().zip(report.outcomes) {
+            match outcome {
+                Ok(_) => results[i] = Some(Ok(())),
+                Err(error) if is_retryable(&error) => again.push(i),
+                Err(error) => results[i] = Some(Err(Refusal::from_error(&error))),
             }
         }
-    }
-}
-
-async fn send_until_answered(client: &Client, part: &[ContactPatch]) -> Result<(), Error> {
-    let targets: Vec<Json> = part
-        .iter()
-        .map(|p| {
-            let mut target = Map::with_capacity(p.columns.len() + 2);
-            target.insert("@odata.type".into(), json!("Microsoft.Dynamics.CRM.contact"));
-            target.insert("contactid".into(), json!(p.contact.0));
-            target.extend(p.columns.iter().map(|(k, v)| (k.clone(), v.clone())));
-            Json::Object(target)
-        })
-        .collect();
-    let body = json!({ "Targets": targets });
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match client.send(Method::POST, "contacts/Microsoft.Dynamics.CRM.UpdateMultiple", Some(&body)).await {
-            Ok(_) => return Ok(()),
-            Err(error) if is_retryable(&error) => {
-                let wait = retry_after(&error).unwrap_or(backoff);
-                tracing::debug!(error = %error, wait_ms = wait.as_millis() as u64, "Dynamics asked to wait; retrying");
-                tokio::time::sleep(wait + jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-            Err(error) => return Err(error),
+        if !again.is_empty() {
+            tracing::debug!(
+                contacts = again.len(),
+                wait_ms = pause.as_millis() as u64,
+                "Dynamics is not taking writes; retrying"
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(30));
         }
+        pending = again;
     }
-}
-
-fn jitter(scale: Duration) -> Duration {
-    scale.mul_f64(rand::random::<f64>() * 0.25)
+    patches.iter().zip(results).map(|(p, r)| (p.contact, r.expect("every contact has a result"))).collect()
 }

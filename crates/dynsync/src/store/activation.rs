@@ -107,13 +107,14 @@ impl Store {
         self.engine.transaction(Some(LOG_APPEND_LOCK), &statements).await
     }
 
-    /// Up to `limit` entries of a flow's log after sequence number `after`, oldest first.
+    /// Up to `limit` entries of a flow's log after sequence number `after`, oldest first. (`ORDER BY` names the
+    /// table's column: PostgreSQL would otherwise sort by the selected text of the same name.)
     pub async fn log_after(&self, flow: FlowId, after: i64, limit: usize) -> Result<Vec<LogEntry>> {
         let rows = self
             .engine
             .fetch(
                 "SELECT CAST(seq AS TEXT), received_at, body FROM profile_log
-                 WHERE inlet = $1 AND seq > CAST($2 AS BIGINT) ORDER BY seq LIMIT CAST($3 AS BIGINT)",
+                 WHERE inlet = $1 AND seq > CAST($2 AS BIGINT) ORDER BY profile_log.seq LIMIT CAST($3 AS BIGINT)",
                 &[flow.to_string().into(), after.to_string().into(), limit.to_string().into()],
             )
             .await?;
@@ -227,7 +228,7 @@ impl Store {
             .engine
             .fetch(
                 "SELECT hour, outcome, code, message, CAST(count AS TEXT), samples FROM run_outcomes
-                 WHERE flow_id = $1 ORDER BY hour DESC, count DESC",
+                 WHERE flow_id = $1 ORDER BY hour DESC, run_outcomes.count DESC",
                 &[flow_id.as_str().into()],
             )
             .await?;

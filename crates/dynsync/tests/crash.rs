@@ -1,0 +1,225 @@
+//! Crash safety: `dynsync serve` is killed with SIGKILL in the middle of a large activation and started again.
+//! Every accepted profile ends up in Dynamics in its latest state, and the run counts each profile once.
+
+use dataverse::{Client, ClientCredentials, Environment, NewColumn, NewColumnType, Secret};
+use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
+use reqwest::Method;
+use serde_json::{Value as Json, json};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const TOKEN: &str = "crash-test-token";
+const CONTACTS: usize = 6000;
+
+fn serve(data_dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dynsync"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("DYNSYNC_API_TOKENS", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dynsync starts")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Api {
+    async fn call(&self, method: Method, path: &str, body: Option<Json>) -> reqwest::Result<Json> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .header("x-sandbox-name", "prod");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await?.json().await
+    }
+
+    async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.call(Method::GET, "/data/foundation/flowservice/flows", None).await.is_err() {
+            assert!(Instant::now() < deadline, "dynsync never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn received(&self, flow: &str) -> u64 {
+        let path = format!("/data/foundation/flowservice/runs?property=flowId=={flow}");
+        let Ok(runs) = self.call(Method::GET, &path, None).await else { return 0 };
+        runs["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap_or(0))
+            .sum()
+    }
+}
+
+fn dynamics(emulator: &RunningEmulator) -> Client {
+    let credentials = ClientCredentials {
+        tenant_id: emulator.tenant_id.to_string(),
+        client_id: emulator.client_id.to_string(),
+        client_secret: Secret::new(emulator.client_secret.expose()),
+        authority: emulator.url.clone(),
+    };
+    Client::new(Environment::from_url(&emulator.url).unwrap(), credentials)
+}
+
+fn message(contact: Uuid, status: &str, wave: usize) -> Json {
+    json!({"body": {"xdmEntity": {
+        "identityMap": {"contactId": [{"id": contact.to_string()}]},
+        "person": {"name": {"firstName": format!("Wave{wave}")}},
+        "segmentMembership": {"ups": {"seg-gold": {"status": status}}},
+    }}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_activation_resumes_without_losing_or_doubling() {
+    // Each request costs time, so that the activation is still going when dynsync is killed.
+    let cost = CostModel { per_request: Duration::from_millis(150), ..CostModel::free() };
+    let emulator = EmulatorConfig { cost, ..Default::default() }.start().await.unwrap();
+    let dynamics = dynamics(&emulator);
+    dynamics
+        .create_column(
+            "contact",
+            &NewColumn {
+                schema_name: "new_Gold".into(),
+                display_name: "Gold".into(),
+                kind: NewColumnType::String { max_length: 20 },
+            },
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for start in (0..CONTACTS).step_by(1000) {
+        let targets: Vec<Json> = (start..start + 1000)
+            .map(|i| json!({"@odata.type": "Microsoft.Dynamics.CRM.contact", "lastname": format!("C{i}")}))
+            .collect();
+        let body: Json = dynamics
+            .send(Method::POST, "contacts/Microsoft.Dynamics.CRM.CreateMultiple", Some(&json!({"Targets": targets})))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.extend(body["Ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().parse::<Uuid>().unwrap()));
+    }
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut dynsync = serve(data_dir.path(), port);
+    let api = Api { http: reqwest::Client::new(), url: format!("http://127.0.0.1:{port}") };
+    api.ready().await;
+    let base = "/data/foundation/flowservice";
+    let connection = api
+        .call(Method::POST, &format!("{base}/connections"), Some(json!({
+            "name": "Emulator",
+            "auth": {"specName": "Dynamics 365 Client Credentials", "params": {
+                "clientId": emulator.client_id.to_string(), "clientSecret": emulator.client_secret.expose(),
+                "tenantId": emulator.tenant_id.to_string(), "environmentUrl": emulator.url, "authorityHost": emulator.url}},
+            "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
+        })))
+        .await
+        .unwrap()["id"]
+        .clone();
+    let target = api
+        .call(
+            Method::POST,
+            &format!("{base}/targetConnections"),
+            Some(json!({
+                "name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
+                "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
+            })),
+        )
+        .await
+        .unwrap()["id"]
+        .clone();
+    let flow = api
+        .call(Method::POST, &format!("{base}/flows"), Some(json!({
+            "name": "Gold", "targetConnectionIds": [target],
+            "audiences": [{"id": "seg-gold", "mappingId": "gold"}],
+            "mappings": [{"source": "contactId", "target": "contactid"}, {"source": "person.name.firstName", "target": "firstname"}]
+        })))
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .expect("the flow is created")
+        .to_string();
+
+    // Two waves: everyone realized, then every third contact exits. The second wave is the latest state.
+    let mut messages: Vec<Json> = ids.iter().map(|id| message(*id, "realized", 1)).collect();
+    messages.extend(ids.iter().step_by(3).map(|id| message(*id, "exited", 2)));
+    let total = messages.len() as u64;
+    for chunk in messages.chunks(2000) {
+        let receipt = api
+            .http
+            .post(format!("{}/collection/batch/{flow}", api.url))
+            .bearer_auth(TOKEN)
+            .json(&json!({"messages": chunk}))
+            .send()
+            .await
+            .unwrap();
+        assert!(receipt.status().is_success());
+    }
+
+    // Kill it once it has handled some profiles, and before it has handled them all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let received = api.received(&flow).await;
+        if received > 0 {
+            assert!(received < total, "the activation finished before the kill; make it slower");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the activation never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    dynsync.kill().unwrap(); // SIGKILL
+    dynsync.wait().unwrap();
+
+    let mut dynsync = serve(data_dir.path(), port);
+    api.ready().await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while api.received(&flow).await < total {
+        assert!(Instant::now() < deadline, "the activation never finished after the restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let runs = api.call(Method::GET, &format!("{base}/runs?property=flowId=={flow}"), None).await.unwrap();
+    let sum = |field: &str| -> u64 {
+        runs["items"].as_array().unwrap().iter().map(|r| r["metrics"]["recordSummary"][field].as_u64().unwrap()).sum()
+    };
+    assert_eq!(sum("inputRecordCount"), total, "each accepted profile counted once: {runs}");
+    assert_eq!(sum("failedRecordCount") + sum("skippedRecordCount"), 0, "{runs}");
+
+    // Every contact holds its latest state.
+    let mut seen = 0;
+    let mut next = Some("contacts?$select=contactid,firstname,new_gold".to_string());
+    let exited: std::collections::HashSet<Uuid> = ids.iter().step_by(3).copied().collect();
+    while let Some(url) = next {
+        let page: Json = dynamics.send(Method::GET, &url, None).await.unwrap().json().await.unwrap();
+        for row in page["value"].as_array().unwrap() {
+            let id: Uuid = row["contactid"].as_str().unwrap().parse().unwrap();
+            let (status, name) = if exited.contains(&id) { ("exited", "Wave2") } else { ("realized", "Wave1") };
+            assert_eq!(
+                (row["new_gold"].as_str(), row["firstname"].as_str()),
+                (Some(status), Some(name)),
+                "contact {id}"
+            );
+            seen += 1;
+        }
+        next = page["@odata.nextLink"].as_str().map(|l| l.split_once("/v9.2/").unwrap().1.to_string());
+    }
+    assert_eq!(seen, CONTACTS);
+    dynsync.kill().unwrap();
+    dynsync.wait().unwrap();
+}
