@@ -148,9 +148,13 @@ impl Client {
         records: &[Record],
         options: BulkOptions,
     ) -> Result<Vec<RecordId>, Error> {
-        let chunks = records.chunks(options.chunk_size.max(1)).map(|chunk| {
-            let refs: Vec<&Record> = chunk.iter().collect();
-            async move { self.bulk_request(op, table, &refs).await }
+        // Owned ranges: a closure over borrowed chunks makes the future impossible to spawn on a runtime.
+        let size = options.chunk_size.max(1);
+        let ranges: Vec<_> =
+            (0..records.len()).step_by(size).map(|start| start..(start + size).min(records.len())).collect();
+        let chunks = ranges.into_iter().map(|range| async move {
+            let refs: Vec<&Record> = records[range].iter().collect();
+            self.bulk_request(op, table, &refs).await
         });
         let results: Vec<_> = stream::iter(chunks).buffered(options.chunks_in_flight.max(1)).collect().await;
         let mut ids = Vec::new();

@@ -371,3 +371,39 @@ async fn records_are_addressed_by_an_alternate_key() {
     client.delete(&contacts, kim.clone()).await.unwrap();
     assert_eq!(client.retrieve(&contacts, kim, &[]).await.unwrap_err().kind(), ErrorKind::NotFound);
 }
+
+/// Callers run these on their own tasks: every operation's future must be `Send` and own what it needs.
+#[tokio::test]
+async fn every_operation_can_run_on_a_spawned_task() {
+    let emulator = free().start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+    let records = vec![record(json!({"contactid": RecordId::new_v4(), "lastname": "Spawned"}))];
+    let (c, t, r) = (client.clone(), contacts.clone(), records.clone());
+    let written =
+        tokio::spawn(
+            async move { c.write_each(BulkOperation::Upsert, &t, &r, BulkOptions::default()).await.written() },
+        );
+    assert_eq!(written.await.unwrap(), 1);
+    let (c, t, r) = (client.clone(), contacts.clone(), records.clone());
+    tokio::spawn(async move { c.upsert_multiple(&t, &r, BulkOptions::default()).await }).await.unwrap().unwrap();
+    let (c, t) = (client.clone(), contacts.clone());
+    let stream = client.write_stream(BulkOperation::Upsert, &t, futures::stream::iter(records), BulkOptions::default());
+    assert_eq!(tokio::spawn(stream.collect::<Vec<_>>()).await.unwrap().len(), 1);
+    let read = tokio::spawn(c.query(&Query::new(&t)).try_collect::<Vec<_>>());
+    assert_eq!(read.await.unwrap().unwrap().len(), 1);
+    let changes = tokio::spawn(client.changes(&contacts, &[], None).try_collect::<Vec<_>>());
+    assert_eq!(changes.await.unwrap().unwrap().len(), 2, "the row, then the token");
+    let c = client.clone();
+    let batch = tokio::spawn(async move {
+        let mut batch = Batch::new();
+        batch.push(Operation::get("WhoAmI"));
+        c.batch(&batch).await
+    });
+    assert!(batch.await.unwrap().unwrap()[0].succeeded().is_some());
+    let (c, t) = (client.clone(), contacts.clone());
+    let created = tokio::spawn(async move { c.create(&t, &record(json!({"lastname": "Task"}))).await });
+    let id = created.await.unwrap().unwrap();
+    let c = client.clone();
+    tokio::spawn(async move { c.delete(&Table::contact(), id).await }).await.unwrap().unwrap();
+}
