@@ -216,16 +216,29 @@ fn message(contact: &str, first_name: Option<&str>, memberships: &[(&str, &str, 
     json!({"header": {"schemaRef": {"id": "https://ns.adobe.com/demo/schemas/profile"}}, "body": {"xdmEntity": entity}})
 }
 
+/// The application user's credentials of an emulator, with the emulator as the sign-in authority.
+pub fn emulator_credentials(emulator: &RunningEmulator) -> ClientCredentials {
+    ClientCredentials {
+        tenant_id: emulator.tenant_id.to_string(),
+        client_id: emulator.client_id.to_string(),
+        client_secret: Secret::new(emulator.client_secret.expose()),
+        authority: emulator.url.clone(),
+    }
+}
+
+/// A client of an emulator, signed in as its application user.
+pub fn emulator_client(emulator: &RunningEmulator) -> Client {
+    Client::new(
+        Environment::from_url(&emulator.url).expect("an emulator's URL is an environment URL"),
+        emulator_credentials(emulator),
+    )
+}
+
 async fn environment(target: &DemoTarget) -> anyhow::Result<(Option<RunningEmulator>, String, ClientCredentials)> {
     Ok(match target {
         DemoTarget::Emulator => {
             let emulator = EmulatorConfig { cost: CostModel::free(), ..Default::default() }.start().await?;
-            let credentials = ClientCredentials {
-                tenant_id: emulator.tenant_id.to_string(),
-                client_id: emulator.client_id.to_string(),
-                client_secret: Secret::new(emulator.client_secret.expose()),
-                authority: emulator.url.clone(),
-            };
+            let credentials = emulator_credentials(&emulator);
             let url = emulator.url.clone();
             (Some(emulator), url, credentials)
         }

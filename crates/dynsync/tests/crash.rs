@@ -1,8 +1,8 @@
 //! Crash safety: `dynsync serve` is killed with SIGKILL in the middle of a large activation and started again.
 //! Every accepted profile ends up in Dynamics in its latest state, and the run counts each profile once.
 
-use dataverse::{Client, ClientCredentials, Environment, NewColumn, NewColumnType, Secret};
-use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
+use dataverse::{NewColumn, NewColumnType};
+use dataverse_emulator::{CostModel, EmulatorConfig};
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 use std::process::{Child, Command, Stdio};
@@ -66,15 +66,7 @@ impl Api {
     }
 }
 
-fn dynamics(emulator: &RunningEmulator) -> Client {
-    let credentials = ClientCredentials {
-        tenant_id: emulator.tenant_id.to_string(),
-        client_id: emulator.client_id.to_string(),
-        client_secret: Secret::new(emulator.client_secret.expose()),
-        authority: emulator.url.clone(),
-    };
-    Client::new(Environment::from_url(&emulator.url).unwrap(), credentials)
-}
+use dynsync::demo::emulator_client as dynamics;
 
 fn message(contact: Uuid, status: &str, wave: usize) -> Json {
     json!({"body": {"xdmEntity": {

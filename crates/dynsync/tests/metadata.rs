@@ -1,18 +1,10 @@
-//! The `dataverse` client's table metadata against the emulator: columns and types of `contact`, the cache, and
-//! custom columns created through it. (It lives here because the client crate's own tests are another branch's.)
+//! The `dataverse` client's table metadata against the emulator, as flow validation uses it: columns and types of
+//! `contact`, the cache, and custom columns created through it.
 
-use dataverse::{Client, ClientCredentials, ColumnType, Environment, NewColumn, NewColumnType, Secret};
-use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
+use dataverse::{ColumnType, NewColumn, NewColumnType};
+use dataverse_emulator::{CostModel, EmulatorConfig};
 
-fn client(emulator: &RunningEmulator) -> Client {
-    let credentials = ClientCredentials {
-        tenant_id: emulator.tenant_id.to_string(),
-        client_id: emulator.client_id.to_string(),
-        client_secret: Secret::new(emulator.client_secret.expose()),
-        authority: emulator.url.clone(),
-    };
-    Client::new(Environment::from_url(&emulator.url).unwrap(), credentials)
-}
+use dynsync::demo::emulator_client as client;
 
 #[tokio::test]
 async fn contact_columns_come_with_their_types() {

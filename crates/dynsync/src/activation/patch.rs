@@ -203,3 +203,130 @@ fn convert(value: &Json, kind: &ColumnType) -> Result<Json, &'static str> {
         _ => Ok(value.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::{AttributeMapping, AudienceMapping};
+    use dataverse::metadata::ColumnDefinition;
+    use serde_json::json;
+
+    fn column(name: &str, kind: ColumnType) -> ColumnDefinition {
+        ColumnDefinition {
+            logical_name: name.into(),
+            schema_name: name.into(),
+            kind,
+            is_custom: false,
+            is_primary_id: false,
+            valid_for_create: true,
+            valid_for_update: true,
+            required_level: "None".into(),
+        }
+    }
+
+    fn activation(empty_values: EmptyValues) -> Activation {
+        let contact = TableDefinition {
+            logical_name: "contact".into(),
+            entity_set_name: "contacts".into(),
+            primary_id: "contactid".into(),
+            primary_name: Some("fullname".into()),
+            columns: vec![
+                column("firstname", ColumnType::String { max_length: Some(50) }),
+                column("birthdate", ColumnType::DateTime { date_only: true }),
+                column("numberofchildren", ColumnType::Integer),
+                column("donotemail", ColumnType::Boolean),
+                column("lastonholdtime", ColumnType::DateTime { date_only: false }),
+            ],
+        };
+        let mapping = |source: &str, target: &str| AttributeMapping {
+            source: source.into(),
+            target: target.into(),
+            source_type: None,
+        };
+        let flow = FlowDefinition {
+            name: "f".into(),
+            description: String::new(),
+            target_connection_ids: Vec::new(),
+            audiences: vec![AudienceMapping { id: "gold".into(), name: None, mapping_id: "Gold".into() }],
+            mappings: vec![
+                mapping("contactId", "contactid"),
+                mapping("person.name.firstName", "firstname"),
+                mapping("person.birthDate", "birthdate"),
+                mapping("person.children", "numberofchildren"),
+                mapping("optOut", "donotemail"),
+                mapping("lastSeen", "lastonholdtime"),
+            ],
+            status_values: StatusValues { realized: "in".into(), existing: "in".into(), exited: "out".into() },
+            empty_values,
+        };
+        Activation::new(&flow, &"new".parse().unwrap(), &contact)
+    }
+
+    fn profile(entity: Json) -> Profile {
+        Profile::from_message(entity).unwrap()
+    }
+
+    const ID: &str = "2b6c2f6e-5f0a-4c1e-9d3b-0a1b2c3d4e5f";
+
+    #[test]
+    fn attributes_take_their_columns_types_and_audiences_their_status_value() {
+        let p = profile(json!({
+            "identityMap": {"contactId": [{"id": ID}]},
+            "person": {"name": {"firstName": "Ann"}, "birthDate": "1990-04-12T00:00:00Z", "children": "2"},
+            "optOut": "TRUE",
+            "lastSeen": "2026-11-20",
+            "segmentMembership": {"ups": {"gold": {"status": "exited"}}}
+        }));
+        let t = activation(EmptyValues::Skip).transform(&p).unwrap();
+        assert_eq!(t.patch.contact.to_string(), ID);
+        assert_eq!(
+            Json::Object(t.patch.columns),
+            json!({
+                "new_gold": "out", "firstname": "Ann", "birthdate": "1990-04-12", "numberofchildren": 2,
+                "donotemail": true, "lastonholdtime": "2026-11-20T00:00:00Z"
+            })
+        );
+        assert!(t.notes.is_empty(), "{:?}", t.notes);
+    }
+
+    #[test]
+    fn empty_dates_are_left_out_and_noted_and_bad_values_named() {
+        let p = profile(json!({
+            "identityMap": {"contactId": [{"id": ID}]},
+            "person": {"birthDate": "", "children": "many"},
+            "segmentMembership": {"ups": {"gold": {"status": "realized"}}}
+        }));
+        let t = activation(EmptyValues::Skip).transform(&p).unwrap();
+        assert_eq!(Json::Object(t.patch.columns), json!({"new_gold": "in"}));
+        assert!(t.notes.iter().any(|n| n.contains("person.birthDate is empty")), "{:?}", t.notes);
+        assert!(t.notes.iter().any(|n| n.contains("\"many\", not a whole number")), "{:?}", t.notes);
+
+        let cleared = activation(EmptyValues::Clear).transform(&p).unwrap();
+        assert_eq!(cleared.patch.columns["birthdate"], Json::Null);
+        assert_eq!(cleared.patch.columns["firstname"], Json::Null);
+    }
+
+    #[test]
+    fn exclusions_say_why() {
+        let a = activation(EmptyValues::Skip);
+        let gold = json!({"ups": {"gold": {"status": "realized"}}});
+        let no_id = profile(json!({"identityMap": {}, "segmentMembership": gold}));
+        assert_eq!(a.transform(&no_id), Err(Exclusion::NoContactId));
+        let bad_id = profile(json!({"identityMap": {"contactId": [{"id": "42"}]}, "segmentMembership": gold}));
+        assert_eq!(a.transform(&bad_id), Err(Exclusion::NotAGuid("42".into())));
+        let other = profile(json!({"identityMap": {"contactId": [{"id": ID}]},
+            "segmentMembership": {"ups": {"silver": {"status": "realized"}}}}));
+        assert_eq!(a.transform(&other), Err(Exclusion::NoMappedAudience));
+    }
+
+    #[test]
+    fn later_updates_of_a_contact_win() {
+        let mut first = ContactPatch { contact: ContactId(Uuid::nil()), columns: Map::new() };
+        first.columns.insert("a".into(), json!(1));
+        first.columns.insert("b".into(), json!(1));
+        let mut later = ContactPatch { contact: ContactId(Uuid::nil()), columns: Map::new() };
+        later.columns.insert("b".into(), json!(2));
+        first.absorb(later);
+        assert_eq!(Json::Object(first.columns), json!({"a": 1, "b": 2}));
+    }
+}

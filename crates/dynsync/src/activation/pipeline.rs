@@ -165,7 +165,13 @@ pub async fn step(store: &Store, flow: &ActivationFlow, destination: &Destinatio
     let patches: Vec<ContactPatch> = batch.order.iter().map(|c| batch.patches.remove(c).expect("ordered")).collect();
     tracing::debug!(flow = %flow.id, after = acked, up_to = last, profiles = entries.len(), contacts = patches.len(), "writing a batch");
     let mut tally = batch.tally;
-    let (failed, recovered) = record(sink::write(client, &patches).await, &patches, &mut tally);
+    let (failed, mut recovered) = record(sink::write(client, &patches).await, &patches, &mut tally);
+    // Only contacts that had failed before leave the failed list: one statement each, so not every contact.
+    if !recovered.is_empty() {
+        let before: std::collections::HashSet<String> =
+            store.failed_contacts(flow.id).await?.into_iter().map(|f| f.contact_id).collect();
+        recovered.retain(|c| before.contains(c));
+    }
     store.acknowledge(flow.id, last, hour_of(Utc::now()), &tally, &failed, &recovered).await?;
     Ok(entries.len())
 }
@@ -243,7 +249,7 @@ struct Batch {
 impl Batch {
     fn add(&mut self, activation: &Activation, entry: &LogEntry) {
         self.tally.received += 1;
-        let profile = serde_json::from_str(&entry.body).ok().and_then(|m| Profile::from_message(&m).ok());
+        let profile = serde_json::from_str(&entry.body).ok().and_then(|m| Profile::from_message(m).ok());
         let Some(profile) = profile else {
             // Ingestion accepts only well-formed profiles; a log entry that is not one was written by hand.
             self.exclude(&Exclusion::NoContactId, &format!("log entry {}", entry.seq));

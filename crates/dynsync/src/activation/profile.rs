@@ -43,6 +43,16 @@ impl MembershipStatus {
     }
 }
 
+/// The entity of a message: `body.xdmEntity`, or the message itself when it is a bare entity.
+fn entity_of(message: &Json) -> Result<&Map<String, Json>, MalformedProfile> {
+    let object = message.as_object().ok_or(MalformedProfile::NotAnObject)?;
+    match object.get("body") {
+        Some(body) => body.get("xdmEntity").and_then(Json::as_object).ok_or(MalformedProfile::NoEntity),
+        None if object.contains_key("identityMap") => Ok(object),
+        None => Err(MalformedProfile::NoEntity),
+    }
+}
+
 impl fmt::Display for MembershipStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -54,15 +64,10 @@ impl fmt::Display for MembershipStatus {
 }
 
 impl Profile {
-    /// Reads a streaming message: `{"header": …, "body": {"xdmEntity": {…}}}`, or a bare XDM entity (an object
-    /// with an `identityMap`), as the raw-data form of streaming ingestion takes it.
-    pub fn from_message(message: &Json) -> Result<Profile, MalformedProfile> {
-        let object = message.as_object().ok_or(MalformedProfile::NotAnObject)?;
-        let entity = match object.get("body") {
-            Some(body) => body.get("xdmEntity").and_then(Json::as_object).ok_or(MalformedProfile::NoEntity)?,
-            None if object.contains_key("identityMap") => object,
-            None => return Err(MalformedProfile::NoEntity),
-        };
+    /// Checks that a streaming message is a profile: `{"header": …, "body": {"xdmEntity": {…}}}`, or a bare XDM
+    /// entity (an object with an `identityMap`), as the raw-data form of streaming ingestion takes it.
+    pub fn validate(message: &Json) -> Result<(), MalformedProfile> {
+        let entity = entity_of(message)?;
         if let Some(map) = entity.get("identityMap") {
             let map = map.as_object().ok_or_else(|| MalformedProfile::BadIdentityMap("it is not an object".into()))?;
             for (namespace, ids) in map {
@@ -75,7 +80,21 @@ impl Profile {
                 }
             }
         }
-        Ok(Profile { entity: entity.clone() })
+        Ok(())
+    }
+
+    /// Reads a streaming message (see [`Profile::validate`]), keeping its entity without copying it.
+    pub fn from_message(message: Json) -> Result<Profile, MalformedProfile> {
+        Self::validate(&message)?;
+        let Json::Object(mut object) = message else { unreachable!("validated as an object") };
+        let entity = match object.remove("body") {
+            Some(Json::Object(mut body)) => match body.remove("xdmEntity") {
+                Some(Json::Object(entity)) => entity,
+                _ => unreachable!("validated to have an entity"),
+            },
+            _ => object,
+        };
+        Ok(Profile { entity })
     }
 
     /// The profile's id in a namespace: the primary one when there are several.
@@ -132,7 +151,7 @@ mod tests {
 
     #[test]
     fn reads_the_streaming_message_shape() {
-        let profile = Profile::from_message(&message()).unwrap();
+        let profile = Profile::from_message(message()).unwrap();
         assert_eq!(profile.identity(CONTACT_NAMESPACE), Some("2b6c2f6e-0000-4000-8000-000000000001"));
         assert_eq!(profile.identity("ECID"), None);
         assert_eq!(profile.value("person.name.firstName"), Some(&json!("Ann")));
@@ -145,14 +164,14 @@ mod tests {
     #[test]
     fn a_bare_entity_is_a_profile_too() {
         let entity = message()["body"]["xdmEntity"].clone();
-        assert_eq!(Profile::from_message(&entity).unwrap(), Profile::from_message(&message()).unwrap());
+        assert_eq!(Profile::from_message(entity).unwrap(), Profile::from_message(message()).unwrap());
     }
 
     #[test]
     fn malformed_messages_say_what_to_send() {
-        assert_eq!(Profile::from_message(&json!([1])), Err(MalformedProfile::NotAnObject));
-        assert_eq!(Profile::from_message(&json!({"body": {}})), Err(MalformedProfile::NoEntity));
+        assert_eq!(Profile::from_message(json!([1])), Err(MalformedProfile::NotAnObject));
+        assert_eq!(Profile::from_message(json!({"body": {}})), Err(MalformedProfile::NoEntity));
         let bad = json!({"identityMap": {"contactId": "abc"}});
-        assert!(matches!(Profile::from_message(&bad), Err(MalformedProfile::BadIdentityMap(_))));
+        assert!(matches!(Profile::from_message(bad), Err(MalformedProfile::BadIdentityMap(_))));
     }
 }

@@ -43,7 +43,7 @@ pub async fn one(
     let flow = inlet(&state, &headers, &inlet_id).await?;
     let message: Json =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the message is not JSON: {e}")))?;
-    Profile::from_message(&message).map_err(|e| ApiError::bad_request(format!("the message is not a profile: {e}")))?;
+    Profile::validate(&message).map_err(|e| ApiError::bad_request(format!("the message is not a profile: {e}")))?;
     state.store.append_profiles(flow.id, &[message.to_string()]).await?;
     state.activations.wake(flow.id);
     Ok(AxumJson(json!({"inletId": inlet_id, "xactionId": Uuid::new_v4().to_string(), "receivedTimeMs": received_ms()}))
@@ -67,7 +67,7 @@ pub async fn batch(
     let mut accepted = Vec::with_capacity(messages.len());
     let mut responses = Vec::with_capacity(messages.len());
     for (index, message) in messages.iter().enumerate() {
-        match Profile::from_message(message) {
+        match Profile::validate(message) {
             Ok(_) => {
                 accepted.push(message.to_string());
                 responses.push(json!({"xactionId": Uuid::new_v4().to_string()}));

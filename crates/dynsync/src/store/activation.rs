@@ -92,19 +92,7 @@ pub fn hour_of(moment: DateTime<Utc>) -> DateTime<Utc> {
 impl Store {
     /// Appends accepted profile messages to a flow's log; they are durable when this returns.
     pub async fn append_profiles(&self, flow: FlowId, bodies: &[String]) -> Result<()> {
-        let inlet = flow.to_string();
-        let now = Utc::now().to_rfc3339();
-        let statements: Vec<(&'static str, Vec<Arg>)> = bodies
-            .iter()
-            .map(|body| {
-                (
-                    "INSERT INTO profile_log (seq, inlet, received_at, body)
-                     VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM profile_log), $1, $2, $3)",
-                    vec![inlet.as_str().into(), now.as_str().into(), body.as_str().into()],
-                )
-            })
-            .collect();
-        self.engine.transaction(Some(LOG_APPEND_LOCK), &statements).await
+        self.engine.append_log(LOG_APPEND_LOCK, &flow.to_string(), &Utc::now().to_rfc3339(), bodies).await
     }
 
     /// Up to `limit` entries of a flow's log after sequence number `after`, oldest first. (`ORDER BY` names the

@@ -157,6 +157,50 @@ impl Engine {
         })
     }
 
+    /// Appends entries to the profile log in one transaction, numbered after the last one. Rows go a few
+    /// hundred to a statement; on PostgreSQL the append lock makes appends commit in the order they are
+    /// numbered, so a reader never passes a number a slower writer has yet to commit.
+    pub async fn append_log(
+        &self,
+        lock: i64,
+        inlet: &str,
+        received_at: &str,
+        bodies: &[String],
+    ) -> Result<(), StoreError> {
+        const LAST: &str = "SELECT COALESCE(MAX(seq), 0) FROM profile_log";
+        const INSERT: &str = "INSERT INTO profile_log (seq, inlet, received_at, body) ";
+        macro_rules! append_in {
+            ($tx:expr, $builder:ty) => {{
+                let last: i64 = sqlx::query_scalar(LAST).fetch_one(&mut *$tx).await?;
+                for (chunk_index, chunk) in bodies.chunks(200).enumerate() {
+                    let first = last + 1 + (chunk_index * 200) as i64;
+                    let mut insert = <$builder>::new(INSERT);
+                    insert.push_values(chunk.iter().enumerate(), |mut row, (i, body)| {
+                        row.push_bind(first + i as i64)
+                            .push_bind(inlet)
+                            .push_bind(received_at)
+                            .push_bind(body.as_str());
+                    });
+                    insert.build().execute(&mut *$tx).await?;
+                }
+            }};
+        }
+        match self {
+            Engine::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                append_in!(tx, sqlx::QueryBuilder<sqlx::Sqlite>);
+                tx.commit().await?;
+            }
+            Engine::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock).execute(&mut *tx).await?;
+                append_in!(tx, sqlx::QueryBuilder<sqlx::Postgres>);
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs statements in one transaction: all of them, or none. On PostgreSQL, `lock` first takes a
     /// transaction-scoped advisory lock, so that writers holding the same lock commit one after another.
     pub async fn transaction(

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use dataverse::{Client, ClientCredentials, Environment, NewColumn, NewColumnType, Secret};
+use dataverse::{Client, NewColumn, NewColumnType};
 use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
 use dynsync::{RunningService, Service, ServiceConfig};
 use reqwest::{Method, StatusCode};
@@ -207,13 +207,7 @@ impl World {
 
     /// A Dataverse client of the emulator, for what an admin does in Dynamics.
     pub fn dynamics(&self) -> Client {
-        let credentials = ClientCredentials {
-            tenant_id: self.emulator.tenant_id.to_string(),
-            client_id: self.emulator.client_id.to_string(),
-            client_secret: Secret::new(self.emulator.client_secret.expose()),
-            authority: self.emulator.url.clone(),
-        };
-        Client::new(Environment::from_url(&self.emulator.url).unwrap(), credentials)
+        dynsync::demo::emulator_client(&self.emulator)
     }
 
     /// Adds a text column to contact, as seed 002's prerequisite asks.
