@@ -111,7 +111,11 @@ async fn run(records: usize, chunk: usize) -> Outcome {
     let before = client.metrics();
     let started = Instant::now();
     client
-        .upsert_multiple(&contacts, &batch, BulkOptions { chunk_size: chunk, chunks_in_flight: 8 })
+        .upsert_multiple(
+            &contacts,
+            &batch,
+            BulkOptions { chunk_size: chunk, chunks_in_flight: 8, ..Default::default() },
+        )
         .await
         .expect("every chunk is written");
     let elapsed = started.elapsed();

@@ -11,7 +11,7 @@ use crate::client::{Client, Request};
 use crate::entity::{Record, RecordId, Table};
 use crate::error::{ApiError, Error, ErrorKind};
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt, stream};
+use futures::{FutureExt, Stream, StreamExt, stream};
 use reqwest::Method;
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -34,6 +34,17 @@ impl BulkOperation {
     }
 }
 
+/// How [`Client::write_each`] finds the records to blame in a chunk that failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Set aside the target the error names (`… (Targets[3])`) or every record with the unknown column it
+    /// names; bisect when it names nothing.
+    #[default]
+    Named,
+    /// Always bisect: for errors whose target index cannot be trusted.
+    Bisect,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct BulkOptions {
     /// Records per request. Microsoft suggests starting at 1,000 for small records without plug-ins.
@@ -41,11 +52,12 @@ pub struct BulkOptions {
     /// Chunks prepared and waiting at once. The executor decides how many are actually in flight; this
     /// bounds the memory the waiting ones hold.
     pub chunks_in_flight: usize,
+    pub isolation: Isolation,
 }
 
 impl Default for BulkOptions {
     fn default() -> Self {
-        BulkOptions { chunk_size: 1000, chunks_in_flight: 8 }
+        BulkOptions { chunk_size: 1000, chunks_in_flight: 8, isolation: Isolation::Named }
     }
 }
 
@@ -136,9 +148,13 @@ impl Client {
         records: &[Record],
         options: BulkOptions,
     ) -> Result<Vec<RecordId>, Error> {
-        let chunks = records.chunks(options.chunk_size.max(1)).map(|chunk| {
-            let refs: Vec<&Record> = chunk.iter().collect();
-            async move { self.bulk_request(op, table, &refs).await }
+        // Owned ranges: a closure over borrowed chunks makes the future impossible to spawn on a runtime.
+        let size = options.chunk_size.max(1);
+        let ranges: Vec<_> =
+            (0..records.len()).step_by(size).map(|start| start..(start + size).min(records.len())).collect();
+        let chunks = ranges.into_iter().map(|range| async move {
+            let refs: Vec<&Record> = records[range].iter().collect();
+            self.bulk_request(op, table, &refs).await
         });
         let results: Vec<_> = stream::iter(chunks).buffered(options.chunks_in_flight.max(1)).collect().await;
         let mut ids = Vec::new();
@@ -182,7 +198,7 @@ impl Client {
         let indices: Vec<usize> = (0..records.len()).collect();
         // Owned chunks: a closure over borrowed slices makes the future impossible to spawn on a runtime.
         let chunks: Vec<Vec<usize>> = indices.chunks(options.chunk_size.max(1)).map(<[usize]>::to_vec).collect();
-        let chunks = chunks.into_iter().map(|chunk| self.isolate(op, table, records, chunk));
+        let chunks = chunks.into_iter().map(|chunk| self.isolate(op, table, records, chunk, options.isolation));
         let mut results = stream::iter(chunks).buffer_unordered(options.chunks_in_flight.max(1));
         while let Some(chunk) = results.next().await {
             for (index, outcome) in chunk {
@@ -192,6 +208,36 @@ impl Client {
         BulkReport { outcomes: outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect() }
     }
 
+    /// As [`Client::write_each`], for records that arrive as a stream: at most `chunks_in_flight` chunks are
+    /// held at once, so memory stays bounded however many records flow through. Yields each record's index
+    /// in the stream with its outcome, chunk by chunk as they finish.
+    pub fn write_stream<S>(
+        &self,
+        op: BulkOperation,
+        table: &Table,
+        records: S,
+        options: BulkOptions,
+    ) -> impl Stream<Item = (usize, RecordOutcome)> + Send + 'static
+    where
+        S: Stream<Item = Record> + Send + 'static,
+    {
+        let (client, table) = (self.clone(), table.clone());
+        let chunk_size = options.chunk_size.max(1);
+        records
+            .chunks(chunk_size)
+            .enumerate()
+            .map(move |(n, chunk)| {
+                let (client, table) = (client.clone(), table.clone());
+                async move {
+                    let indices = (0..chunk.len()).collect();
+                    let outcomes = client.isolate(op, &table, &chunk, indices, options.isolation).await;
+                    stream::iter(outcomes.into_iter().map(move |(i, outcome)| (n * chunk_size + i, outcome)))
+                }
+            })
+            .buffer_unordered(options.chunks_in_flight.max(1))
+            .flatten()
+    }
+
     /// Writes `indices` of `records`, splitting away the records to blame until every one has an outcome.
     fn isolate<'a>(
         &'a self,
@@ -199,6 +245,7 @@ impl Client {
         table: &'a Table,
         records: &'a [Record],
         indices: Vec<usize>,
+        isolation: Isolation,
     ) -> BoxFuture<'a, Vec<(usize, RecordOutcome)>> {
         async move {
             if indices.is_empty() {
@@ -221,36 +268,48 @@ impl Client {
                 Err(error) => error,
             };
             if indices.len() == 1 || !blames_records(&error) {
+                // Alone in its request, the record's "(Targets[0])" says nothing the caller needs.
+                let error = match error {
+                    Error::Api(api) => match named_target(&api) {
+                        Some((_, message)) => Error::Api(ApiError { message, ..api }),
+                        None => Error::Api(api),
+                    },
+                    other => other,
+                };
                 let error = Arc::new(error);
                 return indices.into_iter().map(|i| (i, Err(error.clone()))).collect();
             }
             let api = error.api().expect("a record-level error is an API answer").clone();
             // Every record that carries an unknown column fails for it; the others are tried again.
-            if let ErrorKind::UnknownProperty(column) = &api.kind {
+            if let (Isolation::Named, ErrorKind::UnknownProperty(column)) = (isolation, &api.kind) {
                 let (bad, good): (Vec<usize>, Vec<usize>) =
                     indices.iter().partition(|i| records[**i].contains_key(column.as_str()));
                 if !bad.is_empty() {
                     let error = Arc::new(Error::Api(api.clone()));
                     let mut outcomes: Vec<_> = bad.into_iter().map(|i| (i, Err(error.clone()))).collect();
-                    outcomes.extend(self.isolate(op, table, records, good).await);
+                    outcomes.extend(self.isolate(op, table, records, good, isolation).await);
                     return outcomes;
                 }
             }
             // The error names the target to blame: set it aside, send the others again.
-            if let Some((position, message)) = named_target(&api).filter(|(p, _)| *p < indices.len()) {
+            if let Some((position, message)) =
+                named_target(&api).filter(|(p, _)| isolation == Isolation::Named && *p < indices.len())
+            {
                 let bad = indices[position];
                 let mut rest = indices;
                 rest.remove(position);
                 let error = Arc::new(Error::Api(ApiError { message, ..api }));
                 let mut outcomes = vec![(bad, Err(error))];
-                outcomes.extend(self.isolate(op, table, records, rest).await);
+                outcomes.extend(self.isolate(op, table, records, rest, isolation).await);
                 return outcomes;
             }
             let right = indices[indices.len() / 2..].to_vec();
             let mut left = indices;
             left.truncate(left.len() / 2);
-            let (mut a, b) =
-                futures::join!(self.isolate(op, table, records, left), self.isolate(op, table, records, right));
+            let (mut a, b) = futures::join!(
+                self.isolate(op, table, records, left, isolation),
+                self.isolate(op, table, records, right, isolation)
+            );
             a.extend(b);
             a
         }

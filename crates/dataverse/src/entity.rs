@@ -129,8 +129,12 @@ impl RecordKey {
         RecordKey::Alternate(columns.into_iter().map(|(c, v)| (c.into(), v.into())).collect())
     }
 
-    /// The key as OData writes it in parentheses: `<guid>` or `emailaddress1='a@b.c',…`.
+    /// The key as OData writes it in parentheses of a URL: `<guid>` or `emailaddress1='a@b.c',…`.
     pub fn segment(&self) -> String {
+        self.written(true)
+    }
+
+    fn written(&self, in_url: bool) -> String {
         match self {
             RecordKey::Id(id) => id.to_string(),
             RecordKey::Alternate(columns) => columns
@@ -141,11 +145,21 @@ impl RecordKey {
                         KeyValue::Integer(i) => i.to_string(),
                         KeyValue::Guid(g) => g.to_string(),
                     };
-                    format!("{column}={}", utf8_percent_encode(&value, KEY_SEGMENT))
+                    if in_url {
+                        format!("{column}={}", utf8_percent_encode(&value, KEY_SEGMENT))
+                    } else {
+                        format!("{column}={value}")
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join(","),
         }
+    }
+
+    /// The `@odata.id` that names the record in a bulk target (`contacts(emailaddress1='a@b.c')`), for
+    /// upserting by an alternate key with `UpsertMultiple`.
+    pub fn odata_id(&self, table: &Table) -> String {
+        format!("{}({})", table.entity_set, self.written(false))
     }
 }
 

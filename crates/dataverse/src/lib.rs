@@ -42,7 +42,7 @@ pub mod query;
 
 pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
 pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};
-pub use bulk::{BulkOperation, BulkOptions, BulkReport, RecordOutcome};
+pub use bulk::{BulkOperation, BulkOptions, BulkReport, Isolation, RecordOutcome};
 pub use changes::{Change, DeltaToken};
 pub use client::{Client, Reply, Request, WhoAmI};
 pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};

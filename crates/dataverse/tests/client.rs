@@ -158,3 +158,25 @@ async fn a_caller_supplied_token_is_used_as_is() {
 fn free() -> EmulatorConfig {
     EmulatorConfig { cost: CostModel::free(), ..Default::default() }
 }
+
+#[tokio::test]
+async fn a_refused_token_gets_one_retry_with_a_new_one() {
+    // The environment restarts with a new signing key: the cached token is still in date but refused.
+    let first = free().start().await.unwrap();
+    let client = Client::new(Environment::from_url(&first.url).unwrap(), credentials(&first));
+    let me = client.who_am_i().await.unwrap();
+    let config = EmulatorConfig {
+        listen: first.url.trim_start_matches("http://").parse().unwrap(),
+        tenant_id: Some(first.tenant_id),
+        client_id: Some(first.client_id),
+        client_secret: Some(first.client_secret.clone()),
+        ..free()
+    };
+    first.stop().await;
+    let second = config.start().await.unwrap();
+    let before = client.metrics();
+    let again = client.who_am_i().await.expect("a 401 is answered by signing in again");
+    assert_eq!(again.organization_id, second.environment.organization_id);
+    assert_ne!(again.organization_id, me.organization_id, "the second environment answered");
+    assert!(client.metrics().retries > before.retries);
+}

@@ -4,11 +4,11 @@ mod common;
 
 use common::{client, free, record};
 use dataverse::{
-    Batch, BulkOperation, BulkOptions, Change, ErrorKind, Filter, Operation, OperationOutcome, Order, Query, RecordId,
-    Table,
+    Batch, BulkOperation, BulkOptions, Change, ErrorKind, Filter, Isolation, Operation, OperationOutcome, Order, Query,
+    RecordId, RecordKey, Table,
 };
 use dataverse_emulator::EmulatorConfig;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -116,7 +116,7 @@ async fn bulk_messages_write_in_chunks() {
     let emulator = free().start().await.unwrap();
     let client = client(&emulator);
     let contacts = Table::contact();
-    let options = BulkOptions { chunk_size: 400, chunks_in_flight: 3 };
+    let options = BulkOptions { chunk_size: 400, chunks_in_flight: 3, ..Default::default() };
 
     let records: Vec<_> =
         (0..1000).map(|i| record(json!({"firstname": format!("c{i}"), "lastname": "Bulk"}))).collect();
@@ -159,16 +159,22 @@ async fn bad_records_never_fail_their_neighbours() {
     records[151].insert("new_loyaltytier".into(), json!("silver"));
     records[299].insert("donotemail".into(), json!("perhaps"));
 
-    for op in [BulkOperation::Upsert, BulkOperation::Create] {
+    let runs = [
+        (BulkOperation::Upsert, Isolation::Named),
+        (BulkOperation::Create, Isolation::Named),
+        (BulkOperation::Create, Isolation::Bisect),
+    ];
+    for (op, isolation) in runs {
         let mut records = records.clone();
         if op == BulkOperation::Create {
             for r in &mut records {
                 r.insert("contactid".into(), json!(RecordId::new_v4()));
             }
         }
-        let report =
-            client.write_each(op, &contacts, &records, BulkOptions { chunk_size: 100, chunks_in_flight: 2 }).await;
-        assert_eq!(report.written(), 296, "{op:?}");
+        let report = client
+            .write_each(op, &contacts, &records, BulkOptions { chunk_size: 100, chunks_in_flight: 2, isolation })
+            .await;
+        assert_eq!(report.written(), 296, "{op:?} {isolation:?}");
         let rejected: Vec<_> = report.rejected().map(|(i, e)| (i, e.kind(), e.to_string())).collect();
         assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [7, 150, 151, 299], "{rejected:#?}");
         assert_eq!(rejected[0].1, ErrorKind::Validation);
@@ -184,7 +190,7 @@ async fn bad_records_never_fail_their_neighbours() {
         }
     }
     let everyone: Vec<_> = client.query(&Query::new(&contacts).page_size(5000)).try_collect().await.unwrap();
-    assert_eq!(everyone.len(), 2 * 296);
+    assert_eq!(everyone.len(), 3 * 296);
 }
 
 #[tokio::test]
@@ -306,4 +312,98 @@ async fn an_expired_change_token_asks_for_a_full_read() {
     );
     assert_eq!(error.kind(), ErrorKind::ChangeTokenExpired);
     assert!(error.to_string().contains("read the table in full again"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stream_of_records_is_written_with_bounded_memory() {
+    let emulator = free().start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+    let records = futures::stream::iter(0..2500).map(|i| {
+        let lastname = if i == 1234 { "x".repeat(60) } else { format!("s{i}") };
+        record(json!({"contactid": RecordId::new_v4(), "lastname": lastname}))
+    });
+    let outcomes: Vec<_> = client
+        .write_stream(
+            BulkOperation::Upsert,
+            &contacts,
+            records,
+            BulkOptions { chunk_size: 300, chunks_in_flight: 2, ..Default::default() },
+        )
+        .collect()
+        .await;
+    assert_eq!(outcomes.len(), 2500);
+    let mut indices: Vec<_> = outcomes.iter().map(|(i, _)| *i).collect();
+    indices.sort();
+    assert_eq!(indices, (0..2500).collect::<Vec<_>>());
+    let rejected: Vec<_> = outcomes.iter().filter(|(_, o)| o.is_err()).map(|(i, _)| *i).collect();
+    assert_eq!(rejected, [1234]);
+}
+
+#[tokio::test]
+async fn records_are_addressed_by_an_alternate_key() {
+    let emulator = free().start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+    let key = json!({
+        "SchemaName": "new_EmailKey",
+        "DisplayName": {"LocalizedLabels": [{"Label": "Email key", "LanguageCode": 1033}]},
+        "KeyAttributes": ["emailaddress1"],
+    });
+    client.send(reqwest::Method::POST, "EntityDefinitions(LogicalName='contact')/Keys", Some(&key)).await.unwrap();
+
+    let ann = RecordKey::alternate([("emailaddress1", "ann o'neil@example.com")]);
+    client.upsert(&contacts, ann.clone(), &record(json!({"lastname": "O'Neil"}))).await.unwrap();
+    let row = client.retrieve(&contacts, ann.clone(), &["lastname", "emailaddress1"]).await.unwrap();
+    assert_eq!(row["lastname"], "O'Neil");
+    assert_eq!(row["emailaddress1"], "ann o'neil@example.com");
+    client.update(&contacts, ann.clone(), &record(json!({"firstname": "Ann"}))).await.unwrap();
+
+    let kim = RecordKey::alternate([("emailaddress1", "kim@example.com")]);
+    let targets = [
+        record(json!({"@odata.id": kim.odata_id(&contacts), "lastname": "Kim"})),
+        record(json!({"@odata.id": ann.odata_id(&contacts), "lastname": "O'Neil-Smith"})),
+    ];
+    client.upsert_multiple(&contacts, &targets, BulkOptions::default()).await.unwrap();
+    assert_eq!(client.retrieve(&contacts, kim.clone(), &["lastname"]).await.unwrap()["lastname"], "Kim");
+    let ann_now = client.retrieve(&contacts, ann.clone(), &["fullname"]).await.unwrap();
+    assert_eq!(ann_now["fullname"], "Ann O'Neil-Smith");
+    client.delete(&contacts, kim.clone()).await.unwrap();
+    assert_eq!(client.retrieve(&contacts, kim, &[]).await.unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+/// Callers run these on their own tasks: every operation's future must be `Send` and own what it needs.
+#[tokio::test]
+async fn every_operation_can_run_on_a_spawned_task() {
+    let emulator = free().start().await.unwrap();
+    let client = client(&emulator);
+    let contacts = Table::contact();
+    let records = vec![record(json!({"contactid": RecordId::new_v4(), "lastname": "Spawned"}))];
+    let (c, t, r) = (client.clone(), contacts.clone(), records.clone());
+    let written =
+        tokio::spawn(
+            async move { c.write_each(BulkOperation::Upsert, &t, &r, BulkOptions::default()).await.written() },
+        );
+    assert_eq!(written.await.unwrap(), 1);
+    let (c, t, r) = (client.clone(), contacts.clone(), records.clone());
+    tokio::spawn(async move { c.upsert_multiple(&t, &r, BulkOptions::default()).await }).await.unwrap().unwrap();
+    let (c, t) = (client.clone(), contacts.clone());
+    let stream = client.write_stream(BulkOperation::Upsert, &t, futures::stream::iter(records), BulkOptions::default());
+    assert_eq!(tokio::spawn(stream.collect::<Vec<_>>()).await.unwrap().len(), 1);
+    let read = tokio::spawn(c.query(&Query::new(&t)).try_collect::<Vec<_>>());
+    assert_eq!(read.await.unwrap().unwrap().len(), 1);
+    let changes = tokio::spawn(client.changes(&contacts, &[], None).try_collect::<Vec<_>>());
+    assert_eq!(changes.await.unwrap().unwrap().len(), 2, "the row, then the token");
+    let c = client.clone();
+    let batch = tokio::spawn(async move {
+        let mut batch = Batch::new();
+        batch.push(Operation::get("WhoAmI"));
+        c.batch(&batch).await
+    });
+    assert!(batch.await.unwrap().unwrap()[0].succeeded().is_some());
+    let (c, t) = (client.clone(), contacts.clone());
+    let created = tokio::spawn(async move { c.create(&t, &record(json!({"lastname": "Task"}))).await });
+    let id = created.await.unwrap().unwrap();
+    let c = client.clone();
+    tokio::spawn(async move { c.delete(&Table::contact(), id).await }).await.unwrap().unwrap();
 }
