@@ -236,4 +236,29 @@ async fn throttling_and_faults_lose_nothing(backend: Backend) {
     world.finish().await;
 }
 
-on_both_stores!(profiles_reach_their_contacts, accepted_profiles_survive_a_restart, throttling_and_faults_lose_nothing);
+/// Senders stream into one inlet at the same time: every batch is accepted and every profile handled once.
+async fn concurrent_senders_are_all_accepted(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let flow = loyalty_flow(&world).await;
+    let ann = contact(&world, "Ann").await;
+    let sends = (0..8).map(|sender| {
+        let messages: Vec<Json> = (0..200)
+            .map(|i| profile(&ann.to_string(), Some(&format!("S{sender}-{i}")), &[("seg-gold", "realized")]))
+            .collect();
+        stream(&world, &flow, messages)
+    });
+    for receipt in futures::future::join_all(sends).await {
+        assert_eq!(receipt["accepted"], 200, "{receipt}");
+    }
+    let runs = settled_runs(&world, &flow, 1600).await;
+    let received: u64 = runs.iter().map(|r| r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap()).sum();
+    assert_eq!(received, 1600);
+    world.finish().await;
+}
+
+on_both_stores!(
+    profiles_reach_their_contacts,
+    accepted_profiles_survive_a_restart,
+    throttling_and_faults_lose_nothing,
+    concurrent_senders_are_all_accepted
+);

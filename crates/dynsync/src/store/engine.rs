@@ -187,7 +187,9 @@ impl Engine {
         }
         match self {
             Engine::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
+                // Take the write lock first: a transaction that reads and then writes fails at once, without
+                // waiting, when another connection wrote in between.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 append_in!(tx, sqlx::QueryBuilder<sqlx::Sqlite>);
                 tx.commit().await?;
             }
