@@ -1,6 +1,6 @@
 //! `connectionSpecs` and `connections`. Creating a connection tests it: a token, then `WhoAmI`.
 
-use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, items, parse_body};
+use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, if_match, items, parse_body};
 use crate::connection::{self, Connection, ConnectionAuth};
 use crate::ids::{ConnectionId, ConnectionSpecId, Etag};
 use crate::specs;
@@ -148,16 +148,7 @@ pub async fn patch(
         .connection(&caller.sandbox, parsed)
         .await?
         .ok_or_else(|| ApiError::not_found("connection", &id, &caller.sandbox))?;
-    if let Some(given) = headers.get("if-match").and_then(|v| v.to_str().ok())
-        && given != current.etag.0
-        && given != "*"
-    {
-        return Err(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "stale",
-            format!("connection {id} changed since you read it (its etag is now {}): read it again", current.etag),
-        ));
-    }
+    if_match(&headers, &format!("connection {id}"), &current.etag)?;
     let operations: Vec<PatchOperation> = parse_body(&body)?;
     let mut updated = current.clone();
     let (public, secrets) = current.auth.to_params();

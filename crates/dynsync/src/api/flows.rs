@@ -1,7 +1,7 @@
 //! `flows` (activation flows) and `runs`. A flow is validated against the contact table of its destination each
 //! time it is saved or enabled.
 
-use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, items, parse_body};
+use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, if_match, items, parse_body};
 use crate::activation::{ActivationFlow, FlowDefinition, FlowState, pipeline, validation};
 use crate::ids::{Etag, FlowId};
 use crate::store::RunRecord;
@@ -132,19 +132,6 @@ pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): P
     Ok(items(vec![body]))
 }
 
-fn if_match(headers: &HeaderMap, current: &Etag) -> ApiResult<()> {
-    match headers.get("if-match").and_then(|v| v.to_str().ok()) {
-        Some(given) if given != current.0 && given != "*" => Err(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "stale",
-            format!(
-                "the flow changed since you read it (its etag is now {current}, not {given}): read it again and reapply your change"
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// `PUT /flows/{id}`: replaces the definition, validated again; the state stays.
 pub async fn replace(
     State(state): State<Arc<AppState>>,
@@ -154,7 +141,7 @@ pub async fn replace(
     body: Bytes,
 ) -> ApiResult<Response> {
     let current = find(&state, &caller, &id).await?;
-    if_match(&headers, &current.etag)?;
+    if_match(&headers, "the flow", &current.etag)?;
     let definition = parse_body::<FlowDefinition>(&body)?.normalized();
     check(&state, &caller, &definition).await?;
     let updated = ActivationFlow { definition, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };

@@ -192,6 +192,20 @@ pub fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
     }
 }
 
+/// Checks `If-Match` against a resource's current etag (`*` matches any).
+pub fn if_match(headers: &HeaderMap, what: &str, current: &crate::ids::Etag) -> ApiResult<()> {
+    match headers.get("if-match").and_then(|v| v.to_str().ok()) {
+        Some(given) if given != current.0 && given != "*" => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "stale",
+            format!(
+                "{what} changed since you read it (its etag is now {current}, not {given}): read it again and reapply your change"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Reads a JSON body, with a message that says where it is wrong.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body)
