@@ -86,13 +86,14 @@ impl Profile {
     /// Reads a streaming message (see [`Profile::validate`]), keeping its entity without copying it.
     pub fn from_message(message: Json) -> Result<Profile, MalformedProfile> {
         Self::validate(&message)?;
-        let Json::Object(mut object) = message else { unreachable!("validated as an object") };
+        let Json::Object(mut object) = message else { return Err(MalformedProfile::NotAnObject) };
         let entity = match object.remove("body") {
+            None => object,
             Some(Json::Object(mut body)) => match body.remove("xdmEntity") {
                 Some(Json::Object(entity)) => entity,
-                _ => unreachable!("validated to have an entity"),
+                _ => return Err(MalformedProfile::NoEntity),
             },
-            _ => object,
+            Some(_) => return Err(MalformedProfile::NoEntity),
         };
         Ok(Profile { entity })
     }
