@@ -168,3 +168,18 @@ impl fmt::Display for FlowState {
         })
     }
 }
+
+/// A contact column as Dynamics describes it, for tests: custom when prefixed, read-only for the computed ones.
+#[cfg(test)]
+pub(crate) fn test_column(name: &str, kind: dataverse::metadata::ColumnType) -> dataverse::metadata::ColumnDefinition {
+    dataverse::metadata::ColumnDefinition {
+        logical_name: name.into(),
+        schema_name: name.into(),
+        kind,
+        is_custom: name.contains('_'),
+        is_primary_id: name == "contactid",
+        valid_for_create: true,
+        valid_for_update: name != "fullname" && name != "contactid",
+        required_level: "None".into(),
+    }
+}

@@ -208,21 +208,9 @@ fn convert(value: &Json, kind: &ColumnType) -> Result<Json, &'static str> {
 mod tests {
     use super::*;
     use crate::activation::{AttributeMapping, AudienceMapping};
-    use dataverse::metadata::ColumnDefinition;
     use serde_json::json;
 
-    fn column(name: &str, kind: ColumnType) -> ColumnDefinition {
-        ColumnDefinition {
-            logical_name: name.into(),
-            schema_name: name.into(),
-            kind,
-            is_custom: false,
-            is_primary_id: false,
-            valid_for_create: true,
-            valid_for_update: true,
-            required_level: "None".into(),
-        }
-    }
+    use crate::activation::test_column as column;
 
     fn activation(empty_values: EmptyValues) -> Activation {
         let contact = TableDefinition {

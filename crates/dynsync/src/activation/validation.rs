@@ -326,18 +326,7 @@ mod tests {
     use super::*;
     use crate::activation::{AttributeMapping, AudienceMapping};
 
-    fn column(name: &str, kind: ColumnType) -> ColumnDefinition {
-        ColumnDefinition {
-            logical_name: name.into(),
-            schema_name: name.into(),
-            kind,
-            is_custom: name.contains('_'),
-            is_primary_id: name == "contactid",
-            valid_for_create: true,
-            valid_for_update: name != "fullname" && name != "contactid",
-            required_level: "None".into(),
-        }
-    }
+    use crate::activation::test_column as column;
 
     fn contact() -> TableDefinition {
         TableDefinition {
