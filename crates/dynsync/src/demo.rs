@@ -309,7 +309,7 @@ fn print_run(run: &Json) {
     let summary = &run["metrics"]["recordSummary"];
     println!("5. the flow's run:");
     println!("   profiles received   {}", summary["inputRecordCount"]);
-    println!("   contacts activated  {}", summary["outputRecordCount"]);
+    println!("   profiles activated  {}", summary["outputRecordCount"]);
     println!("   excluded            {}", summary["skippedRecordCount"]);
     println!("   failed              {}", summary["failedRecordCount"]);
     println!("   activation rate     {:.1}%", run["metrics"]["activationRate"].as_f64().unwrap_or(0.0) * 100.0);

@@ -60,7 +60,7 @@ enum Command {
     /// Resources are matched by name: missing ones are created, an existing flow is updated. The flow is validated
     /// against the contact table of the environment before it is saved. See the README for the file's format.
     Apply(ApplyArgs),
-    /// The runs of the flows: one an hour, with profiles received and contacts activated, excluded and failed.
+    /// The runs of the flows: one an hour, with the profiles received and how many were activated, excluded, failed.
     Runs(RunsArgs),
     /// Stream profiles from a file into a flow, one XDM message a line (NDJSON), for a backfill.
     Import(ImportArgs),

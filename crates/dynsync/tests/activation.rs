@@ -125,9 +125,14 @@ async fn profiles_reach_their_contacts(backend: Backend) {
     let run = &runs[0];
     let summary = &run["metrics"]["recordSummary"];
     assert_eq!(summary["inputRecordCount"], 7);
-    assert_eq!(summary["outputRecordCount"], 2, "Ann and Bob: {run}");
+    assert_eq!(summary["outputRecordCount"], 3, "Ann's profile and Bob's two, each with one outcome: {run}");
     assert_eq!(summary["skippedRecordCount"], 3, "no contactId, not a GUID, no mapped audience: {run}");
     assert_eq!(summary["failedRecordCount"], 1, "the contact that does not exist: {run}");
+    let outcomes_sum: u64 = ["outputRecordCount", "skippedRecordCount", "failedRecordCount"]
+        .iter()
+        .map(|f| summary[*f].as_u64().unwrap())
+        .sum();
+    assert_eq!(outcomes_sum, 7, "each profile has one outcome: {run}");
     let outcomes = run["outcomes"].as_array().unwrap();
     let failed = outcomes.iter().find(|o| o["outcome"] == "failed").expect("a failed group");
     assert_eq!(failed["code"], "0x80040217");

@@ -176,6 +176,8 @@ struct Prepared {
     /// The last log position it holds.
     last: i64,
     patches: Vec<ContactPatch>,
+    /// How many profiles each update stands for: a run counts profiles, each with one outcome.
+    profiles: Vec<u64>,
     tally: RunTally,
 }
 
@@ -195,9 +197,10 @@ async fn prepare(
     for entry in &entries {
         batch.add(activation, entry);
     }
-    let patches: Vec<ContactPatch> = batch.order.iter().map(|c| batch.patches.remove(c).expect("ordered")).collect();
+    let (patches, profiles): (Vec<ContactPatch>, Vec<u64>) =
+        batch.order.iter().map(|c| batch.patches.remove(c).expect("ordered")).unzip();
     tracing::debug!(flow = %flow.id, after, up_to = last, profiles = entries.len(), contacts = patches.len(), "batch ready");
-    Ok(Some(Prepared { last, patches, tally: batch.tally }))
+    Ok(Some(Prepared { last, patches, profiles, tally: batch.tally }))
 }
 
 /// Records a written batch: its run counts, its failed contacts, and the flow's new position, as one unit.
@@ -207,8 +210,8 @@ async fn finish(
     prepared: Prepared,
     results: Vec<(ContactId, Result<(), sink::Refusal>)>,
 ) -> Result<(), StepError> {
-    let Prepared { last, patches, mut tally } = prepared;
-    let (failed, mut recovered) = record(results, &patches, &mut tally);
+    let Prepared { last, patches, profiles, mut tally } = prepared;
+    let (failed, mut recovered) = record(results, &patches, &profiles, &mut tally);
     // Only contacts that had failed before leave the failed list: one statement each, so not every contact.
     if !recovered.is_empty() {
         let before: std::collections::HashSet<String> =
@@ -244,7 +247,8 @@ pub async fn retry_failed(store: &Store, flow: &ActivationFlow) -> Result<RetryS
         })
         .collect();
     let mut tally = RunTally::default();
-    let (still_failed, recovered) = record(sink::write(&destination.client, &patches).await, &patches, &mut tally);
+    let results = sink::write(&destination.client, &patches).await;
+    let (still_failed, recovered) = record(results, &patches, &vec![1; patches.len()], &mut tally);
     let acked = store.acknowledged(flow.id).await?;
     store.acknowledge(flow.id, acked, hour_of(Utc::now()), &tally, &still_failed, &recovered).await?;
     Ok(RetrySummary { retried: patches.len() as u64, activated: tally.activated, failed: tally.failed })
@@ -254,20 +258,21 @@ pub async fn retry_failed(store: &Store, flow: &ActivationFlow) -> Result<RetryS
 fn record(
     results: Vec<(ContactId, Result<(), sink::Refusal>)>,
     patches: &[ContactPatch],
+    profiles: &[u64],
     tally: &mut RunTally,
 ) -> (Vec<FailedContact>, Vec<String>) {
     let mut failed = Vec::new();
     let mut recovered = Vec::new();
     let now = Utc::now();
-    for ((contact, result), patch) in results.into_iter().zip(patches) {
+    for (((contact, result), patch), &profiles) in results.into_iter().zip(patches).zip(profiles) {
         match result {
             Ok(()) => {
-                tally.activated += 1;
+                tally.activated += profiles;
                 recovered.push(contact.to_string());
             }
             Err(refusal) => {
-                tally.failed += 1;
-                group(tally, "failed", &refusal.code, &refusal.message, &contact.to_string());
+                tally.failed += profiles;
+                group(tally, "failed", &refusal.code, &refusal.message, &contact.to_string(), profiles);
                 failed.push(FailedContact {
                     contact_id: contact.to_string(),
                     code: refusal.code,
@@ -284,7 +289,8 @@ fn record(
 /// The updates of one batch, one per contact, in the order contacts first appeared.
 #[derive(Default)]
 struct Batch {
-    patches: HashMap<ContactId, ContactPatch>,
+    /// Each contact's update, and how many profiles it folds together.
+    patches: HashMap<ContactId, (ContactPatch, u64)>,
     order: Vec<ContactId>,
     tally: RunTally,
 }
@@ -306,13 +312,16 @@ impl Batch {
             Ok(transformed) => {
                 let contact = transformed.patch.contact;
                 for note in &transformed.notes {
-                    group(&mut self.tally, "noted", "left-out", note, &contact.to_string());
+                    group(&mut self.tally, "noted", "left-out", note, &contact.to_string(), 1);
                 }
                 match self.patches.get_mut(&contact) {
-                    Some(earlier) => earlier.absorb(transformed.patch),
+                    Some((earlier, profiles)) => {
+                        earlier.absorb(transformed.patch);
+                        *profiles += 1;
+                    }
                     None => {
                         self.order.push(contact);
-                        self.patches.insert(contact, transformed.patch);
+                        self.patches.insert(contact, (transformed.patch, 1));
                     }
                 }
             }
@@ -321,15 +330,15 @@ impl Batch {
 
     fn exclude(&mut self, exclusion: &Exclusion, identity: &str) {
         self.tally.excluded += 1;
-        group(&mut self.tally, "excluded", exclusion.code(), &exclusion.to_string(), identity);
+        group(&mut self.tally, "excluded", exclusion.code(), &exclusion.to_string(), identity, 1);
     }
 }
 
-/// Counts one identity in its outcome group, keeping a few of them as samples.
-fn group(tally: &mut RunTally, outcome: &str, code: &str, message: &str, identity: &str) {
+/// Counts `profiles` profiles of one identity in their outcome group, keeping a few identities as samples.
+fn group(tally: &mut RunTally, outcome: &str, code: &str, message: &str, identity: &str, profiles: u64) {
     match tally.groups.iter_mut().find(|g| g.outcome == outcome && g.code == code) {
         Some(g) => {
-            g.count += 1;
+            g.count += profiles;
             if g.samples.len() < 5 {
                 g.samples.push(identity.to_string());
             }
@@ -338,7 +347,7 @@ fn group(tally: &mut RunTally, outcome: &str, code: &str, message: &str, identit
             outcome: outcome.to_string(),
             code: code.to_string(),
             message: message.to_string(),
-            count: 1,
+            count: profiles,
             samples: vec![identity.to_string()],
         }),
     }
