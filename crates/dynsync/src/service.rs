@@ -7,6 +7,7 @@ use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -23,7 +24,29 @@ pub struct ServiceConfig {
     pub secret_key: Option<String>,
     /// Accepted API tokens; those of `<data_dir>/api-tokens` (created with one token on first start) when empty.
     pub api_tokens: Vec<String>,
+    /// How long acknowledged entries stay in a flow's inlet log before they are pruned.
+    pub log_retention: Duration,
+    /// How flows are owned when several processes share one PostgreSQL database.
+    pub lease: LeaseTimings,
 }
+
+/// The timings of flow ownership. A process renews its leases every `heartbeat`; a lease not renewed for `ttl`
+/// is taken over by another process. A process stops writing for a flow once `ttl - heartbeat` has passed since
+/// its last renewal, so that a flow's old owner is silent before its new owner starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTimings {
+    pub heartbeat: Duration,
+    pub ttl: Duration,
+}
+
+impl Default for LeaseTimings {
+    fn default() -> Self {
+        LeaseTimings { heartbeat: Duration::from_secs(5), ttl: Duration::from_secs(15) }
+    }
+}
+
+/// Acknowledged inlet entries are kept a week by default, to replay or inspect.
+pub const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl ServiceConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> ServiceConfig {
@@ -33,6 +56,8 @@ impl ServiceConfig {
             database_url: None,
             secret_key: None,
             api_tokens: Vec::new(),
+            log_retention: DEFAULT_LOG_RETENTION,
+            lease: LeaseTimings::default(),
         }
     }
 }
