@@ -1,5 +1,13 @@
 //! The token endpoint (`POST /{tenant}/oauth2/v2.0/token`) with the client-credentials, password and
 //! refresh-token grants and Entra ID's error shapes, and the checks the Web API makes of bearer tokens.
+//!
+//! The application holds a set of client secrets, as an Entra ID app registration does, so that a secret
+//! can be rotated without an outage: an administrator adds a new one, moves the apps over to it, then
+//! removes the old one. Any secret in the set signs in; one that is not gets AADSTS7000215. Removing a
+//! secret leaves the tokens it got valid until they expire, as in Entra ID. Revoking tokens replaces the
+//! signing key, so every token issued before — access and refresh — fails the signature check and the
+//! Web API refuses it like any token this environment did not issue; signing in again gives one that works.
+//! Both are behind locks because they change while the server answers requests.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,6 +18,7 @@ use serde_json::{Value as Json, json};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::RwLock;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -42,16 +51,18 @@ pub struct UserLogin {
 }
 
 /// Who may get tokens, and for how long they last.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Directory {
     pub tenant_id: Uuid,
     pub client_id: Uuid,
-    pub client_secret: Secret,
+    /// The application's client secrets, the configured (or generated) one first: any of them signs in.
+    pub client_secrets: RwLock<Vec<Secret>>,
     /// The application user's object id.
     pub app_object_id: Uuid,
     pub users: Vec<UserLogin>,
     pub token_lifetime: Duration,
-    pub signing_key: Secret,
+    /// The key tokens are signed with; replacing it revokes every token issued with the old one.
+    pub signing_key: RwLock<Secret>,
 }
 
 /// The claims of an access (or refresh) token.
@@ -88,25 +99,32 @@ pub enum TokenProblem {
 type HmacSha256 = Hmac<Sha256>;
 
 impl Directory {
-    fn sign(&self, payload: &str) -> String {
-        let mut mac = HmacSha256::new_from_slice(self.signing_key.expose().as_bytes()).expect("any key length works");
-        mac.update(payload.as_bytes());
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    /// A MAC keyed with the current signing key.
+    fn mac(&self) -> HmacSha256 {
+        let key = self.signing_key.read().unwrap_or_else(|e| e.into_inner());
+        HmacSha256::new_from_slice(key.expose().as_bytes()).expect("any key length works")
     }
 
     pub fn issue(&self, claims: &Claims) -> String {
         let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"HS256"}"#);
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"));
         let unsigned = format!("{header}.{body}");
-        let signature = self.sign(&unsigned);
+        let mut mac = self.mac();
+        mac.update(unsigned.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         format!("{unsigned}.{signature}")
+    }
+
+    /// Whether `secret` is one of the application's client secrets.
+    pub fn has_client_secret(&self, secret: &str) -> bool {
+        self.client_secrets.read().unwrap_or_else(|e| e.into_inner()).iter().any(|s| s.expose() == secret)
     }
 
     /// Checks a token's signature, lifetime and audience.
     pub fn verify(&self, token: &str, audience: &str, kind: &str) -> Result<Claims, TokenProblem> {
         let (unsigned, signature) = token.rsplit_once('.').ok_or(TokenProblem::Malformed)?;
         let (_, body) = unsigned.split_once('.').ok_or(TokenProblem::Malformed)?;
-        let mut mac = HmacSha256::new_from_slice(self.signing_key.expose().as_bytes()).expect("any key length works");
+        let mut mac = self.mac();
         mac.update(unsigned.as_bytes());
         let given = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenProblem::Malformed)?;
         mac.verify_slice(&given).map_err(|_| TokenProblem::BadSignature)?;
@@ -262,7 +280,7 @@ impl Directory {
                 ),
             )
         };
-        if secret.is_some_and(|s| s != self.client_secret.expose()) {
+        if secret.is_some_and(|s| !self.has_client_secret(s)) {
             return Err(wrong_secret());
         }
         let now = Utc::now().timestamp();
@@ -421,7 +439,7 @@ mod tests {
         Directory {
             tenant_id: Uuid::new_v4(),
             client_id: Uuid::new_v4(),
-            client_secret: Secret::new("s3cret"),
+            client_secrets: RwLock::new(vec![Secret::new("s3cret")]),
             app_object_id: Uuid::new_v4(),
             users: vec![UserLogin {
                 username: "ann@contoso.com".into(),
@@ -429,7 +447,7 @@ mod tests {
                 object_id: Uuid::new_v4(),
             }],
             token_lifetime: Duration::from_secs(60),
-            signing_key: Secret::new("key"),
+            signing_key: RwLock::new(Secret::new("key")),
         }
     }
 
@@ -498,6 +516,32 @@ mod tests {
         };
         assert_eq!(code(&pw("bad"), &t), 50126);
         assert!(d.token(&t, &form(&pw("pw")), URL).is_ok());
+    }
+
+    #[test]
+    fn any_of_the_application_secrets_signs_in_and_a_new_signing_key_refuses_older_tokens() {
+        let d = directory();
+        d.client_secrets.write().unwrap().push(Secret::new("n3w"));
+        let (t, c) = (d.tenant_id.to_string(), d.client_id.to_string());
+        let ask = |secret: &str| {
+            d.token(
+                &t,
+                &form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &c),
+                    ("client_secret", secret),
+                    ("scope", "http://127.0.0.1:5555/.default"),
+                ]),
+                URL,
+            )
+        };
+        let old = ask("s3cret").unwrap()["access_token"].as_str().unwrap().to_string();
+        assert!(ask("n3w").is_ok());
+        assert_eq!(ask("other").unwrap_err().code, 7000215);
+        *d.signing_key.write().unwrap() = Secret::new("another key");
+        assert_eq!(d.verify(&old, URL, "access").unwrap_err(), TokenProblem::BadSignature);
+        let new = ask("n3w").unwrap()["access_token"].as_str().unwrap().to_string();
+        assert!(d.verify(&new, URL, "access").is_ok());
     }
 
     #[test]

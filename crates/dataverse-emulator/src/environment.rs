@@ -1,5 +1,10 @@
 //! One emulated environment: its store, its directory (who can sign in), its ids, and the server that
 //! answers for it.
+//!
+//! The handle, [`RunningEmulator`], also does what an administrator does in Entra ID while clients keep
+//! working: add and remove the application's client secrets and revoke the tokens issued so far, so that a
+//! client's handling of secret rotation can be tested. With a state file these changes are kept (the
+//! settings `client_secrets` and `signing_key`) and outlive a restart, as the credentials themselves do.
 
 use crate::auth::{Directory, Secret, UserLogin};
 use crate::faults::{FaultPlan, Faults};
@@ -12,7 +17,7 @@ use rand::distr::Alphanumeric;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -88,6 +93,7 @@ pub struct RunningEmulator {
     pub token_url: String,
     pub tenant_id: Uuid,
     pub client_id: Uuid,
+    /// The client secret the application started with; it stays here when rotated out.
     pub client_secret: Secret,
     pub environment: Arc<Environment>,
     /// The faults being injected; `faults.inject(plan)` changes them while the emulator runs.
@@ -109,7 +115,35 @@ impl RunningEmulator {
         })
     }
 
-    /// Stops accepting requests and waits for the server to finish.
+    /// Adds a client secret to the application, as an administrator does in Entra ID before rotating the
+    /// old one out, and returns it: from now on it signs in, along with the others.
+    pub fn add_client_secret(&self) -> Secret {
+        let secret = Secret::new(random_secret());
+        self.environment.change_client_secrets(|secrets| secrets.push(secret.clone()));
+        secret
+    }
+
+    /// Removes a client secret from the application; true when it was one. Any secret may go, the last
+    /// one too (then client credentials sign in no more). Tokens it got stay valid until they expire.
+    pub fn remove_client_secret(&self, secret: &str) -> bool {
+        self.environment.change_client_secrets(|secrets| {
+            let before = secrets.len();
+            secrets.retain(|s| s.expose() != secret);
+            secrets.len() != before
+        })
+    }
+
+    /// Revokes every token issued so far, access and refresh: the Web API answers them with the 401 it
+    /// gives for a token this environment did not issue. Signing in again gives a token that works.
+    pub fn revoke_tokens(&self) {
+        let directory = &self.environment.directory;
+        let mut key = directory.signing_key.write().unwrap_or_else(|e| e.into_inner());
+        *key = Secret::new(random_secret());
+        self.environment.store.keep_setting("signing_key", key.expose());
+    }
+
+    /// Stops accepting requests and waits for the server to finish and for the state file to hold every
+    /// change, the rotations through this handle included.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -117,7 +151,52 @@ impl RunningEmulator {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        if let Err(e) = self.environment.store.flush().await {
+            tracing::error!(error = %e, "the state file may lack the last changes");
+        }
     }
+}
+
+impl Environment {
+    /// Changes the application's client secrets and keeps the new set in the state file. The set stays
+    /// locked until the change is queued for the file, so concurrent changes reach it in order.
+    fn change_client_secrets<T>(&self, change: impl FnOnce(&mut Vec<Secret>) -> T) -> T {
+        let mut secrets = self.directory.client_secrets.write().unwrap_or_else(|e| e.into_inner());
+        let result = change(&mut secrets);
+        self.store.keep_setting("client_secrets", &secrets_setting(&secrets));
+        result
+    }
+}
+
+/// The `client_secrets` setting: the secrets as a JSON list.
+fn secrets_setting(secrets: &[Secret]) -> String {
+    serde_json::to_string(&secrets.iter().map(Secret::expose).collect::<Vec<_>>()).expect("strings serialize")
+}
+
+/// The application's client secrets on start: those the state file kept from the last rotation, else just
+/// `client_secret` (configured or generated). A secret given in the configuration always signs in: it
+/// comes first, in place of the one configured last time, and the state file keeps the resulting set.
+async fn client_secrets(
+    store: &Store,
+    client_secret: &str,
+    configured: bool,
+    previous: Option<String>,
+) -> anyhow::Result<Vec<Secret>> {
+    let Some(text) = store.setting("client_secrets") else {
+        return Ok(vec![Secret::new(client_secret)]);
+    };
+    let kept: Vec<String> =
+        serde_json::from_str(&text).context("the state file's client_secrets setting is not a JSON list of strings")?;
+    let mut secrets: Vec<Secret> = kept.into_iter().map(Secret::new).collect();
+    if configured {
+        secrets.retain(|s| s.expose() != client_secret && Some(s.expose()) != previous.as_deref());
+        secrets.insert(0, Secret::new(client_secret));
+        store.set_setting("client_secrets", &secrets_setting(&secrets)).await?;
+    }
+    if secrets.is_empty() {
+        tracing::warn!("the application has no client secrets left: client-credentials sign-ins are refused");
+    }
+    Ok(secrets)
 }
 
 impl Drop for RunningEmulator {
@@ -213,9 +292,12 @@ impl EmulatorConfig {
         };
         let tenant_id = setting_id(&store, "tenant_id", self.tenant_id).await?;
         let client_id = setting_id(&store, "client_id", self.client_id).await?;
-        let client_secret = Secret::new(
-            setting(&store, "client_secret", self.client_secret.map(|s| s.expose().to_string()), random_secret).await?,
-        );
+        let configured = self.client_secret.map(|s| s.expose().to_string());
+        let previous = store.setting("client_secret");
+        let initial = setting(&store, "client_secret", configured.clone(), random_secret).await?;
+        let client_secrets = client_secrets(&store, &initial, configured.is_some(), previous).await?;
+        // The handle's secret is the first that signs in (the configured one unless rotated out).
+        let client_secret = client_secrets.first().cloned().unwrap_or_else(|| Secret::new(initial));
         let signing_key = Secret::new(setting(&store, "signing_key", None, random_secret).await?);
         let organization_id = setting_id(&store, "organization_id", None).await?;
         let business_unit_id = setting_id(&store, "business_unit_id", None).await?;
@@ -245,11 +327,11 @@ impl EmulatorConfig {
         let directory = Directory {
             tenant_id,
             client_id,
-            client_secret: client_secret.clone(),
+            client_secrets: RwLock::new(client_secrets),
             app_object_id,
             users,
             token_lifetime: self.token_lifetime,
-            signing_key,
+            signing_key: RwLock::new(signing_key),
         };
         let environment = Arc::new(Environment {
             store,

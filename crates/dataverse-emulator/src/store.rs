@@ -410,6 +410,26 @@ impl Store {
         })
         .await
     }
+
+    /// Keeps a setting without waiting for the state file, for changes made outside a request (credential
+    /// rotation through the in-process handle, which is not async). It reaches the file in order with
+    /// everything else; [`Store::flush`] waits until it has.
+    pub fn keep_setting(&self, key: &str, value: &str) {
+        self.settings.write().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), value.to_string());
+        // Nobody waits for this batch: the journal's answer goes nowhere, and a failure is logged by the writer.
+        drop(self.enqueue(vec![Change::Setting { key: key.to_string(), value: value.to_string() }]));
+    }
+
+    /// Waits until every change queued so far is in the state file (at once without one).
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let (done, wait) = oneshot::channel();
+        // An empty batch: the writer answers it once everything queued before it is committed.
+        if journal.tx.send(Batch { changes: Vec::new(), done }).is_err() {
+            return Err(JournalError("the journal writer stopped".into()));
+        }
+        wait.await.map_err(|_| JournalError("the journal writer stopped".into()))?.map_err(JournalError)
+    }
 }
 
 async fn write_journal(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Batch>) {

@@ -1,9 +1,14 @@
 //! Tokens for the Web API: the client-credentials and password grants against Microsoft's authority or any
 //! other (a sovereign cloud, the emulator), or a token the caller already holds; one cache shared by every
 //! request, refreshed before it expires. Sign-in failures become plain sentences that say what to fix.
+//!
+//! The credentials can be replaced while requests run (a secret rotated, another account): the next sign-in
+//! uses the new ones, and a token got with the old ones is never handed out again. A long-lived client keeps
+//! its throttling state and counters across the change, which a new client would start over.
 
 use crate::environment::Environment;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
@@ -156,21 +161,35 @@ struct CachedToken {
     refresh_at: Instant,
     /// From the password grant: signs in again without the password.
     refresh_token: Option<Secret>,
+    /// The [`SignIn::generation`] it was got with.
+    generation: u64,
+}
+
+/// The credentials the next sign-in uses, and the scope that goes with them.
+struct SignIn {
+    credentials: Credentials,
+    scope: String,
+    /// Counts the credentials set so far: a token got with earlier ones is stale whatever its expiry says.
+    generation: u64,
 }
 
 /// Gets and caches the token of one app or user for one environment.
 pub struct TokenProvider {
     http: reqwest::Client,
-    credentials: Credentials,
-    scope: String,
+    /// The resource every scope names.
+    environment: Environment,
+    /// Replaced whole by [`set_credentials`](Self::set_credentials); a sign-in works on the one it cloned.
+    sign_in: std::sync::Mutex<Arc<SignIn>>,
+    /// Held across a sign-in, so that concurrent callers wait for it and share its token.
     cache: Mutex<Option<CachedToken>>,
 }
 
 impl fmt::Debug for TokenProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign_in = self.sign_in();
         f.debug_struct("TokenProvider")
-            .field("credentials", &self.credentials)
-            .field("scope", &self.scope)
+            .field("credentials", &sign_in.credentials)
+            .field("scope", &sign_in.scope)
             .finish_non_exhaustive()
     }
 }
@@ -186,44 +205,82 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 impl TokenProvider {
     pub fn new(http: reqwest::Client, credentials: impl Into<Credentials>, environment: &Environment) -> Self {
-        let credentials = credentials.into();
+        let sign_in = Self::sign_in_with(environment, credentials.into(), 0);
+        let sign_in = std::sync::Mutex::new(Arc::new(sign_in));
+        TokenProvider { http, environment: environment.clone(), sign_in, cache: Mutex::new(None) }
+    }
+
+    fn sign_in_with(environment: &Environment, credentials: Credentials, generation: u64) -> SignIn {
         // A person signs in with a delegated scope; an application with the resource's `.default`.
         let scope = match &credentials {
             Credentials::Password(_) => format!("{}/user_impersonation offline_access", environment.url()),
             _ => environment.default_scope(),
         };
-        TokenProvider { http, credentials, scope, cache: Mutex::new(None) }
+        SignIn { credentials, scope, generation }
+    }
+
+    /// The credentials as they are now. The lock is held only to clone an `Arc`, never across an await.
+    fn sign_in(&self) -> Arc<SignIn> {
+        self.sign_in.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the credentials the next sign-in uses and forgets the token and refresh token got with the
+    /// old ones. A sign-in already under way finishes with the old credentials for the request that started
+    /// it; its token is handed to no other.
+    pub fn set_credentials(&self, credentials: impl Into<Credentials>) {
+        let credentials = credentials.into();
+        {
+            let mut sign_in = self.sign_in.lock().unwrap_or_else(|e| e.into_inner());
+            let generation = sign_in.generation + 1;
+            *sign_in = Arc::new(Self::sign_in_with(&self.environment, credentials, generation));
+        }
+        // Drop the old secrets now if nobody is signing in; if somebody is, the generation keeps its token from
+        // ever being handed out, and the next sign-in overwrites it.
+        if let Ok(mut cache) = self.cache.try_lock() {
+            *cache = None;
+        }
     }
 
     /// A valid token: the cached one, or a new one when it is near its end. Concurrent callers share one
     /// sign-in.
     pub async fn token(&self) -> Result<Secret, AuthError> {
-        if let Credentials::Token(token) = &self.credentials {
+        if let Credentials::Token(token) = &self.sign_in().credentials {
             return Ok(token.clone());
         }
         let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.as_ref().filter(|c| Instant::now() < c.refresh_at) {
+        // Read again: the credentials may have changed while this call waited for another's sign-in.
+        let sign_in = self.sign_in();
+        if let Credentials::Token(token) = &sign_in.credentials {
+            return Ok(token.clone());
+        }
+        let current = cache.as_ref().filter(|c| c.generation == sign_in.generation);
+        if let Some(cached) = current.filter(|c| Instant::now() < c.refresh_at) {
             return Ok(cached.token.clone());
         }
-        let refresh_token = cache.as_ref().and_then(|c| c.refresh_token.clone());
+        let refresh_token = current.and_then(|c| c.refresh_token.clone());
         let answer = match refresh_token {
             // A refresh token that no longer works (revoked, expired) is no reason to fail: sign in afresh.
-            Some(refresh) => match self.request(Some(&refresh)).await {
+            Some(refresh) => match self.request(&sign_in, Some(&refresh)).await {
                 Ok(answer) => answer,
                 Err(e) if e.is_transient() => return Err(e),
-                Err(_) => self.request(None).await?,
+                Err(_) => self.request(&sign_in, None).await?,
             },
-            None => self.request(None).await?,
+            None => self.request(&sign_in, None).await?,
         };
         let lifetime = answer.lifetime;
         let refresh_at = Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2));
-        *cache = Some(CachedToken { token: answer.token.clone(), refresh_at, refresh_token: answer.refresh_token });
+        *cache = Some(CachedToken {
+            token: answer.token.clone(),
+            refresh_at,
+            refresh_token: answer.refresh_token,
+            generation: sign_in.generation,
+        });
         Ok(answer.token)
     }
 
     /// Forgets the cached token (after a 401), so the next call signs in again. The refresh token stays.
     pub async fn invalidate(&self) -> Result<(), AuthError> {
-        if let Credentials::Token(_) = &self.credentials {
+        if let Credentials::Token(_) = &self.sign_in().credentials {
             return Err(AuthError::TokenRefused);
         }
         if let Some(cached) = self.cache.lock().await.as_mut() {
@@ -232,8 +289,8 @@ impl TokenProvider {
         Ok(())
     }
 
-    async fn request(&self, refresh_token: Option<&Secret>) -> Result<TokenAnswer, AuthError> {
-        let (url, mut form): (String, Vec<(&str, &str)>) = match &self.credentials {
+    async fn request(&self, sign_in: &SignIn, refresh_token: Option<&Secret>) -> Result<TokenAnswer, AuthError> {
+        let (url, mut form): (String, Vec<(&str, &str)>) = match &sign_in.credentials {
             Credentials::ClientSecret(c) => (
                 c.token_url(),
                 vec![
@@ -261,7 +318,7 @@ impl TokenProvider {
             }
             Credentials::Token(_) => unreachable!("a caller-supplied token is never requested"),
         };
-        form.push(("scope", &self.scope));
+        form.push(("scope", &sign_in.scope));
         let unreachable = |detail: String| AuthError::Unreachable { url: url.clone(), detail };
         let response = self.http.post(&url).form(&form).send().await.map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
@@ -285,17 +342,17 @@ impl TokenProvider {
                 body["error_description"].as_str().unwrap_or("no description").lines().next().unwrap_or_default();
             return Err(AuthError::Unavailable { url, detail: detail.to_string() });
         }
-        Err(self.explain(&body))
+        Err(Self::explain(sign_in, &body))
     }
 
-    fn explain(&self, body: &serde_json::Value) -> AuthError {
+    fn explain(sign_in: &SignIn, body: &serde_json::Value) -> AuthError {
         let code = body["error_codes"][0].as_u64().unwrap_or_default() as u32;
         let error = body["error"].as_str().unwrap_or_default().to_string();
         let description = body["error_description"].as_str().unwrap_or_default();
         // The first line, without the "AADSTSnnnn: " prefix and the trace lines after it.
         let detail = description.lines().next().unwrap_or_default();
         let detail = detail.split_once(": ").map_or(detail, |(_, rest)| rest).to_string();
-        let c = &self.credentials;
+        let c = &sign_in.credentials;
         let (client_id, tenant_id) = (c.client_id().to_string(), c.tenant_id().to_string());
         let username = match c {
             Credentials::Password(p) => p.username.clone(),
@@ -306,13 +363,13 @@ impl TokenProvider {
             700016 => AuthError::UnknownApplication { client_id, tenant_id },
             90002 => AuthError::UnknownTenant { tenant_id },
             500011 => AuthError::WrongEnvironment {
-                environment: self.scope.split(['/', ' ']).take(3).collect::<Vec<_>>().join("/"),
+                environment: sign_in.scope.split(['/', ' ']).take(3).collect::<Vec<_>>().join("/"),
                 tenant_id,
             },
             50126 | 50053 | 50055 | 50057 => AuthError::WrongPassword { username },
             50034 => AuthError::UnknownUser { username, tenant_id },
             50076 | 50079 | 65001 => AuthError::InteractionRequired { username },
-            70011 | 1002012 | 700022 => AuthError::BadScope { scope: self.scope.clone(), detail },
+            70011 | 1002012 | 700022 => AuthError::BadScope { scope: sign_in.scope.clone(), detail },
             _ => AuthError::Other { code, error, detail },
         }
     }

@@ -131,8 +131,8 @@ struct Inner {
     executor: Executor,
 }
 
-/// A client for one environment. Cheap to clone: clones share the token cache, the concurrency limit, the
-/// pause after a throttle and the counters.
+/// A client for one environment. Cheap to clone: clones share the credentials and token cache, the concurrency
+/// limit, the pause after a throttle and the counters.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -178,7 +178,16 @@ impl Client {
         &self.inner.environment
     }
 
-    /// Requests, throttles by kind, retries and the current concurrency.
+    /// Replaces the credentials the next sign-in uses (a rotated client secret, another account) and forgets
+    /// the token and refresh token got with the old ones, so that no request goes out on them from now on.
+    /// Everything else stays, in this client and its clones: the concurrency limit, a pause after a throttle,
+    /// the counters of [`metrics`](Self::metrics) and the metadata cache. A request already in flight finishes
+    /// with the token it was sent with.
+    pub fn set_credentials(&self, credentials: impl Into<Credentials>) {
+        self.inner.tokens.set_credentials(credentials);
+    }
+
+    /// Requests, throttles by kind, retries, answers by status, latencies and the current concurrency.
     pub fn metrics(&self) -> Metrics {
         self.inner.executor.metrics()
     }
@@ -271,6 +280,7 @@ impl Client {
                         self.transient(&mut transient_retries, error)
                     }
                     Ok(Ok((status, headers, body))) => {
+                        executor.count_answer(status.as_u16(), started.elapsed());
                         if let Some(hint) = headers
                             .get("x-ms-dop-hint")
                             .and_then(|v| v.to_str().ok())

@@ -132,6 +132,23 @@ impl Error {
         }
     }
 
+    /// Whether the credentials themselves were refused, so that waiting and trying again cannot help: the
+    /// secret, password, tenant, application or environment needs fixing (then
+    /// [`Client::set_credentials`](crate::Client::set_credentials)). True for a sign-in the authority refused
+    /// ([`AuthError`] that is not [transient](AuthError::is_transient)), and for a 401 from the Web API: the
+    /// client answers a first 401 by signing in again and sending once more, so a 401 that reaches the caller
+    /// was refused with a freshly issued token too.
+    ///
+    /// False for a 403, which comes from a sign-in that worked by a user without the privilege (a security
+    /// role to grant, not credentials to fix), and for an authority that could not be reached.
+    pub fn is_sign_in_refused(&self) -> bool {
+        match self {
+            Error::Auth(a) => !a.is_transient(),
+            Error::Api(e) => e.status == 401,
+            _ => false,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Auth(a) if a.is_transient() => ErrorKind::Transient,
@@ -147,6 +164,23 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refused_credentials_are_a_refused_sign_in() {
+        let wrong_secret = Error::Auth(AuthError::WrongSecret { client_id: "app".into() });
+        assert!(wrong_secret.is_sign_in_refused());
+        assert!(Error::Auth(AuthError::TokenRefused).is_sign_in_refused());
+        let unavailable = AuthError::Unavailable { url: "https://login".into(), detail: "HTTP 503".into() };
+        assert!(!Error::Auth(unavailable).is_sign_in_refused(), "waiting fixes an unavailable authority");
+        let api = |status| {
+            let headers = reqwest::header::HeaderMap::new();
+            Error::Api(ApiError::from_parts(status, &headers, br#"{"error":{"code":"0x8004","message":"m"}}"#))
+        };
+        assert!(api(401).is_sign_in_refused(), "a 401 after the renewal the client always tries");
+        assert!(!api(403).is_sign_in_refused(), "a missing privilege is not a refused sign-in");
+        assert!(!api(503).is_sign_in_refused());
+        assert!(!Error::InvalidRequest("x".into()).is_sign_in_refused());
+    }
 
     #[test]
     fn errors_are_classified_by_code_and_status() {

@@ -9,7 +9,13 @@
 //!
 //! The concurrency limit starts at one request, jumps to the server's `x-ms-dop-hint` as soon as an answer
 //! carries it, and never goes above it (Microsoft: sending more than the hint degrades throughput).
+//!
+//! It also counts what it did, for [`Metrics`]: attempts, throttles by limit, retries, answers by HTTP status
+//! and a histogram of how long the answered attempts took. Counting costs an atomic add or a short lock, so it
+//! is always on.
 
+use crate::backoff::Backoff;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,7 +52,7 @@ impl Default for ExecutorOptions {
 }
 
 /// A snapshot of what the executor has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metrics {
     /// Attempts sent, retries included.
     pub requests: u64,
@@ -62,12 +68,76 @@ pub struct Metrics {
     pub in_flight: usize,
     /// The server's `x-ms-dop-hint`, once seen.
     pub dop_hint: Option<usize>,
+    /// Answers received, by HTTP status: one per attempt that got an answer, whatever it said (a 429 or 401
+    /// that was retried counts too). Attempts that got none (timeouts, dropped connections) are not here: they
+    /// are in `transient_failures`.
+    pub responses: BTreeMap<u16, u64>,
+    /// How long the attempts that got an answer took, from sending the request to the end of the answer's body.
+    pub latency: LatencyHistogram,
 }
 
 impl Metrics {
     pub fn throttled(&self) -> u64 {
         self.throttled_requests + self.throttled_execution_time + self.throttled_concurrency
     }
+
+    /// Attempts that got an answer, whatever its status.
+    pub fn answered(&self) -> u64 {
+        self.responses.values().sum()
+    }
+}
+
+/// The upper bounds, in seconds, of the [`LatencyHistogram`]'s buckets (a last one, `+Inf`, holds the rest):
+/// from a fast read (5 ms) to a bulk write of a thousand records on a busy environment (a minute).
+pub const LATENCY_BUCKETS: [f64; 13] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Request latencies in fixed buckets, as a Prometheus histogram keeps them: enough to print one.
+///
+/// ```
+/// # fn print(metrics: &dataverse::Metrics) {
+/// let latency = &metrics.latency;
+/// for (le, count) in latency.buckets() {
+///     let le = if le.is_infinite() { "+Inf".to_string() } else { le.to_string() };
+///     println!("dataverse_request_duration_seconds_bucket{{le=\"{le}\"}} {count}");
+/// }
+/// println!("dataverse_request_duration_seconds_sum {}", latency.sum().as_secs_f64());
+/// println!("dataverse_request_duration_seconds_count {}", latency.count());
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Per bucket, not cumulative: `counts[i]` holds the latencies above `LATENCY_BUCKETS[i - 1]` and up to
+    /// `LATENCY_BUCKETS[i]`; the last one those above the last bound.
+    counts: [u64; LATENCY_BUCKETS.len() + 1],
+    sum: Duration,
+}
+
+impl LatencyHistogram {
+    /// Each bucket's upper bound in seconds (`f64::INFINITY` for the last) and the number of latencies up to it,
+    /// cumulative as Prometheus's `le` buckets are: the last count is [`count`](Self::count).
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        bounds.zip(self.counts.iter().scan(0u64, |total, count| {
+            *total += count;
+            Some(*total)
+        }))
+    }
+
+    /// The latencies recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// All the latencies recorded, added up.
+    pub fn sum(&self) -> Duration {
+        self.sum
+    }
+}
+
+/// The bucket a latency falls in: the first whose upper bound it does not exceed.
+fn bucket_of(latency: Duration) -> usize {
+    let seconds = latency.as_secs_f64();
+    LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(LATENCY_BUCKETS.len())
 }
 
 #[derive(Debug)]
@@ -93,6 +163,10 @@ struct Counters {
     throttled_concurrency: AtomicU64,
     retries: AtomicU64,
     transient_failures: AtomicU64,
+    responses: Mutex<BTreeMap<u16, u64>>,
+    latency_counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Nanoseconds: a u64 holds 584 years of them.
+    latency_sum_nanos: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -249,11 +323,10 @@ impl Executor {
         self.freed.notify_waiters();
     }
 
-    /// The delay before retry number `retry` (from 1): exponential with full jitter, capped.
+    /// The delay before retry number `retry` (from 1): [`Backoff::delay`] between the options' initial and
+    /// maximum backoff.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let exp = self.options.initial_backoff.saturating_mul(1u32 << retry.min(16).saturating_sub(1));
-        let cap = exp.min(self.options.max_backoff);
-        cap.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+        Backoff::delay(self.options.initial_backoff, self.options.max_backoff, retry)
     }
 
     pub fn count_request(&self) {
@@ -268,6 +341,15 @@ impl Executor {
         self.counters.transient_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An attempt that got an answer: its status, and how long it took.
+    pub fn count_answer(&self, status: u16, latency: Duration) {
+        let c = &self.counters;
+        *c.responses.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_default() += 1;
+        c.latency_counts[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        c.latency_sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
     pub fn count_throttle(&self, limit: crate::error::ThrottleLimit) {
         use crate::error::ThrottleLimit::*;
         let counter = match limit {
@@ -279,8 +361,13 @@ impl Executor {
     }
 
     pub fn metrics(&self) -> Metrics {
-        let limit = self.lock_limit();
         let c = &self.counters;
+        let responses = c.responses.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let latency = LatencyHistogram {
+            counts: std::array::from_fn(|i| c.latency_counts[i].load(Ordering::Relaxed)),
+            sum: Duration::from_nanos(c.latency_sum_nanos.load(Ordering::Relaxed)),
+        };
+        let limit = self.lock_limit();
         Metrics {
             requests: c.requests.load(Ordering::Relaxed),
             throttled_requests: c.throttled_requests.load(Ordering::Relaxed),
@@ -291,6 +378,8 @@ impl Executor {
             concurrency: limit.limit,
             in_flight: limit.in_flight,
             dop_hint: limit.dop_hint,
+            responses,
+            latency,
         }
     }
 }
@@ -345,6 +434,28 @@ mod tests {
         drop(permit);
         let _again = e.acquire().await;
         assert_eq!(e.metrics().in_flight, 1);
+    }
+
+    #[test]
+    fn answers_are_counted_by_status_and_latency_bucket() {
+        let e = executor(4);
+        e.count_answer(200, Duration::from_millis(3));
+        e.count_answer(200, Duration::from_millis(5));
+        e.count_answer(204, Duration::from_millis(70));
+        e.count_answer(429, Duration::from_secs(90));
+        let m = e.metrics();
+        assert_eq!(m.responses, BTreeMap::from([(200, 2), (204, 1), (429, 1)]));
+        assert_eq!(m.answered(), 4);
+        assert_eq!(m.latency.count(), 4);
+        assert_eq!(m.latency.sum(), Duration::from_millis(90_078));
+        let buckets: Vec<_> = m.latency.buckets().collect();
+        assert_eq!(buckets.len(), LATENCY_BUCKETS.len() + 1);
+        assert_eq!(buckets[0], (0.005, 2), "5 ms is in the 5 ms bucket: a bound is inclusive");
+        assert_eq!(buckets[3], (0.05, 2));
+        assert_eq!(buckets[4], (0.1, 3), "counts are cumulative");
+        assert_eq!(buckets[12], (60.0, 3));
+        assert_eq!(buckets[13], (f64::INFINITY, 4), "the last bucket holds everything");
+        assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
     }
 
     #[tokio::test]

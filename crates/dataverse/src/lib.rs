@@ -1,8 +1,9 @@
 //! A client for the Microsoft Dataverse (Dynamics 365) Web API. It knows Dataverse and nothing of dynsync.
 //!
 //! - [`Client`]: one environment, one token cache, one [executor](executor) that every request goes through
-//!   (concurrency by AIMD under `x-ms-dop-hint`, a client-wide pause on `Retry-After`, jittered retries of
-//!   transient failures, never a retry of a 400) and its [`Metrics`].
+//!   (concurrency by AIMD under `x-ms-dop-hint`, a client-wide pause on `Retry-After`, jittered retries
+//!   ([`Backoff`]) of transient failures, never a retry of a 400) and its [`Metrics`]; credentials that can
+//!   be replaced while it runs ([`Client::set_credentials`]).
 //! - [`entity`]: create, retrieve, update, upsert, delete; [`query`]: a typed query whose records stream
 //!   page after page; [`batch`]: `$batch` with change sets; [`bulk`]: `CreateMultiple`/`UpdateMultiple`/
 //!   `UpsertMultiple` in chunks, and [`Client::write_each`], which answers for every record and never lets a
@@ -29,6 +30,7 @@
 //! ```
 
 pub mod auth;
+pub mod backoff;
 pub mod batch;
 pub mod bulk;
 pub mod changes;
@@ -41,6 +43,7 @@ pub mod metadata;
 pub mod query;
 
 pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
+pub use backoff::Backoff;
 pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};
 pub use bulk::{BulkOperation, BulkOptions, BulkReport, Isolation, RecordOutcome};
 pub use changes::{Change, DeltaToken};
@@ -48,6 +51,6 @@ pub use client::{Client, Reply, Request, WhoAmI};
 pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};
 pub use environment::{Environment, EnvironmentError, Region};
 pub use error::{ApiError, Error, ErrorKind, ThrottleLimit};
-pub use executor::{ExecutorOptions, Metrics};
+pub use executor::{ExecutorOptions, LATENCY_BUCKETS, LatencyHistogram, Metrics};
 pub use metadata::{ColumnDefinition, ColumnType, NewColumn, NewColumnType, TableDefinition};
 pub use query::{Filter, Literal, Order, Page, Query};

@@ -180,3 +180,36 @@ async fn a_refused_token_gets_one_retry_with_a_new_one() {
     assert_ne!(again.organization_id, me.organization_id, "the second environment answered");
     assert!(client.metrics().retries > before.retries);
 }
+
+#[tokio::test]
+async fn new_credentials_reach_a_running_client_and_its_counters_carry_on() {
+    let emulator = free().start().await.unwrap();
+    let mut wrong = credentials(&emulator);
+    wrong.client_secret = Secret::new("not-the-secret");
+    let client = Client::new(Environment::from_url(&emulator.url).unwrap(), wrong.clone());
+
+    let e = client.who_am_i().await.unwrap_err();
+    assert!(matches!(&e, Error::Auth(a @ AuthError::WrongSecret { .. }) if !a.is_transient()), "{e:?}");
+    assert!(e.is_sign_in_refused(), "waiting cannot fix a wrong secret: {e:?}");
+    assert_eq!(client.metrics().requests, 0, "nothing reaches the Web API without a token");
+
+    let clone = client.clone();
+    client.set_credentials(credentials(&emulator));
+    let me = clone.who_am_i().await.expect("the right secret signs the same client in, clones included");
+    assert_eq!(me.organization_id, emulator.environment.organization_id);
+    let signed_in = client.metrics();
+    assert_eq!(signed_in.requests, 1);
+    assert_eq!(signed_in.dop_hint, Some(dataverse_emulator::Limits::default().dop_hint as usize));
+
+    // The token got with the right secret is forgotten along with it.
+    client.set_credentials(wrong);
+    let e = client.who_am_i().await.unwrap_err();
+    assert!(e.is_sign_in_refused(), "{e:?}");
+
+    client.set_credentials(credentials(&emulator));
+    client.who_am_i().await.unwrap();
+    let m = client.metrics();
+    assert_eq!(m.requests, 2, "the counters carry on across credentials: {m:?}");
+    assert_eq!(m.responses.get(&200), Some(&2), "{m:?}");
+    assert_eq!(m.dop_hint, signed_in.dop_hint, "and so does what the client learnt of the server");
+}

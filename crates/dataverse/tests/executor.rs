@@ -145,3 +145,38 @@ async fn an_abandoned_write_frees_its_slots() {
     }
     assert_eq!(client.metrics().in_flight, 0, "dropping the write dropped its requests");
 }
+
+#[tokio::test]
+async fn every_answer_is_counted_by_status_and_timed() {
+    let config = EmulatorConfig {
+        faults: FaultPlan {
+            seed: 1,
+            rules: vec![
+                rule(Fault::Unavailable, When::Requests { first: 2, last: 2 }),
+                rule(Fault::Drop, When::Requests { first: 4, last: 4 }),
+            ],
+        },
+        ..free()
+    };
+    let emulator = config.start().await.unwrap();
+    let options = ExecutorOptions { initial_backoff: Duration::from_millis(1), ..Default::default() };
+    let client = client_with(&emulator, options);
+    let contacts = Table::contact();
+
+    client.who_am_i().await.unwrap(); // 1: 200
+    let id = client.create(&contacts, &record(json!({"lastname": "Counted"}))).await.unwrap(); // 2: 503, 3: 204
+    client.retrieve(&contacts, id, &["lastname"]).await.unwrap(); // 4: dropped, 5: 200
+    client.update(&contacts, id, &record(json!({"firstname": "Ada"}))).await.unwrap(); // 6: 204
+    client.delete(&contacts, id).await.unwrap(); // 7: 204
+    let e = client.retrieve(&contacts, id, &[]).await.unwrap_err(); // 8: 404
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+
+    let m = client.metrics();
+    assert_eq!(m.responses, [(200, 2), (204, 3), (404, 1), (503, 1)].into(), "{m:?}");
+    assert_eq!(m.requests, 8, "{m:?}");
+    assert_eq!(m.transient_failures, 2, "the 503 and the dropped connection: {m:?}");
+    assert_eq!(m.answered(), m.requests - 1, "a dropped connection has no status: {m:?}");
+    assert_eq!(m.latency.count(), m.answered(), "every answered attempt is timed: {m:?}");
+    assert_eq!(m.latency.buckets().last(), Some((f64::INFINITY, m.answered())));
+    assert!(m.latency.sum() > Duration::ZERO, "{m:?}");
+}

@@ -6,6 +6,7 @@ pub mod connection;
 pub mod declarative;
 pub mod demo;
 pub mod ids;
+pub mod pipeline;
 pub mod remote;
 pub mod secrets;
 pub mod service;

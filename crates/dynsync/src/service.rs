@@ -1,7 +1,11 @@
 //! Starting the service: the data directory, the secret key, the API tokens, the store and its migrations, then
 //! the HTTP server. Tests start it in-process on `127.0.0.1:0`.
 
+use crate::activation::job::ActivationJob;
 use crate::api::{self, AppState};
+use crate::pipeline::Supervisor;
+use crate::pipeline::clients::Clients;
+use crate::pipeline::supervisor::JobRunner;
 use crate::secrets::{self, SecretError, SecretKey};
 use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
@@ -74,6 +78,12 @@ pub enum StartError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "another dynsync process is already using the SQLite store in {0}: one process per data directory. To run \
+         several processes, give each --database-url postgres://… (one PostgreSQL database shared by all; see the \
+         README, \"Several processes\"); to run a second separate service, give it another --data-dir"
+    )]
+    DataDirInUse(PathBuf),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -118,15 +128,19 @@ impl Service {
         let key = SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
         let tokens =
             if config.api_tokens.is_empty() { load_tokens(&config.data_dir)? } else { config.api_tokens.clone() };
+        let sqlite = config.database_url.as_deref().is_none_or(|url| url.starts_with("sqlite:"));
+        let lock = if sqlite { Some(lock_data_dir(&config.data_dir)?) } else { None };
         let store = Store::open(config.database_url.as_deref(), &config.data_dir, key).await?;
-        let state = Arc::new(AppState::new(store.clone(), &tokens));
-        let supervisor = state.activations.supervise();
+        let clients = Arc::new(Clients::new());
+        let jobs: Vec<Arc<dyn JobRunner>> = vec![Arc::new(ActivationJob)];
+        let supervisor = Supervisor::new(store.clone(), clients.clone(), jobs, config.lease, config.log_retention);
+        let state = Arc::new(AppState::new(store.clone(), &tokens, supervisor.clone(), clients));
+        let supervising = supervisor.supervise();
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let activations = state.activations.clone();
         let router = api::router(state);
         let task = tokio::spawn(async move {
             let server = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -136,12 +150,30 @@ impl Service {
                 tracing::error!(error = %e, "the API server stopped");
             }
             // Work not acknowledged yet stays in the log for the next start.
-            supervisor.abort();
-            activations.stop_all();
+            supervising.abort();
+            supervisor.stop_all().await;
+            // The data directory is free for another process once this one has stopped.
+            drop(lock);
         });
         let url = format!("http://{addr}");
         tracing::info!(%url, database = ?store.kind(), "dynsync listening");
         Ok(RunningService { url, token: tokens[0].clone(), store, shutdown: Some(shutdown), task })
+    }
+}
+
+/// Takes the data directory's lock, held for as long as the service runs: SQLite's store is one process's.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
+    let path = data_dir.join("dynsync.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StartError::DataDir { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::DataDirInUse(data_dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
     }
 }
 

@@ -179,3 +179,89 @@ async fn s1_5_expired_tokens_are_refused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Asks for an application token with `secret`.
+async fn client_credentials(env: &Env, secret: &str) -> (StatusCode, Json) {
+    let (tenant, client, scope) = (
+        env.emulator.tenant_id.to_string(),
+        env.emulator.client_id.to_string(),
+        format!("{}/.default", env.emulator.url),
+    );
+    token_request(
+        env,
+        &tenant,
+        &[("grant_type", "client_credentials"), ("client_id", &client), ("client_secret", secret), ("scope", &scope)],
+    )
+    .await
+}
+
+async fn who_am_i(env: &Env, token: &str) -> Reply {
+    env.send(env.http.get(env.api("WhoAmI")).bearer_auth(token)).await
+}
+
+#[tokio::test]
+async fn s1_4_a_client_secret_can_be_rotated_without_an_outage() {
+    let env = Env::start().await;
+    let first = env.emulator.client_secret.expose().to_string();
+    let second = env.emulator.add_client_secret();
+    assert_ne!(second.expose(), first);
+    // Both secrets sign in while the apps move over.
+    for secret in [first.as_str(), second.expose()] {
+        let (status, body) = client_credentials(&env, secret).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert!(env.emulator.remove_client_secret(&first), "the first secret was there");
+    assert!(!env.emulator.remove_client_secret(&first), "and is there no more");
+    // The removed secret is refused as a wrong one; the new one keeps working.
+    assert_aadsts(&client_credentials(&env, &first).await, 401, "invalid_client", 7000215);
+    let (status, body) = client_credentials(&env, second.expose()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(who_am_i(&env, body["access_token"].as_str().unwrap()).await.status, StatusCode::OK);
+    // As in Entra ID, a token the removed secret got stays valid until it expires.
+    assert_eq!(who_am_i(&env, &env.token).await.status, StatusCode::OK);
+    // Removing the last secret leaves the application with none.
+    assert!(env.emulator.remove_client_secret(second.expose()));
+    assert_aadsts(&client_credentials(&env, second.expose()).await, 401, "invalid_client", 7000215);
+}
+
+#[tokio::test]
+async fn s1_5_tokens_issued_before_a_revocation_are_refused_and_new_ones_work() {
+    let config =
+        EmulatorConfig { users: vec![("ann@contoso.com".into(), Secret::new("Passw0rd!"))], ..crate::config() };
+    let env = Env::with(config).await;
+    let (tenant, client) = (env.emulator.tenant_id.to_string(), env.emulator.client_id.to_string());
+    let scope = format!("{}/user_impersonation offline_access", env.emulator.url);
+    let (status, user) = token_request(
+        &env,
+        &tenant,
+        &[
+            ("grant_type", "password"),
+            ("client_id", &client),
+            ("username", "ann@contoso.com"),
+            ("password", "Passw0rd!"),
+            ("scope", &scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(who_am_i(&env, &env.token).await.status, StatusCode::OK);
+
+    env.emulator.revoke_tokens();
+    let reply = who_am_i(&env, &env.token).await;
+    assert_challenge(&reply, &env);
+    reply.assert_error(401, "0x8004a101", "not valid");
+    let reply = who_am_i(&env, user["access_token"].as_str().unwrap()).await;
+    assert_challenge(&reply, &env);
+    // Refresh tokens are revoked too.
+    let refresh = user["refresh_token"].as_str().unwrap();
+    let refreshed = token_request(
+        &env,
+        &tenant,
+        &[("grant_type", "refresh_token"), ("client_id", &client), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_aadsts(&refreshed, 400, "invalid_grant", 9002313);
+    // Signing in again gives a token that works.
+    let token = crate::token_for(&env.http, &env.emulator).await;
+    assert_eq!(who_am_i(&env, &token).await.status, StatusCode::OK);
+}

@@ -1,18 +1,17 @@
 //! Audience activation (seed 002): which audiences go onto which contact columns, and which profile attributes onto
 //! which others. A flow is checked against the contact table when it is saved, not when data fails.
 
+pub mod job;
 pub mod patch;
-pub mod pipeline;
 pub mod profile;
-pub mod sink;
 pub mod validation;
 pub mod xdm;
 
 use crate::ids::{Etag, FlowId, Sandbox, TargetConnectionId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
+pub use crate::store::FlowState;
 pub use validation::{Problem, ValidationReport, validate};
 pub use xdm::XdmType;
 
@@ -151,22 +150,6 @@ pub enum EmptyValues {
     Skip,
     /// Clear the column (write null).
     Clear,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FlowState {
-    Enabled,
-    Disabled,
-}
-
-impl fmt::Display for FlowState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FlowState::Enabled => "enabled",
-            FlowState::Disabled => "disabled",
-        })
-    }
 }
 
 /// A contact column as Dynamics describes it, for tests: custom when prefixed, read-only for the computed ones.

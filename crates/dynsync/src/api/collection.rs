@@ -26,7 +26,8 @@ async fn inlet(state: &AppState, headers: &HeaderMap, inlet: &str) -> ApiResult<
         )
     };
     let id: FlowId = inlet.parse().map_err(|_| unknown())?;
-    state.store.flow_by_id(id).await?.ok_or_else(unknown)
+    let record = state.store.flow_by_id(id).await?.ok_or_else(unknown)?;
+    Ok(ActivationFlow::try_from(&record)?)
 }
 
 fn received_ms() -> i64 {
@@ -44,8 +45,8 @@ pub async fn one(
     let message: Json =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the message is not JSON: {e}")))?;
     Profile::validate(&message).map_err(|e| ApiError::bad_request(format!("the message is not a profile: {e}")))?;
-    state.store.append_profiles(flow.id, &[message.to_string()]).await?;
-    state.activations.wake(flow.id);
+    state.store.append_log(flow.id, &[message.to_string()]).await?;
+    state.supervisor.wake(flow.id);
     Ok(AxumJson(json!({"inletId": inlet_id, "xactionId": Uuid::new_v4().to_string(), "receivedTimeMs": received_ms()}))
         .into_response())
 }
@@ -80,8 +81,8 @@ pub async fn batch(
         }
     }
     if !accepted.is_empty() {
-        state.store.append_profiles(flow.id, &accepted).await?;
-        state.activations.wake(flow.id);
+        state.store.append_log(flow.id, &accepted).await?;
+        state.supervisor.wake(flow.id);
     }
     let status = if accepted.len() == messages.len() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
     let answer = json!({

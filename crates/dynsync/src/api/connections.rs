@@ -202,7 +202,6 @@ pub async fn patch(
     updated.etag = Etag::new();
     updated.updated_at = Utc::now();
     state.store.update_connection(&updated, &current.etag).await?;
-    state.forget_client(parsed);
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 
@@ -221,6 +220,6 @@ pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id)
         ));
     }
     state.store.delete_connection(&caller.sandbox, parsed).await?;
-    state.forget_client(parsed);
+    state.clients.forget(parsed);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

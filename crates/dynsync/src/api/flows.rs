@@ -2,9 +2,10 @@
 //! time it is saved or enabled.
 
 use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, if_match, items, parse_body};
-use crate::activation::{ActivationFlow, FlowDefinition, FlowState, pipeline, validation};
+use crate::activation::{ActivationFlow, FlowDefinition, FlowState, job, validation};
 use crate::ids::{Etag, FlowId};
-use crate::store::RunRecord;
+use crate::pipeline::inlet::InletLog;
+use crate::store::{FlowRecord, RunRecord};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -49,7 +50,8 @@ async fn check(state: &AppState, caller: &Caller, flow: &FlowDefinition) -> ApiR
     if !shape.is_empty() {
         return Err(report(shape));
     }
-    let client = state.client(&destination);
+    let client =
+        connection.as_ref().and_then(|c| state.clients.client(c)).expect("a destination connection has a client");
     let unavailable = |e: dataverse::Error| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -92,7 +94,8 @@ fn parse_id(id: &str, caller: &Caller) -> ApiResult<FlowId> {
 
 async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ActivationFlow> {
     let found = state.store.flow(&caller.sandbox, parse_id(id, caller)?).await?;
-    found.ok_or_else(|| ApiError::not_found("flow", id, &caller.sandbox))
+    let record = found.ok_or_else(|| ApiError::not_found("flow", id, &caller.sandbox))?;
+    Ok(ActivationFlow::try_from(&record)?)
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
@@ -108,12 +111,13 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
         created_at: now,
         updated_at: now,
     };
-    state.store.insert_flow(&flow).await?;
+    state.store.insert_flow(&FlowRecord::from(&flow)).await?;
+    state.supervisor.flows_changed();
     Ok(id_and_etag(StatusCode::CREATED, flow.id, &flow.etag))
 }
 
 pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
-    let all = state.store.flows(&caller.sandbox).await?;
+    let all = activation_flows(state.store.flows(&caller.sandbox).await?)?;
     Ok(items(all.iter().map(flow_json).collect()))
 }
 
@@ -121,14 +125,20 @@ pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResu
 /// age of the oldest of them.
 pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let flow = find(&state, &caller, &id).await?;
-    let backlog = state.store.backlog(flow.id).await?;
+    let backlog = InletLog::backlog(&state.store, flow.id).await?;
+    let lease = state.store.lease_of(flow.id).await?;
     let mut body = flow_json(&flow);
     body["backlog"] = json!({
-        "profiles": backlog.profiles,
+        "profiles": backlog.records,
         "oldestReceivedAt": backlog.oldest.map(|t| t.to_rfc3339()),
         "lagSeconds": backlog.oldest.map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0),
     });
     body["inletUrl"] = json!(format!("/collection/{}", flow.id));
+    // Who runs the flow, and whether it runs or waits (a refused sign-in pauses it, losing nothing).
+    body["runtime"] = match lease {
+        Some(l) => json!({"status": l.status, "detail": l.detail, "owner": l.owner, "generation": l.generation}),
+        None => json!({"status": "waiting", "detail": "no process has started the flow yet"}),
+    };
     Ok(items(vec![body]))
 }
 
@@ -145,7 +155,8 @@ pub async fn replace(
     let definition = parse_body::<FlowDefinition>(&body)?.normalized();
     check(&state, &caller, &definition).await?;
     let updated = ActivationFlow { definition, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
-    state.store.update_flow(&updated, &current.etag).await?;
+    state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
+    state.supervisor.flows_changed();
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 
@@ -159,7 +170,7 @@ pub async fn action(
     let current = find(&state, &caller, &id).await?;
     let wanted = match query.get("op").map(String::as_str) {
         Some("retry-failed") => {
-            let summary = pipeline::retry_failed(&state.store, &current).await.map_err(|e| {
+            let summary = job::retry_failed(&state.store, &state.clients, &current).await.map_err(|e| {
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     "dynamics",
@@ -167,7 +178,7 @@ pub async fn action(
                 )
             })?;
             return Ok(axum::Json(json!({
-                "retried": summary.retried, "activated": summary.activated, "failed": summary.failed
+                "retried": summary.retried, "activated": summary.written, "failed": summary.failed
             }))
             .into_response());
         }
@@ -185,13 +196,15 @@ pub async fn action(
         check(&state, &caller, &current.definition).await?;
     }
     let updated = ActivationFlow { state: wanted, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
-    state.store.update_flow(&updated, &current.etag).await?;
+    state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
+    state.supervisor.flows_changed();
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let flow = find(&state, &caller, &id).await?;
     state.store.delete_flow(&caller.sandbox, flow.id).await?;
+    state.supervisor.flows_changed();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -216,7 +229,7 @@ pub async fn runs(
                 )));
             }
         },
-        None => state.store.flows(&caller.sandbox).await?,
+        None => activation_flows(state.store.flows(&caller.sandbox).await?)?,
     };
     let mut all = Vec::new();
     for flow in flows {
@@ -228,8 +241,8 @@ pub async fn runs(
 /// A run in Flow Service's shape: its record summary, and each outcome group with sample identities.
 fn run_json(run: &RunRecord) -> Json {
     let t = &run.tally;
-    let decided = t.activated + t.excluded + t.failed;
-    let status = match (t.failed, t.activated) {
+    let decided = t.written + t.excluded + t.failed;
+    let status = match (t.failed, t.written) {
         (0, _) => "success",
         (_, 0) => "failed",
         _ => "partialSuccess",
@@ -242,15 +255,19 @@ fn run_json(run: &RunRecord) -> Json {
         "metrics": {
             "recordSummary": {
                 "inputRecordCount": t.received,
-                "outputRecordCount": t.activated,
+                "outputRecordCount": t.written,
                 "skippedRecordCount": t.excluded,
                 "failedRecordCount": t.failed,
             },
-            "activationRate": if decided == 0 { 0.0 } else { t.activated as f64 / decided as f64 },
+            "activationRate": if decided == 0 { 0.0 } else { t.written as f64 / decided as f64 },
         },
         "statusSummary": {"status": status},
         "outcomes": t.groups.iter().map(|g| json!({
-            "outcome": g.outcome, "code": g.code, "message": g.message, "count": g.count, "samples": g.samples,
+            "outcome": g.outcome.as_str(), "code": g.code, "message": g.message, "count": g.count, "samples": g.samples,
         })).collect::<Vec<_>>(),
     })
+}
+
+fn activation_flows(records: Vec<FlowRecord>) -> ApiResult<Vec<ActivationFlow>> {
+    records.iter().map(|r| ActivationFlow::try_from(r).map_err(ApiError::from)).collect()
 }

@@ -5,11 +5,11 @@
 mod collection;
 mod connections;
 mod flows;
+mod health;
 mod targets;
 
-use crate::activation::pipeline::Activations;
-use crate::connection::DestinationConnection;
-use crate::ids::{ConnectionId, Sandbox};
+use crate::ids::Sandbox;
+use crate::pipeline::{Clients, Supervisor};
 use crate::store::{Store, StoreError};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -17,48 +17,33 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json as AxumJson, Router};
-use dataverse::Client;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub const BASE_PATH: &str = "/data/foundation/flowservice";
 
 /// What every handler shares.
 pub struct AppState {
     pub store: Store,
-    /// The activation pipelines of the enabled flows.
-    pub activations: Arc<Activations>,
+    /// Which flows this process runs, and their runners.
+    pub supervisor: Arc<Supervisor>,
+    /// One Dataverse client per connection, shared with the flows' runners.
+    pub clients: Arc<Clients>,
     pub http: reqwest::Client,
     /// SHA-256 digests of the accepted API tokens.
     token_digests: Vec<[u8; 32]>,
-    /// One Dataverse client per destination connection, so that its token and metadata cache are reused.
-    clients: Mutex<HashMap<ConnectionId, Client>>,
 }
 
 impl AppState {
-    pub fn new(store: Store, tokens: &[String]) -> AppState {
+    pub fn new(store: Store, tokens: &[String], supervisor: Arc<Supervisor>, clients: Arc<Clients>) -> AppState {
         AppState {
-            activations: Activations::new(store.clone()),
             store,
+            supervisor,
+            clients,
             http: reqwest::Client::new(),
             token_digests: tokens.iter().map(|t| digest(t)).collect(),
-            clients: Mutex::new(HashMap::new()),
         }
-    }
-
-    pub fn client(&self, destination: &DestinationConnection) -> Client {
-        self.clients
-            .lock()
-            .expect("client cache lock")
-            .entry(destination.id)
-            .or_insert_with(|| destination.client())
-            .clone()
-    }
-
-    pub fn forget_client(&self, id: ConnectionId) {
-        self.clients.lock().expect("client cache lock").remove(&id);
     }
 }
 
@@ -81,6 +66,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{BASE_PATH}/flows/{{id}}"), get(flows::get).put(flows::replace).delete(flows::delete))
         .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
         .route(&format!("{BASE_PATH}/runs"), get(flows::runs))
+        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/collection/{inlet}", post(collection::one))
         .route("/collection/batch/{inlet}", post(collection::batch))
         .fallback(|| async {

@@ -4,7 +4,7 @@
 use super::StoreError;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Row, postgres::PgConnectOptions};
+use sqlx::{AssertSqlSafe, Row as _, postgres::PgConnectOptions};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,8 +27,50 @@ pub enum Engine {
 }
 
 /// A statement parameter.
+#[derive(Debug, Clone)]
 pub enum Arg {
     Text(String),
+    Int(i64),
+}
+
+impl From<i64> for Arg {
+    fn from(value: i64) -> Self {
+        Arg::Int(value)
+    }
+}
+
+/// Binds parameters to a query of either engine.
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match arg {
+                Arg::Text(t) => query.bind(t.clone()),
+                Arg::Int(i) => query.bind(*i),
+            };
+        }
+        query
+    }};
+}
+
+/// A statement that must change at least one row for its transaction to commit: the fencing check of an
+/// acknowledgement.
+pub struct Guard {
+    pub sql: &'static str,
+    pub args: Vec<Arg>,
+}
+
+/// Rows both engines can read into: every typed row of the store.
+pub trait Row:
+    for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin
+{
+}
+impl<T> Row for T where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin
+{
 }
 
 impl From<String> for Arg {
@@ -67,6 +109,10 @@ impl Engine {
     }
 
     pub async fn sqlite_file(path: &Path) -> Result<Engine, StoreError> {
+        // Readable by its owner only: it holds the flows, the log and sealed secrets. SQLite gives its journal
+        // files the database file's permissions.
+        create_private_file(path)
+            .map_err(|e| StoreError::Open { location: path.display().to_string(), source: sqlx::Error::Io(e) })?;
         let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
         Self::sqlite(options, &path.display().to_string()).await
     }
@@ -140,24 +186,17 @@ impl Engine {
     pub async fn execute(&self, sql: &'static str, args: &[Arg]) -> Result<u64, StoreError> {
         Ok(match self {
             Engine::Sqlite(pool) => {
-                let sql = for_sqlite(sql);
-                let mut query = sqlx::query(AssertSqlSafe(sql));
-                for Arg::Text(t) in args {
-                    query = query.bind(t.clone());
-                }
+                let query = bind_all!(sqlx::query(AssertSqlSafe(for_sqlite(sql))), args);
                 query.execute(pool).await?.rows_affected()
             }
             Engine::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
-                for Arg::Text(t) in args {
-                    query = query.bind(t.clone());
-                }
+                let query = bind_all!(sqlx::query(sql), args);
                 query.execute(pool).await?.rows_affected()
             }
         })
     }
 
-    /// Appends entries to the profile log in one transaction, numbered after the last one. Rows go a few
+    /// Appends entries to an inlet log in one transaction, numbered after the last one. Rows go a few
     /// hundred to a statement; on PostgreSQL the append lock makes appends commit in the order they are
     /// numbered, so a reader never passes a number a slower writer has yet to commit.
     pub async fn append_log(
@@ -167,8 +206,8 @@ impl Engine {
         received_at: &str,
         bodies: &[String],
     ) -> Result<(), StoreError> {
-        const LAST: &str = "SELECT COALESCE(MAX(seq), 0) FROM profile_log";
-        const INSERT: &str = "INSERT INTO profile_log (seq, inlet, received_at, body) ";
+        const LAST: &str = "SELECT COALESCE(MAX(seq), 0) FROM inlet_log";
+        const INSERT: &str = "INSERT INTO inlet_log (seq, flow_id, received_at, body) ";
         macro_rules! append_in {
             ($tx:expr, $builder:ty) => {{
                 let last: i64 = sqlx::query_scalar(LAST).fetch_one(&mut *$tx).await?;
@@ -203,68 +242,83 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs statements in one transaction: all of them, or none. On PostgreSQL, `lock` first takes a
-    /// transaction-scoped advisory lock, so that writers holding the same lock commit one after another.
+    /// Runs statements in one transaction: all of them, or none. A `guard` runs first and must change a row, or
+    /// nothing is written and the answer is `StoreError::Fenced`.
     pub async fn transaction(
         &self,
-        lock: Option<i64>,
+        guard: Option<&Guard>,
         statements: &[(&'static str, Vec<Arg>)],
     ) -> Result<(), StoreError> {
+        macro_rules! run_in {
+            ($tx:expr, $sql:expr) => {{
+                if let Some(guard) = guard {
+                    let changed = bind_all!(sqlx::query($sql(guard.sql)), &guard.args).execute(&mut *$tx).await?;
+                    if changed.rows_affected() == 0 {
+                        return Err(StoreError::Fenced);
+                    }
+                }
+                for (sql, args) in statements {
+                    bind_all!(sqlx::query($sql(sql)), args).execute(&mut *$tx).await?;
+                }
+                $tx.commit().await?;
+            }};
+        }
         match self {
             Engine::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for (sql, args) in statements {
-                    let mut query = sqlx::query(AssertSqlSafe(for_sqlite(sql)));
-                    for Arg::Text(t) in args {
-                        query = query.bind(t.clone());
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
+                // The write lock first, so that the guard's answer still holds when the statements run.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                run_in!(tx, |sql: &'static str| AssertSqlSafe(for_sqlite(sql)));
             }
             Engine::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                if let Some(key) = lock {
-                    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await?;
-                }
-                for (sql, args) in statements {
-                    let mut query = sqlx::query(*sql);
-                    for Arg::Text(t) in args {
-                        query = query.bind(t.clone());
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
+                run_in!(tx, |sql: &'static str| sql);
             }
         }
         Ok(())
+    }
+
+    /// Runs a query and reads each row into `T` by column name.
+    pub async fn fetch_as<T: Row>(&self, sql: &'static str, args: &[Arg]) -> Result<Vec<T>, StoreError> {
+        Ok(match self {
+            Engine::Sqlite(pool) => {
+                bind_all!(sqlx::query_as::<_, T>(AssertSqlSafe(for_sqlite(sql))), args).fetch_all(pool).await?
+            }
+            Engine::Postgres(pool) => bind_all!(sqlx::query_as::<_, T>(sql), args).fetch_all(pool).await?,
+        })
     }
 
     /// Runs a query whose columns are all text.
     pub async fn fetch(&self, sql: &'static str, args: &[Arg]) -> Result<Vec<Vec<Option<String>>>, StoreError> {
         Ok(match self {
             Engine::Sqlite(pool) => {
-                let sql = for_sqlite(sql);
-                let mut query = sqlx::query(AssertSqlSafe(sql));
-                for Arg::Text(t) in args {
-                    query = query.bind(t.clone());
-                }
-                let rows = query.fetch_all(pool).await?;
+                let rows = bind_all!(sqlx::query(AssertSqlSafe(for_sqlite(sql))), args).fetch_all(pool).await?;
                 rows.iter()
                     .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
                     .collect::<Result<Vec<_>, _>>()?
             }
             Engine::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
-                for Arg::Text(t) in args {
-                    query = query.bind(t.clone());
-                }
-                let rows = query.fetch_all(pool).await?;
+                let rows = bind_all!(sqlx::query(sql), args).fetch_all(pool).await?;
                 rows.iter()
                     .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
                     .collect::<Result<Vec<_>, _>>()?
             }
         })
+    }
+}
+
+/// Creates an empty file readable and writable by its owner only, unless it exists.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

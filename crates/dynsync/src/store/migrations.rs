@@ -42,6 +42,32 @@ const MIGRATIONS: &[Migration] = &[(
             flow_id TEXT NOT NULL, contact_id TEXT NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
             patch TEXT NOT NULL, failed_at TEXT NOT NULL, PRIMARY KEY (flow_id, contact_id))",
     ],
+), (
+    "0003_pipeline",
+    &[
+        // The log, the cursors, the runs and the failed records belong to every job, not to activation.
+        "ALTER TABLE profile_log RENAME TO inlet_log",
+        "ALTER TABLE inlet_log RENAME COLUMN inlet TO flow_id",
+        "DROP INDEX IF EXISTS profile_log_inlet",
+        "CREATE INDEX IF NOT EXISTS inlet_log_flow ON inlet_log (flow_id, seq)",
+        // A cursor is text: a log sequence number, or a Dataverse delta token.
+        "CREATE TABLE IF NOT EXISTS flow_cursors (flow_id TEXT PRIMARY KEY, cursor TEXT NOT NULL)",
+        "INSERT INTO flow_cursors (flow_id, cursor) SELECT flow_id, CAST(acked AS TEXT) FROM flow_progress",
+        "DROP TABLE flow_progress",
+        "ALTER TABLE activation_runs RENAME TO runs",
+        "ALTER TABLE runs RENAME COLUMN activated TO written",
+        "ALTER TABLE failed_contacts RENAME TO failed_records",
+        "ALTER TABLE failed_records RENAME COLUMN contact_id TO record_key",
+        "ALTER TABLE failed_records RENAME COLUMN patch TO payload",
+        "ALTER TABLE flows ADD COLUMN job TEXT NOT NULL DEFAULT 'activation'",
+        // One owner per enabled flow: a lease renewed by heartbeat, and a generation that each new owner
+        // increments and each acknowledgement checks.
+        "CREATE TABLE IF NOT EXISTS flow_leases (
+            flow_id TEXT PRIMARY KEY, owner TEXT NOT NULL, generation BIGINT NOT NULL, expires_at BIGINT NOT NULL,
+            status TEXT NOT NULL, detail TEXT NOT NULL)",
+        // The processes serving, each with its last heartbeat: flows are shared among the live ones.
+        "CREATE TABLE IF NOT EXISTS processes (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL, started_at TEXT NOT NULL)",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

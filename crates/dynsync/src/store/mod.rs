@@ -2,13 +2,15 @@
 //! PostgreSQL when `DYNSYNC_DATABASE_URL` points at one; the same interface and the same SQL over both engines.
 //! Secrets are sealed before they reach either.
 
-mod activation;
 mod engine;
+mod flows;
+mod leases;
+mod log;
 mod migrations;
+mod runs;
 
-use crate::activation::{ActivationFlow, FlowDefinition, FlowState};
 use crate::connection::{Connection, ConnectionAuth};
-use crate::ids::{ConnectionId, ConnectionSpecId, Etag, FlowId, Sandbox, TargetConnectionId};
+use crate::ids::{ConnectionId, ConnectionSpecId, Etag, Sandbox, TargetConnectionId};
 use crate::secrets::{Secret, SecretError, SecretKey};
 use crate::target::TargetConnection;
 use chrono::{DateTime, Utc};
@@ -17,8 +19,11 @@ use serde_json::{Map, Value as Json, json};
 use std::path::Path;
 use std::sync::Arc;
 
-pub use activation::{Backlog, FailedContact, LogEntry, OutcomeGroup, RunRecord, RunTally, hour_of};
 pub use engine::DatabaseKind;
+pub use flows::{FlowRecord, FlowState};
+pub use leases::{Lease, LeaseStatus, ProcessId};
+pub use log::{Backlog, LogEntry};
+pub use runs::{Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, RunRecord, RunTally, hour_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +39,10 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("it changed since you read it (etag {0} is not the current one): read it again and reapply your change")]
     Stale(Etag),
+    #[error(
+        "this process no longer owns the flow (another process took its lease over); its work is left to the new owner"
+    )]
+    Fenced,
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -59,6 +68,11 @@ impl Store {
 
     pub fn kind(&self) -> DatabaseKind {
         self.engine.kind()
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.engine.fetch("SELECT 'ok'", &[]).await.map(|_| ())
     }
 
     // ------------------------------------------------------------------------------------------ connections
@@ -265,111 +279,6 @@ impl Store {
         Ok(n > 0)
     }
 
-    // ---------------------------------------------------------------------------------------------- flows
-
-    pub async fn insert_flow(&self, f: &ActivationFlow) -> Result<()> {
-        self.engine
-            .execute(
-                "INSERT INTO flows (id, sandbox, name, body, state, etag, created_at, updated_at, target_connection_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    f.id.to_string().into(),
-                    f.sandbox.as_str().into(),
-                    f.definition.name.as_str().into(),
-                    serde_json::to_string(&f.definition).expect("a flow serializes").into(),
-                    f.state.to_string().into(),
-                    f.etag.0.as_str().into(),
-                    f.created_at.to_rfc3339().into(),
-                    f.updated_at.to_rfc3339().into(),
-                    target_column(&f.definition).into(),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Replaces a flow's definition and state, if its etag is still `expected`.
-    pub async fn update_flow(&self, f: &ActivationFlow, expected: &Etag) -> Result<()> {
-        let n = self
-            .engine
-            .execute(
-                "UPDATE flows SET name = $1, body = $2, state = $3, etag = $4, updated_at = $5, target_connection_id = $9 \
-                 WHERE sandbox = $6 AND id = $7 AND etag = $8",
-                &[
-                    f.definition.name.as_str().into(),
-                    serde_json::to_string(&f.definition).expect("a flow serializes").into(),
-                    f.state.to_string().into(),
-                    f.etag.0.as_str().into(),
-                    f.updated_at.to_rfc3339().into(),
-                    f.sandbox.as_str().into(),
-                    f.id.to_string().into(),
-                    expected.0.as_str().into(),
-                    target_column(&f.definition).into(),
-                ],
-            )
-            .await?;
-        if n == 0 { Err(StoreError::Stale(expected.clone())) } else { Ok(()) }
-    }
-
-    pub async fn flow(&self, sandbox: &Sandbox, id: FlowId) -> Result<Option<ActivationFlow>> {
-        let rows = self
-            .engine
-            .fetch(
-                "SELECT id, sandbox, body, state, etag, created_at, updated_at FROM flows WHERE sandbox = $1 AND id = $2",
-                &[sandbox.as_str().into(), id.to_string().into()],
-            )
-            .await?;
-        rows.into_iter().next().map(flow_from).transpose()
-    }
-
-    /// A flow by id alone, as its inlet names it.
-    pub async fn flow_by_id(&self, id: FlowId) -> Result<Option<ActivationFlow>> {
-        let rows = self
-            .engine
-            .fetch(
-                "SELECT id, sandbox, body, state, etag, created_at, updated_at FROM flows WHERE id = $1",
-                &[id.to_string().into()],
-            )
-            .await?;
-        rows.into_iter().next().map(flow_from).transpose()
-    }
-
-    pub async fn flows(&self, sandbox: &Sandbox) -> Result<Vec<ActivationFlow>> {
-        let rows = self
-            .engine
-            .fetch(
-                "SELECT id, sandbox, body, state, etag, created_at, updated_at FROM flows WHERE sandbox = $1 \
-                 ORDER BY created_at, id",
-                &[sandbox.as_str().into()],
-            )
-            .await?;
-        rows.into_iter().map(flow_from).collect()
-    }
-
-    /// Every enabled flow of every sandbox: what the activation pipeline runs.
-    pub async fn enabled_flows(&self) -> Result<Vec<ActivationFlow>> {
-        let rows = self
-            .engine
-            .fetch(
-                "SELECT id, sandbox, body, state, etag, created_at, updated_at FROM flows WHERE state = $1 \
-                 ORDER BY created_at, id",
-                &["enabled".into()],
-            )
-            .await?;
-        rows.into_iter().map(flow_from).collect()
-    }
-
-    pub async fn delete_flow(&self, sandbox: &Sandbox, id: FlowId) -> Result<bool> {
-        let n = self
-            .engine
-            .execute(
-                "DELETE FROM flows WHERE sandbox = $1 AND id = $2",
-                &[sandbox.as_str().into(), id.to_string().into()],
-            )
-            .await?;
-        Ok(n > 0)
-    }
-
     /// The target connections over a connection.
     pub async fn targets_of(&self, sandbox: &Sandbox, connection: ConnectionId) -> Result<Vec<TargetConnectionId>> {
         let rows = self
@@ -381,38 +290,6 @@ impl Store {
             .await?;
         ids(rows)
     }
-
-    /// The flows that write through a target connection.
-    pub async fn flows_of(&self, sandbox: &Sandbox, target: TargetConnectionId) -> Result<Vec<FlowId>> {
-        let rows = self
-            .engine
-            .fetch(
-                "SELECT id FROM flows WHERE sandbox = $1 AND target_connection_id = $2 ORDER BY id",
-                &[sandbox.as_str().into(), target.to_string().into()],
-            )
-            .await?;
-        ids(rows)
-    }
-
-    /// What a flow writes through: its target connection and the destination connection under it, from the flow's
-    /// own sandbox. `None` when either was deleted.
-    pub async fn flow_destination(
-        &self,
-        flow: &ActivationFlow,
-    ) -> Result<Option<(TargetConnection, crate::connection::DestinationConnection)>> {
-        let Some(target_id) = flow.definition.target_connection_id() else {
-            return Ok(None);
-        };
-        let Some(target) = self.target_connection(&flow.sandbox, target_id).await? else {
-            return Ok(None);
-        };
-        let connection = self.connection(&flow.sandbox, target.base_connection_id).await?;
-        Ok(connection.and_then(|c| c.destination()).map(|d| (target, d)))
-    }
-}
-
-fn target_column(flow: &FlowDefinition) -> String {
-    flow.target_connection_id().map(|t| t.to_string()).unwrap_or_default()
 }
 
 fn ids<T: std::str::FromStr>(rows: Vec<Vec<Option<String>>>) -> Result<Vec<T>> {
@@ -446,21 +323,6 @@ fn target_from(row: Vec<Option<String>>) -> Result<TargetConnection> {
             .map_err(|e| corrupt(e.to_string()))?,
         customization_prefix: serde_json::from_value(body["customizationPrefix"].clone())
             .map_err(|e| corrupt(e.to_string()))?,
-        etag: Etag(etag),
-        created_at: timestamp(&created).map_err(corrupt)?,
-        updated_at: timestamp(&updated).map_err(corrupt)?,
-    })
-}
-
-fn flow_from(row: Vec<Option<String>>) -> Result<ActivationFlow> {
-    let corrupt = |detail: String| StoreError::Corrupt { what: "flow", detail };
-    let [id, sandbox, body, state, etag, created, updated] = columns(row).map_err(corrupt)?;
-    let definition: FlowDefinition = serde_json::from_str(&body).map_err(|e| corrupt(e.to_string()))?;
-    Ok(ActivationFlow {
-        id: id.parse().map_err(|e: uuid::Error| corrupt(e.to_string()))?,
-        sandbox: sandbox.parse().map_err(|e: crate::ids::BadSandboxName| corrupt(e.to_string()))?,
-        definition,
-        state: if state == "enabled" { FlowState::Enabled } else { FlowState::Disabled },
         etag: Etag(etag),
         created_at: timestamp(&created).map_err(corrupt)?,
         updated_at: timestamp(&updated).map_err(corrupt)?,

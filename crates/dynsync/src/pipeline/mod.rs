@@ -1,0 +1,114 @@
+//! The pipeline runtime every job runs on: **source → transform → coalesce → write ∥ read the next batch →
+//! acknowledge in one transaction → runs**.
+//!
+//! A job says only what is its own: how a record from its source becomes a write or an exclusion ([`Job`]),
+//! how two writes of the same key fold into one, and where writes go ([`Sink`]). The runtime does the rest, the
+//! same way for every job: it reads after the flow's cursor, writes each batch while the next is read, and
+//! only once the destination has answered for every record records — in one transaction fenced by the flow's
+//! lease — the new cursor, the run's counts (each record received has exactly one outcome: written, excluded
+//! or failed) and the records that failed for good, with their write to replay. A crash before that
+//! transaction means the batch is read and written again: the destination ends with the same values, and the
+//! run counts them once. The supervisor gives each enabled flow one owner among the processes sharing the
+//! store, and the flows of one connection share one Dataverse client, so one throttling budget.
+
+pub mod clients;
+pub mod inlet;
+pub mod metrics;
+pub mod runner;
+pub mod sink;
+pub mod supervisor;
+
+use crate::store::StoreError;
+use std::fmt::Display;
+use std::future::Future;
+use std::hash::Hash;
+use std::str::FromStr;
+
+pub use clients::Clients;
+pub use runner::{ReplaySummary, Runner};
+pub use sink::{DataverseSink, Paused, Refusal};
+pub use supervisor::Supervisor;
+
+/// A record as a source gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    /// Where the record is in its source, for reports (`log entry 42`).
+    pub position: String,
+    pub body: String,
+}
+
+/// Records read from a source, and the cursor that comes after the last of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceBatch {
+    pub records: Vec<SourceRecord>,
+    pub cursor: String,
+}
+
+/// Where a flow's records come from: an inlet log that HTTP pushes into, or a change feed pulled from Dataverse.
+pub trait Source: Send + Sync + 'static {
+    /// Up to `limit` records after `cursor` (from the start when `None`); `None` when there are none yet.
+    fn read(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<SourceBatch>, StepError>> + Send;
+}
+
+/// Why a record is not written: reported by identity in the flow's run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exclusion {
+    /// A short stable code to group by (`no-contact-id`).
+    pub code: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+    /// The record's identity, as the user would look it up.
+    pub identity: String,
+}
+
+/// What a job makes of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision<K, W> {
+    /// Write this to the record of `key`; `notes` say what was left out of it and why.
+    Write {
+        key: K,
+        write: W,
+        notes: Vec<String>,
+    },
+    Exclude(Exclusion),
+}
+
+/// What a job is made of: how a record becomes a write, and how writes of one key fold.
+pub trait Job: Send + Sync + 'static {
+    /// The destination record a write goes to: writes of the same key in a batch fold into one.
+    type Key: Copy + Eq + Hash + Display + FromStr + Send + Sync + 'static;
+    /// One write, kept as JSON when it fails so that it can be replayed.
+    type Write: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static;
+
+    fn decide(&self, record: &SourceRecord) -> Decision<Self::Key, Self::Write>;
+
+    /// Folds a later write of the same key into an earlier one: the result is what the destination holds
+    /// after both.
+    fn fold(&self, earlier: &mut Self::Write, later: Self::Write);
+}
+
+/// Where writes go. Answers, in order, whether each write was taken; a refusal that waiting can fix is never
+/// an answer: the sink retries it. `Paused` when the destination cannot be reached as configured (sign-in
+/// refused): nothing was decided, and the batch is tried again once the cause is fixed.
+pub trait Sink<K, W>: Send + Sync + 'static {
+    fn write(&self, writes: &[(K, W)]) -> impl Future<Output = Result<Vec<Result<(), Refusal>>, Paused>> + Send;
+}
+
+/// Why a step of a flow did not go through; it is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the flow's target connection or its Dynamics connection was deleted; reconnect the flow")]
+    NoDestination,
+    #[error("the {table} table cannot be read from Dynamics: {error}")]
+    Metadata { table: &'static str, error: dataverse::Error },
+    #[error("the flow's definition cannot be read ({0}); save the flow again")]
+    Definition(String),
+    #[error("flow {0} is run by no job this dynsync knows ('{1}'); upgrade dynsync")]
+    UnknownJob(crate::ids::FlowId, String),
+}

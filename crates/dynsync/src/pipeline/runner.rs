@@ -1,0 +1,335 @@
+//! The runner of one flow, held by the flow's owner: read after the cursor → decide → fold writes of one key
+//! → write while the next batch is read → acknowledge. It never skips a record: a batch is acknowledged only
+//! once the sink answered for each of its writes, and a paused sink (sign-in refused) is waited out with the
+//! batch kept. Replays of failed records go through the same sink and are counted the same way.
+
+use super::clients::Clients;
+use super::sink::{Paused, Refusal};
+use super::{Decision, Job, Sink, Source, SourceRecord, StepError};
+use crate::ids::{ConnectionId, FlowId, Sandbox};
+use crate::store::{Acknowledgement, FailedRecord, Lease, Outcome, RunTally, Store, StoreError, hour_of};
+use chrono::Utc;
+use dataverse::Backoff;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Records read from a source at a time.
+pub const READ_BATCH: usize = 5000;
+
+/// The connection a flow reaches Dynamics through, kept up to date while the flow runs.
+#[derive(Clone)]
+pub struct ConnectionRef {
+    pub store: Store,
+    pub clients: Arc<Clients>,
+    pub sandbox: Sandbox,
+    pub id: ConnectionId,
+}
+
+impl ConnectionRef {
+    /// Gives the shared client the connection's current credentials, if they changed.
+    pub async fn refresh(&self) -> Result<dataverse::Client, StepError> {
+        self.clients.current(&self.store, &self.sandbox, self.id).await
+    }
+
+    /// Waits until the connection changes, or `longest` has passed.
+    async fn wait_for_change(&self, longest: Duration) {
+        let until = Instant::now() + longest;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
+            if self.clients.changed(&self.store, &self.sandbox, self.id).await.unwrap_or(false) {
+                return;
+            }
+        }
+    }
+}
+
+/// A batch read and turned into writes, one per key, not written yet.
+pub struct Prepared<K, W> {
+    /// The cursor after its last record.
+    pub cursor: String,
+    pub writes: Vec<(K, W)>,
+    /// How many records each write stands for: a run counts records, each with one outcome.
+    pub records: Vec<u64>,
+    pub tally: RunTally,
+}
+
+/// Decides each record of a batch and folds the writes of one key, in the order keys first appeared.
+pub fn coalesce<J: Job>(job: &J, records: &[SourceRecord], cursor: String) -> Prepared<J::Key, J::Write> {
+    let mut index: HashMap<J::Key, usize> = HashMap::new();
+    let mut writes: Vec<(J::Key, J::Write)> = Vec::new();
+    let mut counts: Vec<u64> = Vec::new();
+    let mut tally = RunTally::default();
+    for record in records {
+        tally.received += 1;
+        match job.decide(record) {
+            Decision::Exclude(e) => tally.count(Outcome::Excluded, e.code, &e.message, &e.identity, 1),
+            Decision::Write { key, write, notes } => {
+                for note in &notes {
+                    tally.count(Outcome::Noted, "left-out", note, &key.to_string(), 1);
+                }
+                match index.get(&key) {
+                    Some(&i) => {
+                        job.fold(&mut writes[i].1, write);
+                        counts[i] += 1;
+                    }
+                    None => {
+                        index.insert(key, writes.len());
+                        writes.push((key, write));
+                        counts.push(1);
+                    }
+                }
+            }
+        }
+    }
+    Prepared { cursor, writes, records: counts, tally }
+}
+
+/// Counts the sink's answers into a run's tally: the records that failed for good, and the keys written.
+pub fn outcomes<K: std::fmt::Display, W: serde::Serialize>(
+    tally: &mut RunTally,
+    writes: &[(K, W)],
+    records: &[u64],
+    results: Vec<Result<(), Refusal>>,
+) -> (Vec<FailedRecord>, Vec<String>) {
+    let mut failed = Vec::new();
+    let mut written = Vec::new();
+    let now = Utc::now();
+    for (((key, write), &records), result) in writes.iter().zip(records).zip(results) {
+        let key = key.to_string();
+        match result {
+            Ok(()) => {
+                tally.count(Outcome::Written, "", "", &key, records);
+                written.push(key);
+            }
+            Err(refusal) => {
+                tally.count(Outcome::Failed, &refusal.code, &refusal.message, &key, records);
+                failed.push(FailedRecord {
+                    key,
+                    code: refusal.code,
+                    message: refusal.message,
+                    payload: serde_json::to_string(write).expect("a write serializes"),
+                    failed_at: now,
+                });
+            }
+        }
+    }
+    (failed, written)
+}
+
+/// Keeps, of the keys written, those that had failed before: only they leave the failed list.
+async fn recovered(store: &Store, flow: FlowId, mut written: Vec<String>) -> Result<Vec<String>, StoreError> {
+    if written.is_empty() {
+        return Ok(written);
+    }
+    let before: HashSet<String> = store.failed_records(flow).await?.into_iter().map(|f| f.key).collect();
+    if before.is_empty() {
+        return Ok(Vec::new());
+    }
+    written.retain(|k| before.contains(k));
+    Ok(written)
+}
+
+/// One flow's runner, owned by the process that holds `lease`.
+pub struct Runner<J, S, K> {
+    pub store: Store,
+    pub flow: FlowId,
+    pub lease: Lease,
+    pub job: J,
+    pub source: S,
+    pub sink: K,
+    pub connection: ConnectionRef,
+    /// Rung when records arrive for the flow.
+    pub wake: Arc<Notify>,
+}
+
+impl<J, S, K> Runner<J, S, K>
+where
+    J: Job,
+    S: Source,
+    K: super::Sink<J::Key, J::Write>,
+{
+    /// Steps until the task is stopped (or the lease is lost), waiting for records when there are none.
+    pub async fn run(self) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut cursor: Option<Option<String>> = None;
+        // The next batch, read and decided while the current one was being written.
+        let mut next: Option<Prepared<J::Key, J::Write>> = None;
+        let mut paused = false;
+        loop {
+            let after = match &cursor {
+                Some(c) => c.clone(),
+                None => match self.store.cursor(self.flow).await {
+                    Ok(c) => {
+                        cursor = Some(c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        self.trouble(&e.into(), &mut backoff).await;
+                        continue;
+                    }
+                },
+            };
+            let current = match next.take() {
+                Some(prepared) => prepared,
+                None => match self.prepare(after.as_deref()).await {
+                    Ok(Some(prepared)) => prepared,
+                    Ok(None) => {
+                        let _ = tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.trouble(&e, &mut backoff).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = self.connection.refresh().await {
+                next = Some(current);
+                self.trouble(&e, &mut backoff).await;
+                continue;
+            }
+            // Write this batch while reading the next: the next is acknowledged only after this one.
+            let (written, following) =
+                tokio::join!(self.sink.write(&current.writes), self.prepare(Some(&current.cursor)));
+            let results = match written {
+                Ok(results) => results,
+                Err(pause) => {
+                    paused = true;
+                    next = Some(current);
+                    self.pause(&pause, &mut backoff).await;
+                    continue;
+                }
+            };
+            next = following.ok().flatten();
+            match self.acknowledge(current, results).await {
+                Ok(acked) => {
+                    cursor = Some(Some(acked));
+                    backoff.reset();
+                    if std::mem::take(&mut paused) {
+                        let _ = self.store.set_flow_status(&self.lease, "running", "").await;
+                        tracing::info!(flow = %self.flow, "the flow signs in again and runs");
+                    }
+                }
+                Err(StoreError::Fenced) => {
+                    tracing::warn!(flow = %self.flow, "another process owns the flow now: this one stops running it");
+                    return;
+                }
+                Err(e) => {
+                    // Read the cursor again: the acknowledgement may have been recorded before the error.
+                    next = None;
+                    cursor = None;
+                    self.trouble(&e.into(), &mut backoff).await;
+                }
+            }
+        }
+    }
+
+    async fn prepare(&self, cursor: Option<&str>) -> Result<Option<Prepared<J::Key, J::Write>>, StepError> {
+        let Some(batch) = self.source.read(cursor, READ_BATCH).await? else { return Ok(None) };
+        let prepared = coalesce(&self.job, &batch.records, batch.cursor);
+        tracing::debug!(flow = %self.flow, records = batch.records.len(), writes = prepared.writes.len(), "batch ready");
+        Ok(Some(prepared))
+    }
+
+    /// Records a written batch: its run counts, its failed records and the flow's new cursor, as one unit.
+    async fn acknowledge(
+        &self,
+        prepared: Prepared<J::Key, J::Write>,
+        results: Vec<Result<(), Refusal>>,
+    ) -> Result<String, StoreError> {
+        let Prepared { cursor, writes, records, mut tally } = prepared;
+        let (failed, written) = outcomes(&mut tally, &writes, &records, results);
+        let recovered = recovered(&self.store, self.flow, written).await?;
+        self.store
+            .acknowledge(&Acknowledgement {
+                flow: self.flow,
+                lease: Some(&self.lease),
+                cursor: Some(&cursor),
+                hour: hour_of(Utc::now()),
+                tally: &tally,
+                failed: &failed,
+                recovered: &recovered,
+            })
+            .await?;
+        Ok(cursor)
+    }
+
+    async fn trouble(&self, error: &StepError, backoff: &mut Backoff) {
+        let wait = backoff.next();
+        tracing::warn!(flow = %self.flow, error = %error, retry_in_ms = wait.as_millis() as u64, "the flow's step failed; it will be tried again");
+        tokio::time::sleep(wait).await;
+    }
+
+    async fn pause(&self, pause: &Paused, backoff: &mut Backoff) {
+        let wait = backoff.next();
+        tracing::warn!(flow = %self.flow, reason = %pause.reason, "the flow is paused: Dynamics refused the sign-in; nothing is lost, and it resumes when the connection is fixed");
+        let _ = self.store.set_flow_status(&self.lease, "paused", &pause.to_string()).await;
+        self.connection.wait_for_change(wait).await;
+    }
+}
+
+/// What replaying a flow's failed records did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplaySummary {
+    pub retried: u64,
+    pub written: u64,
+    pub failed: u64,
+}
+
+/// Sends the writes of a flow's failed records again, once the user has fixed their cause. The replay is a run
+/// of its own kind: it receives the records replayed, and each is written (it leaves the failed list) or fails
+/// again (it stays, with the new reason). A record whose write cannot be read back is reported, never skipped.
+pub async fn replay<J, K>(store: &Store, flow: FlowId, sink: &K) -> Result<ReplaySummary, ReplayError>
+where
+    J: Job,
+    K: Sink<J::Key, J::Write>,
+{
+    let failed = store.failed_records(flow).await?;
+    let mut tally = RunTally { received: failed.len() as u64, ..RunTally::default() };
+    let mut writes = Vec::new();
+    for record in &failed {
+        let key = record.key.parse::<J::Key>().ok();
+        let write = serde_json::from_str::<J::Write>(&record.payload).ok();
+        match (key, write) {
+            (Some(key), Some(write)) => writes.push((key, write)),
+            _ => tally.count(
+                Outcome::Failed,
+                "unreadable-write",
+                "the kept write of this record cannot be read back (written by another dynsync version?); send the record again",
+                &record.key,
+                1,
+            ),
+        }
+    }
+    let results = sink.write(&writes).await?;
+    let ones = vec![1; writes.len()];
+    let (still_failed, recovered) = outcomes(&mut tally, &writes, &ones, results);
+    store
+        .acknowledge(&Acknowledgement {
+            flow,
+            lease: None,
+            cursor: None,
+            hour: hour_of(Utc::now()),
+            tally: &tally,
+            failed: &still_failed,
+            recovered: &recovered,
+        })
+        .await?;
+    Ok(ReplaySummary { retried: failed.len() as u64, written: tally.written, failed: tally.failed })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Paused(#[from] Paused),
+}
+
+impl From<StoreError> for ReplayError {
+    fn from(e: StoreError) -> Self {
+        ReplayError::Step(e.into())
+    }
+}

@@ -1,0 +1,377 @@
+//! What a flow's acknowledgements leave behind: its cursor, its runs (one an hour, with each record's outcome
+//! counted once) and the records that failed for good, with the write to replay. An acknowledgement writes all
+//! of them in one transaction, fenced by the owner's lease: a process that lost a flow moves nothing.
+
+use super::engine::{Arg, Guard};
+use super::{Lease, Result, Store, StoreError, timestamp};
+use crate::ids::FlowId;
+use chrono::{DateTime, Utc};
+use std::fmt;
+use std::str::FromStr;
+
+/// What happened to a record, or a note about one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Written to the destination.
+    Written,
+    /// Left out on purpose (no identity, in no mapped audience…): nothing to retry.
+    Excluded,
+    /// Refused by the destination for a reason retrying cannot fix; kept to replay.
+    Failed,
+    /// Written, with something left out of it (a value too long for its column). Not an outcome of its own: a
+    /// noted record is also written.
+    Noted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Written => "written",
+            Outcome::Excluded => "excluded",
+            Outcome::Failed => "failed",
+            Outcome::Noted => "noted",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = StoreError;
+    fn from_str(text: &str) -> Result<Outcome> {
+        Ok(match text {
+            "written" => Outcome::Written,
+            "excluded" => Outcome::Excluded,
+            "failed" => Outcome::Failed,
+            "noted" => Outcome::Noted,
+            other => return Err(StoreError::Corrupt { what: "run outcome", detail: other.to_string() }),
+        })
+    }
+}
+
+/// Records of one outcome and one reason in a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeGroup {
+    pub outcome: Outcome,
+    pub code: String,
+    pub message: String,
+    pub count: u64,
+    /// A few of the records' identities, for the user to look up.
+    pub samples: Vec<String>,
+}
+
+/// Samples kept per outcome group: a run with a million failures lists five of them.
+pub const SAMPLES: usize = 5;
+
+/// The counts one acknowledgement adds to a flow's run of the hour. Every record received has exactly one
+/// outcome: `received == written + excluded + failed`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunTally {
+    pub received: u64,
+    pub written: u64,
+    pub excluded: u64,
+    pub failed: u64,
+    pub groups: Vec<OutcomeGroup>,
+}
+
+impl RunTally {
+    /// Counts `records` records of one outcome, grouped by reason, keeping a few identities as samples.
+    pub fn count(&mut self, outcome: Outcome, code: &str, message: &str, identity: &str, records: u64) {
+        match outcome {
+            Outcome::Written => self.written += records,
+            Outcome::Excluded => self.excluded += records,
+            Outcome::Failed => self.failed += records,
+            Outcome::Noted => {}
+        }
+        if outcome == Outcome::Written {
+            return;
+        }
+        match self.groups.iter_mut().find(|g| g.outcome == outcome && g.code == code) {
+            Some(g) => {
+                g.count += records;
+                if g.samples.len() < SAMPLES {
+                    g.samples.push(identity.to_string());
+                }
+            }
+            None => self.groups.push(OutcomeGroup {
+                outcome,
+                code: code.to_string(),
+                message: message.to_string(),
+                count: records,
+                samples: vec![identity.to_string()],
+            }),
+        }
+    }
+
+    /// Whether every record received has one outcome.
+    pub fn is_balanced(&self) -> bool {
+        self.received == self.written + self.excluded + self.failed
+    }
+}
+
+/// A flow's run: one hour of its work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub flow_id: FlowId,
+    pub hour: DateTime<Utc>,
+    pub tally: RunTally,
+}
+
+/// A record the destination refused for a reason retrying cannot fix, with the write to replay once it is fixed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedRecord {
+    /// The record's key at the destination (a contact's id).
+    pub key: String,
+    pub code: String,
+    pub message: String,
+    /// The write, as JSON.
+    pub payload: String,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// All of a flow's runs added up.
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
+pub struct FlowTotals {
+    pub flow_id: String,
+    pub received: i64,
+    pub written: i64,
+    pub excluded: i64,
+    pub failed: i64,
+}
+
+/// What one acknowledgement records, as one transaction.
+pub struct Acknowledgement<'a> {
+    pub flow: FlowId,
+    /// The owner's lease, checked first; `None` for a replay the user asked for, which moves no cursor.
+    pub lease: Option<&'a Lease>,
+    /// The flow's new cursor; `None` leaves it where it is.
+    pub cursor: Option<&'a str>,
+    pub hour: DateTime<Utc>,
+    pub tally: &'a RunTally,
+    pub failed: &'a [FailedRecord],
+    /// Keys of records written that may have failed before: they leave the failed list.
+    pub recovered: &'a [String],
+}
+
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    hour: String,
+    received: i64,
+    written: i64,
+    excluded: i64,
+    failed: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct GroupRow {
+    hour: String,
+    outcome: String,
+    code: String,
+    message: String,
+    count: i64,
+    samples: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct FailedRow {
+    record_key: String,
+    code: String,
+    message: String,
+    payload: String,
+    failed_at: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct CursorRow {
+    cursor: String,
+}
+
+/// The hour a moment falls in, as runs are keyed.
+pub fn hour_of(moment: DateTime<Utc>) -> DateTime<Utc> {
+    let seconds = moment.timestamp() - moment.timestamp().rem_euclid(3600);
+    DateTime::from_timestamp(seconds, 0).expect("an hour boundary is a valid time")
+}
+
+fn corrupt(detail: String) -> StoreError {
+    StoreError::Corrupt { what: "run", detail }
+}
+
+fn count(n: i64) -> u64 {
+    n.max(0) as u64
+}
+
+impl Store {
+    /// Where a flow's source stands: what it acknowledged last (`None` before its first acknowledgement).
+    pub async fn cursor(&self, flow: FlowId) -> Result<Option<String>> {
+        let rows: Vec<CursorRow> = self
+            .engine
+            .fetch_as("SELECT cursor FROM flow_cursors WHERE flow_id = $1", &[flow.to_string().into()])
+            .await?;
+        Ok(rows.into_iter().next().map(|r| r.cursor))
+    }
+
+    /// Records an acknowledgement: the flow's cursor, the counts of its run of the hour, the records that failed
+    /// for good and those that no longer fail — all of it, or nothing when the lease is no longer the owner's.
+    pub async fn acknowledge(&self, ack: &Acknowledgement<'_>) -> Result<()> {
+        debug_assert!(ack.tally.is_balanced(), "an acknowledgement gives each record one outcome: {:?}", ack.tally);
+        let flow_id = ack.flow.to_string();
+        let hour = ack.hour.to_rfc3339();
+        let guard = ack.lease.map(|lease| Guard {
+            sql: "UPDATE flow_leases SET generation = generation WHERE flow_id = $1 AND owner = $2 AND generation = $3",
+            args: vec![flow_id.as_str().into(), lease.owner.to_string().into(), lease.generation.into()],
+        });
+        let mut statements: Vec<(&'static str, Vec<Arg>)> = Vec::new();
+        if let Some(cursor) = ack.cursor {
+            statements.push((
+                "INSERT INTO flow_cursors (flow_id, cursor) VALUES ($1, $2)
+                 ON CONFLICT (flow_id) DO UPDATE SET cursor = excluded.cursor",
+                vec![flow_id.as_str().into(), cursor.into()],
+            ));
+        }
+        let t = ack.tally;
+        statements.push((
+            "INSERT INTO runs (flow_id, hour, received, written, excluded, failed) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (flow_id, hour) DO UPDATE SET
+               received = runs.received + excluded.received, written = runs.written + excluded.written,
+               excluded = runs.excluded + excluded.excluded, failed = runs.failed + excluded.failed",
+            vec![
+                flow_id.as_str().into(),
+                hour.as_str().into(),
+                (t.received as i64).into(),
+                (t.written as i64).into(),
+                (t.excluded as i64).into(),
+                (t.failed as i64).into(),
+            ],
+        ));
+        for group in &t.groups {
+            statements.push((
+                "INSERT INTO run_outcomes (flow_id, hour, outcome, code, message, count, samples)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (flow_id, hour, outcome, code) DO UPDATE SET
+                   count = run_outcomes.count + excluded.count,
+                   message = excluded.message,
+                   samples = CASE WHEN run_outcomes.count < 5 THEN run_outcomes.samples || ' ' || excluded.samples
+                             ELSE run_outcomes.samples END",
+                vec![
+                    flow_id.as_str().into(),
+                    hour.as_str().into(),
+                    group.outcome.as_str().into(),
+                    group.code.as_str().into(),
+                    group.message.as_str().into(),
+                    (group.count as i64).into(),
+                    group.samples.iter().take(SAMPLES).cloned().collect::<Vec<_>>().join(" ").into(),
+                ],
+            ));
+        }
+        for f in ack.failed {
+            statements.push((
+                "INSERT INTO failed_records (flow_id, record_key, code, message, payload, failed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (flow_id, record_key) DO UPDATE SET code = excluded.code, message = excluded.message,
+                   payload = excluded.payload, failed_at = excluded.failed_at",
+                vec![
+                    flow_id.as_str().into(),
+                    f.key.as_str().into(),
+                    f.code.as_str().into(),
+                    f.message.as_str().into(),
+                    f.payload.as_str().into(),
+                    f.failed_at.to_rfc3339().into(),
+                ],
+            ));
+        }
+        for key in ack.recovered {
+            statements.push((
+                "DELETE FROM failed_records WHERE flow_id = $1 AND record_key = $2",
+                vec![flow_id.as_str().into(), key.as_str().into()],
+            ));
+        }
+        self.engine.transaction(guard.as_ref(), &statements).await
+    }
+
+    /// A flow's runs, newest first, with their outcome groups.
+    pub async fn runs(&self, flow: FlowId) -> Result<Vec<RunRecord>> {
+        let flow_id = flow.to_string();
+        let runs: Vec<RunRow> = self
+            .engine
+            .fetch_as(
+                "SELECT hour, received, written, excluded, failed FROM runs WHERE flow_id = $1 ORDER BY hour DESC",
+                &[flow_id.as_str().into()],
+            )
+            .await?;
+        let groups: Vec<GroupRow> = self
+            .engine
+            .fetch_as(
+                "SELECT hour, outcome, code, message, count, samples FROM run_outcomes
+                 WHERE flow_id = $1 ORDER BY hour DESC, count DESC",
+                &[flow_id.as_str().into()],
+            )
+            .await?;
+        runs.into_iter()
+            .map(|r| {
+                let groups = groups
+                    .iter()
+                    .filter(|g| g.hour == r.hour)
+                    .map(|g| {
+                        Ok(OutcomeGroup {
+                            outcome: g.outcome.parse()?,
+                            code: g.code.clone(),
+                            message: g.message.clone(),
+                            count: count(g.count),
+                            samples: g.samples.split_whitespace().map(str::to_string).collect(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(RunRecord {
+                    flow_id: flow,
+                    hour: timestamp(&r.hour).map_err(corrupt)?,
+                    tally: RunTally {
+                        received: count(r.received),
+                        written: count(r.written),
+                        excluded: count(r.excluded),
+                        failed: count(r.failed),
+                        groups,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Every flow's runs added up, for metrics.
+    pub async fn flow_totals(&self) -> Result<Vec<FlowTotals>> {
+        self.engine
+            .fetch_as(
+                "SELECT flow_id, CAST(SUM(received) AS BIGINT) AS received, CAST(SUM(written) AS BIGINT) AS written,
+                   CAST(SUM(excluded) AS BIGINT) AS excluded, CAST(SUM(failed) AS BIGINT) AS failed
+                 FROM runs GROUP BY flow_id",
+                &[],
+            )
+            .await
+    }
+
+    /// The records of a flow that failed for good, to show or to replay.
+    pub async fn failed_records(&self, flow: FlowId) -> Result<Vec<FailedRecord>> {
+        let rows: Vec<FailedRow> = self
+            .engine
+            .fetch_as(
+                "SELECT record_key, code, message, payload, failed_at FROM failed_records WHERE flow_id = $1
+                 ORDER BY failed_at, record_key",
+                &[flow.to_string().into()],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(FailedRecord {
+                    key: r.record_key,
+                    code: r.code,
+                    message: r.message,
+                    payload: r.payload,
+                    failed_at: timestamp(&r.failed_at).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+}
