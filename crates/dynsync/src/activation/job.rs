@@ -101,7 +101,7 @@ impl ActivationJob {
             job: destination.activation,
             source: InletLog { store: context.store, flow: flow.id },
             sink: destination.sink,
-            connection: destination.connection,
+            connection: Some(destination.connection),
             wake: context.wake,
         }
         .run()

@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod runner;
 pub mod sink;
 pub mod supervisor;
+#[cfg(test)]
+mod tests;
 
 use crate::store::StoreError;
 use std::fmt::Display;

@@ -139,7 +139,9 @@ pub struct Runner<J, S, K> {
     pub job: J,
     pub source: S,
     pub sink: K,
-    pub connection: ConnectionRef,
+    /// The Dataverse connection the flow goes through, kept up to date before each batch; `None` for a sink that
+    /// needs none.
+    pub connection: Option<ConnectionRef>,
     /// Rung when records arrive for the flow.
     pub wake: Arc<Notify>,
 }
@@ -185,7 +187,7 @@ where
                     }
                 },
             };
-            if let Err(e) = self.connection.refresh().await {
+            if let Some(Err(e)) = self.refresh().await {
                 next = Some(current);
                 self.trouble(&e, &mut backoff).await;
                 continue;
@@ -224,6 +226,10 @@ where
                 }
             }
         }
+    }
+
+    async fn refresh(&self) -> Option<Result<dataverse::Client, StepError>> {
+        Some(self.connection.as_ref()?.refresh().await)
     }
 
     async fn prepare(&self, cursor: Option<&str>) -> Result<Option<Prepared<J::Key, J::Write>>, StepError> {
@@ -266,7 +272,10 @@ where
         let wait = backoff.next();
         tracing::warn!(flow = %self.flow, reason = %pause.reason, "the flow is paused: Dynamics refused the sign-in; nothing is lost, and it resumes when the connection is fixed");
         let _ = self.store.set_flow_status(&self.lease, "paused", &pause.to_string()).await;
-        self.connection.wait_for_change(wait).await;
+        match &self.connection {
+            Some(connection) => connection.wait_for_change(wait).await,
+            None => tokio::time::sleep(wait).await,
+        }
     }
 }
 

@@ -1,0 +1,251 @@
+//! The runtime's own tests, on a real SQLite store (and PostgreSQL when `DYNSYNC_TEST_DATABASE_URL` names one):
+//! a job and a sink of the tests' own stand for activation and Dynamics, so that what is checked is the runner,
+//! the acknowledgement and the leases alone.
+
+use super::runner::{self, Runner, coalesce, outcomes};
+use super::{Decision, Exclusion, Job, Paused, Refusal, Sink, Source, SourceBatch, SourceRecord, StepError};
+use crate::ids::FlowId;
+use crate::store::{Acknowledgement, FailedRecord, Lease, Outcome, ProcessId, RunTally, Store, StoreError, hour_of};
+use chrono::Utc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Records are `key=value`; a record without `=` is excluded. Writes of one key keep the last value.
+struct KeyValues;
+
+impl Job for KeyValues {
+    type Key = u32;
+    type Write = String;
+
+    fn decide(&self, record: &SourceRecord) -> Decision<u32, String> {
+        match record.body.split_once('=') {
+            Some((k, v)) if k.parse::<u32>().is_ok() => {
+                Decision::Write { key: k.parse().unwrap(), write: v.to_string(), notes: Vec::new() }
+            }
+            _ => Decision::Exclude(Exclusion {
+                code: "no-key",
+                message: "the record has no key".into(),
+                identity: record.position.clone(),
+            }),
+        }
+    }
+
+    fn fold(&self, earlier: &mut String, later: String) {
+        *earlier = later;
+    }
+}
+
+/// A destination that holds what it was given, refuses the keys it is told to, and pauses as often as told.
+#[derive(Default)]
+struct Memory {
+    held: Mutex<BTreeMap<u32, String>>,
+    refused: Vec<u32>,
+    pauses: Mutex<u32>,
+}
+
+impl Sink<u32, String> for Arc<Memory> {
+    async fn write(&self, writes: &[(u32, String)]) -> Result<Vec<Result<(), Refusal>>, Paused> {
+        {
+            let mut pauses = self.pauses.lock().unwrap();
+            if *pauses > 0 {
+                *pauses -= 1;
+                return Err(Paused { reason: "the client secret is wrong or expired".into() });
+            }
+        }
+        let mut held = self.held.lock().unwrap();
+        Ok(writes
+            .iter()
+            .map(|(k, v)| {
+                if self.refused.contains(k) {
+                    Err(Refusal { code: "0x80040217".into(), message: format!("record {k} does not exist") })
+                } else {
+                    held.insert(*k, v.clone());
+                    Ok(())
+                }
+            })
+            .collect())
+    }
+}
+
+/// A source of fixed records, read a few at a time; the cursor is the index of the next one.
+struct Fixed(Vec<String>);
+
+impl Source for Fixed {
+    async fn read(&self, cursor: Option<&str>, _limit: usize) -> Result<Option<SourceBatch>, StepError> {
+        let start: usize = cursor.map_or(0, |c| c.parse().unwrap());
+        let end = (start + 3).min(self.0.len());
+        if start >= end {
+            return Ok(None);
+        }
+        let records =
+            (start..end).map(|i| SourceRecord { position: format!("record {i}"), body: self.0[i].clone() }).collect();
+        Ok(Some(SourceBatch { records, cursor: end.to_string() }))
+    }
+}
+
+async fn stores() -> Vec<(Store, tempfile::TempDir)> {
+    let mut stores = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key = crate::secrets::SecretKey::load(None, dir.path()).unwrap();
+    stores.push((Store::open(None, dir.path(), key).await.unwrap(), dir));
+    if let Some(url) = std::env::var("DYNSYNC_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::secrets::SecretKey::load(None, dir.path()).unwrap();
+        stores.push((Store::open(Some(&url), dir.path(), key).await.unwrap(), dir));
+    }
+    stores
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn records(bodies: &[&str]) -> Vec<SourceRecord> {
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| SourceRecord { position: format!("record {i}"), body: b.to_string() })
+        .collect()
+}
+
+#[test]
+fn each_record_received_has_exactly_one_outcome() {
+    let mut prepared = coalesce(&KeyValues, &records(&["1=a", "2=b", "junk", "1=c", "3=d", "2=e"]), "6".into());
+    assert_eq!(prepared.tally.received, 6);
+    assert_eq!(prepared.tally.excluded, 1);
+    assert_eq!(prepared.writes, vec![(1, "c".to_string()), (2, "e".to_string()), (3, "d".to_string())]);
+    assert_eq!(prepared.records, vec![2, 2, 1], "each write stands for the records folded into it");
+    let refused = Err(Refusal { code: "x".into(), message: "no".into() });
+    let (failed, written) =
+        outcomes(&mut prepared.tally, &prepared.writes, &prepared.records, vec![Ok(()), refused, Ok(())]);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].key, "2");
+    assert_eq!(failed[0].payload, "\"e\"", "the failed record keeps the write to replay");
+    assert_eq!(written, vec!["1", "3"]);
+    let t = &prepared.tally;
+    assert_eq!((t.written, t.excluded, t.failed), (3, 1, 2));
+    assert!(t.is_balanced(), "{t:?}");
+}
+
+#[tokio::test]
+async fn an_acknowledgement_under_a_lost_lease_changes_nothing() {
+    for (store, _dir) in stores().await {
+        let flow = FlowId::new();
+        let (first, second) = (ProcessId::new(), ProcessId::new());
+        let old = store.claim_flow(flow, first, now_ms(), 60_000).await.unwrap().expect("a free flow is claimed");
+        assert!(store.claim_flow(flow, second, now_ms(), 60_000).await.unwrap().is_none(), "a held flow is not");
+        // The first owner goes silent; its lease runs out and the second takes the flow.
+        store.release_lease(&old).await.unwrap();
+        let new = store.claim_flow(flow, second, now_ms(), 60_000).await.unwrap().expect("an expired flow is claimed");
+        assert_eq!(new.generation, old.generation + 1);
+        let tally = RunTally { received: 1, written: 1, ..RunTally::default() };
+        let ack = |lease: &Lease, cursor: &'static str| {
+            let lease = lease.clone();
+            let tally = tally.clone();
+            let store = store.clone();
+            async move {
+                store
+                    .acknowledge(&Acknowledgement {
+                        flow,
+                        lease: Some(&lease),
+                        cursor: Some(cursor),
+                        hour: hour_of(Utc::now()),
+                        tally: &tally,
+                        failed: &[],
+                        recovered: &[],
+                    })
+                    .await
+            }
+        };
+        assert!(matches!(ack(&old, "10").await, Err(StoreError::Fenced)), "the old owner is fenced off");
+        assert_eq!(store.cursor(flow).await.unwrap(), None, "its cursor did not move");
+        assert!(store.runs(flow).await.unwrap().is_empty(), "its run did not grow");
+        assert!(!store.renew_lease(&old, now_ms() + 60_000).await.unwrap(), "nor can it renew");
+        ack(&new, "7").await.unwrap();
+        assert_eq!(store.cursor(flow).await.unwrap().as_deref(), Some("7"));
+        assert_eq!(store.runs(flow).await.unwrap()[0].tally.received, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_replay_counts_each_replayed_record_once() {
+    for (store, _dir) in stores().await {
+        let flow = FlowId::new();
+        let failed = |key: &str, payload: &str| FailedRecord {
+            key: key.into(),
+            code: "0x80040217".into(),
+            message: "missing".into(),
+            payload: payload.into(),
+            failed_at: Utc::now(),
+        };
+        let first = RunTally { received: 3, failed: 3, ..RunTally::default() };
+        let kept = [failed("1", "\"a\""), failed("2", "\"b\""), failed("3", "not json")];
+        store
+            .acknowledge(&Acknowledgement {
+                flow,
+                lease: None,
+                cursor: Some("3"),
+                hour: hour_of(Utc::now()),
+                tally: &first,
+                failed: &kept,
+                recovered: &[],
+            })
+            .await
+            .unwrap();
+        let sink = Arc::new(Memory { refused: vec![2], ..Memory::default() });
+        let summary = runner::replay::<KeyValues, _>(&store, flow, &sink).await.unwrap();
+        assert_eq!((summary.retried, summary.written, summary.failed), (3, 1, 2));
+        assert_eq!(sink.held.lock().unwrap().get(&1).map(String::as_str), Some("a"));
+        let mut still: Vec<String> = store.failed_records(flow).await.unwrap().into_iter().map(|f| f.key).collect();
+        still.sort();
+        assert_eq!(still, vec!["2", "3"], "the refused record and the unreadable one stay; the written one left");
+        let runs = store.runs(flow).await.unwrap();
+        let total = |f: fn(&RunTally) -> u64| runs.iter().map(|r| f(&r.tally)).sum::<u64>();
+        assert_eq!(total(|t| t.received), 6, "three received, then three replayed: each replay counted once");
+        assert_eq!(total(|t| t.written) + total(|t| t.excluded) + total(|t| t.failed), 6);
+        let unreadable = runs.iter().flat_map(|r| &r.tally.groups).find(|g| g.code == "unreadable-write");
+        assert_eq!(unreadable.map(|g| (g.outcome, g.count)), Some((Outcome::Failed, 1)), "{runs:?}");
+        assert_eq!(store.cursor(flow).await.unwrap().as_deref(), Some("3"), "a replay moves no cursor");
+    }
+}
+
+#[tokio::test]
+async fn the_runner_waits_out_a_refused_sign_in_then_writes_the_last_value_of_each_key() {
+    for (store, _dir) in stores().await {
+        let flow = FlowId::new();
+        let lease = store.claim_flow(flow, ProcessId::new(), now_ms(), 60_000).await.unwrap().unwrap();
+        let bodies = ["1=a", "2=b", "junk", "1=c", "3=d", "2=e", "4=f"].map(String::from).to_vec();
+        let sink = Arc::new(Memory { refused: vec![4], pauses: Mutex::new(2), ..Memory::default() });
+        let runner = Runner {
+            store: store.clone(),
+            flow,
+            lease,
+            job: KeyValues,
+            source: Fixed(bodies.clone()),
+            sink: sink.clone(),
+            connection: None,
+            wake: Default::default(),
+        };
+        let task = tokio::spawn(runner.run());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let tally = loop {
+            let runs = store.runs(flow).await.unwrap();
+            let received: u64 = runs.iter().map(|r| r.tally.received).sum();
+            if received == bodies.len() as u64 {
+                break runs.into_iter().next().unwrap().tally;
+            }
+            assert!(Instant::now() < deadline, "the runner settles within 30 s: {runs:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        task.abort();
+        assert_eq!(*sink.pauses.lock().unwrap(), 0, "the sink paused twice, and the runner waited");
+        assert_eq!((tally.written, tally.excluded, tally.failed), (5, 1, 1), "{tally:?}");
+        let held = sink.held.lock().unwrap().clone();
+        let expected: BTreeMap<u32, String> = [(1, "c"), (2, "e"), (3, "d")].map(|(k, v)| (k, v.to_string())).into();
+        assert_eq!(held, expected);
+        assert_eq!(store.cursor(flow).await.unwrap().as_deref(), Some("7"));
+        let failed = store.failed_records(flow).await.unwrap();
+        assert_eq!(failed.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(), vec!["4"]);
+    }
+}
