@@ -36,6 +36,10 @@ macro_rules! on_both_stores {
     };
 }
 
+pub async fn bounded_for(limit: Duration, test: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(limit, test).await.unwrap_or_else(|_| panic!("the test finishes within {limit:?}"));
+}
+
 pub async fn bounded(test: impl std::future::Future<Output = ()>) {
     tokio::time::timeout(Duration::from_secs(120), test).await.expect("the test finishes within two minutes");
 }
@@ -49,7 +53,7 @@ pub struct PgDatabase {
 
 impl PgDatabase {
     /// `None` when no PostgreSQL answers at the default address and none was configured.
-    async fn create() -> Option<PgDatabase> {
+    pub async fn create() -> Option<PgDatabase> {
         let configured = std::env::var("DYNSYNC_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty());
         let admin_url = configured.clone().unwrap_or_else(|| DEFAULT_POSTGRES.to_string());
         let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
@@ -69,7 +73,7 @@ impl PgDatabase {
         Some(PgDatabase { admin_url, name, url: url.to_string() })
     }
 
-    async fn drop_database(&self) {
+    pub async fn drop_database(&self) {
         if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
             let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
