@@ -3,106 +3,24 @@
 
 mod common;
 
-use common::{Backend, World};
+use common::{Backend, Totals, World, profile, read_contact};
 use dataverse_emulator::{CostModel, EmulatorConfig, FaultPlan, Limits};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
-/// Creates a contact in Dynamics, as it exists before any activation; its id.
-async fn contact(world: &World, lastname: &str) -> Uuid {
-    let response = world.dynamics().send(Method::POST, "contacts", Some(&json!({"lastname": lastname}))).await.unwrap();
-    let location = response.headers()["odata-entityid"].to_str().unwrap().to_string();
-    location.rsplit_once('(').unwrap().1.trim_end_matches(')').parse().unwrap()
-}
-
-async fn read_contact(world: &World, id: impl std::fmt::Display) -> Json {
-    let response = world
-        .dynamics()
-        .send(Method::GET, &format!("contacts({id})?$select=firstname,lastname,birthdate,new_gold,new_silver"), None)
-        .await
-        .unwrap();
-    response.json().await.unwrap()
-}
-
-/// A streaming message for a contact in some audiences.
-fn profile(contact: &str, first_name: Option<&str>, memberships: &[(&str, &str)]) -> Json {
-    let ups: serde_json::Map<String, Json> =
-        memberships.iter().map(|(a, s)| (a.to_string(), json!({"status": s}))).collect();
-    let mut entity = json!({
-        "identityMap": {"contactId": [{"id": contact, "primary": true}]},
-        "segmentMembership": {"ups": ups},
-        "person": {"birthDate": ""},
-    });
-    if let Some(name) = first_name {
-        entity["person"]["name"] = json!({"firstName": name});
-    }
-    json!({"header": {"schemaRef": {"id": "https://ns.adobe.com/contoso/schemas/profile"}}, "body": {"xdmEntity": entity}})
-}
-
-/// A flow with two audiences and three attributes, enabled; its id.
+/// The loyalty flow over a new destination, with the birth date mapped too; its id.
 async fn loyalty_flow(world: &World) -> String {
-    let (_, target) = world.destination("new").await;
-    world.add_text_column("new_Gold", 20).await;
-    world.add_text_column("new_Silver", 20).await;
-    let reply = world
-        .post(
-            "flows",
-            json!({
-                "name": "Loyalty audiences",
-                "targetConnectionIds": [target],
-                "audiences": [
-                    {"id": "seg-gold", "name": "Gold", "mappingId": "gold"},
-                    {"id": "seg-silver", "name": "Silver", "mappingId": "silver"}
-                ],
-                "mappings": [
-                    {"source": "contactId", "target": "contactid"},
-                    {"source": "person.name.firstName", "target": "firstname"},
-                    {"source": "person.birthDate", "target": "birthdate"}
-                ]
-            }),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    reply.json()["id"].as_str().unwrap().to_string()
-}
-
-async fn stream(world: &World, flow: &str, messages: Vec<Json>) -> Json {
-    let response = world
-        .http
-        .post(format!("{}/collection/batch/{flow}", world.service.url))
-        .header("Authorization", format!("Bearer {}", world.service.token))
-        .json(&json!({ "messages": messages }))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    response.json().await.unwrap()
-}
-
-/// The flow's runs, once every accepted profile has been handled.
-async fn settled_runs(world: &World, flow: &str, accepted: u64) -> Vec<Json> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let reply = world.get(&format!("runs?property=flowId=={flow}")).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-        let runs = reply.json()["items"].as_array().unwrap().clone();
-        let received: u64 =
-            runs.iter().map(|r| r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap()).sum();
-        if received >= accepted {
-            return runs;
-        }
-        assert!(Instant::now() < deadline, "only {received} of {accepted} profiles handled: {runs:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_, target) = world.loyalty_destination().await;
+    world.loyalty_flow(&target, "Loyalty audiences", &[("person.birthDate", "birthdate")]).await
 }
 
 async fn profiles_reach_their_contacts(backend: Backend) {
     let Some(world) = World::start(backend).await else { return };
     let flow = loyalty_flow(&world).await;
-    let ann = contact(&world, "Ann").await;
-    let bob = contact(&world, "Bob").await;
+    let ann = world.create_contact("Ann").await;
+    let bob = world.create_contact("Bob").await;
     let absent = Uuid::new_v4();
     let messages = vec![
         profile(&ann.to_string(), Some("Ann"), &[("seg-gold", "realized")]),
@@ -115,13 +33,13 @@ async fn profiles_reach_their_contacts(backend: Backend) {
         profile(&absent.to_string(), Some("Absent"), &[("seg-silver", "existing")]),
         json!(["not", "a", "profile"]),
     ];
-    let receipt = stream(&world, &flow, messages).await;
+    let receipt = world.stream(&flow, messages).await;
     assert_eq!(receipt["accepted"], 7);
     let refused = &receipt["responses"][7];
     assert_eq!(refused["index"], 7);
     assert!(refused["message"].as_str().unwrap().contains("not a JSON object"), "{refused}");
 
-    let runs = settled_runs(&world, &flow, 7).await;
+    let runs = world.settled_runs(&flow, 7).await;
     let run = &runs[0];
     let summary = &run["metrics"]["recordSummary"];
     assert_eq!(summary["inputRecordCount"], 7);
@@ -145,11 +63,11 @@ async fn profiles_reach_their_contacts(backend: Backend) {
         "the empty date is left out and noted: {outcomes:?}"
     );
 
-    let ann_row = read_contact(&world, ann).await;
+    let ann_row = read_contact(&world.dynamics(), ann).await;
     assert_eq!(ann_row["new_gold"], "realized");
     assert_eq!(ann_row["firstname"], "Ann");
     assert!(ann_row["new_silver"].is_null());
-    let bob_row = read_contact(&world, bob).await;
+    let bob_row = read_contact(&world.dynamics(), bob).await;
     assert_eq!(bob_row["new_gold"], "exited", "the exit overwrote the entry");
     assert_eq!(bob_row["new_silver"], "realized");
     assert_eq!(bob_row["firstname"], "Bob", "a later update without the name leaves it");
@@ -164,7 +82,7 @@ async fn profiles_reach_their_contacts(backend: Backend) {
     let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=retry-failed"), None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.json()["activated"], 1, "{}", reply.text);
-    assert_eq!(read_contact(&world, absent).await["new_silver"], "existing");
+    assert_eq!(read_contact(&world.dynamics(), absent).await["new_silver"], "existing");
     let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=retry-failed"), None).await;
     assert_eq!(reply.json()["retried"], 0, "nothing is left to replay: {}", reply.text);
     world.finish().await;
@@ -173,16 +91,16 @@ async fn profiles_reach_their_contacts(backend: Backend) {
 async fn accepted_profiles_survive_a_restart(backend: Backend) {
     let Some(world) = World::start(backend).await else { return };
     let flow = loyalty_flow(&world).await;
-    let ann = contact(&world, "Ann").await;
+    let ann = world.create_contact("Ann").await;
     // Disabled, the flow keeps what it receives in its log.
     let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=disable"), None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    stream(&world, &flow, vec![profile(&ann.to_string(), Some("Ann"), &[("seg-gold", "realized")])]).await;
+    world.stream(&flow, vec![profile(&ann.to_string(), Some("Ann"), &[("seg-gold", "realized")])]).await;
     let world = world.restart().await;
     let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=enable"), None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    settled_runs(&world, &flow, 1).await;
-    assert_eq!(read_contact(&world, ann).await["new_gold"], "realized");
+    world.settled_runs(&flow, 1).await;
+    assert_eq!(read_contact(&world.dynamics(), ann).await["new_gold"], "realized");
     world.finish().await;
 }
 
@@ -202,7 +120,7 @@ async fn throttling_and_faults_lose_nothing(backend: Backend) {
     let flow = loyalty_flow(&world).await;
     let mut ids = Vec::new();
     for i in 0..60 {
-        ids.push(contact(&world, &format!("C{i}")).await);
+        ids.push(world.create_contact(&format!("C{i}")).await);
     }
     // The admin's set-up is done: from here on, Dynamics misbehaves, and allows few requests per window.
     world.emulator.faults.inject(faults);
@@ -218,20 +136,19 @@ async fn throttling_and_faults_lose_nothing(backend: Backend) {
     let total = messages.len() as u64;
     // One round at a time, so that the flow has many small batches to write.
     for chunk in messages.chunks(ids.len()) {
-        stream(&world, &flow, chunk.to_vec()).await;
+        world.stream(&flow, chunk.to_vec()).await;
     }
-    let runs = settled_runs(&world, &flow, total).await;
+    let runs = world.settled_runs(&flow, total).await;
     assert!(limiter.refused() > 0, "the flow met the request limit");
     // Dynamics behaves again, for the checks.
     world.emulator.faults.inject(FaultPlan::default());
     limiter.set_limits(Limits::default());
-    let sum =
-        |field: &str| -> u64 { runs.iter().map(|r| r["metrics"]["recordSummary"][field].as_u64().unwrap()).sum() };
-    assert_eq!(sum("inputRecordCount"), total);
-    assert_eq!(sum("failedRecordCount"), 0, "{runs:?}");
-    assert_eq!(sum("skippedRecordCount"), 0, "{runs:?}");
+    let totals = Totals::of(&runs);
+    assert_eq!(totals.received, total);
+    assert_eq!(totals.failed, 0, "{runs:?}");
+    assert_eq!(totals.excluded, 0, "{runs:?}");
     for id in &ids {
-        let row = read_contact(&world, id).await;
+        let row = read_contact(&world.dynamics(), id).await;
         assert_eq!(
             (row["firstname"].as_str(), row["new_gold"].as_str()),
             (Some("R49"), Some("existing")),
@@ -245,18 +162,18 @@ async fn throttling_and_faults_lose_nothing(backend: Backend) {
 async fn concurrent_senders_are_all_accepted(backend: Backend) {
     let Some(world) = World::start(backend).await else { return };
     let flow = loyalty_flow(&world).await;
-    let ann = contact(&world, "Ann").await;
+    let ann = world.create_contact("Ann").await;
     let sends = (0..8).map(|sender| {
         let messages: Vec<Json> = (0..200)
             .map(|i| profile(&ann.to_string(), Some(&format!("S{sender}-{i}")), &[("seg-gold", "realized")]))
             .collect();
-        stream(&world, &flow, messages)
+        world.stream(&flow, messages)
     });
     for receipt in futures::future::join_all(sends).await {
         assert_eq!(receipt["accepted"], 200, "{receipt}");
     }
-    let runs = settled_runs(&world, &flow, 1600).await;
-    let received: u64 = runs.iter().map(|r| r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap()).sum();
+    let runs = world.settled_runs(&flow, 1600).await;
+    let received = Totals::of(&runs).received;
     assert_eq!(received, 1600);
     world.finish().await;
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Backend, Reply, World, bounded};
+use common::{Backend, Reply, Totals, World, bounded, profile, read_contact};
 use dataverse_emulator::{CostModel, EmulatorConfig};
 use dynsync::service::LeaseTimings;
 use dynsync::{Service, ServiceConfig};
@@ -14,142 +14,13 @@ use sqlx::Connection;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-// ---- Helpers (the small ones are copies of those in activation.rs) ----
-
-/// Creates a contact in Dynamics, as it exists before any activation; its id.
-async fn contact(world: &World, lastname: &str) -> Uuid {
-    let response = world.dynamics().send(Method::POST, "contacts", Some(&json!({"lastname": lastname}))).await.unwrap();
-    let location = response.headers()["odata-entityid"].to_str().unwrap().to_string();
-    location.rsplit_once('(').unwrap().1.trim_end_matches(')').parse().unwrap()
-}
-
-/// A contact as Dynamics holds it, read by an admin with `dynamics`.
-async fn read_contact(dynamics: &dataverse::Client, id: impl std::fmt::Display) -> Json {
-    let response = dynamics
-        .send(Method::GET, &format!("contacts({id})?$select=firstname,lastname,new_gold,new_silver"), None)
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "contact {id}: {}", response.status());
-    response.json().await.unwrap()
-}
-
-/// A streaming message for a contact in some audiences.
-fn profile(contact: &str, first_name: &str, memberships: &[(&str, &str)]) -> Json {
-    let ups: serde_json::Map<String, Json> =
-        memberships.iter().map(|(a, s)| (a.to_string(), json!({"status": s}))).collect();
-    json!({"header": {"schemaRef": {"id": "https://ns.adobe.com/contoso/schemas/profile"}}, "body": {"xdmEntity": {
-        "identityMap": {"contactId": [{"id": contact, "primary": true}]},
-        "segmentMembership": {"ups": ups},
-        "person": {"name": {"firstName": first_name}},
-    }}})
-}
-
-/// The destination connection and a target over it, with the two columns the flows write; their ids.
-async fn loyalty_destination(world: &World) -> (String, String) {
-    let ids = world.destination("new").await;
-    world.add_text_column("new_Gold", 20).await;
-    world.add_text_column("new_Silver", 20).await;
-    ids
-}
-
-/// A flow with two audiences and a name over `target`, enabled; its id.
-async fn loyalty_flow(world: &World, target: &str, name: &str) -> String {
-    let reply = world
-        .post(
-            "flows",
-            json!({
-                "name": name,
-                "targetConnectionIds": [target],
-                "audiences": [
-                    {"id": "seg-gold", "name": "Gold", "mappingId": "gold"},
-                    {"id": "seg-silver", "name": "Silver", "mappingId": "silver"}
-                ],
-                "mappings": [
-                    {"source": "contactId", "target": "contactid"},
-                    {"source": "person.name.firstName", "target": "firstname"}
-                ]
-            }),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    reply.json()["id"].as_str().unwrap().to_string()
-}
-
-async fn stream(world: &World, flow: &str, messages: Vec<Json>) -> Json {
-    let count = messages.len();
-    let response = world
-        .http
-        .post(format!("{}/collection/batch/{flow}", world.service.url))
-        .header("Authorization", format!("Bearer {}", world.service.token))
-        .json(&json!({ "messages": messages }))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let receipt: Json = response.json().await.unwrap();
-    assert_eq!(receipt["accepted"], count, "every message is accepted: {receipt}");
-    receipt
-}
-
-/// A flow's runs added up: received, written, excluded, failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Totals {
-    received: u64,
-    written: u64,
-    excluded: u64,
-    failed: u64,
-}
-
-async fn flow_runs(world: &World, flow: &str) -> Vec<Json> {
-    let reply = world.get(&format!("runs?property=flowId=={flow}")).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    reply.json()["items"].as_array().unwrap().clone()
-}
-
-fn totals(runs: &[Json]) -> Totals {
-    let sum =
-        |field: &str| -> u64 { runs.iter().map(|r| r["metrics"]["recordSummary"][field].as_u64().unwrap()).sum() };
-    Totals {
-        received: sum("inputRecordCount"),
-        written: sum("outputRecordCount"),
-        excluded: sum("skippedRecordCount"),
-        failed: sum("failedRecordCount"),
-    }
-}
-
-/// The flow's runs added up, once every accepted profile has been handled.
-async fn settled(world: &World, flow: &str, accepted: u64) -> Totals {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let runs = flow_runs(world, flow).await;
-        let totals = totals(&runs);
-        if totals.received >= accepted {
-            return totals;
-        }
-        assert!(Instant::now() < deadline, "only {} of {accepted} profiles handled: {runs:?}", totals.received);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+// ---- Helpers ----
 
 /// The flow as GET /flows/{id} answers it.
 async fn flow_state(world: &World, flow: &str) -> Json {
     let reply = world.get(&format!("flows/{flow}")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     reply.json()["items"][0].clone()
-}
-
-/// Stops dynsync and starts it again on the same data directory and database, with `settings` applied.
-async fn restart_with(world: World, settings: impl Fn(&mut ServiceConfig)) -> World {
-    let World { emulator, service, http, sandbox, data_dir, database } = world;
-    service.stop().await;
-    let mut config = ServiceConfig::new(data_dir.path());
-    config.database_url = database.as_ref().map(|d| d.url.clone());
-    settings(&mut config);
-    let service = match Service::start(config).await {
-        Ok(service) => service,
-        Err(e) => panic!("dynsync starts again: {e}"),
-    };
-    World { emulator, service, http, sandbox, data_dir, database }
 }
 
 /// A GET on the service's root (`/metrics`, `/healthz`, `/readyz`), without a token, as a scraper sends it.
@@ -206,19 +77,19 @@ fn number(scrape: &Scrape, metric: &str, label: &str, value: &str) -> f64 {
 
 async fn metrics_are_scraped_by_a_prometheus_parser(backend: Backend) {
     let Some(world) = World::start(backend).await else { return };
-    let (connection, target) = loyalty_destination(&world).await;
-    let flow = loyalty_flow(&world, &target, "Loyalty audiences").await;
+    let (connection, target) = world.loyalty_destination().await;
+    let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
     let mut messages = Vec::new();
     for i in 0..5 {
-        let id = contact(&world, &format!("C{i}")).await;
-        messages.push(profile(&id.to_string(), &format!("C{i}"), &[("seg-gold", "realized")]));
+        let id = world.create_contact(&format!("C{i}")).await;
+        messages.push(profile(&id.to_string(), Some(&format!("C{i}")), &[("seg-gold", "realized")]));
     }
     // Two left out on purpose: no contactId, and in no audience the flow maps.
     messages.push(json!({"body": {"xdmEntity": {"segmentMembership": {"ups": {"seg-gold": {"status": "realized"}}}}}}));
-    messages.push(profile(&Uuid::new_v4().to_string(), "Elsewhere", &[("seg-other", "realized")]));
+    messages.push(profile(&Uuid::new_v4().to_string(), Some("Elsewhere"), &[("seg-other", "realized")]));
     let sent = messages.len() as u64;
-    stream(&world, &flow, messages).await;
-    let runs = settled(&world, &flow, sent).await;
+    world.stream_all(&flow, messages).await;
+    let runs = world.settled(&flow, sent).await;
     assert_eq!(runs, Totals { received: 7, written: 5, excluded: 2, failed: 0 }, "the runs count each profile once");
 
     let reply = get_unauthenticated(&world, "/metrics").await;
@@ -363,11 +234,11 @@ async fn a_rotated_secret_reaches_the_running_flow_and_nothing_fails(backend: Ba
     let emulator =
         EmulatorConfig { cost: CostModel::free(), token_lifetime: Duration::from_secs(4), ..Default::default() };
     let Some(world) = World::start_with(backend, emulator).await else { return };
-    let (connection, target) = loyalty_destination(&world).await;
-    let flow = loyalty_flow(&world, &target, "Loyalty audiences").await;
+    let (connection, target) = world.loyalty_destination().await;
+    let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
     let mut ids = Vec::new();
     for i in 0..10 {
-        ids.push(contact(&world, &format!("C{i}")).await);
+        ids.push(world.create_contact(&format!("C{i}")).await);
     }
     let wave = |n: usize, gold: &str, silver: Option<&str>| -> Vec<Json> {
         ids.iter()
@@ -376,14 +247,14 @@ async fn a_rotated_secret_reaches_the_running_flow_and_nothing_fails(backend: Ba
                 if let Some(s) = silver {
                     memberships.push(("seg-silver", s));
                 }
-                profile(&id.to_string(), &format!("Wave{n}"), &memberships)
+                profile(&id.to_string(), Some(&format!("Wave{n}")), &memberships)
             })
             .collect()
     };
     let first = wave(1, "realized", None);
     let first_count = first.len() as u64;
-    stream(&world, &flow, first).await;
-    let runs = settled(&world, &flow, first_count).await;
+    world.stream_all(&flow, first).await;
+    let runs = world.settled(&flow, first_count).await;
     assert_eq!(runs, Totals { received: first_count, written: first_count, excluded: 0, failed: 0 });
     assert_eq!(read_contact(&world.dynamics(), ids[0]).await["firstname"], "Wave1");
 
@@ -401,13 +272,13 @@ async fn a_rotated_secret_reaches_the_running_flow_and_nothing_fails(backend: Ba
 
     let second = wave(2, "exited", Some("realized"));
     let second_count = second.len() as u64;
-    stream(&world, &flow, second).await;
+    world.stream_all(&flow, second).await;
 
     // The flow cannot sign in: it pauses, keeping the second wave, and fails nothing.
     let deadline = Instant::now() + Duration::from_secs(60);
     let paused = loop {
         let state = flow_state(&world, &flow).await;
-        let totals = totals(&flow_runs(&world, &flow).await);
+        let totals = Totals::of(&world.runs(&flow).await);
         assert_eq!(totals.failed, 0, "a refused sign-in fails no profile: {totals:?}");
         if state["runtime"]["status"] == "paused" {
             break state;
@@ -424,7 +295,7 @@ async fn a_rotated_secret_reaches_the_running_flow_and_nothing_fails(backend: Ba
     let reply = patch_secret(&world, &connection, new.expose()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
 
-    let runs = settled(&world, &flow, first_count + second_count).await;
+    let runs = world.settled(&flow, first_count + second_count).await;
     assert_eq!(
         runs,
         Totals { received: first_count + second_count, written: first_count + second_count, excluded: 0, failed: 0 },
@@ -462,23 +333,23 @@ fn short_retention(config: &mut ServiceConfig) {
 
 async fn acknowledged_log_entries_past_the_retention_are_pruned(backend: Backend) {
     let Some(world) = World::start(backend).await else { return };
-    let world = restart_with(world, short_retention).await;
-    let (_, target) = loyalty_destination(&world).await;
-    let flow = loyalty_flow(&world, &target, "Loyalty audiences").await;
-    let kept = loyalty_flow(&world, &target, "Kept while disabled").await;
+    let world = world.restart_with(short_retention).await;
+    let (_, target) = world.loyalty_destination().await;
+    let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
+    let kept = world.loyalty_flow(&target, "Kept while disabled", &[]).await;
     let reply = world.send(Method::POST, &format!("flows/{kept}/action?op=disable"), None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    let doomed = loyalty_flow(&world, &target, "Deleted").await;
+    let doomed = world.loyalty_flow(&target, "Deleted", &[]).await;
     let reply = world.send(Method::POST, &format!("flows/{doomed}/action?op=disable"), None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
 
-    let ann = contact(&world, "Ann").await;
+    let ann = world.create_contact("Ann").await;
     let messages: Vec<Json> =
-        (0..20).map(|i| profile(&ann.to_string(), &format!("A{i}"), &[("seg-gold", "realized")])).collect();
-    stream(&world, &flow, messages.clone()).await;
-    stream(&world, &kept, messages.clone()).await;
-    stream(&world, &doomed, messages).await;
-    let before = settled(&world, &flow, 20).await;
+        (0..20).map(|i| profile(&ann.to_string(), Some(&format!("A{i}")), &[("seg-gold", "realized")])).collect();
+    world.stream_all(&flow, messages.clone()).await;
+    world.stream_all(&kept, messages.clone()).await;
+    world.stream_all(&doomed, messages).await;
+    let before = world.settled(&flow, 20).await;
     assert_eq!(before.received, 20);
     assert_eq!(inlet_rows(&world, &flow).await, 20, "the entries are kept until the next prune");
     assert_eq!(inlet_rows(&world, &kept).await, 20);
@@ -490,7 +361,7 @@ async fn acknowledged_log_entries_past_the_retention_are_pruned(backend: Backend
     assert_eq!(inlet_rows(&world, &doomed).await, 0, "the deleted flow's log is gone");
 
     // The supervisor prunes on its first tick: a new start prunes the acknowledged entries.
-    let world = restart_with(world, short_retention).await;
+    let world = world.restart_with(short_retention).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rows = inlet_rows(&world, &flow).await;
@@ -501,7 +372,7 @@ async fn acknowledged_log_entries_past_the_retention_are_pruned(backend: Backend
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(inlet_rows(&world, &kept).await, 20, "entries not acknowledged stay, however old");
-    let after = totals(&flow_runs(&world, &flow).await);
+    let after = Totals::of(&world.runs(&flow).await);
     assert_eq!(after, before, "the runs outlive the log entries they counted");
     assert_eq!(read_contact(&world.dynamics(), ann).await["firstname"], "A19");
     let state = flow_state(&world, &flow).await;
@@ -510,7 +381,7 @@ async fn acknowledged_log_entries_past_the_retention_are_pruned(backend: Backend
     // The disabled flow, enabled, still has all it was sent.
     let reply = world.send(Method::POST, &format!("flows/{kept}/action?op=enable"), None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert_eq!(settled(&world, &kept, 20).await.received, 20);
+    assert_eq!(world.settled(&kept, 20).await.received, 20);
     world.finish().await;
 }
 

@@ -9,7 +9,8 @@ use dynsync::{RunningService, Service, ServiceConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 use sqlx::Connection;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -127,11 +128,17 @@ impl World {
 
     /// Stops dynsync and starts it again on the same data directory and database.
     pub async fn restart(self) -> World {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops dynsync and starts it again on the same data directory and database, with `settings` applied.
+    pub async fn restart_with(self, settings: impl FnOnce(&mut ServiceConfig)) -> World {
         let World { emulator, service, http, sandbox, data_dir, database } = self;
         service.stop().await;
         let mut config = ServiceConfig::new(data_dir.path());
         config.database_url = database.as_ref().map(|d| d.url.clone());
-        let service = Service::start(config).await.unwrap();
+        settings(&mut config);
+        let service = Service::start(config).await.unwrap_or_else(|e| panic!("dynsync starts again: {e}"));
         World { emulator, service, http, sandbox, data_dir, database }
     }
 
@@ -223,4 +230,141 @@ impl World {
         };
         self.dynamics().create_column("contact", &column).await.unwrap();
     }
+
+    /// Creates a contact in Dynamics, as it exists before any activation; its id.
+    pub async fn create_contact(&self, lastname: &str) -> Uuid {
+        let response =
+            self.dynamics().send(Method::POST, "contacts", Some(&json!({"lastname": lastname}))).await.unwrap();
+        let location = response.headers()["odata-entityid"].to_str().unwrap().to_string();
+        location.rsplit_once('(').unwrap().1.trim_end_matches(')').parse().unwrap()
+    }
+
+    /// The destination connection and a target over it, with the gold and silver columns; their ids.
+    pub async fn loyalty_destination(&self) -> (String, String) {
+        let ids = self.destination("new").await;
+        self.add_text_column("new_Gold", 20).await;
+        self.add_text_column("new_Silver", 20).await;
+        ids
+    }
+
+    /// An enabled flow `name` over `target`: gold and silver, contact id and first name, then `more` mapped; its id.
+    pub async fn loyalty_flow(&self, target: &str, name: &str, more: &[(&str, &str)]) -> String {
+        let mut mappings = vec![
+            json!({"source": "contactId", "target": "contactid"}),
+            json!({"source": "person.name.firstName", "target": "firstname"}),
+        ];
+        mappings.extend(more.iter().map(|(source, target)| json!({"source": source, "target": target})));
+        let reply = self
+            .post(
+                "flows",
+                json!({
+                    "name": name,
+                    "targetConnectionIds": [target],
+                    "audiences": [
+                        {"id": "seg-gold", "name": "Gold", "mappingId": "gold"},
+                        {"id": "seg-silver", "name": "Silver", "mappingId": "silver"}
+                    ],
+                    "mappings": mappings
+                }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.json()["id"].as_str().unwrap().to_string()
+    }
+
+    /// Streams `messages` into a flow's inlet, as Adobe's streaming export does; the receipt.
+    pub async fn stream(&self, flow: &str, messages: Vec<Json>) -> Json {
+        let response = self
+            .http
+            .post(format!("{}/collection/batch/{flow}", self.service.url))
+            .header("Authorization", format!("Bearer {}", self.service.token))
+            .json(&json!({ "messages": messages }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json().await.unwrap()
+    }
+
+    /// Streams `messages` into a flow's inlet and checks that every one is accepted; the receipt.
+    pub async fn stream_all(&self, flow: &str, messages: Vec<Json>) -> Json {
+        let count = messages.len();
+        let receipt = self.stream(flow, messages).await;
+        assert_eq!(receipt["accepted"], count, "every message is accepted: {receipt}");
+        receipt
+    }
+
+    /// The flow's runs, as GET /runs answers them.
+    pub async fn runs(&self, flow: &str) -> Vec<Json> {
+        let reply = self.get(&format!("runs?property=flowId=={flow}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        reply.json()["items"].as_array().unwrap().clone()
+    }
+
+    /// The flow's runs, once every accepted profile has been handled.
+    pub async fn settled_runs(&self, flow: &str, accepted: u64) -> Vec<Json> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let runs = self.runs(flow).await;
+            let received = Totals::of(&runs).received;
+            if received >= accepted {
+                return runs;
+            }
+            assert!(Instant::now() < deadline, "only {received} of {accepted} profiles handled: {runs:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The flow's runs added up, once every accepted profile has been handled.
+    pub async fn settled(&self, flow: &str, accepted: u64) -> Totals {
+        Totals::of(&self.settled_runs(flow, accepted).await)
+    }
+}
+
+/// A flow's runs added up: received, written, excluded, failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub received: u64,
+    pub written: u64,
+    pub excluded: u64,
+    pub failed: u64,
+}
+
+impl Totals {
+    /// The record summaries of `runs`, added up.
+    pub fn of(runs: &[Json]) -> Totals {
+        let sum =
+            |field: &str| -> u64 { runs.iter().map(|r| r["metrics"]["recordSummary"][field].as_u64().unwrap()).sum() };
+        Totals {
+            received: sum("inputRecordCount"),
+            written: sum("outputRecordCount"),
+            excluded: sum("skippedRecordCount"),
+            failed: sum("failedRecordCount"),
+        }
+    }
+}
+
+/// A streaming message for a contact in some audiences, with an empty birth date and the first name if given.
+pub fn profile(contact: &str, first_name: Option<&str>, memberships: &[(&str, &str)]) -> Json {
+    let ups: serde_json::Map<String, Json> =
+        memberships.iter().map(|(a, s)| (a.to_string(), json!({"status": s}))).collect();
+    let mut entity = json!({
+        "identityMap": {"contactId": [{"id": contact, "primary": true}]},
+        "segmentMembership": {"ups": ups},
+        "person": {"birthDate": ""},
+    });
+    if let Some(name) = first_name {
+        entity["person"]["name"] = json!({"firstName": name});
+    }
+    json!({"header": {"schemaRef": {"id": "https://ns.adobe.com/contoso/schemas/profile"}}, "body": {"xdmEntity": entity}})
+}
+
+/// A contact as Dynamics holds it, read by an admin with `dynamics`.
+pub async fn read_contact(dynamics: &Client, id: impl std::fmt::Display) -> Json {
+    let response = dynamics
+        .send(Method::GET, &format!("contacts({id})?$select=firstname,lastname,birthdate,new_gold,new_silver"), None)
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "contact {id}: {}", response.status());
+    response.json().await.unwrap()
 }
