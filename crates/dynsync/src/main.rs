@@ -1,13 +1,15 @@
 //! The `dynsync` command line: the service (`serve`), and commands over its API for connections, targets and flows.
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dataverse::{ClientCredentials, Environment, Region, Secret};
+use dynsync::config::{self, ConfigFile, Layer};
 use dynsync::declarative::{self, Declaration};
 use dynsync::remote::Remote;
-use dynsync::{Service, ServiceConfig, specs};
+use dynsync::service::{DEFAULT_LOG_RETENTION, LeaseTimings};
+use dynsync::{Service, specs};
 use serde_json::{Value as Json, json};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,6 +42,10 @@ enum Command {
     /// State lives in the data directory: the SQLite store (unless --database-url names a PostgreSQL), the key
     /// that encrypts stored secrets (secret.key, unless DYNSYNC_SECRET_KEY is set) and the API tokens (api-tokens,
     /// unless DYNSYNC_API_TOKENS is set). The first start creates the key and one token, and says where.
+    ///
+    /// Settings can also come from a TOML file (--config dynsync.toml, see the README, "Configuration"). A flag
+    /// wins over its DYNSYNC_* variable, which wins over the file, which wins over the default. Secrets come from
+    /// the environment only.
     Serve(ServeArgs),
     /// Check that dynsync can sign in to a Dynamics 365 environment and act in it.
     ///
@@ -86,17 +92,83 @@ struct ImportArgs {
     remote: RemoteArgs,
 }
 
+/// The settings of `serve`. None has a clap default: a default could not be told from a value given, and the config
+/// file goes between the two. The defaults live in `dynsync::config`; [`show_serve_defaults`] shows them in --help.
+/// The values are text, checked all at once by `config::resolve`, which says where a wrong one came from.
 #[derive(Args)]
 struct ServeArgs {
+    /// A TOML file of settings; flags and DYNSYNC_* variables win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, env = "DYNSYNC_LISTEN", default_value = "127.0.0.1:8686")]
-    listen: SocketAddr,
+    #[arg(long, env = "DYNSYNC_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
     /// Directory for the store, the secret key and the API tokens.
-    #[arg(long, env = "DYNSYNC_DATA_DIR", default_value = "dynsync-data")]
-    data_dir: PathBuf,
+    #[arg(long, env = "DYNSYNC_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// A PostgreSQL URL (postgres://user@host/db) to keep the store there instead of SQLite.
-    #[arg(long, env = "DYNSYNC_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DYNSYNC_DATABASE_URL", hide_env_values = true, value_name = "URL")]
     database_url: Option<String>,
+    /// How long acknowledged entries stay in a flow's inlet log: 30s, 15m, 12h, 7d.
+    #[arg(long, env = "DYNSYNC_LOG_RETENTION", value_name = "DURATION")]
+    log_retention: Option<String>,
+    /// How often this process renews its leases on flows, at most 10s.
+    #[arg(long, env = "DYNSYNC_LEASE_HEARTBEAT", value_name = "DURATION")]
+    lease_heartbeat: Option<String>,
+    /// After how long a lease not renewed is taken over by another process: twice the heartbeat to 30s.
+    #[arg(long, env = "DYNSYNC_LEASE_TTL", value_name = "DURATION")]
+    lease_ttl: Option<String>,
+    /// What to log: a level (error, warn, info, debug, trace) or directives like info,dynsync=debug; RUST_LOG wins.
+    #[arg(long, env = "DYNSYNC_LOG_LEVEL", value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+impl ServeArgs {
+    /// The flags and the DYNSYNC_* variables as two layers. clap reads both, a flag winning, and says which gave
+    /// each value.
+    fn layers(self, matches: &ArgMatches) -> (Layer, Layer) {
+        let from_env = |id: &str| matches.value_source(id) == Some(ValueSource::EnvVariable);
+        let (mut flags, mut env) = (Layer::default(), Layer::default());
+        (flags.listen, env.listen) = split(self.listen, from_env("listen"));
+        (flags.data_dir, env.data_dir) = split(self.data_dir, from_env("data_dir"));
+        (flags.database_url, env.database_url) = split(self.database_url, from_env("database_url"));
+        (flags.log_retention, env.log_retention) = split(self.log_retention, from_env("log_retention"));
+        (flags.lease_heartbeat, env.lease_heartbeat) = split(self.lease_heartbeat, from_env("lease_heartbeat"));
+        (flags.lease_ttl, env.lease_ttl) = split(self.lease_ttl, from_env("lease_ttl"));
+        (flags.log_level, env.log_level) = split(self.log_level, from_env("log_level"));
+        (flags, env)
+    }
+}
+
+/// A value into the flags' layer or the environment's. An empty variable counts as unset, as DYNSYNC_SECRET_KEY
+/// does: `DYNSYNC_DATABASE_URL=` in a compose file means no database URL, not a wrong one.
+fn split<T: AsRef<std::ffi::OsStr>>(value: Option<T>, from_env: bool) -> (Option<T>, Option<T>) {
+    match value {
+        Some(v) if from_env && v.as_ref().is_empty() => (None, None),
+        Some(v) if from_env => (None, Some(v)),
+        flag => (flag, None),
+    }
+}
+
+/// Appends each `serve` setting's default to its help, as clap would show a default of its own.
+fn show_serve_defaults(command: clap::Command) -> clap::Command {
+    let lease = LeaseTimings::default();
+    let defaults = [
+        ("listen", config::DEFAULT_LISTEN.to_string()),
+        ("data_dir", config::DEFAULT_DATA_DIR.to_string()),
+        ("log_retention", config::show_duration(DEFAULT_LOG_RETENTION)),
+        ("lease_heartbeat", config::show_duration(lease.heartbeat)),
+        ("lease_ttl", config::show_duration(lease.ttl)),
+        ("log_level", config::DEFAULT_LOG_LEVEL.to_string()),
+    ];
+    command.mut_subcommand("serve", |serve| {
+        defaults.into_iter().fold(serve, |serve, (id, default)| {
+            serve.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {default}]"))
+            })
+        })
+    })
 }
 
 #[derive(Args, Clone)]
@@ -331,10 +403,16 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut config = ServiceConfig::new(args.data_dir);
-    config.listen = args.listen;
-    config.database_url = args.database_url;
+/// Resolves the settings, then starts the log at the level they give (RUST_LOG, when set, still wins), then serves.
+async fn serve(mut args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let file = args.config.take().map(|path| ConfigFile::load(&path)).transpose()?;
+    let (flags, env) = args.layers(matches);
+    let settings = config::resolve(&flags, &env, file.as_ref())?;
+    init_tracing(&settings.log_level);
+    if let Some(file) = &file {
+        tracing::info!(file = %file.path.display(), "settings read");
+    }
+    let mut config = settings.service;
     config.secret_key = std::env::var("DYNSYNC_SECRET_KEY").ok().filter(|k| !k.is_empty());
     config.api_tokens = std::env::var("DYNSYNC_API_TOKENS")
         .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect())
@@ -558,18 +636,32 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // The demo prints its own story; the service's log would drown it.
-    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+/// Logs to stderr at `default_level`, unless RUST_LOG says otherwise.
+fn init_tracing(default_level: &str) {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Parsed in two steps to keep the matches: they say whether a serve setting came from a flag or a variable.
+    let matches = show_serve_defaults(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match &cli.command {
+        // The service starts its log once its settings, which give the level, are resolved.
+        Command::Serve(_) => {}
+        // The demo prints its own story; the service's log would drown it.
+        Command::Demo(_) => init_tracing("warn"),
+        _ => init_tracing("info"),
+    }
     let result = match cli.command {
         Command::Demo(args) => demo(args).await.context("dynsync demo"),
-        Command::Serve(args) => serve(args).await.context("dynsync serve"),
+        Command::Serve(args) => {
+            let matches = matches.subcommand_matches("serve").expect("the serve command's matches");
+            serve(args, matches).await.context("dynsync serve")
+        }
         Command::Check(args) => check(args).await.context("dynsync check"),
         Command::Connections(c) => connections(c).await,
         Command::Targets(c) => targets(c).await,
