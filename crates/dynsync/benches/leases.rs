@@ -140,7 +140,8 @@ async fn main() {
     let (flow_db_admin, flow_db_name, flow_db) = fresh_database().await;
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut ports = [free_port(), free_port()];
-    let mut children = [serve(&flow_db, dirs[0].path(), &key64, ports[0]), serve(&flow_db, dirs[1].path(), &key64, ports[1])];
+    let mut children =
+        [serve(&flow_db, dirs[0].path(), &key64, ports[0]), serve(&flow_db, dirs[1].path(), &key64, ports[1])];
     for port in ports {
         ready(&http, port).await;
     }
@@ -168,10 +169,13 @@ async fn main() {
         "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
     }))
     .await;
-    let target = call(format!("{BASE}/targetConnections"), json!({
-        "name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
-        "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
-    }))
+    let target = call(
+        format!("{BASE}/targetConnections"),
+        json!({
+            "name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
+            "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
+        }),
+    )
     .await;
     let flow = call(format!("{BASE}/flows"), json!({
         "name": "Takeover", "targetConnectionIds": [target],
@@ -220,14 +224,19 @@ async fn main() {
         times[times.len() - 1],
         30.0 / median
     );
-    println!("(the lease TTL is {ttl} s and the heartbeat {} s: a takeover waits for the lease to expire, then for the next heartbeat)", dynsync::service::LeaseTimings::default().heartbeat.as_secs_f64());
+    println!(
+        "(the lease TTL is {ttl} s and the heartbeat {} s: a takeover waits for the lease to expire, then for the next heartbeat)",
+        dynsync::service::LeaseTimings::default().heartbeat.as_secs_f64()
+    );
     if let Some(path) = json_out {
         let figures = json!({"claims_per_s": claims_per_s, "acks_per_s": acks_per_s, "takeover_median_s": median, "takeover_s": times});
         std::fs::write(path, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
     }
     for (admin, name) in [(admin, name), (flow_db_admin, flow_db_name)] {
         if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut conn)
+                .await;
         }
     }
 }

@@ -49,7 +49,13 @@ fn serve(database_url: &str, data_dir: &std::path::Path, secret_key: &str) -> Pr
     Process { child, url: format!("http://127.0.0.1:{port}") }
 }
 
-async fn call(http: &reqwest::Client, url: &str, method: Method, path: &str, body: Option<Json>) -> reqwest::Result<Json> {
+async fn call(
+    http: &reqwest::Client,
+    url: &str,
+    method: Method,
+    path: &str,
+    body: Option<Json>,
+) -> reqwest::Result<Json> {
     let mut request = http.request(method, format!("{url}{path}")).bearer_auth(TOKEN).header("x-sandbox-name", "prod");
     if let Some(body) = body {
         request = request.json(&body);
@@ -129,10 +135,16 @@ async fn scale_out() {
     .await
     .unwrap()["id"]
         .clone();
-    let target = call(&http, &first, Method::POST, &format!("{BASE}/targetConnections"), Some(json!({
-        "name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
-        "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
-    })))
+    let target = call(
+        &http,
+        &first,
+        Method::POST,
+        &format!("{BASE}/targetConnections"),
+        Some(json!({
+            "name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
+            "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
+        })),
+    )
     .await
     .unwrap()["id"]
         .clone();
@@ -200,9 +212,8 @@ async fn scale_out() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     world_faults(&emulator, &[]);
-    let runs = call(&http, &survivor.url, Method::GET, &format!("{BASE}/runs?property=flowId=={flow}"), None)
-        .await
-        .unwrap();
+    let runs =
+        call(&http, &survivor.url, Method::GET, &format!("{BASE}/runs?property=flowId=={flow}"), None).await.unwrap();
     let sum = |field: &str| -> u64 {
         runs["items"].as_array().unwrap().iter().map(|r| r["metrics"]["recordSummary"][field].as_u64().unwrap()).sum()
     };
@@ -216,8 +227,11 @@ async fn scale_out() {
 
     // The last profile accepted for each contact is the one with the highest log sequence number.
     let mut db = sqlx::PgConnection::connect(&database.url).await.unwrap();
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT seq, body FROM inlet_log WHERE flow_id = $1 ORDER BY seq").bind(&flow).fetch_all(&mut db).await.unwrap();
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, body FROM inlet_log WHERE flow_id = $1 ORDER BY seq")
+        .bind(&flow)
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
     assert_eq!(rows.len() as u64, accepted, "the log holds every accepted profile, once");
     let mut last: HashMap<Uuid, (String, String)> = HashMap::new();
     for (_, body) in rows {

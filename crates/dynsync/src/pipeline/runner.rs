@@ -7,7 +7,9 @@ use super::clients::Clients;
 use super::sink::{Paused, Refusal};
 use super::{Decision, Job, Sink, Source, SourceRecord, StepError};
 use crate::ids::{ConnectionId, FlowId, Sandbox};
-use crate::store::{Acknowledgement, FailedRecord, Lease, Outcome, RunTally, Store, StoreError, hour_of};
+use crate::store::{
+    Acknowledgement, FailedRecord, Lease, Outcome, RunTally, RuntimeStatus, Store, StoreError, hour_of,
+};
 use chrono::Utc;
 use dataverse::Backoff;
 use std::collections::{HashMap, HashSet};
@@ -155,6 +157,7 @@ where
     /// Steps until the task is stopped (or the lease is lost), waiting for records when there are none.
     pub async fn run(self) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        // The flow's cursor as last acknowledged; `None` while it is to be read from the store.
         let mut cursor: Option<Option<String>> = None;
         // The next batch, read and decided while the current one was being written.
         let mut next: Option<Prepared<J::Key, J::Write>> = None;
@@ -210,7 +213,7 @@ where
                     cursor = Some(Some(acked));
                     backoff.reset();
                     if std::mem::take(&mut paused) {
-                        let _ = self.store.set_flow_status(&self.lease, "running", "").await;
+                        let _ = self.store.set_flow_status(&self.lease, RuntimeStatus::Running, "").await;
                         tracing::info!(flow = %self.flow, "the flow signs in again and runs");
                     }
                 }
@@ -271,7 +274,7 @@ where
     async fn pause(&self, pause: &Paused, backoff: &mut Backoff) {
         let wait = backoff.next();
         tracing::warn!(flow = %self.flow, reason = %pause.reason, "the flow is paused: Dynamics refused the sign-in; nothing is lost, and it resumes when the connection is fixed");
-        let _ = self.store.set_flow_status(&self.lease, "paused", &pause.to_string()).await;
+        let _ = self.store.set_flow_status(&self.lease, RuntimeStatus::Paused, &pause.to_string()).await;
         match &self.connection {
             Some(connection) => connection.wait_for_change(wait).await,
             None => tokio::time::sleep(wait).await,

@@ -265,8 +265,8 @@ impl Engine {
         }
         match self {
             Engine::Sqlite(pool) => {
-                // The write lock first, so that the guard's answer still holds when the statements run.
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                // The guard is a write, so it takes the write lock: its answer holds until the commit.
+                let mut tx = pool.begin().await?;
                 run_in!(tx, |sql: &'static str| AssertSqlSafe(for_sqlite(sql)));
             }
             Engine::Postgres(pool) => {

@@ -62,8 +62,6 @@ struct FlowRow {
     updated_at: String,
 }
 
-const COLUMNS: &str = "id, sandbox, job, name, body, state, target_connection_id, etag, created_at, updated_at";
-
 impl TryFrom<FlowRow> for FlowRecord {
     type Error = StoreError;
 
@@ -102,7 +100,6 @@ macro_rules! select_flows {
 
 impl Store {
     async fn flows_where(&self, sql: &'static str, args: &[Arg]) -> Result<Vec<FlowRecord>> {
-        debug_assert!(sql.contains(COLUMNS));
         self.engine.fetch_as::<FlowRow>(sql, args).await?.into_iter().map(FlowRecord::try_from).collect()
     }
 

@@ -4,7 +4,7 @@
 //! add to its runs. Times are milliseconds since the epoch, from the processes' clocks: expiry decides only how
 //! soon a flow is taken over, never whether two owners can both acknowledge.
 
-use super::{Result, Store};
+use super::{Result, Store, StoreError};
 use crate::ids::FlowId;
 use std::fmt;
 use uuid::Uuid;
@@ -39,16 +39,63 @@ pub struct Lease {
     pub generation: i64,
 }
 
+/// What a flow's owner says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeStatus {
+    Running,
+    /// Waiting for something outside dynsync to be fixed (a refused sign-in); nothing is lost meanwhile.
+    Paused,
+}
+
+impl RuntimeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeStatus::Running => "running",
+            RuntimeStatus::Paused => "paused",
+        }
+    }
+}
+
 /// A flow's lease as any process sees it: who holds it, until when, and what its owner says of the flow.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LeaseStatus {
     pub flow_id: String,
     pub owner: String,
     pub generation: i64,
     pub expires_at: i64,
-    /// `running`, or `paused` with the reason in `detail`.
-    pub status: String,
+    pub status: RuntimeStatus,
+    /// Why the flow is paused.
     pub detail: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct LeaseRow {
+    flow_id: String,
+    owner: String,
+    generation: i64,
+    expires_at: i64,
+    status: String,
+    detail: String,
+}
+
+impl TryFrom<LeaseRow> for LeaseStatus {
+    type Error = StoreError;
+    fn try_from(row: LeaseRow) -> Result<LeaseStatus> {
+        let status = match row.status.as_str() {
+            "running" => RuntimeStatus::Running,
+            "paused" => RuntimeStatus::Paused,
+            other => return Err(StoreError::Corrupt { what: "flow lease", detail: format!("status '{other}'") }),
+        };
+        Ok(LeaseStatus {
+            flow_id: row.flow_id,
+            owner: row.owner,
+            generation: row.generation,
+            expires_at: row.expires_at,
+            status,
+            detail: row.detail,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -138,12 +185,12 @@ impl Store {
     }
 
     /// What the owner says of its flow: `running`, or `paused` and why.
-    pub async fn set_flow_status(&self, lease: &Lease, status: &str, detail: &str) -> Result<()> {
+    pub async fn set_flow_status(&self, lease: &Lease, status: RuntimeStatus, detail: &str) -> Result<()> {
         self.engine
             .execute(
                 "UPDATE flow_leases SET status = $1, detail = $2 WHERE flow_id = $3 AND owner = $4 AND generation = $5",
                 &[
-                    status.into(),
+                    status.as_str().into(),
                     detail.into(),
                     lease.flow.to_string().into(),
                     lease.owner.to_string().into(),
@@ -156,23 +203,25 @@ impl Store {
 
     /// Every flow's lease.
     pub async fn leases(&self) -> Result<Vec<LeaseStatus>> {
-        self.engine
+        let rows: Vec<LeaseRow> = self
+            .engine
             .fetch_as(
                 "SELECT flow_id, owner, generation, expires_at, status, detail FROM flow_leases ORDER BY flow_id",
                 &[],
             )
-            .await
+            .await?;
+        rows.into_iter().map(LeaseStatus::try_from).collect()
     }
 
     /// One flow's lease, if it ever had one.
     pub async fn lease_of(&self, flow: FlowId) -> Result<Option<LeaseStatus>> {
-        let rows: Vec<LeaseStatus> = self
+        let rows: Vec<LeaseRow> = self
             .engine
             .fetch_as(
                 "SELECT flow_id, owner, generation, expires_at, status, detail FROM flow_leases WHERE flow_id = $1",
                 &[flow.to_string().into()],
             )
             .await?;
-        Ok(rows.into_iter().next())
+        rows.into_iter().next().map(LeaseStatus::try_from).transpose()
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use engine::DatabaseKind;
 pub use flows::{FlowRecord, FlowState};
-pub use leases::{Lease, LeaseStatus, ProcessId};
+pub use leases::{Lease, LeaseStatus, ProcessId, RuntimeStatus};
 pub use log::{Backlog, LogEntry};
 pub use runs::{Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, RunRecord, RunTally, hour_of};
 
