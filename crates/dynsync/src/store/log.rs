@@ -1,7 +1,6 @@
 //! Inlet logs: what a flow's inlet accepted over HTTP, durable before the sender hears "accepted", read by the
 //! flow's owner in order, and pruned once acknowledged and older than the retention.
 
-use super::engine::Arg;
 use super::{Result, Store, StoreError, timestamp};
 use crate::ids::FlowId;
 use chrono::{DateTime, Utc};
@@ -30,6 +29,18 @@ struct LogRow {
 pub struct Backlog {
     pub records: u64,
     pub oldest: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CursorRow {
+    flow_id: String,
+    cursor: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct AgeRow {
+    seq: i64,
+    received_at: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -80,19 +91,45 @@ impl Store {
         })
     }
 
-    /// Deletes the entries acknowledged and received before `before`, and those of flows that no longer exist.
-    /// The number of entries deleted.
+    /// Deletes the entries each flow has acknowledged and that were received before `before`, a few hundred
+    /// at a time: each step reads the oldest entries of one flow by index and holds the write lock briefly, so
+    /// pruning a large log never stalls the inlets. The number of entries deleted.
     pub async fn prune_log(&self, before: DateTime<Utc>) -> Result<u64> {
-        let acknowledged = self
-            .engine
-            .execute(
-                "DELETE FROM inlet_log WHERE received_at < $1 AND seq <= COALESCE(
-                   (SELECT CAST(flow_cursors.cursor AS BIGINT) FROM flow_cursors WHERE flow_cursors.flow_id = inlet_log.flow_id), 0)",
-                &[Arg::from(before.to_rfc3339())],
-            )
-            .await?;
-        let orphaned =
-            self.engine.execute("DELETE FROM inlet_log WHERE flow_id NOT IN (SELECT id FROM flows)", &[]).await?;
-        Ok(acknowledged + orphaned)
+        const STEP: i64 = 500;
+        let cursors: Vec<CursorRow> = self.engine.fetch_as("SELECT flow_id, cursor FROM flow_cursors", &[]).await?;
+        let mut deleted = 0;
+        for flow in cursors {
+            // A flow whose cursor is not a sequence number reads no inlet log.
+            let Ok(acknowledged) = flow.cursor.parse::<i64>() else { continue };
+            loop {
+                let oldest: Vec<AgeRow> = self
+                    .engine
+                    .fetch_as(
+                        "SELECT seq, received_at FROM inlet_log WHERE flow_id = $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+                        &[flow.flow_id.as_str().into(), acknowledged.into(), STEP.into()],
+                    )
+                    .await?;
+                // Entries are numbered as they arrive, so the old ones come first.
+                let mut last_old = None;
+                for row in &oldest {
+                    if timestamp(&row.received_at).map_err(corrupt)? >= before {
+                        break;
+                    }
+                    last_old = Some(row.seq);
+                }
+                let Some(last) = last_old else { break };
+                deleted += self
+                    .engine
+                    .execute(
+                        "DELETE FROM inlet_log WHERE flow_id = $1 AND seq <= $2",
+                        &[flow.flow_id.as_str().into(), last.into()],
+                    )
+                    .await?;
+                if oldest.len() < STEP as usize || oldest.last().map(|r| r.seq) != Some(last) {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
     }
 }

@@ -60,6 +60,8 @@ const MIGRATIONS: &[Migration] = &[(
         "ALTER TABLE failed_records RENAME COLUMN contact_id TO record_key",
         "ALTER TABLE failed_records RENAME COLUMN patch TO payload",
         "ALTER TABLE flows ADD COLUMN job TEXT NOT NULL DEFAULT 'activation'",
+        // Deleting a flow now deletes its log; what flows deleted before left behind goes once, here.
+        "DELETE FROM inlet_log WHERE flow_id NOT IN (SELECT id FROM flows)",
         // One owner per enabled flow: a lease renewed by heartbeat, and a generation that each new owner
         // increments and each acknowledgement checks.
         "CREATE TABLE IF NOT EXISTS flow_leases (
