@@ -6,6 +6,7 @@ use crate::api::{self, AppState};
 use crate::pipeline::Supervisor;
 use crate::pipeline::clients::Clients;
 use crate::pipeline::supervisor::JobRunner;
+pub use crate::pipeline::supervisor::LeaseTimings;
 use crate::secrets::{self, SecretError, SecretKey};
 use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
@@ -32,21 +33,6 @@ pub struct ServiceConfig {
     pub log_retention: Duration,
     /// How flows are owned when several processes share one PostgreSQL database.
     pub lease: LeaseTimings,
-}
-
-/// The timings of flow ownership. A process renews its leases every `heartbeat`; a lease not renewed for `ttl`
-/// is taken over by another process. A process stops writing for a flow once `ttl - heartbeat` has passed since
-/// its last renewal, so that a flow's old owner is silent before its new owner starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseTimings {
-    pub heartbeat: Duration,
-    pub ttl: Duration,
-}
-
-impl Default for LeaseTimings {
-    fn default() -> Self {
-        LeaseTimings { heartbeat: Duration::from_secs(5), ttl: Duration::from_secs(15) }
-    }
 }
 
 /// Acknowledged inlet entries are kept a week by default, to replay or inspect.

@@ -9,7 +9,6 @@
 use super::StepError;
 use super::clients::Clients;
 use crate::ids::{Etag, FlowId};
-use crate::service::LeaseTimings;
 use crate::store::{Backlog, FlowRecord, FlowState, Lease, ProcessId, Store, StoreError};
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,6 +17,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+
+/// The timings of flow ownership. A process renews its leases every `heartbeat`; a lease not renewed for `ttl`
+/// is taken over by another process. A process stops writing for a flow once `ttl - heartbeat` has passed since
+/// its last renewal, so that a flow's old owner is silent before its new owner starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTimings {
+    pub heartbeat: Duration,
+    pub ttl: Duration,
+}
+
+impl Default for LeaseTimings {
+    fn default() -> Self {
+        LeaseTimings { heartbeat: Duration::from_secs(5), ttl: Duration::from_secs(15) }
+    }
+}
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
