@@ -275,6 +275,44 @@ fn compute_names(table: &Table, row: &mut Row) {
     }
 }
 
+/// Columns that name the table a polymorphic lookup points at (a note's `objecttypecode` reads `lead`
+/// when `objectid` regards a lead), kept in step with their lookup; cleared with it.
+fn record_entity_names(table: &Table, row: &mut Row) {
+    for attribute in &table.attributes {
+        let AttributeKind::EntityName { lookup } = &attribute.kind else { continue };
+        match row.get(lookup) {
+            Some(Value::Lookup { table: target, .. }) => {
+                let name = Value::Text(target.clone());
+                row.insert(attribute.logical_name.clone(), name);
+            }
+            _ => {
+                row.remove(&attribute.logical_name);
+            }
+        }
+    }
+}
+
+/// A note's `filesize`: the size in bytes of the file whose base64 text `documentbody` holds.
+fn compute_file_size(table: &Table, row: &mut Row) {
+    let computes =
+        table.attribute("filesize").is_some_and(Attribute::is_read_only) && table.attribute("documentbody").is_some();
+    if !computes {
+        return;
+    }
+    match row.get("documentbody") {
+        Some(Value::Text(body)) => {
+            let symbols: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            let padding = symbols.iter().rev().take_while(|b| **b == b'=').count().min(2);
+            let n = symbols.len();
+            let size = (n / 4 * 3 + n % 4 * 3 / 4).saturating_sub(padding);
+            row.insert("filesize".into(), Value::Int(size as i64));
+        }
+        _ => {
+            row.remove("filesize");
+        }
+    }
+}
+
 fn check_etag(existing: Option<&Row>, preconditions: &Preconditions, table: &Table, id: Option<Uuid>) -> ApiResult<()> {
     match (&preconditions.if_match, existing) {
         (Some(_), None) => {
@@ -399,6 +437,8 @@ pub fn write(data: &mut Data, journal: &mut Vec<Change>, request: WriteRequest<'
     }
     settle_state(table, &mut row, state_set, status_set)?;
     compute_names(table, &mut row);
+    record_entity_names(table, &mut row);
+    compute_file_size(table, &mut row);
     if let Some(key) = data.rows(&table.logical_name).key_conflict(table, id, &row) {
         let values: Vec<String> = key.attributes.iter().filter_map(|a| row.get(a).map(Value::to_text)).collect();
         return Err(ApiError::new(

@@ -139,6 +139,7 @@ impl Value {
                 let text = json.as_str().ok_or_else(cannot_convert)?;
                 Value::Guid(parse_guid(text).ok_or_else(cannot_convert)?)
             }
+            AttributeKind::EntityName { .. } => Value::Text(json.as_str().ok_or_else(cannot_convert)?.to_string()),
             AttributeKind::Lookup { .. } => {
                 return Err(ApiError::invalid_argument(format!(
                     "The lookup '{name}' is set through its navigation property with @odata.bind."

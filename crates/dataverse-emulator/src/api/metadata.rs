@@ -51,7 +51,9 @@ pub fn csdl(request: &Request) -> ApiResult<Response> {
         out.push_str(&format!("<Key><PropertyRef Name=\"{}\" /></Key>\n", table.primary_id));
         for attribute in &table.attributes {
             let extra = match &attribute.kind {
-                AttributeKind::String { .. } | AttributeKind::Memo { .. } => " Unicode=\"false\"",
+                AttributeKind::String { .. } | AttributeKind::Memo { .. } | AttributeKind::EntityName { .. } => {
+                    " Unicode=\"false\""
+                }
                 AttributeKind::Decimal { .. } | AttributeKind::Money { .. } => " Scale=\"Variable\"",
                 _ => "",
             };
@@ -207,6 +209,7 @@ fn type_name(kind: &AttributeKind) -> &'static str {
         AttributeKind::Lookup { lookup_type: LookupType::Lookup, .. } => "LookupType",
         AttributeKind::Lookup { lookup_type: LookupType::Customer, .. } => "CustomerType",
         AttributeKind::Lookup { lookup_type: LookupType::Owner, .. } => "OwnerType",
+        AttributeKind::EntityName { .. } => "EntityNameType",
     }
 }
 
@@ -250,7 +253,10 @@ fn derived_properties(attribute: &Attribute) -> Map<String, Json> {
         AttributeKind::Picklist { default, .. } => {
             m.insert("DefaultFormValue".into(), json!(default.unwrap_or(-1)));
         }
-        AttributeKind::State { .. } | AttributeKind::Status { .. } | AttributeKind::Uniqueidentifier => {}
+        AttributeKind::State { .. }
+        | AttributeKind::Status { .. }
+        | AttributeKind::Uniqueidentifier
+        | AttributeKind::EntityName { .. } => {}
         AttributeKind::Lookup { targets, .. } => {
             m.insert("Targets".into(), json!(targets.iter().map(|t| t.table.clone()).collect::<Vec<_>>()));
         }

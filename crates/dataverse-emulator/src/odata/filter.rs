@@ -488,7 +488,10 @@ fn literal_for(kind: &AttributeKind, literal: &Literal, op: CmpOp) -> ApiResult<
     let mismatch = || incompatible(kind.edm_type(), literal.edm_type(), op);
     Ok(Some(match (kind, literal) {
         (_, Literal::Null) => return Ok(None),
-        (AttributeKind::String { .. } | AttributeKind::Memo { .. }, Literal::String(s)) => Value::Text(s.clone()),
+        (
+            AttributeKind::String { .. } | AttributeKind::Memo { .. } | AttributeKind::EntityName { .. },
+            Literal::String(s),
+        ) => Value::Text(s.clone()),
         (
             AttributeKind::Integer { .. }
             | AttributeKind::BigInt
@@ -568,7 +571,10 @@ impl Predicate {
             }
             Expr::Text(f, path, pattern) => {
                 let attribute = column(table, path)?;
-                if !matches!(attribute.kind, AttributeKind::String { .. } | AttributeKind::Memo { .. }) {
+                if !matches!(
+                    attribute.kind,
+                    AttributeKind::String { .. } | AttributeKind::Memo { .. } | AttributeKind::EntityName { .. }
+                ) {
                     return Err(ApiError::bad_query(format!(
                         "No function signature for the function with name '{}' matches the specified arguments: '{}' is {}.",
                         match f {

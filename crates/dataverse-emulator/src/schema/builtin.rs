@@ -1,5 +1,5 @@
 //! The standard tables every environment has, with the columns, types and option values Microsoft documents
-//! for them (contact, lead, account, and systemuser for owners and callers).
+//! for them (contact, lead, account, annotation for notes, and systemuser for owners and callers).
 
 use super::*;
 
@@ -106,7 +106,7 @@ impl TableBuilder {
     }
 
     /// The columns the platform keeps on every table: audit stamps, owner, row version, import helpers, and
-    /// the state/status pair with the given options.
+    /// the state/status pair with the given options (none for a table without state, such as `annotation`).
     pub(crate) fn standard_columns(self, states: &[(i32, &str, i32)], statuses: &[(i32, &str, i32)]) -> Self {
         let user_owned = self.table.ownership == "UserOwned";
         let mut b = self
@@ -123,22 +123,25 @@ impl TableBuilder {
             .attr("overriddencreatedon", "Record Created On", AttributeKind::date_only())
             .create_only()
             .attr("importsequencenumber", "Import Sequence Number", AttributeKind::integer())
-            .create_only()
-            .attr(
-                "statecode",
-                "Status",
-                AttributeKind::State {
-                    options: states.iter().map(|(v, l, status)| OptionValue::related(*v, l, *status)).collect(),
-                },
-            )
-            .system_required()
-            .attr(
-                "statuscode",
-                "Status Reason",
-                AttributeKind::Status {
-                    options: statuses.iter().map(|(v, l, state)| OptionValue::related(*v, l, *state)).collect(),
-                },
-            );
+            .create_only();
+        if !states.is_empty() {
+            b = b
+                .attr(
+                    "statecode",
+                    "Status",
+                    AttributeKind::State {
+                        options: states.iter().map(|(v, l, status)| OptionValue::related(*v, l, *status)).collect(),
+                    },
+                )
+                .system_required()
+                .attr(
+                    "statuscode",
+                    "Status Reason",
+                    AttributeKind::Status {
+                        options: statuses.iter().map(|(v, l, state)| OptionValue::related(*v, l, *state)).collect(),
+                    },
+                );
+        }
         if user_owned {
             b = b
                 .attr(
@@ -379,6 +382,31 @@ fn lead() -> Table {
         .build()
 }
 
+/// A note (`annotation`): text and an optional attached file, regarding one row of another table through
+/// the polymorphic lookup `objectid`, whose target table the server records in `objecttypecode`.
+/// Notes have no state or status.
+fn annotation() -> Table {
+    let regarding = ["account", "contact", "lead"]
+        .iter()
+        .map(|t| LookupTarget { table: (*t).into(), navigation_property: format!("objectid_{t}") })
+        .collect();
+    TableBuilder::new("annotation", "annotations", ("Note", "Notes"), "subject", 5)
+        .description("Note that is attached to one or more objects, including other notes.")
+        .attr("subject", "Title", AttributeKind::string(500))
+        .attr("notetext", "Description", AttributeKind::Memo { max_length: 100_000 })
+        .attr("isdocument", "Is Document", AttributeKind::yes_no("Yes", "No", false))
+        .attr("filename", "File Name", AttributeKind::string(255))
+        .attr("mimetype", "Mime Type", AttributeKind::string(256))
+        .attr("documentbody", "Document", AttributeKind::Memo { max_length: 1_073_741_823 })
+        .attr("filesize", "File Size (Bytes)", AttributeKind::Integer { min: 0, max: 1_000_000_000 })
+        .read_only()
+        .attr("objectid", "Regarding", AttributeKind::Lookup { lookup_type: LookupType::Lookup, targets: regarding })
+        .attr("objecttypecode", "Object Type", AttributeKind::EntityName { lookup: "objectid".into() })
+        .read_only()
+        .standard_columns(&[], &[])
+        .build()
+}
+
 fn systemuser() -> Table {
     let mut b = TableBuilder::new("systemuser", "systemusers", ("User", "Users"), "fullname", 8)
         .description(
@@ -395,7 +423,7 @@ fn systemuser() -> Table {
 }
 
 pub fn builtin_tables() -> Vec<Table> {
-    vec![account(), contact(), lead(), systemuser()]
+    vec![account(), annotation(), contact(), lead(), systemuser()]
 }
 
 #[cfg(test)]
@@ -414,6 +442,24 @@ mod tests {
         assert!(contact.attribute_by_property("parentcustomerid").is_none());
         let status = contact.attribute("statuscode").unwrap().kind.options().unwrap();
         assert_eq!(status[1], OptionValue::related(2, "Inactive", 1));
+    }
+
+    #[test]
+    fn annotation_regards_accounts_contacts_and_leads() {
+        let note = annotation();
+        assert_eq!((note.entity_set_name.as_str(), note.primary_name.as_str()), ("annotations", "subject"));
+        assert!(!note.change_tracking_enabled);
+        assert_eq!(note.attribute("objectid").unwrap().kind.attribute_type(), "Lookup");
+        for table in ["account", "contact", "lead"] {
+            let (attribute, target) = note.navigation(&format!("objectid_{table}")).unwrap();
+            assert_eq!((attribute.logical_name.as_str(), target.table.as_str()), ("objectid", table));
+        }
+        assert_eq!(note.attribute_by_property("_objectid_value").unwrap().logical_name, "objectid");
+        let otc = note.attribute("objecttypecode").unwrap();
+        assert_eq!(otc.kind.attribute_type(), "EntityName");
+        assert!(otc.is_read_only());
+        assert!(note.attribute("ownerid").is_some() && note.attribute("createdon").is_some());
+        assert!(note.attribute("statecode").is_none(), "notes have no state");
     }
 
     #[test]

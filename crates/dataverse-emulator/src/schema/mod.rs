@@ -107,10 +107,16 @@ pub enum AttributeKind {
     Status {
         options: Vec<OptionValue>,
     },
-    /// A lookup to one or more tables (`Lookup`, `Customer`, `Owner`).
+    /// A lookup to one or more tables (`Lookup`, `Customer`, `Owner`). A `Lookup` with several targets is
+    /// polymorphic, as a note's `objectid` (Regarding) is: Dataverse reports it as `Lookup` all the same.
     Lookup {
         lookup_type: LookupType,
         targets: Vec<LookupTarget>,
+    },
+    /// The logical name of the table a polymorphic lookup points at (`objecttypecode` of a note reads
+    /// `lead`), set by the server whenever `lookup` is written.
+    EntityName {
+        lookup: String,
     },
 }
 
@@ -185,6 +191,7 @@ impl AttributeKind {
             AttributeKind::Lookup { lookup_type: LookupType::Lookup, .. } => "Lookup",
             AttributeKind::Lookup { lookup_type: LookupType::Customer, .. } => "Customer",
             AttributeKind::Lookup { lookup_type: LookupType::Owner, .. } => "Owner",
+            AttributeKind::EntityName { .. } => "EntityName",
         }
     }
 
@@ -205,6 +212,7 @@ impl AttributeKind {
             AttributeKind::State { .. } => "StateAttributeMetadata",
             AttributeKind::Status { .. } => "StatusAttributeMetadata",
             AttributeKind::Lookup { .. } => "LookupAttributeMetadata",
+            AttributeKind::EntityName { .. } => "EntityNameAttributeMetadata",
         }
     }
 
@@ -212,7 +220,9 @@ impl AttributeKind {
     pub fn edm_type(&self) -> &'static str {
         match self {
             AttributeKind::Uniqueidentifier | AttributeKind::Lookup { .. } => "Edm.Guid",
-            AttributeKind::String { .. } | AttributeKind::Memo { .. } => "Edm.String",
+            AttributeKind::String { .. } | AttributeKind::Memo { .. } | AttributeKind::EntityName { .. } => {
+                "Edm.String"
+            }
             AttributeKind::Integer { .. }
             | AttributeKind::Picklist { .. }
             | AttributeKind::State { .. }
