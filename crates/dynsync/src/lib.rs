@@ -7,6 +7,7 @@ pub mod connection;
 pub mod declarative;
 pub mod demo;
 pub mod ids;
+pub mod leads;
 pub mod pipeline;
 pub mod remote;
 pub mod secrets;
