@@ -1,10 +1,11 @@
-//! The two database engines behind one small interface: statements with `$1…` parameters, rows of text.
+//! The two database engines behind one small interface: statements with `$1…` parameters, rows read into typed
+//! structs by column name.
 //! Everything is stored as text (ids, JSON bodies, RFC 3339 times), which both engines hold alike.
 
 use super::StoreError;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Row as _, postgres::PgConnectOptions};
+use sqlx::{AssertSqlSafe, postgres::PgConnectOptions};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -284,24 +285,6 @@ impl Engine {
                 bind_all!(sqlx::query_as::<_, T>(AssertSqlSafe(for_sqlite(sql))), args).fetch_all(pool).await?
             }
             Engine::Postgres(pool) => bind_all!(sqlx::query_as::<_, T>(sql), args).fetch_all(pool).await?,
-        })
-    }
-
-    /// Runs a query whose columns are all text.
-    pub async fn fetch(&self, sql: &'static str, args: &[Arg]) -> Result<Vec<Vec<Option<String>>>, StoreError> {
-        Ok(match self {
-            Engine::Sqlite(pool) => {
-                let rows = bind_all!(sqlx::query(AssertSqlSafe(for_sqlite(sql))), args).fetch_all(pool).await?;
-                rows.iter()
-                    .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
-                    .collect::<Result<Vec<_>, _>>()?
-            }
-            Engine::Postgres(pool) => {
-                let rows = bind_all!(sqlx::query(sql), args).fetch_all(pool).await?;
-                rows.iter()
-                    .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
-                    .collect::<Result<Vec<_>, _>>()?
-            }
         })
     }
 }

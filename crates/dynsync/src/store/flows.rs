@@ -2,7 +2,7 @@
 //! and etag. The store knows no job: each job reads its own definition out of a `FlowRecord`.
 
 use super::engine::Arg;
-use super::{Result, Store, StoreError, ids, timestamp};
+use super::{IdRow, Result, Store, StoreError, ids, timestamp};
 use crate::ids::{Etag, FlowId, Sandbox, TargetConnectionId};
 use chrono::{DateTime, Utc};
 use std::fmt;
@@ -201,9 +201,9 @@ impl Store {
 
     /// The flows that write through a target connection.
     pub async fn flows_of(&self, sandbox: &Sandbox, target: TargetConnectionId) -> Result<Vec<FlowId>> {
-        let rows = self
+        let rows: Vec<IdRow> = self
             .engine
-            .fetch(
+            .fetch_as(
                 "SELECT id FROM flows WHERE sandbox = $1 AND target_connection_id = $2 ORDER BY id",
                 &[sandbox.as_str().into(), target.to_string().into()],
             )

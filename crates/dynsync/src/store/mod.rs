@@ -15,7 +15,8 @@ use crate::secrets::{Secret, SecretError, SecretKey};
 use crate::target::TargetConnection;
 use chrono::{DateTime, Utc};
 use engine::{Arg, Engine};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -72,28 +73,33 @@ impl Store {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<()> {
-        self.engine.fetch("SELECT 'ok'", &[]).await.map(|_| ())
+        self.engine.execute("SELECT 1", &[]).await.map(|_| ())
     }
 
     // ------------------------------------------------------------------------------------------ connections
 
     /// The stored body of a connection and its sealed secrets.
     fn connection_columns(&self, c: &Connection) -> (String, String) {
-        let (public, secrets) = c.auth.to_params();
-        let body = json!({
-            "name": c.name,
-            "description": c.description,
-            "connectionSpec": c.spec,
-            "authSpec": c.auth.spec_name(),
-            "params": public,
-            "signedInAs": c.signed_in_as.as_ref().map(|w| json!({
-                "userId": w.user_id, "businessUnitId": w.business_unit_id, "organizationId": w.organization_id
-            })),
-        });
+        let (params, secrets) = c.auth.to_params();
+        let body = StoredConnection {
+            name: c.name.clone(),
+            description: c.description.clone(),
+            connection_spec: c.spec,
+            auth_spec: c.auth.spec_name().to_string(),
+            params,
+            signed_in_as: c.signed_in_as.as_ref().map(|w| StoredWhoAmI {
+                user_id: w.user_id,
+                business_unit_id: w.business_unit_id,
+                organization_id: w.organization_id,
+            }),
+        };
         let context = format!("connection:{}", c.id);
-        let sealed: Map<String, Json> =
-            secrets.iter().map(|(k, v)| (k.to_string(), Json::String(self.key.seal(v.expose(), &context)))).collect();
-        (body.to_string(), Json::Object(sealed).to_string())
+        let sealed: BTreeMap<String, String> =
+            secrets.iter().map(|(k, v)| (k.to_string(), self.key.seal(v.expose(), &context))).collect();
+        (
+            serde_json::to_string(&body).expect("a connection serializes"),
+            serde_json::to_string(&sealed).expect("sealed secrets serialize"),
+        )
     }
 
     pub async fn insert_connection(&self, c: &Connection) -> Result<()> {
@@ -141,9 +147,9 @@ impl Store {
     }
 
     pub async fn connection(&self, sandbox: &Sandbox, id: ConnectionId) -> Result<Option<Connection>> {
-        let rows = self
+        let rows: Vec<ConnectionRow> = self
             .engine
-            .fetch(
+            .fetch_as(
                 "SELECT id, sandbox, body, secrets, etag, created_at, updated_at FROM connections \
                  WHERE sandbox = $1 AND id = $2",
                 &[sandbox.as_str().into(), id.to_string().into()],
@@ -153,9 +159,9 @@ impl Store {
     }
 
     pub async fn connections(&self, sandbox: &Sandbox) -> Result<Vec<Connection>> {
-        let rows = self
+        let rows: Vec<ConnectionRow> = self
             .engine
-            .fetch(
+            .fetch_as(
                 "SELECT id, sandbox, body, secrets, etag, created_at, updated_at FROM connections \
                  WHERE sandbox = $1 ORDER BY created_at, id",
                 &[sandbox.as_str().into()],
@@ -175,52 +181,48 @@ impl Store {
         Ok(n > 0)
     }
 
-    fn connection_from(&self, row: Vec<Option<String>>) -> Result<Connection> {
+    fn connection_from(&self, row: ConnectionRow) -> Result<Connection> {
         let corrupt = |detail: String| StoreError::Corrupt { what: "connection", detail };
-        let [id, sandbox, body, secrets, etag, created, updated] = columns(row).map_err(corrupt)?;
-        let id: ConnectionId = id.parse().map_err(|e: uuid::Error| corrupt(e.to_string()))?;
-        let body: Json = serde_json::from_str(&body).map_err(|e| corrupt(e.to_string()))?;
-        let secrets: Map<String, Json> = serde_json::from_str(&secrets).map_err(|e| corrupt(e.to_string()))?;
-        let spec: ConnectionSpecId =
-            serde_json::from_value(body["connectionSpec"].clone()).map_err(|e| corrupt(e.to_string()))?;
-        let mut params = body["params"].as_object().cloned().unwrap_or_default();
+        let id: ConnectionId = row.id.parse().map_err(|e: uuid::Error| corrupt(e.to_string()))?;
+        let body: StoredConnection = serde_json::from_str(&row.body).map_err(|e| corrupt(e.to_string()))?;
+        let sealed: BTreeMap<String, String> =
+            serde_json::from_str(&row.secrets).map_err(|e| corrupt(e.to_string()))?;
+        let mut params = body.params;
         let context = format!("connection:{id}");
-        for (name, sealed) in &secrets {
-            let secret: Secret = self.key.open(sealed.as_str().unwrap_or_default(), &context)?;
+        for (name, sealed) in &sealed {
+            let secret: Secret = self.key.open(sealed, &context)?;
             params.insert(name.clone(), Json::String(secret.expose().to_string()));
         }
-        let auth = ConnectionAuth::from_params(spec, body["authSpec"].as_str().unwrap_or_default(), &params)
+        let auth = ConnectionAuth::from_params(body.connection_spec, &body.auth_spec, &params)
             .map_err(|e| corrupt(e.to_string()))?;
-        let signed_in_as = body["signedInAs"].as_object().and_then(|w| {
-            Some(dataverse::WhoAmI {
-                user_id: w.get("userId")?.as_str()?.parse().ok()?,
-                business_unit_id: w.get("businessUnitId")?.as_str()?.parse().ok()?,
-                organization_id: w.get("organizationId")?.as_str()?.parse().ok()?,
-            })
-        });
         Ok(Connection {
             id,
-            sandbox: sandbox.parse().map_err(|e: crate::ids::BadSandboxName| corrupt(e.to_string()))?,
-            name: body["name"].as_str().unwrap_or_default().to_string(),
-            description: body["description"].as_str().unwrap_or_default().to_string(),
-            spec,
+            sandbox: row.sandbox.parse().map_err(|e: crate::ids::BadSandboxName| corrupt(e.to_string()))?,
+            name: body.name,
+            description: body.description,
+            spec: body.connection_spec,
             auth,
-            signed_in_as,
-            etag: Etag(etag),
-            created_at: timestamp(&created).map_err(corrupt)?,
-            updated_at: timestamp(&updated).map_err(corrupt)?,
+            signed_in_as: body.signed_in_as.map(|w| dataverse::WhoAmI {
+                user_id: w.user_id,
+                business_unit_id: w.business_unit_id,
+                organization_id: w.organization_id,
+            }),
+            etag: Etag(row.etag),
+            created_at: timestamp(&row.created_at).map_err(corrupt)?,
+            updated_at: timestamp(&row.updated_at).map_err(corrupt)?,
         })
     }
 
     // ----------------------------------------------------------------------------------- target connections
 
     pub async fn insert_target_connection(&self, t: &TargetConnection) -> Result<()> {
-        let body = json!({
-            "name": t.name,
-            "description": t.description,
-            "baseConnectionId": t.base_connection_id,
-            "customizationPrefix": t.customization_prefix,
-        });
+        let body = serde_json::to_string(&StoredTarget {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            base_connection_id: t.base_connection_id,
+            customization_prefix: t.customization_prefix.clone(),
+        })
+        .expect("a target connection serializes");
         self.engine
             .execute(
                 "INSERT INTO target_connections (id, sandbox, name, body, etag, created_at, updated_at, base_connection_id) \
@@ -229,7 +231,7 @@ impl Store {
                     t.id.to_string().into(),
                     t.sandbox.as_str().into(),
                     t.name.as_str().into(),
-                    body.to_string().into(),
+                    body.into(),
                     t.etag.0.as_str().into(),
                     t.created_at.to_rfc3339().into(),
                     t.updated_at.to_rfc3339().into(),
@@ -245,9 +247,9 @@ impl Store {
         sandbox: &Sandbox,
         id: TargetConnectionId,
     ) -> Result<Option<TargetConnection>> {
-        let rows = self
+        let rows: Vec<TargetRow> = self
             .engine
-            .fetch(
+            .fetch_as(
                 "SELECT id, sandbox, body, etag, created_at, updated_at FROM target_connections \
                  WHERE sandbox = $1 AND id = $2",
                 &[sandbox.as_str().into(), id.to_string().into()],
@@ -257,9 +259,9 @@ impl Store {
     }
 
     pub async fn target_connections(&self, sandbox: &Sandbox) -> Result<Vec<TargetConnection>> {
-        let rows = self
+        let rows: Vec<TargetRow> = self
             .engine
-            .fetch(
+            .fetch_as(
                 "SELECT id, sandbox, body, etag, created_at, updated_at FROM target_connections \
                  WHERE sandbox = $1 ORDER BY created_at, id",
                 &[sandbox.as_str().into()],
@@ -281,9 +283,9 @@ impl Store {
 
     /// The target connections over a connection.
     pub async fn targets_of(&self, sandbox: &Sandbox, connection: ConnectionId) -> Result<Vec<TargetConnectionId>> {
-        let rows = self
+        let rows: Vec<IdRow> = self
             .engine
-            .fetch(
+            .fetch_as(
                 "SELECT id FROM target_connections WHERE sandbox = $1 AND base_connection_id = $2 ORDER BY id",
                 &[sandbox.as_str().into(), connection.to_string().into()],
             )
@@ -292,39 +294,86 @@ impl Store {
     }
 }
 
-fn ids<T: std::str::FromStr>(rows: Vec<Vec<Option<String>>>) -> Result<Vec<T>> {
-    rows.into_iter()
-        .map(|r| {
-            let text = r.into_iter().next().flatten().unwrap_or_default();
-            text.parse().map_err(|_| StoreError::Corrupt { what: "id", detail: text })
-        })
-        .collect()
+/// A connection's body as stored: everything but its secrets, which are sealed in a column of their own.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredConnection {
+    name: String,
+    #[serde(default)]
+    description: String,
+    connection_spec: ConnectionSpecId,
+    auth_spec: String,
+    #[serde(default)]
+    params: Map<String, Json>,
+    #[serde(default)]
+    signed_in_as: Option<StoredWhoAmI>,
 }
 
-fn columns<const N: usize>(row: Vec<Option<String>>) -> std::result::Result<[String; N], String> {
-    let values: Vec<String> = row.into_iter().map(Option::unwrap_or_default).collect();
-    values.try_into().map_err(|v: Vec<String>| format!("{} columns instead of {N}", v.len()))
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredWhoAmI {
+    user_id: uuid::Uuid,
+    business_unit_id: uuid::Uuid,
+    organization_id: uuid::Uuid,
+}
+
+/// A target connection's body as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredTarget {
+    name: String,
+    #[serde(default)]
+    description: String,
+    base_connection_id: ConnectionId,
+    customization_prefix: crate::target::CustomizationPrefix,
+}
+
+#[derive(sqlx::FromRow)]
+struct ConnectionRow {
+    id: String,
+    sandbox: String,
+    body: String,
+    secrets: String,
+    etag: String,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct TargetRow {
+    id: String,
+    sandbox: String,
+    body: String,
+    etag: String,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct IdRow {
+    id: String,
+}
+
+fn ids<T: std::str::FromStr>(rows: Vec<IdRow>) -> Result<Vec<T>> {
+    rows.into_iter().map(|r| r.id.parse().map_err(|_| StoreError::Corrupt { what: "id", detail: r.id })).collect()
 }
 
 fn timestamp(text: &str) -> std::result::Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|e| format!("{text}: {e}"))
 }
 
-fn target_from(row: Vec<Option<String>>) -> Result<TargetConnection> {
+fn target_from(row: TargetRow) -> Result<TargetConnection> {
     let corrupt = |detail: String| StoreError::Corrupt { what: "target connection", detail };
-    let [id, sandbox, body, etag, created, updated] = columns(row).map_err(corrupt)?;
-    let body: Json = serde_json::from_str(&body).map_err(|e| corrupt(e.to_string()))?;
+    let body: StoredTarget = serde_json::from_str(&row.body).map_err(|e| corrupt(e.to_string()))?;
     Ok(TargetConnection {
-        id: id.parse().map_err(|e: uuid::Error| corrupt(e.to_string()))?,
-        sandbox: sandbox.parse().map_err(|e: crate::ids::BadSandboxName| corrupt(e.to_string()))?,
-        name: body["name"].as_str().unwrap_or_default().to_string(),
-        description: body["description"].as_str().unwrap_or_default().to_string(),
-        base_connection_id: serde_json::from_value(body["baseConnectionId"].clone())
-            .map_err(|e| corrupt(e.to_string()))?,
-        customization_prefix: serde_json::from_value(body["customizationPrefix"].clone())
-            .map_err(|e| corrupt(e.to_string()))?,
-        etag: Etag(etag),
-        created_at: timestamp(&created).map_err(corrupt)?,
-        updated_at: timestamp(&updated).map_err(corrupt)?,
+        id: row.id.parse().map_err(|e: uuid::Error| corrupt(e.to_string()))?,
+        sandbox: row.sandbox.parse().map_err(|e: crate::ids::BadSandboxName| corrupt(e.to_string()))?,
+        name: body.name,
+        description: body.description,
+        base_connection_id: body.base_connection_id,
+        customization_prefix: body.customization_prefix,
+        etag: Etag(row.etag),
+        created_at: timestamp(&row.created_at).map_err(corrupt)?,
+        updated_at: timestamp(&row.updated_at).map_err(corrupt)?,
     })
 }
