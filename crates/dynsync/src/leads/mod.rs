@@ -21,6 +21,7 @@ pub mod columns;
 pub mod country;
 pub mod dedup;
 pub mod partner_center;
+pub mod sink;
 
 pub use columns::{ChoiceColumn, CutNote, LEAD_SOURCE_WEB, LeadColumns, LeadRecord, TextColumn, lead_record, subject};
 pub use country::{COUNTRIES, Country};
@@ -29,3 +30,4 @@ pub use partner_center::{
     Email, Lead, LeadAction, LeadProblem, LeadProblems, LeadSource, PartnerCenterLead, Phone, Posted, PostedDetails,
     TEST_MARKER, UserDetails,
 };
+pub use sink::{LEAD_ID_NAMESPACE, LeadSink, LeadStep, LeadWrite};
