@@ -47,6 +47,12 @@ impl Job for Activation {
     fn fold(&self, earlier: &mut Map<String, Json>, later: Map<String, Json>) {
         earlier.extend(later);
     }
+
+    /// The columns of a failed update that a later update did not set.
+    fn uncovered(&self, mut failed: Map<String, Json>, written: &Map<String, Json>) -> Option<Map<String, Json>> {
+        failed.retain(|column, _| !written.contains_key(column));
+        (!failed.is_empty()).then_some(failed)
+    }
 }
 
 /// Where an activation flow writes: its connection, and the flow made ready against the contact table.
@@ -64,13 +70,14 @@ impl Destination {
     ) -> Result<Destination, StepError> {
         let target_id = flow.definition.target_connection_id().ok_or(StepError::NoDestination)?;
         let target = store.target_connection(&flow.sandbox, target_id).await?.ok_or(StepError::NoDestination)?;
+        let client = clients.current(store, &flow.sandbox, target.base_connection_id).await?;
         let connection = ConnectionRef {
             store: store.clone(),
             clients: clients.clone(),
             sandbox: flow.sandbox.clone(),
             id: target.base_connection_id,
+            environment: client.environment().clone(),
         };
-        let client = connection.refresh().await?;
         let contact = client.table("contact").await.map_err(|error| StepError::Metadata { table: "contact", error })?;
         let activation = Activation::new(&flow.definition, &target.customization_prefix, &contact);
         let sink = DataverseSink { client, table: Table::contact(), operation: BulkOperation::Update };
@@ -131,7 +138,7 @@ pub async fn retry_failed(
     flow: &ActivationFlow,
 ) -> Result<ReplaySummary, ReplayError> {
     let destination = Destination::resolve(store, clients, flow).await?;
-    runner::replay::<Activation, _>(store, flow.id, &destination.sink).await
+    runner::replay(store, flow.id, &destination.activation, &destination.sink).await
 }
 
 impl TryFrom<&FlowRecord> for ActivationFlow {

@@ -91,6 +91,10 @@ pub trait Job: Send + Sync + 'static {
     /// Folds a later write of the same key into an earlier one: the result is what the destination holds
     /// after both.
     fn fold(&self, earlier: &mut Self::Write, later: Self::Write);
+
+    /// What of a write that failed is still not at the destination once `written` went through for the same
+    /// key; `None` when `written` covered all of it.
+    fn uncovered(&self, failed: Self::Write, written: &Self::Write) -> Option<Self::Write>;
 }
 
 /// Where writes go. Answers, in order, whether each write was taken; a refusal that waiting can fix is never
@@ -111,6 +115,8 @@ pub enum StepError {
     Metadata { table: &'static str, error: dataverse::Error },
     #[error("the flow's definition cannot be read ({0}); save the flow again")]
     Definition(String),
+    #[error("connection {0} now names another Dynamics environment")]
+    ConnectionMoved(crate::ids::ConnectionId),
     #[error("flow {0} is run by no job this dynsync knows ('{1}'); upgrade dynsync")]
     UnknownJob(crate::ids::FlowId, String),
 }

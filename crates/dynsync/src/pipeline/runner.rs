@@ -8,11 +8,11 @@ use super::sink::{Paused, Refusal};
 use super::{Decision, Job, Sink, Source, SourceRecord, StepError};
 use crate::ids::{ConnectionId, FlowId, Sandbox};
 use crate::store::{
-    Acknowledgement, FailedRecord, Lease, Outcome, RunTally, RuntimeStatus, Store, StoreError, hour_of,
+    Acknowledgement, FailedRecord, Lease, Outcome, Recovered, RunTally, RuntimeStatus, Store, StoreError, hour_of,
 };
 use chrono::Utc;
 use dataverse::Backoff;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -27,12 +27,20 @@ pub struct ConnectionRef {
     pub clients: Arc<Clients>,
     pub sandbox: Sandbox,
     pub id: ConnectionId,
+    /// The environment the flow was started against: its sink and the table definitions it resolved are this
+    /// environment's.
+    pub environment: dataverse::Environment,
 }
 
 impl ConnectionRef {
-    /// Gives the shared client the connection's current credentials, if they changed.
+    /// Gives the shared client the connection's current credentials, if they changed. A connection that now
+    /// names another environment is `ConnectionMoved`: the flow starts again against it.
     pub async fn refresh(&self) -> Result<dataverse::Client, StepError> {
-        self.clients.current(&self.store, &self.sandbox, self.id).await
+        let client = self.clients.current(&self.store, &self.sandbox, self.id).await?;
+        if client.environment() != &self.environment {
+            return Err(StepError::ConnectionMoved(self.id));
+        }
+        Ok(client)
     }
 
     /// Waits until the connection changes, or `longest` has passed.
@@ -120,17 +128,52 @@ pub fn outcomes<K: std::fmt::Display, W: serde::Serialize>(
     (failed, written)
 }
 
-/// Keeps, of the keys written, those that had failed before: only they leave the failed list.
-async fn recovered(store: &Store, flow: FlowId, mut written: Vec<String>) -> Result<Vec<String>, StoreError> {
-    if written.is_empty() {
-        return Ok(written);
+/// Squares a batch's outcomes with the records that had failed before. A record that fails again keeps what
+/// its earlier write held and the later write did not change (the two fold). A record written leaves the failed
+/// list only when its write covered all the kept one held; otherwise what is left of it stays. Each removal
+/// names the kept write it read, so a change made meanwhile (a replay, another batch) is never removed unseen.
+pub(super) async fn reconcile_failed<J: Job>(
+    store: &Store,
+    flow: FlowId,
+    job: &J,
+    writes: &[(J::Key, J::Write)],
+    failed: &mut Vec<FailedRecord>,
+    written: Vec<String>,
+) -> Result<Vec<Recovered>, StoreError> {
+    if written.is_empty() && failed.is_empty() {
+        return Ok(Vec::new());
     }
-    let before: HashSet<String> = store.failed_records(flow).await?.into_iter().map(|f| f.key).collect();
+    let before: HashMap<String, FailedRecord> =
+        store.failed_records(flow).await?.into_iter().map(|f| (f.key.clone(), f)).collect();
     if before.is_empty() {
         return Ok(Vec::new());
     }
-    written.retain(|k| before.contains(k));
-    Ok(written)
+    let read = |payload: &str| serde_json::from_str::<J::Write>(payload).ok();
+    for f in failed.iter_mut() {
+        if let (Some(earlier), Some(later)) = (before.get(&f.key).and_then(|b| read(&b.payload)), read(&f.payload)) {
+            let mut merged = earlier;
+            job.fold(&mut merged, later);
+            f.payload = serde_json::to_string(&merged).expect("a write serializes");
+        }
+    }
+    let by_key: HashMap<String, &J::Write> = writes.iter().map(|(k, w)| (k.to_string(), w)).collect();
+    let mut recovered = Vec::new();
+    for key in written {
+        let (Some(kept), Some(write)) = (before.get(&key), by_key.get(&key)) else { continue };
+        // A kept write that cannot be read back stays, to be reported by a replay.
+        let Some(old) = read(&kept.payload) else { continue };
+        match job.uncovered(old, write) {
+            None => recovered.push(Recovered { key, payload: kept.payload.clone() }),
+            Some(rest) => failed.push(FailedRecord {
+                key,
+                code: kept.code.clone(),
+                message: kept.message.clone(),
+                payload: serde_json::to_string(&rest).expect("a write serializes"),
+                failed_at: kept.failed_at,
+            }),
+        }
+    }
+    Ok(recovered)
 }
 
 /// One flow's runner, owned by the process that holds `lease`.
@@ -191,6 +234,10 @@ where
                 },
             };
             if let Some(Err(e)) = self.refresh().await {
+                if let StepError::ConnectionMoved(_) = e {
+                    tracing::warn!(flow = %self.flow, error = %e, "the flow starts again against its connection's new environment");
+                    return;
+                }
                 next = Some(current);
                 self.trouble(&e, &mut backoff).await;
                 continue;
@@ -249,8 +296,8 @@ where
         results: Vec<Result<(), Refusal>>,
     ) -> Result<String, StoreError> {
         let Prepared { cursor, writes, records, mut tally } = prepared;
-        let (failed, written) = outcomes(&mut tally, &writes, &records, results);
-        let recovered = recovered(&self.store, self.flow, written).await?;
+        let (mut failed, written) = outcomes(&mut tally, &writes, &records, results);
+        let recovered = reconcile_failed(&self.store, self.flow, &self.job, &writes, &mut failed, written).await?;
         self.store
             .acknowledge(&Acknowledgement {
                 flow: self.flow,
@@ -293,7 +340,7 @@ pub struct ReplaySummary {
 /// Sends the writes of a flow's failed records again, once the user has fixed their cause. The replay is a run
 /// of its own kind: it receives the records replayed, and each is written (it leaves the failed list) or fails
 /// again (it stays, with the new reason). A record whose write cannot be read back is reported, never skipped.
-pub async fn replay<J, K>(store: &Store, flow: FlowId, sink: &K) -> Result<ReplaySummary, ReplayError>
+pub async fn replay<J, K>(store: &Store, flow: FlowId, job: &J, sink: &K) -> Result<ReplaySummary, ReplayError>
 where
     J: Job,
     K: Sink<J::Key, J::Write>,
@@ -317,7 +364,8 @@ where
     }
     let results = sink.write(&writes).await?;
     let ones = vec![1; writes.len()];
-    let (still_failed, recovered) = outcomes(&mut tally, &writes, &ones, results);
+    let (mut still_failed, written) = outcomes(&mut tally, &writes, &ones, results);
+    let recovered = reconcile_failed(store, flow, job, &writes, &mut still_failed, written).await?;
     store
         .acknowledge(&Acknowledgement {
             flow,

@@ -131,34 +131,31 @@ impl Supervisor {
     /// One heartbeat: renew, release, claim, prune.
     pub async fn tick(&self) -> Result<(), StoreError> {
         let ttl = self.timings.ttl.as_millis() as i64;
+        // Taken before any store call, so that a slow store shortens the workers' window, never lengthens it.
+        let started = Instant::now();
         let now = now_ms();
         self.store.heartbeat(self.process, now, &self.started_at).await?;
-        self.renew(now + ttl).await;
+        self.renew(now + ttl, started).await;
         let live = self.store.live_processes(now - ttl).await?.len().max(1);
         let enabled: Vec<FlowRecord> =
             self.store.all_flows().await?.into_iter().filter(|f| f.state == FlowState::Enabled).collect();
         let share = enabled.len().div_ceil(live);
 
         // Stop what is no longer to run as this process runs it, and what is beyond its share.
-        let mut released = Vec::new();
-        {
+        let stopped: Vec<Worker> = {
             let mut workers = self.workers.lock().expect("workers lock");
             let mut keep = 0;
-            workers.retain(|id, worker| {
-                let current = enabled.iter().any(|f| f.id == *id && f.etag == worker.etag);
-                let ok = current && !worker.task.is_finished() && keep < share;
-                if ok {
-                    keep += 1;
-                } else {
-                    worker.task.abort();
-                    released.push(worker.lease.clone());
-                }
-                ok
-            });
-        }
-        for lease in &released {
-            self.store.release_lease(lease).await?;
-        }
+            workers
+                .extract_if(|id, worker| {
+                    let current = enabled.iter().any(|f| f.id == *id && f.etag == worker.etag);
+                    let ok = current && !worker.task.is_finished() && keep < share;
+                    keep += usize::from(ok);
+                    !ok
+                })
+                .map(|(_, worker)| worker)
+                .collect()
+        };
+        self.give_back(stopped).await?;
 
         // Claim free or expired flows, up to the share.
         for flow in enabled {
@@ -168,9 +165,10 @@ impl Supervisor {
             if self.workers.lock().expect("workers lock").contains_key(&flow.id) {
                 continue;
             }
+            let claimed_at = Instant::now();
             if let Some(lease) = self.store.claim_flow(flow.id, self.process, now_ms(), ttl).await? {
                 tracing::info!(flow = %flow.id, generation = lease.generation, process = %self.process, "this process runs the flow");
-                self.start(flow, lease);
+                self.start(flow, lease, claimed_at);
             }
         }
         self.prune().await;
@@ -178,7 +176,7 @@ impl Supervisor {
     }
 
     /// Renews each worker's lease; stops the workers whose lease another process took.
-    async fn renew(&self, until_ms: i64) {
+    async fn renew(&self, until_ms: i64, started: Instant) {
         let leases: Vec<Lease> = self.workers.lock().expect("workers lock").values().map(|w| w.lease.clone()).collect();
         for lease in leases {
             let renewed = self.store.renew_lease(&lease, until_ms).await;
@@ -186,7 +184,7 @@ impl Supervisor {
             match renewed {
                 Ok(true) => {
                     if let Some(w) = workers.get(&lease.flow) {
-                        let _ = w.valid_until.send(Instant::now() + self.write_window());
+                        let _ = w.valid_until.send(started + self.write_window());
                     }
                 }
                 Ok(false) => {
@@ -206,9 +204,23 @@ impl Supervisor {
         self.timings.ttl.saturating_sub(self.timings.heartbeat).max(self.timings.heartbeat / 2)
     }
 
-    fn start(&self, flow: FlowRecord, lease: Lease) {
+    /// Stops workers, waits until they have stopped, then gives their flows back after one heartbeat more, so a
+    /// write the stopped worker had sent is answered before another process can take the flow.
+    async fn give_back(&self, workers: Vec<Worker>) -> Result<(), StoreError> {
+        for worker in &workers {
+            worker.task.abort();
+        }
+        let free_at = now_ms() + self.timings.heartbeat.as_millis() as i64;
+        for worker in workers {
+            let _ = worker.task.await;
+            self.store.release_lease(&worker.lease, free_at).await?;
+        }
+        Ok(())
+    }
+
+    fn start(&self, flow: FlowRecord, lease: Lease, claimed_at: Instant) {
         let wake = Arc::new(Notify::new());
-        let (valid_until, window) = watch::channel(Instant::now() + self.write_window());
+        let (valid_until, window) = watch::channel(claimed_at + self.write_window());
         let id = flow.id;
         let etag = flow.etag.clone();
         let job = self.job(&flow.job).cloned();
@@ -272,11 +284,8 @@ impl Supervisor {
     /// owner.
     pub async fn stop_all(&self) {
         let workers: Vec<Worker> = self.workers.lock().expect("workers lock").drain().map(|(_, w)| w).collect();
-        for worker in &workers {
-            worker.task.abort();
-        }
-        for worker in workers {
-            let _ = worker.task.await;
+        if let Err(e) = self.give_back(workers).await {
+            tracing::warn!(error = %e, "could not give the flows back; other processes take them when the leases expire");
         }
         if let Err(e) = self.store.leave(self.process).await {
             tracing::warn!(error = %e, "could not give the flows back; other processes take them when the leases expire");

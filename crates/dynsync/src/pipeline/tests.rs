@@ -34,6 +34,10 @@ impl Job for KeyValues {
     fn fold(&self, earlier: &mut String, later: String) {
         *earlier = later;
     }
+
+    fn uncovered(&self, _failed: String, _written: &String) -> Option<String> {
+        None
+    }
 }
 
 /// A destination that holds what it was given, refuses the keys it is told to, and pauses as often as told.
@@ -136,7 +140,7 @@ async fn an_acknowledgement_under_a_lost_lease_changes_nothing() {
         let old = store.claim_flow(flow, first, now_ms(), 60_000).await.unwrap().expect("a free flow is claimed");
         assert!(store.claim_flow(flow, second, now_ms(), 60_000).await.unwrap().is_none(), "a held flow is not");
         // The first owner goes silent; its lease runs out and the second takes the flow.
-        store.release_lease(&old).await.unwrap();
+        store.release_lease(&old, 0).await.unwrap();
         let new = store.claim_flow(flow, second, now_ms(), 60_000).await.unwrap().expect("an expired flow is claimed");
         assert_eq!(new.generation, old.generation + 1);
         let tally = RunTally { received: 1, written: 1, ..RunTally::default() };
@@ -194,7 +198,7 @@ async fn a_replay_counts_each_replayed_record_once() {
             .await
             .unwrap();
         let sink = Arc::new(Memory { refused: vec![2], ..Memory::default() });
-        let summary = runner::replay::<KeyValues, _>(&store, flow, &sink).await.unwrap();
+        let summary = runner::replay(&store, flow, &KeyValues, &sink).await.unwrap();
         assert_eq!((summary.retried, summary.written, summary.failed), (3, 1, 2));
         assert_eq!(sink.held.lock().unwrap().get(&1).map(String::as_str), Some("a"));
         let mut still: Vec<String> = store.failed_records(flow).await.unwrap().into_iter().map(|f| f.key).collect();
@@ -247,5 +251,85 @@ async fn the_runner_waits_out_a_refused_sign_in_then_writes_the_last_value_of_ea
         assert_eq!(store.cursor(flow).await.unwrap().as_deref(), Some("7"));
         let failed = store.failed_records(flow).await.unwrap();
         assert_eq!(failed.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(), vec!["4"]);
+    }
+}
+
+/// Writes are sets of columns: a later write of a key sets its columns over the earlier ones.
+struct Columns;
+
+impl Job for Columns {
+    type Key = u32;
+    type Write = BTreeMap<String, String>;
+
+    fn decide(&self, _record: &SourceRecord) -> Decision<u32, BTreeMap<String, String>> {
+        unreachable!("the test builds its writes itself")
+    }
+
+    fn fold(&self, earlier: &mut BTreeMap<String, String>, later: BTreeMap<String, String>) {
+        earlier.extend(later);
+    }
+
+    fn uncovered(
+        &self,
+        mut failed: BTreeMap<String, String>,
+        written: &BTreeMap<String, String>,
+    ) -> Option<BTreeMap<String, String>> {
+        failed.retain(|column, _| !written.contains_key(column));
+        (!failed.is_empty()).then_some(failed)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_record_keeps_what_later_writes_did_not_set() {
+    let columns = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    for (store, _dir) in stores().await {
+        let flow = FlowId::new();
+        // One step: key 1 gets `write`, which Dynamics takes or refuses; the flow's failed list is reconciled.
+        let step = |write: BTreeMap<String, String>, taken: bool| {
+            let store = store.clone();
+            async move {
+                let writes = vec![(1u32, write)];
+                let mut tally = RunTally { received: 1, ..RunTally::default() };
+                let result = if taken { Ok(()) } else { Err(Refusal { code: "x".into(), message: "refused".into() }) };
+                let (mut failed, written) = outcomes(&mut tally, &writes, &[1], vec![result]);
+                let recovered =
+                    runner::reconcile_failed(&store, flow, &Columns, &writes, &mut failed, written).await.unwrap();
+                store
+                    .acknowledge(&Acknowledgement {
+                        flow,
+                        lease: None,
+                        cursor: None,
+                        hour: hour_of(Utc::now()),
+                        tally: &tally,
+                        failed: &failed,
+                        recovered: &recovered,
+                    })
+                    .await
+                    .unwrap();
+                let kept = store.failed_records(flow).await.unwrap();
+                kept.first().map(|f| serde_json::from_str::<BTreeMap<String, String>>(&f.payload).unwrap())
+            }
+        };
+        assert_eq!(
+            step(columns(&[("gold", "in"), ("birthdate", "bad")]), false).await,
+            Some(columns(&[("gold", "in"), ("birthdate", "bad")]))
+        );
+        assert_eq!(
+            step(columns(&[("silver", "out"), ("birthdate", "1990-01-01")]), true).await,
+            Some(columns(&[("gold", "in")])),
+            "a write that sets other columns leaves the ones it did not set in the failed list"
+        );
+        assert_eq!(
+            step(columns(&[("bronze", "in")]), false).await,
+            Some(columns(&[("gold", "in"), ("bronze", "in")])),
+            "a record that fails again keeps what it held before"
+        );
+        assert_eq!(
+            step(columns(&[("gold", "in"), ("bronze", "in")]), true).await,
+            None,
+            "covered in full, it leaves the list"
+        );
     }
 }

@@ -131,11 +131,9 @@ impl Store {
         Ok(rows.into_iter().map(|r| r.id).collect())
     }
 
-    /// A process that stops says so, and gives its flows back at once.
+    /// A process that stops says so: it no longer counts among the live processes.
     pub async fn leave(&self, process: ProcessId) -> Result<()> {
-        let id = process.to_string();
-        self.engine.execute("UPDATE flow_leases SET expires_at = 0 WHERE owner = $1", &[id.as_str().into()]).await?;
-        self.engine.execute("DELETE FROM processes WHERE id = $1", &[id.into()]).await?;
+        self.engine.execute("DELETE FROM processes WHERE id = $1", &[process.to_string().into()]).await?;
         Ok(())
     }
 
@@ -173,12 +171,17 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Gives a flow up, for another process to take at once.
-    pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
+    /// Gives a flow up, for another process to take from `free_at_ms` on.
+    pub async fn release_lease(&self, lease: &Lease, free_at_ms: i64) -> Result<()> {
         self.engine
             .execute(
-                "UPDATE flow_leases SET expires_at = 0 WHERE flow_id = $1 AND owner = $2 AND generation = $3",
-                &[lease.flow.to_string().into(), lease.owner.to_string().into(), lease.generation.into()],
+                "UPDATE flow_leases SET expires_at = $1 WHERE flow_id = $2 AND owner = $3 AND generation = $4",
+                &[
+                    free_at_ms.into(),
+                    lease.flow.to_string().into(),
+                    lease.owner.to_string().into(),
+                    lease.generation.into(),
+                ],
             )
             .await?;
         Ok(())

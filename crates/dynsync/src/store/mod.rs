@@ -24,7 +24,9 @@ pub use engine::DatabaseKind;
 pub use flows::{FlowRecord, FlowState};
 pub use leases::{Lease, LeaseStatus, ProcessId, RuntimeStatus};
 pub use log::{Backlog, LogEntry};
-pub use runs::{Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, RunRecord, RunTally, hour_of};
+pub use runs::{
+    Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, Recovered, RunRecord, RunTally, hour_of,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -133,6 +133,14 @@ pub struct FailedRecord {
     pub failed_at: DateTime<Utc>,
 }
 
+/// A failed record that no longer fails, with the kept write that was read: it is removed only if that write
+/// is still the one kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recovered {
+    pub key: String,
+    pub payload: String,
+}
+
 /// All of a flow's runs added up.
 #[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
 pub struct FlowTotals {
@@ -153,8 +161,8 @@ pub struct Acknowledgement<'a> {
     pub hour: DateTime<Utc>,
     pub tally: &'a RunTally,
     pub failed: &'a [FailedRecord],
-    /// Keys of records written that may have failed before: they leave the failed list.
-    pub recovered: &'a [String],
+    /// Failed records whose write has now gone through: they leave the failed list.
+    pub recovered: &'a [Recovered],
 }
 
 #[derive(sqlx::FromRow)]
@@ -283,10 +291,10 @@ impl Store {
                 ],
             ));
         }
-        for key in ack.recovered {
+        for r in ack.recovered {
             statements.push((
-                "DELETE FROM failed_records WHERE flow_id = $1 AND record_key = $2",
-                vec![flow_id.as_str().into(), key.as_str().into()],
+                "DELETE FROM failed_records WHERE flow_id = $1 AND record_key = $2 AND payload = $3",
+                vec![flow_id.as_str().into(), r.key.as_str().into(), r.payload.as_str().into()],
             ));
         }
         self.engine.transaction(guard.as_ref(), &statements).await
