@@ -5,65 +5,30 @@ use dataverse::{NewColumn, NewColumnType};
 use dataverse_emulator::{CostModel, EmulatorConfig};
 use reqwest::Method;
 use serde_json::{Value as Json, json};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const TOKEN: &str = "crash-test-token";
+mod common;
+
+use common::{PROCESS_TOKEN, ServeProcess};
+
 const CONTACTS: usize = 6000;
+const BASE: &str = "/data/foundation/flowservice";
 
-fn serve(data_dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dynsync"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data_dir)
-        .env("DYNSYNC_API_TOKENS", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dynsync starts")
+fn serve(data_dir: &std::path::Path) -> ServeProcess {
+    ServeProcess::start(&["--data-dir", data_dir.to_str().unwrap()], &[])
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Api {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Api {
-    async fn call(&self, method: Method, path: &str, body: Option<Json>) -> reqwest::Result<Json> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .header("x-sandbox-name", "prod");
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await?.json().await
-    }
-
-    async fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.call(Method::GET, "/data/foundation/flowservice/flows", None).await.is_err() {
-            assert!(Instant::now() < deadline, "dynsync never answered");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn received(&self, flow: &str) -> u64 {
-        let path = format!("/data/foundation/flowservice/runs?property=flowId=={flow}");
-        let Ok(runs) = self.call(Method::GET, &path, None).await else { return 0 };
-        runs["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap_or(0))
-            .sum()
-    }
+/// Profiles received by a flow, as its runs count them (0 while dynsync does not answer).
+async fn received(http: &reqwest::Client, dynsync: &ServeProcess, flow: &str) -> u64 {
+    let path = format!("{BASE}/runs?property=flowId=={flow}");
+    let Ok(runs) = dynsync.call(http, Method::GET, &path, None).await else { return 0 };
+    runs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap_or(0))
+        .sum()
 }
 
 use dynsync::demo::emulator_client as dynamics;
@@ -109,55 +74,19 @@ async fn a_killed_activation_resumes_without_losing_or_doubling() {
     }
 
     let data_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut dynsync = serve(data_dir.path(), port);
-    let api = Api { http: reqwest::Client::new(), url: format!("http://127.0.0.1:{port}") };
-    api.ready().await;
-    let base = "/data/foundation/flowservice";
-    let connection = api
-        .call(Method::POST, &format!("{base}/connections"), Some(json!({
-            "name": "Emulator",
-            "auth": {"specName": "Dynamics 365 Client Credentials", "params": {
-                "clientId": emulator.client_id.to_string(), "clientSecret": emulator.client_secret.expose(),
-                "tenantId": emulator.tenant_id.to_string(), "environmentUrl": emulator.url, "authorityHost": emulator.url}},
-            "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
-        })))
-        .await
-        .unwrap()["id"]
-        .clone();
-    let target = api
-        .call(
-            Method::POST,
-            &format!("{base}/targetConnections"),
-            Some(json!({
-                "name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
-                "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
-            })),
-        )
-        .await
-        .unwrap()["id"]
-        .clone();
-    let flow = api
-        .call(Method::POST, &format!("{base}/flows"), Some(json!({
-            "name": "Gold", "targetConnectionIds": [target],
-            "audiences": [{"id": "seg-gold", "mappingId": "gold"}],
-            "mappings": [{"source": "contactId", "target": "contactid"}, {"source": "person.name.firstName", "target": "firstname"}]
-        })))
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .expect("the flow is created")
-        .to_string();
+    let http = reqwest::Client::new();
+    let mut dynsync = serve(data_dir.path());
+    dynsync.ready(&http).await;
+    let flow = dynsync.gold_flow(&http, &emulator).await;
 
     // Two waves: everyone realized, then every third contact exits. The second wave is the latest state.
     let mut messages: Vec<Json> = ids.iter().map(|id| message(*id, "realized", 1)).collect();
     messages.extend(ids.iter().step_by(3).map(|id| message(*id, "exited", 2)));
     let total = messages.len() as u64;
     for chunk in messages.chunks(2000) {
-        let receipt = api
-            .http
-            .post(format!("{}/collection/batch/{flow}", api.url))
-            .bearer_auth(TOKEN)
+        let receipt = http
+            .post(format!("{}/collection/batch/{flow}", dynsync.url))
+            .bearer_auth(PROCESS_TOKEN)
             .json(&json!({"messages": chunk}))
             .send()
             .await
@@ -168,7 +97,7 @@ async fn a_killed_activation_resumes_without_losing_or_doubling() {
     // Kill it once it has handled some profiles, and before it has handled them all.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let received = api.received(&flow).await;
+        let received = received(&http, &dynsync, &flow).await;
         if received > 0 {
             assert!(received < total, "the activation finished before the kill; make it slower");
             break;
@@ -176,17 +105,16 @@ async fn a_killed_activation_resumes_without_losing_or_doubling() {
         assert!(Instant::now() < deadline, "the activation never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    dynsync.kill().unwrap(); // SIGKILL
-    dynsync.wait().unwrap();
+    dynsync.kill(); // SIGKILL
 
-    let mut dynsync = serve(data_dir.path(), port);
-    api.ready().await;
+    let mut dynsync = serve(data_dir.path());
+    dynsync.ready(&http).await;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while api.received(&flow).await < total {
+    while received(&http, &dynsync, &flow).await < total {
         assert!(Instant::now() < deadline, "the activation never finished after the restart");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let runs = api.call(Method::GET, &format!("{base}/runs?property=flowId=={flow}"), None).await.unwrap();
+    let runs = dynsync.call(&http, Method::GET, &format!("{BASE}/runs?property=flowId=={flow}"), None).await.unwrap();
     let sum = |field: &str| -> u64 {
         runs["items"].as_array().unwrap().iter().map(|r| r["metrics"]["recordSummary"][field].as_u64().unwrap()).sum()
     };
@@ -212,6 +140,5 @@ async fn a_killed_activation_resumes_without_losing_or_doubling() {
         next = page["@odata.nextLink"].as_str().map(|l| l.split_once("/v9.2/").unwrap().1.to_string());
     }
     assert_eq!(seen, CONTACTS);
-    dynsync.kill().unwrap();
-    dynsync.wait().unwrap();
+    dynsync.kill();
 }

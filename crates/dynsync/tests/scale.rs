@@ -7,68 +7,27 @@
 
 mod common;
 
+use common::{PROCESS_TOKEN, ServeProcess};
+
 use dataverse::{NewColumn, NewColumnType};
 use dataverse_emulator::{CostModel, EmulatorConfig, FaultPlan};
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 use sqlx::Connection;
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const TOKEN: &str = "scale-test-token";
 const CONTACTS: usize = 1000;
 const WAVES: usize = 30;
 const BATCH: usize = 500;
 const BASE: &str = "/data/foundation/flowservice";
 
-struct Process {
-    child: Child,
-    url: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn serve(database_url: &str, data_dir: &std::path::Path, secret_key: &str) -> Process {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_dynsync"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--lease-heartbeat", "1s", "--lease-ttl", "3s"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("DYNSYNC_DATABASE_URL", database_url)
-        .env("DYNSYNC_API_TOKENS", TOKEN)
-        .env("DYNSYNC_SECRET_KEY", secret_key)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dynsync starts");
-    Process { child, url: format!("http://127.0.0.1:{port}") }
-}
-
-async fn call(
-    http: &reqwest::Client,
-    url: &str,
-    method: Method,
-    path: &str,
-    body: Option<Json>,
-) -> reqwest::Result<Json> {
-    let mut request = http.request(method, format!("{url}{path}")).bearer_auth(TOKEN).header("x-sandbox-name", "prod");
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await?.error_for_status()?.json().await
-}
-
-async fn ready(http: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(Instant::now() < deadline, "dynsync at {url} never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+fn serve(database_url: &str, data_dir: &std::path::Path, secret_key: &str) -> ServeProcess {
+    ServeProcess::start(
+        &["--lease-heartbeat", "1s", "--lease-ttl", "3s", "--data-dir", data_dir.to_str().unwrap()],
+        &[("DYNSYNC_DATABASE_URL", database_url), ("DYNSYNC_SECRET_KEY", secret_key)],
+    )
 }
 
 /// The value of one sample of a metric from `/metrics`, matched by metric name and label text.
@@ -119,45 +78,12 @@ async fn scale_out() {
     // Three processes, one database, one key for the connection's sealed secret, one API token.
     let key = base64_key();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut processes: Vec<Process> = dirs.iter().map(|d| serve(&database.url, d.path(), &key)).collect();
+    let mut processes: Vec<ServeProcess> = dirs.iter().map(|d| serve(&database.url, d.path(), &key)).collect();
     let http = reqwest::Client::new();
     for p in &processes {
-        ready(&http, &p.url).await;
+        p.ready(&http).await;
     }
-    let first = processes[0].url.clone();
-    let connection = call(&http, &first, Method::POST, &format!("{BASE}/connections"), Some(json!({
-        "name": "Emulator",
-        "auth": {"specName": "Dynamics 365 Client Credentials", "params": {
-            "clientId": emulator.client_id.to_string(), "clientSecret": emulator.client_secret.expose(),
-            "tenantId": emulator.tenant_id.to_string(), "environmentUrl": emulator.url, "authorityHost": emulator.url}},
-        "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
-    })))
-    .await
-    .unwrap()["id"]
-        .clone();
-    let target = call(
-        &http,
-        &first,
-        Method::POST,
-        &format!("{BASE}/targetConnections"),
-        Some(json!({
-            "name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
-            "connectionSpec": {"id": dynsync::specs::DYNAMICS_DESTINATION.to_string(), "version": "1.0"}
-        })),
-    )
-    .await
-    .unwrap()["id"]
-        .clone();
-    let flow = call(&http, &first, Method::POST, &format!("{BASE}/flows"), Some(json!({
-        "name": "Gold", "targetConnectionIds": [target],
-        "audiences": [{"id": "seg-gold", "mappingId": "gold"}],
-        "mappings": [{"source": "contactId", "target": "contactid"}, {"source": "person.name.firstName", "target": "firstname"}]
-    })))
-    .await
-    .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let flow = processes[0].gold_flow(&http, &emulator).await;
 
     // From here on Dynamics fails some requests and drops some connections.
     let faults = ["503:rate=0.05", "500:rate=0.02", "drop:rate=0.02"];
@@ -173,11 +99,10 @@ async fn scale_out() {
         // Halfway, kill the process that runs the flow, with SIGKILL; it is not started again.
         if killed.is_none() && round >= batches.len() / 6 {
             let owner = owner_of(&http, &processes).await;
-            processes[owner].child.kill().unwrap();
-            processes[owner].child.wait().unwrap();
+            processes[owner].kill();
             killed = Some(owner);
         }
-        let live: Vec<&Process> =
+        let live: Vec<&ServeProcess> =
             processes.iter().enumerate().filter(|(i, _)| Some(*i) != killed).map(|(_, p)| p).collect();
         let sends = group.iter().enumerate().map(|(i, batch)| {
             let url = live[(round + i) % live.len()].url.clone();
@@ -186,7 +111,7 @@ async fn scale_out() {
             async move {
                 let reply = http
                     .post(format!("{url}/collection/batch/{flow}"))
-                    .bearer_auth(TOKEN)
+                    .bearer_auth(PROCESS_TOKEN)
                     .json(&json!({"messages": batch}))
                     .send()
                     .await
@@ -212,15 +137,15 @@ async fn scale_out() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     world_faults(&emulator, &[]);
-    let runs =
-        call(&http, &survivor.url, Method::GET, &format!("{BASE}/runs?property=flowId=={flow}"), None).await.unwrap();
+    let runs = survivor.call(&http, Method::GET, &format!("{BASE}/runs?property=flowId=={flow}"), None).await.unwrap();
     let sum = |field: &str| -> u64 {
         runs["items"].as_array().unwrap().iter().map(|r| r["metrics"]["recordSummary"][field].as_u64().unwrap()).sum()
     };
     assert_eq!(sum("inputRecordCount"), accepted, "each accepted profile counted once: {runs}");
     assert_eq!(sum("outputRecordCount"), accepted, "{runs}");
     assert_eq!(sum("failedRecordCount") + sum("skippedRecordCount"), 0, "{runs}");
-    let survivors: Vec<&Process> = processes.iter().enumerate().filter(|(i, _)| *i != killed).map(|(_, p)| p).collect();
+    let survivors: Vec<&ServeProcess> =
+        processes.iter().enumerate().filter(|(i, _)| *i != killed).map(|(_, p)| p).collect();
     owner_of(&http, &survivors).await;
     let generation = metric(&http, &survivor.url, "dynsync_flow_owner", "generation=\"1\"").await;
     assert_eq!(generation, None, "the flow changed hands: its lease is past its first generation");
@@ -259,17 +184,14 @@ async fn scale_out() {
         next = page["@odata.nextLink"].as_str().map(|l| l.split_once("/v9.2/").unwrap().1.to_string());
     }
     assert_eq!(seen, CONTACTS);
-    for (i, p) in processes.iter_mut().enumerate() {
-        if i != killed {
-            p.child.kill().unwrap();
-            p.child.wait().unwrap();
-        }
+    for p in &mut processes {
+        p.kill();
     }
     database.drop_database().await;
 }
 
 /// Which of the processes runs the flow now (waits until one does).
-async fn owner_of<P: std::borrow::Borrow<Process>>(http: &reqwest::Client, processes: &[P]) -> usize {
+async fn owner_of<P: std::borrow::Borrow<ServeProcess>>(http: &reqwest::Client, processes: &[P]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for (i, p) in processes.iter().enumerate() {

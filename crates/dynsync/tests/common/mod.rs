@@ -368,3 +368,107 @@ pub async fn read_contact(dynamics: &Client, id: impl std::fmt::Display) -> Json
     assert!(response.status().is_success(), "contact {id}: {}", response.status());
     response.json().await.unwrap()
 }
+
+/// The API token of the tests' own `dynsync serve` processes.
+pub const PROCESS_TOKEN: &str = "process-test-token";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `dynsync serve` process started from the binary, as a user starts it.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl ServeProcess {
+    /// `dynsync serve` on a free port of 127.0.0.1, with `args` and `env` added; its log is not kept.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> ServeProcess {
+        let port = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dynsync"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("DYNSYNC_API_TOKENS", PROCESS_TOKEN)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dynsync starts");
+        ServeProcess { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// Waits until the process answers `/readyz`.
+    pub async fn ready(&self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http.get(format!("{}/readyz", self.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < deadline, "dynsync at {} never became ready", self.url);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A request to the process's API, in sandbox `prod`; an error status is an error.
+    pub async fn call(
+        &self,
+        http: &reqwest::Client,
+        method: Method,
+        path: &str,
+        body: Option<Json>,
+    ) -> reqwest::Result<Json> {
+        let mut request = http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(PROCESS_TOKEN)
+            .header("x-sandbox-name", "prod");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await?.error_for_status()?.json().await
+    }
+
+    /// Connects the emulator, a target over it, and a flow of the `seg-gold` audience onto `new_gold` with the
+    /// first name mapped; the flow's id.
+    pub async fn gold_flow(&self, http: &reqwest::Client, emulator: &RunningEmulator) -> String {
+        let base = dynsync::api::BASE_PATH;
+        let spec = dynsync::specs::DYNAMICS_DESTINATION.to_string();
+        let connection = self.call(http, Method::POST, &format!("{base}/connections"), Some(json!({
+            "name": "Emulator",
+            "auth": {"specName": "Dynamics 365 Client Credentials", "params": {
+                "clientId": emulator.client_id.to_string(), "clientSecret": emulator.client_secret.expose(),
+                "tenantId": emulator.tenant_id.to_string(), "environmentUrl": emulator.url, "authorityHost": emulator.url}},
+            "connectionSpec": {"id": spec, "version": "1.0"}
+        })))
+        .await
+        .unwrap()["id"]
+            .clone();
+        let target = self
+            .call(
+                http,
+                Method::POST,
+                &format!("{base}/targetConnections"),
+                Some(json!({
+                    "name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
+                    "connectionSpec": {"id": spec, "version": "1.0"}
+                })),
+            )
+            .await
+            .unwrap()["id"]
+            .clone();
+        self.call(http, Method::POST, &format!("{base}/flows"), Some(json!({
+            "name": "Gold", "targetConnectionIds": [target],
+            "audiences": [{"id": "seg-gold", "mappingId": "gold"}],
+            "mappings": [{"source": "contactId", "target": "contactid"}, {"source": "person.name.firstName", "target": "firstname"}]
+        })))
+        .await
+        .unwrap()["id"]
+            .as_str()
+            .expect("the flow is created")
+            .to_string()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
