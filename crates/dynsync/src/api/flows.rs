@@ -170,6 +170,14 @@ pub async fn action(
     let current = find(&state, &caller, &id).await?;
     let wanted = match query.get("op").map(String::as_str) {
         Some("retry-failed") => {
+            // One replay of a flow at a time: two at once would write and count the same records twice.
+            let _replaying = state.replays.start(current.id).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "replay-running",
+                    "a replay of this flow's failed contacts is already running: wait for it to answer, then read the flow's runs",
+                )
+            })?;
             let summary = job::retry_failed(&state.store, &state.clients, &current).await.map_err(|e| {
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,

@@ -31,8 +31,33 @@ pub struct AppState {
     /// One Dataverse client per connection, shared with the flows' runners.
     pub clients: Arc<Clients>,
     pub http: reqwest::Client,
+    /// The flows whose failed records are being replayed through this process.
+    pub replays: Replays,
     /// SHA-256 digests of the accepted API tokens.
     token_digests: Vec<[u8; 32]>,
+}
+
+/// The flows being replayed, each at most once at a time.
+#[derive(Default)]
+pub struct Replays(std::sync::Mutex<std::collections::HashSet<crate::ids::FlowId>>);
+
+/// A replay under way; the flow is free to replay again when it is dropped.
+pub struct Replaying<'a> {
+    replays: &'a Replays,
+    flow: crate::ids::FlowId,
+}
+
+impl Replays {
+    /// Marks a flow as being replayed; `None` when it already is.
+    pub fn start(&self, flow: crate::ids::FlowId) -> Option<Replaying<'_>> {
+        self.0.lock().expect("replays lock").insert(flow).then_some(Replaying { replays: self, flow })
+    }
+}
+
+impl Drop for Replaying<'_> {
+    fn drop(&mut self) {
+        self.replays.0.lock().expect("replays lock").remove(&self.flow);
+    }
 }
 
 impl AppState {
@@ -42,6 +67,7 @@ impl AppState {
             supervisor,
             clients,
             http: reqwest::Client::new(),
+            replays: Replays::default(),
             token_digests: tokens.iter().map(|t| digest(t)).collect(),
         }
     }
@@ -207,4 +233,21 @@ pub fn id_and_etag(status: StatusCode, id: impl ToString, etag: &crate::ids::Eta
 
 pub fn items(values: Vec<Json>) -> Response {
     AxumJson(json!({"items": values})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Replays;
+    use crate::ids::FlowId;
+
+    #[test]
+    fn a_flow_is_replayed_once_at_a_time_and_again_once_done() {
+        let replays = Replays::default();
+        let (flow, other) = (FlowId::new(), FlowId::new());
+        let first = replays.start(flow).expect("a flow not being replayed can be");
+        assert!(replays.start(flow).is_none(), "a second replay of the same flow waits");
+        assert!(replays.start(other).is_some(), "another flow is not held up");
+        drop(first);
+        assert!(replays.start(flow).is_some(), "once done, the flow can be replayed again");
+    }
 }
