@@ -50,7 +50,8 @@ pub struct Replaying<'a> {
 impl Replays {
     /// Marks a flow as being replayed; `None` when it already is.
     pub fn start(&self, flow: crate::ids::FlowId) -> Option<Replaying<'_>> {
-        self.0.lock().expect("replays lock").insert(flow).then_some(Replaying { replays: self, flow })
+        let inserted = self.0.lock().expect("replays lock").insert(flow);
+        inserted.then(|| Replaying { replays: self, flow })
     }
 }
 
