@@ -11,6 +11,7 @@
 //! `DYNSYNC_API_TOKENS` only. A file that holds either, or a database URL with a password, is refused: a config
 //! file is kept in git and read by more people than the service's environment.
 
+use crate::leads::notify::{SmtpSecurity, SmtpSettings};
 use crate::service::{DEFAULT_LOG_RETENTION, LeaseTimings, ServiceConfig};
 use serde::Deserialize;
 use std::fmt;
@@ -47,6 +48,9 @@ pub struct Layer {
 pub struct ConfigFile {
     pub path: PathBuf,
     pub layer: Layer,
+    /// The `[smtp]` section: the server lead intakes' notifications go through. Its password is given in
+    /// `DYNSYNC_SMTP_PASSWORD`, never in the file.
+    pub smtp: Option<SmtpSettings>,
 }
 
 /// The resolved settings of `dynsync serve`.
@@ -103,6 +107,36 @@ struct FileSettings {
     log_level: Option<String>,
     #[serde(default)]
     lease: FileLease,
+    smtp: Option<FileSmtp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSmtp {
+    host: String,
+    port: Option<u16>,
+    #[serde(default)]
+    security: SmtpSecurity,
+    username: Option<String>,
+    from: String,
+}
+
+impl FileSmtp {
+    fn settings(self) -> SmtpSettings {
+        let port = self.port.unwrap_or(match self.security {
+            SmtpSecurity::None => 25,
+            SmtpSecurity::StartTls => 587,
+            SmtpSecurity::Tls => 465,
+        });
+        SmtpSettings {
+            host: self.host,
+            port,
+            security: self.security,
+            username: self.username,
+            password: None,
+            from: self.from,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,6 +171,15 @@ impl ConfigFile {
                      {variable} in the service's environment instead"
                 ));
             }
+        }
+        if let Some(smtp) = table.get_mut("smtp").and_then(toml::Value::as_table_mut)
+            && smtp.remove("password").is_some()
+        {
+            problems.push(
+                "smtp.password is a secret, and secrets don't belong in a config file kept in git: remove it, and set \
+                 DYNSYNC_SMTP_PASSWORD in the service's environment instead"
+                    .to_string(),
+            );
         }
         // From the text when it can be, for errors with a line number; without the secrets when they were there,
         // so that the other keys are checked too and not reported as unknown.
@@ -174,6 +217,7 @@ impl ConfigFile {
                     lease_ttl: s.lease.ttl,
                     log_level: s.log_level,
                 },
+                smtp: s.smtp.map(FileSmtp::settings),
             }),
             _ => Err(refuse(problems)),
         }
@@ -358,6 +402,7 @@ pub fn resolve(flags: &Layer, env: &Layer, file: Option<&ConfigFile>) -> Result<
             service.database_url = database_url;
             service.log_retention = log_retention;
             service.lease = LeaseTimings { heartbeat, ttl };
+            service.smtp = file.and_then(|f| f.smtp.clone());
             Ok(ServeSettings { service, log_level })
         }
         _ => Err(ConfigError::Invalid { problems }),
@@ -533,7 +578,7 @@ mod tests {
     #[test]
     fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
         let (flags, env) = (layer("1"), layer("22"));
-        let in_file = ConfigFile { path: "dynsync.toml".into(), layer: layer("333") };
+        let in_file = ConfigFile { path: "dynsync.toml".into(), layer: layer("333"), smtp: None };
         let none = Layer::default();
 
         assert_from(&resolve(&flags, &env, Some(&in_file)).unwrap(), &flags);

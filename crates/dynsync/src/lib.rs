@@ -8,6 +8,7 @@ pub mod declarative;
 pub mod demo;
 pub mod ids;
 pub mod leads;
+pub mod mailbox;
 pub mod pipeline;
 pub mod remote;
 pub mod secrets;

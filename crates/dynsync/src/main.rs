@@ -295,9 +295,13 @@ enum FlowsCommand {
     Disable(ById),
     /// Delete a flow.
     Delete(ById),
-    /// Send the updates of the contacts that failed again, once their cause is fixed (a missing contact
-    /// created, a column widened).
+    /// Send the writes that failed again, once their cause is fixed (a missing contact created, a column
+    /// widened, a lead's refused value allowed).
     RetryFailed(ById),
+    /// Send a test lead through a lead intake, as Partner Center's Validate does, and report each step.
+    Validate(ById),
+    /// Give a lead intake a new secret URL (the previous one keeps working a week).
+    RotateSecret(ById),
 }
 
 #[derive(Args)]
@@ -309,8 +313,23 @@ struct ApplyArgs {
     remote: RemoteArgs,
 }
 
+/// The jobs with a demo.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DemoJob {
+    /// Audience activation onto contacts (the main job).
+    Activation,
+    /// Lead intake: marketplace leads into Dynamics leads, with a notification.
+    Leads,
+}
+
 #[derive(Args)]
 struct DemoArgs {
+    /// The job to demonstrate.
+    #[arg(value_enum, default_value = "activation")]
+    job: DemoJob,
+    /// People who send leads, in `dynsync demo leads`.
+    #[arg(long, default_value_t = 300)]
+    people: usize,
     /// Contacts to seed and activate.
     #[arg(long, default_value_t = 10_000)]
     contacts: usize,
@@ -335,6 +354,10 @@ struct DemoArgs {
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if let DemoJob::Leads = args.job {
+        let passed = dynsync::demo::leads::run(args.people.max(1)).await?;
+        return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     let target = match args.dataverse_url {
         None => dynsync::demo::DemoTarget::Emulator,
         Some(environment_url) => dynsync::demo::DemoTarget::Dynamics {
@@ -417,6 +440,9 @@ async fn serve(mut args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<Exit
     config.api_tokens = std::env::var("DYNSYNC_API_TOKENS")
         .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect())
         .unwrap_or_default();
+    if let Some(smtp) = &mut config.smtp {
+        smtp.password = std::env::var("DYNSYNC_SMTP_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
+    }
     let service = Service::start(config).await?;
     eprintln!("dynsync serves its API at {}", service.api());
     stop_signal().await;
@@ -532,10 +558,31 @@ async fn flows(command: FlowsCommand) -> anyhow::Result<ExitCode> {
         FlowsCommand::RetryFailed(a) => {
             let summary =
                 a.remote.remote()?.post(&format!("flows/{}/action?op=retry-failed", a.id), &json!({})).await?;
+            let written = summary.get("written").or_else(|| summary.get("activated")).cloned().unwrap_or_default();
             println!(
-                "replayed {} failed contacts: {} written, {} still failing (see dynsync runs)",
-                summary["retried"], summary["activated"], summary["failed"]
+                "replayed {} failed records: {written} written, {} still failing (see dynsync runs)",
+                summary["retried"], summary["failed"]
             );
+        }
+        FlowsCommand::Validate(a) => {
+            let report = a.remote.remote()?.post(&format!("flows/{}/action?op=validate", a.id), &json!({})).await?;
+            for step in report["steps"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<9} {:<7} {}",
+                    step["step"].as_str().unwrap_or(""),
+                    step["status"].as_str().unwrap_or(""),
+                    step["detail"].as_str().unwrap_or("")
+                );
+            }
+            let passed = report["status"] == "passed";
+            println!("{}", if passed { "PASS" } else { "FAIL" });
+            return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        FlowsCommand::RotateSecret(a) => {
+            let answer =
+                a.remote.remote()?.post(&format!("flows/{}/action?op=rotate-secret", a.id), &json!({})).await?;
+            println!("the intake's new URL (shown once): {}", answer["intakeUrl"].as_str().unwrap_or(""));
+            println!("the previous URL works until {}", answer["previousValidUntil"].as_str().unwrap_or(""));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,9 @@
 
 use crate::activation::job::ActivationJob;
 use crate::api::{self, AppState};
+use crate::leads::job::LeadIntakeRunner;
+use crate::leads::notices::send_notices;
+use crate::leads::notify::{MailError, Mailer, SmtpSettings};
 use crate::pipeline::Supervisor;
 use crate::pipeline::clients::Clients;
 use crate::pipeline::supervisor::JobRunner;
@@ -33,6 +36,8 @@ pub struct ServiceConfig {
     pub log_retention: Duration,
     /// How flows are owned when several processes share one PostgreSQL database.
     pub lease: LeaseTimings,
+    /// The SMTP server lead intakes' notifications go through; none are sent (they wait) when `None`.
+    pub smtp: Option<SmtpSettings>,
 }
 
 /// Acknowledged inlet entries are kept a week by default, to replay or inspect.
@@ -48,6 +53,7 @@ impl ServiceConfig {
             api_tokens: Vec::new(),
             log_retention: DEFAULT_LOG_RETENTION,
             lease: LeaseTimings::default(),
+            smtp: None,
         }
     }
 }
@@ -70,6 +76,8 @@ pub enum StartError {
          README, \"Several processes\"); to run a second separate service, give it another --data-dir"
     )]
     DataDirInUse(PathBuf),
+    #[error("the SMTP settings cannot be used: {0}")]
+    Smtp(MailError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -118,9 +126,13 @@ impl Service {
         let lock = if sqlite { Some(lock_data_dir(&config.data_dir)?) } else { None };
         let store = Store::open(config.database_url.as_deref(), &config.data_dir, key).await?;
         let clients = Arc::new(Clients::new());
-        let jobs: Vec<Arc<dyn JobRunner>> = vec![Arc::new(ActivationJob)];
+        let jobs: Vec<Arc<dyn JobRunner>> = vec![Arc::new(ActivationJob), Arc::new(LeadIntakeRunner)];
+        let mailer = config.smtp.as_ref().map(Mailer::new).transpose().map_err(StartError::Smtp)?;
+        let notifying = mailer.map(|mailer| tokio::spawn(send_notices(store.clone(), mailer)));
         let supervisor = Supervisor::new(store.clone(), clients.clone(), jobs, config.lease, config.log_retention);
-        let state = Arc::new(AppState::new(store.clone(), &tokens, supervisor.clone(), clients));
+        let mut state = AppState::new(store.clone(), &tokens, supervisor.clone(), clients);
+        state.smtp_configured = config.smtp.is_some();
+        let state = Arc::new(state);
         let supervising = supervisor.supervise();
         let listener = TcpListener::bind(config.listen)
             .await
@@ -137,6 +149,9 @@ impl Service {
             }
             // Work not acknowledged yet stays in the log for the next start.
             supervising.abort();
+            if let Some(notifying) = notifying {
+                notifying.abort();
+            }
             supervisor.stop_all().await;
             // The data directory is free for another process once this one has stopped.
             drop(lock);

@@ -10,6 +10,9 @@ pub const DYNAMICS_SOURCE: ConnectionSpecId = ConnectionSpecId(uuid!("38ad80fe-8
 /// dynsync's Microsoft Dynamics 365 destination (seed 002): write audiences and attributes onto contacts.
 pub const DYNAMICS_DESTINATION: ConnectionSpecId = ConnectionSpecId(uuid!("5b1e4f7a-9c3d-4e2b-8a6f-d3650c0de001"));
 
+/// dynsync's lead intake flows (seed 004): marketplace leads posted over HTTPS become Dynamics leads.
+pub const LEAD_INTAKE_FLOW_SPEC: Uuid = uuid!("7c0e5a2d-4b1f-4e8a-9d36-1ead5000a004");
+
 pub const BASIC_AUTH: &str = "Basic Authentication for Dynamics-Online";
 pub const SERVICE_PRINCIPAL_AUTH: &str = "Service Principal Key Based Authentication";
 pub const CLIENT_CREDENTIALS_AUTH: &str = "Dynamics 365 Client Credentials";

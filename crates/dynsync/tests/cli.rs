@@ -175,7 +175,7 @@ async fn import_then_runs_then_retry_failed() {
             .unwrap();
         let (ok, out, err) = dynsync(&world, &["flows", "retry-failed", &flow], None).await;
         assert!(ok, "{err}");
-        assert!(out.contains("replayed 1 failed contacts: 1 written, 0 still failing"), "{out}");
+        assert!(out.contains("replayed 1 failed records: 1 written, 0 still failing"), "{out}");
         world.finish().await;
     })
     .await;

@@ -7,14 +7,13 @@ use super::profile::{CONTACT_NAMESPACE, Profile};
 use super::{ActivationFlow, FlowDefinition};
 use crate::ids::FlowId;
 use crate::pipeline::inlet::InletLog;
-use crate::pipeline::runner::{self, ConnectionRef, ReplayError, ReplaySummary, Runner};
+use crate::pipeline::runner::{self, ConnectionRef, Reach, ReplayError, ReplaySummary, Runner};
 use crate::pipeline::supervisor::{BoxFuture, FlowContext, JobRunner};
-use crate::pipeline::{Clients, DataverseSink, Decision, Exclusion, Job, SourceRecord, StepError};
-use crate::store::{Backlog, FlowRecord, Store, StoreError};
-use dataverse::{Backoff, BulkOperation, Table};
+use crate::pipeline::{Clients, DataverseSink, Decision, Exclusion, Job, JobDefinition, SourceRecord, StepError};
+use crate::store::{Backlog, Store, StoreError};
+use dataverse::{BulkOperation, Table};
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The name activation flows are stored with.
 pub const JOB: &str = "activation";
@@ -68,16 +67,8 @@ impl Destination {
         clients: &Arc<Clients>,
         flow: &ActivationFlow,
     ) -> Result<Destination, StepError> {
-        let target_id = flow.definition.target_connection_id().ok_or(StepError::NoDestination)?;
-        let target = store.target_connection(&flow.sandbox, target_id).await?.ok_or(StepError::NoDestination)?;
-        let client = clients.current(store, &flow.sandbox, target.base_connection_id).await?;
-        let connection = ConnectionRef {
-            store: store.clone(),
-            clients: clients.clone(),
-            sandbox: flow.sandbox.clone(),
-            id: target.base_connection_id,
-            environment: client.environment().clone(),
-        };
+        let Reach { connection, client, target } =
+            Reach::resolve(store, clients, &flow.sandbox, flow.definition.target_connection_id()).await?;
         let contact = client.table("contact").await.map_err(|error| StepError::Metadata { table: "contact", error })?;
         let activation = Activation::new(&flow.definition, &target.customization_prefix, &contact);
         let sink = DataverseSink { client, table: Table::contact(), operation: BulkOperation::Update };
@@ -91,16 +82,8 @@ pub struct ActivationJob;
 impl ActivationJob {
     async fn run(context: FlowContext) -> Result<(), StepError> {
         let flow = ActivationFlow::try_from(&context.flow).map_err(|e| StepError::Definition(e.to_string()))?;
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let destination = loop {
-            match Destination::resolve(&context.store, &context.clients, &flow).await {
-                Ok(d) => break d,
-                Err(e) => {
-                    tracing::warn!(flow = %flow.id, error = %e, "the flow cannot reach Dynamics yet; trying again");
-                    tokio::time::sleep(backoff.next()).await;
-                }
-            }
-        };
+        let destination =
+            runner::until_ready(flow.id, || Destination::resolve(&context.store, &context.clients, &flow)).await;
         Runner {
             store: context.store.clone(),
             flow: flow.id,
@@ -141,37 +124,14 @@ pub async fn retry_failed(
     runner::replay(store, flow.id, &destination.activation, &destination.sink).await
 }
 
-impl TryFrom<&FlowRecord> for ActivationFlow {
-    type Error = StoreError;
+impl JobDefinition for FlowDefinition {
+    const JOB: &'static str = JOB;
 
-    fn try_from(record: &FlowRecord) -> Result<ActivationFlow, StoreError> {
-        let definition: FlowDefinition = serde_json::from_str(&record.definition)
-            .map_err(|e| StoreError::Corrupt { what: "activation flow", detail: format!("{}: {e}", record.id) })?;
-        Ok(ActivationFlow {
-            id: record.id,
-            sandbox: record.sandbox.clone(),
-            definition,
-            state: record.state,
-            etag: record.etag.clone(),
-            created_at: record.created_at,
-            updated_at: record.updated_at,
-        })
+    fn name(&self) -> &str {
+        &self.name
     }
-}
 
-impl From<&ActivationFlow> for FlowRecord {
-    fn from(flow: &ActivationFlow) -> FlowRecord {
-        FlowRecord {
-            id: flow.id,
-            sandbox: flow.sandbox.clone(),
-            job: JOB.to_string(),
-            name: flow.definition.name.clone(),
-            definition: serde_json::to_string(&flow.definition).expect("a flow serializes"),
-            state: flow.state,
-            target_connection_id: flow.definition.target_connection_id(),
-            etag: flow.etag.clone(),
-            created_at: flow.created_at,
-            updated_at: flow.updated_at,
-        }
+    fn target_connection_id(&self) -> Option<crate::ids::TargetConnectionId> {
+        FlowDefinition::target_connection_id(self)
     }
 }

@@ -7,8 +7,7 @@ pub mod profile;
 pub mod validation;
 pub mod xdm;
 
-use crate::ids::{Etag, FlowId, Sandbox, TargetConnectionId};
-use chrono::{DateTime, Utc};
+use crate::ids::TargetConnectionId;
 use serde::{Deserialize, Serialize};
 
 pub use crate::store::FlowState;
@@ -16,16 +15,7 @@ pub use validation::{Problem, ValidationReport, validate};
 pub use xdm::XdmType;
 
 /// An activation flow as stored: what the user defined, and its state.
-#[derive(Debug, Clone)]
-pub struct ActivationFlow {
-    pub id: FlowId,
-    pub sandbox: Sandbox,
-    pub definition: FlowDefinition,
-    pub state: FlowState,
-    pub etag: Etag,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+pub type ActivationFlow = crate::pipeline::Flow<FlowDefinition>;
 
 /// What a user writes to define a flow (the body of `POST /flows`, or `[flow]` in `dynsync apply -f`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

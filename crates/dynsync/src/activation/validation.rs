@@ -290,7 +290,7 @@ fn missing(
 }
 
 /// Up to three columns whose names are closest to `name`.
-fn closest_columns(name: &str, contact: &TableDefinition) -> Vec<String> {
+pub(crate) fn closest_columns(name: &str, contact: &TableDefinition) -> Vec<String> {
     let bare = |n: &str| n.split_once('_').map(|(_, rest)| rest.to_string()).unwrap_or_else(|| n.to_string());
     let mut scored: Vec<(usize, &str)> = contact
         .columns

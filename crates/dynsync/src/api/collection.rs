@@ -26,7 +26,8 @@ async fn inlet(state: &AppState, headers: &HeaderMap, inlet: &str) -> ApiResult<
         )
     };
     let id: FlowId = inlet.parse().map_err(|_| unknown())?;
-    let record = state.store.flow_by_id(id).await?.ok_or_else(unknown)?;
+    let record =
+        state.store.flow_by_id(id).await?.filter(|r| r.job == crate::activation::job::JOB).ok_or_else(unknown)?;
     Ok(ActivationFlow::try_from(&record)?)
 }
 

@@ -1,11 +1,17 @@
-//! `flows` (activation flows) and `runs`. A flow is validated against the contact table of its destination each
-//! time it is saved or enabled.
+//! `flows` and `runs`. A flow is run by one job, named by its flow spec when it is made (activation when none is
+//! given; a lead intake with the lead intake's flow spec); its job's handlers read, check and change it. An
+//! activation flow is validated against the contact table of its destination each time it is saved or enabled,
+//! a lead intake against the lead table.
 
-use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, if_match, items, parse_body};
+use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, if_match, items, leads, parse_body};
 use crate::activation::{ActivationFlow, FlowDefinition, FlowState, job, validation};
 use crate::ids::{Etag, FlowId};
+use crate::leads::intake::{FlowSpecRef, LeadIntake};
+use crate::leads::job as leads_job;
+use crate::pipeline::Taken;
 use crate::pipeline::inlet::InletLog;
-use crate::store::{FlowRecord, RunRecord};
+use crate::specs::LEAD_INTAKE_FLOW_SPEC;
+use crate::store::{FlowRecord, Outcome, RunRecord};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -92,41 +98,74 @@ fn parse_id(id: &str, caller: &Caller) -> ApiResult<FlowId> {
     id.parse().map_err(|_| ApiError::not_found("flow", id, &caller.sandbox))
 }
 
-async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ActivationFlow> {
+/// A flow of any job.
+async fn find_record(state: &AppState, caller: &Caller, id: &str) -> ApiResult<FlowRecord> {
     let found = state.store.flow(&caller.sandbox, parse_id(id, caller)?).await?;
-    let record = found.ok_or_else(|| ApiError::not_found("flow", id, &caller.sandbox))?;
-    Ok(ActivationFlow::try_from(&record)?)
+    found.ok_or_else(|| ApiError::not_found("flow", id, &caller.sandbox))
+}
+
+/// A flow, as its job reads it.
+enum AnyFlow {
+    Activation(ActivationFlow),
+    Leads(LeadIntake),
+}
+
+impl AnyFlow {
+    fn of(record: &FlowRecord) -> ApiResult<AnyFlow> {
+        Ok(match record.job.as_str() {
+            leads_job::JOB => AnyFlow::Leads(LeadIntake::try_from(record)?),
+            _ => AnyFlow::Activation(ActivationFlow::try_from(record)?),
+        })
+    }
+
+    fn json(&self) -> Json {
+        match self {
+            AnyFlow::Activation(flow) => flow_json(flow),
+            AnyFlow::Leads(intake) => leads::intake_json(intake),
+        }
+    }
+}
+
+async fn find_any(state: &AppState, caller: &Caller, id: &str) -> ApiResult<AnyFlow> {
+    AnyFlow::of(&find_record(state, caller, id).await?)
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Spec {
+        flow_spec: Option<FlowSpecRef>,
+    }
+    let spec = serde_json::from_slice::<Spec>(&body).ok().and_then(|s| s.flow_spec);
+    if spec.is_some_and(|s| s.id == LEAD_INTAKE_FLOW_SPEC) {
+        return leads::create(&state, caller, &body).await;
+    }
     let definition = parse_body::<FlowDefinition>(&body)?.normalized();
     check(&state, &caller, &definition).await?;
-    let now = Utc::now();
-    let flow = ActivationFlow {
-        id: FlowId::new(),
-        sandbox: caller.sandbox,
-        definition,
-        state: FlowState::Enabled,
-        etag: Etag::new(),
-        created_at: now,
-        updated_at: now,
-    };
+    let flow = ActivationFlow::new(caller.sandbox, definition);
     state.store.insert_flow(&FlowRecord::from(&flow)).await?;
     state.supervisor.flows_changed();
     Ok(id_and_etag(StatusCode::CREATED, flow.id, &flow.etag))
 }
 
 pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
-    let all = activation_flows(state.store.flows(&caller.sandbox).await?)?;
-    Ok(items(all.iter().map(flow_json).collect()))
+    let records = state.store.flows(&caller.sandbox).await?;
+    let all = records.iter().map(AnyFlow::of).collect::<ApiResult<Vec<_>>>()?;
+    Ok(items(all.iter().map(AnyFlow::json).collect()))
 }
 
-/// `GET /flows/{id}`: the flow, with its backlog — profiles accepted and not yet handled — and its lag, the
-/// age of the oldest of them.
+/// `GET /flows/{id}`: the flow, with its backlog — records accepted and not yet handled — and its lag, the
+/// age of the oldest of them, and who runs it.
 pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let flow = find(&state, &caller, &id).await?;
+    let flow = match find_any(&state, &caller, &id).await? {
+        AnyFlow::Activation(flow) => flow,
+        AnyFlow::Leads(intake) => {
+            let mut body = leads::get(&state, &intake).await?;
+            body["runtime"] = runtime(&state, intake.id).await?;
+            return Ok(items(vec![body]));
+        }
+    };
     let backlog = InletLog::backlog(&state.store, flow.id).await?;
-    let lease = state.store.lease_of(flow.id).await?;
     let mut body = flow_json(&flow);
     body["backlog"] = json!({
         "profiles": backlog.records,
@@ -134,12 +173,16 @@ pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): P
         "lagSeconds": backlog.oldest.map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0),
     });
     body["inletUrl"] = json!(format!("/collection/{}", flow.id));
-    // Who runs the flow, and whether it runs or waits (a refused sign-in pauses it, losing nothing).
-    body["runtime"] = match lease {
+    body["runtime"] = runtime(&state, flow.id).await?;
+    Ok(items(vec![body]))
+}
+
+/// Who runs the flow, and whether it runs or waits (a refused sign-in pauses it, losing nothing).
+async fn runtime(state: &AppState, flow: FlowId) -> ApiResult<Json> {
+    Ok(match state.store.lease_of(flow).await? {
         Some(l) => json!({"status": l.status, "detail": l.detail, "owner": l.owner, "generation": l.generation}),
         None => json!({"status": "waiting", "detail": "no process has started the flow yet"}),
-    };
-    Ok(items(vec![body]))
+    })
 }
 
 /// `PUT /flows/{id}`: replaces the definition, validated again; the state stays.
@@ -150,7 +193,13 @@ pub async fn replace(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let current = find(&state, &caller, &id).await?;
+    let current = match find_any(&state, &caller, &id).await? {
+        AnyFlow::Activation(flow) => flow,
+        AnyFlow::Leads(intake) => {
+            if_match(&headers, "the intake", &intake.etag)?;
+            return leads::replace(&state, caller, intake, &body).await;
+        }
+    };
     if_match(&headers, "the flow", &current.etag)?;
     let definition = parse_body::<FlowDefinition>(&body)?.normalized();
     check(&state, &caller, &definition).await?;
@@ -167,7 +216,10 @@ pub async fn action(
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let current = find(&state, &caller, &id).await?;
+    let current = match find_any(&state, &caller, &id).await? {
+        AnyFlow::Activation(flow) => flow,
+        AnyFlow::Leads(intake) => return intake_action(&state, intake, query.get("op").map(String::as_str)).await,
+    };
     let wanted = match query.get("op").map(String::as_str) {
         Some("retry-failed") => {
             // One replay of a flow at a time: two at once would write and count the same records twice.
@@ -209,8 +261,44 @@ pub async fn action(
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 
+/// The actions on a lead intake: enable, disable, retry-failed, validate, rotate-secret.
+async fn intake_action(state: &AppState, current: LeadIntake, op: Option<&str>) -> ApiResult<Response> {
+    let wanted = match op {
+        Some("retry-failed") => {
+            let _replaying = state.replays.start(current.id).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "replay-running",
+                    "a replay of this intake's failed leads is already running: wait for it to answer, then read the intake's runs",
+                )
+            })?;
+            let summary = leads_job::retry_failed(&state.store, &state.clients, &current).await.map_err(|e| {
+                ApiError::new(StatusCode::BAD_GATEWAY, "dynamics", format!("the failed leads were not replayed: {e}"))
+            })?;
+            return Ok(axum::Json(json!({
+                "retried": summary.retried, "written": summary.written, "failed": summary.failed
+            }))
+            .into_response());
+        }
+        Some("validate") => return leads::validate(state, &current).await,
+        Some("rotate-secret") => return leads::rotate_secret(state, &current).await,
+        Some("enable") => FlowState::Enabled,
+        Some("disable") => FlowState::Disabled,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "op={} is not an action on a lead intake: use op=enable, op=disable, op=retry-failed, op=validate or op=rotate-secret",
+                other.unwrap_or("")
+            )));
+        }
+    };
+    let updated = LeadIntake { state: wanted, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
+    state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
+    state.supervisor.flows_changed();
+    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+}
+
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let flow = find(&state, &caller, &id).await?;
+    let flow = find_record(&state, &caller, &id).await?;
     state.store.delete_flow(&caller.sandbox, flow.id).await?;
     state.supervisor.flows_changed();
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -230,20 +318,26 @@ pub async fn runs(
 ) -> ApiResult<Response> {
     let flows = match query.property.as_deref() {
         Some(p) => match p.strip_prefix("flowId==") {
-            Some(id) => vec![find(&state, &caller, id).await?],
+            Some(id) => vec![find_record(&state, &caller, id).await?],
             None => {
                 return Err(ApiError::bad_request(format!(
                     "property={p} is not a filter runs take: use property=flowId==<flow id>"
                 )));
             }
         },
-        None => activation_flows(state.store.flows(&caller.sandbox).await?)?,
+        None => state.store.flows(&caller.sandbox).await?,
     };
     let mut all = Vec::new();
     for flow in flows {
         all.extend(state.store.runs(flow.id).await?.iter().map(run_json));
     }
     Ok(items(all))
+}
+
+/// Records of a run written in one way (created, updated), when its sink told them apart.
+fn written_as(run: &RunRecord, how: Taken) -> u64 {
+    let group = run.tally.groups.iter().find(|g| g.outcome == Outcome::Written && g.code == how.code());
+    group.map_or(0, |g| g.count)
 }
 
 /// A run in Flow Service's shape: its record summary, and each outcome group with sample identities.
@@ -264,6 +358,8 @@ fn run_json(run: &RunRecord) -> Json {
             "recordSummary": {
                 "inputRecordCount": t.received,
                 "outputRecordCount": t.written,
+                "createdRecordCount": written_as(run, Taken::Created),
+                "updatedRecordCount": written_as(run, Taken::Updated),
                 "skippedRecordCount": t.excluded,
                 "failedRecordCount": t.failed,
             },
@@ -274,8 +370,4 @@ fn run_json(run: &RunRecord) -> Json {
             "outcome": g.outcome.as_str(), "code": g.code, "message": g.message, "count": g.count, "samples": g.samples,
         })).collect::<Vec<_>>(),
     })
-}
-
-fn activation_flows(records: Vec<FlowRecord>) -> ApiResult<Vec<ActivationFlow>> {
-    records.iter().map(|r| ActivationFlow::try_from(r).map_err(ApiError::from)).collect()
 }

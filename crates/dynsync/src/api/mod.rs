@@ -6,6 +6,7 @@ mod collection;
 mod connections;
 mod flows;
 mod health;
+mod leads;
 mod targets;
 
 use crate::ids::Sandbox;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// The flows whose failed records are being replayed through this process.
     pub replays: Replays,
+    /// Whether lead notifications have an SMTP server to go through.
+    pub smtp_configured: bool,
     /// SHA-256 digests of the accepted API tokens.
     token_digests: Vec<[u8; 32]>,
 }
@@ -69,6 +72,7 @@ impl AppState {
             clients,
             http: reqwest::Client::new(),
             replays: Replays::default(),
+            smtp_configured: false,
             token_digests: tokens.iter().map(|t| digest(t)).collect(),
         }
     }
@@ -92,7 +96,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{BASE_PATH}/flows"), post(flows::create).get(flows::list))
         .route(&format!("{BASE_PATH}/flows/{{id}}"), get(flows::get).put(flows::replace).delete(flows::delete))
         .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
+        .route(&format!("{BASE_PATH}/flows/{{id}}/rejects"), get(leads::rejects))
         .route(&format!("{BASE_PATH}/runs"), get(flows::runs))
+        .route("/leads/{flow}", post(leads::post_lead))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -86,6 +86,34 @@ impl FromStr for DedupKey {
     }
 }
 
+/// What a lead's write is keyed by in its intake's pipeline: the person and the offer, so that their steps fold
+/// into one write; a lead with neither email nor phone stands alone under its own id, never merged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LeadKey {
+    Person(DedupKey),
+    Alone(uuid::Uuid),
+}
+
+/// A person's key as [`DedupKey`] writes it; a lead alone as `lead:<id>`.
+impl fmt::Display for LeadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeadKey::Person(key) => key.fmt(f),
+            LeadKey::Alone(id) => write!(f, "lead:{id}"),
+        }
+    }
+}
+
+impl FromStr for LeadKey {
+    type Err = BadDedupKey;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.strip_prefix("lead:") {
+            Some(id) => id.parse().map(LeadKey::Alone).map_err(|_| BadDedupKey(text.to_owned())),
+            None => text.parse().map(LeadKey::Person),
+        }
+    }
+}
+
 fn escape(part: &str) -> String {
     part.replace('%', "%25").replace('|', "%7C")
 }
@@ -168,6 +196,16 @@ mod tests {
             assert_eq!(text.parse::<DedupKey>(), Ok(k), "{text}");
         }
         assert_eq!("phone:617555|".parse::<DedupKey>().unwrap().offer(), None);
+    }
+
+    #[test]
+    fn a_lead_key_round_trips_for_a_person_and_for_a_lead_alone() {
+        let person = LeadKey::Person(DedupKey::new(Some("a@b.co"), None, Some("x")).unwrap());
+        let alone = LeadKey::Alone(uuid::Uuid::new_v4());
+        for key in [person, alone] {
+            assert_eq!(key.to_string().parse::<LeadKey>(), Ok(key.clone()));
+        }
+        assert!("lead:not-a-uuid".parse::<LeadKey>().is_err());
     }
 
     #[test]

@@ -20,14 +20,18 @@
 pub mod columns;
 pub mod country;
 pub mod dedup;
+pub mod intake;
+pub mod job;
+pub mod notices;
+pub mod notify;
 pub mod partner_center;
 pub mod sink;
 
 pub use columns::{ChoiceColumn, CutNote, LEAD_SOURCE_WEB, LeadColumns, LeadRecord, TextColumn, lead_record, subject};
 pub use country::{COUNTRIES, Country};
-pub use dedup::{BadDedupKey, Contact, DedupKey};
+pub use dedup::{BadDedupKey, Contact, DedupKey, LeadKey};
 pub use partner_center::{
     Email, Lead, LeadAction, LeadProblem, LeadProblems, LeadSource, PartnerCenterLead, Phone, Posted, PostedDetails,
     TEST_MARKER, UserDetails,
 };
-pub use sink::{LEAD_ID_NAMESPACE, LeadSink, LeadStep, LeadWrite};
+pub use sink::{LEAD_ID_NAMESPACE, LeadSink, LeadStep, LeadWrite, NoticeQueue};

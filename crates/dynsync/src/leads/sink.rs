@@ -11,16 +11,26 @@
 //! 4. upsert one note (`annotation`) per step by the step's own `note_id` (a `PATCH` to an id creates or
 //!    updates), so that a replay updates the note rather than adding a twin.
 //!
+//! When the intake matches accounts, a new lead's parent account is the oldest active account whose email or
+//! website has the lead's email domain (never a free-mail domain). When the intake notifies, a new lead's
+//! notification is held in the store before the lead is created and released once it is written (see
+//! [`crate::store`]'s outbox): a lead is announced once, and only once it is in Dynamics.
+//!
 //! Every step is idempotent, so a write that fails for a reason waiting can fix is sent again whole, as long as
-//! it takes. A refused sign-in pauses the batch; any other refusal fails that write alone.
+//! it takes. A refused sign-in pauses the batch; any other refusal fails that write alone. The writes of one
+//! batch are of different people (the runtime folds one person's into one), so they go several at a time.
 
-use super::columns::LeadColumns;
-use super::dedup::DedupKey;
+use super::columns::{CutNote, LeadColumns};
+use super::dedup::LeadKey;
+use super::notify::LeadNotice;
 use super::partner_center::Lead;
+use crate::ids::FlowId;
 use crate::pipeline::sink::is_retryable;
-use crate::pipeline::{Paused, Refusal, Sink};
+use crate::pipeline::{Paused, Refusal, Sink, Taken};
+use crate::store::{Store, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use dataverse::{Backoff, Client, Error, ErrorKind, Filter, Order, Page, Query, Record, RecordId, Request, Table};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -64,8 +74,14 @@ pub struct LeadWrite {
 }
 
 impl LeadWrite {
-    /// The write of one lead received at `received_at`, its step recorded as the note `note_id`.
-    pub fn for_lead(lead: &Lead, columns: &LeadColumns, note_id: Uuid, received_at: DateTime<Utc>) -> LeadWrite {
+    /// The write of one lead received at `received_at`, its step recorded as the note `note_id`, and what was
+    /// cut to fit the columns.
+    pub fn for_lead(
+        lead: &Lead,
+        columns: &LeadColumns,
+        note_id: Uuid,
+        received_at: DateTime<Utc>,
+    ) -> (LeadWrite, Vec<CutNote>) {
         let record = super::columns::lead_record(lead, columns);
         let text = |column: &str| record.values.get(column).and_then(Value::as_str).map(str::to_owned);
         let step = LeadStep {
@@ -75,14 +91,15 @@ impl LeadWrite {
             note_id,
             detail: lead.description().map(str::trim).filter(|d| !d.is_empty()).map(str::to_owned),
         };
-        LeadWrite {
+        let write = LeadWrite {
             email: text(&columns.email.name).or_else(|| lead.email().map(|e| e.as_str().to_owned())),
             phone: text(&columns.phone.name).or_else(|| lead.phone().map(|p| p.as_str().to_owned())),
             offer: lead.offer(),
             values: record.values,
             steps: vec![step],
             is_test: lead.is_test(),
-        }
+        };
+        (write, record.notes)
     }
 
     /// Folds a later write of the same key into this one: the later values win column by column (a part the
@@ -149,16 +166,64 @@ impl LeadStep {
 }
 
 /// The Dynamics `lead` table, written so that one person for one offer makes one lead within a window.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LeadSink {
     pub client: Client,
     pub columns: LeadColumns,
     /// How long after a lead was created a later step of the same person for the same offer still updates it.
     pub window: chrono::Duration,
+    /// Whether a new lead's parent account is found by its email domain.
+    pub match_accounts: bool,
+    /// Where new leads are announced; `None` when the intake notifies no one.
+    pub notices: Option<NoticeQueue>,
 }
 
+/// Where a new lead's notification waits to be sent: the flow's outbox.
+#[derive(Clone)]
+pub struct NoticeQueue {
+    pub store: Store,
+    pub flow: FlowId,
+    /// The intake's name, as the notification shows it.
+    pub intake: String,
+    pub recipients: Vec<String>,
+}
+
+/// Writes of one batch sent at once.
+const CONCURRENT_WRITES: usize = 8;
+
+/// Domains anyone can have an address at: they say nothing of the lead's company.
+const FREE_MAIL: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "icloud.com",
+    "me.com",
+    "aol.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.com",
+    "gmx.de",
+    "web.de",
+    "mail.com",
+    "yandex.ru",
+    "qq.com",
+    "163.com",
+];
+
 /// Why one write did not go through: retried when waiting can fix it.
-type Step<T> = Result<T, Error>;
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Dynamics(#[from] Error),
+    #[error("the lead's notification cannot be held: {0}")]
+    Store(#[from] StoreError),
+}
+
+type Step<T> = Result<T, WriteError>;
 
 fn annotations() -> Table {
     Table::new("annotation", "annotations")
@@ -167,7 +232,13 @@ fn annotations() -> Table {
 impl LeadSink {
     /// A sink with the standard lead columns and a 30-day window.
     pub fn new(client: Client) -> LeadSink {
-        LeadSink { client, columns: LeadColumns::default(), window: chrono::Duration::days(30) }
+        LeadSink {
+            client,
+            columns: LeadColumns::default(),
+            window: chrono::Duration::days(30),
+            match_accounts: false,
+            notices: None,
+        }
     }
 
     /// The query for the open lead a write updates, as of `now`; `None` when the write has no email or phone.
@@ -201,12 +272,16 @@ impl LeadSink {
 
     async fn find(&self, write: &LeadWrite) -> Step<Option<RecordId>> {
         let Some(query) = self.find_query(write, Utc::now()) else { return Ok(None) };
+        self.first_id(&query, &Table::lead()).await
+    }
+
+    /// The id of the first row a query answers.
+    async fn first_id(&self, query: &Query, table: &Table) -> Step<Option<RecordId>> {
         let page: Page = self.client.execute(&Request::get(query.path())).await?.read_json()?;
-        let primary_id = Table::lead().primary_id;
         Ok(page
             .value
             .first()
-            .and_then(|row| row.get(&primary_id))
+            .and_then(|row| row.get(&table.primary_id))
             .and_then(Value::as_str)
             .and_then(|id| id.parse().ok())
             .map(RecordId))
@@ -222,31 +297,86 @@ impl LeadSink {
             .collect()
     }
 
-    /// Steps 1 to 3: the id of the lead the write went to.
-    async fn write_lead(&self, write: &LeadWrite) -> Step<RecordId> {
+    /// The oldest active account whose email or website has the domain of the write's email.
+    async fn account(&self, write: &LeadWrite) -> Step<Option<RecordId>> {
+        let Some(domain) = email_domain(write.email.as_deref()) else { return Ok(None) };
+        let table = Table::new("account", "accounts");
+        let filter = Filter::eq("statecode", 0)
+            .and(Filter::ends_with("emailaddress1", &format!("@{domain}")).or(Filter::contains("websiteurl", &domain)));
+        let query = Query::new(&table)
+            .select(&[&table.primary_id])
+            .filter(filter)
+            .order_by("createdon", Order::Ascending)
+            .top(1);
+        self.first_id(&query, &table).await
+    }
+
+    /// Steps 1 to 3: the id of the lead the write went to, and whether it was created or updated.
+    async fn write_lead(&self, write: &LeadWrite) -> Step<(RecordId, Taken)> {
         let table = Table::lead();
         let values = Self::values(write);
         if let Some(id) = self.find(write).await? {
             self.client.update(&table, id, &values).await?;
-            return Ok(id);
+            return Ok((id, Taken::Updated));
         }
         let id = write.lead_id();
+        if let Some(queue) = &self.notices {
+            let notice = self.notice(queue, write, id);
+            let payload = serde_json::to_string(&notice).expect("a notice serializes");
+            queue.store.hold_message(&id.to_string(), queue.flow, &payload).await?;
+        }
         let mut record = values.clone();
         record.insert(table.primary_id.clone(), Value::String(id.to_string()));
+        if self.match_accounts
+            && let Some(account) = self.account(write).await?
+        {
+            record.insert("parentaccountid@odata.bind".into(), Value::String(format!("/accounts({account})")));
+        }
         match self.client.create(&table, &record).await {
-            Ok(_) => Ok(id),
+            Ok(_) => Ok((id, Taken::Created)),
             Err(error) if matches!(error.kind(), ErrorKind::Duplicate) => {
                 // Created by an earlier attempt whose answer was lost.
                 self.client.update(&table, id, &values).await?;
-                Ok(id)
+                Ok((id, Taken::Created))
             }
-            Err(error) => Err(error),
+            Err(error) => Err(error.into()),
         }
     }
 
-    /// The whole write: the lead, then a note for each step.
-    async fn write_one(&self, write: &LeadWrite) -> Step<()> {
-        let lead = self.write_lead(write).await?;
+    /// What a new lead's notification says.
+    fn notice(&self, queue: &NoticeQueue, write: &LeadWrite, id: RecordId) -> LeadNotice {
+        let text = |column: &str| write.values.get(column).and_then(Value::as_str).map(str::to_owned);
+        let name = [text(&self.columns.first_name.name), text(&self.columns.last_name.name)]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let step = write.steps.first();
+        LeadNotice {
+            intake: queue.intake.clone(),
+            lead_id: id.0,
+            lead_url: Some(format!(
+                "{}/main.aspx?pagetype=entityrecord&etn=lead&id={id}",
+                self.client.environment().url()
+            )),
+            name: Some(name).filter(|n| !n.is_empty()),
+            email: write.email.clone(),
+            phone: write.phone.clone(),
+            company: text(&self.columns.company.name),
+            title: text(&self.columns.job_title.name),
+            country: text(&self.columns.country.name),
+            offer: step.and_then(|s| s.offer.clone()).or_else(|| write.offer.clone()),
+            action: step.and_then(|s| s.action.clone()),
+            description: step.and_then(|s| s.detail.clone()),
+            received_at: step.map(|s| s.received_at.clone()).unwrap_or_default(),
+            is_test: write.is_test,
+            recipients: queue.recipients.clone(),
+        }
+    }
+
+    /// The whole write: the lead, then a note for each step, then the new lead's notification let go.
+    async fn write_one(&self, write: &LeadWrite) -> Step<Taken> {
+        let (lead, taken) = self.write_lead(write).await?;
         for step in &write.steps {
             let mut note = Record::new();
             note.insert("subject".into(), Value::String(step.subject(write.is_test)));
@@ -254,38 +384,48 @@ impl LeadSink {
             note.insert("objectid_lead@odata.bind".into(), Value::String(format!("/leads({lead})")));
             self.client.upsert(&annotations(), RecordId(step.note_id), &note).await?;
         }
-        Ok(())
+        if let Some(queue) = &self.notices {
+            // Also after an update: a replay of a write whose lead was created before a crash releases it here.
+            queue.store.release_message(&lead.to_string()).await?;
+        }
+        Ok(taken)
     }
+
+    /// One write, sent again for as long as the reason it fails is one that waiting can fix.
+    async fn write_until_answered(&self, key: &LeadKey, write: &LeadWrite) -> Result<Result<Taken, Refusal>, Paused> {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            let error = match self.write_one(write).await {
+                Ok(taken) => return Ok(Ok(taken)),
+                Err(WriteError::Dynamics(error)) if error.is_sign_in_refused() => {
+                    return Err(Paused { reason: error.to_string() });
+                }
+                Err(WriteError::Dynamics(error)) if !is_retryable(&error) => {
+                    return Ok(Err(Refusal::from_error(&error)));
+                }
+                Err(error) => error,
+            };
+            let wait = backoff.next();
+            tracing::debug!(%key, %error, wait_ms = wait.as_millis() as u64, "the lead is not written yet; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The domain of an email, lower-cased; `None` for a free-mail domain or no email.
+fn email_domain(email: Option<&str>) -> Option<String> {
+    let domain = email?.rsplit_once('@')?.1.trim().to_ascii_lowercase();
+    (domain.contains('.') && !FREE_MAIL.contains(&domain.as_str())).then_some(domain)
 }
 
 fn nonempty(text: &Option<String>) -> Option<&str> {
     text.as_deref().map(str::trim).filter(|t| !t.is_empty())
 }
 
-impl Sink<DedupKey, LeadWrite> for LeadSink {
-    async fn write(&self, writes: &[(DedupKey, LeadWrite)]) -> Result<Vec<Result<(), Refusal>>, Paused> {
-        let mut results: Vec<Option<Result<(), Refusal>>> = vec![None; writes.len()];
-        let mut pending: Vec<usize> = (0..writes.len()).collect();
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        while !pending.is_empty() {
-            let mut again = Vec::new();
-            for &i in &pending {
-                match self.write_one(&writes[i].1).await {
-                    Ok(()) => results[i] = Some(Ok(())),
-                    Err(error) if error.is_sign_in_refused() => return Err(Paused { reason: error.to_string() }),
-                    Err(error) if is_retryable(&error) => {
-                        tracing::debug!(key = %writes[i].0, %error, "Dynamics is not taking the lead; retrying");
-                        again.push(i);
-                    }
-                    Err(error) => results[i] = Some(Err(Refusal::from_error(&error))),
-                }
-            }
-            if !again.is_empty() {
-                tokio::time::sleep(backoff.next()).await;
-            }
-            pending = again;
-        }
-        Ok(results.into_iter().map(|r| r.expect("every write has a result")).collect())
+impl Sink<LeadKey, LeadWrite> for LeadSink {
+    async fn write(&self, writes: &[(LeadKey, LeadWrite)]) -> Result<Vec<Result<Taken, Refusal>>, Paused> {
+        let each: Vec<_> = writes.iter().map(|(key, write)| self.write_until_answered(key, write)).collect();
+        futures::stream::iter(each).buffered(CONCURRENT_WRITES).collect::<Vec<_>>().await.into_iter().collect()
     }
 }
 
@@ -293,6 +433,7 @@ impl Sink<DedupKey, LeadWrite> for LeadSink {
 mod tests {
     use super::*;
     use crate::demo::emulator_client;
+    use crate::leads::DedupKey;
     use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
 
     async fn start() -> (RunningEmulator, LeadSink) {
@@ -301,15 +442,15 @@ mod tests {
         (emulator, sink)
     }
 
-    fn write(email: &str, action_code: &str, offer: &str, note_id: Uuid) -> (DedupKey, LeadWrite) {
+    fn write(email: &str, action_code: &str, offer: &str, note_id: Uuid) -> (LeadKey, LeadWrite) {
         let body = serde_json::json!({
             "UserDetails": {"FirstName": "Some", "LastName": "One", "Email": email, "Company": "Contoso"},
             "LeadSource": format!("AppSource-{action_code}|contoso.{}", offer.to_lowercase().replace(' ', "-")),
             "OfferTitle": offer,
         });
         let lead = Lead::from_json(body.to_string().as_bytes()).unwrap();
-        let key = DedupKey::for_lead(&lead).unwrap();
-        (key, LeadWrite::for_lead(&lead, &LeadColumns::default(), note_id, Utc::now()))
+        let key = LeadKey::Person(DedupKey::for_lead(&lead).unwrap());
+        (key, LeadWrite::for_lead(&lead, &LeadColumns::default(), note_id, Utc::now()).0)
     }
 
     async fn rows(sink: &LeadSink, path: &str) -> Vec<Record> {
@@ -326,8 +467,10 @@ mod tests {
         rows(sink, &format!("annotations?$filter=_objectid_value%20eq%20{lead}&$select=subject,notetext")).await
     }
 
-    fn all_written(answer: Result<Vec<Result<(), Refusal>>, Paused>, n: usize) {
-        assert_eq!(answer.unwrap(), vec![Ok(()); n]);
+    fn all_written(answer: Result<Vec<Result<Taken, Refusal>>, Paused>, n: usize) {
+        let answer = answer.unwrap();
+        assert_eq!(answer.len(), n);
+        assert!(answer.iter().all(Result::is_ok), "{answer:?}");
     }
 
     #[tokio::test]
@@ -426,7 +569,7 @@ mod tests {
         let refusal = answer[0].as_ref().unwrap_err();
         assert_eq!(refusal.code, "0x80044331", "{refusal:?}");
         assert!(refusal.message.contains("jobtitle"), "{refusal:?}");
-        assert_eq!(answer[1], Ok(()));
+        assert_eq!(answer[1], Ok(Taken::Created));
         let leads = leads(&sink).await;
         assert_eq!(leads.len(), 1, "{leads:?}");
         assert_eq!(leads[0]["emailaddress1"], "good@contoso.com");
@@ -456,7 +599,7 @@ mod tests {
         assert!(path.contains("O''Neil"), "{path}");
         assert!(path.contains("$top=1") && path.contains("$select=leadid"), "{path}");
         // And the lead is found again by that filter.
-        let key = DedupKey::new(w.email.as_deref(), None, w.offer.as_deref()).unwrap();
+        let key = LeadKey::Person(DedupKey::new(w.email.as_deref(), None, w.offer.as_deref()).unwrap());
         all_written(sink.write(&[(key.clone(), w.clone())]).await, 1);
         let mut again = w.clone();
         again.steps[0].note_id = Uuid::new_v4();

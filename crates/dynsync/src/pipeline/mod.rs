@@ -12,6 +12,7 @@
 //! store, and the flows of one connection share one Dataverse client, so one throttling budget.
 
 pub mod clients;
+pub mod flow;
 pub mod inlet;
 pub mod metrics;
 pub mod runner;
@@ -27,6 +28,7 @@ use std::hash::Hash;
 use std::str::FromStr;
 
 pub use clients::Clients;
+pub use flow::{Flow, JobDefinition};
 pub use runner::{ReplaySummary, Runner};
 pub use sink::{DataverseSink, Paused, Refusal};
 pub use supervisor::Supervisor;
@@ -82,7 +84,7 @@ pub enum Decision<K, W> {
 /// What a job is made of: how a record becomes a write, and how writes of one key fold.
 pub trait Job: Send + Sync + 'static {
     /// The destination record a write goes to: writes of the same key in a batch fold into one.
-    type Key: Copy + Eq + Hash + Display + FromStr + Send + Sync + 'static;
+    type Key: Clone + Eq + Hash + Display + FromStr + Send + Sync + 'static;
     /// One write, kept as JSON when it fails so that it can be replayed.
     type Write: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static;
 
@@ -101,7 +103,27 @@ pub trait Job: Send + Sync + 'static {
 /// an answer: the sink retries it. `Paused` when the destination cannot be reached as configured (sign-in
 /// refused): nothing was decided, and the batch is tried again once the cause is fixed.
 pub trait Sink<K, W>: Send + Sync + 'static {
-    fn write(&self, writes: &[(K, W)]) -> impl Future<Output = Result<Vec<Result<(), Refusal>>, Paused>> + Send;
+    fn write(&self, writes: &[(K, W)]) -> impl Future<Output = Result<Vec<Result<Taken, Refusal>>, Paused>> + Send;
+}
+
+/// How the destination took a write, when the sink can tell: a run counts created and updated records apart
+/// (a lead intake's run shows leads created and leads updated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    Written,
+    Created,
+    Updated,
+}
+
+impl Taken {
+    /// The outcome group a written record is counted in; empty for a plain write.
+    pub fn code(self) -> &'static str {
+        match self {
+            Taken::Written => "",
+            Taken::Created => "created",
+            Taken::Updated => "updated",
+        }
+    }
 }
 
 /// Why a step of a flow did not go through; it is tried again.

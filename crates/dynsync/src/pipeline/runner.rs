@@ -5,7 +5,7 @@
 
 use super::clients::Clients;
 use super::sink::{Paused, Refusal};
-use super::{Decision, Job, Sink, Source, SourceRecord, StepError};
+use super::{Decision, Job, Sink, Source, SourceRecord, StepError, Taken};
 use crate::ids::{ConnectionId, FlowId, Sandbox};
 use crate::store::{
     Acknowledgement, FailedRecord, Lease, Outcome, Recovered, RunTally, RuntimeStatus, Store, StoreError, hour_of,
@@ -55,6 +55,54 @@ impl ConnectionRef {
     }
 }
 
+/// The Dynamics environment a flow reaches through its target connection.
+pub struct Reach {
+    pub connection: ConnectionRef,
+    pub client: dataverse::Client,
+    pub target: crate::target::TargetConnection,
+}
+
+impl Reach {
+    /// Follows a flow's target connection to its Dynamics connection and that connection's shared client.
+    pub async fn resolve(
+        store: &Store,
+        clients: &Arc<Clients>,
+        sandbox: &Sandbox,
+        target: Option<crate::ids::TargetConnectionId>,
+    ) -> Result<Reach, StepError> {
+        let target_id = target.ok_or(StepError::NoDestination)?;
+        let target = store.target_connection(sandbox, target_id).await?.ok_or(StepError::NoDestination)?;
+        let client = clients.current(store, sandbox, target.base_connection_id).await?;
+        let connection = ConnectionRef {
+            store: store.clone(),
+            clients: clients.clone(),
+            sandbox: sandbox.clone(),
+            id: target.base_connection_id,
+            environment: client.environment().clone(),
+        };
+        Ok(Reach { connection, client, target })
+    }
+}
+
+/// Tries `attempt` until it succeeds, waiting longer each time: a flow whose destination cannot be reached yet
+/// (Dynamics down, metadata unreadable) waits for it rather than failing.
+pub async fn until_ready<T, F, Fut>(flow: FlowId, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StepError>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        match attempt().await {
+            Ok(ready) => return ready,
+            Err(e) => {
+                tracing::warn!(flow = %flow, error = %e, "the flow cannot reach Dynamics yet; trying again");
+                tokio::time::sleep(backoff.next()).await;
+            }
+        }
+    }
+}
+
 /// A batch read and turned into writes, one per key, not written yet.
 pub struct Prepared<K, W> {
     /// The cursor after its last record.
@@ -85,7 +133,7 @@ pub fn coalesce<J: Job>(job: &J, records: &[SourceRecord], cursor: String) -> Pr
                         counts[i] += 1;
                     }
                     None => {
-                        index.insert(key, writes.len());
+                        index.insert(key.clone(), writes.len());
                         writes.push((key, write));
                         counts.push(1);
                     }
@@ -101,7 +149,7 @@ pub fn outcomes<K: std::fmt::Display, W: serde::Serialize>(
     tally: &mut RunTally,
     writes: &[(K, W)],
     records: &[u64],
-    results: Vec<Result<(), Refusal>>,
+    results: Vec<Result<Taken, Refusal>>,
 ) -> (Vec<FailedRecord>, Vec<String>) {
     let mut failed = Vec::new();
     let mut written = Vec::new();
@@ -109,8 +157,15 @@ pub fn outcomes<K: std::fmt::Display, W: serde::Serialize>(
     for (((key, write), &records), result) in writes.iter().zip(records).zip(results) {
         let key = key.to_string();
         match result {
-            Ok(()) => {
-                tally.count(Outcome::Written, "", "", &key, records);
+            Ok(taken) => {
+                // Of records folded into a write that created its destination record, the first created it and
+                // the later ones updated it.
+                if taken == Taken::Created && records > 1 {
+                    tally.count(Outcome::Written, Taken::Created.code(), "", &key, 1);
+                    tally.count(Outcome::Written, Taken::Updated.code(), "", &key, records - 1);
+                } else {
+                    tally.count(Outcome::Written, taken.code(), "", &key, records);
+                }
                 written.push(key);
             }
             Err(refusal) => {
@@ -293,7 +348,7 @@ where
     async fn acknowledge(
         &self,
         prepared: Prepared<J::Key, J::Write>,
-        results: Vec<Result<(), Refusal>>,
+        results: Vec<Result<Taken, Refusal>>,
     ) -> Result<String, StoreError> {
         let Prepared { cursor, writes, records, mut tally } = prepared;
         let (mut failed, written) = outcomes(&mut tally, &writes, &records, results);

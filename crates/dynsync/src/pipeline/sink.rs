@@ -5,7 +5,7 @@
 //! having been retried. A sign-in that is refused is no reason to fail records: the batch pauses until the
 //! connection's credentials work again.
 
-use super::Sink;
+use super::{Sink, Taken};
 use dataverse::{Backoff, BulkOperation, BulkOptions, Client, Error, ErrorKind, Record, Table};
 use serde_json::{Map, Value as Json};
 use std::fmt::Display;
@@ -59,8 +59,8 @@ impl DataverseSink {
 }
 
 impl<K: Display + Send + Sync + 'static> Sink<K, Map<String, Json>> for DataverseSink {
-    async fn write(&self, writes: &[(K, Map<String, Json>)]) -> Result<Vec<Result<(), Refusal>>, Paused> {
-        let mut results: Vec<Option<Result<(), Refusal>>> = vec![None; writes.len()];
+    async fn write(&self, writes: &[(K, Map<String, Json>)]) -> Result<Vec<Result<Taken, Refusal>>, Paused> {
+        let mut results: Vec<Option<Result<Taken, Refusal>>> = vec![None; writes.len()];
         let mut pending: Vec<usize> = (0..writes.len()).collect();
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         while !pending.is_empty() {
@@ -69,7 +69,7 @@ impl<K: Display + Send + Sync + 'static> Sink<K, Map<String, Json>> for Datavers
             let mut again = Vec::new();
             for (&i, outcome) in pending.iter().zip(report.outcomes) {
                 match outcome {
-                    Ok(_) => results[i] = Some(Ok(())),
+                    Ok(_) => results[i] = Some(Ok(Taken::Written)),
                     Err(error) if error.is_sign_in_refused() => return Err(Paused { reason: error.to_string() }),
                     Err(error) if is_retryable(&error) => again.push(i),
                     Err(error) => results[i] = Some(Err(Refusal::from_error(&error))),

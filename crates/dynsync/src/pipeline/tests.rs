@@ -3,7 +3,7 @@
 //! the acknowledgement and the leases alone.
 
 use super::runner::{self, Runner, coalesce, outcomes};
-use super::{Decision, Exclusion, Job, Paused, Refusal, Sink, Source, SourceBatch, SourceRecord, StepError};
+use super::{Decision, Exclusion, Job, Paused, Refusal, Sink, Source, SourceBatch, SourceRecord, StepError, Taken};
 use crate::ids::FlowId;
 use crate::store::{Acknowledgement, FailedRecord, Lease, Outcome, ProcessId, RunTally, Store, StoreError, hour_of};
 use chrono::Utc;
@@ -49,7 +49,7 @@ struct Memory {
 }
 
 impl Sink<u32, String> for Arc<Memory> {
-    async fn write(&self, writes: &[(u32, String)]) -> Result<Vec<Result<(), Refusal>>, Paused> {
+    async fn write(&self, writes: &[(u32, String)]) -> Result<Vec<Result<Taken, Refusal>>, Paused> {
         {
             let mut pauses = self.pauses.lock().unwrap();
             if *pauses > 0 {
@@ -65,7 +65,7 @@ impl Sink<u32, String> for Arc<Memory> {
                     Err(Refusal { code: "0x80040217".into(), message: format!("record {k} does not exist") })
                 } else {
                     held.insert(*k, v.clone());
-                    Ok(())
+                    Ok(Taken::Written)
                 }
             })
             .collect())
@@ -121,8 +121,12 @@ fn each_record_received_has_exactly_one_outcome() {
     assert_eq!(prepared.writes, vec![(1, "c".to_string()), (2, "e".to_string()), (3, "d".to_string())]);
     assert_eq!(prepared.records, vec![2, 2, 1], "each write stands for the records folded into it");
     let refused = Err(Refusal { code: "x".into(), message: "no".into() });
-    let (failed, written) =
-        outcomes(&mut prepared.tally, &prepared.writes, &prepared.records, vec![Ok(()), refused, Ok(())]);
+    let (failed, written) = outcomes(
+        &mut prepared.tally,
+        &prepared.writes,
+        &prepared.records,
+        vec![Ok(Taken::Written), refused, Ok(Taken::Written)],
+    );
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].key, "2");
     assert_eq!(failed[0].payload, "\"e\"", "the failed record keeps the write to replay");
@@ -292,7 +296,11 @@ async fn a_failed_record_keeps_what_later_writes_did_not_set() {
             async move {
                 let writes = vec![(1u32, write)];
                 let mut tally = RunTally { received: 1, ..RunTally::default() };
-                let result = if taken { Ok(()) } else { Err(Refusal { code: "x".into(), message: "refused".into() }) };
+                let result = if taken {
+                    Ok(Taken::Written)
+                } else {
+                    Err(Refusal { code: "x".into(), message: "refused".into() })
+                };
                 let (mut failed, written) = outcomes(&mut tally, &writes, &[1], vec![result]);
                 let recovered =
                     runner::reconcile_failed(&store, flow, &Columns, &writes, &mut failed, written).await.unwrap();

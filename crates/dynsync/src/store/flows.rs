@@ -192,6 +192,9 @@ impl Store {
                     of_flow("DELETE FROM runs WHERE flow_id = $1"),
                     of_flow("DELETE FROM run_outcomes WHERE flow_id = $1"),
                     of_flow("DELETE FROM failed_records WHERE flow_id = $1"),
+                    of_flow("DELETE FROM inlet_secrets WHERE flow_id = $1"),
+                    of_flow("DELETE FROM inlet_rejects WHERE flow_id = $1"),
+                    of_flow("DELETE FROM outbox WHERE flow_id = $1"),
                 ],
             )
             .await?;

@@ -70,6 +70,25 @@ const MIGRATIONS: &[Migration] = &[(
         // The processes serving, each with its last heartbeat: flows are shared among the live ones.
         "CREATE TABLE IF NOT EXISTS processes (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL, started_at TEXT NOT NULL)",
     ],
+), (
+    "0004_inlets_outbox",
+    &[
+        // The digests of the secrets that open an inlet URL; expires_at 0 = until rotated.
+        "CREATE TABLE IF NOT EXISTS inlet_secrets (
+            flow_id TEXT NOT NULL, digest TEXT NOT NULL, expires_at BIGINT NOT NULL, PRIMARY KEY (flow_id, digest))",
+        // Bodies an inlet refused, kept to be inspected.
+        "CREATE TABLE IF NOT EXISTS inlet_rejects (
+            id TEXT PRIMARY KEY, flow_id TEXT NOT NULL, received_at TEXT NOT NULL, body TEXT NOT NULL,
+            problems TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS inlet_rejects_flow ON inlet_rejects (flow_id, received_at)",
+        // Messages to send (a new lead's notification) until the server takes them.
+        "CREATE TABLE IF NOT EXISTS outbox (
+            id TEXT PRIMARY KEY, flow_id TEXT NOT NULL, payload TEXT NOT NULL, released BIGINT NOT NULL,
+            attempts BIGINT NOT NULL, next_attempt_at BIGINT NOT NULL, sent_at TEXT NOT NULL, last_error TEXT NOT NULL,
+            created_at TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (released, sent_at, next_attempt_at)",
+        "CREATE INDEX IF NOT EXISTS outbox_flow ON outbox (flow_id)",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

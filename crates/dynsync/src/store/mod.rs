@@ -4,9 +4,11 @@
 
 mod engine;
 mod flows;
+mod inlets;
 mod leases;
 mod log;
 mod migrations;
+mod outbox;
 mod runs;
 
 use crate::connection::{Connection, ConnectionAuth};
@@ -22,8 +24,10 @@ use std::sync::Arc;
 
 pub use engine::DatabaseKind;
 pub use flows::{FlowRecord, FlowState};
+pub use inlets::{InletReject, REJECTS_KEPT, secret_digest};
 pub use leases::{Lease, LeaseStatus, ProcessId, RuntimeStatus};
 pub use log::{Backlog, LogEntry};
+pub use outbox::{OutboxEntry, OutboxMessage, OutboxState};
 pub use runs::{
     Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, Recovered, RunRecord, RunTally, hour_of,
 };

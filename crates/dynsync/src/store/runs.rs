@@ -12,7 +12,7 @@ use std::str::FromStr;
 /// What happened to a record, or a note about one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
-    /// Written to the destination.
+    /// Written to the destination (grouped as `created` or `updated` when the sink can tell).
     Written,
     /// Left out on purpose (no identity, in no mapped audience…): nothing to retry.
     Excluded,
@@ -87,7 +87,8 @@ impl RunTally {
             Outcome::Failed => self.failed += records,
             Outcome::Noted => {}
         }
-        if outcome == Outcome::Written {
+        // A plain write is counted, not grouped; created and updated records are grouped by that code.
+        if outcome == Outcome::Written && code.is_empty() {
             return;
         }
         match self.groups.iter_mut().find(|g| g.outcome == outcome && g.code == code) {

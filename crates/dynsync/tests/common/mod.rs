@@ -113,6 +113,15 @@ impl World {
     }
 
     pub async fn start_with(backend: Backend, emulator: EmulatorConfig) -> Option<World> {
+        Self::start_configured(backend, emulator, |_| {}).await
+    }
+
+    /// A world whose dynsync is started with `settings` applied.
+    pub async fn start_configured(
+        backend: Backend,
+        emulator: EmulatorConfig,
+        settings: impl FnOnce(&mut ServiceConfig),
+    ) -> Option<World> {
         let database = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(PgDatabase::create().await?),
@@ -121,6 +130,7 @@ impl World {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = ServiceConfig::new(data_dir.path());
         config.database_url = database.as_ref().map(|d| d.url.clone());
+        settings(&mut config);
         let service = Service::start(config).await.unwrap();
         let sandbox = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         Some(World { emulator, service, http: reqwest::Client::new(), sandbox, data_dir, database })
@@ -470,5 +480,75 @@ impl ServeProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real SMTP server for a test: Python's aiosmtpd, keeping what it receives in a Maildir. It stops with the
+/// test.
+pub struct SmtpServer {
+    pub port: u16,
+    maildir: tempfile::TempDir,
+    process: std::process::Child,
+}
+
+impl SmtpServer {
+    /// Starts aiosmtpd on a free port of 127.0.0.1 and waits until it answers.
+    pub async fn start() -> SmtpServer {
+        let maildir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let process = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("mail"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs aiosmtpd (pip install aiosmtpd)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd answers on port {port} (is it installed? pip install aiosmtpd)"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        SmtpServer { port, maildir, process }
+    }
+
+    /// dynsync's settings to send through this server.
+    pub fn settings(&self) -> dynsync::leads::notify::SmtpSettings {
+        dynsync::leads::notify::SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            security: dynsync::leads::notify::SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "dynsync@contoso.com".into(),
+        }
+    }
+
+    /// The messages received, as their raw text.
+    pub fn messages(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("mail").join("new");
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
+    }
+
+    /// Waits until `count` messages are there (or the deadline has passed); the messages.
+    pub async fn wait_for(&self, count: usize, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let messages = self.messages();
+            if messages.len() >= count || Instant::now() >= deadline {
+                return messages;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }

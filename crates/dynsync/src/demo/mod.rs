@@ -6,6 +6,8 @@
 //! for three audiences — entries, exits, and a few bad profiles — waits for the flow to handle them, prints
 //! the run, then reads every contact back from Dynamics and compares it with what it should hold.
 
+pub mod leads;
+
 use crate::service::{RunningService, Service, ServiceConfig};
 use crate::specs::DYNAMICS_DESTINATION;
 use anyhow::{Context, bail, ensure};
@@ -80,30 +82,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     println!("2. seeded {} contacts", ids.len());
 
     // 3. Connection, target and flow, through dynsync's API.
-    let connection = api
-        .post(
-            "connections",
-            json!({
-                "name": "Demo Dynamics 365",
-                "auth": {"specName": "Dynamics 365 Client Credentials", "params": {
-                    "clientId": credentials.client_id, "clientSecret": credentials.client_secret.expose(),
-                    "tenantId": credentials.tenant_id, "environmentUrl": environment_url,
-                    "authorityHost": credentials.authority,
-                }},
-                "connectionSpec": {"id": DYNAMICS_DESTINATION.to_string(), "version": "1.0"},
-            }),
-        )
-        .await?;
-    let target = api
-        .post(
-            "targetConnections",
-            json!({
-                "name": "Demo contacts", "baseConnectionId": connection,
-                "connectionSpec": {"id": DYNAMICS_DESTINATION.to_string(), "version": "1.0"},
-                "params": {"customizationPrefix": prefix},
-            }),
-        )
-        .await?;
+    let (connection, target) = connect(&api, &environment_url, &credentials, prefix).await?;
     let audiences: Vec<Json> =
         AUDIENCES.iter().map(|(id, name, column)| json!({"id": id, "name": name, "mappingId": column})).collect();
     let flow = api
@@ -255,6 +234,40 @@ async fn environment(target: &DemoTarget) -> anyhow::Result<(Option<RunningEmula
     })
 }
 
+/// A connection to the environment and a target over it, made through dynsync's API; their ids.
+async fn connect(
+    api: &Api<'_>,
+    environment_url: &str,
+    credentials: &ClientCredentials,
+    prefix: &str,
+) -> anyhow::Result<(String, String)> {
+    let connection = api
+        .post(
+            "connections",
+            json!({
+                "name": "Demo Dynamics 365",
+                "auth": {"specName": "Dynamics 365 Client Credentials", "params": {
+                    "clientId": credentials.client_id, "clientSecret": credentials.client_secret.expose(),
+                    "tenantId": credentials.tenant_id, "environmentUrl": environment_url,
+                    "authorityHost": credentials.authority,
+                }},
+                "connectionSpec": {"id": DYNAMICS_DESTINATION.to_string(), "version": "1.0"},
+            }),
+        )
+        .await?;
+    let target = api
+        .post(
+            "targetConnections",
+            json!({
+                "name": "Demo Dynamics", "baseConnectionId": connection,
+                "connectionSpec": {"id": DYNAMICS_DESTINATION.to_string(), "version": "1.0"},
+                "params": {"customizationPrefix": prefix},
+            }),
+        )
+        .await?;
+    Ok((connection, target))
+}
+
 async fn seed_contacts(dynamics: &Client, count: usize) -> anyhow::Result<Vec<Uuid>> {
     let mut ids = Vec::with_capacity(count);
     for start in (0..count).step_by(1000) {
@@ -342,14 +355,23 @@ impl Api<'_> {
 
     /// Creates a resource; its id.
     async fn post(&self, resource: &str, body: Json) -> anyhow::Result<String> {
-        let response =
-            self.request(Method::POST, format!("{}/{resource}", self.service.api())).json(&body).send().await?;
+        let answer = self.call(Method::POST, resource, Some(body)).await?;
+        Ok(answer["id"].as_str().context("the answer has an id")?.to_string())
+    }
+
+    /// Calls the API; the answer, or an error with its detail.
+    async fn call(&self, method: Method, resource: &str, body: Option<Json>) -> anyhow::Result<Json> {
+        let mut request = self.request(method.clone(), format!("{}/{resource}", self.service.api()));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
         let status = response.status();
         let answer: Json = response.json().await?;
         if !status.is_success() {
-            bail!("creating the {resource} failed ({status}): {}", answer["detail"].as_str().unwrap_or_default());
+            bail!("{method} {resource} failed ({status}): {}", answer["detail"].as_str().unwrap_or_default());
         }
-        Ok(answer["id"].as_str().context("the answer has an id")?.to_string())
+        Ok(answer)
     }
 
     async fn stream(&self, flow: &str, messages: &[Json]) -> anyhow::Result<Json> {
@@ -380,6 +402,8 @@ impl Api<'_> {
                             "outputRecordCount": total("outputRecordCount"),
                             "skippedRecordCount": total("skippedRecordCount"),
                             "failedRecordCount": total("failedRecordCount"),
+                            "createdRecordCount": total("createdRecordCount"),
+                            "updatedRecordCount": total("updatedRecordCount"),
                         },
                         "activationRate": total("outputRecordCount") as f64 / decided.max(1) as f64,
                     },
