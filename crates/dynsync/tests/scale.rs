@@ -39,7 +39,7 @@ async fn metric(http: &reqwest::Client, url: &str, name: &str, labels: &str) -> 
 }
 
 fn message(contact: Uuid, wave: usize) -> Json {
-    let status = if wave % 2 == 0 { "realized" } else { "existing" };
+    let status = if wave.is_multiple_of(2) { "realized" } else { "existing" };
     json!({"body": {"xdmEntity": {
         "identityMap": {"contactId": [{"id": contact.to_string()}]},
         "person": {"name": {"firstName": format!("W{wave}")}},

@@ -10,10 +10,11 @@ use crate::store::{OutboxMessage, Store};
 use dataverse::Backoff;
 use std::time::Duration;
 
-/// How long a message is claimed by the process sending it.
-const CLAIM: Duration = Duration::from_secs(120);
-/// Messages taken at a time.
-const BATCH: i64 = 50;
+/// How long a message is claimed by the process sending it: longer than one attempt may take, short enough that a
+/// message claimed by a process that died is sent by another within a minute.
+const CLAIM: Duration = Duration::from_secs(super::notify::SMTP_TIMEOUT.as_secs() + 10);
+/// Messages taken at a time: few, so that a process that dies leaves few claimed.
+const BATCH: i64 = 10;
 /// How often the outbox is looked at when it had nothing due.
 const IDLE: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts at one message.
