@@ -16,6 +16,7 @@ on_both_stores!(
     leads_accepted_while_dynamics_is_down_are_written_once_it_is_back,
     a_lead_is_matched_to_the_account_of_its_email_domain,
     validate_follows_a_test_lead_to_dynamics_and_to_the_notification,
+    a_lead_dynamics_refuses_is_kept_and_written_by_a_replay_once_fixed,
 );
 
 /// An intake over a fresh destination, notifying `notify`; its id and its URL with the secret.
@@ -248,5 +249,35 @@ async fn validate_follows_a_test_lead_to_dynamics_and_to_the_notification(backen
     assert_eq!(mail.len(), 1);
     assert!(mail[0].contains("[Test]"), "{}", mail[0]);
     assert!(started.elapsed() < Duration::from_secs(60));
+    world.finish().await;
+}
+
+async fn a_lead_dynamics_refuses_is_kept_and_written_by_a_replay_once_fixed(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    // The intake writes a lead source the admin has not added to the choice column yet.
+    let (id, url) = intake(&world, json!({"columns": {"leadSourceCode": 100000000}})).await;
+    let (status, answer) = post_lead(&world, &url, &partner_center("ana@contoso.com", "PLT", "crm")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let totals = settled(&world, &id, 1).await;
+    assert_eq!(totals["failed"], 1, "{totals}");
+    let runs = world.runs(&id).await;
+    let outcome = runs[0]["outcomes"].as_array().unwrap().iter().find(|o| o["outcome"] == "failed").unwrap().clone();
+    assert_eq!(outcome["code"], "0x8004431a", "Dynamics' code: {outcome}");
+    assert!(outcome["message"].as_str().unwrap().contains("leadsourcecode"), "{outcome}");
+    assert!(leads(&world).await.is_empty());
+
+    // The admin adds the option; the replay writes the lead, once.
+    let option = json!({"EntityLogicalName": "lead", "AttributeLogicalName": "leadsourcecode", "Value": 100000000,
+                        "Label": {"LocalizedLabels": [{"Label": "Marketplace", "LanguageCode": 1033}]}});
+    world.dynamics().send(Method::POST, "InsertOptionValue", Some(&option)).await.unwrap();
+    let replay = world.send(Method::POST, &format!("flows/{id}/action?op=retry-failed"), None).await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.text);
+    assert_eq!(replay.json()["written"], 1, "{}", replay.text);
+    let again = world.send(Method::POST, &format!("flows/{id}/action?op=retry-failed"), None).await;
+    assert_eq!(again.json()["retried"], 0, "nothing is left to replay: {}", again.text);
+    let leads = leads(&world).await;
+    assert_eq!(leads.len(), 1, "{leads:?}");
+    assert_eq!(leads[0]["leadsourcecode"], 100000000);
+    assert_eq!(notes_of(&world, leads[0]["leadid"].as_str().unwrap()).await.len(), 1);
     world.finish().await;
 }

@@ -698,6 +698,74 @@ fn created(location: String) -> Response {
     response
 }
 
+/// The first value of options a maker adds, with the default publisher's option value prefix.
+const FIRST_CUSTOM_OPTION: i32 = 100_000_000;
+
+/// `POST InsertOptionValue`: adds an option to a table's choice column, as a maker does in the designer.
+/// `Value` may be left out: the next free value from 100,000,000 is given. The answer names the option's value.
+pub async fn insert_option_value(request: &Request) -> ApiResult<Response> {
+    let body = request.json_object("InsertOptionValue")?;
+    let text = |name: &str| {
+        body.get(name)
+            .and_then(Json::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::payload("InsertOptionValue", format!("{name} is required, as a string.")))
+    };
+    let (table_name, column) = (text("EntityLogicalName")?, text("AttributeLogicalName")?);
+    let label = body
+        .get("Label")
+        .and_then(|l| l["LocalizedLabels"].get(0))
+        .and_then(|l| l["Label"].as_str())
+        .ok_or_else(|| ApiError::payload("InsertOptionValue", "Label.LocalizedLabels[0].Label is required."))?
+        .to_string();
+    let wanted = match body.get("Value") {
+        None | Some(Json::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .and_then(|v| i32::try_from(v).ok())
+                .ok_or_else(|| ApiError::payload("InsertOptionValue", format!("Value is a whole number, not {v}.")))?,
+        ),
+    };
+    let value = request
+        .env
+        .store
+        .write(|data, journal| {
+            let key = Key::Named(vec![("LogicalName".into(), KeyValue::Text(table_name.clone()))]);
+            let mut table = Table::clone(find_table(&data.schema, &key)?);
+            let attribute = table.attributes.iter_mut().find(|a| a.logical_name == column).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    crate::error::code::OBJECT_DOES_NOT_EXIST,
+                    format!("Could not find an attribute {column} on {table_name}."),
+                )
+            })?;
+            let AttributeKind::Picklist { options, .. } = &mut attribute.kind else {
+                return Err(ApiError::invalid_argument(format!(
+                    "{column} on {table_name} is not a choice column; options are added to choice columns only."
+                )));
+            };
+            let value = wanted.unwrap_or_else(|| {
+                options
+                    .iter()
+                    .map(|o| o.value + 1)
+                    .filter(|v| *v > FIRST_CUSTOM_OPTION)
+                    .max()
+                    .unwrap_or(FIRST_CUSTOM_OPTION)
+            });
+            if options.iter().any(|o| o.value == value) {
+                return Err(ApiError::invalid_argument(format!(
+                    "{column} on {table_name} already has an option with the value {value}."
+                )));
+            }
+            options.push(crate::schema::OptionValue { value, label: label.clone(), related: None });
+            data.put_table(journal, table);
+            Ok::<_, ApiError>(value)
+        })
+        .await?;
+    let context = format!("{}/$metadata#Microsoft.Dynamics.CRM.InsertOptionValueResponse", request.base);
+    Ok(json_response(StatusCode::OK, &json!({"@odata.context": context, "NewOptionValue": value})))
+}
+
 async fn create_attribute(request: &Request, table_key: &Key) -> ApiResult<Response> {
     let body = Json::Object(request.json_object("EntityDefinitions")?);
     let (table_id, attribute_id) = request

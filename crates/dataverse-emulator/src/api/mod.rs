@@ -240,6 +240,9 @@ async fn route(
         "$batch" if segments.len() == 1 => batch::execute(&request).await,
         "EntityDefinitions" => metadata::entity_definitions(&request, &segments).await,
         "WhoAmI" => who_am_i(&request, &segments),
+        "InsertOptionValue" if segments.len() == 1 && request.method == Method::POST => {
+            metadata::insert_option_value(&request).await
+        }
         "sdkmessagefilters" if segments.len() == 1 && request.method == Method::GET => {
             let data = request.env.store.read();
             bulk::message_filters(&data, &request)

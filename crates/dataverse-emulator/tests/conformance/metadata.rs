@@ -120,6 +120,38 @@ async fn s10_2_attributes_answer_casts_and_type_filters() {
 }
 
 #[tokio::test]
+async fn an_option_inserted_into_a_choice_column_is_then_accepted_and_shown() {
+    let env = Env::start().await;
+    env.post("leads", json!({"subject": "S", "lastname": "L", "leadsourcecode": 100000000}))
+        .await
+        .assert_error(400, "0x8004431a", "outside the valid range");
+    let label = |text: &str| json!({"LocalizedLabels": [{"Label": text, "LanguageCode": 1033}]});
+    let body =
+        json!({"EntityLogicalName": "lead", "AttributeLogicalName": "leadsourcecode", "Label": label("Marketplace")});
+    let reply = env.post("InsertOptionValue", body.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["NewOptionValue"], 100000000);
+    let again = env.post("InsertOptionValue", body).await;
+    assert_eq!(again.json()["NewOptionValue"], 100000001, "the next free value");
+    env.create("leads", json!({"subject": "S", "lastname": "L", "leadsourcecode": 100000000})).await;
+    let column = env
+        .get("EntityDefinitions(LogicalName='lead')/Attributes(LogicalName='leadsourcecode')/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName&$expand=OptionSet")
+        .await
+        .json();
+    let labels: Vec<&str> = column["OptionSet"]["Options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["Label"]["UserLocalizedLabel"]["Label"].as_str().unwrap())
+        .collect();
+    assert!(labels.contains(&"Marketplace"), "{labels:?}");
+    let duplicate = json!({"EntityLogicalName": "lead", "AttributeLogicalName": "leadsourcecode", "Value": 8, "Label": label("Web")});
+    assert_eq!(env.post("InsertOptionValue", duplicate).await.status, StatusCode::BAD_REQUEST);
+    let not_choice = json!({"EntityLogicalName": "lead", "AttributeLogicalName": "subject", "Label": label("X")});
+    assert_eq!(env.post("InsertOptionValue", not_choice).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn s10_3_custom_columns_of_each_type_behave_as_built_in_ones() {
     let env = Env::start().await;
     let columns = [
