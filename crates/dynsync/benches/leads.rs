@@ -13,7 +13,7 @@
 //! `cargo bench -p dynsync --bench leads` (`-- --json FILE` also writes the figures as JSON).
 
 use dataverse_emulator::{CostModel, EmulatorConfig, Limits};
-use dynsync::leads::notify::{SmtpSecurity, SmtpSettings};
+use dynsync::leads::notify::SmtpSettings;
 use dynsync::mailbox::Mailbox;
 use dynsync::{Service, ServiceConfig};
 use serde_json::{Value as Json, json};
@@ -52,14 +52,7 @@ impl Bench {
     ) -> Bench {
         let mut config = ServiceConfig::new(data_dir);
         config.api_tokens = vec!["bench-token".into()];
-        config.smtp = Some(SmtpSettings {
-            host: "127.0.0.1".into(),
-            port: mailbox.port(),
-            security: SmtpSecurity::None,
-            username: None,
-            password: None,
-            from: "dynsync@contoso.com".into(),
-        });
+        config.smtp = Some(SmtpSettings::local(mailbox.port(), "dynsync@contoso.com"));
         let service = Service::start(config).await.unwrap();
         let http = reqwest::Client::new();
         let call = |path: &str, body: Json| {

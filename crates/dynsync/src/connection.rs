@@ -4,7 +4,9 @@
 use crate::ids::{ConnectionId, ConnectionSpecId, Etag, Sandbox};
 use crate::specs;
 use chrono::{DateTime, Utc};
-use dataverse::{AuthError, Client, ClientCredentials, Environment, Error, Region, Secret, WhoAmI};
+use dataverse::{
+    AuthError, Client, ClientCredentials, Credentials, Environment, Error, PasswordCredentials, Region, Secret, WhoAmI,
+};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,7 +71,8 @@ pub struct DestinationConnection {
     pub id: ConnectionId,
     pub name: String,
     pub environment: Environment,
-    pub credentials: ClientCredentials,
+    /// An app registration's, or a user's (the password grant).
+    pub credentials: Credentials,
 }
 
 impl DestinationConnection {
@@ -243,18 +246,25 @@ impl DestinationAuth {
 }
 
 impl Connection {
-    /// The connection as a destination, if it is one.
+    /// The connection as a destination, if it is one: signed in as an app registration, or as a user with a
+    /// password (through the public client app given, Microsoft's sample app by default).
     pub fn destination(&self) -> Option<DestinationConnection> {
-        let ConnectionAuth::ClientCredentials(auth) = &self.auth else {
-            return None;
-        };
         let environment = self.auth.environment().ok()?;
-        Some(DestinationConnection {
-            id: self.id,
-            name: self.name.clone(),
-            credentials: auth.credentials(&environment),
-            environment,
-        })
+        let credentials = match &self.auth {
+            ConnectionAuth::ClientCredentials(auth) => Credentials::ClientSecret(auth.credentials(&environment)),
+            ConnectionAuth::Password { username, password, client_id, authority_host, .. } => {
+                Credentials::Password(PasswordCredentials {
+                    tenant_id: "organizations".into(),
+                    client_id: client_id.clone().unwrap_or_else(|| PUBLIC_CLIENT_ID.to_string()),
+                    username: username.clone(),
+                    password: password.clone(),
+                    client_secret: None,
+                    authority: authority_for(authority_host.as_deref(), &environment),
+                })
+            }
+            ConnectionAuth::ServicePrincipal { .. } => return None,
+        };
+        Some(DestinationConnection { id: self.id, name: self.name.clone(), credentials, environment })
     }
 }
 

@@ -78,6 +78,7 @@ pub fn auth_params(spec: ConnectionSpecId, auth_spec: &str) -> Option<&'static [
         (DYNAMICS_SOURCE, BASIC_AUTH) => Some(BASIC),
         (DYNAMICS_SOURCE, SERVICE_PRINCIPAL_AUTH) => Some(SERVICE_PRINCIPAL),
         (DYNAMICS_DESTINATION, CLIENT_CREDENTIALS_AUTH) => Some(CLIENT_CREDENTIALS),
+        (DYNAMICS_DESTINATION, BASIC_AUTH) => Some(BASIC),
         _ => None,
     }
 }
@@ -86,7 +87,7 @@ pub fn auth_params(spec: ConnectionSpecId, auth_spec: &str) -> Option<&'static [
 pub fn auth_spec_names(spec: ConnectionSpecId) -> &'static [&'static str] {
     match spec {
         DYNAMICS_SOURCE => &[BASIC_AUTH, SERVICE_PRINCIPAL_AUTH],
-        DYNAMICS_DESTINATION => &[CLIENT_CREDENTIALS_AUTH],
+        DYNAMICS_DESTINATION => &[CLIENT_CREDENTIALS_AUTH, BASIC_AUTH],
         _ => &[],
     }
 }

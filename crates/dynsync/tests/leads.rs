@@ -17,6 +17,7 @@ on_both_stores!(
     a_lead_is_matched_to_the_account_of_its_email_domain,
     validate_follows_a_test_lead_to_dynamics_and_to_the_notification,
     a_lead_dynamics_refuses_is_kept_and_written_by_a_replay_once_fixed,
+    an_intake_signed_in_as_a_user_with_a_password_writes_its_leads,
 );
 
 /// An intake over a fresh destination, notifying `notify`; its id and its URL with the secret.
@@ -32,6 +33,15 @@ async fn intake(world: &World, extra: Json) -> (String, String) {
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let answer = reply.json();
     (answer["id"].as_str().unwrap().to_string(), answer["intakeUrl"].as_str().unwrap().to_string())
+}
+
+/// A world whose dynsync sends notifications to a real SMTP server.
+async fn with_smtp(backend: Backend) -> Option<(SmtpServer, World)> {
+    let smtp = SmtpServer::start().await;
+    let settings = smtp.settings();
+    let emulator = EmulatorConfig { cost: CostModel::free(), ..Default::default() };
+    let world = World::start_configured(backend, emulator, |c| c.smtp = Some(settings)).await?;
+    Some((smtp, world))
 }
 
 /// Posts a lead to an intake URL as Partner Center does: no header, the secret in the URL.
@@ -79,16 +89,7 @@ async fn settled(world: &World, intake: &str, accepted: u64) -> Json {
 }
 
 async fn leads_reach_dynamics_once_per_person_with_a_note_per_step(backend: Backend) {
-    let smtp = SmtpServer::start().await;
-    let settings = smtp.settings();
-    let Some(world) =
-        World::start_configured(backend, EmulatorConfig { cost: CostModel::free(), ..Default::default() }, |c| {
-            c.smtp = Some(settings)
-        })
-        .await
-    else {
-        return;
-    };
+    let Some((smtp, world)) = with_smtp(backend).await else { return };
     let (id, url) = intake(&world, json!({"notify": "sales@contoso.com; partners@contoso.com"})).await;
 
     // Contact me, then Get it now (lower-case userDetails, as some posts have), for the same person and offer.
@@ -223,16 +224,7 @@ async fn a_lead_is_matched_to_the_account_of_its_email_domain(backend: Backend) 
 }
 
 async fn validate_follows_a_test_lead_to_dynamics_and_to_the_notification(backend: Backend) {
-    let smtp = SmtpServer::start().await;
-    let settings = smtp.settings();
-    let Some(world) =
-        World::start_configured(backend, EmulatorConfig { cost: CostModel::free(), ..Default::default() }, |c| {
-            c.smtp = Some(settings)
-        })
-        .await
-    else {
-        return;
-    };
+    let Some((smtp, world)) = with_smtp(backend).await else { return };
     let (id, _) = intake(&world, json!({"notify": "sales@contoso.com"})).await;
     let started = Instant::now();
     let reply = world.send(Method::POST, &format!("flows/{id}/action?op=validate"), None).await;
@@ -279,5 +271,51 @@ async fn a_lead_dynamics_refuses_is_kept_and_written_by_a_replay_once_fixed(back
     assert_eq!(leads.len(), 1, "{leads:?}");
     assert_eq!(leads[0]["leadsourcecode"], 100000000);
     assert_eq!(notes_of(&world, leads[0]["leadid"].as_str().unwrap()).await.len(), 1);
+    world.finish().await;
+}
+
+async fn an_intake_signed_in_as_a_user_with_a_password_writes_its_leads(backend: Backend) {
+    let users = vec![("sales@contoso.com".to_string(), dataverse_emulator::Secret::new("Passw0rd!"))];
+    let emulator = EmulatorConfig { cost: CostModel::free(), users, ..Default::default() };
+    let Some(world) = World::start_with(backend, emulator).await else { return };
+    let spec = dynsync::specs::DYNAMICS_DESTINATION.to_string();
+    let connection = world
+        .post(
+            "connections",
+            json!({
+                "name": "Sales user",
+                "auth": {"specName": "Basic Authentication for Dynamics-Online", "params": {
+                    "serviceUri": world.emulator.url, "username": "sales@contoso.com", "password": "Passw0rd!",
+                    "clientId": world.emulator.client_id.to_string(), "authorityHost": world.emulator.url,
+                }},
+                "connectionSpec": {"id": spec, "version": "1.0"}
+            }),
+        )
+        .await;
+    assert_eq!(connection.status, StatusCode::CREATED, "{}", connection.text);
+    assert!(!connection.text.contains("Passw0rd!"));
+    let connection = connection.json()["id"].as_str().unwrap().to_string();
+    let target = world
+        .post(
+            "targetConnections",
+            json!({"name": "Leads", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
+                   "connectionSpec": {"id": spec, "version": "1.0"}}),
+        )
+        .await;
+    assert_eq!(target.status, StatusCode::CREATED, "{}", target.text);
+    let reply = world
+        .post(
+            "flows",
+            json!({"name": "Leads", "flowSpec": {"id": dynsync::specs::LEAD_INTAKE_FLOW_SPEC},
+                   "targetConnectionIds": [target.json()["id"]]}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let (id, url) =
+        (reply.json()["id"].as_str().unwrap().to_string(), reply.json()["intakeUrl"].as_str().unwrap().to_string());
+    let (status, answer) = post_lead(&world, &url, &partner_center("ana@contoso.com", "PLT", "crm")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(settled(&world, &id, 1).await["created"], 1);
+    assert_eq!(leads(&world).await.len(), 1);
     world.finish().await;
 }

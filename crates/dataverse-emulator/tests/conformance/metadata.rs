@@ -122,9 +122,11 @@ async fn s10_2_attributes_answer_casts_and_type_filters() {
 #[tokio::test]
 async fn an_option_inserted_into_a_choice_column_is_then_accepted_and_shown() {
     let env = Env::start().await;
-    env.post("leads", json!({"subject": "S", "lastname": "L", "leadsourcecode": 100000000}))
-        .await
-        .assert_error(400, "0x8004431a", "outside the valid range");
+    env.post("leads", json!({"subject": "S", "lastname": "L", "leadsourcecode": 100000000})).await.assert_error(
+        400,
+        "0x8004431a",
+        "outside the valid range",
+    );
     let label = |text: &str| json!({"LocalizedLabels": [{"Label": text, "LanguageCode": 1033}]});
     let body =
         json!({"EntityLogicalName": "lead", "AttributeLogicalName": "leadsourcecode", "Label": label("Marketplace")});

@@ -8,8 +8,8 @@ use crate::activation::{ActivationFlow, FlowDefinition, FlowState, job, validati
 use crate::ids::{Etag, FlowId};
 use crate::leads::intake::{FlowSpecRef, LeadIntake};
 use crate::leads::job as leads_job;
-use crate::pipeline::Taken;
 use crate::pipeline::inlet::InletLog;
+use crate::pipeline::{Flow, JobDefinition, Taken};
 use crate::specs::LEAD_INTAKE_FLOW_SPEC;
 use crate::store::{FlowRecord, Outcome, RunRecord};
 use axum::body::Bytes;
@@ -78,7 +78,8 @@ async fn check(state: &AppState, caller: &Caller, flow: &FlowDefinition) -> ApiR
     validation::validate(flow, &target.customization_prefix, &contact).map_err(|r| report(r.problems))
 }
 
-fn flow_json(f: &ActivationFlow) -> Json {
+/// A flow as the API shows it: its job's definition, with its id, state and times.
+pub fn flow_json<D: JobDefinition>(f: &Flow<D>) -> Json {
     let mut body = serde_json::to_value(&f.definition).expect("a flow serializes");
     let extra = json!({
         "id": f.id,

@@ -57,30 +57,28 @@ async fn check(state: &AppState, caller: &Caller, definition: &IntakeDefinition)
     let reach = Reach::resolve(&state.store, &state.clients, &caller.sandbox, target).await.map_err(|e| {
         report(vec![Problem { field: "targetConnectionIds[0]".into(), message: e.to_string(), closest: Vec::new() }])
     })?;
-    let lead = reach.client.table("lead").await.map_err(|e| {
+    let unavailable = |e: dataverse::Error| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "metadata-unavailable",
-            format!("the intake cannot be checked, because the lead table cannot be read: {e}; test the connection and try again"),
+            format!(
+                "the intake cannot be checked, because the lead table cannot be read: {e}; test the connection and try again"
+            ),
         )
-    })?;
+    };
+    let lead = reach.client.table("lead").await.map_err(unavailable)?;
+    if definition.lead_columns(&lead).is_ok() {
+        return Ok(());
+    }
+    // The cached table may predate a column the user just created: read it again before saying no.
+    reach.client.invalidate_table("lead");
+    let lead = reach.client.table("lead").await.map_err(unavailable)?;
     definition.lead_columns(&lead).map(|_| ()).map_err(report)
 }
 
 pub fn intake_json(intake: &LeadIntake) -> Json {
-    let mut body = serde_json::to_value(&intake.definition).expect("an intake serializes");
-    let extra = json!({
-        "id": intake.id,
-        "state": intake.state,
-        "sandboxName": intake.sandbox,
-        "etag": intake.etag,
-        "createdAt": intake.created_at.timestamp_millis(),
-        "updatedAt": intake.updated_at.timestamp_millis(),
-        "intakeUrl": intake_path(intake.id),
-    });
-    if let (Json::Object(b), Json::Object(e)) = (&mut body, extra) {
-        b.extend(e);
-    }
+    let mut body = super::flows::flow_json(intake);
+    body["intakeUrl"] = json!(intake_path(intake.id));
     body
 }
 

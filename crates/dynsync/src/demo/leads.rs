@@ -8,7 +8,7 @@
 //! back: one lead per person (plus the test lead), a note per step, one notification per new lead.
 
 use super::{Api, emulator_credentials};
-use crate::leads::notify::{SmtpSecurity, SmtpSettings};
+use crate::leads::notify::SmtpSettings;
 use crate::mailbox::Mailbox;
 use crate::service::{Service, ServiceConfig};
 use crate::specs::LEAD_INTAKE_FLOW_SPEC;
@@ -35,14 +35,7 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
     let data_dir = tempfile::tempdir().context("creating the demo's data directory")?;
     let mut config = ServiceConfig::new(data_dir.path());
     config.api_tokens = vec![format!("demo-{}", Uuid::new_v4().simple())];
-    config.smtp = Some(SmtpSettings {
-        host: "127.0.0.1".into(),
-        port: mailbox.port(),
-        security: SmtpSecurity::None,
-        username: None,
-        password: None,
-        from: "dynsync@contoso.com".into(),
-    });
+    config.smtp = Some(SmtpSettings::local(mailbox.port(), "dynsync@contoso.com"));
     let service = Service::start(config).await?;
     let api = Api { http: reqwest::Client::new(), service: &service };
     println!(

@@ -54,6 +54,20 @@ pub struct SmtpSettings {
     pub from: String,
 }
 
+impl SmtpSettings {
+    /// A server on 127.0.0.1 that takes mail without TLS or sign-in: a local relay, the demo's own.
+    pub fn local(port: u16, from: &str) -> SmtpSettings {
+        SmtpSettings {
+            host: "127.0.0.1".into(),
+            port,
+            security: SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: from.into(),
+        }
+    }
+}
+
 /// Addresses that could not be read: each bad one is named; none named means no address was given at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}; give email addresses separated by semicolons, as Partner Center's contact email field takes them", describe(.bad))]

@@ -516,14 +516,7 @@ impl SmtpServer {
 
     /// dynsync's settings to send through this server.
     pub fn settings(&self) -> dynsync::leads::notify::SmtpSettings {
-        dynsync::leads::notify::SmtpSettings {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            security: dynsync::leads::notify::SmtpSecurity::None,
-            username: None,
-            password: None,
-            from: "dynsync@contoso.com".into(),
-        }
+        dynsync::leads::notify::SmtpSettings::local(self.port, "dynsync@contoso.com")
     }
 
     /// The messages received, as their raw text.
