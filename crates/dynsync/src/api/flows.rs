@@ -137,9 +137,16 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
     struct Spec {
         flow_spec: Option<FlowSpecRef>,
     }
-    let spec = serde_json::from_slice::<Spec>(&body).ok().and_then(|s| s.flow_spec);
-    if spec.is_some_and(|s| s.id == LEAD_INTAKE_FLOW_SPEC) {
-        return leads::create(&state, caller, &body).await;
+    match serde_json::from_slice::<Spec>(&body).ok().and_then(|s| s.flow_spec) {
+        Some(spec) if spec.id == LEAD_INTAKE_FLOW_SPEC => return leads::create(&state, caller, &body).await,
+        Some(spec) => {
+            return Err(ApiError::bad_request(format!(
+                "flowSpec.id {} is not a flow spec dynsync knows: use {LEAD_INTAKE_FLOW_SPEC} for a lead intake, or \
+                 leave flowSpec out for an audience activation flow",
+                spec.id
+            )));
+        }
+        None => {}
     }
     let definition = parse_body::<FlowDefinition>(&body)?.normalized();
     check(&state, &caller, &definition).await?;
