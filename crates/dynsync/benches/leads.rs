@@ -16,6 +16,7 @@ use dataverse_emulator::{CostModel, EmulatorConfig, Limits};
 use dynsync::leads::notify::SmtpSettings;
 use dynsync::mailbox::Mailbox;
 use dynsync::{Service, ServiceConfig};
+use futures::TryStreamExt;
 use serde_json::{Value as Json, json};
 use std::time::{Duration, Instant};
 
@@ -171,7 +172,7 @@ async fn main() {
     // 2. A burst with repeats into the throttled emulator.
     let data_dir = tempfile::tempdir().unwrap();
     let bench = Bench::start(&emulator, &mailbox, data_dir.path()).await;
-    let already_mailed = mailbox.messages().len();
+    let already_mailed = mailbox.received();
     let people = leads * (100 - repeats) / 100;
     let started = Instant::now();
     for n in 0..leads {
@@ -189,16 +190,22 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let drained = started.elapsed();
-    let page: Json = dynsync::demo::emulator_client(&emulator)
-        .execute(&dataverse::Request::get(
-            "leads?$select=leadid&$filter=startswith(emailaddress1,'person')&$count=true&$top=1",
-        ))
+    // Dataverse counts at most 5,000 rows with $count: the leads are read, page by page.
+    let table = dataverse::Table::lead();
+    let query = dataverse::Query::new(&table)
+        .select(&["leadid"])
+        .filter(dataverse::Filter::starts_with("emailaddress1", "person"));
+    let in_dynamics = dynsync::demo::emulator_client(&emulator)
+        .query(&query)
+        .try_fold(0u64, |n, _| async move { Ok(n + 1) })
         .await
-        .unwrap()
-        .read_json()
         .unwrap();
-    let in_dynamics = page["@odata.count"].as_u64().unwrap_or(0);
-    let mail = mailbox.wait_for(already_mailed + people, Duration::from_secs(120)).await.len() - already_mailed;
+    // Notifications are sent while the leads drain; the last ones shortly after.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while mailbox.received() < already_mailed + people as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mail = mailbox.received() - already_mailed;
     let requests = bench.requests().await;
     println!(
         "| {leads} leads, {repeats}% repeats, throttled emulator | {in_dynamics} leads in Dynamics ({} created, {} updated, {} failed) | {people} distinct people | {:.2}× |",

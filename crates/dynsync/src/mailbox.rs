@@ -64,6 +64,8 @@ pub struct ReceivedMail {
 #[derive(Default)]
 struct Shared {
     kept: Mutex<VecDeque<ReceivedMail>>,
+    /// Every message taken since the start, kept or not.
+    received: std::sync::atomic::AtomicU64,
     arrived: Notify,
 }
 
@@ -74,6 +76,7 @@ impl Shared {
             kept.pop_front();
         }
         kept.push_back(mail);
+        self.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         drop(kept);
         self.arrived.notify_waiters();
     }
@@ -96,6 +99,11 @@ impl Mailbox {
     /// The port it listens on, on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How many messages were taken since the start, the ones no longer kept included.
+    pub fn received(&self) -> u64 {
+        self.shared.received.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The messages kept so far, oldest first.
