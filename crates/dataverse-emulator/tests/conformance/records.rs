@@ -311,3 +311,38 @@ async fn s3_state_and_status_stay_consistent() {
     let reply = env.patch(&format!("leads({id})"), json!({"statecode": 0, "statuscode": 3})).await;
     reply.assert_error(400, "0x80040203", "is not a valid status code");
 }
+
+#[tokio::test]
+async fn a_lead_holds_its_address_and_lead_source_and_starts_open_and_new() {
+    let env = Env::start().await;
+    let id = env
+        .create(
+            "leads",
+            json!({
+                "subject": "Contact me — Contoso CRM", "firstname": "Ana", "lastname": "Lima",
+                "emailaddress1": "ana@contoso.com", "companyname": "Contoso", "jobtitle": "CTO",
+                "address1_city": "São Paulo", "address1_country": "Brazil", "leadsourcecode": 8
+            }),
+        )
+        .await;
+    let row = env
+        .send(
+            env.request(
+                Method::GET,
+                &format!("leads({id})?$select=address1_city,address1_country,leadsourcecode,statecode,statuscode"),
+            )
+            .header("Prefer", "odata.include-annotations=\"OData.Community.Display.V1.FormattedValue\""),
+        )
+        .await
+        .json();
+    assert_eq!(row["address1_city"], "São Paulo");
+    assert_eq!(row["address1_country"], "Brazil");
+    assert_eq!(row["leadsourcecode@OData.Community.Display.V1.FormattedValue"], "Web");
+    assert_eq!(row["statecode@OData.Community.Display.V1.FormattedValue"], "Open");
+    assert_eq!(row["statuscode@OData.Community.Display.V1.FormattedValue"], "New");
+    env.post("leads", json!({"subject": "S", "lastname": "L", "leadsourcecode": 42})).await.assert_error(
+        400,
+        "0x8004431a",
+        "outside the valid range",
+    );
+}
