@@ -260,6 +260,44 @@ struct WireFormat {
     format: Option<String>,
 }
 
+/// An option of a choice column: its value and its label in the user's language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChoiceOption {
+    pub value: i32,
+    pub label: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireChoiceColumn {
+    option_set: Option<WireOptionSet>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireOptionSet {
+    options: Vec<WireOption>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireOption {
+    value: i32,
+    label: WireLabel,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireLabel {
+    user_localized_label: Option<WireLocalizedLabel>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireLocalizedLabel {
+    label: String,
+}
+
 /// A custom column to add to a table. The schema name carries the publisher's customization prefix
 /// (`new_LoyaltyId`); Dataverse refuses one without it.
 #[derive(Debug, Clone, PartialEq)]
@@ -431,6 +469,29 @@ impl Client {
         let response = self.send(Method::GET, path, None).await?;
         let url = response.url().to_string();
         response.json().await.map_err(|e| Error::UnexpectedBody { url, detail: e.to_string() })
+    }
+
+    /// The options of a table's choice column, as the environment has them now (not cached: a maker adds
+    /// options while flows run).
+    pub async fn choice_options(&self, table: &str, column: &str) -> Result<Vec<ChoiceOption>, Error> {
+        let path = format!(
+            "EntityDefinitions(LogicalName='{}')/Attributes(LogicalName='{}')/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName&$expand=OptionSet",
+            escape(&table.to_ascii_lowercase()),
+            escape(&column.to_ascii_lowercase())
+        );
+        let body = self.get_json(&path).await?;
+        let column: WireChoiceColumn = serde_json::from_value(body).map_err(|e| Error::UnexpectedBody {
+            url: format!("{}{path}", self.environment().web_api()),
+            detail: e.to_string(),
+        })?;
+        let options = column.option_set.map(|set| set.options).unwrap_or_default();
+        Ok(options
+            .into_iter()
+            .map(|o| ChoiceOption {
+                value: o.value,
+                label: o.label.user_localized_label.map(|l| l.label).unwrap_or_default(),
+            })
+            .collect())
     }
 
     /// Adds a custom column to a table, and forgets the table's cached definition so the column shows.

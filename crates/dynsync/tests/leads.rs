@@ -246,8 +246,27 @@ async fn validate_follows_a_test_lead_to_dynamics_and_to_the_notification(backen
 
 async fn a_lead_dynamics_refuses_is_kept_and_written_by_a_replay_once_fixed(backend: Backend) {
     let Some(world) = World::start(backend).await else { return };
-    // The intake writes a lead source the admin has not added to the choice column yet.
-    let (id, url) = intake(&world, json!({"columns": {"leadSourceCode": 100000000}})).await;
+    // The intake writes a lead source of the admin's, Marketplace, which must be an option when it is saved.
+    let (_, target) = world.destination("new").await;
+    let body = json!({
+        "name": "Marketplace leads", "flowSpec": {"id": dynsync::specs::LEAD_INTAKE_FLOW_SPEC},
+        "targetConnectionIds": [target], "columns": {"leadSourceCode": 100000000}
+    });
+    let refused = world.post("flows", body.clone()).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert!(refused.detail().contains("100000000 is not an option"), "{}", refused.text);
+    assert!(refused.detail().contains("8 Web"), "the options there are: {}", refused.text);
+    let option = json!({"EntityLogicalName": "lead", "AttributeLogicalName": "leadsourcecode", "Value": 100000000,
+                        "Label": {"LocalizedLabels": [{"Label": "Marketplace", "LanguageCode": 1033}]}});
+    world.dynamics().send(Method::POST, "InsertOptionValue", Some(&option)).await.unwrap();
+    let made = world.post("flows", body).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let (id, url) =
+        (made.json()["id"].as_str().unwrap().to_string(), made.json()["intakeUrl"].as_str().unwrap().to_string());
+
+    // Later the option is deleted by mistake: Dynamics refuses the leads, which are kept with its reason.
+    let delete = json!({"EntityLogicalName": "lead", "AttributeLogicalName": "leadsourcecode", "Value": 100000000});
+    world.dynamics().send(Method::POST, "DeleteOptionValue", Some(&delete)).await.unwrap();
     let (status, answer) = post_lead(&world, &url, &partner_center("ana@contoso.com", "PLT", "crm")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let totals = settled(&world, &id, 1).await;
@@ -258,9 +277,7 @@ async fn a_lead_dynamics_refuses_is_kept_and_written_by_a_replay_once_fixed(back
     assert!(outcome["message"].as_str().unwrap().contains("leadsourcecode"), "{outcome}");
     assert!(leads(&world).await.is_empty());
 
-    // The admin adds the option; the replay writes the lead, once.
-    let option = json!({"EntityLogicalName": "lead", "AttributeLogicalName": "leadsourcecode", "Value": 100000000,
-                        "Label": {"LocalizedLabels": [{"Label": "Marketplace", "LanguageCode": 1033}]}});
+    // The admin adds the option back; the replay writes the lead, once.
     world.dynamics().send(Method::POST, "InsertOptionValue", Some(&option)).await.unwrap();
     let replay = world.send(Method::POST, &format!("flows/{id}/action?op=retry-failed"), None).await;
     assert_eq!(replay.status, StatusCode::OK, "{}", replay.text);

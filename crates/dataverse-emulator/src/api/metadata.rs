@@ -701,32 +701,21 @@ fn created(location: String) -> Response {
 /// The first value of options a maker adds, with the default publisher's option value prefix.
 const FIRST_CUSTOM_OPTION: i32 = 100_000_000;
 
-/// `POST InsertOptionValue`: adds an option to a table's choice column, as a maker does in the designer.
-/// `Value` may be left out: the next free value from 100,000,000 is given. The answer names the option's value.
-pub async fn insert_option_value(request: &Request) -> ApiResult<Response> {
-    let body = request.json_object("InsertOptionValue")?;
+/// Changes the options of the choice column a body of `InsertOptionValue` or `DeleteOptionValue` names.
+async fn change_options<T: Send + 'static>(
+    request: &Request,
+    message: &'static str,
+    change: impl FnOnce(&mut Vec<crate::schema::OptionValue>, &str) -> ApiResult<T> + Send,
+) -> ApiResult<T> {
+    let body = request.json_object(message)?;
     let text = |name: &str| {
         body.get(name)
             .and_then(Json::as_str)
             .map(str::to_string)
-            .ok_or_else(|| ApiError::payload("InsertOptionValue", format!("{name} is required, as a string.")))
+            .ok_or_else(|| ApiError::payload(message, format!("{name} is required, as a string.")))
     };
     let (table_name, column) = (text("EntityLogicalName")?, text("AttributeLogicalName")?);
-    let label = body
-        .get("Label")
-        .and_then(|l| l["LocalizedLabels"].get(0))
-        .and_then(|l| l["Label"].as_str())
-        .ok_or_else(|| ApiError::payload("InsertOptionValue", "Label.LocalizedLabels[0].Label is required."))?
-        .to_string();
-    let wanted = match body.get("Value") {
-        None | Some(Json::Null) => None,
-        Some(v) => Some(
-            v.as_i64()
-                .and_then(|v| i32::try_from(v).ok())
-                .ok_or_else(|| ApiError::payload("InsertOptionValue", format!("Value is a whole number, not {v}.")))?,
-        ),
-    };
-    let value = request
+    request
         .env
         .store
         .write(|data, journal| {
@@ -741,29 +730,74 @@ pub async fn insert_option_value(request: &Request) -> ApiResult<Response> {
             })?;
             let AttributeKind::Picklist { options, .. } = &mut attribute.kind else {
                 return Err(ApiError::invalid_argument(format!(
-                    "{column} on {table_name} is not a choice column; options are added to choice columns only."
+                    "{column} on {table_name} is not a choice column; options are changed on choice columns only."
                 )));
             };
-            let value = wanted.unwrap_or_else(|| {
-                options
-                    .iter()
-                    .map(|o| o.value + 1)
-                    .filter(|v| *v > FIRST_CUSTOM_OPTION)
-                    .max()
-                    .unwrap_or(FIRST_CUSTOM_OPTION)
-            });
-            if options.iter().any(|o| o.value == value) {
-                return Err(ApiError::invalid_argument(format!(
-                    "{column} on {table_name} already has an option with the value {value}."
-                )));
-            }
-            options.push(crate::schema::OptionValue { value, label: label.clone(), related: None });
+            let done = change(options, &format!("{column} on {table_name}"))?;
             data.put_table(journal, table);
-            Ok::<_, ApiError>(value)
+            Ok(done)
         })
-        .await?;
+        .await
+}
+
+fn option_value(body: &Map<String, Json>, message: &str) -> ApiResult<Option<i32>> {
+    match body.get("Value") {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .and_then(|v| i32::try_from(v).ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::payload(message, format!("Value is a whole number, not {v}."))),
+    }
+}
+
+/// `POST InsertOptionValue`: adds an option to a table's choice column, as a maker does in the designer.
+/// `Value` may be left out: the next free value from 100,000,000 is given. The answer names the option's value.
+pub async fn insert_option_value(request: &Request) -> ApiResult<Response> {
+    const MESSAGE: &str = "InsertOptionValue";
+    let body = request.json_object(MESSAGE)?;
+    let label = body
+        .get("Label")
+        .and_then(|l| l["LocalizedLabels"].get(0))
+        .and_then(|l| l["Label"].as_str())
+        .ok_or_else(|| ApiError::payload(MESSAGE, "Label.LocalizedLabels[0].Label is required."))?
+        .to_string();
+    let wanted = option_value(&body, MESSAGE)?;
+    let value = change_options(request, MESSAGE, move |options, column| {
+        let value = wanted.unwrap_or_else(|| {
+            options
+                .iter()
+                .map(|o| o.value + 1)
+                .filter(|v| *v > FIRST_CUSTOM_OPTION)
+                .max()
+                .unwrap_or(FIRST_CUSTOM_OPTION)
+        });
+        if options.iter().any(|o| o.value == value) {
+            return Err(ApiError::invalid_argument(format!("{column} already has an option with the value {value}.")));
+        }
+        options.push(crate::schema::OptionValue { value, label, related: None });
+        Ok(value)
+    })
+    .await?;
     let context = format!("{}/$metadata#Microsoft.Dynamics.CRM.InsertOptionValueResponse", request.base);
     Ok(json_response(StatusCode::OK, &json!({"@odata.context": context, "NewOptionValue": value})))
+}
+
+/// `POST DeleteOptionValue`: removes an option from a table's choice column. Rows keep the value they hold.
+pub async fn delete_option_value(request: &Request) -> ApiResult<Response> {
+    const MESSAGE: &str = "DeleteOptionValue";
+    let body = request.json_object(MESSAGE)?;
+    let value = option_value(&body, MESSAGE)?.ok_or_else(|| ApiError::payload(MESSAGE, "Value is required."))?;
+    change_options(request, MESSAGE, move |options, column| {
+        let before = options.len();
+        options.retain(|o| o.value != value);
+        if options.len() == before {
+            return Err(ApiError::invalid_argument(format!("{column} has no option with the value {value}.")));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 async fn create_attribute(request: &Request, table_key: &Key) -> ApiResult<Response> {

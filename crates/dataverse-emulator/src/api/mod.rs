@@ -243,6 +243,9 @@ async fn route(
         "InsertOptionValue" if segments.len() == 1 && request.method == Method::POST => {
             metadata::insert_option_value(&request).await
         }
+        "DeleteOptionValue" if segments.len() == 1 && request.method == Method::POST => {
+            metadata::delete_option_value(&request).await
+        }
         "sdkmessagefilters" if segments.len() == 1 && request.method == Method::GET => {
             let data = request.env.store.read();
             bulk::message_filters(&data, &request)

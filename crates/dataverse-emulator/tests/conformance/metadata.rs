@@ -151,6 +151,16 @@ async fn an_option_inserted_into_a_choice_column_is_then_accepted_and_shown() {
     assert_eq!(env.post("InsertOptionValue", duplicate).await.status, StatusCode::BAD_REQUEST);
     let not_choice = json!({"EntityLogicalName": "lead", "AttributeLogicalName": "subject", "Label": label("X")});
     assert_eq!(env.post("InsertOptionValue", not_choice).await.status, StatusCode::BAD_REQUEST);
+
+    // Deleted, the option is refused again; a value that is not there cannot be deleted.
+    let delete = json!({"EntityLogicalName": "lead", "AttributeLogicalName": "leadsourcecode", "Value": 100000000});
+    assert_eq!(env.post("DeleteOptionValue", delete.clone()).await.status, StatusCode::NO_CONTENT);
+    env.post("leads", json!({"subject": "S", "lastname": "L", "leadsourcecode": 100000000})).await.assert_error(
+        400,
+        "0x8004431a",
+        "outside the valid range",
+    );
+    assert_eq!(env.post("DeleteOptionValue", delete).await.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -66,14 +66,28 @@ async fn check(state: &AppState, caller: &Caller, definition: &IntakeDefinition)
             ),
         )
     };
-    let lead = reach.client.table("lead").await.map_err(unavailable)?;
-    if definition.lead_columns(&lead).is_ok() {
-        return Ok(());
+    let mut lead = reach.client.table("lead").await.map_err(unavailable)?;
+    if definition.lead_columns(&lead).is_err() {
+        // The cached table may predate a column the user just created: read it again before saying no.
+        reach.client.invalidate_table("lead");
+        lead = reach.client.table("lead").await.map_err(unavailable)?;
     }
-    // The cached table may predate a column the user just created: read it again before saying no.
-    reach.client.invalidate_table("lead");
-    let lead = reach.client.table("lead").await.map_err(unavailable)?;
-    definition.lead_columns(&lead).map(|_| ()).map_err(report)
+    let mut problems = definition.lead_columns(&lead).err().unwrap_or_default();
+    if let Some(code) = definition.columns.lead_source_code {
+        let options = reach.client.choice_options("lead", "leadsourcecode").await.map_err(unavailable)?;
+        if !options.iter().any(|o| o.value == code) {
+            let known: Vec<String> = options.iter().map(|o| format!("{} {}", o.value, o.label)).collect();
+            problems.push(Problem {
+                field: "columns.leadSourceCode".into(),
+                message: format!(
+                    "{code} is not an option of the lead table's leadsourcecode ({}): add it to the choice in Dynamics, or pick one of these",
+                    known.join(", ")
+                ),
+                closest: Vec::new(),
+            });
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(report(problems)) }
 }
 
 pub fn intake_json(intake: &LeadIntake) -> Json {
