@@ -49,27 +49,7 @@ async fn a_killed_intake_resumes_without_losing_or_doubling_a_lead() {
     let mut first = ServeProcess::start(&args, &[]);
     first.ready(&http).await;
 
-    let spec = dynsync::specs::DYNAMICS_DESTINATION.to_string();
-    let connection = first.call(&http, Method::POST, &format!("{BASE}/connections"), Some(json!({
-        "name": "Emulator",
-        "auth": {"specName": "Dynamics 365 Client Credentials", "params": {
-            "clientId": emulator.client_id.to_string(), "clientSecret": emulator.client_secret.expose(),
-            "tenantId": emulator.tenant_id.to_string(), "environmentUrl": emulator.url, "authorityHost": emulator.url}},
-        "connectionSpec": {"id": spec, "version": "1.0"}
-    }))).await.unwrap()["id"].clone();
-    let target = first
-        .call(
-            &http,
-            Method::POST,
-            &format!("{BASE}/targetConnections"),
-            Some(json!({
-                "name": "Leads", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
-                "connectionSpec": {"id": spec, "version": "1.0"}
-            })),
-        )
-        .await
-        .unwrap()["id"]
-        .clone();
+    let target = first.target(&http, &emulator).await;
     let made = first
         .call(
             &http,

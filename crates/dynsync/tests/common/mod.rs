@@ -436,9 +436,8 @@ impl ServeProcess {
         request.send().await?.error_for_status()?.json().await
     }
 
-    /// Connects the emulator, a target over it, and a flow of the `seg-gold` audience onto `new_gold` with the
-    /// first name mapped; the flow's id.
-    pub async fn gold_flow(&self, http: &reqwest::Client, emulator: &RunningEmulator) -> String {
+    /// Connects the emulator and a target over it; the target's id.
+    pub async fn target(&self, http: &reqwest::Client, emulator: &RunningEmulator) -> Json {
         let base = dynsync::api::BASE_PATH;
         let spec = dynsync::specs::DYNAMICS_DESTINATION.to_string();
         let connection = self.call(http, Method::POST, &format!("{base}/connections"), Some(json!({
@@ -451,19 +450,25 @@ impl ServeProcess {
         .await
         .unwrap()["id"]
             .clone();
-        let target = self
-            .call(
-                http,
-                Method::POST,
-                &format!("{base}/targetConnections"),
-                Some(json!({
-                    "name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
-                    "connectionSpec": {"id": spec, "version": "1.0"}
-                })),
-            )
-            .await
-            .unwrap()["id"]
-            .clone();
+        self.call(
+            http,
+            Method::POST,
+            &format!("{base}/targetConnections"),
+            Some(json!({
+                "name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"},
+                "connectionSpec": {"id": spec, "version": "1.0"}
+            })),
+        )
+        .await
+        .unwrap()["id"]
+            .clone()
+    }
+
+    /// Connects the emulator, a target over it, and a flow of the `seg-gold` audience onto `new_gold` with the
+    /// first name mapped; the flow's id.
+    pub async fn gold_flow(&self, http: &reqwest::Client, emulator: &RunningEmulator) -> String {
+        let base = dynsync::api::BASE_PATH;
+        let target = self.target(http, emulator).await;
         self.call(http, Method::POST, &format!("{base}/flows"), Some(json!({
             "name": "Gold", "targetConnectionIds": [target],
             "audiences": [{"id": "seg-gold", "mappingId": "gold"}],
