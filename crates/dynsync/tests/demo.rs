@@ -13,3 +13,16 @@ fn the_demo_passes_on_the_embedded_emulator() {
     assert!(stdout.contains("PASS: all 1500 contacts hold the statuses and names they should"), "{stdout}");
     assert!(stdout.contains("excluded            3") && stdout.contains("failed              1"), "{stdout}");
 }
+
+#[test]
+fn the_lead_demo_passes_through_an_outage_with_every_lead_announced() {
+    let output = Command::new(env!("CARGO_BIN_EXE_dynsync"))
+        .args(["demo", "leads", "--people", "60"])
+        .output()
+        .expect("dynsync runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("PASS: 60 people made 60 leads (and the test lead)"), "{stdout}");
+    assert!(stdout.contains("4. run: 81 received, 61 created, 20 updated, 0 failed"), "{stdout}");
+    assert!(stdout.contains("the SMTP server received 61 notifications, 61 naming a lead"), "{stdout}");
+}
