@@ -128,7 +128,7 @@ pub async fn replace(state: &AppState, caller: Caller, current: LeadIntake, body
 pub async fn get(state: &AppState, intake: &LeadIntake) -> ApiResult<Json> {
     let backlog = InletLog::backlog(&state.store, intake.id).await?;
     let notices = state.store.outbox_state(intake.id).await?;
-    let rejected = state.store.inlet_rejects(intake.id, crate::store::REJECTS_KEPT).await?.len();
+    let rejected = state.store.inlet_reject_count(intake.id).await?;
     let mut body = intake_json(intake);
     body["backlog"] = json!({
         "leads": backlog.records,
@@ -232,14 +232,17 @@ pub async fn rotate_secret(state: &AppState, intake: &LeadIntake) -> ApiResult<R
     .into_response())
 }
 
-/// `GET /flows/{id}/rejects`: the bodies the intake refused, newest first, with why.
+/// Refused bodies shown at a time: at most 64 KB each, so an answer stays a few megabytes.
+const REJECTS_SHOWN: i64 = 50;
+
+/// `GET /flows/{id}/rejects`: the newest bodies the intake refused, with why.
 pub async fn rejects(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let intake = find(&state, &caller, &id).await?;
-    let kept = state.store.inlet_rejects(intake.id, crate::store::REJECTS_KEPT).await?;
+    let kept = state.store.inlet_rejects(intake.id, REJECTS_SHOWN).await?;
     Ok(items(
         kept.iter()
             .map(|r| json!({"id": r.id, "receivedAt": r.received_at.to_rfc3339(), "problems": r.problems, "body": r.body}))

@@ -112,6 +112,19 @@ impl Store {
             .await
     }
 
+    /// How many refused bodies the flow's inlet keeps.
+    pub async fn inlet_reject_count(&self, flow: FlowId) -> Result<u64> {
+        #[derive(sqlx::FromRow)]
+        struct Count {
+            n: i64,
+        }
+        let rows: Vec<Count> = self
+            .engine
+            .fetch_as("SELECT COUNT(*) AS n FROM inlet_rejects WHERE flow_id = $1", &[flow.to_string().into()])
+            .await?;
+        Ok(rows.first().map_or(0, |c| c.n.max(0) as u64))
+    }
+
     /// The bodies the flow's inlet refused, newest first.
     pub async fn inlet_rejects(&self, flow: FlowId, limit: i64) -> Result<Vec<InletReject>> {
         let rows: Vec<RejectRow> = self
