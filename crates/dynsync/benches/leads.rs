@@ -26,11 +26,12 @@ fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn lead(person: usize, action: &str) -> Json {
+/// A lead of `person` of a group (`steady`, `burst`): the groups' emails never meet.
+fn lead(group: &str, person: usize, action: &str) -> Json {
     json!({
         "UserDetails": {
             "FirstName": format!("First{person}"), "LastName": format!("Last{person}"),
-            "Email": format!("person{person}@fabrikam.com"), "Company": "Fabrikam", "Country": "US"
+            "Email": format!("{group}{person}@fabrikam.com"), "Company": "Fabrikam", "Country": "US"
         },
         "LeadSource": format!("AzureMarketplace-{action}|contoso.crm"),
         "ActionCode": action,
@@ -158,7 +159,7 @@ async fn main() {
     let mut ticker = tokio::time::interval(interval);
     for n in 0..rate * seconds {
         ticker.tick().await;
-        latencies.push(bench.post(&lead(1_000_000 + n, "PLT")).await);
+        latencies.push(bench.post(&lead("steady", n, "PLT")).await);
     }
     latencies.sort();
     let (p50, p99, max) =
@@ -194,7 +195,7 @@ async fn main() {
     let table = dataverse::Table::lead();
     let query = dataverse::Query::new(&table)
         .select(&["leadid"])
-        .filter(dataverse::Filter::starts_with("emailaddress1", "person"));
+        .filter(dataverse::Filter::starts_with("emailaddress1", "burst"));
     let in_dynamics = dynsync::demo::emulator_client(&emulator)
         .query(&query)
         .try_fold(0u64, |n, _| async move { Ok(n + 1) })
