@@ -178,8 +178,11 @@ async fn main() {
     let started = Instant::now();
     for n in 0..leads {
         // The repeats are second steps of people sent earlier in the burst.
-        let body =
-            if n < people { lead(n, "PLT") } else { lead((n - people) * people / (leads - people).max(1), "INS") };
+        let body = if n < people {
+            lead("burst", n, "PLT")
+        } else {
+            lead("burst", (n - people) * people / (leads - people).max(1), "INS")
+        };
         bench.post(&body).await;
     }
     let posted = started.elapsed();
