@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod api;
+pub mod checks;
 pub mod config;
 pub mod connection;
 pub mod declarative;

@@ -3,40 +3,11 @@
 //! comes from, and the closest columns that do exist.
 
 use super::{FlowDefinition, XdmType, xdm};
+use crate::checks::closest_columns;
+pub use crate::checks::{Problem, ValidationReport};
 use crate::target::CustomizationPrefix;
 use dataverse::{ColumnDefinition, ColumnType, TableDefinition};
-use serde::Serialize;
 use std::collections::HashMap;
-use std::fmt;
-
-/// One thing wrong with a flow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Problem {
-    /// Where in the flow: `mappings[2].target`, `audiences[0].mappingId`.
-    pub field: String,
-    pub message: String,
-    /// The existing columns closest to a missing one.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub closest: Vec<String>,
-}
-
-/// Everything wrong with a flow, found at once so that one save shows all of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ValidationReport {
-    pub flow: String,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ValidationReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "flow '{}' does not fit the contact table: ", self.flow)?;
-        let messages: Vec<String> = self.problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
-        f.write_str(&messages.join("; "))
-    }
-}
-
-impl std::error::Error for ValidationReport {}
 
 /// Checks the parts of a flow that need no metadata: the identity mapping, duplicates, status values.
 pub fn check_shape(flow: &FlowDefinition) -> Vec<Problem> {
@@ -209,7 +180,11 @@ pub fn validate(
             });
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(ValidationReport { flow: flow.name.clone(), problems }) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationReport { flow: flow.name.clone(), table: "contact", problems })
+    }
 }
 
 /// Why a column cannot be written from a profile, if it cannot.
@@ -287,38 +262,6 @@ fn missing(
         message.push_str(". Create the column in Dynamics, or check the name");
     }
     Problem { field, message, closest }
-}
-
-/// Up to three columns whose names are closest to `name`.
-pub(crate) fn closest_columns(name: &str, contact: &TableDefinition) -> Vec<String> {
-    let bare = |n: &str| n.split_once('_').map(|(_, rest)| rest.to_string()).unwrap_or_else(|| n.to_string());
-    let mut scored: Vec<(usize, &str)> = contact
-        .columns
-        .iter()
-        .map(|c| {
-            let whole = edit_distance(name, &c.logical_name);
-            let suffix = edit_distance(&bare(name), &bare(&c.logical_name));
-            (whole.min(suffix + 1), c.logical_name.as_str())
-        })
-        .collect();
-    scored.sort();
-    let limit = (name.chars().count() / 2).max(2);
-    scored.into_iter().filter(|(d, _)| *d <= limit).take(3).map(|(_, n)| n.to_string()).collect()
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -447,12 +390,5 @@ mod tests {
         assert!(p[2].message.contains("read-only"));
         assert!(p[4].message.contains("too short"), "{}", p[4].message);
         assert!(p[5].message.contains("is whole number but holds"), "{}", p[5].message);
-    }
-
-    #[test]
-    fn edit_distance_counts_edits() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
     }
 }

@@ -3,13 +3,13 @@
 //! activation flow is validated against the contact table of its destination each time it is saved or enabled,
 //! a lead intake against the lead table.
 
-use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, if_match, items, leads, parse_body};
+use super::{ApiError, ApiResult, AppState, Caller, flow_json, id_and_etag, if_match, items, leads, parse_body};
 use crate::activation::{ActivationFlow, FlowDefinition, FlowState, job, validation};
 use crate::ids::{Etag, FlowId};
 use crate::leads::intake::{FlowSpecRef, LeadIntake};
 use crate::leads::job as leads_job;
+use crate::pipeline::Taken;
 use crate::pipeline::inlet::InletLog;
-use crate::pipeline::{Flow, JobDefinition, Taken};
 use crate::specs::LEAD_INTAKE_FLOW_SPEC;
 use crate::store::{FlowRecord, Outcome, RunRecord};
 use axum::body::Bytes;
@@ -27,7 +27,7 @@ use uuid::Uuid;
 /// the environment has every column the flow writes.
 async fn check(state: &AppState, caller: &Caller, flow: &FlowDefinition) -> ApiResult<()> {
     let report = |problems: Vec<validation::Problem>| {
-        let report = validation::ValidationReport { flow: flow.name.clone(), problems };
+        let report = validation::ValidationReport { flow: flow.name.clone(), table: "contact", problems };
         ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", report.to_string())
             .with_report(json!({"problems": report.problems}))
     };
@@ -76,23 +76,6 @@ async fn check(state: &AppState, caller: &Caller, flow: &FlowDefinition) -> ApiR
     client.invalidate_table("contact");
     let contact = client.table("contact").await.map_err(unavailable)?;
     validation::validate(flow, &target.customization_prefix, &contact).map_err(|r| report(r.problems))
-}
-
-/// A flow as the API shows it: its job's definition, with its id, state and times.
-pub fn flow_json<D: JobDefinition>(f: &Flow<D>) -> Json {
-    let mut body = serde_json::to_value(&f.definition).expect("a flow serializes");
-    let extra = json!({
-        "id": f.id,
-        "state": f.state,
-        "sandboxName": f.sandbox,
-        "etag": f.etag,
-        "createdAt": f.created_at.timestamp_millis(),
-        "updatedAt": f.updated_at.timestamp_millis(),
-    });
-    if let (Json::Object(b), Json::Object(e)) = (&mut body, extra) {
-        b.extend(e);
-    }
-    body
 }
 
 fn parse_id(id: &str, caller: &Caller) -> ApiResult<FlowId> {

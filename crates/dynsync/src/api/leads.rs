@@ -6,7 +6,7 @@
 //! be inspected (`GET /flows/{id}/rejects`). A wrong secret is answered 401 and stores nothing.
 
 use super::{ApiError, ApiResult, AppState, Caller, authenticate, id_and_etag, items, parse_body};
-use crate::activation::{Problem, ValidationReport};
+use crate::checks::{Problem, ValidationReport};
 use crate::ids::{Etag, FlowId};
 use crate::leads::intake::{IntakeDefinition, LeadIntake};
 use crate::leads::job::{self, PostedLead};
@@ -45,7 +45,7 @@ fn new_secret() -> String {
 /// Checks an intake against its destination: the target and its connection, and the lead table's columns.
 async fn check(state: &AppState, caller: &Caller, definition: &IntakeDefinition) -> ApiResult<()> {
     let report = |problems: Vec<Problem>| {
-        let report = ValidationReport { flow: definition.name.clone(), problems };
+        let report = ValidationReport { flow: definition.name.clone(), table: "lead", problems };
         ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", report.to_string())
             .with_report(json!({"problems": report.problems}))
     };
@@ -54,9 +54,9 @@ async fn check(state: &AppState, caller: &Caller, definition: &IntakeDefinition)
         return Err(report(shape));
     }
     let target = crate::pipeline::JobDefinition::target_connection_id(definition);
-    let reach = Reach::resolve(&state.store, &state.clients, &caller.sandbox, target).await.map_err(|e| {
-        report(vec![Problem { field: "targetConnectionIds[0]".into(), message: e.to_string(), closest: Vec::new() }])
-    })?;
+    let reach = Reach::resolve(&state.store, &state.clients, &caller.sandbox, target)
+        .await
+        .map_err(|e| report(vec![Problem::new("targetConnectionIds[0]", e.to_string())]))?;
     let unavailable = |e: dataverse::Error| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -77,21 +77,20 @@ async fn check(state: &AppState, caller: &Caller, definition: &IntakeDefinition)
         let options = reach.client.choice_options("lead", "leadsourcecode").await.map_err(unavailable)?;
         if !options.iter().any(|o| o.value == code) {
             let known: Vec<String> = options.iter().map(|o| format!("{} {}", o.value, o.label)).collect();
-            problems.push(Problem {
-                field: "columns.leadSourceCode".into(),
-                message: format!(
+            problems.push(Problem::new(
+                "columns.leadSourceCode",
+                format!(
                     "{code} is not an option of the lead table's leadsourcecode ({}): add it to the choice in Dynamics, or pick one of these",
                     known.join(", ")
                 ),
-                closest: Vec::new(),
-            });
+            ));
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(report(problems)) }
 }
 
 pub fn intake_json(intake: &LeadIntake) -> Json {
-    let mut body = super::flows::flow_json(intake);
+    let mut body = super::flow_json(intake);
     body["intakeUrl"] = json!(intake_path(intake.id));
     body
 }

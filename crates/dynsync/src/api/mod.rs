@@ -10,7 +10,7 @@ mod leads;
 mod targets;
 
 use crate::ids::Sandbox;
-use crate::pipeline::{Clients, Supervisor};
+use crate::pipeline::{Clients, Flow, JobDefinition, Supervisor};
 use crate::store::{Store, StoreError};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -236,6 +236,23 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 /// Adobe's answer to a create or an update.
 pub fn id_and_etag(status: StatusCode, id: impl ToString, etag: &crate::ids::Etag) -> Response {
     (status, AxumJson(json!({"id": id.to_string(), "etag": etag.0}))).into_response()
+}
+
+/// A flow as the API shows it: its job's definition, with its id, state and times.
+pub fn flow_json<D: JobDefinition>(f: &Flow<D>) -> Json {
+    let mut body = serde_json::to_value(&f.definition).expect("a flow serializes");
+    let extra = json!({
+        "id": f.id,
+        "state": f.state,
+        "sandboxName": f.sandbox,
+        "etag": f.etag,
+        "createdAt": f.created_at.timestamp_millis(),
+        "updatedAt": f.updated_at.timestamp_millis(),
+    });
+    if let (Json::Object(b), Json::Object(e)) = (&mut body, extra) {
+        b.extend(e);
+    }
+    body
 }
 
 pub fn items(values: Vec<Json>) -> Response {

@@ -7,8 +7,7 @@
 
 use super::columns::{ChoiceColumn, LEAD_SOURCE_WEB, LeadColumns, TextColumn};
 use super::notify::recipients;
-use crate::activation::Problem;
-use crate::activation::validation::closest_columns;
+use crate::checks::{Problem, closest_columns};
 use crate::ids::TargetConnectionId;
 use crate::pipeline::{Flow, JobDefinition};
 use crate::specs::LEAD_INTAKE_FLOW_SPEC;
@@ -152,9 +151,7 @@ impl IntakeDefinition {
     /// What can be checked without Dynamics: the name, the spec, the target, the window, the recipients.
     pub fn check_shape(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut problem = |field: &str, message: String| {
-            problems.push(Problem { field: field.into(), message, closest: Vec::new() });
-        };
+        let mut problem = |field: &str, message: String| problems.push(Problem::new(field, message));
         if self.name.is_empty() {
             problem("name", "the intake has no name: give it one, as the dashboard and runs show it".into());
         }
@@ -212,13 +209,14 @@ impl IntakeDefinition {
             let name = name.as_ref()?;
             match lead.column(name) {
                 Some(c) if !c.valid_for_create || !c.valid_for_update => {
-                    problems.push(problem(field, format!("lead column {name} is read-only: pick a writable column")));
+                    problems
+                        .push(Problem::new(field, format!("lead column {name} is read-only: pick a writable column")));
                     None
                 }
                 Some(c) => match text_length(c) {
                     Some(max) => Some(TextColumn::new(c.logical_name.clone(), max)),
                     None => {
-                        problems.push(problem(
+                        problems.push(Problem::new(
                             field,
                             format!("lead column {name} is not text ({:?}): pick a text column", c.kind),
                         ));
@@ -239,7 +237,7 @@ impl IntakeDefinition {
         if let Some(name) = &custom.test_flag {
             match lead.column(name) {
                 Some(c) if matches!(c.kind, ColumnType::Boolean) => columns.test_flag = Some(c.logical_name.clone()),
-                Some(c) => problems.push(problem(
+                Some(c) => problems.push(Problem::new(
                     "columns.testFlag",
                     format!("lead column {name} is not Yes/No ({:?}): pick a Yes/No column", c.kind),
                 )),
@@ -274,10 +272,6 @@ fn text_length(column: &dataverse::ColumnDefinition) -> Option<usize> {
         }
         _ => None,
     }
-}
-
-fn problem(field: &str, message: String) -> Problem {
-    Problem { field: field.into(), message, closest: Vec::new() }
 }
 
 fn missing(field: &str, name: &str, lead: &TableDefinition) -> Problem {
