@@ -10,7 +10,8 @@ use crate::checks::{Problem, ValidationReport};
 use crate::ids::{Etag, FlowId};
 use crate::leads::intake::{IntakeDefinition, LeadIntake};
 use crate::leads::job::{self, PostedLead};
-use crate::leads::{Lead, TEST_MARKER};
+use crate::leads::{Lead, LeadWrite, TEST_MARKER};
+use crate::pipeline::JobDefinition;
 use crate::pipeline::inlet::InletLog;
 use crate::pipeline::runner::Reach;
 use crate::store::{FlowRecord, InletReject};
@@ -53,7 +54,7 @@ async fn check(state: &AppState, caller: &Caller, definition: &IntakeDefinition)
     if !shape.is_empty() {
         return Err(report(shape));
     }
-    let target = crate::pipeline::JobDefinition::target_connection_id(definition);
+    let target = definition.target_connection_id();
     let reach = Reach::resolve(&state.store, &state.clients, &caller.sandbox, target)
         .await
         .map_err(|e| report(vec![Problem::new("targetConnectionIds[0]", e.to_string())]))?;
@@ -318,7 +319,7 @@ async fn wait_written(
     note: uuid::Uuid,
     deadline: Instant,
 ) -> Result<String, String> {
-    let target = crate::pipeline::JobDefinition::target_connection_id(&intake.definition);
+    let target = intake.definition.target_connection_id();
     let reach =
         Reach::resolve(&state.store, &state.clients, &intake.sandbox, target).await.map_err(|e| e.to_string())?;
     let path = format!("annotations({note})?$select=_objectid_value");
@@ -330,7 +331,10 @@ async fn wait_written(
             return Ok(lead.to_string());
         }
         let failed = state.store.failed_records(intake.id).await.unwrap_or_default();
-        if let Some(f) = failed.iter().find(|f| f.payload.contains(&note.to_string())) {
+        let holds_note = |payload: &str| {
+            serde_json::from_str::<LeadWrite>(payload).is_ok_and(|w| w.steps.iter().any(|s| s.note_id == note))
+        };
+        if let Some(f) = failed.iter().find(|f| holds_note(&f.payload)) {
             return Err(format!(
                 "Dynamics refused the test lead: {} ({}); fix it, then replay with op=retry-failed",
                 f.message, f.code

@@ -143,7 +143,8 @@ impl IntakeDefinition {
         chrono::Duration::days(i64::from(self.dedup_window_days))
     }
 
-    /// The recipients of new leads' notifications.
+    /// The recipients of new leads' notifications; none when `notify` is empty (or not addresses, which a saved
+    /// intake never has).
     pub fn recipients(&self) -> Vec<String> {
         recipients(&self.notify).map(|r| r.iter().map(ToString::to_string).collect()).unwrap_or_default()
     }

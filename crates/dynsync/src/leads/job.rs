@@ -4,15 +4,14 @@
 //! person's steps in a batch fold into one write, in order of arrival; the sink is the `lead` table through
 //! [`LeadSink`]. Runs count leads created and updated apart.
 
-use super::intake::{IntakeDefinition, LeadIntake};
-use super::notify::recipients;
+use super::intake::LeadIntake;
 use super::sink::{LeadSink, NoticeQueue};
 use super::{DedupKey, Lead, LeadColumns, LeadKey, LeadWrite};
 use crate::ids::FlowId;
 use crate::pipeline::inlet::InletLog;
 use crate::pipeline::runner::{self, Reach, ReplayError, ReplaySummary, Runner};
 use crate::pipeline::supervisor::{BoxFuture, FlowContext, JobRunner};
-use crate::pipeline::{Clients, Decision, Exclusion, Job, SourceRecord, StepError};
+use crate::pipeline::{Clients, Decision, Exclusion, Job, JobDefinition, SourceRecord, StepError};
 use crate::store::{Backlog, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -91,17 +90,18 @@ pub struct Destination {
 impl Destination {
     pub async fn resolve(store: &Store, clients: &Arc<Clients>, intake: &LeadIntake) -> Result<Destination, StepError> {
         let definition = &intake.definition;
-        let reach = Reach::resolve(store, clients, &intake.sandbox, definition_target(definition)).await?;
+        let reach = Reach::resolve(store, clients, &intake.sandbox, definition.target_connection_id()).await?;
         let lead = reach.client.table("lead").await.map_err(|error| StepError::Metadata { table: "lead", error })?;
         let columns = definition.lead_columns(&lead).map_err(|problems| {
             let listed: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
             StepError::Definition(listed.join("; "))
         })?;
-        let notices = recipients(&definition.notify).ok().map(|to| NoticeQueue {
+        let recipients = definition.recipients();
+        let notices = (!recipients.is_empty()).then(|| NoticeQueue {
             store: store.clone(),
             flow: intake.id,
             intake: definition.name.clone(),
-            recipients: to.iter().map(ToString::to_string).collect(),
+            recipients,
         });
         let sink = LeadSink {
             client: reach.client.clone(),
@@ -112,10 +112,6 @@ impl Destination {
         };
         Ok(Destination { reach, job: LeadIntakeJob { columns }, sink })
     }
-}
-
-fn definition_target(definition: &IntakeDefinition) -> Option<crate::ids::TargetConnectionId> {
-    crate::pipeline::JobDefinition::target_connection_id(definition)
 }
 
 /// Runs lead intakes for the supervisor.

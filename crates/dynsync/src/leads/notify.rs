@@ -317,14 +317,7 @@ mod tests {
     }
 
     fn settings(port: u16) -> SmtpSettings {
-        SmtpSettings {
-            host: "127.0.0.1".into(),
-            port,
-            security: SmtpSecurity::None,
-            username: None,
-            password: None,
-            from: "Leads <leads@example.com>".into(),
-        }
+        SmtpSettings::local(port, "Leads <leads@example.com>")
     }
 
     #[test]

@@ -29,9 +29,7 @@ pub struct OutboxState {
 /// One message's state, looked up by id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEntry {
-    pub released: bool,
     pub sent_at: Option<String>,
-    pub attempts: i64,
     pub last_error: String,
 }
 
@@ -45,9 +43,7 @@ struct MessageRow {
 
 #[derive(sqlx::FromRow)]
 struct EntryRow {
-    released: i64,
     sent_at: String,
-    attempts: i64,
     last_error: String,
 }
 
@@ -136,16 +132,12 @@ impl Store {
 
     /// The state of one message.
     pub async fn message(&self, id: &str) -> Result<Option<OutboxEntry>> {
-        let rows: Vec<EntryRow> = self
-            .engine
-            .fetch_as("SELECT released, sent_at, attempts, last_error FROM outbox WHERE id = $1", &[id.into()])
-            .await?;
-        Ok(rows.into_iter().next().map(|r| OutboxEntry {
-            released: r.released != 0,
-            sent_at: Some(r.sent_at).filter(|s| !s.is_empty()),
-            attempts: r.attempts,
-            last_error: r.last_error,
-        }))
+        let rows: Vec<EntryRow> =
+            self.engine.fetch_as("SELECT sent_at, last_error FROM outbox WHERE id = $1", &[id.into()]).await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|r| OutboxEntry { sent_at: Some(r.sent_at).filter(|s| !s.is_empty()), last_error: r.last_error }))
     }
 
     /// How a flow's messages stand.
