@@ -112,6 +112,7 @@ async fn main() {
                         tally: &tally,
                         failed: &[],
                         recovered: &[],
+                        replayed: &[],
                     })
                     .await
                     .unwrap();

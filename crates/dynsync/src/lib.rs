@@ -17,6 +17,7 @@ pub mod service;
 pub mod specs;
 pub mod store;
 pub mod target;
+pub mod text;
 
 pub use activation::{
     ActivationFlow, AttributeMapping, AudienceMapping, EmptyValues, FlowDefinition, FlowState, StatusValues,

@@ -83,6 +83,9 @@ async fn profiles_reach_their_contacts(backend: Backend) {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.json()["activated"], 1, "{}", reply.text);
     assert_eq!(read_contact(&world.dynamics(), absent).await["new_silver"], "existing");
+    // The replayed profile was received once: it moves from failed to written in its run, and the sum holds.
+    let totals = world.settled(&flow, 7).await;
+    assert_eq!((totals.received, totals.written, totals.excluded, totals.failed), (7, 4, 3, 0), "{totals:?}");
     let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=retry-failed"), None).await;
     assert_eq!(reply.json()["retried"], 0, "nothing is left to replay: {}", reply.text);
     world.finish().await;

@@ -7,11 +7,14 @@ use super::{ApiError, ApiResult, AppState, authenticate};
 use crate::activation::ActivationFlow;
 use crate::activation::profile::Profile;
 use crate::ids::FlowId;
+use crate::text::clip;
 use axum::Json as AxumJson;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeSeed;
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -52,8 +55,121 @@ pub async fn one(
         .into_response())
 }
 
-/// `POST /collection/batch/{inletId}`: `{"messages": [...]}`. 200 when every message was accepted, 207 when
-/// some were refused; `responses` has one item per message, in order.
+/// Messages one batch may hold. Adobe's streaming ingestion takes batches of a few megabytes; five thousand
+/// profiles is about that, and bounds both the work of one request and the size of its answer.
+pub const MAX_BATCH_MESSAGES: usize = 5_000;
+
+/// How much of one refused message's reason the answer repeats: enough to fix it, never the message itself.
+const MAX_REASON_CHARS: usize = 300;
+
+/// The answer to a batch: one response per message, in order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchAnswer {
+    inlet_id: String,
+    batch_id: Uuid,
+    received_time_ms: i64,
+    accepted: usize,
+    responses: Vec<MessageAnswer>,
+}
+
+/// What became of one message of a batch.
+#[derive(Serialize)]
+#[serde(untagged, rename_all = "camelCase")]
+enum MessageAnswer {
+    Accepted {
+        #[serde(rename = "xactionId")]
+        xaction_id: Uuid,
+    },
+    Refused {
+        index: usize,
+        status: u16,
+        message: String,
+    },
+}
+
+/// The messages of a batch, checked one at a time as the body is read, so that no more than one message's tree
+/// is held at once and a batch over [`MAX_BATCH_MESSAGES`] is refused before it is read whole.
+#[derive(Default)]
+struct Messages {
+    accepted: Vec<String>,
+    responses: Vec<MessageAnswer>,
+    /// Set when the batch held more messages than a batch may.
+    too_many: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for &mut Messages {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut Messages {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of XDM messages")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(message) = seq.next_element::<Json>()? {
+            let index = self.responses.len();
+            if index == MAX_BATCH_MESSAGES {
+                self.too_many = true;
+                return Err(serde::de::Error::custom("too many messages"));
+            }
+            match Profile::validate(&message) {
+                Ok(()) => {
+                    self.accepted.push(message.to_string());
+                    self.responses.push(MessageAnswer::Accepted { xaction_id: Uuid::new_v4() });
+                }
+                Err(e) => self.responses.push(MessageAnswer::Refused {
+                    index,
+                    status: 400,
+                    message: clip(&format!("messages[{index}] is not a profile: {e}"), MAX_REASON_CHARS).into_owned(),
+                }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The envelope `{"messages": [...]}`; other members are ignored, as Adobe's are.
+struct Envelope<'a>(&'a mut Messages);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Envelope<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Envelope<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with a \"messages\" list")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "messages" && !found {
+                map.next_value_seed(&mut *self.0)?;
+                found = true;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// `POST /collection/batch/{inletId}`: `{"messages": [...]}`, at most [`MAX_BATCH_MESSAGES`]. 200 when every
+/// message was accepted, 207 when some were refused; `responses` has one item per message, in order.
 pub async fn batch(
     State(state): State<Arc<AppState>>,
     Path(inlet_id): Path<String>,
@@ -61,37 +177,40 @@ pub async fn batch(
     body: Bytes,
 ) -> ApiResult<Response> {
     let flow = inlet(&state, &headers, &inlet_id).await?;
-    let envelope: Json =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the batch is not JSON: {e}")))?;
-    let messages = envelope.get("messages").and_then(Json::as_array).ok_or_else(|| {
-        ApiError::bad_request("a batch is {\"messages\": [ … ]}: put the XDM messages in a list under \"messages\"")
-    })?;
-    let mut accepted = Vec::with_capacity(messages.len());
-    let mut responses = Vec::with_capacity(messages.len());
-    for (index, message) in messages.iter().enumerate() {
-        match Profile::validate(message) {
-            Ok(_) => {
-                accepted.push(message.to_string());
-                responses.push(json!({"xactionId": Uuid::new_v4().to_string()}));
-            }
-            Err(e) => responses.push(json!({
-                "index": index,
-                "status": 400,
-                "message": format!("messages[{index}] is not a profile: {e}"),
-            })),
+    let mut messages = Messages::default();
+    let mut reader = serde_json::Deserializer::from_slice(&body);
+    let found = Envelope(&mut messages).deserialize(&mut reader).and_then(|found| reader.end().map(|()| found));
+    match found {
+        Err(_) if messages.too_many => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-many-messages",
+                format!(
+                    "a batch holds at most {MAX_BATCH_MESSAGES} messages, and this one has more: split it into \
+                     batches of {MAX_BATCH_MESSAGES} or fewer; nothing of it was accepted"
+                ),
+            ));
         }
+        Err(e) => return Err(ApiError::bad_request(format!("the batch is not JSON: {e}; nothing of it was accepted"))),
+        Ok(false) => {
+            return Err(ApiError::bad_request(
+                "a batch is {\"messages\": [ … ]}: put the XDM messages in a list under \"messages\"",
+            ));
+        }
+        Ok(true) => {}
     }
+    let Messages { accepted, responses, .. } = messages;
     if !accepted.is_empty() {
         state.store.append_log(flow.id, &accepted).await?;
         state.supervisor.wake(flow.id);
     }
-    let status = if accepted.len() == messages.len() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
-    let answer = json!({
-        "inletId": inlet_id,
-        "batchId": Uuid::new_v4().to_string(),
-        "receivedTimeMs": received_ms(),
-        "accepted": accepted.len(),
-        "responses": responses,
-    });
+    let status = if accepted.len() == responses.len() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    let answer = BatchAnswer {
+        inlet_id,
+        batch_id: Uuid::new_v4(),
+        received_time_ms: received_ms(),
+        accepted: accepted.len(),
+        responses,
+    };
     Ok((status, AxumJson(answer)).into_response())
 }

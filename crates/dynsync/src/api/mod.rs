@@ -12,7 +12,7 @@ mod targets;
 use crate::ids::Sandbox;
 use crate::pipeline::{Clients, Flow, JobDefinition, Supervisor};
 use crate::store::{Store, StoreError};
-use axum::extract::FromRequestParts;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -111,7 +111,43 @@ pub fn router(state: Arc<AppState>) -> Router {
                 format!("no such endpoint: the API is under {BASE_PATH}/ (connectionSpecs, connections, targetConnections, flows, runs)"),
             )
         })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(in_api_shape))
         .with_state(state)
+}
+
+/// The largest request body the API reads: 2 MiB, a batch of a few thousand profiles. The lead intake takes less
+/// ([`leads::MAX_LEAD_BYTES`]), and a batch is also capped by its count ([`collection::MAX_BATCH_MESSAGES`]).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Puts the plain-text refusals of the HTTP layer (a body over the limit, a path or query that does not parse) in
+/// the API's error shape, so that every error a client sees has the same fields.
+async fn in_api_shape(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            status,
+            "too-large",
+            format!(
+                "the request body is over {MAX_BODY_BYTES} bytes (2 MiB), the API's limit: send profiles in batches \
+                 of at most {} messages, each well under the limit",
+                collection::MAX_BATCH_MESSAGES
+            ),
+        )
+        .into_response();
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let kind = if status.is_client_error() { "bad-request" } else { "internal" };
+    ApiError::new(status, kind, format!("{}: check the request's path, query and headers", text.trim())).into_response()
 }
 
 /// An error answer.
@@ -183,12 +219,18 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         authenticate(&parts.headers, state)?;
-        let sandbox = parts.headers.get("x-sandbox-name").and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        let sandbox = parts.headers.get("x-sandbox-name").ok_or_else(|| {
             ApiError::bad_request(
                 "the x-sandbox-name header is missing: name the sandbox the resource lives in (for example prod)",
             )
         })?;
-        let sandbox = sandbox.parse::<Sandbox>().map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let sandbox = sandbox.to_str().ok().and_then(|s| s.parse::<Sandbox>().ok()).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the x-sandbox-name header ({}) is not a sandbox name: use 1 to 64 lower-case letters, digits and '-' \
+                 (for example prod or dev-eu)",
+                shown_header(sandbox.as_bytes())
+            ))
+        })?;
         Ok(Caller { sandbox })
     }
 }
@@ -199,9 +241,14 @@ pub fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| unauthorized("the Authorization header is missing: send Authorization: Bearer <token>, with a token from the api-tokens file in dynsync's data directory or from DYNSYNC_API_TOKENS"))?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or_else(|| {
-        unauthorized("the Authorization header is not a bearer token: send Authorization: Bearer <token>")
-    })?;
+    // The scheme's name is case-insensitive (RFC 9110, 11.1).
+    let token = value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
+        .ok_or_else(|| {
+            unauthorized("the Authorization header is not a bearer token: send Authorization: Bearer <token>")
+        })?;
     let presented = digest(token);
     // Comparing digests keeps the comparison's time independent of how much of a token matched.
     if state.token_digests.iter().any(|d| d == &presented) {
@@ -211,6 +258,12 @@ pub fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
             "this token is not one of dynsync's API tokens: use one from the api-tokens file in dynsync's data directory or from DYNSYNC_API_TOKENS",
         ))
     }
+}
+
+/// A header's value as a message may show it: at most 64 characters, anything but printable ASCII escaped.
+fn shown_header(value: &[u8]) -> String {
+    let shown: String = value.iter().take(64).flat_map(|b| std::ascii::escape_default(*b)).map(char::from).collect();
+    if value.len() > 64 { format!("'{shown}…'") } else { format!("'{shown}'") }
 }
 
 /// Checks `If-Match` against a resource's current etag (`*` matches any).

@@ -8,7 +8,8 @@ use super::sink::{Paused, Refusal};
 use super::{Decision, Job, Sink, Source, SourceRecord, StepError, Taken};
 use crate::ids::{ConnectionId, FlowId, Sandbox};
 use crate::store::{
-    Acknowledgement, FailedRecord, Lease, Outcome, Recovered, RunTally, RuntimeStatus, Store, StoreError, hour_of,
+    Acknowledgement, FailedRecord, Lease, Outcome, REPLAYED, Recovered, Replayed, RunTally, RuntimeStatus, Store,
+    StoreError, hour_of,
 };
 use chrono::Utc;
 use dataverse::Backoff;
@@ -362,6 +363,7 @@ where
                 tally: &tally,
                 failed: &failed,
                 recovered: &recovered,
+                replayed: &[],
             })
             .await?;
         Ok(cursor)
@@ -392,34 +394,85 @@ pub struct ReplaySummary {
     pub failed: u64,
 }
 
-/// Sends the writes of a flow's failed records again, once the user has fixed their cause. The replay is a run
-/// of its own kind: it receives the records replayed, and each is written (it leaves the failed list) or fails
-/// again (it stays, with the new reason). A record whose write cannot be read back is reported, never skipped.
+/// The reason of a failed record whose kept write cannot be read back.
+const UNREADABLE: &str = "unreadable-write";
+
+/// Sends the writes of a flow's failed records again, once the user has fixed their cause. A replay receives
+/// nothing new: each record it sends was received, and counted failed, in an earlier run, and it stays counted
+/// once there — moved to written when it goes through (it leaves the failed list), or to its new reason when it
+/// fails again (it stays, keeping when it failed). A record whose write cannot be read back is reported, never
+/// skipped.
 pub async fn replay<J, K>(store: &Store, flow: FlowId, job: &J, sink: &K) -> Result<ReplaySummary, ReplayError>
 where
     J: Job,
     K: Sink<J::Key, J::Write>,
 {
     let failed = store.failed_records(flow).await?;
-    let mut tally = RunTally { received: failed.len() as u64, ..RunTally::default() };
+    let (mut still_failed, mut written, mut replayed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut kept = Vec::new();
     let mut writes = Vec::new();
     for record in &failed {
         let key = record.key.parse::<J::Key>().ok();
         let write = serde_json::from_str::<J::Write>(&record.payload).ok();
         match (key, write) {
-            (Some(key), Some(write)) => writes.push((key, write)),
-            _ => tally.count(
-                Outcome::Failed,
-                "unreadable-write",
-                "the kept write of this record cannot be read back (written by another dynsync version?); send the record again",
-                &record.key,
-                1,
-            ),
+            (Some(key), Some(write)) => {
+                writes.push((key, write));
+                kept.push(record);
+            }
+            _ => {
+                let (code, message) = (
+                    UNREADABLE,
+                    "the kept write of this record cannot be read back (written by another dynsync version?); send the record again",
+                );
+                replayed.push(Replayed {
+                    hour: hour_of(record.failed_at),
+                    code: record.code.clone(),
+                    outcome: Outcome::Failed,
+                    now_code: code.into(),
+                    now_message: message.into(),
+                });
+                still_failed.push(FailedRecord { code: code.into(), message: message.into(), ..record.clone() });
+            }
         }
     }
     let results = sink.write(&writes).await?;
-    let ones = vec![1; writes.len()];
-    let (mut still_failed, written) = outcomes(&mut tally, &writes, &ones, results);
+    for ((record, (key, _)), result) in kept.into_iter().zip(&writes).zip(results) {
+        let hour = hour_of(record.failed_at);
+        match result {
+            Ok(taken) => {
+                let code = if taken.code().is_empty() { REPLAYED } else { taken.code() };
+                replayed.push(Replayed {
+                    hour,
+                    code: record.code.clone(),
+                    outcome: Outcome::Written,
+                    now_code: code.to_string(),
+                    now_message: String::new(),
+                });
+                written.push(key.to_string());
+            }
+            Err(refusal) => {
+                replayed.push(Replayed {
+                    hour,
+                    code: record.code.clone(),
+                    outcome: Outcome::Failed,
+                    now_code: refusal.code.clone(),
+                    now_message: refusal.message.clone(),
+                });
+                still_failed.push(FailedRecord {
+                    key: record.key.clone(),
+                    code: refusal.code,
+                    message: refusal.message,
+                    payload: record.payload.clone(),
+                    failed_at: record.failed_at,
+                });
+            }
+        }
+    }
+    let summary = ReplaySummary {
+        retried: failed.len() as u64,
+        written: written.len() as u64,
+        failed: still_failed.len() as u64,
+    };
     let recovered = reconcile_failed(store, flow, job, &writes, &mut still_failed, written).await?;
     store
         .acknowledge(&Acknowledgement {
@@ -427,12 +480,13 @@ where
             lease: None,
             cursor: None,
             hour: hour_of(Utc::now()),
-            tally: &tally,
+            tally: &RunTally::default(),
             failed: &still_failed,
             recovered: &recovered,
+            replayed: &replayed,
         })
         .await?;
-    Ok(ReplaySummary { retried: failed.len() as u64, written: tally.written, failed: tally.failed })
+    Ok(summary)
 }
 
 #[derive(Debug, thiserror::Error)]

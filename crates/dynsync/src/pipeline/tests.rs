@@ -162,6 +162,7 @@ async fn an_acknowledgement_under_a_lost_lease_changes_nothing() {
                         tally: &tally,
                         failed: &[],
                         recovered: &[],
+                        replayed: &[],
                     })
                     .await
             }
@@ -177,27 +178,30 @@ async fn an_acknowledgement_under_a_lost_lease_changes_nothing() {
 }
 
 #[tokio::test]
-async fn a_replay_counts_each_replayed_record_once() {
+async fn a_replay_moves_each_replayed_record_within_the_run_it_failed_in() {
     for (store, _dir) in stores().await {
         let flow = FlowId::new();
+        let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
         let failed = |key: &str, payload: &str| FailedRecord {
             key: key.into(),
             code: "0x80040217".into(),
             message: "missing".into(),
             payload: payload.into(),
-            failed_at: Utc::now(),
+            failed_at: an_hour_ago,
         };
-        let first = RunTally { received: 3, failed: 3, ..RunTally::default() };
+        let mut first = RunTally { received: 4, written: 1, ..RunTally::default() };
+        first.count(Outcome::Failed, "0x80040217", "missing", "1", 3);
         let kept = [failed("1", "\"a\""), failed("2", "\"b\""), failed("3", "not json")];
         store
             .acknowledge(&Acknowledgement {
                 flow,
                 lease: None,
                 cursor: Some("3"),
-                hour: hour_of(Utc::now()),
+                hour: hour_of(an_hour_ago),
                 tally: &first,
                 failed: &kept,
                 recovered: &[],
+                replayed: &[],
             })
             .await
             .unwrap();
@@ -209,11 +213,20 @@ async fn a_replay_counts_each_replayed_record_once() {
         still.sort();
         assert_eq!(still, vec!["2", "3"], "the refused record and the unreadable one stay; the written one left");
         let runs = store.runs(flow).await.unwrap();
-        let total = |f: fn(&RunTally) -> u64| runs.iter().map(|r| f(&r.tally)).sum::<u64>();
-        assert_eq!(total(|t| t.received), 6, "three received, then three replayed: each replay counted once");
-        assert_eq!(total(|t| t.written) + total(|t| t.excluded) + total(|t| t.failed), 6);
-        let unreadable = runs.iter().flat_map(|r| &r.tally.groups).find(|g| g.code == "unreadable-write");
-        assert_eq!(unreadable.map(|g| (g.outcome, g.count)), Some((Outcome::Failed, 1)), "{runs:?}");
+        assert_eq!(runs.len(), 1, "a replay receives nothing, so it makes no run of its own: {runs:?}");
+        let run = &runs[0].tally;
+        assert_eq!(
+            (run.received, run.written, run.excluded, run.failed),
+            (4, 2, 0, 2),
+            "the written record moved from failed to written in the run it was received in, counted once"
+        );
+        let group = |code: &str| run.groups.iter().find(|g| g.code == code).map(|g| (g.outcome, g.count));
+        assert_eq!(group("replayed"), Some((Outcome::Written, 1)), "{run:?}");
+        assert_eq!(group("unreadable-write"), Some((Outcome::Failed, 1)), "{run:?}");
+        let refused: u64 = run.groups.iter().filter(|g| g.outcome == Outcome::Failed).map(|g| g.count).sum();
+        assert_eq!(refused, run.failed, "the failed groups still add up to the failed count: {run:?}");
+        let failed_at = store.failed_records(flow).await.unwrap()[0].failed_at;
+        assert_eq!(hour_of(failed_at), hour_of(an_hour_ago), "a record failing again keeps when it failed");
         assert_eq!(store.cursor(flow).await.unwrap().as_deref(), Some("3"), "a replay moves no cursor");
     }
 }
@@ -313,6 +326,7 @@ async fn a_failed_record_keeps_what_later_writes_did_not_set() {
                         tally: &tally,
                         failed: &failed,
                         recovered: &recovered,
+                        replayed: &[],
                     })
                     .await
                     .unwrap();

@@ -29,7 +29,8 @@ pub use leases::{Lease, LeaseStatus, ProcessId, RuntimeStatus};
 pub use log::{Backlog, LogEntry};
 pub use outbox::{OutboxEntry, OutboxMessage, OutboxState};
 pub use runs::{
-    Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, Recovered, RunRecord, RunTally, hour_of,
+    Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, REPLAYED, Recovered, Replayed, RunRecord,
+    RunTally, hour_of,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@
 use super::engine::{Arg, Guard};
 use super::{Lease, Result, Store, StoreError, timestamp};
 use crate::ids::FlowId;
+use crate::text::clip;
 use chrono::{DateTime, Utc};
 use std::fmt;
 use std::str::FromStr;
@@ -67,6 +68,12 @@ pub struct OutcomeGroup {
 /// Samples kept per outcome group: a run with a million failures lists five of them.
 pub const SAMPLES: usize = 5;
 
+/// The longest sample kept: a record's identity is an id, and one sent a megabyte long is shown cut.
+pub const MAX_SAMPLE_CHARS: usize = 128;
+
+/// The longest reason kept for an outcome group.
+pub const MAX_MESSAGE_CHARS: usize = 1_000;
+
 /// The counts one acknowledgement adds to a flow's run of the hour. Every record received has exactly one
 /// outcome: `received == written + excluded + failed`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -81,6 +88,9 @@ pub struct RunTally {
 impl RunTally {
     /// Counts `records` records of one outcome, grouped by reason, keeping a few identities as samples.
     pub fn count(&mut self, outcome: Outcome, code: &str, message: &str, identity: &str, records: u64) {
+        // Samples are kept apart by spaces, so an identity keeps none.
+        let identity = clip(identity, MAX_SAMPLE_CHARS).replace(char::is_whitespace, "_");
+        let (message, identity) = (&*clip(message, MAX_MESSAGE_CHARS), identity.as_str());
         match outcome {
             Outcome::Written => self.written += records,
             Outcome::Excluded => self.excluded += records,
@@ -164,7 +174,27 @@ pub struct Acknowledgement<'a> {
     pub failed: &'a [FailedRecord],
     /// Failed records whose write has now gone through: they leave the failed list.
     pub recovered: &'a [Recovered],
+    /// Failed records a replay sent again: each is moved within the run it failed in, never counted twice.
+    pub replayed: &'a [Replayed],
 }
+
+/// A failed record sent again by a replay. It was received and counted failed in the run of `hour`; a replay
+/// receives nothing new, so it moves the record there: to written when it went through, or to its new reason
+/// when it failed again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replayed {
+    pub hour: DateTime<Utc>,
+    /// The reason it was counted failed under.
+    pub code: String,
+    pub outcome: Outcome,
+    /// The reason it is counted under now; for a written record, how it was written (`replayed` when the job
+    /// tells no more).
+    pub now_code: String,
+    pub now_message: String,
+}
+
+/// The code a record written by a replay is grouped under, when the job's write says nothing more.
+pub const REPLAYED: &str = "replayed";
 
 #[derive(sqlx::FromRow)]
 struct RunRow {
@@ -242,37 +272,76 @@ impl Store {
             ));
         }
         let t = ack.tally;
-        statements.push((
-            "INSERT INTO runs (flow_id, hour, received, written, excluded, failed) VALUES ($1, $2, $3, $4, $5, $6)
+        if t.received > 0 {
+            statements.push((
+                "INSERT INTO runs (flow_id, hour, received, written, excluded, failed) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (flow_id, hour) DO UPDATE SET
                received = runs.received + excluded.received, written = runs.written + excluded.written,
                excluded = runs.excluded + excluded.excluded, failed = runs.failed + excluded.failed",
-            vec![
-                flow_id.as_str().into(),
-                hour.as_str().into(),
-                (t.received as i64).into(),
-                (t.written as i64).into(),
-                (t.excluded as i64).into(),
-                (t.failed as i64).into(),
-            ],
-        ));
-        for group in &t.groups {
-            statements.push((
-                "INSERT INTO run_outcomes (flow_id, hour, outcome, code, message, count, samples)
+                vec![
+                    flow_id.as_str().into(),
+                    hour.as_str().into(),
+                    (t.received as i64).into(),
+                    (t.written as i64).into(),
+                    (t.excluded as i64).into(),
+                    (t.failed as i64).into(),
+                ],
+            ));
+            for group in &t.groups {
+                statements.push((
+                    "INSERT INTO run_outcomes (flow_id, hour, outcome, code, message, count, samples)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (flow_id, hour, outcome, code) DO UPDATE SET
                    count = run_outcomes.count + excluded.count,
                    message = excluded.message,
                    samples = CASE WHEN run_outcomes.count < 5 THEN run_outcomes.samples || ' ' || excluded.samples
                              ELSE run_outcomes.samples END",
+                    vec![
+                        flow_id.as_str().into(),
+                        hour.as_str().into(),
+                        group.outcome.as_str().into(),
+                        group.code.as_str().into(),
+                        group.message.as_str().into(),
+                        (group.count as i64).into(),
+                        group.samples.iter().take(SAMPLES).cloned().collect::<Vec<_>>().join(" ").into(),
+                    ],
+                ));
+            }
+        }
+        for r in ack.replayed {
+            let hour = r.hour.to_rfc3339();
+            if r.outcome == Outcome::Written {
+                statements.push((
+                    "UPDATE runs SET failed = failed - 1, written = written + 1 WHERE flow_id = $1 AND hour = $2",
+                    vec![flow_id.as_str().into(), hour.as_str().into()],
+                ));
+            } else if r.now_code == r.code {
+                continue;
+            }
+            statements.push((
+                "UPDATE run_outcomes SET count = count - 1
+                 WHERE flow_id = $1 AND hour = $2 AND outcome = $3 AND code = $4",
                 vec![
                     flow_id.as_str().into(),
                     hour.as_str().into(),
-                    group.outcome.as_str().into(),
-                    group.code.as_str().into(),
-                    group.message.as_str().into(),
-                    (group.count as i64).into(),
-                    group.samples.iter().take(SAMPLES).cloned().collect::<Vec<_>>().join(" ").into(),
+                    Outcome::Failed.as_str().into(),
+                    r.code.as_str().into(),
+                ],
+            ));
+            statements.push((
+                "DELETE FROM run_outcomes WHERE flow_id = $1 AND hour = $2 AND outcome = $3 AND code = $4 AND count <= 0",
+                vec![flow_id.as_str().into(), hour.as_str().into(), Outcome::Failed.as_str().into(), r.code.as_str().into()],
+            ));
+            statements.push((
+                "INSERT INTO run_outcomes (flow_id, hour, outcome, code, message, count, samples)
+                 VALUES ($1, $2, $3, $4, $5, 1, '')
+                 ON CONFLICT (flow_id, hour, outcome, code) DO UPDATE SET count = run_outcomes.count + 1",
+                vec![
+                    flow_id.as_str().into(),
+                    hour.as_str().into(),
+                    r.outcome.as_str().into(),
+                    r.now_code.as_str().into(),
+                    r.now_message.as_str().into(),
                 ],
             ));
         }
