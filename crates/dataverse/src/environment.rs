@@ -60,6 +60,11 @@ const REGIONS: &[(Region, &str, &str)] = &[
 ];
 
 impl Region {
+    /// Every region the client knows, in every Microsoft cloud (commercial, US government, China, …).
+    pub fn all() -> impl Iterator<Item = Region> {
+        REGIONS.iter().map(|(r, _, _)| *r)
+    }
+
     pub fn host_suffix(self) -> &'static str {
         REGIONS.iter().find(|(r, _, _)| *r == self).map(|(_, _, h)| *h).expect("every region is listed")
     }

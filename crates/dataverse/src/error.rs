@@ -93,11 +93,29 @@ impl ApiError {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let request_id = header("req_id");
         let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
-        let text = String::from_utf8_lossy(body).into_owned();
-        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let code = body["error"]["code"].as_str().unwrap_or_default().to_string();
-        let message = body["error"]["message"].as_str().map(str::to_string).unwrap_or(text);
+        let parsed: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let code = parsed["error"]["code"].as_str().unwrap_or_default().to_string();
+        // Only a Dataverse error's own message is repeated: whatever else answered (a proxy, a misnamed host) may
+        // have put anything in its body, and a caller may show the message to people who should not see it.
+        let message = match parsed["error"]["message"].as_str() {
+            Some(message) => clipped(message),
+            None => format!(
+                "HTTP {status} with {} bytes that are not a Dataverse error{}",
+                body.len(),
+                header("content-type").map(|t| format!(" ({t})")).unwrap_or_default()
+            ),
+        };
         ApiError { kind: Self::classify(status, &code, &message), status, code, message, request_id, retry_after }
+    }
+}
+
+/// The longest error message kept from an answer; Dataverse's own are a sentence or two.
+const MAX_MESSAGE_CHARS: usize = 2_000;
+
+fn clipped(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((end, _)) => format!("{}…", &message[..end]),
+        None => message.to_string(),
     }
 }
 
@@ -180,6 +198,17 @@ mod tests {
         assert!(!api(403).is_sign_in_refused(), "a missing privilege is not a refused sign-in");
         assert!(!api(503).is_sign_in_refused());
         assert!(!Error::InvalidRequest("x".into()).is_sign_in_refused());
+    }
+
+    #[test]
+    fn an_answer_that_is_not_a_dataverse_error_is_described_never_repeated() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("content-type", "text/html".parse().unwrap());
+        let error = ApiError::from_parts(500, &headers, b"<h1>internal: db-password=hunter2</h1>");
+        assert_eq!(error.message, "HTTP 500 with 38 bytes that are not a Dataverse error (text/html)");
+        let long = format!(r#"{{"error":{{"code":"0x1","message":"{}"}}}}"#, "m".repeat(10_000));
+        let error = ApiError::from_parts(400, &headers, long.as_bytes());
+        assert_eq!(error.message.chars().count(), 2_001, "a Dataverse message is kept, cut short");
     }
 
     #[test]

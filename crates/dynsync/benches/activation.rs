@@ -103,6 +103,7 @@ async fn main() {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = ServiceConfig::new(data_dir.path());
     config.api_tokens = vec![TOKEN.into()];
+    config.allowed_hosts = "127.0.0.1".parse().unwrap();
     let service = Service::start(config).await.unwrap();
     let http = reqwest::Client::new();
     let api = |method: Method, path: &str| {

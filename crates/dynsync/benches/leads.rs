@@ -54,6 +54,7 @@ impl Bench {
     ) -> Bench {
         let mut config = ServiceConfig::new(data_dir);
         config.api_tokens = vec!["bench-token".into()];
+        config.allowed_hosts = "127.0.0.1".parse().unwrap();
         config.smtp = Some(SmtpSettings::local(mailbox.port(), "dynsync@contoso.com"));
         let service = Service::start(config).await.unwrap();
         let http = reqwest::Client::new();

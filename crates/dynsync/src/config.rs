@@ -11,6 +11,7 @@
 //! `DYNSYNC_API_TOKENS` only. A file that holds either, or a database URL with a password, is refused: a config
 //! file is kept in git and read by more people than the service's environment.
 
+use crate::hosts::AllowedHosts;
 use crate::leads::notify::{SmtpSecurity, SmtpSettings};
 use crate::service::{DEFAULT_LOG_RETENTION, LeaseTimings, ServiceConfig};
 use serde::Deserialize;
@@ -41,6 +42,8 @@ pub struct Layer {
     pub lease_heartbeat: Option<String>,
     pub lease_ttl: Option<String>,
     pub log_level: Option<String>,
+    /// Comma-separated `host[:port]`s; the file's list is joined so.
+    pub allowed_hosts: Option<String>,
 }
 
 /// A config file, read and parsed: its path, to name in errors, and the settings it gives.
@@ -105,6 +108,7 @@ struct FileSettings {
     database_url: Option<String>,
     log_retention: Option<String>,
     log_level: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
     lease: FileLease,
     smtp: Option<FileSmtp>,
@@ -216,6 +220,7 @@ impl ConfigFile {
                     lease_heartbeat: s.lease.heartbeat,
                     lease_ttl: s.lease.ttl,
                     log_level: s.log_level,
+                    allowed_hosts: s.allowed_hosts.map(|hosts| hosts.join(",")),
                 },
                 smtp: s.smtp.map(FileSmtp::settings),
             }),
@@ -243,6 +248,8 @@ const LEASE_HEARTBEAT: Spelling =
     Spelling { flag: "--lease-heartbeat", env: "DYNSYNC_LEASE_HEARTBEAT", key: "[lease] heartbeat", echo: true };
 const LEASE_TTL: Spelling = Spelling { flag: "--lease-ttl", env: "DYNSYNC_LEASE_TTL", key: "[lease] ttl", echo: true };
 const LOG_LEVEL: Spelling = Spelling { flag: "--log-level", env: "DYNSYNC_LOG_LEVEL", key: "log_level", echo: true };
+const ALLOWED_HOSTS: Spelling =
+    Spelling { flag: "--allowed-hosts", env: "DYNSYNC_ALLOWED_HOSTS", key: "allowed_hosts", echo: true };
 
 #[derive(Clone, Copy)]
 enum Origin<'a> {
@@ -382,6 +389,13 @@ pub fn resolve(flags: &Layer, env: &Layer, file: Option<&ConfigFile>) -> Result<
         parse_log_level,
         &mut problems,
     );
+    let allowed_hosts = layers.resolve(
+        &ALLOWED_HOSTS,
+        |l| l.allowed_hosts.as_deref(),
+        (AllowedHosts::default(), "none: Microsoft's clouds only".to_string()),
+        |text| text.parse::<AllowedHosts>().map_err(|e| format!("is wrong: {e}")),
+        &mut problems,
+    );
     if let (Some(h), Some(t)) = (heartbeat.value, ttl.value)
         && t < h * 2
     {
@@ -403,6 +417,7 @@ pub fn resolve(flags: &Layer, env: &Layer, file: Option<&ConfigFile>) -> Result<
             service.log_retention = log_retention;
             service.lease = LeaseTimings { heartbeat, ttl };
             service.smtp = file.and_then(|f| f.smtp.clone());
+            service.allowed_hosts = allowed_hosts.value.unwrap_or_default();
             Ok(ServeSettings { service, log_level })
         }
         _ => Err(ConfigError::Invalid { problems }),
@@ -561,6 +576,7 @@ mod tests {
             lease_heartbeat: Some(format!("{}s", value.parse::<u64>().unwrap() % 10 + 1)),
             lease_ttl: Some(format!("{}s", value.parse::<u64>().unwrap() % 10 + 20)),
             log_level: Some(format!("dynsync={}", ["error", "warn", "info", "debug"][value.len() % 4])),
+            allowed_hosts: Some(format!("127.0.0.{}", value.len())),
         }
     }
 
@@ -568,6 +584,7 @@ mod tests {
         let s = &settings.service;
         assert_eq!(Some(s.listen.to_string()), source.listen);
         assert_eq!(Some(&s.data_dir), source.data_dir.as_ref());
+        assert_eq!(Some(s.allowed_hosts.to_string()), source.allowed_hosts);
         assert_eq!(s.database_url, source.database_url);
         assert_eq!(Some(show_duration(s.log_retention)), source.log_retention);
         assert_eq!(Some(show_duration(s.lease.heartbeat)), source.lease_heartbeat);

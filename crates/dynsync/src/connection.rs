@@ -1,6 +1,7 @@
 //! Dynamics 365 connections: how each signs in, and testing one the way dynsync uses it — sign in, then `WhoAmI`
 //! in the environment. A failure says, in plain words, what is wrong and what to change.
 
+use crate::hosts::{AllowedHosts, HostRefused};
 use crate::ids::{ConnectionId, ConnectionSpecId, Etag, Sandbox};
 use crate::specs;
 use chrono::{DateTime, Utc};
@@ -203,6 +204,28 @@ impl ConnectionAuth {
         (public, secret)
     }
 
+    /// Where the connection sends its credentials, each URL with the parameter it comes from: the environment,
+    /// and the sign-in authority when it is known before signing in (otherwise the environment names it).
+    pub fn places(&self) -> Vec<(&'static str, String)> {
+        let environment = self.environment().ok();
+        let mut places: Vec<(&'static str, String)> = Vec::new();
+        let (param, authority) = match self {
+            ConnectionAuth::ClientCredentials(d) => {
+                let authority = environment.as_ref().map(|e| authority_for(d.authority_host.as_deref(), e));
+                ("environmentUrl", authority)
+            }
+            ConnectionAuth::Password { authority_host, .. }
+            | ConnectionAuth::ServicePrincipal { authority_host, .. } => ("serviceUri", authority_host.clone()),
+        };
+        if let Some(environment) = environment {
+            places.push((param, environment.url()));
+        }
+        if let Some(authority) = authority {
+            places.push(("authorityHost", authority));
+        }
+        places
+    }
+
     /// The Dynamics environment the connection reaches.
     pub fn environment(&self) -> Result<Environment, dataverse::EnvironmentError> {
         match self {
@@ -278,8 +301,14 @@ pub struct ConnectionProblem {
 #[derive(Debug)]
 enum Reason {
     Dataverse(Error),
-    PasswordSignIn { code: u32, username: String, detail: String },
+    PasswordSignIn {
+        code: u32,
+        username: String,
+        detail: String,
+    },
     Discovery(String),
+    /// A URL the credentials may not be sent to.
+    Refused(HostRefused),
 }
 
 impl ConnectionProblem {
@@ -333,6 +362,7 @@ impl fmt::Display for ConnectionProblem {
                  id of a public client app registered there"
             ),
             Reason::PasswordSignIn { code, detail, .. } => write!(f, "sign-in failed with AADSTS{code}: {detail}"),
+            Reason::Refused(refused) => write!(f, "{refused}"),
             Reason::Discovery(detail) => write!(
                 f,
                 "could not find the sign-in authority of {env} ({detail}): check the service URI, or give authorityHost"
@@ -352,12 +382,23 @@ pub async fn check(environment: Environment, credentials: ClientCredentials) -> 
         .map_err(|error| ConnectionProblem { environment: url, reason: Reason::Dataverse(error) })
 }
 
-/// Tests a connection's credentials against its environment: a token, then `WhoAmI`.
-pub async fn test(http: &reqwest::Client, auth: &ConnectionAuth) -> Result<WhoAmI, ConnectionProblem> {
+/// Tests a connection's credentials against its environment: a token, then `WhoAmI`. Nothing is sent to a host
+/// `hosts` does not allow, the authority an environment names included.
+pub async fn test(
+    http: &reqwest::Client,
+    hosts: &AllowedHosts,
+    auth: &ConnectionAuth,
+) -> Result<WhoAmI, ConnectionProblem> {
     let environment = auth
         .environment()
         .map_err(|e| ConnectionProblem { environment: String::new(), reason: Reason::Discovery(e.to_string()) })?;
     let problem = |reason| ConnectionProblem { environment: environment.url(), reason };
+    for (param, url) in auth.places() {
+        hosts.check(param, &url).map_err(|refused| problem(Reason::Refused(refused)))?;
+    }
+    let discover = || async { discover_authority(http, &environment).await.map_err(|e| problem(Reason::Discovery(e))) };
+    // An authority the environment named is checked as one given would be.
+    let allowed = |authority: &str| hosts.check("authorityHost", authority).map_err(|r| problem(Reason::Refused(r)));
     match auth {
         ConnectionAuth::ClientCredentials(d) => check(environment.clone(), d.credentials(&environment)).await,
         ConnectionAuth::ServicePrincipal {
@@ -370,11 +411,11 @@ pub async fn test(http: &reqwest::Client, auth: &ConnectionAuth) -> Result<WhoAm
             let (authority, tenant) = match (authority_host, tenant_id) {
                 (Some(a), Some(t)) => (a.clone(), t.clone()),
                 _ => {
-                    let (found_authority, found_tenant) =
-                        discover_authority(http, &environment).await.map_err(|e| problem(Reason::Discovery(e)))?;
+                    let (found_authority, found_tenant) = discover().await?;
                     (authority_host.clone().unwrap_or(found_authority), tenant_id.clone().unwrap_or(found_tenant))
                 }
             };
+            allowed(&authority)?;
             let credentials = ClientCredentials {
                 tenant_id: tenant,
                 client_id: service_principal_id.clone(),
@@ -384,9 +425,9 @@ pub async fn test(http: &reqwest::Client, auth: &ConnectionAuth) -> Result<WhoAm
             check(environment.clone(), credentials).await
         }
         ConnectionAuth::Password { username, password, client_id, authority_host, .. } => {
-            let (found_authority, tenant) =
-                discover_authority(http, &environment).await.map_err(|e| problem(Reason::Discovery(e)))?;
+            let (found_authority, tenant) = discover().await?;
             let authority = authority_host.clone().unwrap_or(found_authority);
+            allowed(&authority)?;
             let token_url = format!("{}/{tenant}/oauth2/v2.0/token", authority.trim_end_matches('/'));
             let scope = format!("{}/user_impersonation", environment.url());
             let client_id = client_id.as_deref().unwrap_or(PUBLIC_CLIENT_ID);

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod declarative;
 pub mod demo;
+pub mod hosts;
 pub mod ids;
 pub mod leads;
 pub mod mailbox;

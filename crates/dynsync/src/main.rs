@@ -121,6 +121,10 @@ struct ServeArgs {
     /// What to log: a level (error, warn, info, debug, trace) or directives like info,dynsync=debug; RUST_LOG wins.
     #[arg(long, env = "DYNSYNC_LOG_LEVEL", value_name = "FILTER")]
     log_level: Option<String>,
+    /// Hosts connections may send credentials to besides Microsoft's clouds, separated by commas: host or
+    /// host:port (an emulator at 127.0.0.1:4000, a proxy).
+    #[arg(long, env = "DYNSYNC_ALLOWED_HOSTS", value_name = "HOSTS")]
+    allowed_hosts: Option<String>,
 }
 
 impl ServeArgs {
@@ -136,6 +140,7 @@ impl ServeArgs {
         (flags.lease_heartbeat, env.lease_heartbeat) = split(self.lease_heartbeat, from_env("lease_heartbeat"));
         (flags.lease_ttl, env.lease_ttl) = split(self.lease_ttl, from_env("lease_ttl"));
         (flags.log_level, env.log_level) = split(self.log_level, from_env("log_level"));
+        (flags.allowed_hosts, env.allowed_hosts) = split(self.allowed_hosts, from_env("allowed_hosts"));
         (flags, env)
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::activation::job::ActivationJob;
 use crate::api::{self, AppState};
+use crate::hosts::AllowedHosts;
 use crate::leads::job::LeadIntakeRunner;
 use crate::leads::notices::send_notices;
 use crate::leads::notify::{MailError, Mailer, SmtpSettings};
@@ -38,6 +39,8 @@ pub struct ServiceConfig {
     pub lease: LeaseTimings,
     /// The SMTP server lead intakes' notifications go through; none are sent (they wait) when `None`.
     pub smtp: Option<SmtpSettings>,
+    /// Hosts connections may send credentials to besides Microsoft's clouds (an emulator, a proxy).
+    pub allowed_hosts: AllowedHosts,
 }
 
 /// Acknowledged inlet entries are kept a week by default, to replay or inspect.
@@ -54,6 +57,7 @@ impl ServiceConfig {
             log_retention: DEFAULT_LOG_RETENTION,
             lease: LeaseTimings::default(),
             smtp: None,
+            allowed_hosts: AllowedHosts::default(),
         }
     }
 }
@@ -132,6 +136,7 @@ impl Service {
         let supervisor = Supervisor::new(store.clone(), clients.clone(), jobs, config.lease, config.log_retention);
         let mut state = AppState::new(store.clone(), &tokens, supervisor.clone(), clients);
         state.smtp_configured = config.smtp.is_some();
+        state.hosts = config.allowed_hosts.clone();
         let state = Arc::new(state);
         let supervising = supervisor.supervise();
         let listener = TcpListener::bind(config.listen)

@@ -4,8 +4,57 @@
 mod common;
 
 use common::{Backend, World, profile};
+use dynsync::hosts::AllowedHosts;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A server of the attacker's, or an internal service: it keeps every request it gets and answers each with
+/// `status` and `body`.
+struct Listener {
+    url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Listener {
+    async fn start(status: &'static str, body: &'static str) -> Listener {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let kept = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    // A request is read until the client pauses: enough for a form post of a few hundred bytes.
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_millis(300), socket.read(&mut buffer)).await
+                    {
+                        if n == 0 {
+                            break;
+                        }
+                        request.extend_from_slice(&buffer[..n]);
+                    }
+                    kept.lock().unwrap().push(String::from_utf8_lossy(&request).into_owned());
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Listener { url, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
 
 /// The loyalty flow over a new destination; its id.
 async fn loyalty_flow(world: &World) -> String {
@@ -127,7 +176,77 @@ async fn a_megabyte_identity_is_kept_short_in_the_runs(backend: Backend) {
     world.finish().await;
 }
 
+async fn moving_where_a_connection_signs_in_takes_its_secret_again(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let (connection, _) = world.destination("new").await;
+    let attacker = Listener::start("400 Bad Request", "{}").await;
+    let moves = [
+        json!([{"op": "replace", "path": "/auth/params/authorityHost", "value": attacker.url}]),
+        json!([{"op": "replace", "path": "/auth/params/environmentUrl", "value": attacker.url}]),
+    ];
+    for patch in moves {
+        let reply = world.send(Method::PATCH, &format!("connections/{connection}"), Some(patch)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+        assert!(reply.detail().contains("give /auth/params/clientSecret again"), "{}", reply.text);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(attacker.requests(), Vec::<String>::new(), "the stored secret went nowhere");
+    // Given again, the secret goes to the new place: the one given, never the stored one.
+    let patch = json!([
+        {"op": "replace", "path": "/auth/params/authorityHost", "value": attacker.url},
+        {"op": "replace", "path": "/auth/params/clientSecret", "value": "typed-again"},
+    ]);
+    let reply = world.send(Method::PATCH, &format!("connections/{connection}"), Some(patch)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "the attacker's server signs nobody in: {}", reply.text);
+    let requests = attacker.requests();
+    assert!(requests.iter().any(|r| r.contains("client_secret=typed-again")), "{requests:?}");
+    let stored = world.emulator.client_secret.expose().to_string();
+    assert!(requests.iter().all(|r| !r.contains(&stored)), "the stored secret never left: {requests:?}");
+    // A change of name alone needs no secret.
+    let rename = json!([{"op": "replace", "path": "/name", "value": "Renamed"}]);
+    let reply = world.send(Method::PATCH, &format!("connections/{connection}"), Some(rename)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    world.finish().await;
+}
+
+async fn a_connection_reaches_only_microsofts_clouds_and_the_hosts_the_operator_allows(backend: Backend) {
+    let Some(mut world) = World::start(backend).await else { return };
+    let internal = Listener::start("500 Internal Server Error", "<h1>db-password=hunter2</h1>").await;
+    // Allowed on loopback, an internal service answers with its own error: it is not repeated.
+    let mut params = world.destination_params(world.emulator.client_secret.expose());
+    params["authorityHost"] = json!(internal.url);
+    let reply = world.post("connections", world.destination_body(params.clone())).await;
+    assert!(reply.status.is_client_error() || reply.status.is_server_error(), "{}", reply.text);
+    assert!(!reply.text.contains("hunter2"), "an answer that is not Dataverse's is never echoed: {}", reply.text);
+    let asked = internal.requests().len();
+    assert!(asked >= 1, "the authority was asked for a token (and again, as it said it was down)");
+    params["authorityHost"] = json!(world.emulator.url);
+    params["environmentUrl"] = json!(internal.url);
+    // With only the emulator allowed, another host is refused before anything is sent to it.
+    let allowed = AllowedHosts::of_urls([world.emulator.url.as_str()]);
+    world = world.restart_with(|config| config.allowed_hosts = allowed).await;
+    let reply = world.post("connections", world.destination_body(params.clone())).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(
+        reply.detail().contains("auth.params.environmentUrl") && reply.detail().contains("allowed_hosts"),
+        "{}",
+        reply.text
+    );
+    params["environmentUrl"] = json!(world.emulator.url);
+    params["authorityHost"] = json!("http://169.254.169.254");
+    let reply = world.post("connections", world.destination_body(params.clone())).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(reply.detail().contains("auth.params.authorityHost"), "{}", reply.text);
+    assert_eq!(internal.requests().len(), asked, "nothing more reached the internal service");
+    params["authorityHost"] = json!(world.emulator.url);
+    let reply = world.post("connections", world.destination_body(params)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "the allowed emulator still connects: {}", reply.text);
+    world.finish().await;
+}
+
 on_both_stores!(
+    moving_where_a_connection_signs_in_takes_its_secret_again,
+    a_connection_reaches_only_microsofts_clouds_and_the_hosts_the_operator_allows,
     a_batch_of_a_million_tiny_messages_is_refused_whole_with_a_small_answer,
     a_full_batch_of_bad_messages_is_answered_message_by_message_with_short_reasons,
     a_body_over_the_limit_is_refused_in_the_apis_error_shape,

@@ -69,7 +69,7 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
     }
     let auth = ConnectionAuth::from_params(spec, &request.auth.spec_name, &request.auth.params)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let who = connection::test(&state.http, &auth).await.map_err(|problem| {
+    let who = connection::test(&state.http, &state.hosts, &auth).await.map_err(|problem| {
         let status = if problem.is_transient() { StatusCode::BAD_GATEWAY } else { StatusCode::BAD_REQUEST };
         ApiError::new(status, "connection-test-failed", format!("the connection does not work: {problem}"))
             .with_report(json!({"connected": false}))
@@ -153,7 +153,7 @@ pub async fn patch(
     let mut updated = current.clone();
     let (public, secrets) = current.auth.to_params();
     let mut params = public;
-    for (name, secret) in secrets {
+    for (name, secret) in &secrets {
         params.insert(name.to_string(), Json::String(secret.expose().to_string()));
     }
     let mut credentials_changed = false;
@@ -190,7 +190,26 @@ pub async fn patch(
     if credentials_changed {
         updated.auth = ConnectionAuth::from_params(current.spec, current.auth.spec_name(), &params)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let who = connection::test(&state.http, &updated.auth).await.map_err(|problem| {
+        // The stored secret goes only where it was given for: sending it somewhere new takes it given again.
+        let secret_given =
+            secrets.keys().all(|name| operations.iter().any(|o| o.path.strip_prefix("/auth/params/") == Some(*name)));
+        let moved: Vec<&str> = updated
+            .auth
+            .places()
+            .into_iter()
+            .filter(|place| !current.auth.places().contains(place))
+            .map(|(param, _)| param)
+            .collect();
+        if !moved.is_empty() && !secret_given {
+            let secret = secrets.keys().copied().collect::<Vec<_>>().join(", ");
+            return Err(ApiError::bad_request(format!(
+                "this change moves where the connection signs in or which environment it reaches ({}), and dynsync \
+                 sends a stored secret only where it was given for: give /auth/params/{secret} again in the same \
+                 request",
+                moved.join(", ")
+            )));
+        }
+        let who = connection::test(&state.http, &state.hosts, &updated.auth).await.map_err(|problem| {
             ApiError::new(
                 if problem.is_transient() { StatusCode::BAD_GATEWAY } else { StatusCode::BAD_REQUEST },
                 "connection-test-failed",

@@ -36,6 +36,8 @@ pub struct AppState {
     pub replays: Replays,
     /// Whether lead notifications have an SMTP server to go through.
     pub smtp_configured: bool,
+    /// Where connections may send their credentials besides Microsoft's clouds.
+    pub hosts: crate::hosts::AllowedHosts,
     /// SHA-256 digests of the accepted API tokens.
     token_digests: Vec<[u8; 32]>,
 }
@@ -73,6 +75,7 @@ impl AppState {
             http: reqwest::Client::new(),
             replays: Replays::default(),
             smtp_configured: false,
+            hosts: crate::hosts::AllowedHosts::default(),
             token_digests: tokens.iter().map(|t| digest(t)).collect(),
         }
     }

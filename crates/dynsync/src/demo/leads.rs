@@ -8,6 +8,7 @@
 //! back: one lead per person (plus the test lead), a note per step, one notification per new lead.
 
 use super::{Api, emulator_credentials};
+use crate::hosts::AllowedHosts;
 use crate::leads::notify::SmtpSettings;
 use crate::mailbox::Mailbox;
 use crate::service::{Service, ServiceConfig};
@@ -36,6 +37,7 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
     let mut config = ServiceConfig::new(data_dir.path());
     config.api_tokens = vec![format!("demo-{}", Uuid::new_v4().simple())];
     config.smtp = Some(SmtpSettings::local(mailbox.port(), "dynsync@contoso.com"));
+    config.allowed_hosts = AllowedHosts::of_urls([emulator.url.as_str()]);
     let service = Service::start(config).await?;
     let api = Api { http: reqwest::Client::new(), service: &service };
     println!(

@@ -8,6 +8,7 @@
 
 pub mod leads;
 
+use crate::hosts::AllowedHosts;
 use crate::service::{RunningService, Service, ServiceConfig};
 use crate::specs::DYNAMICS_DESTINATION;
 use anyhow::{Context, bail, ensure};
@@ -58,6 +59,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let data_dir = tempfile::tempdir().context("creating the demo's data directory")?;
     let mut config = ServiceConfig::new(data_dir.path());
     config.api_tokens = vec![format!("demo-{}", Uuid::new_v4().simple())];
+    config.allowed_hosts = AllowedHosts::of_urls([environment_url.as_str(), credentials.authority.as_str()]);
     let service = Service::start(config).await?;
     let api = Api { http: reqwest::Client::new(), service: &service };
     println!("dynsync demo: Dynamics 365 at {environment_url}, dynsync at {}", service.url);

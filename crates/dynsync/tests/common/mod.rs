@@ -83,6 +83,9 @@ impl PgDatabase {
 }
 
 /// The emulator, dynsync, and a sandbox of the test's own.
+/// The emulators of the tests listen here; dynsync is allowed to sign in to them.
+pub const LOOPBACK: &str = "127.0.0.1";
+
 pub struct World {
     pub emulator: RunningEmulator,
     pub service: RunningService,
@@ -130,6 +133,7 @@ impl World {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = ServiceConfig::new(data_dir.path());
         config.database_url = database.as_ref().map(|d| d.url.clone());
+        config.allowed_hosts = LOOPBACK.parse().unwrap();
         settings(&mut config);
         let service = Service::start(config).await.unwrap();
         let sandbox = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -147,6 +151,7 @@ impl World {
         service.stop().await;
         let mut config = ServiceConfig::new(data_dir.path());
         config.database_url = database.as_ref().map(|d| d.url.clone());
+        config.allowed_hosts = LOOPBACK.parse().unwrap();
         settings(&mut config);
         let service = Service::start(config).await.unwrap_or_else(|e| panic!("dynsync starts again: {e}"));
         World { emulator, service, http, sandbox, data_dir, database }
@@ -400,6 +405,7 @@ impl ServeProcess {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
             .env("DYNSYNC_API_TOKENS", PROCESS_TOKEN)
+            .env("DYNSYNC_ALLOWED_HOSTS", LOOPBACK)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
