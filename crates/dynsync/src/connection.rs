@@ -308,7 +308,7 @@ enum Reason {
     },
     Discovery(String),
     /// A URL the credentials may not be sent to.
-    Refused(HostRefused),
+    Refused(Box<HostRefused>),
 }
 
 impl ConnectionProblem {
@@ -394,11 +394,12 @@ pub async fn test(
         .map_err(|e| ConnectionProblem { environment: String::new(), reason: Reason::Discovery(e.to_string()) })?;
     let problem = |reason| ConnectionProblem { environment: environment.url(), reason };
     for (param, url) in auth.places() {
-        hosts.check(param, &url).map_err(|refused| problem(Reason::Refused(refused)))?;
+        hosts.check(param, &url).map_err(|refused| problem(Reason::Refused(Box::new(refused))))?;
     }
     let discover = || async { discover_authority(http, &environment).await.map_err(|e| problem(Reason::Discovery(e))) };
     // An authority the environment named is checked as one given would be.
-    let allowed = |authority: &str| hosts.check("authorityHost", authority).map_err(|r| problem(Reason::Refused(r)));
+    let allowed =
+        |authority: &str| hosts.check("authorityHost", authority).map_err(|r| problem(Reason::Refused(Box::new(r))));
     match auth {
         ConnectionAuth::ClientCredentials(d) => check(environment.clone(), d.credentials(&environment)).await,
         ConnectionAuth::ServicePrincipal {

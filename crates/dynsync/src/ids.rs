@@ -58,9 +58,16 @@ uuid_id!(
 );
 
 /// A sandbox: every resource lives in one, and is invisible from the others.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Sandbox(String);
+
+impl TryFrom<String> for Sandbox {
+    type Error = BadSandboxName;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

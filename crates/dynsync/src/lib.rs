@@ -1,5 +1,6 @@
 //! dynsync: connects customer data to Microsoft Dynamics 365.
 
+pub mod access;
 pub mod activation;
 pub mod api;
 pub mod checks;

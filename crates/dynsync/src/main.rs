@@ -61,6 +61,9 @@ enum Command {
     /// Activation flows: audiences and attributes onto contact columns.
     #[command(subcommand)]
     Flows(FlowsCommand),
+    /// API tokens with roles (manage, activate, view) and sandboxes; managed with one of the operator's tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Create or update a connection, a target and a flow from a TOML file (kept in git, without secrets).
     ///
     /// Resources are matched by name: missing ones are created, an existing flow is updated. The flow is validated
@@ -309,6 +312,32 @@ enum FlowsCommand {
     RotateSecret(ById),
 }
 
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Make a token; it is printed once, and only its digest is kept.
+    Create(CreateTokenArgs),
+    /// List the tokens made, revoked ones too (never a token itself).
+    List(RemoteOnly),
+    /// Revoke a token: it stops working at once, in every process.
+    Revoke(ById),
+}
+
+#[derive(Args)]
+struct CreateTokenArgs {
+    /// Who uses the token (ci, the marketing team).
+    #[arg(long)]
+    name: String,
+    /// What it may do, separated by commas: manage (connections, targets, flows), activate (enable, disable,
+    /// replay, send data), view (read; every role may).
+    #[arg(long, value_delimiter = ',', required = true)]
+    roles: Vec<String>,
+    /// The sandboxes it acts in, separated by commas, or * for every sandbox.
+    #[arg(long, value_delimiter = ',', required = true)]
+    sandboxes: Vec<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
 #[derive(Args)]
 struct ApplyArgs {
     /// The TOML file.
@@ -523,6 +552,34 @@ async fn connections(command: ConnectionsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokensCommand::List(a) => {
+            let items = a.remote.remote()?.items("tokens").await?;
+            let shown: Vec<Json> = items
+                .into_iter()
+                .map(|mut t| {
+                    t["state"] = json!(if t["revokedAt"].is_null() { "active" } else { "revoked" });
+                    t
+                })
+                .collect();
+            print_list(&shown, &["id", "state", "name", "roles", "sandboxes"]);
+        }
+        TokensCommand::Revoke(a) => {
+            a.remote.remote()?.send(reqwest::Method::DELETE, &format!("tokens/{}", a.id), None).await?;
+            println!("token {} revoked", a.id);
+        }
+        TokensCommand::Create(a) => {
+            let sandboxes = if a.sandboxes == ["*"] { json!("*") } else { json!(a.sandboxes) };
+            let body = json!({"name": a.name, "roles": a.roles, "sandboxes": sandboxes});
+            let made = a.remote.remote()?.post("tokens", &body).await?;
+            eprintln!("token {} made; it is shown once, here:", made["id"].as_str().unwrap_or_default());
+            println!("{}", made["token"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn targets(command: TargetsCommand) -> anyhow::Result<ExitCode> {
     match command {
         TargetsCommand::List(a) => print_list(
@@ -717,6 +774,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => check(args).await.context("dynsync check"),
         Command::Connections(c) => connections(c).await,
         Command::Targets(c) => targets(c).await,
+        Command::Tokens(c) => tokens(c).await,
         Command::Flows(c) => flows(c).await,
         Command::Apply(args) => apply(args).await,
         Command::Runs(args) => runs(args).await,

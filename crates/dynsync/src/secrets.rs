@@ -111,6 +111,13 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// A new random token: `prefix`, then 32 random bytes in hex. The prefix says what it opens (`dsk_` the operator's
+/// API token, `dst_` a token made through the API, `lis_` a lead intake's URL), so a leaked one is recognized.
+pub fn random_token(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

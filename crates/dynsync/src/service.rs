@@ -206,8 +206,7 @@ pub fn load_tokens(data_dir: &Path) -> Result<Vec<String>, StartError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let bytes: [u8; 32] = rand::random();
-            let token = format!("dsk_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            let token = secrets::random_token("dsk_");
             let text =
                 format!("# dynsync API tokens, one a line. Send one as Authorization: Bearer <token>.\n{token}\n");
             secrets::write_private(&path, &text).map_err(io)?;

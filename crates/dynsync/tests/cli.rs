@@ -182,10 +182,35 @@ async fn import_then_runs_then_retry_failed() {
 }
 
 #[tokio::test]
+async fn an_operator_makes_lists_and_revokes_tokens() {
+    common::bounded(async {
+        let Some(world) = World::start(Backend::Sqlite).await else { return };
+        let args = ["tokens", "create", "--name", "ci", "--roles", "activate,view", "--sandboxes", "prod,dev"];
+        let (ok, out, err) = dynsync(&world, &args, None).await;
+        assert!(ok, "{err}");
+        let token = out.trim().to_string();
+        assert!(token.starts_with("dst_") && err.contains("shown once"), "{out}{err}");
+        let (ok, out, err) = dynsync(&world, &["tokens", "list"], None).await;
+        assert!(ok, "{err}");
+        assert!(out.contains("active  ci") && !out.contains(&token), "{out}");
+        let id = out.split_whitespace().next().unwrap().to_string();
+        // The new token may not manage tokens itself.
+        let (ok, _, err) = dynsync(&world, &["tokens", "list", "--token", &token], None).await;
+        assert!(!ok && err.contains("operator"), "{err}");
+        let (ok, out, err) = dynsync(&world, &["tokens", "revoke", &id], None).await;
+        assert!(ok && out.contains("revoked"), "{out}{err}");
+        let (_, out, _) = dynsync(&world, &["tokens", "list"], None).await;
+        assert!(out.contains("revoked  ci"), "{out}");
+        world.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn help_walks_a_new_user_through() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dynsync")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["demo", "serve", "connections", "targets", "flows", "apply", "check", "runs", "import"] {
+    for command in ["demo", "serve", "connections", "targets", "flows", "tokens", "apply", "check", "runs", "import"] {
         assert!(help.contains(command), "{command} in {help}");
     }
     assert!(help.contains("dynsync apply -f flow.toml"), "{help}");

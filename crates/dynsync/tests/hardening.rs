@@ -10,6 +10,7 @@ use serde_json::{Value as Json, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
 
 /// A server of the attacker's, or an internal service: it keeps every request it gets and answers each with
 /// `status` and `body`.
@@ -244,7 +245,97 @@ async fn a_connection_reaches_only_microsofts_clouds_and_the_hosts_the_operator_
     world.finish().await;
 }
 
+/// A token made by the operator; its id and the token.
+async fn token(world: &World, name: &str, roles: &[&str], sandboxes: Json) -> (String, String) {
+    let reply = world.post("tokens", json!({"name": name, "roles": roles, "sandboxes": sandboxes})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let made = reply.json();
+    assert!(made["token"].as_str().unwrap().starts_with("dst_"), "{made}");
+    (made["id"].as_str().unwrap().to_string(), made["token"].as_str().unwrap().to_string())
+}
+
+/// Streams one profile with `token`; the status.
+async fn stream_as(world: &World, token: &str, flow: &str) -> StatusCode {
+    let contact = Uuid::new_v4().to_string();
+    world
+        .http
+        .post(format!("{}/collection/batch/{flow}", world.service.url))
+        .header("Authorization", format!("Bearer {token}"))
+        .json(&json!({"messages": [profile(&contact, None, &[("seg-gold", "realized")])]}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn each_token_does_what_its_roles_allow_in_its_sandboxes_only(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let (connection, target) = world.loyalty_destination().await;
+    let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
+    let here = json!([world.sandbox]);
+    let (_, viewer) = token(&world, "dashboards", &["view"], here.clone()).await;
+    let (_, activator) = token(&world, "ci", &["activate"], here.clone()).await;
+    let (_, manager) = token(&world, "admins", &["manage"], here).await;
+    let (elsewhere_id, elsewhere) = token(&world, "dev team", &["manage", "activate"], json!(["dev"])).await;
+    let sandbox = world.sandbox.clone();
+    let as_ = |token: &str, method: Method, path: &str, body: Option<Json>| {
+        let (token, sandbox, path) = (token.to_string(), sandbox.clone(), path.to_string());
+        let world = &world;
+        async move { world.send_as(&token, &sandbox, method, &path, body).await }
+    };
+    let rename = json!([{"op": "replace", "path": "/name", "value": "Renamed"}]);
+    let disable = format!("flows/{flow}/action?op=disable");
+
+    // Viewing: reads, and nothing else.
+    assert_eq!(as_(&viewer, Method::GET, &format!("flows/{flow}"), None).await.status, StatusCode::OK);
+    assert_eq!(as_(&viewer, Method::GET, "runs", None).await.status, StatusCode::OK);
+    let reply = as_(&viewer, Method::PATCH, &format!("connections/{connection}"), Some(rename.clone())).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+    assert!(reply.detail().contains("takes the manage role"), "{}", reply.text);
+    let reply = as_(&viewer, Method::POST, &disable, None).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+    assert!(reply.detail().contains("takes the activate role"), "{}", reply.text);
+    assert_eq!(stream_as(&world, &viewer, &flow).await, StatusCode::FORBIDDEN);
+
+    // Activating: runs flows and sends data, changes no definition.
+    assert_eq!(stream_as(&world, &activator, &flow).await, StatusCode::OK);
+    assert_eq!(as_(&activator, Method::POST, &disable, None).await.status, StatusCode::OK);
+    let enable = format!("flows/{flow}/action?op=enable");
+    assert_eq!(as_(&activator, Method::POST, &enable, None).await.status, StatusCode::OK);
+    let reply = as_(&activator, Method::DELETE, &format!("flows/{flow}"), None).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+    let reply = as_(&activator, Method::GET, "tokens", None).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "only the operator's tokens manage tokens: {}", reply.text);
+
+    // Managing: definitions, not data.
+    let reply = as_(&manager, Method::PATCH, &format!("connections/{connection}"), Some(rename)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(stream_as(&world, &manager, &flow).await, StatusCode::FORBIDDEN);
+
+    // Another sandbox's token: refused here, and this sandbox's inlet is unknown to it.
+    let reply = as_(&elsewhere, Method::GET, "flows", None).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+    assert!(reply.detail().contains("may act in sandbox dev only"), "{}", reply.text);
+    assert_eq!(stream_as(&world, &elsewhere, &flow).await, StatusCode::NOT_FOUND);
+    let reply = world.send_as(&elsewhere, "dev", Method::GET, &format!("flows/{flow}"), None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+
+    // The list never shows a token; a revoked one stops at once.
+    let list = world.get("tokens").await;
+    assert_eq!(list.json()["items"].as_array().unwrap().len(), 4);
+    assert!(![&viewer, &activator, &manager, &elsewhere].iter().any(|t| list.text.contains(t.as_str())));
+    assert_eq!(
+        world.send(Method::DELETE, &format!("tokens/{elsewhere_id}"), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let reply = world.send_as(&elsewhere, "dev", Method::GET, "flows", None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    assert_eq!(stream_as(&world, &activator, &flow).await, StatusCode::OK, "the others keep working");
+    world.finish().await;
+}
+
 on_both_stores!(
+    each_token_does_what_its_roles_allow_in_its_sandboxes_only,
     moving_where_a_connection_signs_in_takes_its_secret_again,
     a_connection_reaches_only_microsofts_clouds_and_the_hosts_the_operator_allows,
     a_batch_of_a_million_tiny_messages_is_refused_whole_with_a_small_answer,

@@ -4,9 +4,10 @@
 //! while the others of its batch are accepted.
 
 use super::{ApiError, ApiResult, AppState, authenticate};
+use crate::access::{Grant, Role};
 use crate::activation::ActivationFlow;
 use crate::activation::profile::Profile;
-use crate::ids::FlowId;
+use crate::ids::{FlowId, Sandbox};
 use crate::text::clip;
 use axum::Json as AxumJson;
 use axum::body::Bytes;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 async fn inlet(state: &AppState, headers: &HeaderMap, inlet: &str) -> ApiResult<ActivationFlow> {
-    authenticate(headers, state)?;
+    let grant = authenticate(headers, state).await?;
     let unknown = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -31,7 +32,16 @@ async fn inlet(state: &AppState, headers: &HeaderMap, inlet: &str) -> ApiResult<
     let id: FlowId = inlet.parse().map_err(|_| unknown())?;
     let record =
         state.store.flow_by_id(id).await?.filter(|r| r.job == crate::activation::job::JOB).ok_or_else(unknown)?;
-    Ok(ActivationFlow::try_from(&record)?)
+    let flow = ActivationFlow::try_from(&record)?;
+    may_send(&grant, &flow.sandbox).map_err(|denied| denied.unwrap_or_else(unknown))?;
+    Ok(flow)
+}
+
+/// Whether a token may send data to an inlet of `sandbox`: `Err(None)` when the sandbox is not the token's, for the
+/// inlet to be as unknown to it as the sandbox's other resources are; a 403 when it lacks the activate role.
+pub fn may_send(grant: &Grant, sandbox: &Sandbox) -> Result<(), Option<ApiError>> {
+    grant.enter(sandbox).map_err(|_| None)?;
+    grant.may(Role::Activate, sandbox).map_err(|denied| Some(denied.into()))
 }
 
 fn received_ms() -> i64 {

@@ -1,6 +1,7 @@
 //! `connectionSpecs` and `connections`. Creating a connection tests it: a token, then `WhoAmI`.
 
 use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, if_match, items, parse_body};
+use crate::access::Role;
 use crate::connection::{self, Connection, ConnectionAuth};
 use crate::ids::{ConnectionId, ConnectionSpecId, Etag};
 use crate::specs;
@@ -51,6 +52,7 @@ struct SpecRef {
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    caller.may(Role::Manage)?;
     let request: CreateConnection = parse_body(&body)?;
     let spec: ConnectionSpecId = request
         .connection_spec
@@ -142,6 +144,7 @@ pub async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    caller.may(Role::Manage)?;
     let parsed = parse_id(&id, &caller)?;
     let current = state
         .store
@@ -225,6 +228,7 @@ pub async fn patch(
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.may(Role::Manage)?;
     let parsed = parse_id(&id, &caller)?;
     if state.store.connection(&caller.sandbox, parsed).await?.is_none() {
         return Err(ApiError::not_found("connection", &id, &caller.sandbox));

@@ -4,6 +4,7 @@
 //! a lead intake against the lead table.
 
 use super::{ApiError, ApiResult, AppState, Caller, flow_json, id_and_etag, if_match, items, leads, parse_body};
+use crate::access::Role;
 use crate::activation::{ActivationFlow, FlowDefinition, FlowState, job, validation};
 use crate::ids::{Etag, FlowId};
 use crate::leads::intake::{FlowSpecRef, LeadIntake};
@@ -115,6 +116,7 @@ async fn find_any(state: &AppState, caller: &Caller, id: &str) -> ApiResult<AnyF
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    caller.may(Role::Manage)?;
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Spec {
@@ -184,6 +186,7 @@ pub async fn replace(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    caller.may(Role::Manage)?;
     let current = match find_any(&state, &caller, &id).await? {
         AnyFlow::Activation(flow) => flow,
         AnyFlow::Leads(intake) => {
@@ -207,6 +210,9 @@ pub async fn action(
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    // Rotating an intake's secret changes how it is reached, which is the manager's; the rest runs flows.
+    let op = query.get("op").map(String::as_str);
+    caller.may(if op == Some("rotate-secret") { Role::Manage } else { Role::Activate })?;
     let current = match find_any(&state, &caller, &id).await? {
         AnyFlow::Activation(flow) => flow,
         AnyFlow::Leads(intake) => return intake_action(&state, intake, query.get("op").map(String::as_str)).await,
@@ -289,6 +295,7 @@ async fn intake_action(state: &AppState, current: LeadIntake, op: Option<&str>) 
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.may(Role::Manage)?;
     let flow = find_record(&state, &caller, &id).await?;
     state.store.delete_flow(&caller.sandbox, flow.id).await?;
     state.supervisor.flows_changed();

@@ -39,8 +39,7 @@ fn intake_path(id: FlowId) -> String {
 
 /// A new secret for an intake's URL: 32 random bytes, hex.
 fn new_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("lis_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    crate::secrets::random_token("lis_")
 }
 
 /// Checks an intake against its destination: the target and its connection, and the lead table's columns.
@@ -195,15 +194,15 @@ pub async fn post_lead(
         )
     };
     let flow: FlowId = id.parse().map_err(|_| unauthorized())?;
-    match &query.code {
-        Some(code) => {
-            if !state.store.inlet_secret_opens(flow, code).await? {
-                return Err(unauthorized());
-            }
-        }
-        None => authenticate(&headers, &state)?,
-    }
+    let grant = match &query.code {
+        Some(code) if state.store.inlet_secret_opens(flow, code).await? => None,
+        Some(_) => return Err(unauthorized()),
+        None => Some(authenticate(&headers, &state).await?),
+    };
     let record = state.store.flow_by_id(flow).await?.filter(|r| r.job == job::JOB).ok_or_else(unauthorized)?;
+    if let Some(grant) = grant {
+        super::collection::may_send(&grant, &record.sandbox).map_err(|denied| denied.unwrap_or_else(unauthorized))?;
+    }
     if body.len() > MAX_LEAD_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -8,7 +8,9 @@ mod flows;
 mod health;
 mod leads;
 mod targets;
+mod tokens;
 
+use crate::access::{Denied, Grant, Role};
 use crate::ids::Sandbox;
 use crate::pipeline::{Clients, Flow, JobDefinition, Supervisor};
 use crate::store::{Store, StoreError};
@@ -101,6 +103,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
         .route(&format!("{BASE_PATH}/flows/{{id}}/rejects"), get(leads::rejects))
         .route(&format!("{BASE_PATH}/runs"), get(flows::runs))
+        .route(&format!("{BASE_PATH}/tokens"), post(tokens::create).get(tokens::list))
+        .route(&format!("{BASE_PATH}/tokens/{{id}}"), axum::routing::delete(tokens::revoke))
         .route("/leads/{flow}", post(leads::post_lead))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
@@ -211,17 +215,31 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The caller of a request: authenticated, in a sandbox. Adobe's `x-api-key` and `x-gw-ims-org-id` are accepted and
-/// not needed.
+/// The caller of a request: authenticated, in a sandbox its token may act in. Adobe's `x-api-key` and
+/// `x-gw-ims-org-id` are accepted and not needed.
 pub struct Caller {
     pub sandbox: Sandbox,
+    pub grant: Grant,
+}
+
+impl Caller {
+    /// Whether the caller may act as `role` here: a 403 that says what the token lacks when it may not.
+    pub fn may(&self, role: Role) -> ApiResult<()> {
+        self.grant.may(role, &self.sandbox).map_err(ApiError::from)
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string())
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        authenticate(&parts.headers, state)?;
+        let grant = authenticate(&parts.headers, state).await?;
         let sandbox = parts.headers.get("x-sandbox-name").ok_or_else(|| {
             ApiError::bad_request(
                 "the x-sandbox-name header is missing: name the sandbox the resource lives in (for example prod)",
@@ -234,11 +252,25 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 shown_header(sandbox.as_bytes())
             ))
         })?;
-        Ok(Caller { sandbox })
+        grant.enter(&sandbox)?;
+        Ok(Caller { sandbox, grant })
     }
 }
 
-pub fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
+/// The caller of an operator's request (managing API tokens): no sandbox.
+pub struct Operator;
+
+impl FromRequestParts<Arc<AppState>> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        authenticate(&parts.headers, state).await?.operate()?;
+        Ok(Operator)
+    }
+}
+
+/// What the request's bearer token may do: one of the operator's tokens, or a token made through the API.
+pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<Grant> {
     let unauthorized = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
     let value = headers
         .get("authorization")
@@ -248,18 +280,21 @@ pub fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
     let token = value
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token)
+        .map(|(_, token)| token.trim())
         .ok_or_else(|| {
             unauthorized("the Authorization header is not a bearer token: send Authorization: Bearer <token>")
         })?;
     let presented = digest(token);
     // Comparing digests keeps the comparison's time independent of how much of a token matched.
     if state.token_digests.iter().any(|d| d == &presented) {
-        Ok(())
-    } else {
-        Err(unauthorized(
-            "this token is not one of dynsync's API tokens: use one from the api-tokens file in dynsync's data directory or from DYNSYNC_API_TOKENS",
-        ))
+        return Ok(Grant::Operator);
+    }
+    match state.store.api_token_by_digest(&crate::store::secret_digest(token)).await? {
+        Some(t) => Ok(Grant::Token { id: t.id, name: t.name, roles: t.roles, sandboxes: t.sandboxes }),
+        None => Err(unauthorized(
+            "this token is not one of dynsync's API tokens, or it was revoked: use one from the api-tokens file in \
+             dynsync's data directory or from DYNSYNC_API_TOKENS, or one made with dynsync tokens create",
+        )),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `targetConnections`: the destination details (name, description, customization prefix) over a base connection.
 
 use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, items, parse_body};
+use crate::access::Role;
 use crate::ids::{ConnectionId, Etag, TargetConnectionId};
 use crate::specs;
 use crate::target::{CustomizationPrefix, TargetConnection};
@@ -34,6 +35,7 @@ struct TargetParams {
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    caller.may(Role::Manage)?;
     let request: CreateTarget = parse_body(&body)?;
     if request.name.trim().is_empty() {
         return Err(ApiError::bad_request("name is empty: give the destination a name you will recognize"));
@@ -109,6 +111,7 @@ pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): P
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.may(Role::Manage)?;
     let parsed = parse_id(&id, &caller)?;
     if state.store.target_connection(&caller.sandbox, parsed).await?.is_none() {
         return Err(ApiError::not_found("target connection", &id, &caller.sandbox));

@@ -89,6 +89,14 @@ const MIGRATIONS: &[Migration] = &[(
         "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (released, sent_at, next_attempt_at)",
         "CREATE INDEX IF NOT EXISTS outbox_flow ON outbox (flow_id)",
     ],
+), (
+    "0005_api_tokens",
+    &[
+        // Tokens made through the API, by digest; revoked_at '' while the token works.
+        "CREATE TABLE IF NOT EXISTS api_tokens (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, roles TEXT NOT NULL,
+            sandboxes TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT NOT NULL)",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

@@ -10,6 +10,7 @@ mod log;
 mod migrations;
 mod outbox;
 mod runs;
+mod tokens;
 
 use crate::connection::{Connection, ConnectionAuth};
 use crate::ids::{ConnectionId, ConnectionSpecId, Etag, Sandbox, TargetConnectionId};
@@ -28,6 +29,7 @@ pub use inlets::{InletReject, REJECTS_KEPT, secret_digest};
 pub use leases::{Lease, LeaseStatus, ProcessId, RuntimeStatus};
 pub use log::{Backlog, LogEntry};
 pub use outbox::{OutboxEntry, OutboxMessage, OutboxState};
+pub use tokens::ApiToken;
 pub use runs::{
     Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, REPLAYED, Recovered, Replayed, RunRecord,
     RunTally, hour_of,

@@ -165,10 +165,15 @@ impl World {
     }
 
     pub async fn send_in(&self, sandbox: &str, method: Method, path: &str, body: Option<Json>) -> Reply {
+        self.send_as(&self.service.token, sandbox, method, path, body).await
+    }
+
+    /// A request with another token than the operator's.
+    pub async fn send_as(&self, token: &str, sandbox: &str, method: Method, path: &str, body: Option<Json>) -> Reply {
         let mut request = self
             .http
             .request(method, format!("{}/{path}", self.service.api()))
-            .header("Authorization", format!("Bearer {}", self.service.token))
+            .header("Authorization", format!("Bearer {token}"))
             .header("x-api-key", "dynsync-tests")
             .header("x-gw-ims-org-id", "0123456789ABCDEF@AdobeOrg")
             .header("x-sandbox-name", sandbox);
