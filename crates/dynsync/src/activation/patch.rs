@@ -1,5 +1,9 @@
 //! From a profile to the update of its Dynamics contact: the mapped attributes, converted to their columns'
 //! types, and one column per audience holding the configured value for the profile's status.
+//!
+//! A value Dynamics would refuse — of the wrong type, or a number outside its column's range — is left out of
+//! the update and noted on the record's outcome: Dynamics refuses an update for one bad value, and the contact
+//! would lose its audience statuses with it.
 
 use super::profile::{CONTACT_NAMESPACE, MembershipStatus, Profile};
 use super::{EmptyValues, FlowDefinition, StatusValues};
@@ -7,6 +11,7 @@ use crate::target::CustomizationPrefix;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use dataverse::metadata::{ColumnType, TableDefinition};
 use serde_json::{Map, Value as Json};
+use std::collections::HashMap;
 use std::fmt;
 use uuid::Uuid;
 
@@ -77,6 +82,69 @@ struct Column {
     source: String,
     target: String,
     kind: ColumnType,
+    /// The values a number column takes; `None` for a column that holds no number.
+    range: Option<NumberRange>,
+}
+
+/// The values a number column takes. Dynamics refuses a value outside them, and with it the whole update of the
+/// contact, so a value outside is left out and noted instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NumberRange {
+    /// A whole number, big integer or choice column.
+    Whole { min: i64, max: i64 },
+    /// A decimal, floating point or currency column.
+    Real { min: f64, max: f64 },
+}
+
+impl NumberRange {
+    /// The range Dataverse gives a column of this type when its maker sets none: whole numbers are 32-bit,
+    /// big integers 64-bit, decimal and floating point numbers ±100,000,000,000, currency ±922,337,203,685,477.
+    /// `None` for a column that holds no number.
+    pub fn default_for(kind: &ColumnType) -> Option<NumberRange> {
+        match kind {
+            ColumnType::Integer | ColumnType::Picklist => {
+                Some(NumberRange::Whole { min: i32::MIN.into(), max: i32::MAX.into() })
+            }
+            ColumnType::BigInt => Some(NumberRange::Whole { min: i64::MIN, max: i64::MAX }),
+            ColumnType::Decimal | ColumnType::Double => {
+                Some(NumberRange::Real { min: -100_000_000_000.0, max: 100_000_000_000.0 })
+            }
+            ColumnType::Money => Some(NumberRange::Real { min: -922_337_203_685_477.0, max: 922_337_203_685_477.0 }),
+            _ => None,
+        }
+    }
+
+    fn holds_whole(&self, n: i64) -> bool {
+        match *self {
+            NumberRange::Whole { min, max } => (min..=max).contains(&n),
+            NumberRange::Real { min, max } => (min..=max).contains(&(n as f64)),
+        }
+    }
+
+    fn holds_real(&self, n: f64) -> bool {
+        match *self {
+            NumberRange::Whole { min, max } => (min as f64..=max as f64).contains(&n),
+            NumberRange::Real { min, max } => (min..=max).contains(&n),
+        }
+    }
+}
+
+impl fmt::Display for NumberRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NumberRange::Whole { min, max } => write!(f, "{min} to {max}"),
+            NumberRange::Real { min, max } => write!(f, "{min} to {max}"),
+        }
+    }
+}
+
+/// Why a profile's value is not written to its column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LeftOut {
+    /// The value is not of the column's type: what the column takes.
+    NotA(&'static str),
+    /// The value is a number outside the column's range.
+    OutOfRange(NumberRange),
 }
 
 /// A flow made ready to transform profiles: column names and types resolved once.
@@ -97,15 +165,34 @@ impl Activation {
             .mappings
             .iter()
             .filter(|m| !m.is_identity())
-            .map(|m| Column {
-                source: m.source.trim().to_string(),
-                target: m.target.trim().to_ascii_lowercase(),
-                kind: contact
-                    .column(m.target.trim())
-                    .map_or(ColumnType::String { max_length: None }, |c| c.kind.clone()),
+            .map(|m| {
+                let kind =
+                    contact.column(m.target.trim()).map_or(ColumnType::String { max_length: None }, |c| c.kind.clone());
+                Column {
+                    source: m.source.trim().to_string(),
+                    target: m.target.trim().to_ascii_lowercase(),
+                    range: NumberRange::default_for(&kind),
+                    kind,
+                }
             })
             .collect();
         Activation { audiences, columns, status_values: flow.status_values.clone(), empty_values: flow.empty_values }
+    }
+
+    /// The number columns the flow writes, and their types: those whose own range is worth reading.
+    pub fn number_columns(&self) -> impl Iterator<Item = (&str, &ColumnType)> {
+        self.columns.iter().filter(|c| c.range.is_some()).map(|c| (c.target.as_str(), &c.kind))
+    }
+
+    /// Takes the columns' own ranges (by logical name) in place of their types' defaults: a maker narrows a
+    /// whole number column to 0 to 1,000, and Dynamics refuses 5,000 in it.
+    pub fn with_column_ranges(mut self, ranges: &HashMap<String, NumberRange>) -> Activation {
+        for column in &mut self.columns {
+            if let (Some(range), Some(own)) = (&mut column.range, ranges.get(&column.target)) {
+                *range = *own;
+            }
+        }
+        self
     }
 
     /// The contact update for a profile, or why there is none.
@@ -135,13 +222,18 @@ impl Activation {
                     )),
                     EmptyValues::Skip => {}
                 },
-                Some(value) => match convert(value, &column.kind) {
+                Some(value) => match convert(value, &column.kind, column.range) {
                     Ok(converted) => {
                         columns.insert(column.target.clone(), converted);
                     }
-                    Err(expected) => notes.push(format!(
+                    Err(LeftOut::NotA(expected)) => notes.push(format!(
                         "{} is {value}, not {expected}: the column {} ({}) was left as it is",
                         column.source, column.target, column.kind
+                    )),
+                    Err(LeftOut::OutOfRange(range)) => notes.push(format!(
+                        "{} is {value}, outside the range of the column {} ({}: {range}): the column was left as it \
+                         is; correct the value in the profile, or map {} to a column whose range holds it",
+                        column.source, column.target, column.kind, column.source
                     )),
                 },
             }
@@ -166,34 +258,53 @@ fn is_empty(value: &Json) -> bool {
     }
 }
 
-/// A profile value as its column takes it, or what the column expected.
-fn convert(value: &Json, kind: &ColumnType) -> Result<Json, &'static str> {
+/// A profile value as its column takes it, or why it is left out.
+fn convert(value: &Json, kind: &ColumnType, range: Option<NumberRange>) -> Result<Json, LeftOut> {
     let text = value.as_str().map(str::trim);
     match kind {
         ColumnType::String { .. } | ColumnType::Memo { .. } => Ok(match value {
             Json::String(_) => value.clone(),
             other => Json::String(other.to_string()),
         }),
-        ColumnType::Integer | ColumnType::BigInt | ColumnType::Picklist => value
-            .as_i64()
-            .or_else(|| value.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-            .or_else(|| text.and_then(|t| t.parse().ok()))
-            .map(Json::from)
-            .ok_or("a whole number"),
-        ColumnType::Decimal | ColumnType::Double | ColumnType::Money => value
-            .as_f64()
-            .or_else(|| text.and_then(|t| t.parse().ok()))
-            .and_then(serde_json::Number::from_f64)
-            .map(Json::Number)
-            .ok_or("a number"),
+        ColumnType::Integer | ColumnType::BigInt | ColumnType::Picklist => {
+            let range = range.or_else(|| NumberRange::default_for(kind)).expect("a whole number column has a range");
+            let whole = match read_number(value, text) {
+                Some(Reading::Whole(n)) => n,
+                Some(Reading::Real(n)) if n.is_finite() && n.fract() == 0.0 => {
+                    // -2^63 is the least whole f64 an i64 holds, and 2^63 the least one it does not.
+                    const BEYOND: f64 = 9_223_372_036_854_775_808.0;
+                    if !(-BEYOND..BEYOND).contains(&n) {
+                        return Err(LeftOut::OutOfRange(range));
+                    }
+                    n as i64
+                }
+                _ => return Err(LeftOut::NotA("a whole number")),
+            };
+            if !range.holds_whole(whole) {
+                return Err(LeftOut::OutOfRange(range));
+            }
+            Ok(Json::from(whole))
+        }
+        ColumnType::Decimal | ColumnType::Double | ColumnType::Money => {
+            let range = range.or_else(|| NumberRange::default_for(kind)).expect("a number column has a range");
+            let number = match read_number(value, text) {
+                Some(Reading::Whole(n)) => n as f64,
+                Some(Reading::Real(n)) if n.is_finite() => n,
+                _ => return Err(LeftOut::NotA("a finite number")),
+            };
+            if !range.holds_real(number) {
+                return Err(LeftOut::OutOfRange(range));
+            }
+            serde_json::Number::from_f64(number).map(Json::Number).ok_or(LeftOut::NotA("a finite number"))
+        }
         ColumnType::Boolean => value
             .as_bool()
             .or_else(|| text.and_then(|t| t.to_ascii_lowercase().parse().ok()))
             .map(Json::Bool)
-            .ok_or("true or false"),
+            .ok_or(LeftOut::NotA("true or false")),
         ColumnType::DateTime { date_only: true } => {
             let date = text.and_then(|t| NaiveDate::parse_from_str(t.get(..10).unwrap_or(t), "%Y-%m-%d").ok());
-            date.map(|d| Json::String(d.format("%Y-%m-%d").to_string())).ok_or("a date (YYYY-MM-DD)")
+            date.map(|d| Json::String(d.format("%Y-%m-%d").to_string())).ok_or(LeftOut::NotA("a date (YYYY-MM-DD)"))
         }
         ColumnType::DateTime { date_only: false } => {
             let instant = text.and_then(|t| {
@@ -205,10 +316,28 @@ fn convert(value: &Json, kind: &ColumnType) -> Result<Json, &'static str> {
             });
             instant
                 .map(|d: DateTime<Utc>| Json::String(d.to_rfc3339_opts(SecondsFormat::Secs, true)))
-                .ok_or("a date and time (ISO 8601)")
+                .ok_or(LeftOut::NotA("a date and time (ISO 8601)"))
         }
         _ => Ok(value.clone()),
     }
+}
+
+/// A number as a profile gives it: a JSON number, or text that reads as one (`"42"`, `"3e9"`).
+enum Reading {
+    Whole(i64),
+    /// Any other number, including one too large for an `i64` and, from text, `NaN` and infinities.
+    Real(f64),
+}
+
+fn read_number(value: &Json, text: Option<&str>) -> Option<Reading> {
+    if let Some(n) = value.as_i64() {
+        return Some(Reading::Whole(n));
+    }
+    if let Some(n) = value.as_f64() {
+        return Some(Reading::Real(n));
+    }
+    let text = text?;
+    text.parse().map(Reading::Whole).ok().or_else(|| text.parse().ok().map(Reading::Real))
 }
 
 #[cfg(test)]
@@ -323,5 +452,127 @@ mod tests {
         later.columns.insert("b".into(), json!(2));
         first.absorb(later);
         assert_eq!(Json::Object(first.columns), json!({"a": 1, "b": 2}));
+    }
+
+    /// A flow writing one number column of each type.
+    fn numbers() -> Activation {
+        let contact = TableDefinition {
+            logical_name: "contact".into(),
+            entity_set_name: "contacts".into(),
+            primary_id: "contactid".into(),
+            primary_name: Some("fullname".into()),
+            columns: vec![
+                column("numberofchildren", ColumnType::Integer),
+                column("new_visits", ColumnType::BigInt),
+                column("new_score", ColumnType::Decimal),
+                column("new_ratio", ColumnType::Double),
+                column("annualincome", ColumnType::Money),
+            ],
+        };
+        let flow = FlowDefinition {
+            name: "f".into(),
+            description: String::new(),
+            target_connection_ids: Vec::new(),
+            audiences: vec![AudienceMapping { id: "gold".into(), name: None, mapping_id: "gold".into() }],
+            mappings: [
+                ("contactId", "contactid"),
+                ("children", "numberofchildren"),
+                ("visits", "new_visits"),
+                ("score", "new_score"),
+                ("ratio", "new_ratio"),
+                ("income", "annualincome"),
+            ]
+            .iter()
+            .map(|(s, t)| AttributeMapping { source: s.to_string(), target: t.to_string(), source_type: None })
+            .collect(),
+            status_values: StatusValues::default(),
+            empty_values: EmptyValues::Skip,
+        };
+        Activation::new(&flow, &"new".parse().unwrap(), &contact)
+    }
+
+    /// The columns written for a profile of these values, and the notes.
+    fn written(activation: &Activation, values: Json) -> (Json, Vec<String>) {
+        let mut entity = json!({
+            "identityMap": {"contactId": [{"id": ID}]},
+            "segmentMembership": {"ups": {"gold": {"status": "realized"}}}
+        });
+        entity.as_object_mut().unwrap().extend(values.as_object().unwrap().clone());
+        let t = activation.transform(&profile(entity)).unwrap();
+        (Json::Object(t.patch.columns), t.notes)
+    }
+
+    #[test]
+    fn numbers_outside_their_columns_range_are_left_out_and_the_range_noted() {
+        let (columns, notes) = written(
+            &numbers(),
+            json!({"children": 3e9, "visits": 1e20, "score": -1e12, "ratio": 1e11, "income": "1e15"}),
+        );
+        assert_eq!(columns, json!({"new_gold": "realized", "new_ratio": 1e11}), "{notes:?}");
+        assert_eq!(
+            notes,
+            [
+                "children is 3000000000.0, outside the range of the column numberofchildren (whole number: \
+                 -2147483648 to 2147483647): the column was left as it is; correct the value in the profile, or \
+                 map children to a column whose range holds it",
+                "visits is 1e+20, outside the range of the column new_visits (big integer: -9223372036854775808 to \
+                 9223372036854775807): the column was left as it is; correct the value in the profile, or map \
+                 visits to a column whose range holds it",
+                "score is -1000000000000.0, outside the range of the column new_score (decimal number: \
+                 -100000000000 to 100000000000): the column was left as it is; correct the value in the profile, \
+                 or map score to a column whose range holds it",
+                "income is \"1e15\", outside the range of the column annualincome (currency: -922337203685477 to \
+                 922337203685477): the column was left as it is; correct the value in the profile, or map income \
+                 to a column whose range holds it",
+            ]
+        );
+    }
+
+    #[test]
+    fn numbers_at_the_edges_of_their_range_are_written() {
+        let (columns, notes) = written(
+            &numbers(),
+            json!({"children": i32::MAX, "visits": i64::MIN, "score": "-100000000000", "ratio": 0.5, "income": 922_337_203_685_477.0}),
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(columns["numberofchildren"], json!(2_147_483_647));
+        assert_eq!(columns["new_visits"], json!(i64::MIN));
+        assert_eq!(columns["new_score"], json!(-100_000_000_000.0));
+        assert_eq!(columns["annualincome"], json!(922_337_203_685_477.0));
+        // Whole numbers written as decimals or as text are whole numbers still.
+        let (columns, notes) = written(&numbers(), json!({"children": 42.0, "visits": "9e18"}));
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(columns["numberofchildren"], json!(42));
+        assert_eq!(columns["new_visits"], json!(9_000_000_000_000_000_000_i64));
+        let (_, notes) = written(&numbers(), json!({"children": -2_147_483_649_i64, "visits": 9.3e18}));
+        assert_eq!(notes.len(), 2, "one past each edge: {notes:?}");
+    }
+
+    #[test]
+    fn fractional_and_non_finite_values_are_left_out_as_not_whole_or_not_finite() {
+        let (columns, notes) =
+            written(&numbers(), json!({"children": 12.5, "visits": "NaN", "score": "inf", "ratio": "-Infinity"}));
+        assert_eq!(columns, json!({"new_gold": "realized"}), "{notes:?}");
+        assert!(notes[0].starts_with("children is 12.5, not a whole number: the column numberofchildren"), "{notes:?}");
+        assert!(notes[1].starts_with("visits is \"NaN\", not a whole number"), "{notes:?}");
+        assert!(notes[2].starts_with("score is \"inf\", not a finite number"), "{notes:?}");
+        assert!(notes[3].starts_with("ratio is \"-Infinity\", not a finite number"), "{notes:?}");
+    }
+
+    #[test]
+    fn a_columns_own_range_replaces_its_types_default() {
+        let ranges = HashMap::from([
+            ("numberofchildren".to_string(), NumberRange::Whole { min: 0, max: 1_000 }),
+            ("new_score".to_string(), NumberRange::Real { min: 0.0, max: 5.0 }),
+        ]);
+        let activation = numbers().with_column_ranges(&ranges);
+        let (columns, notes) = written(&activation, json!({"children": 5_000, "score": 4.5}));
+        assert_eq!(columns, json!({"new_gold": "realized", "new_score": 4.5}));
+        assert!(notes[0].contains("(whole number: 0 to 1000)"), "{notes:?}");
+        let (columns, notes) = written(&activation, json!({"children": 1_000, "score": 5.5}));
+        assert_eq!(columns, json!({"new_gold": "realized", "numberofchildren": 1_000}));
+        assert!(notes[0].contains("(decimal number: 0 to 5)"), "{notes:?}");
+        let written_types: Vec<&str> = activation.number_columns().map(|(name, _)| name).collect();
+        assert_eq!(written_types, ["numberofchildren", "new_visits", "new_score", "new_ratio", "annualincome"]);
     }
 }

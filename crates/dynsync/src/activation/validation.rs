@@ -1,6 +1,9 @@
 //! Checking a flow against the contact table when it is saved: every target column and every audience column must
 //! exist, be writable, and be of a type that holds what is mapped. A problem names the field, the flow's entry it
 //! comes from, and the closest columns that do exist.
+//!
+//! A flow's size is capped, and checked before anything else: a definition of tens of thousands of entries is
+//! refused with one problem, before any work per entry.
 
 use super::{FlowDefinition, XdmType, xdm};
 use crate::checks::closest_columns;
@@ -9,8 +12,27 @@ use crate::target::CustomizationPrefix;
 use dataverse::{ColumnDefinition, ColumnType, TableDefinition};
 use std::collections::HashMap;
 
-/// Checks the parts of a flow that need no metadata: the identity mapping, duplicates, status values.
+/// The most attribute mappings a flow takes. Each mapping writes its own contact column, and contact has a few
+/// hundred (about 250 in a new environment, a few hundred more with the columns its solutions and makers add):
+/// 500 is room for every column of a customized contact, while a definition of thousands is a mistake or an
+/// attack, whose checking (a closest-column search per missing column) would only cost time.
+pub const MAX_MAPPINGS: usize = 500;
+
+/// The most audiences a flow activates. Each audience's status takes its own contact column, created for it
+/// (seed 002's prerequisite), so the same few hundred columns bound them; more audiences belong in more flows.
+pub const MAX_AUDIENCES: usize = 500;
+
+/// The longest source path, target column, audience id or mapping ID a flow takes, in characters. XDM paths
+/// and audience ids are tens of characters (an audience id is a GUID), column names a few dozen.
+pub const MAX_NAME_LENGTH: usize = 1_000;
+
+/// Checks the parts of a flow that need no metadata: its size, the identity mapping, duplicates, status values.
+/// A flow over [`MAX_MAPPINGS`] or [`MAX_AUDIENCES`] gets only that problem, found before any other check.
 pub fn check_shape(flow: &FlowDefinition) -> Vec<Problem> {
+    let oversized = oversized(flow);
+    if !oversized.is_empty() {
+        return oversized;
+    }
     let mut problems = Vec::new();
     let mut problem = |field: String, message: String| problems.push(Problem { field, message, closest: Vec::new() });
     if flow.name.trim().is_empty() {
@@ -43,6 +65,16 @@ pub fn check_shape(flow: &FlowDefinition) -> Vec<Problem> {
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, m) in flow.mappings.iter().enumerate() {
+        let mut overlong = false;
+        for (key, what, text) in [("source", "source XDM path", &m.source), ("target", "target column", &m.target)] {
+            if too_long(text) {
+                problem(format!("mappings[{i}].{key}"), overlong_name(what, text));
+                overlong = true;
+            }
+        }
+        if overlong {
+            continue;
+        }
         if m.source.trim().is_empty() {
             problem(format!("mappings[{i}].source"), "the source XDM path is empty".into());
         }
@@ -56,6 +88,16 @@ pub fn check_shape(flow: &FlowDefinition) -> Vec<Problem> {
     }
     let mut audiences: HashMap<&str, usize> = HashMap::new();
     for (i, a) in flow.audiences.iter().enumerate() {
+        let mut overlong = false;
+        for (key, what, text) in [("id", "audience id", &a.id), ("mappingId", "mapping ID", &a.mapping_id)] {
+            if too_long(text) {
+                problem(format!("audiences[{i}].{key}"), overlong_name(what, text));
+                overlong = true;
+            }
+        }
+        if overlong {
+            continue;
+        }
         if a.id.trim().is_empty() {
             problem(format!("audiences[{i}].id"), "the audience id is empty".into());
         }
@@ -82,6 +124,47 @@ pub fn check_shape(flow: &FlowDefinition) -> Vec<Problem> {
     problems
 }
 
+/// The problems of a flow over the caps on its size: one per list that is too long.
+fn oversized(flow: &FlowDefinition) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if flow.mappings.len() > MAX_MAPPINGS {
+        problems.push(Problem::new(
+            "mappings",
+            format!(
+                "the flow has {} mappings; a flow takes at most {MAX_MAPPINGS}, one per contact column it writes: \
+                 remove the mappings of columns it need not write, or split them between flows",
+                flow.mappings.len()
+            ),
+        ));
+    }
+    if flow.audiences.len() > MAX_AUDIENCES {
+        problems.push(Problem::new(
+            "audiences",
+            format!(
+                "the flow has {} audiences; a flow activates at most {MAX_AUDIENCES}, each in its own contact \
+                 column: split the audiences between flows",
+                flow.audiences.len()
+            ),
+        ));
+    }
+    problems
+}
+
+/// Whether a name is over [`MAX_NAME_LENGTH`] characters (counted only when its bytes might be).
+fn too_long(text: &str) -> bool {
+    text.len() > MAX_NAME_LENGTH && text.chars().count() > MAX_NAME_LENGTH
+}
+
+/// What is wrong with an overlong name, quoting only its beginning.
+fn overlong_name(what: &str, text: &str) -> String {
+    let beginning: String = text.chars().take(40).collect();
+    format!(
+        "the {what} is {} characters long, and a flow's names are at most {MAX_NAME_LENGTH}: check the value \
+         given (it begins '{beginning}…')",
+        text.chars().count()
+    )
+}
+
 /// Checks a flow against the contact table, with audience columns named with the target's customization prefix.
 pub fn validate(
     flow: &FlowDefinition,
@@ -89,10 +172,15 @@ pub fn validate(
     contact: &TableDefinition,
 ) -> Result<(), ValidationReport> {
     let mut problems = check_shape(flow);
+    let report = |problems: Vec<Problem>| ValidationReport { flow: flow.name.clone(), table: "contact", problems };
+    if !oversized(flow).is_empty() {
+        return Err(report(problems));
+    }
     for (i, m) in flow.mappings.iter().enumerate() {
         let field = format!("mappings[{i}].target");
         let target = m.target.trim().to_ascii_lowercase();
-        if m.is_identity() {
+        // The identity is checked by its shape, and an overlong name reported there already.
+        if m.is_identity() || too_long(&m.source) || too_long(&m.target) {
             continue;
         }
         let Some(column) = contact.column(&target) else {
@@ -115,7 +203,7 @@ pub fn validate(
     }
     let mut audience_columns: HashMap<String, usize> = HashMap::new();
     for (i, a) in flow.audiences.iter().enumerate() {
-        if a.mapping_id.trim().is_empty() {
+        if a.mapping_id.trim().is_empty() || too_long(&a.mapping_id) || too_long(&a.id) {
             continue;
         }
         let field = format!("audiences[{i}].mappingId");
@@ -180,11 +268,7 @@ pub fn validate(
             });
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ValidationReport { flow: flow.name.clone(), table: "contact", problems })
-    }
+    if problems.is_empty() { Ok(()) } else { Err(report(problems)) }
 }
 
 /// Why a column cannot be written from a profile, if it cannot.
@@ -390,5 +474,84 @@ mod tests {
         assert!(p[2].message.contains("read-only"));
         assert!(p[4].message.contains("too short"), "{}", p[4].message);
         assert!(p[5].message.contains("is whole number but holds"), "{}", p[5].message);
+    }
+
+    /// A contact the size of a customized one: its standard columns and a few hundred more.
+    fn large_contact() -> TableDefinition {
+        let mut table = contact();
+        for part in ["address1", "address2", "address3"] {
+            let fields = "line1 line2 line3 city stateorprovince postalcode country county telephone1 telephone2 fax \
+                          latitude longitude name composite addresstypecode shippingmethodcode upszone utcoffset \
+                          postofficebox primarycontactname freighttermscode addressid";
+            for field in fields.split_whitespace() {
+                table.columns.push(column(&format!("{part}_{field}"), ColumnType::String { max_length: Some(100) }));
+            }
+        }
+        for i in 0..230 {
+            table
+                .columns
+                .push(column(&format!("new_customerattribute{i}"), ColumnType::String { max_length: Some(100) }));
+        }
+        table
+    }
+
+    /// A flow of `mappings` mappings (the identity, then missing columns) and `audiences` audiences whose columns
+    /// are missing.
+    fn sized_flow(mappings: usize, audiences: usize) -> FlowDefinition {
+        let mut f = flow(&[], &[("contactId", "contactid")]);
+        f.mappings.extend((1..mappings).map(|i| AttributeMapping {
+            source: format!("loyalty.field{i}"),
+            target: format!("new_loyaltyattribute{i}"),
+            source_type: None,
+        }));
+        f.audiences = (0..audiences)
+            .map(|i| AudienceMapping { id: format!("seg-{i}"), name: None, mapping_id: format!("segmentstatus{i}") })
+            .collect();
+        f
+    }
+
+    #[test]
+    fn a_flow_over_the_caps_gets_one_problem_per_cap_and_no_other() {
+        let f = sized_flow(MAX_MAPPINGS + 1, 0);
+        let p = problems(&f, "new");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "mappings");
+        assert!(p[0].message.contains(&format!("has {} mappings", MAX_MAPPINGS + 1)), "{}", p[0].message);
+        assert!(p[0].message.contains(&format!("at most {MAX_MAPPINGS}")), "{}", p[0].message);
+        assert_eq!(check_shape(&f), p);
+
+        let p = problems(&sized_flow(45_000, MAX_AUDIENCES + 1), "new");
+        let fields: Vec<&str> = p.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["mappings", "audiences"]);
+        assert!(p[1].message.contains(&format!("at most {MAX_AUDIENCES}")), "{}", p[1].message);
+    }
+
+    #[test]
+    fn a_flow_at_the_caps_with_every_column_missing_is_checked_in_full() {
+        let f = sized_flow(MAX_MAPPINGS, MAX_AUDIENCES);
+        let p = validate(&f, &"new".parse().unwrap(), &large_contact()).unwrap_err().problems;
+        assert_eq!(p.len(), MAX_MAPPINGS - 1 + MAX_AUDIENCES, "every column but the identity's is missing");
+        assert!(p.iter().all(|p| p.message.starts_with("contact has no column")), "{p:?}");
+        assert_eq!(p[0].field, "mappings[1].target");
+        assert_eq!(p[MAX_MAPPINGS - 1].field, "audiences[0].mappingId");
+    }
+
+    #[test]
+    fn overlong_names_are_refused_without_a_search_for_their_closest_columns() {
+        let long = "x".repeat(10_000);
+        let mut f = flow(&[("seg-1", "gold")], &[("contactId", "contactid"), ("person.name.firstName", &long)]);
+        f.audiences.push(AudienceMapping { id: long.clone(), name: None, mapping_id: "silver".into() });
+        let p = problems(&f, "cr8a3");
+        let fields: Vec<&str> = p.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["mappings[1].target", "audiences[1].id"], "{p:?}");
+        assert!(
+            p[0].message.starts_with(&format!(
+                "the target column is 10000 characters long, and a flow's names are at most {MAX_NAME_LENGTH}"
+            )),
+            "{}",
+            p[0].message
+        );
+        assert!(p[0].message.len() < 300, "the message quotes only the name's beginning: {}", p[0].message);
+        assert!(p.iter().all(|p| p.closest.is_empty()));
     }
 }
