@@ -398,8 +398,7 @@ pub async fn test(
     }
     let discover = || async { discover_authority(http, &environment).await.map_err(|e| problem(Reason::Discovery(e))) };
     // An authority the environment named is checked as one given would be.
-    let allowed =
-        |authority: &str| hosts.check("authorityHost", authority).map_err(|r| problem(Reason::Refused(Box::new(r))));
+    let allowed = |authority: &str| hosts.check("authorityHost", authority).map_err(Box::new);
     match auth {
         ConnectionAuth::ClientCredentials(d) => check(environment.clone(), d.credentials(&environment)).await,
         ConnectionAuth::ServicePrincipal {
@@ -416,7 +415,7 @@ pub async fn test(
                     (authority_host.clone().unwrap_or(found_authority), tenant_id.clone().unwrap_or(found_tenant))
                 }
             };
-            allowed(&authority)?;
+            allowed(&authority).map_err(|r| problem(Reason::Refused(r)))?;
             let credentials = ClientCredentials {
                 tenant_id: tenant,
                 client_id: service_principal_id.clone(),
@@ -428,7 +427,7 @@ pub async fn test(
         ConnectionAuth::Password { username, password, client_id, authority_host, .. } => {
             let (found_authority, tenant) = discover().await?;
             let authority = authority_host.clone().unwrap_or(found_authority);
-            allowed(&authority)?;
+            allowed(&authority).map_err(|r| problem(Reason::Refused(r)))?;
             let token_url = format!("{}/{tenant}/oauth2/v2.0/token", authority.trim_end_matches('/'));
             let scope = format!("{}/user_impersonation", environment.url());
             let client_id = client_id.as_deref().unwrap_or(PUBLIC_CLIENT_ID);
