@@ -8,6 +8,7 @@ pub mod config;
 pub mod connection;
 pub mod declarative;
 pub mod demo;
+pub mod governance;
 pub mod hosts;
 pub mod ids;
 pub mod leads;

@@ -334,7 +334,69 @@ async fn each_token_does_what_its_roles_allow_in_its_sandboxes_only(backend: Bac
     world.finish().await;
 }
 
+async fn a_flow_exporting_a_field_a_policy_denies_is_refused_when_saved_or_enabled(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let (_, target) = world.loyalty_destination().await;
+    let flow = world.loyalty_flow(&target, "Loyalty", &[("person.birthDate", "birthdate")]).await;
+    let governance = json!({
+        "labels": {"person.birthDate": ["S1"], "segmentMembership.ups.seg-silver": ["C5"]},
+        "policies": [
+            {"name": "No sensitive data to Dynamics", "deny": ["S1"], "targetConnectionIds": [target]},
+            {"name": "No interest-based audiences", "deny": ["C5"]}
+        ]
+    });
+    let reply = world.send(Method::PUT, "governance", Some(governance.clone())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let answer = reply.json();
+    let listed = &answer["flowsInViolation"][0];
+    assert_eq!(listed["id"], json!(flow), "the answer names the flow the new policies refuse: {answer}");
+    assert_eq!(listed["problems"].as_array().unwrap().len(), 2, "{answer}");
+
+    // Enabling again is refused, naming the field, the label and the policy.
+    assert_eq!(world.send(Method::POST, &format!("flows/{flow}/action?op=disable"), None).await.status, StatusCode::OK);
+    let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=enable"), None).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert_eq!(reply.json()["type"], "dynsync:policy-violation");
+    let detail = reply.detail();
+    assert!(detail.contains("mappings[2].source: person.birthDate carries the label S1"), "{detail}");
+    assert!(detail.contains("policy 'No sensitive data to Dynamics'"), "{detail}");
+    assert!(detail.contains("audiences[1].id: segmentMembership.ups.seg-silver carries the label C5"), "{detail}");
+
+    // Saving a flow without the denied fields works; with them, it is refused.
+    let body = |mappings: Json, audiences: Json| json!({"name": "Gold only", "targetConnectionIds": [target], "audiences": audiences, "mappings": mappings});
+    let gold = json!([{"id": "seg-gold", "mappingId": "gold"}]);
+    let identity = json!([{"source": "contactId", "target": "contactid"}]);
+    let reply = world.post("flows", body(identity.clone(), gold.clone())).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let with_birth_date =
+        json!([{"source": "contactId", "target": "contactid"}, {"source": "person.birthDate", "target": "birthdate"}]);
+    let reply = world.post("flows", body(with_birth_date, gold)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+
+    // The document is replaced whole, guarded by its etag, and checked.
+    let etag = answer["etag"].as_str().unwrap().to_string();
+    let stale = world
+        .http
+        .put(format!("{}/governance", world.service.api()))
+        .header("Authorization", format!("Bearer {}", world.service.token))
+        .header("x-sandbox-name", &world.sandbox)
+        .header("If-Match", "\"stale\"")
+        .json(&json!({"labels": {}, "policies": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    let reply = world.send(Method::PUT, "governance", Some(json!({"policies": [{"name": "", "deny": []}]}))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert_eq!(reply.json()["report"]["problems"].as_array().unwrap().len(), 2, "{}", reply.text);
+    let read = world.get("governance").await.json();
+    assert_eq!(read["etag"], json!(etag), "a refused change keeps the document");
+    assert_eq!(read["policies"], governance["policies"]);
+    world.finish().await;
+}
+
 on_both_stores!(
+    a_flow_exporting_a_field_a_policy_denies_is_refused_when_saved_or_enabled,
     each_token_does_what_its_roles_allow_in_its_sandboxes_only,
     moving_where_a_connection_signs_in_takes_its_secret_again,
     a_connection_reaches_only_microsofts_clouds_and_the_hosts_the_operator_allows,

@@ -5,6 +5,7 @@
 use super::patch::{Activation, ContactId, NumberRange};
 use super::profile::{CONTACT_NAMESPACE, Profile};
 use super::{ActivationFlow, FlowDefinition};
+use crate::governance::ExportedField;
 use crate::ids::FlowId;
 use crate::pipeline::inlet::InletLog;
 use crate::pipeline::runner::{self, ConnectionRef, Reach, ReplayError, ReplaySummary, Runner};
@@ -182,5 +183,19 @@ impl JobDefinition for FlowDefinition {
 
     fn target_connection_id(&self) -> Option<crate::ids::TargetConnectionId> {
         FlowDefinition::target_connection_id(self)
+    }
+
+    /// Every mapped attribute, and each audience's membership (`segmentMembership.ups.<id>`).
+    fn exported_fields(&self) -> Vec<ExportedField> {
+        let mappings = self
+            .mappings
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ExportedField { field: format!("mappings[{i}].source"), path: m.source.clone() });
+        let audiences = self.audiences.iter().enumerate().map(|(i, a)| ExportedField {
+            field: format!("audiences[{i}].id"),
+            path: format!("segmentMembership.ups.{}", a.id),
+        });
+        mappings.chain(audiences).collect()
     }
 }

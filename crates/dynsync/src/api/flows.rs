@@ -3,6 +3,7 @@
 //! activation flow is validated against the contact table of its destination each time it is saved or enabled,
 //! a lead intake against the lead table.
 
+use super::governance::governed;
 use super::{ApiError, ApiResult, AppState, Caller, flow_json, id_and_etag, if_match, items, leads, parse_body};
 use crate::access::Role;
 use crate::activation::{ActivationFlow, FlowDefinition, FlowState, job, validation};
@@ -13,11 +14,13 @@ use crate::pipeline::Taken;
 use crate::pipeline::inlet::InletLog;
 use crate::specs::LEAD_INTAKE_FLOW_SPEC;
 use crate::store::{FlowRecord, Outcome, RunRecord};
+use crate::target::CustomizationPrefix;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use dataverse::TableDefinition;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
@@ -27,6 +30,7 @@ use uuid::Uuid;
 /// Checks a flow against its target: the target and its connection exist in the sandbox, and the contact table of
 /// the environment has every column the flow writes.
 async fn check(state: &AppState, caller: &Caller, flow: &FlowDefinition) -> ApiResult<()> {
+    governed(state, caller, flow).await?;
     let report = |problems: Vec<validation::Problem>| {
         let report = validation::ValidationReport { flow: flow.name.clone(), table: "contact", problems };
         ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", report.to_string())
@@ -69,14 +73,28 @@ async fn check(state: &AppState, caller: &Caller, flow: &FlowDefinition) -> ApiR
             ),
         )
     };
+    let prefix = &target.customization_prefix;
     let contact = client.table("contact").await.map_err(unavailable)?;
-    if validation::validate(flow, &target.customization_prefix, &contact).is_ok() {
+    if validate_aside(flow, prefix, contact).await.is_ok() {
         return Ok(());
     }
     // The cached table may predate a column the user just created: read it again before saying no.
     client.invalidate_table("contact");
     let contact = client.table("contact").await.map_err(unavailable)?;
-    validation::validate(flow, &target.customization_prefix, &contact).map_err(|r| report(r.problems))
+    validate_aside(flow, prefix, contact).await.map_err(|r| report(r.problems))
+}
+
+/// Validates on a blocking thread: checking a large flow is CPU work (tenths of a second at the caps), which on the
+/// async runtime would hold up the acknowledgements of every inlet meanwhile.
+async fn validate_aside(
+    flow: &FlowDefinition,
+    prefix: &CustomizationPrefix,
+    contact: Arc<TableDefinition>,
+) -> Result<(), validation::ValidationReport> {
+    let (flow, prefix) = (flow.clone(), prefix.clone());
+    tokio::task::spawn_blocking(move || validation::validate(&flow, &prefix, &contact))
+        .await
+        .expect("validating a flow does not panic")
 }
 
 fn parse_id(id: &str, caller: &Caller) -> ApiResult<FlowId> {
@@ -215,7 +233,7 @@ pub async fn action(
     caller.may(if op == Some("rotate-secret") { Role::Manage } else { Role::Activate })?;
     let current = match find_any(&state, &caller, &id).await? {
         AnyFlow::Activation(flow) => flow,
-        AnyFlow::Leads(intake) => return intake_action(&state, intake, query.get("op").map(String::as_str)).await,
+        AnyFlow::Leads(intake) => return intake_action(&state, &caller, intake, op).await,
     };
     let wanted = match query.get("op").map(String::as_str) {
         Some("retry-failed") => {
@@ -259,7 +277,12 @@ pub async fn action(
 }
 
 /// The actions on a lead intake: enable, disable, retry-failed, validate, rotate-secret.
-async fn intake_action(state: &AppState, current: LeadIntake, op: Option<&str>) -> ApiResult<Response> {
+async fn intake_action(
+    state: &AppState,
+    caller: &Caller,
+    current: LeadIntake,
+    op: Option<&str>,
+) -> ApiResult<Response> {
     let wanted = match op {
         Some("retry-failed") => {
             let _replaying = state.replays.start(current.id).ok_or_else(|| {
@@ -288,6 +311,9 @@ async fn intake_action(state: &AppState, current: LeadIntake, op: Option<&str>) 
             )));
         }
     };
+    if wanted == FlowState::Enabled {
+        governed(state, caller, &current.definition).await?;
+    }
     let updated = LeadIntake { state: wanted, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
     state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
     state.supervisor.flows_changed();

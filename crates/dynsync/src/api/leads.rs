@@ -44,6 +44,7 @@ fn new_secret() -> String {
 
 /// Checks an intake against its destination: the target and its connection, and the lead table's columns.
 async fn check(state: &AppState, caller: &Caller, definition: &IntakeDefinition) -> ApiResult<()> {
+    super::governance::governed(state, caller, definition).await?;
     let report = |problems: Vec<Problem>| {
         let report = ValidationReport { flow: definition.name.clone(), table: "lead", problems };
         ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", report.to_string())

@@ -5,6 +5,7 @@
 mod collection;
 mod connections;
 mod flows;
+mod governance;
 mod health;
 mod leads;
 mod targets;
@@ -103,6 +104,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
         .route(&format!("{BASE_PATH}/flows/{{id}}/rejects"), get(leads::rejects))
         .route(&format!("{BASE_PATH}/runs"), get(flows::runs))
+        .route(&format!("{BASE_PATH}/governance"), get(governance::get).put(governance::put))
         .route(&format!("{BASE_PATH}/tokens"), post(tokens::create).get(tokens::list))
         .route(&format!("{BASE_PATH}/tokens/{{id}}"), axum::routing::delete(tokens::revoke))
         .route("/leads/{flow}", post(leads::post_lead))

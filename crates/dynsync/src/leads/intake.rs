@@ -8,6 +8,7 @@
 use super::columns::{ChoiceColumn, LEAD_SOURCE_WEB, LeadColumns, TextColumn};
 use super::notify::recipients;
 use crate::checks::{Problem, closest_columns};
+use crate::governance::ExportedField;
 use crate::ids::TargetConnectionId;
 use crate::pipeline::{Flow, JobDefinition};
 use crate::specs::LEAD_INTAKE_FLOW_SPEC;
@@ -126,7 +127,30 @@ impl JobDefinition for IntakeDefinition {
     fn target_connection_id(&self) -> Option<TargetConnectionId> {
         self.target_connection_ids.first().copied()
     }
+
+    /// Every field of a Partner Center lead: an intake writes all it is given.
+    fn exported_fields(&self) -> Vec<ExportedField> {
+        LEAD_FIELDS
+            .iter()
+            .map(|path| ExportedField { field: "targetConnectionIds[0]".into(), path: path.to_string() })
+            .collect()
+    }
 }
+
+/// The fields of a Partner Center lead, as it posts them: what a lead intake's labels name.
+pub const LEAD_FIELDS: &[&str] = &[
+    "UserDetails.FirstName",
+    "UserDetails.LastName",
+    "UserDetails.Email",
+    "UserDetails.Phone",
+    "UserDetails.Country",
+    "UserDetails.Company",
+    "UserDetails.Title",
+    "LeadSource",
+    "ActionCode",
+    "OfferTitle",
+    "Description",
+];
 
 impl IntakeDefinition {
     /// The definition as stored: names trimmed, column names in lower case as the Web API names them.

@@ -17,6 +17,9 @@ pub trait JobDefinition: Serialize + DeserializeOwned + Clone + Send + Sync + 's
 
     /// The target connection the flow writes through, when it has one.
     fn target_connection_id(&self) -> Option<TargetConnectionId>;
+
+    /// The source fields the flow sends to its destination, for data-usage policies to check.
+    fn exported_fields(&self) -> Vec<crate::governance::ExportedField>;
 }
 
 /// A flow of one job.

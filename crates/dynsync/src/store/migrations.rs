@@ -97,6 +97,13 @@ const MIGRATIONS: &[Migration] = &[(
             id TEXT PRIMARY KEY, name TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, roles TEXT NOT NULL,
             sandboxes TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT NOT NULL)",
     ],
+), (
+    "0006_governance",
+    &[
+        // Each sandbox's labels and data-usage policies, as one JSON document.
+        "CREATE TABLE IF NOT EXISTS governance (
+            sandbox TEXT PRIMARY KEY, document TEXT NOT NULL, etag TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

@@ -11,6 +11,7 @@ mod migrations;
 mod outbox;
 mod runs;
 mod tokens;
+mod governance;
 
 use crate::connection::{Connection, ConnectionAuth};
 use crate::ids::{ConnectionId, ConnectionSpecId, Etag, Sandbox, TargetConnectionId};
