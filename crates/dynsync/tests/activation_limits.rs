@@ -90,11 +90,15 @@ async fn numbers_out_of_their_columns_range_are_left_out_and_every_contact_keeps
     assert_eq!(family["new_points"], 7);
     assert!(family["numberofchildren"].is_null(), "2,000,000,000 is past the column's own maximum: {family}");
 
-    // Notes are grouped by the run under one code, with the first of their messages.
+    // Notes are grouped by what was left out: values out of range, and a value of the wrong type.
     let outcomes: Vec<&Json> = runs.iter().flat_map(|r| r["outcomes"].as_array().unwrap()).collect();
-    let noted: Vec<&&Json> = outcomes.iter().filter(|o| o["outcome"] == "noted").collect();
-    assert_eq!(noted.len(), 1, "{outcomes:?}");
-    assert_eq!(noted[0]["count"], 5, "four points and one number of children left out: {outcomes:?}");
+    let noted = |code: &str| {
+        let group = outcomes.iter().find(|o| o["outcome"] == "noted" && o["code"] == code);
+        group.unwrap_or_else(|| panic!("a noted group {code} in {outcomes:?}"))
+    };
+    let (out_of_range, wrong_type) = (noted("out-of-range"), noted("wrong-type"));
+    assert_eq!(out_of_range["count"], 4, "three points and one number of children: {outcomes:?}");
+    assert_eq!(wrong_type["count"], 1, "12.5 points: {outcomes:?}");
     let int32 = "whole number: -2147483648 to 2147483647";
     let mut expected: Vec<String> = bad_points[..3]
         .iter()
@@ -106,22 +110,27 @@ async fn numbers_out_of_their_columns_range_are_left_out_and_every_contact_keeps
         })
         .collect();
     expected.push(
-        "loyalty.points is 12.5, not a whole number: the column new_points (whole number) was left as it is".into(),
-    );
-    expected.push(
         "loyalty.children is 2000000000, outside the range of the column numberofchildren (whole number: 0 to \
          1000000000): the column was left as it is; correct the value in the profile, or map loyalty.children to \
          a column whose range holds it"
             .into(),
     );
-    let message = noted[0]["message"].as_str().unwrap();
+    let message = out_of_range["message"].as_str().unwrap();
     assert!(expected.iter().any(|e| e == message), "{message}\nis none of\n{expected:#?}");
-    let samples: Vec<&str> = noted[0]["samples"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-    let mut left_out: Vec<String> = contacts.iter().chain([&big_family]).map(Uuid::to_string).collect();
+    assert_eq!(
+        wrong_type["message"],
+        "loyalty.points is 12.5, not a whole number: the column new_points (whole number) was left as it is"
+    );
+    let sampled = |group: &Json| {
+        let mut samples: Vec<String> =
+            group["samples"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        samples.sort();
+        samples
+    };
+    let mut left_out: Vec<String> = contacts[..3].iter().chain([&big_family]).map(Uuid::to_string).collect();
     left_out.sort();
-    let mut sampled: Vec<String> = samples.iter().map(|s| s.to_string()).collect();
-    sampled.sort();
-    assert_eq!(sampled, left_out, "the contacts whose values were left out");
+    assert_eq!(sampled(out_of_range), left_out, "the contacts whose values were out of range");
+    assert_eq!(sampled(wrong_type), vec![contacts[3].to_string()]);
     world.finish().await;
 }
 

@@ -7,6 +7,7 @@
 
 use super::profile::{CONTACT_NAMESPACE, MembershipStatus, Profile};
 use super::{EmptyValues, FlowDefinition, StatusValues};
+use crate::pipeline::Note;
 use crate::target::CustomizationPrefix;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use dataverse::metadata::{ColumnType, TableDefinition};
@@ -73,7 +74,7 @@ impl Exclusion {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transformed {
     pub patch: ContactPatch,
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
 }
 
 /// One mapped attribute, resolved against the contact table.
@@ -216,9 +217,9 @@ impl Activation {
                     EmptyValues::Clear => {
                         columns.insert(column.target.clone(), Json::Null);
                     }
-                    EmptyValues::Skip if matches!(column.kind, ColumnType::DateTime { .. }) => notes.push(format!(
-                        "{} is empty: the date column {} was left as it is",
-                        column.source, column.target
+                    EmptyValues::Skip if matches!(column.kind, ColumnType::DateTime { .. }) => notes.push(Note::new(
+                        "empty-date",
+                        format!("{} is empty: the date column {} was left as it is", column.source, column.target),
                     )),
                     EmptyValues::Skip => {}
                 },
@@ -226,14 +227,20 @@ impl Activation {
                     Ok(converted) => {
                         columns.insert(column.target.clone(), converted);
                     }
-                    Err(LeftOut::NotA(expected)) => notes.push(format!(
-                        "{} is {value}, not {expected}: the column {} ({}) was left as it is",
-                        column.source, column.target, column.kind
+                    Err(LeftOut::NotA(expected)) => notes.push(Note::new(
+                        "wrong-type",
+                        format!(
+                            "{} is {value}, not {expected}: the column {} ({}) was left as it is",
+                            column.source, column.target, column.kind
+                        ),
                     )),
-                    Err(LeftOut::OutOfRange(range)) => notes.push(format!(
-                        "{} is {value}, outside the range of the column {} ({}: {range}): the column was left as it \
-                         is; correct the value in the profile, or map {} to a column whose range holds it",
-                        column.source, column.target, column.kind, column.source
+                    Err(LeftOut::OutOfRange(range)) => notes.push(Note::new(
+                        "out-of-range",
+                        format!(
+                            "{} is {value}, outside the range of the column {} ({}: {range}): the column was left as \
+                             it is; correct the value in the profile, or map {} to a column whose range holds it",
+                            column.source, column.target, column.kind, column.source
+                        ),
                     )),
                 },
             }
@@ -422,8 +429,9 @@ mod tests {
         }));
         let t = activation(EmptyValues::Skip).transform(&p).unwrap();
         assert_eq!(Json::Object(t.patch.columns), json!({"new_gold": "in"}));
-        assert!(t.notes.iter().any(|n| n.contains("person.birthDate is empty")), "{:?}", t.notes);
-        assert!(t.notes.iter().any(|n| n.contains("\"many\", not a whole number")), "{:?}", t.notes);
+        let has = |code: &str, text: &str| t.notes.iter().any(|n| n.code == code && n.message.contains(text));
+        assert!(has("empty-date", "person.birthDate is empty"), "{:?}", t.notes);
+        assert!(has("wrong-type", "\"many\", not a whole number"), "{:?}", t.notes);
 
         let cleared = activation(EmptyValues::Clear).transform(&p).unwrap();
         assert_eq!(cleared.patch.columns["birthdate"], Json::Null);
@@ -499,7 +507,7 @@ mod tests {
         });
         entity.as_object_mut().unwrap().extend(values.as_object().unwrap().clone());
         let t = activation.transform(&profile(entity)).unwrap();
-        (Json::Object(t.patch.columns), t.notes)
+        (Json::Object(t.patch.columns), t.notes.into_iter().map(|n| n.message).collect())
     }
 
     #[test]

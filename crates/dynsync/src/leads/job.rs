@@ -11,7 +11,7 @@ use crate::ids::FlowId;
 use crate::pipeline::inlet::InletLog;
 use crate::pipeline::runner::{self, Reach, ReplayError, ReplaySummary, Runner};
 use crate::pipeline::supervisor::{BoxFuture, FlowContext, JobRunner};
-use crate::pipeline::{Clients, Decision, Exclusion, Job, JobDefinition, SourceRecord, StepError};
+use crate::pipeline::{Clients, Decision, Exclusion, Job, JobDefinition, Note, SourceRecord, StepError};
 use crate::store::{Backlog, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -65,7 +65,7 @@ impl Job for LeadIntakeJob {
         };
         let key = DedupKey::for_lead(&lead).map_or(LeadKey::Alone(posted.id), LeadKey::Person);
         let (write, cuts) = LeadWrite::for_lead(&lead, &self.columns, posted.id, posted.received_at);
-        Decision::Write { key, write, notes: cuts.iter().map(ToString::to_string).collect() }
+        Decision::Write { key, write, notes: cuts.iter().map(|c| Note::new("cut-to-fit", c.to_string())).collect() }
     }
 
     fn fold(&self, earlier: &mut LeadWrite, later: LeadWrite) {

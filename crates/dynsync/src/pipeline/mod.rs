@@ -76,9 +76,23 @@ pub enum Decision<K, W> {
     Write {
         key: K,
         write: W,
-        notes: Vec<String>,
+        notes: Vec<Note>,
     },
     Exclude(Exclusion),
+}
+
+/// Something left out of a write, and why; a run groups notes by their code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// `wrong-type`, `out-of-range`, `cut-to-fit`: what kind of thing was left out.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Note {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Note {
+        Note { code, message: message.into() }
+    }
 }
 
 /// What a job is made of: how a record becomes a write, and how writes of one key fold.

@@ -126,7 +126,7 @@ pub fn coalesce<J: Job>(job: &J, records: &[SourceRecord], cursor: String) -> Pr
             Decision::Exclude(e) => tally.count(Outcome::Excluded, e.code, &e.message, &e.identity, 1),
             Decision::Write { key, write, notes } => {
                 for note in &notes {
-                    tally.count(Outcome::Noted, "left-out", note, &key.to_string(), 1);
+                    tally.count(Outcome::Noted, note.code, &note.message, &key.to_string(), 1);
                 }
                 match index.get(&key) {
                     Some(&i) => {
