@@ -4,6 +4,7 @@
 
 mod engine;
 mod flows;
+mod governance;
 mod inlets;
 mod leases;
 mod log;
@@ -11,7 +12,6 @@ mod migrations;
 mod outbox;
 mod runs;
 mod tokens;
-mod governance;
 
 use crate::connection::{Connection, ConnectionAuth};
 use crate::ids::{ConnectionId, ConnectionSpecId, Etag, Sandbox, TargetConnectionId};
@@ -30,11 +30,11 @@ pub use inlets::{InletReject, REJECTS_KEPT, secret_digest};
 pub use leases::{Lease, LeaseStatus, ProcessId, RuntimeStatus};
 pub use log::{Backlog, LogEntry};
 pub use outbox::{OutboxEntry, OutboxMessage, OutboxState};
-pub use tokens::ApiToken;
 pub use runs::{
     Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, REPLAYED, Recovered, Replayed, RunRecord,
     RunTally, hour_of,
 };
+pub use tokens::ApiToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
