@@ -138,7 +138,8 @@ async fn in_api_shape(response: Response) -> Response {
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("text/plain"));
-    if !plain || !(status.is_client_error() || status.is_server_error()) {
+    // Only the refusals of a request are the HTTP layer's; a plain-text 503 is /readyz's own answer.
+    if !plain || !status.is_client_error() {
         return response;
     }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -155,8 +156,8 @@ async fn in_api_shape(response: Response) -> Response {
     }
     let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
-    let kind = if status.is_client_error() { "bad-request" } else { "internal" };
-    ApiError::new(status, kind, format!("{}: check the request's path, query and headers", text.trim())).into_response()
+    ApiError::new(status, "bad-request", format!("{}: check the request's path, query and headers", text.trim()))
+        .into_response()
 }
 
 /// An error answer.
