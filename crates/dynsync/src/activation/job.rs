@@ -2,7 +2,7 @@
 //! of one contact (keyed by the profile's `contactId`), updates of one contact fold with the later value of each
 //! column winning, and the sink is `UpdateMultiple` on the contact table — contacts are updated, never created.
 
-use super::patch::{Activation, ContactId, NumberRange};
+use super::patch::{Activation, ContactId};
 use super::profile::{CONTACT_NAMESPACE, Profile};
 use super::{ActivationFlow, FlowDefinition};
 use crate::governance::ExportedField;
@@ -14,7 +14,6 @@ use crate::pipeline::{Clients, DataverseSink, Decision, Exclusion, Job, JobDefin
 use crate::store::{Backlog, Store, StoreError};
 use dataverse::{BulkOperation, ColumnType, Table};
 use serde_json::{Map, Value as Json};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The name activation flows are stored with.
@@ -73,57 +72,15 @@ impl Destination {
             Reach::resolve(store, clients, &flow.sandbox, flow.definition.target_connection_id()).await?;
         let contact = client.table("contact").await.map_err(|error| StepError::Metadata { table: "contact", error })?;
         let activation = Activation::new(&flow.definition, &target.customization_prefix, &contact);
-        let ranges = column_ranges(&client, &activation)
+        let kinds: Vec<ColumnType> = activation.number_columns().map(|(_, kind)| kind.clone()).collect();
+        let ranges = client
+            .number_ranges("contact", &kinds)
             .await
             .map_err(|error| StepError::Metadata { table: "contact", error })?;
         let activation = activation.with_column_ranges(&ranges);
         let sink = DataverseSink { client, table: Table::contact(), operation: BulkOperation::Update };
         Ok(Destination { connection, activation, sink })
     }
-}
-
-/// The own ranges of the number columns a flow writes (a maker narrows a whole number column to 0 to 1,000),
-/// by logical name. They are type-specific metadata, reached through a cast, one request per type the flow
-/// writes — none for a flow that writes no number.
-async fn column_ranges(
-    client: &dataverse::Client,
-    activation: &Activation,
-) -> Result<HashMap<String, NumberRange>, dataverse::Error> {
-    let mut casts: Vec<&'static str> = activation
-        .number_columns()
-        .filter_map(|(_, kind)| match kind {
-            ColumnType::Integer => Some("IntegerAttributeMetadata"),
-            ColumnType::BigInt => Some("BigIntAttributeMetadata"),
-            ColumnType::Decimal => Some("DecimalAttributeMetadata"),
-            ColumnType::Double => Some("DoubleAttributeMetadata"),
-            ColumnType::Money => Some("MoneyAttributeMetadata"),
-            // A choice's values are its options, not a range.
-            _ => None,
-        })
-        .collect();
-    casts.sort_unstable();
-    casts.dedup();
-    let mut ranges = HashMap::new();
-    for cast in casts {
-        let path = format!(
-            "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.{cast}?$select=LogicalName,MinValue,MaxValue"
-        );
-        let answer: Json = client.send(reqwest::Method::GET, &path, None).await?.read_json()?;
-        for column in answer["value"].as_array().into_iter().flatten() {
-            let Some(name) = column["LogicalName"].as_str() else { continue };
-            let (min, max) = (&column["MinValue"], &column["MaxValue"]);
-            let range = match cast {
-                "IntegerAttributeMetadata" | "BigIntAttributeMetadata" => {
-                    min.as_i64().zip(max.as_i64()).map(|(min, max)| NumberRange::Whole { min, max })
-                }
-                _ => min.as_f64().zip(max.as_f64()).map(|(min, max)| NumberRange::Real { min, max }),
-            };
-            if let Some(range) = range {
-                ranges.insert(name.to_ascii_lowercase(), range);
-            }
-        }
-    }
-    Ok(ranges)
 }
 
 /// Runs activation flows for the supervisor.

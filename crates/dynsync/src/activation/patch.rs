@@ -10,7 +10,7 @@ use super::{EmptyValues, FlowDefinition, StatusValues};
 use crate::pipeline::Note;
 use crate::target::CustomizationPrefix;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use dataverse::metadata::{ColumnType, TableDefinition};
+use dataverse::metadata::{ColumnType, NumberRange, TableDefinition};
 use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
 use std::fmt;
@@ -85,58 +85,6 @@ struct Column {
     kind: ColumnType,
     /// The values a number column takes; `None` for a column that holds no number.
     range: Option<NumberRange>,
-}
-
-/// The values a number column takes. Dynamics refuses a value outside them, and with it the whole update of the
-/// contact, so a value outside is left out and noted instead.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum NumberRange {
-    /// A whole number, big integer or choice column.
-    Whole { min: i64, max: i64 },
-    /// A decimal, floating point or currency column.
-    Real { min: f64, max: f64 },
-}
-
-impl NumberRange {
-    /// The range Dataverse gives a column of this type when its maker sets none: whole numbers are 32-bit,
-    /// big integers 64-bit, decimal and floating point numbers ±100,000,000,000, currency ±922,337,203,685,477.
-    /// `None` for a column that holds no number.
-    pub fn default_for(kind: &ColumnType) -> Option<NumberRange> {
-        match kind {
-            ColumnType::Integer | ColumnType::Picklist => {
-                Some(NumberRange::Whole { min: i32::MIN.into(), max: i32::MAX.into() })
-            }
-            ColumnType::BigInt => Some(NumberRange::Whole { min: i64::MIN, max: i64::MAX }),
-            ColumnType::Decimal | ColumnType::Double => {
-                Some(NumberRange::Real { min: -100_000_000_000.0, max: 100_000_000_000.0 })
-            }
-            ColumnType::Money => Some(NumberRange::Real { min: -922_337_203_685_477.0, max: 922_337_203_685_477.0 }),
-            _ => None,
-        }
-    }
-
-    fn holds_whole(&self, n: i64) -> bool {
-        match *self {
-            NumberRange::Whole { min, max } => (min..=max).contains(&n),
-            NumberRange::Real { min, max } => (min..=max).contains(&(n as f64)),
-        }
-    }
-
-    fn holds_real(&self, n: f64) -> bool {
-        match *self {
-            NumberRange::Whole { min, max } => (min as f64..=max as f64).contains(&n),
-            NumberRange::Real { min, max } => (min..=max).contains(&n),
-        }
-    }
-}
-
-impl fmt::Display for NumberRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NumberRange::Whole { min, max } => write!(f, "{min} to {max}"),
-            NumberRange::Real { min, max } => write!(f, "{min} to {max}"),
-        }
-    }
 }
 
 /// Why a profile's value is not written to its column.
