@@ -110,11 +110,7 @@ impl QueryOptions {
 
     /// The query string of the next page, carrying the paging cookie.
     pub fn next_query(&self, skiptoken: &str) -> String {
-        let mut parts: Vec<String> = self
-            .without_skiptoken
-            .iter()
-            .map(|(k, v)| encode_query_option(k, v))
-            .collect();
+        let mut parts: Vec<String> = self.without_skiptoken.iter().map(|(k, v)| encode_query_option(k, v)).collect();
         parts.push(format!("$skiptoken={}", encode_query_value(skiptoken)));
         parts.join("&")
     }
