@@ -17,7 +17,7 @@ fn use_part(part: &PartResponse) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
     let (content_type, body) = match data.iter().position(|b| *b == b'\n') {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &data[data.len()..]),

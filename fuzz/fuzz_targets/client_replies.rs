@@ -13,7 +13,7 @@ use std::time::Duration;
 
 static EXECUTOR: LazyLock<Executor> = LazyLock::new(|| Executor::new(ExecutorOptions::default()));
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Some((status, rest)) = data.split_first_chunk::<2>() else { return };
     let status = 100 + u16::from_be_bytes(*status) % 500;
     let (head, body) = match rest.windows(2).position(|w| w == b"\n\n") {

@@ -19,7 +19,7 @@ fn check(operation: &BatchOperation, body_len: usize) {
     let _ = parse_path(path);
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
     let (content_type, body) = match data.iter().position(|b| *b == b'\n') {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &data[data.len()..]),

@@ -43,7 +43,7 @@ static ROWS: LazyLock<Vec<Row>> = LazyLock::new(|| {
     ]
 });
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let mut lines = text.split('\n');
     let filter_text = lines.next().unwrap_or_default();
@@ -80,6 +80,9 @@ fuzz_target!(|data: &[u8]| {
     });
     let _ = filter::matches_json(&expr, &metadata, "Microsoft.Dynamics.CRM.AttributeMetadata");
 
+    // `contains`/`startswith`/`endswith` are T-SQL LIKE patterns: the same answers as trying every split.
+    check_like(&expr);
+
     // What the client would write for this filter reads back as the same filter.
     if let Some(client) = to_client(&expr) {
         let written = client.to_string();
@@ -88,6 +91,74 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(to_client(&back).as_ref(), Some(&client), "the client wrote {written:?}");
     }
 });
+
+fn check_like(expr: &Expr) {
+    match expr {
+        Expr::And(a, b) | Expr::Or(a, b) => {
+            check_like(a);
+            check_like(b);
+        }
+        Expr::Not(a) => check_like(a),
+        Expr::Compare(..) => {}
+        Expr::Text(_, _, pattern) => {
+            let pattern = format!("%{pattern}");
+            if pattern.chars().count() > 64 {
+                return;
+            }
+            for text in ["", "Ann O'Neil", "ann@example.com", "%_[]^-%_[]^-", &"a".repeat(100), &"ab".repeat(50)] {
+                let expected = like_by_every_split(text, &pattern);
+                assert_eq!(filter::like(text, &pattern), expected, "{text:?} LIKE {pattern:?}");
+            }
+        }
+    }
+}
+
+/// T-SQL LIKE as the emulator first wrote it (every split at every `%`), remembering what it has tried.
+fn like_by_every_split(text: &str, pattern: &str) -> bool {
+    let text: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
+    let pattern: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
+    let mut tried = HashMap::new();
+    like_at(&text, &pattern, 0, 0, &mut tried)
+}
+
+fn like_at(text: &[char], pattern: &[char], t: usize, p: usize, tried: &mut HashMap<(usize, usize), bool>) -> bool {
+    if let Some(&known) = tried.get(&(t, p)) {
+        return known;
+    }
+    let (rest, pat) = (&text[t..], &pattern[p..]);
+    let result = match pat.first() {
+        None => rest.is_empty(),
+        Some('%') => (t..=text.len()).any(|i| like_at(text, pattern, i, p + 1, tried)),
+        Some('_') => !rest.is_empty() && like_at(text, pattern, t + 1, p + 1, tried),
+        Some('[') => match pat.iter().position(|c| *c == ']') {
+            None => rest.first() == Some(&'[') && like_at(text, pattern, t + 1, p + 1, tried),
+            Some(end) => match rest.first() {
+                None => false,
+                Some(&c) => {
+                    let (negate, set) = match pat.get(1) {
+                        Some('^') => (true, &pat[2..end]),
+                        _ => (false, &pat[1..end]),
+                    };
+                    let mut in_set = false;
+                    let mut i = 0;
+                    while i < set.len() {
+                        if i + 2 < set.len() && set[i + 1] == '-' {
+                            in_set |= set[i] <= c && c <= set[i + 2];
+                            i += 3;
+                        } else {
+                            in_set |= set[i] == c;
+                            i += 1;
+                        }
+                    }
+                    in_set != negate && like_at(text, pattern, t + 1, p + end + 1, tried)
+                }
+            },
+        },
+        Some(&c) => rest.first() == Some(&c) && like_at(text, pattern, t + 1, p + 1, tried),
+    };
+    tried.insert((t, p), result);
+    result
+}
 
 fn comparison(op: CmpOp) -> Comparison {
     match op {

@@ -8,7 +8,8 @@ use libfuzzer_sys::fuzz_target;
 
 fn key_round_trips(key: &Key) {
     let written = key.to_url();
-    let back = parse_key(&written).unwrap_or_else(|e| panic!("{key:?} written as {written:?} is refused: {}", e.message));
+    let back =
+        parse_key(&written).unwrap_or_else(|e| panic!("{key:?} written as {written:?} is refused: {}", e.message));
     assert_eq!(&back, key, "written as {written:?}");
     if let Key::Named(parts) = key {
         for (name, value) in parts {
@@ -18,7 +19,7 @@ fn key_round_trips(key: &Key) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     match parse_path(text) {
         Ok(segments) => {

@@ -22,7 +22,7 @@ fn cookie_round_trips(token: &str) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let mut lines = text.split('\n');
     let query = lines.next().unwrap_or_default();

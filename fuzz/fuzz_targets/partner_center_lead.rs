@@ -12,7 +12,7 @@ fn trimmed_and_not_blank(field: &str, text: Option<&str>) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
     let posted = PartnerCenterLead::from_json(data);
     let lead = Lead::from_json(data);
     match (&posted, &lead) {

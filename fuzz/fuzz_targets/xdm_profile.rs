@@ -6,7 +6,7 @@ use dynsync::activation::profile::{CONTACT_NAMESPACE, MalformedProfile, Profile}
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value as Json;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
     let Ok(message) = serde_json::from_slice::<Json>(data) else { return };
     let checked = Profile::validate(&message);
     let read = Profile::from_message(message.clone());
