@@ -15,6 +15,12 @@ mod serve;
 pub mod store;
 pub mod value;
 
+/// The `$batch` request parser, for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::api::batch::{Item as BatchItem, Operation as BatchOperation, boundary_of, parse_batch};
+}
+
 pub use auth::Secret;
 pub use environment::{DEFAULT_CHANGE_RETENTION, EmulatorConfig, Environment, RunningEmulator};
 pub use faults::{Fault, FaultPlan, FaultRule, Faults, When};

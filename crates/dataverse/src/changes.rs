@@ -35,7 +35,7 @@ pub enum Change {
 }
 
 #[derive(serde::Deserialize)]
-struct DeltaPage {
+pub(crate) struct DeltaPage {
     value: Vec<Record>,
     #[serde(rename = "@odata.nextLink")]
     next_link: Option<String>,
@@ -56,7 +56,7 @@ fn change_of(record: Record, url: &str) -> Result<Change, Error> {
         .ok_or_else(|| Error::UnexpectedBody { url: url.to_string(), detail: "a deleted entity without an id".into() })
 }
 
-fn changes_of(page: DeltaPage, url: &str) -> Result<(Vec<Change>, Option<String>), Error> {
+pub(crate) fn changes_of(page: DeltaPage, url: &str) -> Result<(Vec<Change>, Option<String>), Error> {
     let mut changes = page.value.into_iter().map(|r| change_of(r, url)).collect::<Result<Vec<_>, _>>()?;
     if let Some(delta) = page.delta_link {
         changes.push(Change::Token(DeltaToken(delta)));

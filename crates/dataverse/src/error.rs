@@ -44,6 +44,10 @@ pub struct ApiError {
     pub kind: ErrorKind,
 }
 
+/// The longest wait a `Retry-After` is taken for. Dataverse asks for seconds or minutes (its windows are 300 s);
+/// more is a server's mistake, and a wait past what an `Instant` can hold would panic the client's pause.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// The property name in "Could not find a property named 'x'" or "The property 'x' does not exist".
 fn property_in(message: &str) -> Option<String> {
     for marker in ["Could not find a property named '", "The property '"] {
@@ -92,7 +96,9 @@ impl ApiError {
     pub fn from_parts(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> ApiError {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let request_id = header("req_id");
-        let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+        let retry_after = header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|seconds| Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
         let parsed: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let code = parsed["error"]["code"].as_str().unwrap_or_default().to_string();
         // Only a Dataverse error's own message is repeated: whatever else answered (a proxy, a misnamed host) may
@@ -209,6 +215,20 @@ mod tests {
         let long = format!(r#"{{"error":{{"code":"0x1","message":"{}"}}}}"#, "m".repeat(10_000));
         let error = ApiError::from_parts(400, &headers, long.as_bytes());
         assert_eq!(error.message.chars().count(), 2_001, "a Dataverse message is kept, cut short");
+    }
+
+    #[test]
+    fn a_retry_after_of_centuries_is_capped_so_that_pausing_for_it_is_not_a_panic() {
+        // Found by fuzz/run (client_replies): Instant::now() + 1169852274605654717 s overflowed in pause_for.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after", "001169852274605654717".parse().unwrap());
+        let body = br#"{"error":{"code":"0x80072322","message":"Number of requests exceeded the limit"}}"#;
+        let error = ApiError::from_parts(429, &headers, body);
+        assert_eq!(error.kind, ErrorKind::Throttled(ThrottleLimit::Requests));
+        assert_eq!(error.retry_after, Some(MAX_RETRY_AFTER));
+        crate::executor::Executor::new(Default::default()).pause_for(error.retry_after.unwrap());
+        headers.insert("retry-after", "30".parse().unwrap());
+        assert_eq!(ApiError::from_parts(429, &headers, body).retry_after, Some(Duration::from_secs(30)));
     }
 
     #[test]

@@ -42,6 +42,19 @@ pub mod executor;
 pub mod metadata;
 pub mod query;
 
+/// Parsers of server text that are not public on their own, for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::{Change, Error};
+
+    /// A page of changes as [`Client::changes`](crate::Client::changes) reads it: the changes, then the next link.
+    pub fn delta_page(body: &[u8]) -> Result<(Vec<Change>, Option<String>), Error> {
+        let page = serde_json::from_slice(body)
+            .map_err(|e| Error::UnexpectedBody { url: "delta page".into(), detail: e.to_string() })?;
+        crate::changes::changes_of(page, "delta page")
+    }
+}
+
 pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};

@@ -21,17 +21,17 @@ pub const MAX_OPERATIONS: usize = 1000;
 
 /// One operation of a batch, as its `application/http` part carries it.
 #[derive(Debug)]
-struct Operation {
-    content_id: Option<String>,
-    method: Method,
+pub struct Operation {
+    pub content_id: Option<String>,
+    pub method: Method,
     /// The URL as written: relative to the host, to the service root, or absolute.
-    url: String,
-    headers: HeaderMap,
-    body: Bytes,
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 #[derive(Debug)]
-enum Item {
+pub enum Item {
     Single(Operation),
     ChangeSet(Vec<Operation>),
 }
@@ -365,7 +365,7 @@ fn undeclared(reference: &str) -> ApiError {
 // --------------------------------------------------------------------------------------------- parsing
 
 /// The boundary of a `multipart/mixed` content type; quotes optional.
-fn boundary_of(content_type: &str) -> Option<String> {
+pub fn boundary_of(content_type: &str) -> Option<String> {
     let mut items = content_type.split(';').map(str::trim);
     if !items.next()?.eq_ignore_ascii_case("multipart/mixed") {
         return None;
@@ -453,7 +453,7 @@ fn headers_and_body(part: &[u8]) -> ApiResult<Section<'_>> {
     Ok(Section { headers, other_lines: other, body })
 }
 
-fn parse_batch(body: &[u8], boundary: &str) -> ApiResult<Vec<Item>> {
+pub fn parse_batch(body: &[u8], boundary: &str) -> ApiResult<Vec<Item>> {
     split_parts(body, boundary, true)?
         .into_iter()
         .map(|part| {

@@ -9,7 +9,7 @@ use super::records::{MAX_PAGE, page_size};
 use super::{Request, json_response, set_header, with_work};
 use crate::error::{ApiError, ApiResult, code};
 use crate::limits::Work;
-use crate::odata::query::{QueryOptions, encode_query_value};
+use crate::odata::query::{QueryOptions, encode_query_option};
 use crate::records::{Selection, row_json};
 use crate::schema::Table;
 use crate::store::Data;
@@ -188,8 +188,7 @@ pub fn query(request: &Request, table: &Table, options: &QueryOptions) -> ApiRes
 }
 
 fn link(request: &Request, table: &Table, query: &[(String, String)]) -> String {
-    let query: Vec<String> =
-        query.iter().map(|(k, v)| format!("{}={}", encode_query_value(k), encode_query_value(v))).collect();
+    let query: Vec<String> = query.iter().map(|(k, v)| encode_query_option(k, v)).collect();
     format!("{}/{}?{}", request.base, table.entity_set_name, query.join("&"))
 }
 

@@ -1,6 +1,6 @@
 //! The HTTP surface: the token endpoint and the Web API under `/api/data/v9.x/`.
 
-mod batch;
+pub(crate) mod batch;
 mod bulk;
 mod changes;
 mod metadata;

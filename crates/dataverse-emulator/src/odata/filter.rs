@@ -269,7 +269,15 @@ struct Parser<'a> {
     text: &'a str,
     tokens: Vec<Token>,
     pos: usize,
+    /// The parentheses and `not`s the parser is inside of.
+    nesting: usize,
 }
+
+/// How deep a `$filter` may nest parentheses and `not` inside one another. Parsing, binding and evaluating
+/// recurse once a level (several kB of stack a level in a debug build), so a deeper filter is refused rather than
+/// let overflow the stack of the thread serving the request. Chains of `and` or `or` are built as balanced trees:
+/// a chain of n links is log2(n) levels deep.
+pub const MAX_FILTER_DEPTH: usize = 100;
 
 const UNSUPPORTED_OPERATORS: &[&str] = &["add", "sub", "mul", "div", "divby", "mod", "has", "in"];
 
@@ -289,6 +297,27 @@ impl Parser<'_> {
         syntax_error(self.text, self.pos, what)
     }
 
+    /// Checks that a tree `depth` levels deep, at the current nesting, stays within [`MAX_FILTER_DEPTH`].
+    fn within_depth(&self, depth: usize) -> ApiResult<()> {
+        if self.nesting + depth <= MAX_FILTER_DEPTH {
+            return Ok(());
+        }
+        Err(ApiError::bad_query(format!(
+            "The $filter nests parentheses and 'not' more than {MAX_FILTER_DEPTH} levels deep at position {} in '{}': \
+             write it with fewer levels, or split the query.",
+            self.pos, self.text
+        )))
+    }
+
+    /// Parses what `nested` parses one level further in (inside parentheses or a `not`).
+    fn nested(&mut self, nested: impl FnOnce(&mut Self) -> ApiResult<(Expr, usize)>) -> ApiResult<(Expr, usize)> {
+        self.nesting += 1;
+        self.within_depth(0)?;
+        let parsed = nested(self);
+        self.nesting -= 1;
+        parsed
+    }
+
     fn expect(&mut self, token: Token, what: &str) -> ApiResult<()> {
         if self.peek() == Some(&token) {
             self.pos += 1;
@@ -298,39 +327,45 @@ impl Parser<'_> {
         }
     }
 
-    fn or(&mut self) -> ApiResult<Expr> {
-        let mut left = self.and()?;
+    /// An expression and how many levels of `and`, `or` and `not` it has above its comparisons.
+    fn or(&mut self) -> ApiResult<(Expr, usize)> {
+        let mut operands = vec![self.and()?];
         while self.peek_word() == Some("or") {
             self.pos += 1;
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+            operands.push(self.and()?);
         }
-        Ok(left)
+        let (expr, depth) = balanced(operands, Expr::Or);
+        self.within_depth(depth)?;
+        Ok((expr, depth))
     }
 
-    fn and(&mut self) -> ApiResult<Expr> {
-        let mut left = self.unary()?;
+    fn and(&mut self) -> ApiResult<(Expr, usize)> {
+        let mut operands = vec![self.unary()?];
         while self.peek_word() == Some("and") {
             self.pos += 1;
-            left = Expr::And(Box::new(left), Box::new(self.unary()?));
+            operands.push(self.unary()?);
         }
-        Ok(left)
+        let (expr, depth) = balanced(operands, Expr::And);
+        self.within_depth(depth)?;
+        Ok((expr, depth))
     }
 
-    fn unary(&mut self) -> ApiResult<Expr> {
+    fn unary(&mut self) -> ApiResult<(Expr, usize)> {
         if self.peek_word() == Some("not") {
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            let (inner, depth) = self.nested(Self::unary)?;
+            return Ok((Expr::Not(Box::new(inner)), depth + 1));
         }
         if self.peek() == Some(&Token::Open) {
             self.pos += 1;
-            let inner = self.or()?;
+            let inner = self.nested(Self::or)?;
             self.expect(Token::Close, "')'")?;
             return Ok(inner);
         }
         if let (Some(Token::Word(name)), Some(Token::Open)) = (self.tokens.get(self.pos), self.tokens.get(self.pos + 1))
         {
             let name = name.clone();
-            return self.function(&name);
+            return Ok((self.function(&name)?, 0));
         }
         let left = self.operand()?;
         let op = match self.peek_word() {
@@ -347,7 +382,7 @@ impl Parser<'_> {
         };
         self.pos += 1;
         let right = self.operand()?;
-        Ok(Expr::Compare(op, left, right))
+        Ok((Expr::Compare(op, left, right), 0))
     }
 
     fn operand(&mut self) -> ApiResult<Operand> {
@@ -388,11 +423,22 @@ impl Parser<'_> {
     }
 }
 
+/// `a or b or c or d` as `(a or b) or (c or d)`: the same operands in the same order, log2(n) levels deep instead
+/// of n, so that a long chain does not recurse once a link when it is bound and evaluated.
+fn balanced(mut operands: Vec<(Expr, usize)>, join: fn(Box<Expr>, Box<Expr>) -> Expr) -> (Expr, usize) {
+    if operands.len() == 1 {
+        return operands.pop().expect("one operand");
+    }
+    let right = operands.split_off(operands.len() / 2);
+    let ((left, left_depth), (right, right_depth)) = (balanced(operands, join), balanced(right, join));
+    (join(Box::new(left), Box::new(right)), left_depth.max(right_depth) + 1)
+}
+
 /// Parses `$filter`, replacing `@alias` parameters with their values from the query string.
 pub fn parse(text: &str, aliases: &HashMap<String, String>) -> ApiResult<Expr> {
     let tokens = Lexer::tokens(text, aliases, 0)?;
-    let mut parser = Parser { text, tokens, pos: 0 };
-    let expr = parser.or()?;
+    let mut parser = Parser { text, tokens, pos: 0, nesting: 0 };
+    let (expr, _depth) = parser.or()?;
     if parser.pos != parser.tokens.len() {
         return Err(parser.error("end of expression"));
     }
@@ -426,40 +472,95 @@ impl Expr {
 pub fn like(text: &str, pattern: &str) -> bool {
     let text: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
     let pattern: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
-    like_at(&text, &pattern)
+    like_at(&text, &pieces(&pattern))
 }
 
-fn like_at(text: &[char], pattern: &[char]) -> bool {
-    let Some(&p) = pattern.first() else {
-        return text.is_empty();
-    };
-    match p {
-        '%' => (0..=text.len()).any(|i| like_at(&text[i..], &pattern[1..])),
-        '_' => !text.is_empty() && like_at(&text[1..], &pattern[1..]),
-        '[' => {
-            let Some(end) = pattern.iter().position(|c| *c == ']') else {
-                return text.first() == Some(&'[') && like_at(&text[1..], &pattern[1..]);
-            };
-            let Some(&c) = text.first() else { return false };
-            let (negate, set) = match pattern.get(1) {
-                Some('^') => (true, &pattern[2..end]),
-                _ => (false, &pattern[1..end]),
-            };
-            let mut in_set = false;
-            let mut i = 0;
-            while i < set.len() {
-                if i + 2 < set.len() && set[i + 1] == '-' {
-                    in_set |= set[i] <= c && c <= set[i + 2];
-                    i += 3;
-                } else {
-                    in_set |= set[i] == c;
-                    i += 1;
+/// A piece of a `LIKE` pattern: `%`, or what matches exactly one character.
+enum Piece<'p> {
+    AnyRun,
+    One,
+    Char(char),
+    /// `[…]`: the characters and `a-z` ranges between the brackets, or all others when `negate` (`[^…]`).
+    Set {
+        negate: bool,
+        set: &'p [char],
+    },
+}
+
+impl Piece<'_> {
+    fn matches(&self, c: char) -> bool {
+        match self {
+            Piece::AnyRun | Piece::One => true,
+            Piece::Char(p) => *p == c,
+            Piece::Set { negate, set } => {
+                let mut in_set = false;
+                let mut i = 0;
+                while i < set.len() {
+                    if i + 2 < set.len() && set[i + 1] == '-' {
+                        in_set |= set[i] <= c && c <= set[i + 2];
+                        i += 3;
+                    } else {
+                        in_set |= set[i] == c;
+                        i += 1;
+                    }
                 }
+                in_set != *negate
             }
-            in_set != negate && like_at(&text[1..], &pattern[end + 1..])
         }
-        _ => text.first() == Some(&p) && like_at(&text[1..], &pattern[1..]),
     }
+}
+
+/// A pattern's pieces; a `[` without a closing `]` is the character itself.
+fn pieces(pattern: &[char]) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < pattern.len() {
+        let rest = &pattern[i..];
+        let (piece, width) = match rest[0] {
+            '%' => (Piece::AnyRun, 1),
+            '_' => (Piece::One, 1),
+            '[' => match rest.iter().position(|c| *c == ']') {
+                Some(end) => match rest.get(1) {
+                    Some('^') => (Piece::Set { negate: true, set: &rest[2..end] }, end + 1),
+                    _ => (Piece::Set { negate: false, set: &rest[1..end] }, end + 1),
+                },
+                None => (Piece::Char('['), 1),
+            },
+            c => (Piece::Char(c), 1),
+        };
+        out.push(piece);
+        i += width;
+    }
+    out
+}
+
+/// Every piece but `%` takes one character, so a mismatch after a `%` only has to retry that `%` one character
+/// further on: time proportional to text × pattern, where trying every split at every `%` was exponential.
+fn like_at(text: &[char], pieces: &[Piece<'_>]) -> bool {
+    let (mut t, mut p) = (0, 0);
+    // The piece after the last `%` seen, and the text position that `%` has taken up to.
+    let mut retry: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pieces.get(p) {
+            Some(Piece::AnyRun) => {
+                p += 1;
+                retry = Some((p, t));
+            }
+            Some(piece) if piece.matches(text[t]) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match retry {
+                Some((after, taken)) => {
+                    p = after;
+                    t = taken + 1;
+                    retry = Some((after, taken + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pieces[p..].iter().all(|piece| matches!(piece, Piece::AnyRun))
 }
 
 // ----------------------------------------------------------------------------------- records: binding
@@ -738,6 +839,83 @@ mod tests {
         assert!(like("abc", "[a-c]bc"));
         assert!(!like("abc", "[^a]bc"));
         assert!(!like("abc", "b%"));
+    }
+
+    #[test]
+    fn a_like_pattern_of_many_percent_signs_takes_time_in_proportion_not_exponential() {
+        // contains(firstname,'%a%a…%b') over a long name tried every split at every '%': hours for one row.
+        let name = "a".repeat(160);
+        let pattern = format!("%{}%b%", "a%".repeat(12));
+        assert!(!like(&name, &pattern));
+        assert!(like(&format!("{name}b"), &pattern));
+        assert!(like("x[y", "%[%"), "a '[' that no ']' closes is itself");
+        assert!(like("ab", "[^]b") && !like("ab", "[]b"), "empty sets");
+        assert!(like("q-z", "_[-]%") && like("hello", "h[a-f]%o"));
+    }
+
+    #[test]
+    fn a_filter_of_deeply_nested_parentheses_or_nots_is_refused_not_a_stack_overflow() {
+        // Found by fuzz/run (emulator_filter): the parser recursed once a level and overflowed the stack.
+        let depth = MAX_FILTER_DEPTH + 1;
+        for text in [
+            format!("{}statecode eq 0{}", "(".repeat(30_000), ")".repeat(30_000)),
+            format!("{}statecode eq 0", "not ".repeat(15_000)),
+            format!("{}statecode eq 0{}", "(".repeat(depth), ")".repeat(depth)),
+            format!("{}statecode eq 0", "not (".repeat(depth / 2 + 1)) + &")".repeat(depth / 2 + 1),
+        ] {
+            let error = p(&text).unwrap_err();
+            assert_eq!(error.status, 400);
+            assert!(
+                error
+                    .message
+                    .starts_with("The $filter nests parentheses and 'not' more than 100 levels deep at position"),
+                "{}",
+                error.message
+            );
+            assert!(error.message.ends_with("write it with fewer levels, or split the query."), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn a_long_chain_is_a_balanced_tree_with_its_operands_in_order() {
+        let e = p("a eq 1 or b eq 2 or c eq 3").unwrap();
+        let mut members = Vec::new();
+        e.members(&mut members);
+        assert_eq!(members, [["a"], ["b"], ["c"]]);
+        let chain = format!("{}statecode eq 0", "statecode eq 1 or ".repeat(6_500));
+        assert!(p(&chain).is_ok(), "a chain is log2(6,501) = 13 levels deep");
+    }
+
+    #[test]
+    fn a_filter_at_the_depth_limit_is_read_bound_and_evaluated_on_a_worker_thread_stack() {
+        let table = crate::schema::builtin_tables().into_iter().find(|t| t.logical_name == "contact").unwrap();
+        let row = Row::from([("statecode".to_string(), Value::Int(0))]);
+        let chain = "statecode eq 1 or ".repeat(6_000);
+        let filters = [
+            format!("{}statecode eq 0{}", "(".repeat(MAX_FILTER_DEPTH), ")".repeat(MAX_FILTER_DEPTH)),
+            format!("{}statecode eq 0", "not ".repeat(MAX_FILTER_DEPTH)),
+            format!("{}{chain}statecode eq 0{}", "(".repeat(MAX_FILTER_DEPTH - 13), ")".repeat(MAX_FILTER_DEPTH - 13)),
+            format!("{}({chain}statecode eq 0)", "not not ".repeat((MAX_FILTER_DEPTH - 14) / 2)),
+        ];
+        // Tokio's worker threads, which serve the emulator's requests, have 2 MiB stacks.
+        let evaluated = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                filters
+                    .iter()
+                    .map(|text| {
+                        let expr = p(text).unwrap_or_else(|e| panic!("{}", e.message));
+                        let mut members = Vec::new();
+                        expr.members(&mut members);
+                        let _ = matches_json(&expr, &serde_json::json!({"statecode": 0}), "contact");
+                        Predicate::bind(&expr, &table).unwrap().matches(&row)
+                    })
+                    .collect::<Vec<bool>>()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(evaluated, [true, true, true, true]);
     }
 
     #[test]

@@ -169,6 +169,19 @@ mod tests {
     }
 
     #[test]
+    fn a_number_in_a_profile_is_the_same_when_the_job_reads_the_stored_message_back() {
+        // Found by fuzz/run (xdm_profile): the API stores `message.to_string()` and the job parses it again; a
+        // float parsed a bit off came back another bit off.
+        let text =
+            r#"{"identityMap": {"Id": [{"id": "00000002"}]}, "0ersohp": {"ups": {"aud-1": {"sttus":6.566663e66}}}}"#;
+        let message: Json = serde_json::from_str(text).unwrap();
+        let stored: Json = serde_json::from_str(&message.to_string()).unwrap();
+        assert_eq!(Profile::from_message(stored).unwrap(), Profile::from_message(message).unwrap());
+        let value: Json = serde_json::from_str("6.566663e66").unwrap();
+        assert_eq!(value.as_f64(), Some(6.566663e66));
+    }
+
+    #[test]
     fn malformed_messages_say_what_to_send() {
         assert_eq!(Profile::from_message(json!([1])), Err(MalformedProfile::NotAnObject));
         assert_eq!(Profile::from_message(json!({"body": {}})), Err(MalformedProfile::NoEntity));
