@@ -2,7 +2,7 @@
 //! profile, stored as JSON text and read again by the activation job.
 #![no_main]
 
-use dynsync::activation::profile::{CONTACT_NAMESPACE, MalformedProfile, Profile};
+use dynsync::activation::profile::{CONTACT_NAMESPACE, Profile};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value as Json;
 
@@ -60,7 +60,6 @@ fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
         let listed = ups.and_then(|u| u.get(audience)).and_then(|m| m["status"].as_str()).expect("listed");
         assert!(listed.eq_ignore_ascii_case(&status.to_string()), "{audience}: {listed} read as {status}");
     }
-    let _ = MalformedProfile::NoEntity.to_string();
 });
 
 /// Dotted paths to the entity's values: (path, whether a key on the way has a dot, the value).
