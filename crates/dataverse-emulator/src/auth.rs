@@ -180,6 +180,34 @@ impl TokenError {
         )
     }
 
+    /// A query parameter the request lacks (discovery endpoints).
+    pub fn missing_query(parameter: &str) -> Self {
+        Self::new(
+            400,
+            "invalid_request",
+            900144,
+            format!("The request must contain the query parameter '{parameter}'."),
+        )
+    }
+
+    /// Instance discovery for an authority that is not this environment's.
+    pub fn unknown_instance(endpoint: &str) -> Self {
+        Self::new(
+            400,
+            "invalid_instance",
+            50049,
+            format!(
+                "Unknown or invalid instance: '{endpoint}'. Use this environment's authority, {{url}}/{{tenant}}, \
+                 as printed when the emulator started."
+            ),
+        )
+    }
+
+    /// The same problem under another OAuth error name (`invalid_tenant` on the discovery endpoints).
+    pub fn named(self, error: &'static str) -> Self {
+        TokenError { error, ..self }
+    }
+
     pub fn body(&self) -> Json {
         let trace = Uuid::new_v4();
         let correlation = Uuid::new_v4();
@@ -207,6 +235,25 @@ pub struct Grant {
 }
 
 impl Directory {
+    /// Whether `tenant` is this directory's id; `organizations` and `common` too where `shared` (a user's
+    /// sign-in and discovery, not an application's, which must name its tenant).
+    pub fn known_tenant(&self, tenant: &str, shared: bool) -> Result<(), TokenError> {
+        if tenant.eq_ignore_ascii_case(&self.tenant_id.to_string())
+            || (shared && ["organizations", "common"].contains(&tenant))
+        {
+            return Ok(());
+        }
+        Err(TokenError::new(
+            400,
+            "invalid_request",
+            90002,
+            format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. \
+                 Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+            ),
+        ))
+    }
+
     /// Answers one token request. `resource` is the environment URL that scopes must name.
     pub fn token(&self, tenant: &str, form: &HashMap<String, String>, resource: &str) -> Result<Json, TokenError> {
         let grant = self.grant(tenant, form, resource)?;
@@ -232,19 +279,7 @@ impl Directory {
     fn grant(&self, tenant: &str, form: &HashMap<String, String>, resource: &str) -> Result<Grant, TokenError> {
         let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
         let grant_type = field("grant_type").ok_or_else(|| TokenError::missing("grant_type"))?;
-        let tenant_ok = tenant.eq_ignore_ascii_case(&self.tenant_id.to_string())
-            || (tenant == "organizations" && grant_type != "client_credentials");
-        if !tenant_ok {
-            return Err(TokenError::new(
-                400,
-                "invalid_request",
-                90002,
-                format!(
-                    "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. \
-                     Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
-                ),
-            ));
-        }
+        self.known_tenant(tenant, grant_type != "client_credentials")?;
         if !["client_credentials", "password", "refresh_token"].contains(&grant_type) {
             return Err(TokenError::new(
                 400,

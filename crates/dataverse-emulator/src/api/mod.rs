@@ -2,7 +2,9 @@
 
 pub(crate) mod batch;
 mod bulk;
+mod bulk_delete;
 mod changes;
+mod discovery;
 mod metadata;
 mod records;
 
@@ -17,7 +19,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +31,10 @@ pub const ODATA_JSON: &str = "application/json; odata.metadata=minimal";
 pub fn router(environment: Arc<Environment>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(discovery::openid_configuration_v2))
+        .route("/{tenant}/.well-known/openid-configuration", get(discovery::openid_configuration_v1))
+        .route("/{tenant}/discovery/v2.0/keys", get(discovery::keys))
+        .route("/common/discovery/instance", get(discovery::instance))
         .route("/api/data/{version}", any(web_api))
         .route("/api/data/{version}/", any(web_api))
         .route("/api/data/{version}/{*path}", any(web_api))
@@ -158,8 +164,7 @@ async fn web_api(
             Err(throttled) => throttled_response(&throttled),
             Ok(mut admission) => {
                 let started = Instant::now();
-                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
-                let origin = host.map(|h| format!("http://{h}")).unwrap_or_else(|| env.url.clone());
+                let origin = origin(&env, &uri, &headers);
                 let mut response = match route(env.clone(), caller, origin, method, uri, headers, body).await {
                     Ok(response) => response,
                     Err(error) => error_response(&error),
@@ -190,6 +195,18 @@ async fn web_api(
     set_header(&mut response, "req_id", &request_id);
     set_header(&mut response, "x-ms-service-request-id", &request_id);
     response
+}
+
+/// `scheme://host:port` as the client called it, for the links the answer carries: the host from `Host`
+/// (HTTP/1.1) or the request's authority (HTTP/2), the scheme always the environment's own — a client on
+/// HTTPS must be sent to HTTPS links whichever HTTP version it speaks.
+fn origin(env: &Environment, uri: &Uri, headers: &HeaderMap) -> String {
+    let scheme = env.url.split_once("://").map_or("http", |(scheme, _)| scheme);
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()));
+    match host {
+        Some(host) => format!("{scheme}://{host}"),
+        None => env.url.clone(),
+    }
 }
 
 fn throttled_response(throttled: &Throttled) -> Response {
@@ -246,6 +263,7 @@ async fn route(
         "DeleteOptionValue" if segments.len() == 1 && request.method == Method::POST => {
             metadata::delete_option_value(&request).await
         }
+        "BulkDelete" if segments.len() == 1 && request.method == Method::POST => bulk_delete::submit(&request).await,
         "sdkmessagefilters" if segments.len() == 1 && request.method == Method::GET => {
             let data = request.env.store.read();
             bulk::message_filters(&data, &request)

@@ -434,6 +434,16 @@ fn balanced(mut operands: Vec<(Expr, usize)>, join: fn(Box<Expr>, Box<Expr>) -> 
     (join(Box::new(left), Box::new(right)), left_depth.max(right_depth) + 1)
 }
 
+/// `a and b and …` as a balanced tree, for filters built from other query languages; `None` for no operands.
+pub fn all_of(operands: Vec<Expr>) -> Option<Expr> {
+    (!operands.is_empty()).then(|| balanced(operands.into_iter().map(|e| (e, 0)).collect(), Expr::And).0)
+}
+
+/// `a or b or …` as a balanced tree; `None` for no operands.
+pub fn any_of(operands: Vec<Expr>) -> Option<Expr> {
+    (!operands.is_empty()).then(|| balanced(operands.into_iter().map(|e| (e, 0)).collect(), Expr::Or).0)
+}
+
 /// Parses `$filter`, replacing `@alias` parameters with their values from the query string.
 pub fn parse(text: &str, aliases: &HashMap<String, String>) -> ApiResult<Expr> {
     let tokens = Lexer::tokens(text, aliases, 0)?;

@@ -422,8 +422,60 @@ fn systemuser() -> Table {
     b.standard_columns(&[(0, "Active", 1), (1, "Inactive", 2)], &[(1, "Active", 0), (2, "Inactive", 1)]).build()
 }
 
+/// The state and status of a system job (`asyncoperation`), shared by the bulk deletion that tracks one.
+const JOB_STATES: &[(i32, &str, i32)] =
+    &[(0, "Ready", 0), (1, "Suspended", 10), (2, "Locked", 20), (3, "Completed", 30)];
+const JOB_STATUSES: &[(i32, &str, i32)] = &[
+    (0, "Waiting For Resources", 0),
+    (10, "Waiting", 1),
+    (20, "In Progress", 2),
+    (21, "Pausing", 2),
+    (22, "Canceling", 2),
+    (30, "Succeeded", 3),
+    (31, "Failed", 3),
+    (32, "Canceled", 3),
+];
+
+/// A system job (`asyncoperation`): what an asynchronous action such as `BulkDelete` started, and how it went.
+fn asyncoperation() -> Table {
+    TableBuilder::new("asyncoperation", "asyncoperations", ("System Job", "System Jobs"), "name", 4700)
+        .description("Process whose execution can proceed independently or in the background.")
+        .attr("name", "System Job Name", AttributeKind::string(256))
+        .attr(
+            "operationtype",
+            "System Job Type",
+            AttributeKind::picklist(&[(13, "Bulk Delete"), (94, "Bulk Delete Subprocess")]),
+        )
+        .attr("message", "Message", AttributeKind::Memo { max_length: 1_073_741_823 })
+        .attr("friendlymessage", "Friendly message", AttributeKind::Memo { max_length: 1_073_741_823 })
+        .attr("startedon", "Started On", AttributeKind::date_time())
+        .attr("completedon", "Completed On", AttributeKind::date_time())
+        .attr("postponeuntil", "Postpone Until", AttributeKind::date_time())
+        .standard_columns(JOB_STATES, JOB_STATUSES)
+        .build()
+}
+
+/// A bulk deletion (`bulkdeleteoperation`): the records a `BulkDelete` job deleted and failed to delete.
+fn bulkdeleteoperation() -> Table {
+    TableBuilder::new(
+        "bulkdeleteoperation",
+        "bulkdeleteoperations",
+        ("Bulk Delete Operation", "Bulk Delete Operations"),
+        "name",
+        4424,
+    )
+    .description("User-submitted bulk deletion job.")
+    .attr("name", "Name", AttributeKind::string(256))
+    .attr("asyncoperationid", "System Job", AttributeKind::lookup("asyncoperation", "AsyncOperationId"))
+    .attr("successcount", "Success Count", AttributeKind::integer())
+    .attr("failurecount", "Failure Count", AttributeKind::integer())
+    .attr("isrecurring", "Is Recurring", AttributeKind::yes_no("Yes", "No", false))
+    .standard_columns(JOB_STATES, JOB_STATUSES)
+    .build()
+}
+
 pub fn builtin_tables() -> Vec<Table> {
-    vec![account(), annotation(), contact(), lead(), systemuser()]
+    vec![account(), annotation(), asyncoperation(), bulkdeleteoperation(), contact(), lead(), systemuser()]
 }
 
 #[cfg(test)]

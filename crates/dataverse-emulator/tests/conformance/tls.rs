@@ -31,3 +31,50 @@ async fn https_with_a_certificate_clients_can_trust() {
     assert_eq!(std::fs::read(&certificate).unwrap(), pem);
     assert_eq!(token_for(&http, &emulator).await.split('.').count(), 3);
 }
+
+/// §12.2: every link an answer carries — `OData-EntityId`, `@odata.context`, `@odata.nextLink`,
+/// `@odata.deltaLink` — says `https` under `--tls`, whether the client speaks HTTP/1.1 or HTTP/2.
+#[tokio::test]
+async fn links_12_2_say_https_to_http1_and_http2_clients_under_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = dir.path().join("emulator.pem");
+    let emulator = EmulatorConfig { tls_certificate: Some(certificate.clone()), ..config() }.start().await.unwrap();
+    let pem = std::fs::read(&certificate).unwrap();
+    let trusting = || reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]);
+    let token = token_for(&trusting().build().unwrap(), &emulator).await;
+    for (version, http) in
+        [("HTTP/1.1", trusting().http1_only().build().unwrap()), ("HTTP/2", trusting().build().unwrap())]
+    {
+        let send = |method: reqwest::Method, path: &str, prefer: &str| {
+            http.request(method, format!("{}{path}", emulator.web_api)).bearer_auth(&token).header("Prefer", prefer)
+        };
+        for name in ["A", "B"] {
+            let created = send(reqwest::Method::POST, "accounts", "return=minimal")
+                .json(&serde_json::json!({"name": name}))
+                .send()
+                .await
+                .unwrap();
+            let id = created.headers()["odata-entityid"].to_str().unwrap();
+            assert!(id.starts_with("https://"), "{version}: OData-EntityId {id}");
+        }
+        let page: serde_json::Value = send(reqwest::Method::GET, "accounts?$select=name", "odata.maxpagesize=1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for link in ["@odata.context", "@odata.nextLink"] {
+            assert!(page[link].as_str().unwrap().starts_with("https://"), "{version}: {link} {}", page[link]);
+        }
+        let delta: serde_json::Value = send(reqwest::Method::GET, "accounts?$select=name", "odata.track-changes")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let link = delta["@odata.deltaLink"].as_str().unwrap_or_default();
+        assert!(link.starts_with("https://"), "{version}: @odata.deltaLink {link}");
+    }
+}
