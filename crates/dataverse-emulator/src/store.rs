@@ -108,6 +108,11 @@ impl TableRows {
     }
 
     /// Builds a new key's index. Fails, naming the values, if two rows already share them.
+    /// Drops the index of a key that was deleted.
+    pub fn forget_key(&mut self, key_name: &str) {
+        self.key_index.remove(key_name);
+    }
+
     pub fn index_key(&mut self, key: &crate::schema::AlternateKey) -> Result<(), Vec<String>> {
         let mut index = HashMap::new();
         for (id, row) in &self.rows {
@@ -223,6 +228,29 @@ impl Data {
         self.tables.entry(table.logical_name.clone()).or_default();
         self.schema.insert(table);
     }
+
+    /// Removes a table with its rows and tombstones, for good: a table created later with the same name
+    /// starts empty.
+    pub fn drop_table(&mut self, changes: &mut Vec<Change>, logical_name: &str) {
+        changes.push(Change::DropTable(logical_name.to_string()));
+        self.tables.remove(logical_name);
+        self.schema.remove(logical_name);
+    }
+
+    /// Removes a column's values from every row of a table, as deleting the column does.
+    pub fn drop_column(&mut self, changes: &mut Vec<Change>, table: &str, column: &str) {
+        let holding: Vec<Uuid> = self
+            .tables
+            .get(table)
+            .map(|rows| rows.rows.iter().filter(|(_, r)| r.contains_key(column)).map(|(id, _)| *id).collect())
+            .unwrap_or_default();
+        for id in holding {
+            if let Some(mut row) = self.tables.get(table).and_then(|rows| rows.get(&id)).cloned() {
+                row.remove(column);
+                self.put_row(changes, table, id, row);
+            }
+        }
+    }
 }
 
 /// One change for the journal.
@@ -240,6 +268,8 @@ pub enum Change {
         tombstone: Tombstone,
     },
     Table(Box<Table>),
+    /// A table deleted, with everything it held.
+    DropTable(String),
     Setting {
         key: String,
         value: String,
@@ -458,6 +488,7 @@ async fn commit(pool: &SqlitePool, batches: &[Batch]) -> anyhow::Result<()> {
     let mut tables = Vec::new();
     let mut settings = Vec::new();
     let mut tombstones = Vec::new();
+    let mut dropped = Vec::new();
     for change in batches.iter().flat_map(|b| &b.changes) {
         match change {
             Change::Row { table, id, json } => {
@@ -465,10 +496,26 @@ async fn commit(pool: &SqlitePool, batches: &[Batch]) -> anyhow::Result<()> {
             }
             Change::Tombstone { table, version, tombstone } => tombstones.push((table, version, tombstone)),
             Change::Table(table) => tables.push(table),
+            Change::DropTable(name) => {
+                // Whatever the same batches wrote to the table before it was dropped goes with it.
+                last.retain(|(t, _), _| *t != name.as_str());
+                tables.retain(|t| &t.logical_name != name);
+                tombstones.retain(|(t, _, _)| *t != name);
+                dropped.push(name);
+            }
             Change::Setting { key, value } => settings.push((key, value)),
         }
     }
     let mut tx = pool.begin().await?;
+    for name in dropped {
+        for statement in [
+            "DELETE FROM tables WHERE name = ?",
+            "DELETE FROM row_log WHERE tbl = ?",
+            "DELETE FROM tombstones WHERE tbl = ?",
+        ] {
+            sqlx::query(statement).bind(name).execute(&mut *tx).await?;
+        }
+    }
     for table in tables {
         sqlx::query(
             "INSERT INTO tables (name, data) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data",

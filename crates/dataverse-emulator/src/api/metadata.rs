@@ -127,18 +127,34 @@ pub fn csdl(request: &Request) -> ApiResult<Response> {
 
 // --------------------------------------------------------------------------------- metadata as JSON
 
-fn label(text: &str, id_seed: Uuid) -> Json {
-    let localized = json!({
-        "Label": text,
-        "LanguageCode": 1033,
-        "IsManaged": true,
-        "MetadataId": Uuid::new_v5(&id_seed, text.as_bytes()),
-        "HasChanged": null,
-    });
-    json!({"LocalizedLabels": [localized.clone()], "UserLocalizedLabel": localized})
+pub(super) fn label(text: &str, id_seed: Uuid) -> Json {
+    labels(text, &[], id_seed)
 }
 
-fn table_json(table: &Table) -> Map<String, Json> {
+/// A `Label`: the base language's text, which is also the caller's (`UserLocalizedLabel`), then the
+/// texts in other languages.
+fn labels(text: &str, others: &[(u32, &str)], id_seed: Uuid) -> Json {
+    let localized = |language: u32, text: &str| {
+        json!({
+            "Label": text,
+            "LanguageCode": language,
+            "IsManaged": true,
+            "MetadataId": Uuid::new_v5(&id_seed, format!("{language}/{text}").as_bytes()),
+            "HasChanged": null,
+        })
+    };
+    let base = localized(1033, text);
+    let mut all = vec![base.clone()];
+    all.extend(others.iter().map(|(language, text)| localized(*language, text)));
+    json!({"LocalizedLabels": all, "UserLocalizedLabel": base})
+}
+
+/// A managed property: a value, and whether a customizer may change it.
+fn managed(value: bool, can_be_changed: bool, logical_name: &str) -> Json {
+    json!({"Value": value, "CanBeChanged": can_be_changed, "ManagedPropertyLogicalName": logical_name})
+}
+
+pub(super) fn table_json(table: &Table) -> Map<String, Json> {
     let object = json!({
         "MetadataId": table.metadata_id,
         "LogicalName": table.logical_name,
@@ -154,6 +170,12 @@ fn table_json(table: &Table) -> Map<String, Json> {
         "OwnershipType": table.ownership,
         "TableType": "Standard",
         "ChangeTrackingEnabled": table.change_tracking_enabled,
+        // Every table the emulator holds can track changes; a custom table's setting can be changed.
+        "CanChangeTrackingBeEnabled": managed(true, table.is_custom, "canchangetrackingbeenabled"),
+        "IsCustomizable": managed(true, table.is_custom, "iscustomizable"),
+        "IsPrivate": false,
+        "IsIntersect": false,
+        "IsLogicalEntity": false,
         "IsOptimisticConcurrencyEnabled": true,
         "IsActivity": false,
         "HasNotes": false,
@@ -307,7 +329,7 @@ fn option_set(table: &Table, attribute: &Attribute) -> Option<Json> {
     }
 }
 
-fn attribute_json(table: &Table, attribute: &Attribute, position: usize) -> Map<String, Json> {
+pub(super) fn attribute_json(table: &Table, attribute: &Attribute, position: usize) -> Map<String, Json> {
     let mut m = Map::new();
     m.insert("@odata.type".into(), json!(format!("#{NS}.{}", attribute.kind.metadata_type())));
     let base = json!({
@@ -332,8 +354,8 @@ fn attribute_json(table: &Table, attribute: &Attribute, position: usize) -> Map<
             "CanBeChanged": attribute.required != crate::schema::RequiredLevel::SystemRequired,
             "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings",
         },
-        "DisplayName": label(&attribute.display_name, attribute.metadata_id),
-        "Description": label("", attribute.metadata_id),
+        "DisplayName": labels(&attribute.display_name, &attribute.labels_in_other_languages("DisplayName"), attribute.metadata_id),
+        "Description": labels(&attribute.description, &attribute.labels_in_other_languages("Description"), attribute.metadata_id),
     });
     if let Json::Object(b) = base {
         m.extend(b);
@@ -353,7 +375,7 @@ const KEY_PROPERTIES: &[&str] = &[
     "IsManaged",
 ];
 
-fn key_json(table: &Table, key: &AlternateKey) -> Map<String, Json> {
+pub(super) fn key_json(table: &Table, key: &AlternateKey) -> Map<String, Json> {
     match json!({
         "MetadataId": key.metadata_id,
         "LogicalName": key.logical_name,
@@ -372,7 +394,7 @@ fn key_json(table: &Table, key: &AlternateKey) -> Map<String, Json> {
 // ------------------------------------------------------------------------------ options on metadata
 
 /// `$select`, `$filter` and `$expand` of a metadata request, as they apply to one kind of item.
-struct MetadataOptions {
+pub(super) struct MetadataOptions {
     select: Option<Vec<String>>,
     filter: Option<crate::odata::filter::Expr>,
     expand: Vec<(String, MetadataOptionsText)>,
@@ -410,7 +432,7 @@ fn split_top_level(text: &str, separator: char) -> Vec<String> {
 }
 
 impl MetadataOptions {
-    fn parse(request: &Request) -> ApiResult<MetadataOptions> {
+    pub(super) fn parse(request: &Request) -> ApiResult<MetadataOptions> {
         let options = request.options()?;
         let mut expand = Vec::new();
         if let Some(text) = &options.expand {
@@ -447,7 +469,12 @@ impl MetadataOptions {
 
     /// Keeps the selected properties of an item (and `MetadataId`, always), checking each against the
     /// properties its type declares.
-    fn project(&self, mut item: Map<String, Json>, declared: &[&str], type_name: &str) -> ApiResult<Map<String, Json>> {
+    pub(super) fn project(
+        &self,
+        mut item: Map<String, Json>,
+        declared: &[&str],
+        type_name: &str,
+    ) -> ApiResult<Map<String, Json>> {
         let Some(select) = &self.select else {
             return Ok(item);
         };
@@ -460,7 +487,7 @@ impl MetadataOptions {
         Ok(item)
     }
 
-    fn keep(&self, item: &Map<String, Json>, type_name: &str) -> ApiResult<bool> {
+    pub(super) fn keep(&self, item: &Map<String, Json>, type_name: &str) -> ApiResult<bool> {
         match &self.filter {
             None => Ok(true),
             Some(expr) => matches_json(expr, &Json::Object(item.clone()), type_name),
@@ -470,7 +497,7 @@ impl MetadataOptions {
 
 // -------------------------------------------------------------------------------------- endpoints
 
-fn find_table<'s>(schema: &'s crate::schema::Schema, key: &Key) -> ApiResult<&'s std::sync::Arc<Table>> {
+pub(super) fn find_table<'s>(schema: &'s crate::schema::Schema, key: &Key) -> ApiResult<&'s std::sync::Arc<Table>> {
     let found = match key {
         Key::Id(id) => schema.table_by_metadata_id(*id),
         Key::Named(parts) => match parts.as_slice() {
@@ -509,8 +536,29 @@ pub async fn entity_definitions(request: &Request, segments: &[Segment]) -> ApiR
         (None, 1, &Method::POST) => create_table(request).await,
         (Some(key), 1, &Method::GET) => get_table(request, key),
         (Some(key), 1, &Method::PUT) => update_table(request, key).await,
+        (Some(key), 1, &Method::DELETE) => super::schema_changes::delete_table(request, key).await,
+        (Some(_), 1, _) => Err(ApiError::method_not_allowed(
+            "A table definition answers GET, PUT to update it and DELETE to delete a custom table.",
+        )),
+        (Some(key), 2, &Method::DELETE) if segments[1].name == "Attributes" => {
+            super::schema_changes::delete_attribute(request, key, &segments[1]).await
+        }
+        (Some(key), 2, &Method::PUT) if segments[1].name == "Attributes" => {
+            super::schema_changes::update_attribute(request, key, &segments[1]).await
+        }
         (Some(key), _, _) if segments[1].name == "Attributes" => attributes(request, key, &segments[1..]).await,
-        (Some(key), 2, _) if segments[1].name == "Keys" => keys(request, key).await,
+        (Some(key), 2, &Method::DELETE) if segments[1].name == "Keys" => {
+            super::schema_changes::delete_key(request, key, &segments[1]).await
+        }
+        (Some(key), 2, _) if segments[1].name == "Keys" && segments[1].key.is_none() => keys(request, key).await,
+        (Some(key), 2, &Method::GET)
+            if matches!(
+                segments[1].name.as_str(),
+                "OneToManyRelationships" | "ManyToOneRelationships" | "ManyToManyRelationships"
+            ) =>
+        {
+            super::relationships::of_table(request, key, &segments[1])
+        }
         _ => Err(ApiError::segment_not_found(&segments.last().expect("non-empty").name)),
     }
 }
@@ -624,7 +672,9 @@ async fn attributes(request: &Request, table_key: &Key, segments: &[Segment]) ->
         return create_attribute(request, table_key).await;
     }
     if request.method != Method::GET {
-        return Err(ApiError::method_not_allowed("Attributes answer GET, and POST to create a column."));
+        return Err(ApiError::method_not_allowed(
+            "Attributes answer GET, POST to create a column, PUT to update one and DELETE to delete one.",
+        ));
     }
     let options = MetadataOptions::parse(request)?;
     let data = request.env.store.read();
@@ -692,7 +742,7 @@ async fn attributes(request: &Request, table_key: &Key, segments: &[Segment]) ->
     Ok(json_response(StatusCode::OK, &json!({"@odata.context": context, "value": items})))
 }
 
-fn created(location: String) -> Response {
+pub(super) fn created(location: String) -> Response {
     let mut response = empty_response(StatusCode::NO_CONTENT);
     set_header(&mut response, "odata-entityid", &location);
     response

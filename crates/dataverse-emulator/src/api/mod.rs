@@ -6,7 +6,10 @@ mod bulk_delete;
 mod changes;
 mod discovery;
 mod metadata;
+mod metadata_changes;
 mod records;
+mod relationships;
+mod schema_changes;
 
 use crate::auth::TokenProblem;
 use crate::environment::Environment;
@@ -238,7 +241,6 @@ async fn route(
     if !VERSIONS.contains(&version) {
         return Err(ApiError::segment_not_found(version));
     }
-    let segments: Vec<Segment> = parse_path(path)?;
     let request = Request {
         prefer: Prefer::from_headers(&headers),
         base: format!("{origin}/api/data/{version}"),
@@ -249,6 +251,11 @@ async fn route(
         raw_query: uri.query().map(str::to_string),
         body,
     };
+    // A function whose parameters are aliases (`Query=@p1`), which a resource path does not take.
+    if path.starts_with("RetrieveMetadataChanges") {
+        return metadata_changes::retrieve(&request, path);
+    }
+    let segments: Vec<Segment> = parse_path(path)?;
     let Some(first) = segments.first() else {
         return metadata::service_document(&request);
     };
@@ -256,6 +263,10 @@ async fn route(
         "$metadata" => metadata::csdl(&request),
         "$batch" if segments.len() == 1 => batch::execute(&request).await,
         "EntityDefinitions" => metadata::entity_definitions(&request, &segments).await,
+        "RelationshipDefinitions" => relationships::definitions(&request, &segments).await,
+        "CreateEntities" if segments.len() == 1 && request.method == Method::POST => {
+            schema_changes::create_entities(&request).await
+        }
         "WhoAmI" => who_am_i(&request, &segments),
         "InsertOptionValue" if segments.len() == 1 && request.method == Method::POST => {
             metadata::insert_option_value(&request).await
@@ -268,7 +279,10 @@ async fn route(
             let data = request.env.store.read();
             bulk::message_filters(&data, &request)
         }
-        _ => records::dispatch(&request, &segments).await,
+        _ => {
+            relationships::refuse_many_to_many(&request, &segments)?;
+            records::dispatch(&request, &segments).await
+        }
     }
 }
 

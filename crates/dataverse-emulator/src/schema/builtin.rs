@@ -56,6 +56,8 @@ impl TableBuilder {
                 change_tracking_enabled: matches!(logical_name, "contact" | "account" | "lead"),
                 attributes: Vec::new(),
                 keys: Vec::new(),
+                relationships: Vec::new(),
+                many_to_many: Vec::new(),
             },
         };
         builder = builder.attr(&primary_id, display.0, AttributeKind::Uniqueidentifier).system_required().create_only();
@@ -74,6 +76,8 @@ impl TableBuilder {
             is_custom: false,
             valid_for_create: true,
             valid_for_update: true,
+            description: String::new(),
+            other_labels: Vec::new(),
         });
         self
     }

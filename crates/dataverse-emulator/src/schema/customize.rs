@@ -1,4 +1,6 @@
-//! Custom columns, tables and alternate keys, read from the bodies an admin posts to `EntityDefinitions`.
+//! Custom columns, tables and alternate keys, read from the bodies an admin posts to `EntityDefinitions`
+//! (or to `CreateEntities`, whose `Complex…Metadata` types are read as the plain ones), and the changes a
+//! `PUT` of a column's definition makes.
 
 use super::builtin::{TableBuilder, metadata_id};
 use super::*;
@@ -31,7 +33,7 @@ impl PublisherPrefix {
     }
 
     /// Splits a custom schema name (`new_BankName`) into its prefix and checks both halves.
-    fn of_schema_name(schema_name: &str) -> ApiResult<Self> {
+    pub(super) fn of_schema_name(schema_name: &str) -> ApiResult<Self> {
         let invalid = |why: String| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -52,7 +54,7 @@ impl PublisherPrefix {
 }
 
 /// The first label of a `Label` object (`{"LocalizedLabels":[{"Label":"…","LanguageCode":1033}]}`).
-fn label(body: &Json, property: &str) -> Option<String> {
+pub(super) fn label(body: &Json, property: &str) -> Option<String> {
     let label = body.get(property)?;
     label
         .pointer("/LocalizedLabels/0/Label")
@@ -61,7 +63,75 @@ fn label(body: &Json, property: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn metadata_error(message: impl Into<String>) -> ApiError {
+/// The most localized labels one property may carry: more than any environment has languages.
+const MAX_LABELS: usize = 64;
+
+/// Every localized label of a `Label` object, as (language, text). Empty when the property is absent.
+fn labels(body: &Json, property: &str) -> ApiResult<Vec<(u32, String)>> {
+    let Some(localized) = body.get(property).and_then(|l| l.get("LocalizedLabels")).and_then(Json::as_array) else {
+        return Ok(Vec::new());
+    };
+    if localized.len() > MAX_LABELS {
+        return Err(metadata_error(format!(
+            "{property} carries {} labels; at most {MAX_LABELS} are accepted.",
+            localized.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for l in localized {
+        let text = l.get("Label").and_then(Json::as_str).ok_or_else(|| {
+            metadata_error(format!("Each of {property}.LocalizedLabels needs a 'Label' text and a 'LanguageCode'."))
+        })?;
+        let language =
+            l.get("LanguageCode").and_then(Json::as_u64).and_then(|c| u32::try_from(c).ok()).unwrap_or(BASE_LANGUAGE);
+        out.push((language, text.to_string()));
+    }
+    Ok(out)
+}
+
+/// The environment's base language, whose labels are the attribute's own display name and description.
+pub const BASE_LANGUAGE: u32 = 1033;
+
+/// Sets the labels of `DisplayName` or `Description` from a body. With `merge` (`MSCRM.MergeLabels: true`)
+/// labels in languages the body leaves out are kept; without it they are removed, as Dataverse replaces
+/// the whole label.
+fn set_labels(attribute: &mut Attribute, body: &Json, property: &str, merge: bool) -> ApiResult<()> {
+    if body.get(property).is_none_or(Json::is_null) {
+        return Ok(());
+    }
+    let given = labels(body, property)?;
+    if !merge {
+        attribute.other_labels.retain(|l| l.property != property);
+    }
+    for (language, text) in given {
+        if language == BASE_LANGUAGE {
+            match property {
+                "DisplayName" => attribute.display_name = text,
+                _ => attribute.description = text,
+            }
+            continue;
+        }
+        attribute.other_labels.retain(|l| !(l.property == property && l.language == language));
+        attribute.other_labels.push(OtherLabel { property: property.to_string(), language, label: text });
+    }
+    Ok(())
+}
+
+fn required_level(body: &Json) -> ApiResult<Option<RequiredLevel>> {
+    Ok(match body.pointer("/RequiredLevel/Value").and_then(Json::as_str) {
+        None => None,
+        Some("None") => Some(RequiredLevel::None),
+        Some("Recommended") => Some(RequiredLevel::Recommended),
+        Some("ApplicationRequired") => Some(RequiredLevel::ApplicationRequired),
+        Some(other) => {
+            return Err(metadata_error(format!(
+                "RequiredLevel '{other}' cannot be set on a column; use None, Recommended or ApplicationRequired."
+            )));
+        }
+    })
+}
+
+pub(super) fn metadata_error(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, message)
 }
 
@@ -70,7 +140,9 @@ fn type_name(body: &Json) -> ApiResult<String> {
         .get("@odata.type")
         .and_then(Json::as_str)
         .ok_or_else(|| metadata_error("The attribute definition needs an '@odata.type', such as 'Microsoft.Dynamics.CRM.StringAttributeMetadata'."))?;
-    Ok(t.trim_start_matches('#').trim_start_matches("Microsoft.Dynamics.CRM.").to_string())
+    let name = t.trim_start_matches('#').trim_start_matches("Microsoft.Dynamics.CRM.");
+    // `CreateEntities` takes `ComplexStringAttributeMetadata` and the like: the same definitions.
+    Ok(name.strip_prefix("Complex").unwrap_or(name).to_string())
 }
 
 fn int_of(body: &Json, property: &str) -> Option<i64> {
@@ -124,27 +196,105 @@ impl NewAttribute {
             ));
         }
         let kind = Self::kind(body)?;
-        let required = match body.pointer("/RequiredLevel/Value").and_then(Json::as_str) {
-            None | Some("None") => RequiredLevel::None,
-            Some("Recommended") => RequiredLevel::Recommended,
-            Some("ApplicationRequired") => RequiredLevel::ApplicationRequired,
-            Some(other) => {
-                return Err(metadata_error(format!(
-                    "RequiredLevel '{other}' cannot be set on a custom column; use None, Recommended or ApplicationRequired."
-                )));
-            }
-        };
-        Ok(Attribute {
-            display_name: label(body, "DisplayName").unwrap_or_else(|| schema_name.to_string()),
+        let mut attribute = Attribute {
+            display_name: schema_name.to_string(),
             metadata_id: Uuid::new_v4(),
             schema_name: schema_name.to_string(),
             logical_name,
             kind,
-            required,
+            required: required_level(body)?.unwrap_or(RequiredLevel::None),
             is_custom: true,
             valid_for_create: true,
             valid_for_update: true,
-        })
+            description: String::new(),
+            other_labels: Vec::new(),
+        };
+        set_labels(&mut attribute, body, "DisplayName", true)?;
+        set_labels(&mut attribute, body, "Description", true)?;
+        Ok(attribute)
+    }
+
+    /// Applies a `PUT` of a column's definition: labels (merged with `MSCRM.MergeLabels: true`), the
+    /// required level, and the constraints of its type (`MaxLength`, `MinValue`/`MaxValue`, `Precision`,
+    /// `Format`). Its type and names cannot change; everything else in the body is left as it is.
+    pub fn update(attribute: &mut Attribute, body: &Json, merge_labels: bool) -> ApiResult<()> {
+        if body.get("@odata.type").is_some() {
+            let wanted = type_name(body)?;
+            if wanted != attribute.kind.metadata_type() {
+                return Err(metadata_error(format!(
+                    "The type of {} cannot be changed from {} to {wanted}; create a new column instead.",
+                    attribute.logical_name,
+                    attribute.kind.metadata_type()
+                )));
+            }
+        }
+        if let Some(name) = body.get("SchemaName").and_then(Json::as_str)
+            && !name.eq_ignore_ascii_case(&attribute.schema_name)
+        {
+            return Err(metadata_error(format!(
+                "The SchemaName of {} cannot be changed (to '{name}').",
+                attribute.logical_name
+            )));
+        }
+        set_labels(attribute, body, "DisplayName", merge_labels)?;
+        set_labels(attribute, body, "Description", merge_labels)?;
+        if let Some(level) = required_level(body)? {
+            if attribute.required == RequiredLevel::SystemRequired && level != RequiredLevel::SystemRequired {
+                return Err(metadata_error(format!(
+                    "{} is required by the system; its RequiredLevel cannot be changed.",
+                    attribute.logical_name
+                )));
+            }
+            attribute.required = level;
+        }
+        let mut merged = serde_json::json!({"@odata.type": attribute.kind.metadata_type()});
+        if let AttributeKind::String { max_length, format } = &attribute.kind {
+            merged["MaxLength"] = (*max_length).into();
+            merged["FormatName"] = serde_json::json!({"Value": format});
+        }
+        for property in ["MaxLength", "MinValue", "MaxValue", "Precision", "Format", "FormatName", "DateTimeBehavior"] {
+            if let Some(v) = body.get(property).filter(|v| !v.is_null()) {
+                merged[property] = v.clone();
+            }
+        }
+        let changed = match &attribute.kind {
+            AttributeKind::String { .. }
+            | AttributeKind::Memo { .. }
+            | AttributeKind::Integer { .. }
+            | AttributeKind::Decimal { .. }
+            | AttributeKind::Double { .. }
+            | AttributeKind::Money { .. }
+            | AttributeKind::DateTime { .. } => Some(Self::kind(&Self::with_current(attribute, merged))?),
+            _ => None,
+        };
+        if let Some(kind) = changed {
+            attribute.kind = kind;
+        }
+        Ok(())
+    }
+
+    /// A definition body of the column's current constraints, overlaid with the ones a `PUT` gives.
+    fn with_current(attribute: &Attribute, mut given: Json) -> Json {
+        let current = match &attribute.kind {
+            AttributeKind::Memo { max_length } => serde_json::json!({"MaxLength": max_length}),
+            AttributeKind::Integer { min, max } => serde_json::json!({"MinValue": min, "MaxValue": max}),
+            AttributeKind::Decimal { min, max, precision }
+            | AttributeKind::Double { min, max, precision }
+            | AttributeKind::Money { min, max, precision } => {
+                serde_json::json!({"MinValue": min, "MaxValue": max, "Precision": precision})
+            }
+            AttributeKind::DateTime { format, behavior } => serde_json::json!({
+                "Format": if *format == DateFormat::DateOnly { "DateOnly" } else { "DateAndTime" },
+                "DateTimeBehavior": {"Value": behavior},
+            }),
+            _ => serde_json::json!({}),
+        };
+        if let (Json::Object(out), Json::Object(current)) = (&mut given, current) {
+            for (k, v) in current {
+                out.entry(k).or_insert(v);
+            }
+        }
+        given
     }
 
     fn kind(body: &Json) -> ApiResult<AttributeKind> {

@@ -2,9 +2,11 @@
 
 mod builtin;
 mod customize;
+mod relationships;
 
 pub use builtin::builtin_tables;
 pub use customize::{NewAttribute, NewKey, NewTable, PublisherPrefix};
+pub use relationships::{Cascade, CustomOneToMany, ManyToMany, NewManyToMany, NewOneToMany, OneToMany, Relationship};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -258,9 +260,30 @@ pub struct Attribute {
     pub is_custom: bool,
     pub valid_for_create: bool,
     pub valid_for_update: bool,
+    /// The description in the base language (1033).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// `DisplayName` and `Description` labels in languages other than the base one, which an update with
+    /// `MSCRM.MergeLabels: true` keeps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_labels: Vec<OtherLabel>,
+}
+
+/// A label of a metadata property in a language other than the base language (1033).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherLabel {
+    /// `DisplayName` or `Description`.
+    pub property: String,
+    pub language: u32,
+    pub label: String,
 }
 
 impl Attribute {
+    /// The labels of a property in languages other than the base one.
+    pub fn labels_in_other_languages(&self, property: &str) -> Vec<(u32, &str)> {
+        self.other_labels.iter().filter(|l| l.property == property).map(|l| (l.language, l.label.as_str())).collect()
+    }
+
     /// The property name clients read: `_x_value` for lookups, the logical name otherwise.
     pub fn property_name(&self) -> String {
         if self.is_lookup() { format!("_{}_value", self.logical_name) } else { self.logical_name.clone() }
@@ -310,6 +333,13 @@ pub struct Table {
     pub change_tracking_enabled: bool,
     pub attributes: Vec<Attribute>,
     pub keys: Vec<AlternateKey>,
+    /// The one-to-many relationships created through `RelationshipDefinitions` whose lookup is on this
+    /// table: their names, ids and cascades. Other lookups have relationships derived from the column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relationships: Vec<CustomOneToMany>,
+    /// The many-to-many relationships whose first table this is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub many_to_many: Vec<ManyToMany>,
 }
 
 impl Table {
@@ -371,5 +401,9 @@ impl Schema {
 
     pub fn insert(&mut self, table: Table) {
         self.tables.insert(table.logical_name.clone(), Arc::new(table));
+    }
+
+    pub fn remove(&mut self, logical_name: &str) -> Option<Arc<Table>> {
+        self.tables.remove(logical_name)
     }
 }
