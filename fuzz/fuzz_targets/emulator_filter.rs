@@ -212,7 +212,7 @@ fn to_client(expr: &Expr) -> Option<Filter> {
         Expr::Compare(op, Operand::Literal(l), Operand::Member(path)) => {
             Filter::Compare { column: path.join("/"), op: flipped(comparison(*op)), value: client_literal(l)? }
         }
-        Expr::Compare(..) => return None,
+        Expr::Compare(..) | Expr::Like(..) => return None,
         Expr::Text(f, path, pattern) => Filter::Function {
             function: match f {
                 TextFn::Contains => StringFunction::Contains,

@@ -4,7 +4,7 @@ pub(crate) mod batch;
 mod bulk;
 mod changes;
 mod metadata;
-mod records;
+pub(crate) mod records;
 
 use crate::auth::TokenProblem;
 use crate::environment::Environment;
@@ -61,7 +61,20 @@ pub struct Request {
 }
 
 impl Request {
+    /// The query options of any request but a query of an entity set: `fetchXml` and `sql` query collections only.
     pub fn options(&self) -> ApiResult<QueryOptions> {
+        let options = self.collection_options()?;
+        if options.fetch_xml.is_some() || options.sql.is_some() {
+            let name = if options.fetch_xml.is_some() { "fetchXml" } else { "sql" };
+            return Err(ApiError::bad_query(format!(
+                "The query parameter {name} queries an entity set: send it with GET /<entity set>?{name}=…"
+            )));
+        }
+        Ok(options)
+    }
+
+    /// The query options of a `GET` of an entity set, which may be a `fetchXml` or `sql` query.
+    pub fn collection_options(&self) -> ApiResult<QueryOptions> {
         QueryOptions::parse(self.raw_query.as_deref())
     }
 
