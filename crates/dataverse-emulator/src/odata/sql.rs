@@ -239,8 +239,7 @@ impl<'t> Parser<'t> {
 
     fn column(&mut self) -> ApiResult<&'t Attribute> {
         let name = self.name("a column")?;
-        let table = self.table;
-        table.attribute(&name.to_ascii_lowercase()).ok_or_else(|| ApiError::no_attribute(&table.logical_name, &name))
+        resolve(self.table, &name)
     }
 
     /// The literal after an operator, as text for its column's type.
@@ -388,6 +387,11 @@ impl<'t> Parser<'t> {
     }
 }
 
+/// A column by its logical name, in any case.
+fn resolve<'t>(table: &'t Table, name: &str) -> ApiResult<&'t Attribute> {
+    table.attribute(&name.to_ascii_lowercase()).ok_or_else(|| ApiError::no_attribute(&table.logical_name, name))
+}
+
 /// Reads a `SELECT` over `table` into `options`' `$select`, `$filter`, `$orderby` and `$top`.
 pub fn apply(text: &str, table: &Table, options: &mut QueryOptions) -> ApiResult<()> {
     if text.len() > MAX_SQL {
@@ -411,11 +415,11 @@ pub fn apply(text: &str, table: &Table, options: &mut QueryOptions) -> ApiResult
             return Err(p.unexpected("')'"));
         }
     }
-    let mut columns = Vec::new();
+    // Named first, resolved once FROM has said which table they belong to.
+    let mut names = Vec::new();
     if !p.symbol("*") {
         loop {
-            let attribute = p.column()?;
-            columns.push(attribute.property_name());
+            names.push(p.name("a column")?);
             if !p.symbol(",") {
                 break;
             }
@@ -434,6 +438,10 @@ pub fn apply(text: &str, table: &Table, options: &mut QueryOptions) -> ApiResult
     }
     if p.symbol(",") {
         return Err(refuse("A query of more than one table (FROM a, b)"));
+    }
+    let mut columns = Vec::new();
+    for name in &names {
+        columns.push(resolve(table, name)?.property_name());
     }
     if let Some(Token::Word(w)) = p.peek()
         && !["WHERE", "ORDER"].iter().chain(REFUSED.iter().map(|(k, _)| k)).any(|k| w.eq_ignore_ascii_case(k))

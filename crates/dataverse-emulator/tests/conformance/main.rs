@@ -7,6 +7,7 @@ mod batch;
 mod bulk;
 mod changes;
 mod faults;
+mod fetchxml;
 mod limits;
 mod metadata;
 mod query;
