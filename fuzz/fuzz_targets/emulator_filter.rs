@@ -99,7 +99,8 @@ fn check_like(expr: &Expr) {
             check_like(b);
         }
         Expr::Not(a) => check_like(a),
-        Expr::Compare(..) => {}
+        // `$filter` never reads into a raw LIKE pattern; FetchXML and SQL do (fuzzed by emulator_fetch).
+        Expr::Compare(..) | Expr::Like(..) => {}
         Expr::Text(_, _, pattern) => {
             let pattern = format!("%{pattern}");
             if pattern.chars().count() > 64 {
