@@ -384,3 +384,25 @@ async fn s4_9_unknown_query_options_are_refused_not_ignored() {
     let reply = env.get("accounts?$select=name&$filter=name%20eq%20@p1&@p1='Beta'").await;
     assert_eq!(names(&reply.json()), ["Beta"]);
 }
+
+#[tokio::test]
+async fn s4_8_sql_results_page_through_next_links_that_keep_the_statement() {
+    let env = Env::start().await;
+    accounts(&env).await;
+    let mut url = format!("accounts?sql={}", encode("SELECT name FROM account WHERE revenue >= 75 ORDER BY name"));
+    let mut seen = Vec::new();
+    loop {
+        let reply = env.send(env.request(Method::GET, &url).header("Prefer", "odata.maxpagesize=2")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let body = reply.json();
+        seen.extend(names(&body));
+        match body["@odata.nextLink"].as_str() {
+            Some(next) => {
+                assert!(next.contains("sql=") && next.contains("$skiptoken="), "{next}");
+                url = next.to_string();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["Alpha", "Beta", "Delta", "Epsilon"]);
+}
