@@ -99,7 +99,8 @@ fn check_like(expr: &Expr) {
             check_like(b);
         }
         Expr::Not(a) => check_like(a),
-        Expr::Compare(..) => {}
+        // `$filter` never reads into a raw LIKE pattern; FetchXML and SQL do (fuzzed by emulator_fetch).
+        Expr::Compare(..) | Expr::Like(..) => {}
         Expr::Text(_, _, pattern) => {
             let pattern = format!("%{pattern}");
             if pattern.chars().count() > 64 {
@@ -212,7 +213,7 @@ fn to_client(expr: &Expr) -> Option<Filter> {
         Expr::Compare(op, Operand::Literal(l), Operand::Member(path)) => {
             Filter::Compare { column: path.join("/"), op: flipped(comparison(*op)), value: client_literal(l)? }
         }
-        Expr::Compare(..) => return None,
+        Expr::Compare(..) | Expr::Like(..) => return None,
         Expr::Text(f, path, pattern) => Filter::Function {
             function: match f {
                 TextFn::Contains => StringFunction::Contains,

@@ -23,6 +23,8 @@ pub mod code {
     pub const INVALID_SCHEMA_NAME: &str = "0x80044363";
     pub const CHANGE_TRACKING_NOT_ENABLED: &str = "0x80072491";
     pub const EXPIRED_VERSION_STAMP: &str = "0x80044352";
+    /// QueryBuilderNoAttribute: a FetchXML or SQL query names a column its table does not have.
+    pub const QUERY_BUILDER_NO_ATTRIBUTE: &str = "0x80041103";
 }
 
 /// One failed request, ready to be written as Dataverse writes it.
@@ -85,6 +87,17 @@ impl ApiError {
             StatusCode::BAD_REQUEST,
             code::PROPERTY_NOT_FOUND,
             format!("Could not find a property named '{property}' on type 'Microsoft.Dynamics.CRM.{type_name}'."),
+        )
+    }
+
+    /// A FetchXML or SQL query naming a column the table does not have.
+    pub fn no_attribute(table: &str, attribute: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            code::QUERY_BUILDER_NO_ATTRIBUTE,
+            format!(
+                "'{table}' entity doesn't contain attribute with Name = '{attribute}' and NameMapping = 'Logical'."
+            ),
         )
     }
 

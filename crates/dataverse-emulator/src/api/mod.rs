@@ -7,7 +7,7 @@ mod changes;
 mod discovery;
 mod metadata;
 mod metadata_changes;
-mod records;
+pub(crate) mod records;
 mod relationships;
 mod schema_changes;
 
@@ -70,7 +70,20 @@ pub struct Request {
 }
 
 impl Request {
+    /// The query options of any request but a query of an entity set: `fetchXml` and `sql` query collections only.
     pub fn options(&self) -> ApiResult<QueryOptions> {
+        let options = self.collection_options()?;
+        if options.fetch_xml.is_some() || options.sql.is_some() {
+            let name = if options.fetch_xml.is_some() { "fetchXml" } else { "sql" };
+            return Err(ApiError::bad_query(format!(
+                "The query parameter {name} queries an entity set: send it with GET /<entity set>?{name}=…"
+            )));
+        }
+        Ok(options)
+    }
+
+    /// The query options of a `GET` of an entity set, which may be a `fetchXml` or `sql` query.
+    pub fn collection_options(&self) -> ApiResult<QueryOptions> {
         QueryOptions::parse(self.raw_query.as_deref())
     }
 

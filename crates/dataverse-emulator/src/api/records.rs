@@ -4,6 +4,7 @@
 use super::{Request, empty_response, json_response, set_header, with_work};
 use crate::error::{ApiError, ApiResult};
 use crate::limits::Work;
+use crate::odata::fetchxml;
 use crate::odata::filter::Predicate;
 use crate::odata::path::{Key, Segment};
 use crate::odata::query::{Cursor, QueryOptions, value_from_cookie};
@@ -337,8 +338,8 @@ fn property_request(request: &Request, table: &Table, key: &Key, property: &str)
 // ------------------------------------------------------------------------------------------ queries
 
 /// `$orderby` resolved to columns, always ending with the primary key so that paging is stable.
-struct Order {
-    columns: Vec<(String, bool)>,
+pub(crate) struct Order {
+    pub(crate) columns: Vec<(String, bool)>,
 }
 
 impl Order {
@@ -375,7 +376,7 @@ impl Order {
 }
 
 /// One page of matching rows after `cursor`, and whether more follow.
-fn page<'d>(
+pub(crate) fn page<'d>(
     rows: &'d TableRows,
     table: &Table,
     predicate: Option<&Predicate>,
@@ -436,7 +437,18 @@ pub(super) fn page_size(request: &Request) -> ApiResult<Option<usize>> {
 }
 
 fn query(request: &Request, table: &Table) -> ApiResult<Response> {
-    let options = request.options()?;
+    let mut options = request.collection_options()?;
+    if request.prefer.track_changes && (options.fetch_xml.is_some() || options.sql.is_some()) {
+        return Err(ApiError::bad_query(
+            "odata.track-changes goes with OData queries only: leave out the Prefer, or query with $select/$filter.",
+        ));
+    }
+    if let Some(xml) = &options.fetch_xml {
+        return fetch_query(request, table, xml);
+    }
+    if let Some(sql) = options.sql.clone() {
+        crate::odata::sql::apply(&sql, table, &mut options)?;
+    }
     if request.prefer.track_changes || options.deltatoken.is_some() {
         return super::changes::query(request, table, &options);
     }
@@ -513,7 +525,22 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
         body.insert("@odata.nextLink".into(), Json::String(link));
     }
     drop(data);
-    let mut response = with_work(json_response(StatusCode::OK, &Json::Object(body)), Work::read(returned));
+    let response = with_work(json_response(StatusCode::OK, &Json::Object(body)), Work::read(returned));
+    Ok(preferences_applied(request, response, requested_page))
+}
+
+/// `GET /accounts?fetchXml=…`: answered by [`fetchxml`], written as any other query.
+fn fetch_query(request: &Request, table: &Table, xml: &str) -> ApiResult<Response> {
+    let fetch = fetchxml::parse(xml)?;
+    let (body, returned) = {
+        let data = request.env.store.read();
+        fetchxml::execute(&data, table, &fetch, &request.prefer, &request.base)?
+    };
+    let response = with_work(json_response(StatusCode::OK, &body), Work::read(returned));
+    Ok(preferences_applied(request, response, None))
+}
+
+fn preferences_applied(request: &Request, mut response: Response, requested_page: Option<usize>) -> Response {
     let mut applied = Vec::new();
     if let Some(n) = requested_page {
         applied.push(format!("odata.maxpagesize={n}"));
@@ -524,7 +551,7 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
     if !applied.is_empty() {
         set_header(&mut response, "preference-applied", &applied.join(","));
     }
-    Ok(response)
+    response
 }
 
 fn count(request: &Request, table: &Table) -> ApiResult<Response> {

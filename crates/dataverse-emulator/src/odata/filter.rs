@@ -106,6 +106,8 @@ pub enum Expr {
     Not(Box<Expr>),
     Compare(CmpOp, Operand, Operand),
     Text(TextFn, Vec<String>, String),
+    /// A T-SQL `LIKE` pattern, as FetchXML's `like` and SQL's `LIKE` write it; `$filter` has no such operator.
+    Like(Vec<String>, String),
 }
 
 // ---------------------------------------------------------------------------------------------- lexing
@@ -425,7 +427,7 @@ impl Parser<'_> {
 
 /// `a or b or c or d` as `(a or b) or (c or d)`: the same operands in the same order, log2(n) levels deep instead
 /// of n, so that a long chain does not recurse once a link when it is bound and evaluated.
-fn balanced(mut operands: Vec<(Expr, usize)>, join: fn(Box<Expr>, Box<Expr>) -> Expr) -> (Expr, usize) {
+pub(crate) fn balanced(mut operands: Vec<(Expr, usize)>, join: fn(Box<Expr>, Box<Expr>) -> Expr) -> (Expr, usize) {
     if operands.len() == 1 {
         return operands.pop().expect("one operand");
     }
@@ -471,7 +473,7 @@ impl Expr {
                     }
                 }
             }
-            Expr::Text(_, p, _) => out.push(p.clone()),
+            Expr::Text(_, p, _) | Expr::Like(p, _) => out.push(p.clone()),
         }
     }
 }
@@ -680,6 +682,20 @@ impl Predicate {
                     }
                 })
             }
+            Expr::Like(path, pattern) => {
+                let attribute = column(table, path)?;
+                if !matches!(
+                    attribute.kind,
+                    AttributeKind::String { .. } | AttributeKind::Memo { .. } | AttributeKind::EntityName { .. }
+                ) {
+                    return Err(ApiError::bad_query(format!(
+                        "'{}' is {}: like compares text columns only.",
+                        attribute.logical_name,
+                        attribute.kind.edm_type()
+                    )));
+                }
+                Predicate::Like(attribute.logical_name.clone(), pattern.clone())
+            }
             Expr::Text(f, path, pattern) => {
                 let attribute = column(table, path)?;
                 if !matches!(
@@ -780,6 +796,11 @@ pub fn matches_json(expr: &Expr, item: &Json, type_name: &str) -> ApiResult<bool
                 TextFn::StartsWith => like(text, &format!("{pattern}%")),
                 TextFn::EndsWith => like(text, &format!("%{pattern}")),
             }
+        }
+        Expr::Like(path, pattern) => {
+            let value =
+                json_at(item, path).ok_or_else(|| ApiError::unknown_query_property(&path.join("/"), type_name))?;
+            like(value.as_str().unwrap_or_default(), pattern)
         }
     })
 }

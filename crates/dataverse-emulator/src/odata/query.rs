@@ -1,5 +1,9 @@
-//! System query options (`$select`, `$filter`, `$orderby`, `$top`, `$count`, `$skiptoken`), `Prefer`
-//! preferences, and the XML paging cookie Dataverse puts in `$skiptoken`.
+//! System query options (`$select`, `$filter`, `$orderby`, `$top`, `$count`, `$skiptoken`), the `fetchXml` and
+//! `sql` options that replace them, `Prefer` preferences, and the XML paging cookie Dataverse puts in `$skiptoken`
+//! and in `@Microsoft.Dynamics.CRM.fetchxmlpagingcookie`.
+//!
+//! A query option the emulator does not implement is refused by name, never ignored: ignoring one answers a
+//! different query than the one asked, which a client cannot tell from a right answer.
 
 use super::filter::{self, Expr};
 use crate::error::{ApiError, ApiResult};
@@ -53,6 +57,10 @@ pub struct QueryOptions {
     pub skiptoken: Option<String>,
     pub expand: Option<String>,
     pub deltatoken: Option<String>,
+    /// `fetchXml=`: a FetchXML query, answered instead of the system query options (see `fetchxml`).
+    pub fetch_xml: Option<String>,
+    /// `sql=`: a SQL `SELECT`, read into the system query options above (see `sql`).
+    pub sql: Option<String>,
     /// The query string less `$skiptoken`, to build the next page's link from.
     pub without_skiptoken: Vec<(String, String)>,
 }
@@ -96,16 +104,53 @@ impl QueryOptions {
                 "$skiptoken" => options.skiptoken = Some(value.clone()),
                 "$expand" => options.expand = Some(value.clone()),
                 "$deltatoken" => options.deltatoken = Some(value.clone()),
+                "fetchXml" => options.fetch_xml = Some(value.clone()),
+                "sql" => options.sql = Some(value.clone()),
                 "$skip" | "$search" | "$format" => {
                     return Err(ApiError::bad_query(format!("The query parameter {key} is not supported")));
                 }
                 other if other.starts_with('$') => {
                     return Err(ApiError::bad_query(format!("The query parameter {other} is not supported")));
                 }
-                _ => {}
+                // Parameter aliases, read by `$filter`.
+                other if other.starts_with('@') => {}
+                "savedQuery" | "userQuery" => {
+                    return Err(ApiError::bad_query(format!(
+                        "The query parameter {key} is not supported by the emulator: send the view's FetchXML with \
+                         fetchXml=, or its conditions with $filter."
+                    )));
+                }
+                other => {
+                    return Err(ApiError::bad_query(format!(
+                        "The query parameter {other} is not supported: the emulator answers $select, $filter, \
+                         $orderby, $top, $count, $expand, $skiptoken, $deltatoken, fetchXml, sql and @parameter \
+                         aliases."
+                    )));
+                }
             }
         }
+        options.check_exclusive(&pairs)?;
         Ok(options)
+    }
+
+    /// `fetchXml` and `sql` are whole queries: neither goes with the other, nor with a system query option
+    /// (except the `$skiptoken` of a `sql` query's own next link).
+    fn check_exclusive(&self, pairs: &[(String, String)]) -> ApiResult<()> {
+        let name = match (&self.fetch_xml, &self.sql) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_query("fetchXml and sql are two queries: send one of them."));
+            }
+            (Some(_), None) => "fetchXml",
+            (None, Some(_)) => "sql",
+            (None, None) => return Ok(()),
+        };
+        let allowed = |key: &str| key == name || key.starts_with('@') || (name == "sql" && key == "$skiptoken");
+        match pairs.iter().find(|(key, _)| !allowed(key.as_str())) {
+            Some((key, _)) => Err(ApiError::bad_query(format!(
+                "The query parameter {key} cannot be combined with {name}: write it inside the {name} query instead."
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The query string of the next page, carrying the paging cookie.
@@ -242,9 +287,9 @@ fn attribute_of(element: &str, name: &str) -> Option<String> {
 }
 
 impl Cursor {
-    /// `<cookie pagenumber="2" pagingcookie="…" istracking="False" />`, with the inner cookie holding one
-    /// element per sort column and one for the primary key, GUIDs upper case in braces.
-    pub fn to_skiptoken(&self, primary_id: &str) -> String {
+    /// `<cookie page="1"><lastname last="…" /><contactid last="{…}" first="{…}" /></cookie>`: one element per sort
+    /// column and one for the primary key, GUIDs upper case in braces. FetchXML's `paging-cookie` is this text.
+    pub fn inner_cookie(&self, primary_id: &str) -> String {
         let mut inner = format!("<cookie page=\"{}\">", self.page);
         for (column, value) in &self.sort_values {
             match value {
@@ -257,11 +302,25 @@ impl Cursor {
             braced(self.last_id),
             braced(self.first_id)
         ));
-        let encoded = utf8_percent_encode(&inner, COOKIE).to_string().to_lowercase_escapes();
+        inner
+    }
+
+    /// `<cookie pagenumber="2" pagingcookie="…" istracking="False" />`, with the inner cookie URL-encoded.
+    pub fn to_skiptoken(&self, primary_id: &str) -> String {
+        self.outer_cookie(&encode_cookie(&self.inner_cookie(primary_id)))
+    }
+
+    /// `@Microsoft.Dynamics.CRM.fetchxmlpagingcookie`: the same outer cookie, with the inner one URL-encoded twice
+    /// as Dataverse writes it there (clients decode it twice before they put it in `paging-cookie`).
+    pub fn to_fetch_cookie(&self, primary_id: &str) -> String {
+        self.outer_cookie(&encode_cookie(&encode_cookie(&self.inner_cookie(primary_id))))
+    }
+
+    fn outer_cookie(&self, encoded_inner: &str) -> String {
         format!(
             "<cookie pagenumber=\"{}\" pagingcookie=\"{}\" istracking=\"False\" />",
             self.page + 1,
-            xml_escape(&encoded)
+            xml_escape(encoded_inner)
         )
     }
 
@@ -275,6 +334,11 @@ impl Cursor {
         let page_number: u32 = attribute_of(outer, "pagenumber").and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
         let inner_encoded = attribute_of(outer, "pagingcookie").ok_or_else(invalid)?;
         let inner = percent_decode_str(&inner_encoded).decode_utf8_lossy().into_owned();
+        Cursor::from_inner_cookie(&inner, page_number.saturating_sub(1), primary_id, sort_columns).ok_or_else(invalid)
+    }
+
+    /// Reads an [`Cursor::inner_cookie`] back; `None` when it is not one for these sort columns.
+    pub fn from_inner_cookie(inner: &str, page: u32, primary_id: &str, sort_columns: &[String]) -> Option<Cursor> {
         let element = |name: &str| -> Option<String> {
             let start = inner.find(&format!("<{name} "))?;
             let end = inner[start..].find("/>")? + start;
@@ -282,23 +346,19 @@ impl Cursor {
         };
         let mut sort_values = Vec::new();
         for column in sort_columns {
-            let el = element(column).ok_or_else(invalid)?;
+            let el = element(column)?;
             sort_values.push((column.clone(), attribute_of(&el, "last")));
         }
-        let id_element = element(primary_id).ok_or_else(invalid)?;
+        let id_element = element(primary_id)?;
         let guid = |name: &str| {
-            attribute_of(&id_element, name)
-                .map(|s| s.trim_matches(['{', '}']).to_string())
-                .and_then(|s| parse_guid(&s))
-                .ok_or_else(invalid)
+            attribute_of(&id_element, name).map(|s| s.trim_matches(['{', '}']).to_string()).and_then(|s| parse_guid(&s))
         };
-        Ok(Cursor {
-            page: page_number.saturating_sub(1),
-            sort_values,
-            last_id: guid("last")?,
-            first_id: guid("first")?,
-        })
+        Some(Cursor { page, sort_values, last_id: guid("last")?, first_id: guid("first")? })
     }
+}
+
+fn encode_cookie(text: &str) -> String {
+    utf8_percent_encode(text, COOKIE).to_string().to_lowercase_escapes()
 }
 
 trait LowercaseEscapes {
@@ -358,15 +418,23 @@ mod tests {
         assert!(token.ends_with("istracking=\"False\" />"));
         let back = Cursor::from_skiptoken(&token, "contactid", &["lastname".into(), "firstname".into()]).unwrap();
         assert_eq!(back, cursor);
+        let fetch = cursor.to_fetch_cookie("contactid");
+        assert!(
+            fetch.starts_with("<cookie pagenumber=\"2\" pagingcookie=\"%253ccookie%2520page%253d%25221%2522%253e"),
+            "{fetch}"
+        );
+        let inner = cursor.inner_cookie("contactid");
+        let back = Cursor::from_inner_cookie(&inner, 1, "contactid", &["lastname".into(), "firstname".into()]);
+        assert_eq!(back, Some(cursor));
     }
 
     #[test]
     fn a_query_option_whose_name_holds_an_escaped_equals_sign_keeps_it_in_the_next_link() {
         // Found by fuzz/run (emulator_query): the name was written with a bare '=', which then ended it.
-        let options = QueryOptions::parse(Some("$select=lastname&a%3Db=c")).unwrap();
+        let options = QueryOptions::parse(Some("$select=lastname&@a%3Db=c")).unwrap();
         let next = QueryOptions::parse(Some(&options.next_query("<cookie />"))).unwrap();
         assert_eq!(next.without_skiptoken, options.without_skiptoken);
-        assert_eq!(options.without_skiptoken[1], ("a=b".to_string(), "c".to_string()));
+        assert_eq!(options.without_skiptoken[1], ("@a=b".to_string(), "c".to_string()));
     }
 
     #[test]

@@ -290,3 +290,29 @@ async fn s9_a_batch_is_one_request_against_the_limits() {
     }
     assert_eq!(send_batch(&env, body, false).await.status, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn s5_fetchxml_sql_and_unknown_options_in_a_batch_are_answered_as_alone() {
+    let env = Env::start().await;
+    env.create("contacts", json!({"firstname": "Ann", "lastname": "Lee"})).await;
+    env.create("contacts", json!({"firstname": "Bob", "lastname": "Ray"})).await;
+    let encode = |t: &str| percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let fetch = "<fetch><entity name='contact'><attribute name='firstname'/><filter>\
+                 <condition attribute='lastname' operator='eq' value='Ray'/></filter></entity></fetch>";
+    let body = batch_body(&[
+        Item::Single(op("GET", &format!("/api/data/v9.2/contacts?fetchXml={}", encode(fetch)), None)),
+        Item::Single(op(
+            "GET",
+            &format!("/api/data/v9.2/contacts?sql={}", encode("SELECT firstname FROM contact WHERE lastname = 'Lee'")),
+            None,
+        )),
+        Item::Single(op("GET", "/api/data/v9.2/contacts?foo=1", None)),
+    ]);
+    let reply = send_batch(&env, body, true).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let parts = parts(&reply);
+    assert_eq!(parts[0].json()["value"][0]["firstname"], "Bob", "{}", parts[0].body);
+    assert_eq!(parts[1].json()["value"][0]["firstname"], "Ann", "{}", parts[1].body);
+    assert_eq!(parts[2].status, 400);
+    assert_eq!(parts[2].json()["error"]["code"], "0x80060888");
+}

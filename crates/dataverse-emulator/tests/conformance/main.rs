@@ -9,6 +9,7 @@ mod bulk_delete;
 mod changes;
 mod discovery;
 mod faults;
+mod fetchxml;
 mod limits;
 mod metadata;
 mod metadata_changes;
