@@ -672,7 +672,9 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
         body.insert("@Microsoft.Dynamics.CRM.totalrecordcount".into(), json!(count));
         body.insert("@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded".into(), json!(total > MAX_PAGE));
     }
-    if prefer.includes("Microsoft.Dynamics.CRM.fetchxmlpagingcookie")
+    // The cookie comes whenever there are more rows, asked for or not (DynamicsWebApi's `fetchAll` pages on
+    // its presence alone); asked for, it comes on the last page too.
+    if (more || prefer.includes("Microsoft.Dynamics.CRM.fetchxmlpagingcookie"))
         && let (Some(first), Some(last)) = (result.first(), result.last())
     {
         let cursor = Cursor {
