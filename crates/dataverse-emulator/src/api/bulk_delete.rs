@@ -137,27 +137,8 @@ fn condition(c: &ConditionExpression) -> ApiResult<Expr> {
         "NotNull" => Ok(compare(CmpOp::Ne, &attribute, Literal::Null)),
         "BeginsWith" => Ok(Expr::Text(TextFn::StartsWith, vec![attribute.clone()], text()?)),
         "EndsWith" => Ok(Expr::Text(TextFn::EndsWith, vec![attribute.clone()], text()?)),
-        "Like" | "NotLike" => {
-            let pattern = text()?;
-            let inner = pattern.trim_matches('%');
-            if inner.contains(['%', '_', '[']) {
-                return Err(invalid(format!(
-                    "The emulator's BulkDelete takes Like patterns of the form 'text', 'text%', '%text' or '%text%'; \
-                     '{pattern}' on '{attribute}' is not one of them."
-                )));
-            }
-            let function = match (pattern.starts_with('%'), pattern.len() > 1 && pattern.ends_with('%')) {
-                (true, true) => Some(TextFn::Contains),
-                (false, true) => Some(TextFn::StartsWith),
-                (true, false) => Some(TextFn::EndsWith),
-                (false, false) => None,
-            };
-            let expr = match function {
-                Some(function) => Expr::Text(function, vec![attribute.clone()], inner.to_string()),
-                None => compare(CmpOp::Eq, &attribute, Literal::String(pattern)),
-            };
-            Ok(if c.operator == "NotLike" { Expr::Not(Box::new(expr)) } else { expr })
-        }
+        "Like" => Ok(Expr::Like(vec![attribute.clone()], text()?)),
+        "NotLike" => Ok(Expr::Not(Box::new(Expr::Like(vec![attribute.clone()], text()?)))),
         "In" | "NotIn" => {
             let (op, join): (CmpOp, fn(Vec<Expr>) -> Option<Expr>) =
                 if c.operator == "In" { (CmpOp::Eq, filter::any_of) } else { (CmpOp::Ne, filter::all_of) };
@@ -172,7 +153,8 @@ fn condition(c: &ConditionExpression) -> ApiResult<Expr> {
     }
 }
 
-/// A filter as a `$filter` expression; `None` when it has no conditions (it matches every record).
+/// A filter as a `$filter` expression; `None` when it has no conditions (it matches every record). The body's
+/// nesting is bounded by the JSON reader (128 levels, two a filter), well within what binding may recurse.
 fn criteria(f: &FilterExpression) -> ApiResult<Option<Expr>> {
     let mut operands = f.conditions.iter().map(condition).collect::<ApiResult<Vec<_>>>()?;
     for nested in &f.filters {

@@ -114,6 +114,11 @@ async fn bulk_6_5_a_bulk_delete_that_cannot_run_is_refused_whole_before_any_job_
             "RecurrencePattern",
         ),
     ];
+    let mut deep = condition("lastname", "Equal");
+    for _ in 0..110 {
+        deep = json!({"FilterOperator": "And", "Filters": [deep]});
+    }
+    let cases = cases.into_iter().chain([(bulk_delete("contact", deep), "recursion limit")]);
     for (body, named) in cases {
         let reply = env.post("BulkDelete", body).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);

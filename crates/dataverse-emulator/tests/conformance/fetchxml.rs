@@ -1,4 +1,4 @@
-//! §4.7 FetchXML queries (`?fetchXml=`), §4.8 SQL queries (`?sql=`), and §4.9 query options the emulator does not
+//! §4.8 FetchXML queries (`?fetchXml=`), §4.9 SQL queries (`?sql=`), and §4.10 query options the emulator does not
 //! implement, which are refused rather than ignored.
 
 use crate::Env;
@@ -68,7 +68,7 @@ async fn fetch_names(env: &Env, inner: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn s4_7_fetchxml_returns_the_attributes_asked_for_in_order_up_to_top() {
+async fn s4_8_fetchxml_returns_the_attributes_asked_for_in_order_up_to_top() {
     let env = Env::start().await;
     accounts(&env).await;
     let body = fetch(
@@ -105,7 +105,7 @@ async fn s4_7_fetchxml_returns_the_attributes_asked_for_in_order_up_to_top() {
 }
 
 #[tokio::test]
-async fn s4_7_fetchxml_filters_with_each_operator_nested_and_or() {
+async fn s4_8_fetchxml_filters_with_each_operator_nested_and_or() {
     let env = Env::start().await;
     accounts(&env).await;
     let cond = |attribute: &str, operator: &str, value: &str| {
@@ -147,7 +147,7 @@ async fn s4_7_fetchxml_filters_with_each_operator_nested_and_or() {
 }
 
 #[tokio::test]
-async fn s4_7_fetchxml_link_entity_inner_and_outer_returns_alias_columns() {
+async fn s4_8_fetchxml_link_entity_inner_and_outer_returns_alias_columns() {
     let env = Env::start().await;
     accounts(&env).await;
     let link = |link_type: &str, filter: &str| {
@@ -172,7 +172,7 @@ async fn s4_7_fetchxml_link_entity_inner_and_outer_returns_alias_columns() {
 }
 
 #[tokio::test]
-async fn s4_7_fetchxml_pages_with_the_paging_cookie_until_morerecords_is_false() {
+async fn s4_8_fetchxml_pages_with_the_paging_cookie_until_morerecords_is_false() {
     let env = Env::start().await;
     let mut created = HashSet::new();
     for i in 0..23 {
@@ -231,7 +231,7 @@ async fn s4_7_fetchxml_pages_with_the_paging_cookie_until_morerecords_is_false()
 }
 
 #[tokio::test]
-async fn s4_7_fetchxml_returns_the_total_record_count_when_asked() {
+async fn s4_8_fetchxml_returns_the_total_record_count_when_asked() {
     let env = Env::start().await;
     accounts(&env).await;
     let xml = "<fetch count='2' returntotalrecordcount='true'><entity name='account'>\
@@ -245,7 +245,7 @@ async fn s4_7_fetchxml_returns_the_total_record_count_when_asked() {
 }
 
 #[tokio::test]
-async fn s4_7_fetchxml_returns_formatted_values_as_odata_queries_do() {
+async fn s4_8_fetchxml_returns_formatted_values_as_odata_queries_do() {
     let env = Env::start().await;
     accounts(&env).await;
     let xml = "<fetch><entity name='account'><attribute name='primarycontactid'/><attribute name='revenue'/>\
@@ -263,7 +263,7 @@ async fn s4_7_fetchxml_returns_formatted_values_as_odata_queries_do() {
 }
 
 #[tokio::test]
-async fn s4_7_fetchxml_wrong_entity_malformed_over_long_and_unsupported_are_refused() {
+async fn s4_8_fetchxml_wrong_entity_malformed_over_long_and_unsupported_are_refused() {
     let env = Env::start().await;
     accounts(&env).await;
     let reply = fetch_reply(&env, "accounts", "<fetch><entity name='contact'/></fetch>", None).await;
@@ -305,7 +305,7 @@ async fn sql(env: &Env, text: &str) -> crate::Reply {
 }
 
 #[tokio::test]
-async fn s4_8_sql_selects_columns_with_top_where_and_order_by() {
+async fn s4_9_sql_selects_columns_with_top_where_and_order_by() {
     let env = Env::start().await;
     accounts(&env).await;
     let reply = sql(&env, "SELECT TOP 2 name, numberofemployees FROM account WHERE numberofemployees >= 10 ORDER BY numberofemployees DESC").await;
@@ -331,7 +331,7 @@ async fn s4_8_sql_selects_columns_with_top_where_and_order_by() {
 }
 
 #[tokio::test]
-async fn s4_8_sql_join_group_by_subqueries_and_other_tables_are_refused() {
+async fn s4_9_sql_join_group_by_subqueries_and_other_tables_are_refused() {
     let env = Env::start().await;
     accounts(&env).await;
     sql(&env, "SELECT a.name FROM account a JOIN contact c ON a.primarycontactid = c.contactid").await.assert_error(
@@ -363,7 +363,7 @@ async fn s4_8_sql_join_group_by_subqueries_and_other_tables_are_refused() {
 }
 
 #[tokio::test]
-async fn s4_9_unknown_query_options_are_refused_not_ignored() {
+async fn s4_10_unknown_query_options_are_refused_not_ignored() {
     let env = Env::start().await;
     accounts(&env).await;
     env.get("accounts?foo=1").await.assert_error(400, "0x80060888", "The query parameter foo is not supported");
@@ -386,7 +386,7 @@ async fn s4_9_unknown_query_options_are_refused_not_ignored() {
 }
 
 #[tokio::test]
-async fn s4_8_sql_results_page_through_next_links_that_keep_the_statement() {
+async fn s4_9_sql_results_page_through_next_links_that_keep_the_statement() {
     let env = Env::start().await;
     accounts(&env).await;
     let mut url = format!("accounts?sql={}", encode("SELECT name FROM account WHERE revenue >= 75 ORDER BY name"));

@@ -119,7 +119,7 @@ fn sdk_metadata_query(table: &str, column: Option<&str>) -> String {
 }
 
 #[tokio::test]
-async fn metadata_10_3_retrieve_metadata_changes_answers_typed_columns_as_the_sdk_parses_them() {
+async fn metadata_10_5_retrieve_metadata_changes_answers_typed_columns_as_the_sdk_parses_them() {
     let env = Env::start().await;
     env.add_column(
         "contact",
@@ -158,7 +158,7 @@ async fn metadata_10_3_retrieve_metadata_changes_answers_typed_columns_as_the_sd
 }
 
 #[tokio::test]
-async fn metadata_10_4_create_entities_makes_a_table_usable_for_records_and_a_custom_table_can_be_deleted() {
+async fn metadata_10_6_create_entities_makes_a_table_usable_for_records_and_a_custom_table_can_be_deleted() {
     let env = Env::start().await;
     let table = sdk_create_table(
         &env,
@@ -191,7 +191,7 @@ async fn metadata_10_4_create_entities_makes_a_table_usable_for_records_and_a_cu
 }
 
 #[tokio::test]
-async fn metadata_10_5_a_deleted_custom_column_is_gone_and_writing_it_fails() {
+async fn metadata_10_7_a_deleted_custom_column_is_gone_and_writing_it_fails() {
     let env = Env::start().await;
     env.add_column(
         "contact",
@@ -237,7 +237,7 @@ async fn metadata_10_5_a_deleted_custom_column_is_gone_and_writing_it_fails() {
 }
 
 #[tokio::test]
-async fn metadata_10_5_a_column_update_is_a_put_of_its_whole_definition_and_merge_labels_keeps_other_languages() {
+async fn metadata_10_7_a_column_update_is_a_put_of_its_whole_definition_and_merge_labels_keeps_other_languages() {
     let env = Env::start().await;
     env.add_column(
         "contact",
@@ -298,7 +298,7 @@ async fn metadata_10_5_a_column_update_is_a_put_of_its_whole_definition_and_merg
 }
 
 #[tokio::test]
-async fn metadata_10_6_a_deleted_alternate_key_no_longer_upserts() {
+async fn metadata_10_8_a_deleted_alternate_key_no_longer_upserts() {
     let env = Env::start().await;
     env.add_column(
         "contact",

@@ -14,7 +14,7 @@ fn values(body: &Json) -> Vec<Json> {
 }
 
 #[tokio::test]
-async fn metadata_10_7_relationship_definitions_list_the_one_to_many_relationship_of_every_lookup() {
+async fn metadata_10_9_relationship_definitions_list_the_one_to_many_relationship_of_every_lookup() {
     let env = Env::start().await;
     let all = env.get("RelationshipDefinitions").await.json();
     let contact_account = values(&all)
@@ -97,7 +97,7 @@ fn id_in(location: &str) -> String {
 }
 
 #[tokio::test]
-async fn metadata_10_8_a_lookup_created_through_a_relationship_binds_and_goes_with_it() {
+async fn metadata_10_10_a_lookup_created_through_a_relationship_binds_and_goes_with_it() {
     let env = Env::start().await;
     sdk_create_table(&env, "new_Order", vec![]).await;
     let reply = env.post("RelationshipDefinitions", sdk_lookup("new_order", "new_AccountId", "account")).await;
@@ -158,7 +158,7 @@ async fn metadata_10_8_a_lookup_created_through_a_relationship_binds_and_goes_wi
 }
 
 #[tokio::test]
-async fn metadata_10_9_many_to_many_relationships_are_kept_and_associating_through_them_is_refused() {
+async fn metadata_10_11_many_to_many_relationships_are_kept_and_associating_through_them_is_refused() {
     let env = Env::start().await;
     sdk_create_table(&env, "new_Project", vec![]).await;
     let body = json!({
@@ -203,7 +203,7 @@ async fn metadata_10_9_many_to_many_relationships_are_kept_and_associating_throu
 }
 
 #[tokio::test]
-async fn metadata_10_10_relationships_and_deletions_survive_a_restart() {
+async fn metadata_10_12_relationships_and_deletions_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env.db");
     let config = EmulatorConfig { state: Some(path.clone()), ..crate::config() };
