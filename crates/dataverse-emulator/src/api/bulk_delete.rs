@@ -24,7 +24,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -44,8 +44,7 @@ struct BulkDeleteRequest {
     start_date_time: Option<String>,
     #[serde(default)]
     recurrence_pattern: Option<String>,
-    #[serde(default)]
-    send_email_notification: Option<bool>,
+    // SendEmailNotification, ToRecipients and CCRecipients are accepted and left unread: the emulator sends no mail.
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,9 +220,8 @@ fn put(
     kind: WriteKind,
 ) -> ApiResult<()> {
     let table = data.schema.table(table).cloned().expect("a built-in table");
-    let body: Map<String, Json> = match body {
-        Json::Object(map) => map,
-        _ => unreachable!("bodies here are objects"),
+    let Json::Object(body) = body else {
+        return Err(ApiError::internal(format!("a {} row is written from a JSON object", table.logical_name)));
     };
     let key = Key::Id(id);
     let preconditions = Preconditions::default();
@@ -239,7 +237,6 @@ pub async fn submit(request: &Request) -> ApiResult<Response> {
     let body: BulkDeleteRequest = serde_json::from_slice(&request.body)
         .map_err(|e| ApiError::payload("BulkDelete", format!("The body is not a BulkDelete request: {e}")))?;
     let (name, selections, start) = plan(request, &body)?;
-    let _ = body.send_email_notification; // the emulator sends no mail; accepted as Dataverse accepts it
     let (job, operation, caller) = (Uuid::new_v4(), Uuid::new_v4(), request.caller);
     request
         .env
