@@ -679,28 +679,9 @@ async fn attributes(request: &Request, table_key: &Key, segments: &[Segment]) ->
     let options = MetadataOptions::parse(request)?;
     let data = request.env.store.read();
     let table = find_table(&data.schema, table_key)?;
-    if let Some(attribute_key) = &attributes_segment.key {
-        let (position, attribute) = table
-            .attributes
-            .iter()
-            .enumerate()
-            .find(|(_, a)| match attribute_key {
-                Key::Id(id) => a.metadata_id == *id,
-                Key::Named(parts) => {
-                    matches!(parts.as_slice(), [(n, KeyValue::Text(v))] if n == "LogicalName" && v == &a.logical_name)
-                }
-            })
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    crate::error::code::OBJECT_DOES_NOT_EXIST,
-                    format!(
-                        "Could not find an attribute with the key {} on entity {}.",
-                        attribute_key.to_url(),
-                        table.logical_name
-                    ),
-                )
-            })?;
+    if attributes_segment.key.is_some() {
+        let position = super::schema_changes::attribute_position(table, attributes_segment)?;
+        let attribute = &table.attributes[position];
         if cast.as_deref().is_some_and(|c| c != attribute.kind.metadata_type()) {
             return Err(ApiError::bad_query(format!(
                 "The attribute {} is a {}, not a {}.",

@@ -23,7 +23,7 @@ fn refused(message: String) -> ApiError {
 }
 
 /// The attribute a segment's key names: `Attributes(<MetadataId>)` or `Attributes(LogicalName='x')`.
-fn attribute_position(table: &Table, segment: &Segment) -> ApiResult<usize> {
+pub(super) fn attribute_position(table: &Table, segment: &Segment) -> ApiResult<usize> {
     let Some(key) = &segment.key else {
         return Err(ApiError::method_not_allowed(
             "Name the column: EntityDefinitions(LogicalName='t')/Attributes(LogicalName='c') or Attributes(<MetadataId>).",
