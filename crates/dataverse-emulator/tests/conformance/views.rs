@@ -207,3 +207,39 @@ async fn s4_11_user_query_is_still_refused_there_are_no_personal_views() {
         "The query parameter userQuery is not supported by the emulator: it keeps no personal views",
     );
 }
+
+#[tokio::test]
+async fn s4_11_views_survive_a_restart_with_the_same_ids_and_are_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dataverse_emulator::EmulatorConfig { state: Some(dir.path().join("env.db")), ..crate::config() };
+    let first = Env::with(config.clone()).await;
+    let reply = first
+        .post(
+            "CreateEntities",
+            json!({"Entities": [{
+                "@odata.type": "Microsoft.Dynamics.CRM.EntityMetadata",
+                "SchemaName": "new_Ticket",
+                "DisplayName": label("Ticket"),
+                "DisplayCollectionName": label("Tickets"),
+                "OwnershipType": "UserOwned",
+                "HasActivities": false,
+                "HasNotes": false,
+                "Attributes": [{
+                    "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
+                    "SchemaName": "new_Name", "IsPrimaryName": true, "MaxLength": 100, "DisplayName": label("Name")
+                }]
+            }]}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let contact_view = view_id(&first, "contact", "Active Contacts").await;
+    let ticket_view = view_id(&first, "new_ticket", "Active Tickets").await;
+    let count = |body: Json| body["value"].as_array().unwrap().len();
+    let before = count(first.get("savedqueries?$select=name").await.json());
+    first.emulator.stop().await;
+
+    let second = Env::with(config).await;
+    assert_eq!(view_id(&second, "contact", "Active Contacts").await, contact_view);
+    assert_eq!(view_id(&second, "new_ticket", "Active Tickets").await, ticket_view);
+    assert_eq!(count(second.get("savedqueries?$select=name").await.json()), before);
+}
