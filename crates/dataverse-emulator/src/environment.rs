@@ -304,6 +304,12 @@ impl EmulatorConfig {
         let app_object_id = setting_id(&store, "application_object_id", None).await?;
         let app_user_id = setting_id(&store, "application_user_id", None).await?;
         ensure_user(&store, app_user_id, "# dataverse-emulator", app_object_id, Some(client_id)).await?;
+        store
+            .write(|data, changes| {
+                crate::schema::views::write_missing(data, changes);
+                Ok::<_, anyhow::Error>(())
+            })
+            .await?;
         let mut callers = HashMap::from([(app_object_id, app_user_id)]);
         let mut users = Vec::new();
         for (name, password) in self.users {

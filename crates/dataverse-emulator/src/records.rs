@@ -280,6 +280,10 @@ fn compute_names(table: &Table, row: &mut Row) {
 fn record_entity_names(table: &Table, row: &mut Row) {
     for attribute in &table.attributes {
         let AttributeKind::EntityName { lookup } = &attribute.kind else { continue };
+        if lookup.is_empty() {
+            // Written by the client (a view's `returnedtypecode`), not kept in step with a lookup.
+            continue;
+        }
         match row.get(lookup) {
             Some(Value::Lookup { table: target, .. }) => {
                 let name = Value::Text(target.clone());

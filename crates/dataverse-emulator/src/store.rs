@@ -223,15 +223,22 @@ impl Data {
     }
 
     /// Adds or replaces a table definition (a custom table, or a table with a new column or key).
+    /// A new table gets its standard system views (`savedquery` rows), as Dataverse creates them with it.
     pub fn put_table(&mut self, changes: &mut Vec<Change>, table: Table) {
         changes.push(Change::Table(Box::new(table.clone())));
         self.tables.entry(table.logical_name.clone()).or_default();
+        let created = self.schema.table(&table.logical_name).is_none();
+        let views = created.then(|| table.clone());
         self.schema.insert(table);
+        if let Some(table) = views {
+            crate::schema::views::write_views(self, changes, &table);
+        }
     }
 
     /// Removes a table with its rows and tombstones, for good: a table created later with the same name
     /// starts empty.
     pub fn drop_table(&mut self, changes: &mut Vec<Change>, logical_name: &str) {
+        crate::schema::views::remove_views(self, changes, logical_name);
         changes.push(Change::DropTable(logical_name.to_string()));
         self.tables.remove(logical_name);
         self.schema.remove(logical_name);

@@ -139,7 +139,7 @@ fn condition(c: &ConditionExpression) -> ApiResult<Expr> {
         "Like" => Ok(Expr::Like(vec![attribute.clone()], text()?)),
         "NotLike" => Ok(Expr::Not(Box::new(Expr::Like(vec![attribute.clone()], text()?)))),
         "In" | "NotIn" => {
-            let (op, join): (CmpOp, fn(Vec<Expr>) -> Option<Expr>) =
+            let (op, join): (CmpOp, Joiner) =
                 if c.operator == "In" { (CmpOp::Eq, filter::any_of) } else { (CmpOp::Ne, filter::all_of) };
             let each = c.values.iter().map(|v| compare(op, &attribute, literal(v))).collect();
             join(each).ok_or_else(|| invalid(format!("The '{}' condition on '{attribute}' has no values.", c.operator)))
@@ -151,6 +151,9 @@ fn condition(c: &ConditionExpression) -> ApiResult<Expr> {
         ))),
     }
 }
+
+/// How the comparisons of an `In` (any of them) or a `NotIn` (all of them) join.
+type Joiner = fn(Vec<Expr>) -> Option<Expr>;
 
 /// A filter as a `$filter` expression; `None` when it has no conditions (it matches every record). The body's
 /// nesting is bounded by the JSON reader (128 levels, two a filter), well within what binding may recurse.

@@ -70,11 +70,16 @@ pub struct Request {
 }
 
 impl Request {
-    /// The query options of any request but a query of an entity set: `fetchXml` and `sql` query collections only.
+    /// The query options of any request but a query of an entity set: `fetchXml`, `savedQuery` and `sql` query
+    /// collections only.
     pub fn options(&self) -> ApiResult<QueryOptions> {
         let options = self.collection_options()?;
-        if options.fetch_xml.is_some() || options.sql.is_some() {
-            let name = if options.fetch_xml.is_some() { "fetchXml" } else { "sql" };
+        let whole_query = [
+            options.fetch_xml.as_ref().map(|_| "fetchXml"),
+            options.saved_query.as_ref().map(|_| "savedQuery"),
+            options.sql.as_ref().map(|_| "sql"),
+        ];
+        if let Some(name) = whole_query.into_iter().flatten().next() {
             return Err(ApiError::bad_query(format!(
                 "The query parameter {name} queries an entity set: send it with GET /<entity set>?{name}=…"
             )));
@@ -82,7 +87,7 @@ impl Request {
         Ok(options)
     }
 
-    /// The query options of a `GET` of an entity set, which may be a `fetchXml` or `sql` query.
+    /// The query options of a `GET` of an entity set, which may be a `fetchXml`, `savedQuery` or `sql` query.
     pub fn collection_options(&self) -> ApiResult<QueryOptions> {
         QueryOptions::parse(self.raw_query.as_deref())
     }

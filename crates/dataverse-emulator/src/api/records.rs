@@ -438,13 +438,18 @@ pub(super) fn page_size(request: &Request) -> ApiResult<Option<usize>> {
 
 fn query(request: &Request, table: &Table) -> ApiResult<Response> {
     let mut options = request.collection_options()?;
-    if request.prefer.track_changes && (options.fetch_xml.is_some() || options.sql.is_some()) {
+    if request.prefer.track_changes
+        && (options.fetch_xml.is_some() || options.saved_query.is_some() || options.sql.is_some())
+    {
         return Err(ApiError::bad_query(
             "odata.track-changes goes with OData queries only: leave out the Prefer, or query with $select/$filter.",
         ));
     }
     if let Some(xml) = &options.fetch_xml {
         return fetch_query(request, table, xml);
+    }
+    if let Some(id) = &options.saved_query {
+        return saved_query(request, table, id, &options);
     }
     if let Some(sql) = options.sql.clone() {
         crate::odata::sql::apply(&sql, table, &mut options)?;
@@ -532,12 +537,81 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
 /// `GET /accounts?fetchXml=…`: answered by [`fetchxml`], written as any other query.
 fn fetch_query(request: &Request, table: &Table, xml: &str) -> ApiResult<Response> {
     let fetch = fetchxml::parse(xml)?;
-    let (body, returned) = {
+    let answer = {
         let data = request.env.store.read();
         fetchxml::execute(&data, table, &fetch, &request.prefer, &request.base)?
     };
-    let response = with_work(json_response(StatusCode::OK, &body), Work::read(returned));
+    let response = with_work(json_response(StatusCode::OK, &answer.body), Work::read(answer.returned));
     Ok(preferences_applied(request, response, None))
+}
+
+/// `GET /contacts?savedQuery=<savedqueryid>`: runs the system view's FetchXML as [`fetch_query`] would, paged by
+/// `Prefer: odata.maxpagesize` (or the view's own `count`, else 5,000 rows) with an `@odata.nextLink` that keeps
+/// `savedQuery` and carries the paging cookie in `$skiptoken`, as Dataverse pages a view.
+fn saved_query(request: &Request, table: &Table, id_text: &str, options: &QueryOptions) -> ApiResult<Response> {
+    let id = crate::value::parse_guid(id_text.trim().trim_matches(['{', '}'])).ok_or_else(|| {
+        ApiError::bad_query(format!(
+            "savedQuery='{id_text}' is not a view id: savedQuery takes the savedqueryid (a GUID) of a system view, as \
+             GET savedqueries?$select=name,savedqueryid&$filter=returnedtypecode eq '{}' lists them.",
+            table.logical_name
+        ))
+    })?;
+    let requested_page = page_size(request)?;
+    let answer = {
+        let data = request.env.store.read();
+        let view = data.rows("savedquery").get(&id).ok_or_else(|| ApiError::record_not_found("savedquery", id))?;
+        let text = |column: &str| match view.get(column) {
+            Some(Value::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
+        let name = text("name").unwrap_or_default();
+        let returns = text("returnedtypecode").unwrap_or_default();
+        if returns != table.logical_name {
+            let set = data
+                .schema
+                .table(&returns)
+                .map_or_else(|| "<its entity set>".to_string(), |t| t.entity_set_name.clone());
+            return Err(ApiError::invalid_argument(format!(
+                "The view '{name}' ({id}) returns '{returns}' rows, but it was run on the entity set '{}' of '{}': run \
+                 it with GET {set}?savedQuery={id}, or pick a view of '{}' from savedqueries.",
+                table.entity_set_name, table.logical_name, table.logical_name
+            )));
+        }
+        let xml = text("fetchxml").ok_or_else(|| {
+            ApiError::invalid_argument(format!(
+                "The view '{name}' ({id}) has no fetchxml to run: give it one, or run another view of '{returns}'."
+            ))
+        })?;
+        let mut fetch = fetchxml::parse(&xml)?;
+        if let Some(n) = requested_page
+            && fetch.top.is_none()
+        {
+            fetch.count = Some(n);
+        }
+        if let Some(token) = &options.skiptoken {
+            let (page_number, cookie) = Cursor::skiptoken_parts(token)?;
+            fetch.page = Some(page_number);
+            fetch.paging_cookie = Some(cookie);
+        }
+        fetchxml::execute(&data, table, &fetch, &request.prefer, &request.base)?
+    };
+    let mut body = answer.body;
+    if let Json::Object(map) = &mut body {
+        if !request.prefer.includes("Microsoft.Dynamics.CRM.fetchxmlpagingcookie") {
+            map.remove("@Microsoft.Dynamics.CRM.fetchxmlpagingcookie");
+        }
+        if let Some(next) = &answer.next {
+            let link = format!(
+                "{}/{}?{}",
+                request.base,
+                table.entity_set_name,
+                options.next_query(&next.to_skiptoken(&table.primary_id))
+            );
+            map.insert("@odata.nextLink".into(), Json::String(link));
+        }
+    }
+    let response = with_work(json_response(StatusCode::OK, &body), Work::read(answer.returned));
+    Ok(preferences_applied(request, response, requested_page))
 }
 
 fn preferences_applied(request: &Request, mut response: Response, requested_page: Option<usize>) -> Response {

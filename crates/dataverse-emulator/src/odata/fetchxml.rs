@@ -555,8 +555,17 @@ struct BoundLink<'d> {
 /// A result row: the fetched entity's row and, for each link, the linked row (none for an unmatched outer link).
 type Joined<'d> = (Uuid, &'d Row, Vec<Option<&'d Row>>);
 
-/// The answer to a fetch over `table`: the response body and how many rows it holds.
-pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base: &str) -> ApiResult<(Json, usize)> {
+/// The answer to a fetch over `table`.
+pub struct Answer {
+    pub body: Json,
+    /// How many rows the body holds.
+    pub returned: usize,
+    /// Where the next page starts, when more rows follow this page.
+    pub next: Option<Cursor>,
+}
+
+/// The answer to a fetch over `table`: the response body, how many rows it holds, and where the next page starts.
+pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base: &str) -> ApiResult<Answer> {
     if fetch.entity != table.logical_name {
         return Err(invalid(format!(
             "The fetchXml queries the entity '{}', but it was sent to the entity set '{}' of '{}': send it to that \
@@ -674,15 +683,18 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
     }
     // The cookie comes whenever there are more rows, asked for or not (DynamicsWebApi's `fetchAll` pages on
     // its presence alone); asked for, it comes on the last page too.
-    if (more || prefer.includes("Microsoft.Dynamics.CRM.fetchxmlpagingcookie"))
-        && let (Some(first), Some(last)) = (result.first(), result.last())
-    {
-        let cursor = Cursor {
+    let cursor = match (result.first(), result.last()) {
+        (Some(first), Some(last)) => Some(Cursor {
             page: page_number,
             sort_values: order.columns.iter().map(|(c, _)| (c.clone(), last.1.get(c).map(|v| v.to_text()))).collect(),
             last_id: last.0,
             first_id: first.0,
-        };
+        }),
+        _ => None,
+    };
+    if (more || prefer.includes("Microsoft.Dynamics.CRM.fetchxmlpagingcookie"))
+        && let Some(cursor) = &cursor
+    {
         body.insert(
             "@Microsoft.Dynamics.CRM.fetchxmlpagingcookie".into(),
             Json::String(cursor.to_fetch_cookie(&table.primary_id)),
@@ -706,7 +718,7 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
         .collect();
     let returned = values.len();
     body.insert("value".into(), Json::Array(values));
-    Ok((Json::Object(body), returned))
+    Ok(Answer { body: Json::Object(body), returned, next: cursor.filter(|_| more) })
 }
 
 /// A linked row's columns as `alias.column` (the logical name, lookups included), with their annotations.

@@ -59,6 +59,8 @@ pub struct QueryOptions {
     pub deltatoken: Option<String>,
     /// `fetchXml=`: a FetchXML query, answered instead of the system query options (see `fetchxml`).
     pub fetch_xml: Option<String>,
+    /// `savedQuery=`: the id of a system view whose FetchXML answers the query (see `api::records`).
+    pub saved_query: Option<String>,
     /// `sql=`: a SQL `SELECT`, read into the system query options above (see `sql`).
     pub sql: Option<String>,
     /// The query string less `$skiptoken`, to build the next page's link from.
@@ -106,6 +108,7 @@ impl QueryOptions {
                 "$deltatoken" => options.deltatoken = Some(value.clone()),
                 "fetchXml" => options.fetch_xml = Some(value.clone()),
                 "sql" => options.sql = Some(value.clone()),
+                "savedQuery" => options.saved_query = Some(value.clone()),
                 "$skip" | "$search" | "$format" => {
                     return Err(ApiError::bad_query(format!("The query parameter {key} is not supported")));
                 }
@@ -114,17 +117,18 @@ impl QueryOptions {
                 }
                 // Parameter aliases, read by `$filter`.
                 other if other.starts_with('@') => {}
-                "savedQuery" | "userQuery" => {
-                    return Err(ApiError::bad_query(format!(
-                        "The query parameter {key} is not supported by the emulator: send the view's FetchXML with \
-                         fetchXml=, or its conditions with $filter."
-                    )));
+                "userQuery" => {
+                    return Err(ApiError::bad_query(
+                        "The query parameter userQuery is not supported by the emulator: it keeps no personal views \
+                         (userquery). Run a system view with savedQuery=<savedqueryid>, or send the view's FetchXML \
+                         with fetchXml=.",
+                    ));
                 }
                 other => {
                     return Err(ApiError::bad_query(format!(
                         "The query parameter {other} is not supported: the emulator answers $select, $filter, \
-                         $orderby, $top, $count, $expand, $skiptoken, $deltatoken, fetchXml, sql and @parameter \
-                         aliases."
+                         $orderby, $top, $count, $expand, $skiptoken, $deltatoken, fetchXml, savedQuery, sql and \
+                         @parameter aliases."
                     )));
                 }
             }
@@ -133,18 +137,27 @@ impl QueryOptions {
         Ok(options)
     }
 
-    /// `fetchXml` and `sql` are whole queries: neither goes with the other, nor with a system query option
-    /// (except the `$skiptoken` of a `sql` query's own next link).
+    /// `fetchXml`, `savedQuery` and `sql` are whole queries: none goes with another, nor with a system query
+    /// option (except the `$skiptoken` of a `sql` or `savedQuery` query's own next link).
     fn check_exclusive(&self, pairs: &[(String, String)]) -> ApiResult<()> {
-        let name = match (&self.fetch_xml, &self.sql) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_query("fetchXml and sql are two queries: send one of them."));
+        let given: Vec<&str> = [
+            self.fetch_xml.as_ref().map(|_| "fetchXml"),
+            self.saved_query.as_ref().map(|_| "savedQuery"),
+            self.sql.as_ref().map(|_| "sql"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let name = match given.as_slice() {
+            [] => return Ok(()),
+            [one] => *one,
+            [first, second, ..] => {
+                return Err(ApiError::bad_query(format!("{first} and {second} are two queries: send one of them.")));
             }
-            (Some(_), None) => "fetchXml",
-            (None, Some(_)) => "sql",
-            (None, None) => return Ok(()),
         };
-        let allowed = |key: &str| key == name || key.starts_with('@') || (name == "sql" && key == "$skiptoken");
+        let allowed = |key: &str| {
+            key == name || key.starts_with('@') || (matches!(name, "sql" | "savedQuery") && key == "$skiptoken")
+        };
         match pairs.iter().find(|(key, _)| !allowed(key.as_str())) {
             Some((key, _)) => Err(ApiError::bad_query(format!(
                 "The query parameter {key} cannot be combined with {name}: write it inside the {name} query instead."
@@ -325,16 +338,18 @@ impl Cursor {
     }
 
     pub fn from_skiptoken(token: &str, primary_id: &str, sort_columns: &[String]) -> ApiResult<Cursor> {
-        let invalid = || {
-            ApiError::bad_query(
-                "The $skiptoken is not a paging cookie this service issued; follow @odata.nextLink as it was returned.",
-            )
-        };
+        let (page_number, inner) = Cursor::skiptoken_parts(token)?;
+        Cursor::from_inner_cookie(&inner, page_number.saturating_sub(1), primary_id, sort_columns)
+            .ok_or_else(invalid_skiptoken)
+    }
+
+    /// The page number a [`Cursor::to_skiptoken`] asks for, and its inner cookie (FetchXML's `paging-cookie`).
+    pub fn skiptoken_parts(token: &str) -> ApiResult<(u32, String)> {
         let outer = token.trim();
-        let page_number: u32 = attribute_of(outer, "pagenumber").and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
-        let inner_encoded = attribute_of(outer, "pagingcookie").ok_or_else(invalid)?;
-        let inner = percent_decode_str(&inner_encoded).decode_utf8_lossy().into_owned();
-        Cursor::from_inner_cookie(&inner, page_number.saturating_sub(1), primary_id, sort_columns).ok_or_else(invalid)
+        let page_number: u32 =
+            attribute_of(outer, "pagenumber").and_then(|p| p.parse().ok()).ok_or_else(invalid_skiptoken)?;
+        let inner_encoded = attribute_of(outer, "pagingcookie").ok_or_else(invalid_skiptoken)?;
+        Ok((page_number, percent_decode_str(&inner_encoded).decode_utf8_lossy().into_owned()))
     }
 
     /// Reads an [`Cursor::inner_cookie`] back; `None` when it is not one for these sort columns.
@@ -355,6 +370,12 @@ impl Cursor {
         };
         Some(Cursor { page, sort_values, last_id: guid("last")?, first_id: guid("first")? })
     }
+}
+
+fn invalid_skiptoken() -> ApiError {
+    ApiError::bad_query(
+        "The $skiptoken is not a paging cookie this service issued; follow @odata.nextLink as it was returned.",
+    )
 }
 
 fn encode_cookie(text: &str) -> String {

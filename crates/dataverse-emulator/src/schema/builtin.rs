@@ -478,8 +478,47 @@ fn bulkdeleteoperation() -> Table {
     .build()
 }
 
+/// A system view (`savedquery`, entity set `savedqueries`): a table's saved FetchXML query and the grid that
+/// shows it, as Dataverse keeps one row per view.
+///
+/// Contract: `returnedtypecode` is the logical name of the table the view returns (an EntityName column the
+/// client writes, not one kept in step with a lookup); `fetchxml` is the query `GET {set}?savedQuery={id}` runs
+/// through the FetchXML code; `layoutxml` is the grid (`<grid name="resultset" …><row …><cell …/></row></grid>`);
+/// `querytype` is 0 for a public view, 1 advanced find, 2 associated, 4 quick find, 64 lookup. The platform
+/// writes each table's standard views itself (see `schema::views`), with ids that stay the same everywhere.
+/// `iscustomizable` is a plain Yes/No here, where Dataverse has a managed property.
+fn savedquery() -> Table {
+    let mut b = TableBuilder::new("savedquery", "savedqueries", ("View", "Views"), "name", 1039)
+        .description("Saved query against the database.")
+        .attr("name", "Name", AttributeKind::string(200))
+        .system_required()
+        .attr("description", "Description", AttributeKind::Memo { max_length: 2000 })
+        .attr("returnedtypecode", "Returned Type", AttributeKind::EntityName { lookup: String::new() })
+        .system_required()
+        .attr("fetchxml", "Query", AttributeKind::Memo { max_length: 1_073_741_823 })
+        .attr("layoutxml", "Grid Layout", AttributeKind::Memo { max_length: 1_073_741_823 })
+        .attr("querytype", "Query Type", AttributeKind::integer())
+        .system_required()
+        .attr("isdefault", "Is Default", AttributeKind::yes_no("Yes", "No", false))
+        .attr("isquickfindquery", "Is Quick Find Query", AttributeKind::yes_no("Yes", "No", false))
+        .attr("iscustomizable", "Customizable", AttributeKind::yes_no("Yes", "No", true))
+        .attr("iscustom", "Is Custom", AttributeKind::yes_no("Yes", "No", false))
+        .read_only();
+    b.table.ownership = "OrganizationOwned".into();
+    b.standard_columns(&[(0, "Active", 1), (1, "Inactive", 2)], &[(1, "Active", 0), (2, "Inactive", 1)]).build()
+}
+
 pub fn builtin_tables() -> Vec<Table> {
-    vec![account(), annotation(), asyncoperation(), bulkdeleteoperation(), contact(), lead(), systemuser()]
+    vec![
+        account(),
+        annotation(),
+        asyncoperation(),
+        bulkdeleteoperation(),
+        contact(),
+        lead(),
+        savedquery(),
+        systemuser(),
+    ]
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 mod builtin;
 mod customize;
 mod relationships;
+pub mod views;
 
 pub use builtin::builtin_tables;
 pub use customize::{NewAttribute, NewKey, NewTable, PublisherPrefix};

@@ -367,10 +367,10 @@ async fn s4_10_unknown_query_options_are_refused_not_ignored() {
     let env = Env::start().await;
     accounts(&env).await;
     env.get("accounts?foo=1").await.assert_error(400, "0x80060888", "The query parameter foo is not supported");
-    env.get("accounts?savedQuery=00000000-0000-0000-0000-000000000000").await.assert_error(
+    env.get("accounts?userQuery=00000000-0000-0000-0000-000000000000").await.assert_error(
         400,
         "0x80060888",
-        "The query parameter savedQuery is not supported",
+        "The query parameter userQuery is not supported",
     );
     env.get(&format!("accounts?fetchXml={}&sql=x", encode("<fetch><entity name='account'/></fetch>")))
         .await

@@ -19,6 +19,7 @@ mod relationships;
 mod state;
 mod tls;
 mod validation;
+mod views;
 
 use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
 use reqwest::{Method, RequestBuilder, StatusCode};
