@@ -107,12 +107,12 @@ impl TableRows {
         }
     }
 
-    /// Builds a new key's index. Fails, naming the values, if two rows already share them.
     /// Drops the index of a key that was deleted.
     pub fn forget_key(&mut self, key_name: &str) {
         self.key_index.remove(key_name);
     }
 
+    /// Builds a new key's index. Fails, naming the values, if two rows already share them.
     pub fn index_key(&mut self, key: &crate::schema::AlternateKey) -> Result<(), Vec<String>> {
         let mut index = HashMap::new();
         for (id, row) in &self.rows {
