@@ -307,6 +307,8 @@ impl EmulatorConfig {
         store
             .write(|data, changes| {
                 crate::schema::views::write_missing(data, changes);
+                crate::api::bulk_delete::fail_unfinished(data, changes, app_user_id)
+                    .map_err(|e| anyhow::anyhow!("marking unfinished system jobs failed: {}", e.message))?;
                 Ok::<_, anyhow::Error>(())
             })
             .await?;

@@ -20,6 +20,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::odata::filter::{self, CmpOp, Expr, Literal, Operand, Predicate, TextFn};
 use crate::odata::path::Key;
 use crate::records::{self, Preconditions, WriteKind, WriteRequest};
+use crate::schema::Table;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -110,8 +111,10 @@ fn compare(op: CmpOp, attribute: &str, value: Literal) -> Expr {
 }
 
 /// A condition as a `$filter` expression, for the operators a bulk deletion's query uses.
-fn condition(c: &ConditionExpression) -> ApiResult<Expr> {
-    let attribute = c.attribute_name.to_ascii_lowercase();
+fn condition(c: &ConditionExpression, table: &Table) -> ApiResult<Expr> {
+    // A QueryExpression names columns by logical name, lookups too; `$filter` names a lookup `_x_value`.
+    let logical = c.attribute_name.to_ascii_lowercase();
+    let attribute = table.attribute(&logical).map_or(logical, |a| a.property_name());
     let one = || match c.values.as_slice() {
         [value] => Ok(literal(value)),
         _ => Err(invalid(format!(
@@ -157,10 +160,10 @@ type Joiner = fn(Vec<Expr>) -> Option<Expr>;
 
 /// A filter as a `$filter` expression; `None` when it has no conditions (it matches every record). The body's
 /// nesting is bounded by the JSON reader (128 levels, two a filter), well within what binding may recurse.
-fn criteria(f: &FilterExpression) -> ApiResult<Option<Expr>> {
-    let mut operands = f.conditions.iter().map(condition).collect::<ApiResult<Vec<_>>>()?;
+fn criteria(f: &FilterExpression, table: &Table) -> ApiResult<Option<Expr>> {
+    let mut operands = f.conditions.iter().map(|c| condition(c, table)).collect::<ApiResult<Vec<_>>>()?;
     for nested in &f.filters {
-        operands.extend(criteria(nested)?);
+        operands.extend(criteria(nested, table)?);
     }
     match f.filter_operator.as_deref().unwrap_or("And") {
         "And" => Ok(filter::all_of(operands)),
@@ -205,7 +208,7 @@ fn plan(request: &Request, body: &BulkDeleteRequest) -> ApiResult<(String, Vec<S
         let table = data.schema.table(&entity).ok_or_else(|| {
             invalid(format!("QuerySet[{i}] names the table '{entity}', which does not exist: EntityName takes a table's logical name, such as 'contact'."))
         })?;
-        let expr = query.criteria.as_ref().map(criteria).transpose()?.flatten();
+        let expr = query.criteria.as_ref().map(|c| criteria(c, table)).transpose()?.flatten();
         let predicate = expr.as_ref().map(|e| Predicate::bind(e, table)).transpose()?;
         selections.push(Selection { table: table.logical_name.clone(), predicate });
     }
@@ -290,42 +293,65 @@ async fn run(
         return;
     }
     let (mut deleted, mut failed) = (0usize, 0usize);
-    for selection in &selections {
-        loop {
-            let slice: Vec<Uuid> = {
-                let data = env.store.read();
-                let rows = data.rows(&selection.table);
+    let mut problems = Vec::new();
+    for Selection { table, predicate } in selections {
+        // Found once, on a blocking thread: a large table read against a long `In` list is one scan, and the
+        // async workers keep serving meanwhile.
+        let reader = env.clone();
+        let name = table.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let data = reader.store.read();
+            let rows = data.tables.get(&name)?;
+            Some(
                 rows.rows
                     .iter()
-                    .filter(|(_, row)| selection.predicate.as_ref().is_none_or(|p| p.matches(row)))
+                    .filter(|(_, row)| predicate.as_ref().is_none_or(|p| p.matches(row)))
                     .map(|(id, _)| *id)
-                    .take(SLICE)
-                    .collect()
-            };
-            if slice.is_empty() {
-                break;
-            }
+                    .collect::<Vec<Uuid>>(),
+            )
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(ids) = found else {
+            problems.push(format!("The table {table} no longer exists."));
+            continue;
+        };
+        for (done, slice) in ids.chunks(SLICE).enumerate() {
             let removed = env
                 .store
                 .write(|data, journal| {
-                    let removed =
-                        slice.iter().filter(|id| data.remove_row(journal, &selection.table, **id).is_some()).count();
-                    Ok::<_, crate::store::JournalError>(removed)
+                    if data.schema.table(&table).is_none() {
+                        return Ok::<_, crate::store::JournalError>(None);
+                    }
+                    let present: Vec<Uuid> = slice
+                        .iter()
+                        .copied()
+                        .filter(|id| data.tables.get(&table).is_some_and(|rows| rows.get(id).is_some()))
+                        .collect();
+                    for id in &present {
+                        data.remove_row(journal, &table, *id);
+                    }
+                    Ok(Some(present.len()))
                 })
                 .await;
             match removed {
-                Ok(n) => deleted += n,
-                Err(e) => {
-                    failed += slice.len();
-                    tracing::warn!(%job, error = %e, "a bulk delete job could not delete a slice");
+                Ok(Some(n)) => deleted += n,
+                Ok(None) | Err(_) => {
+                    let left = ids.len() - done * SLICE;
+                    failed += left;
+                    problems.push(match removed {
+                        Err(e) => format!("{left} records of {table} could not be deleted: {e}."),
+                        _ => format!("The table {table} was deleted while the job ran; {left} records were left."),
+                    });
                     break;
                 }
             }
             tokio::task::yield_now().await;
         }
     }
-    let status = if failed == 0 { 30 } else { 31 };
-    let message = (failed > 0).then(|| format!("{failed} records could not be deleted; {deleted} were."));
+    let status = if problems.is_empty() { 30 } else { 31 };
+    let message = (!problems.is_empty()).then(|| format!("{} {deleted} records were deleted.", problems.join(" ")));
     let finished = json!({"statecode": 3, "statuscode": status, "completedon": stamp(), "message": message});
     let counts = json!({"successcount": deleted, "failurecount": failed, "statecode": 3, "statuscode": status});
     for (table, id, body) in [("asyncoperation", job, finished), ("bulkdeleteoperation", operation, counts)] {
@@ -337,4 +363,32 @@ async fn run(
 
 async fn set(env: &Environment, table: &str, id: Uuid, body: Json, caller: Uuid) -> ApiResult<()> {
     env.store.write(|data, journal| put(data, journal, table, id, body, caller, WriteKind::Upsert)).await
+}
+
+/// Jobs an emulator stopped in the middle of end as Failed when it starts again, since nothing runs them any
+/// more: a client polling one sees it finish instead of waiting for ever.
+pub(crate) fn fail_unfinished(
+    data: &mut crate::store::Data,
+    journal: &mut Vec<crate::store::Change>,
+    caller: Uuid,
+) -> ApiResult<()> {
+    let completed = Some(&crate::value::Value::Int(3));
+    for table in ["asyncoperation", "bulkdeleteoperation"] {
+        let unfinished: Vec<Uuid> = data
+            .tables
+            .get(table)
+            .map(|rows| {
+                rows.rows.iter().filter(|(_, row)| row.get("statecode") != completed).map(|(id, _)| *id).collect()
+            })
+            .unwrap_or_default();
+        for id in unfinished {
+            let mut body = json!({"statecode": 3, "statuscode": 31});
+            if table == "asyncoperation" {
+                body["message"] = json!("The emulator stopped before this job finished; submit it again.");
+                body["completedon"] = json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            }
+            put(data, journal, table, id, body, caller, WriteKind::Upsert)?;
+        }
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 pub(crate) mod batch;
 mod bulk;
-mod bulk_delete;
+pub(crate) mod bulk_delete;
 mod changes;
 mod discovery;
 mod metadata;

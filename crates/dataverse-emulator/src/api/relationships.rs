@@ -265,9 +265,19 @@ async fn delete(request: &Request, key: &Key) -> ApiResult<Response> {
                         ));
                     }
                     let mut table = Table::clone(find_table(&data.schema, &logical(&r.referencing_entity))?);
+                    // As deleting a column: one an alternate key is made of goes after the key.
+                    if let Some(key) = table.keys.iter().find(|k| k.attributes.contains(&r.referencing_attribute)) {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            code::INVALID_ARGUMENT,
+                            format!(
+                                "The lookup {} of {} is part of the alternate key {}; delete the key first.",
+                                r.referencing_attribute, r.referencing_entity, key.logical_name
+                            ),
+                        ));
+                    }
                     table.relationships.retain(|c| c.metadata_id != r.metadata_id);
                     table.attributes.retain(|a| a.logical_name != r.referencing_attribute);
-                    table.keys.retain(|k| !k.attributes.contains(&r.referencing_attribute));
                     data.put_table(journal, table);
                     data.drop_column(journal, &r.referencing_entity, &r.referencing_attribute);
                 }

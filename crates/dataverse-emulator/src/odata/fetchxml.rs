@@ -234,6 +234,11 @@ pub fn parse(text: &str) -> ApiResult<Fetch> {
                 parsed.orders.push((required(child, "attribute")?.to_string(), flag(child, "descending")?));
             }
             "filter" => filters.push(filter(child, 1)?),
+            "link-entity" if parsed.links.len() >= MAX_LINKS => {
+                return Err(invalid(format!(
+                    "A fetch may link at most {MAX_LINKS} tables, as Dataverse allows; split the query."
+                )));
+            }
             "link-entity" => parsed.links.push(link(child, parsed.links.len())?),
             other => return Err(invalid(format!("<{other}> is not supported in <entity>."))),
         }
@@ -555,6 +560,45 @@ struct BoundLink<'d> {
 /// A result row: the fetched entity's row and, for each link, the linked row (none for an unmatched outer link).
 type Joined<'d> = (Uuid, &'d Row, Vec<Option<&'d Row>>);
 
+/// Dataverse's limit on `<link-entity>` elements in one query.
+const MAX_LINKS: usize = 15;
+
+/// Each link's matches for one row of the fetched entity, in order (an unmatched outer link matches once, with
+/// nothing); `None` when an inner link matches nothing, which leaves the row out.
+fn link_matches<'d>(row: &Row, links: &[BoundLink<'d>]) -> Option<Vec<Vec<Option<&'d Row>>>> {
+    links
+        .iter()
+        .map(|link| match row.get(&link.link.to).and_then(|v| link.by_key.get(&v.key_text())) {
+            Some(found) => Some(found.iter().map(|other| Some(*other)).collect()),
+            None if link.link.outer => Some(vec![None]),
+            None => None,
+        })
+        .collect()
+}
+
+/// The joined rows of one fetched row — every combination of its links' matches, the last link varying fastest
+/// — appended to `out` until it holds `limit`: a combination past the limit is never built, so a join of
+/// large tables costs what the page needs, not the product of their sizes.
+fn join_row<'d>(id: Uuid, row: &'d Row, matches: &[Vec<Option<&'d Row>>], limit: usize, out: &mut Vec<Joined<'d>>) {
+    let mut position = vec![0usize; matches.len()];
+    while out.len() < limit {
+        out.push((id, row, matches.iter().zip(&position).map(|(m, &i)| m[i]).collect()));
+        // The next combination, as an odometer turns; done when every wheel has come round.
+        let mut wheel = matches.len();
+        loop {
+            if wheel == 0 {
+                return;
+            }
+            wheel -= 1;
+            position[wheel] += 1;
+            if position[wheel] < matches[wheel].len() {
+                break;
+            }
+            position[wheel] = 0;
+        }
+    }
+}
+
 /// The answer to a fetch over `table`.
 pub struct Answer {
     pub body: Json,
@@ -640,30 +684,22 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
         (found.into_iter().map(|(id, row)| (id, row, Vec::new())).collect(), more, total)
     } else {
         let (roots, _) = page(rows, table, predicate.as_ref(), &order, None, all);
-        let mut joined: Vec<Joined<'_>> = roots.into_iter().map(|(id, row)| (id, row, Vec::new())).collect();
-        for link in &links {
-            let mut next = Vec::with_capacity(joined.len());
-            for (id, row, linked) in joined {
-                let matches = row.get(&link.link.to).and_then(|v| link.by_key.get(&v.key_text()));
-                match matches {
-                    Some(found) => {
-                        for other in found {
-                            let mut with = linked.clone();
-                            with.push(Some(*other));
-                            next.push((id, row, with));
-                        }
-                    }
-                    None if link.link.outer => {
-                        let mut with = linked;
-                        with.push(None);
-                        next.push((id, row, with));
-                    }
-                    None => {}
-                }
+        // Built up to one row past the page (to know whether more follow); counted, without building, up to
+        // one past the most a count reports.
+        let needed = offset.saturating_add(size).saturating_add(1);
+        let (mut joined, mut total) = (Vec::new(), 0usize);
+        for (id, row) in roots {
+            let Some(matches) = link_matches(row, &links) else { continue };
+            if fetch.total_count {
+                let combinations = matches.iter().fold(1usize, |n, m| n.saturating_mul(m.len()));
+                total = total.saturating_add(combinations).min(MAX_PAGE + 1);
             }
-            joined = next;
+            if joined.len() < needed {
+                join_row(id, row, &matches, needed, &mut joined);
+            } else if !fetch.total_count {
+                break;
+            }
         }
-        let total = joined.len();
         let mut rest: Vec<Joined<'_>> = joined.into_iter().skip(offset).collect();
         let more = rest.len() > size;
         rest.truncate(size);

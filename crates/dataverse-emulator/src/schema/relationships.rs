@@ -261,6 +261,14 @@ impl NewOneToMany {
                 cascade.insert(behaviour.clone(), value.to_string());
             }
         }
+        // Deleting a record applies no cascade in the emulator; a relationship promising one is refused rather
+        // than kept and not honoured.
+        if let Some(delete) = cascade.get("Delete").filter(|d| d.as_str() != "RemoveLink") {
+            return Err(metadata_error(format!(
+                "The emulator does not apply CascadeConfiguration.Delete '{delete}': create the relationship with \
+                 'RemoveLink' (the default) and delete related records yourself."
+            )));
+        }
         let mut attribute = NewAttribute::from_json(
             &referencing,
             &serde_json::json!({

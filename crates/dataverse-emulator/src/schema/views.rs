@@ -59,11 +59,17 @@ const STANDARD: &[&str] = &[
 /// Columns Dataverse's own views of contacts, accounts and leads show, in that order, when a table has them.
 const PREFERRED: &[&str] = &["parentcustomerid", "companyname", "emailaddress1", "telephone1", "accountnumber"];
 
-/// What a public view shows: the primary name, up to three of the table's own columns, and `createdon`.
+/// What a public view shows: the primary name, up to three of the table's own columns, and `createdon`. A custom
+/// table's views show only its primary name and `createdon`, as Dataverse makes them: so they name no column a
+/// customizer may delete later.
 fn view_columns(table: &Table) -> Vec<String> {
     let mut columns = Vec::new();
     if table.attribute(&table.primary_name).is_some() {
         columns.push(table.primary_name.clone());
+    }
+    if table.is_custom {
+        columns.extend(table.attribute("createdon").map(|a| a.logical_name.clone()));
+        return columns;
     }
     let shown = |name: &str| {
         table.attribute(name).is_some_and(|a| {

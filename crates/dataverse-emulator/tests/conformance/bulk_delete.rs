@@ -127,3 +127,49 @@ async fn bulk_6_5_a_bulk_delete_that_cannot_run_is_refused_whole_before_any_job_
     assert_eq!(env.get("asyncoperations").await.json()["value"].as_array().map(Vec::len), Some(0), "no job was kept");
     assert_eq!(env.get("contacts").await.json()["value"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn bulk_6_5_a_condition_on_a_lookup_names_it_by_its_logical_name() {
+    let env = Env::start().await;
+    let account = env.create("accounts", json!({"name": "Contoso"})).await;
+    for name in ["Ann", "Bob"] {
+        let body = json!({"lastname": name, "parentcustomerid_account@odata.bind": format!("/accounts({account})")});
+        env.create("contacts", body).await;
+    }
+    env.create("contacts", json!({"lastname": "Cy"})).await;
+    let criteria = json!({"Conditions": [
+        {"AttributeName": "parentcustomerid", "Operator": "Equal", "Values": [{"Value": account, "Type": "System.Guid"}]},
+    ]});
+    let reply = env.post("BulkDelete", bulk_delete("contact", criteria)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let row = completed(&env, reply.json()["JobId"].as_str().unwrap()).await;
+    assert_eq!(row["statuscode"], 30, "{row}");
+    let left = env.get("contacts?$select=lastname").await.json();
+    assert_eq!(
+        left["value"].as_array().unwrap().iter().map(|c| c["lastname"].clone()).collect::<Vec<_>>(),
+        vec![json!("Cy")]
+    );
+}
+
+#[tokio::test]
+async fn bulk_6_5_a_job_the_emulator_stopped_before_it_ran_ends_failed_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || dataverse_emulator::EmulatorConfig { state: Some(dir.path().join("state.db")), ..crate::config() };
+    let env = Env::with(config()).await;
+    env.create("contacts", json!({"lastname": "Kept"})).await;
+    let mut body = bulk_delete("contact", json!({"Conditions": []}));
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    body["StartDateTime"] = json!(later.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let reply = env.post("BulkDelete", body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let job = reply.json()["JobId"].as_str().unwrap().to_string();
+    let waiting = env.get(&format!("asyncoperations({job})?$select=statecode")).await.json();
+    assert_eq!(waiting["statecode"], 0, "scheduled an hour ahead, it waits: {waiting}");
+    env.emulator.stop().await;
+
+    let env = Env::with(config()).await;
+    let row = completed(&env, &job).await;
+    assert_eq!(row["statuscode"], 31, "{row}");
+    assert!(row["message"].as_str().unwrap().contains("submit it again"), "{row}");
+    assert_eq!(env.get("contacts").await.json()["value"].as_array().map(Vec::len), Some(1), "nothing was deleted");
+}

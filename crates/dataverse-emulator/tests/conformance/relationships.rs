@@ -241,3 +241,19 @@ async fn metadata_10_12_relationships_and_deletions_survive_a_restart() {
     sdk_create_table(&second, "new_Gone", vec![]).await;
     assert!(values(&second.get("new_gones").await.json()).is_empty());
 }
+
+#[tokio::test]
+async fn metadata_10_10_a_relationship_promising_a_cascade_the_emulator_does_not_apply_is_refused() {
+    let env = Env::start().await;
+    sdk_create_table(&env, "new_Order", vec![]).await;
+    let mut body = sdk_lookup("new_order", "new_AccountId", "account");
+    body["CascadeConfiguration"] = json!({"Delete": "Cascade"});
+    env.post("RelationshipDefinitions", body).await.assert_error(
+        400,
+        "0x80040203",
+        "CascadeConfiguration.Delete 'Cascade'",
+    );
+    // Nothing was created.
+    let columns = env.get("EntityDefinitions(LogicalName='new_order')/Attributes?$select=LogicalName").await.json();
+    assert!(values(&columns).iter().all(|c| c["LogicalName"] != "new_accountid"), "{columns}");
+}

@@ -42,9 +42,10 @@ async fn links_12_2_say_https_to_http1_and_http2_clients_under_tls() {
     let pem = std::fs::read(&certificate).unwrap();
     let trusting = || reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]);
     let token = token_for(&trusting().build().unwrap(), &emulator).await;
-    for (version, http) in
-        [("HTTP/1.1", trusting().http1_only().build().unwrap()), ("HTTP/2", trusting().build().unwrap())]
-    {
+    for (version, expected, http) in [
+        ("HTTP/1.1", reqwest::Version::HTTP_11, trusting().http1_only().build().unwrap()),
+        ("HTTP/2", reqwest::Version::HTTP_2, trusting().build().unwrap()),
+    ] {
         let send = |method: reqwest::Method, path: &str, prefer: &str| {
             http.request(method, format!("{}{path}", emulator.web_api)).bearer_auth(&token).header("Prefer", prefer)
         };
@@ -54,6 +55,7 @@ async fn links_12_2_say_https_to_http1_and_http2_clients_under_tls() {
                 .send()
                 .await
                 .unwrap();
+            assert_eq!(created.version(), expected, "the client speaks {version}");
             let id = created.headers()["odata-entityid"].to_str().unwrap();
             assert!(id.starts_with("https://"), "{version}: OData-EntityId {id}");
         }
