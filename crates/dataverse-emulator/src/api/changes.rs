@@ -5,10 +5,11 @@
 //! delete takes the next version, so "changed since" is a range of versions. Tokens older than the
 //! environment's retention are refused, and the client must read the table whole again.
 
-use super::records::{MAX_PAGE, page_size};
+use super::records::page_size;
 use super::{Request, json_response, set_header, with_work};
 use crate::error::{ApiError, ApiResult, code};
 use crate::limits::Work;
+use crate::odata::paging::MAX_PAGE;
 use crate::odata::query::{QueryOptions, encode_query_option};
 use crate::records::{Selection, row_json};
 use crate::schema::Table;

@@ -7,7 +7,7 @@ mod changes;
 mod discovery;
 mod metadata;
 mod metadata_changes;
-pub(crate) mod records;
+mod records;
 mod relationships;
 mod schema_changes;
 

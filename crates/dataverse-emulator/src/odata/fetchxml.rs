@@ -16,8 +16,8 @@
 //! recurses deeper than that, so no input panics or overflows the stack.
 
 use super::filter::{CmpOp, Expr, Literal, MAX_FILTER_DEPTH, Operand, Predicate, balanced};
+use super::paging::{MAX_PAGE, Order, page};
 use super::query::{Cursor, Prefer};
-use crate::api::records::{MAX_PAGE, Order, page};
 use crate::error::{ApiError, ApiResult};
 use crate::records::{Selection, row_json};
 use crate::schema::{Attribute, AttributeKind, DateFormat, Table};
