@@ -33,15 +33,15 @@ async fn inlet(state: &AppState, headers: &HeaderMap, inlet: &str) -> ApiResult<
     let record =
         state.store.flow_by_id(id).await?.filter(|r| r.job == crate::activation::job::JOB).ok_or_else(unknown)?;
     let flow = ActivationFlow::try_from(&record)?;
-    may_send(&grant, &flow.sandbox).map_err(|denied| denied.unwrap_or_else(unknown))?;
+    may_send(&grant, &flow.sandbox, unknown)?;
     Ok(flow)
 }
 
-/// Whether a token may send data to an inlet of `sandbox`: `Err(None)` when the sandbox is not the token's, for the
-/// inlet to be as unknown to it as the sandbox's other resources are; a 403 when it lacks the activate role.
-pub fn may_send(grant: &Grant, sandbox: &Sandbox) -> Result<(), Option<ApiError>> {
-    grant.enter(sandbox).map_err(|_| None)?;
-    grant.may(Role::Activate, sandbox).map_err(|denied| Some(denied.into()))
+/// Whether a token may send data to an inlet of `sandbox`: when the sandbox is not the token's, the error `unknown`
+/// makes — the inlet as unknown to it as the sandbox's other resources are; a 403 when it lacks the activate role.
+pub fn may_send(grant: &Grant, sandbox: &Sandbox, unknown: impl FnOnce() -> ApiError) -> ApiResult<()> {
+    grant.enter(sandbox).map_err(|_| unknown())?;
+    grant.may(Role::Activate, sandbox).map_err(ApiError::from)
 }
 
 fn received_ms() -> i64 {

@@ -202,7 +202,7 @@ pub async fn post_lead(
     };
     let record = state.store.flow_by_id(flow).await?.filter(|r| r.job == job::JOB).ok_or_else(unauthorized)?;
     if let Some(grant) = grant {
-        super::collection::may_send(&grant, &record.sandbox).map_err(|denied| denied.unwrap_or_else(unauthorized))?;
+        super::collection::may_send(&grant, &record.sandbox, unauthorized)?;
     }
     if body.len() > MAX_LEAD_BYTES {
         return Err(ApiError::new(
