@@ -47,6 +47,10 @@ pub struct EmulatorConfig {
     pub tls_certificate: Option<PathBuf>,
     /// How long a change-tracking token stays valid.
     pub change_retention: Duration,
+    /// How many generated custom tables (with views and a few rows each) the environment has besides the
+    /// built-in ones, so that discovery meets a catalog as broad as a real organization's; see
+    /// [`crate::schema::generated`]. 0 by default.
+    pub generated_tables: usize,
 }
 
 /// Dataverse keeps change-tracking data for 7 days by default.
@@ -67,6 +71,7 @@ impl Default for EmulatorConfig {
             faults: FaultPlan::default(),
             tls_certificate: None,
             change_retention: DEFAULT_CHANGE_RETENTION,
+            generated_tables: 0,
         }
     }
 }
@@ -306,6 +311,7 @@ impl EmulatorConfig {
         ensure_user(&store, app_user_id, "# dataverse-emulator", app_object_id, Some(client_id)).await?;
         store
             .write(|data, changes| {
+                crate::schema::generated::write_missing(data, changes, self.generated_tables, app_user_id);
                 crate::schema::views::write_missing(data, changes);
                 crate::api::bulk_delete::fail_unfinished(data, changes, app_user_id)
                     .map_err(|e| anyhow::anyhow!("marking unfinished system jobs failed: {}", e.message))?;

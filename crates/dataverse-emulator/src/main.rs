@@ -77,6 +77,10 @@ struct Cli {
     /// Seed of the faults drawn by rate: the same seed faults the same request numbers.
     #[arg(long, default_value_t = 1)]
     fault_seed: u64,
+    /// Add N generated custom tables (publisher-prefixed names, every column type, views, 3 rows each) to the
+    /// built-in ones, for discovery at the scale of a real organization. The same N gives the same tables.
+    #[arg(long, value_name = "N", default_value_t = 0, env = "DATAVERSE_EMULATOR_GENERATED_TABLES")]
+    generated_tables: usize,
     /// Serve HTTPS with a self-signed certificate for localhost and 127.0.0.1, written as PEM to this path.
     #[arg(long, value_name = "CERT_PATH")]
     tls: Option<PathBuf>,
@@ -127,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         faults: FaultPlan { seed: cli.fault_seed, rules: cli.faults },
         tls_certificate: cli.tls,
         change_retention: cli.change_retention,
+        generated_tables: cli.generated_tables,
     };
     let emulator = config.start().await?;
     // Listen for signals before announcing: a script may stop the emulator as soon as it has read the line.

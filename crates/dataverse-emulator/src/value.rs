@@ -70,6 +70,9 @@ pub fn parse_guid(text: &str) -> Option<Uuid> {
     Uuid::parse_str(text).ok()
 }
 
+/// The most options a choices (multi-select) column holds at once.
+pub const MAX_CHOICES: usize = 150;
+
 impl Value {
     /// Reads a body value for `attribute`, with the errors Dataverse gives for each kind of bad value.
     /// `Ok(None)` is an explicit null.
@@ -134,6 +137,31 @@ impl Value {
                     return Err(ApiError::out_of_range(n, name, target.table, &accepted.join(",")));
                 }
                 Value::Int(n)
+            }
+            AttributeKind::MultiSelectPicklist { options } => {
+                let text = json.as_str().ok_or_else(cannot_convert)?;
+                let mut chosen = Vec::new();
+                for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let n: i64 = part.parse().map_err(|_| cannot_convert())?;
+                    if !options.iter().any(|o| o.value as i64 == n) {
+                        let accepted: Vec<String> = options.iter().map(|o| o.value.to_string()).collect();
+                        return Err(ApiError::out_of_range(n, name, target.table, &accepted.join(",")));
+                    }
+                    if !chosen.contains(&n) {
+                        chosen.push(n);
+                    }
+                }
+                if chosen.len() > MAX_CHOICES {
+                    return Err(ApiError::invalid_argument(format!(
+                        "The column '{name}' of {} holds at most {MAX_CHOICES} choices; {} were given.",
+                        target.table,
+                        chosen.len()
+                    )));
+                }
+                if chosen.is_empty() {
+                    return Ok(None);
+                }
+                Value::Text(chosen.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
             }
             AttributeKind::Uniqueidentifier => {
                 let text = json.as_str().ok_or_else(cannot_convert)?;
@@ -210,6 +238,14 @@ impl Value {
                 | AttributeKind::Status { options },
                 Value::Int(n),
             ) => options.iter().find(|o| o.value as i64 == *n).map(|o| o.label.clone()),
+            (AttributeKind::MultiSelectPicklist { options }, Value::Text(values)) => Some(
+                values
+                    .split(',')
+                    .filter_map(|v| v.trim().parse::<i64>().ok())
+                    .filter_map(|n| options.iter().find(|o| o.value as i64 == n).map(|o| o.label.as_str()))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
             (AttributeKind::Boolean { true_label, false_label, .. }, Value::Bool(b)) => {
                 Some(if *b { true_label.clone() } else { false_label.clone() })
             }

@@ -184,6 +184,10 @@ pub fn query(request: &Request, table: &Table, options: &QueryOptions) -> ApiRes
     if let Some(n) = page_size(request)? {
         applied.push(format!("odata.maxpagesize={n}"));
     }
+    // Annotations apply to tracked reads as to any query: formatted values, lookup tables, on every page.
+    if let Some(a) = &request.prefer.annotations {
+        applied.push(format!("odata.include-annotations=\"{a}\""));
+    }
     set_header(&mut response, "preference-applied", &applied.join(","));
     Ok(response)
 }

@@ -173,7 +173,7 @@ pub(super) fn table_json(table: &Table) -> Map<String, Json> {
         // Every table the emulator holds can track changes; a custom table's setting can be changed.
         "CanChangeTrackingBeEnabled": managed(true, table.is_custom, "canchangetrackingbeenabled"),
         "IsCustomizable": managed(true, table.is_custom, "iscustomizable"),
-        "IsPrivate": false,
+        "IsPrivate": table.is_private,
         "IsIntersect": false,
         "IsLogicalEntity": false,
         "IsOptimisticConcurrencyEnabled": true,
@@ -228,6 +228,7 @@ fn type_name(kind: &AttributeKind) -> &'static str {
         AttributeKind::Picklist { .. } => "PicklistType",
         AttributeKind::State { .. } => "StateType",
         AttributeKind::Status { .. } => "StatusType",
+        AttributeKind::MultiSelectPicklist { .. } => "MultiSelectPicklistType",
         AttributeKind::Lookup { lookup_type: LookupType::Lookup, .. } => "LookupType",
         AttributeKind::Lookup { lookup_type: LookupType::Customer, .. } => "CustomerType",
         AttributeKind::Lookup { lookup_type: LookupType::Owner, .. } => "OwnerType",
@@ -269,11 +270,16 @@ fn derived_properties(attribute: &Attribute) -> Map<String, Json> {
             m.insert("DefaultValue".into(), json!(default));
         }
         AttributeKind::DateTime { format, behavior } => {
-            m.insert("Format".into(), json!(if *format == DateFormat::DateOnly { "DateOnly" } else { "DateAndTime" }));
+            let format = if *format == DateFormat::DateOnly { "DateOnly" } else { "DateAndTime" };
+            m.insert("Format".into(), json!(format));
+            m.insert("FormatName".into(), json!({"Value": format}));
             m.insert("DateTimeBehavior".into(), json!({"Value": behavior}));
         }
         AttributeKind::Picklist { default, .. } => {
             m.insert("DefaultFormValue".into(), json!(default.unwrap_or(-1)));
+        }
+        AttributeKind::MultiSelectPicklist { .. } => {
+            m.insert("DefaultFormValue".into(), json!(-1));
         }
         AttributeKind::State { .. }
         | AttributeKind::Status { .. }
@@ -304,6 +310,7 @@ fn option_set(table: &Table, attribute: &Attribute) -> Option<Json> {
             let option_type = match kind {
                 AttributeKind::State { .. } => "State",
                 AttributeKind::Status { .. } => "Status",
+                // A choices column's option set is a picklist option set, as Dataverse reports it.
                 _ => "Picklist",
             };
             let options: Vec<Json> = options

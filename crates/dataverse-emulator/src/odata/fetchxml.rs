@@ -380,9 +380,10 @@ fn column<'t>(table: &'t Table, name: &str) -> ApiResult<&'t Attribute> {
 pub(crate) fn typed_literal(attribute: &Attribute, text: &str) -> ApiResult<Literal> {
     let trimmed = text.trim();
     let literal = match &attribute.kind {
-        AttributeKind::String { .. } | AttributeKind::Memo { .. } | AttributeKind::EntityName { .. } => {
-            Some(Literal::String(text.to_string()))
-        }
+        AttributeKind::String { .. }
+        | AttributeKind::Memo { .. }
+        | AttributeKind::EntityName { .. }
+        | AttributeKind::MultiSelectPicklist { .. } => Some(Literal::String(text.to_string())),
         AttributeKind::Integer { .. }
         | AttributeKind::BigInt
         | AttributeKind::Picklist { .. }

@@ -602,7 +602,10 @@ fn literal_for(kind: &AttributeKind, literal: &Literal, op: CmpOp) -> ApiResult<
     Ok(Some(match (kind, literal) {
         (_, Literal::Null) => return Ok(None),
         (
-            AttributeKind::String { .. } | AttributeKind::Memo { .. } | AttributeKind::EntityName { .. },
+            AttributeKind::String { .. }
+            | AttributeKind::Memo { .. }
+            | AttributeKind::EntityName { .. }
+            | AttributeKind::MultiSelectPicklist { .. },
             Literal::String(s),
         ) => Value::Text(s.clone()),
         (

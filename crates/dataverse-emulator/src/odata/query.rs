@@ -404,9 +404,10 @@ impl LowercaseEscapes for String {
 /// Reads a sort value back from its cookie text, typed by its column.
 pub fn value_from_cookie(attribute: &Attribute, text: &str) -> Option<Value> {
     Some(match &attribute.kind {
-        AttributeKind::String { .. } | AttributeKind::Memo { .. } | AttributeKind::EntityName { .. } => {
-            Value::Text(text.to_string())
-        }
+        AttributeKind::String { .. }
+        | AttributeKind::Memo { .. }
+        | AttributeKind::EntityName { .. }
+        | AttributeKind::MultiSelectPicklist { .. } => Value::Text(text.to_string()),
         AttributeKind::Integer { .. }
         | AttributeKind::BigInt
         | AttributeKind::Picklist { .. }

@@ -54,6 +54,7 @@ impl TableBuilder {
                 ownership: "UserOwned".into(),
                 // Dynamics 365 Sales environments track changes on its core tables; others start without.
                 change_tracking_enabled: matches!(logical_name, "contact" | "account" | "lead"),
+                is_private: false,
                 attributes: Vec::new(),
                 keys: Vec::new(),
                 relationships: Vec::new(),

@@ -396,7 +396,7 @@ impl NewAttribute {
 }
 
 /// Makes the plural a table's entity set is named with, as Dataverse does for custom tables.
-fn plural(logical_name: &str) -> String {
+pub(crate) fn plural(logical_name: &str) -> String {
     if let Some(stem) = logical_name.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u'])) {
         format!("{stem}ies")
     } else if logical_name.ends_with('s')

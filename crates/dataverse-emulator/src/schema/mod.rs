@@ -2,6 +2,7 @@
 
 mod builtin;
 mod customize;
+pub mod generated;
 mod relationships;
 pub mod views;
 
@@ -110,6 +111,12 @@ pub enum AttributeKind {
     Status {
         options: Vec<OptionValue>,
     },
+    /// Choices: any number of options at once. Dataverse reports the column as `AttributeType` `Virtual` with
+    /// `AttributeTypeName` `MultiSelectPicklistType`, and its value as the option values joined by commas
+    /// (`"1,9"`), at most 150 of them.
+    MultiSelectPicklist {
+        options: Vec<OptionValue>,
+    },
     /// A lookup to one or more tables (`Lookup`, `Customer`, `Owner`). A `Lookup` with several targets is
     /// polymorphic, as a note's `objectid` (Regarding) is: Dataverse reports it as `Lookup` all the same.
     Lookup {
@@ -191,6 +198,7 @@ impl AttributeKind {
             AttributeKind::Picklist { .. } => "Picklist",
             AttributeKind::State { .. } => "State",
             AttributeKind::Status { .. } => "Status",
+            AttributeKind::MultiSelectPicklist { .. } => "Virtual",
             AttributeKind::Lookup { lookup_type: LookupType::Lookup, .. } => "Lookup",
             AttributeKind::Lookup { lookup_type: LookupType::Customer, .. } => "Customer",
             AttributeKind::Lookup { lookup_type: LookupType::Owner, .. } => "Owner",
@@ -214,6 +222,7 @@ impl AttributeKind {
             AttributeKind::Picklist { .. } => "PicklistAttributeMetadata",
             AttributeKind::State { .. } => "StateAttributeMetadata",
             AttributeKind::Status { .. } => "StatusAttributeMetadata",
+            AttributeKind::MultiSelectPicklist { .. } => "MultiSelectPicklistAttributeMetadata",
             AttributeKind::Lookup { .. } => "LookupAttributeMetadata",
             AttributeKind::EntityName { .. } => "EntityNameAttributeMetadata",
         }
@@ -223,9 +232,10 @@ impl AttributeKind {
     pub fn edm_type(&self) -> &'static str {
         match self {
             AttributeKind::Uniqueidentifier | AttributeKind::Lookup { .. } => "Edm.Guid",
-            AttributeKind::String { .. } | AttributeKind::Memo { .. } | AttributeKind::EntityName { .. } => {
-                "Edm.String"
-            }
+            AttributeKind::String { .. }
+            | AttributeKind::Memo { .. }
+            | AttributeKind::EntityName { .. }
+            | AttributeKind::MultiSelectPicklist { .. } => "Edm.String",
             AttributeKind::Integer { .. }
             | AttributeKind::Picklist { .. }
             | AttributeKind::State { .. }
@@ -244,7 +254,8 @@ impl AttributeKind {
         match self {
             AttributeKind::Picklist { options, .. }
             | AttributeKind::State { options }
-            | AttributeKind::Status { options } => Some(options),
+            | AttributeKind::Status { options }
+            | AttributeKind::MultiSelectPicklist { options } => Some(options),
             _ => None,
         }
     }
@@ -332,6 +343,10 @@ pub struct Table {
     pub is_custom: bool,
     pub ownership: String,
     pub change_tracking_enabled: bool,
+    /// A table the platform keeps for itself (`IsPrivate`): listed in metadata, but not for customizers or
+    /// integrations to read.
+    #[serde(default)]
+    pub is_private: bool,
     pub attributes: Vec<Attribute>,
     pub keys: Vec<AlternateKey>,
     /// The one-to-many relationships created through `RelationshipDefinitions` whose lookup is on this

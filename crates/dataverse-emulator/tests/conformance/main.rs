@@ -6,6 +6,7 @@ mod auth;
 mod batch;
 mod bulk;
 mod bulk_delete;
+mod catalog;
 mod changes;
 mod discovery;
 mod faults;
