@@ -65,5 +65,7 @@ pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};
 pub use environment::{Environment, EnvironmentError, Region};
 pub use error::{ApiError, Error, ErrorKind, ThrottleLimit};
 pub use executor::{ExecutorOptions, LATENCY_BUCKETS, LatencyHistogram, Metrics};
-pub use metadata::{ChoiceOption, ColumnDefinition, ColumnType, NewColumn, NewColumnType, TableDefinition};
+pub use metadata::{
+    ChoiceOption, ColumnDefinition, ColumnType, NewColumn, NewColumnType, SystemView, TableDefinition, TableSummary,
+};
 pub use query::{Filter, Literal, Order, Page, Query};

@@ -1,8 +1,17 @@
-//! Table metadata: what columns a table has and of which type (`EntityDefinitions` with its attributes), read
-//! once per client and cached, and custom columns created the way an admin adds them.
+//! Table metadata: which tables an environment has ([`Client::tables`], one request), what columns a table has and
+//! of which type (`EntityDefinitions` with its attributes, read once per client and cached), the system views of
+//! its tables ([`Client::system_views`]), and custom columns created the way an admin adds them.
+//!
+//! Type-specific properties (a text column's length, a date column's behaviour, a decimal's precision, a lookup's
+//! targets) are only reachable through a typed cast of the attributes (`/Attributes/Microsoft.Dynamics.CRM.
+//! DecimalAttributeMetadata`), as Dataverse refuses them in a `$select` of the base type: one request per cast, and
+//! only for the types a table has.
 
 use crate::client::Client;
+use crate::entity::Table;
 use crate::error::Error;
+use crate::query::{Filter, Query};
+use futures::TryStreamExt;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -42,7 +51,12 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
-    fn from_attribute_type(attribute_type: &str) -> ColumnType {
+    /// The type of a column from its `AttributeType` and `AttributeTypeName.Value`: a choices column is
+    /// `Virtual` by type and `MultiSelectPicklistType` by type name.
+    fn from_attribute_type(attribute_type: &str, type_name: Option<&str>) -> ColumnType {
+        if attribute_type == "Virtual" && type_name == Some("MultiSelectPicklistType") {
+            return ColumnType::MultiSelectPicklist;
+        }
         match attribute_type {
             "String" => ColumnType::String { max_length: None },
             "Memo" => ColumnType::Memo { max_length: None },
@@ -165,6 +179,12 @@ pub struct ColumnDefinition {
     pub valid_for_update: bool,
     /// `None`, `Recommended`, `ApplicationRequired` or `SystemRequired`.
     pub required_level: String,
+    /// The label in the user's language (`Company Name`), when the column has one.
+    pub display_name: Option<String>,
+    /// Digits after the decimal point of a decimal or currency column (`Precision`); `None` for other types.
+    pub precision: Option<u8>,
+    /// The logical names of the tables a lookup, customer or owner column points at; empty for other types.
+    pub targets: Vec<String>,
 }
 
 /// A table and its columns.
@@ -174,7 +194,111 @@ pub struct TableDefinition {
     pub entity_set_name: String,
     pub primary_id: String,
     pub primary_name: Option<String>,
+    /// The label in the user's language (`Contact`), when the table has one.
+    pub display_name: Option<String>,
+    /// Whether the table tracks changes (`ChangeTrackingEnabled`), so that a delta read of it works.
+    pub change_tracking: bool,
     pub columns: Vec<ColumnDefinition>,
+}
+
+/// One table of an environment, as [`Client::tables`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSummary {
+    pub logical_name: String,
+    /// The label in the user's language, when the table has one.
+    pub display_name: Option<String>,
+    pub entity_set_name: String,
+    pub primary_id: String,
+    pub primary_name: Option<String>,
+    pub change_tracking: bool,
+}
+
+impl TableSummary {
+    /// The query [`Client::tables`] sends: every table that is not private, without attributes.
+    pub const QUERY: &'static str = "EntityDefinitions?$select=LogicalName,DisplayName,EntitySetName,\
+                                     PrimaryIdAttribute,PrimaryNameAttribute,ChangeTrackingEnabled,IsPrivate\
+                                     &$filter=IsPrivate%20eq%20false";
+
+    /// Reads the answer to [`TableSummary::QUERY`], in logical-name order. Tables without an entity set cannot be
+    /// read through the Web API, and private ones are not for integrations: both are left out.
+    pub fn list_from_json(answer: &Json) -> Result<Vec<TableSummary>, String> {
+        let list: WireList<WireTableSummary> = serde_json::from_value(answer.clone()).map_err(|e| e.to_string())?;
+        let mut tables: Vec<TableSummary> = list
+            .value
+            .into_iter()
+            .filter(|t| !t.is_private.unwrap_or(false))
+            .filter_map(|t| {
+                Some(TableSummary {
+                    entity_set_name: t.entity_set_name?,
+                    display_name: t.display_name.and_then(WireLabel::text),
+                    primary_id: t.primary_id.unwrap_or_else(|| format!("{}id", t.logical_name)),
+                    primary_name: t.primary_name,
+                    change_tracking: t.change_tracking_enabled.unwrap_or(false),
+                    logical_name: t.logical_name,
+                })
+            })
+            .collect();
+        tables.sort_by(|a, b| a.logical_name.cmp(&b.logical_name));
+        Ok(tables)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireTableSummary {
+    logical_name: String,
+    display_name: Option<WireLabel>,
+    entity_set_name: Option<String>,
+    #[serde(rename = "PrimaryIdAttribute")]
+    primary_id: Option<String>,
+    #[serde(rename = "PrimaryNameAttribute")]
+    primary_name: Option<String>,
+    change_tracking_enabled: Option<bool>,
+    is_private: Option<bool>,
+}
+
+/// A system view (`savedquery`) of a table: what it queries, as FetchXML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemView {
+    pub id: String,
+    pub name: String,
+    /// The logical name of the table the view returns (`returnedtypecode`).
+    pub table: String,
+    pub fetch_xml: String,
+    /// Whether the view is its table's default public view.
+    pub is_default: bool,
+}
+
+/// A `savedquery` row as [`Client::system_views`] selects it.
+#[derive(Deserialize)]
+struct WireSavedQuery {
+    savedqueryid: String,
+    name: String,
+    returnedtypecode: String,
+    fetchxml: Option<String>,
+    isdefault: Option<bool>,
+}
+
+impl From<WireSavedQuery> for SystemView {
+    fn from(wire: WireSavedQuery) -> Self {
+        SystemView {
+            id: wire.savedqueryid,
+            name: wire.name,
+            table: wire.returnedtypecode,
+            fetch_xml: wire.fetchxml.unwrap_or_default(),
+            is_default: wire.isdefault.unwrap_or(false),
+        }
+    }
+}
+
+/// Whether a date/time column holds calendar dates (`Edm.Date`, `"2021-03-15"`): its behaviour is `DateOnly`. A
+/// column formatted `DateOnly` with the `UserLocal` behaviour still holds a moment (midnight in the maker's time
+/// zone, as UTC), so the behaviour decides; the format only when the behaviour is not given.
+fn holds_dates(format: Option<&str>, behavior: Option<&str>) -> bool {
+    match behavior {
+        Some(behavior) => behavior == "DateOnly",
+        None => format == Some("DateOnly"),
+    }
 }
 
 impl TableDefinition {
@@ -183,30 +307,17 @@ impl TableDefinition {
         self.columns.iter().find(|c| c.logical_name.eq_ignore_ascii_case(logical_name))
     }
 
-    /// Reads the answer to [`TableDefinition::QUERY`] and, optionally, to [`TableDefinition::TEXT_LENGTHS_QUERY`].
+    /// Reads the answer to [`TableDefinition::query`] and, optionally, to a cast of its string and memo columns
+    /// with their `MaxLength` (see [`TableDefinition::apply_type_details`]).
     pub fn from_json(table: &Json, text_lengths: Option<&Json>) -> Result<TableDefinition, String> {
         let wire: WireTable = serde_json::from_value(table.clone()).map_err(|e| e.to_string())?;
-        let mut lengths = HashMap::new();
-        if let Some(answer) = text_lengths {
-            let items: WireList<WireLength> = serde_json::from_value(answer.clone()).map_err(|e| e.to_string())?;
-            for item in items.value {
-                if let Some(n) = item.max_length {
-                    lengths.insert(item.logical_name, n);
-                }
-            }
-        }
         let columns = wire
             .attributes
             .into_iter()
             .map(|a| {
-                let mut kind = ColumnType::from_attribute_type(&a.attribute_type);
-                let length = lengths.get(&a.logical_name).copied();
-                match &mut kind {
-                    ColumnType::String { max_length } | ColumnType::Memo { max_length } => *max_length = length,
-                    ColumnType::DateTime { date_only } => *date_only = a.format.as_deref() == Some("DateOnly"),
-                    _ => {}
-                }
-                ColumnDefinition {
+                let type_name = a.attribute_type_name.as_ref().map(|n| n.value.as_str());
+                let kind = ColumnType::from_attribute_type(&a.attribute_type, type_name);
+                let mut column = ColumnDefinition {
                     is_primary_id: a.is_primary_id.unwrap_or(a.logical_name == wire.primary_id),
                     logical_name: a.logical_name,
                     schema_name: a.schema_name,
@@ -215,21 +326,73 @@ impl TableDefinition {
                     valid_for_create: a.is_valid_for_create.unwrap_or(true),
                     valid_for_update: a.is_valid_for_update.unwrap_or(true),
                     required_level: a.required_level.map(|r| r.value).unwrap_or_else(|| "None".into()),
-                }
+                    display_name: a.display_name.and_then(WireLabel::text),
+                    precision: None,
+                    targets: Vec::new(),
+                };
+                // An answer without $select carries the type-specific properties too.
+                column.apply(&a.details);
+                column
             })
             .collect();
-        Ok(TableDefinition {
+        let mut definition = TableDefinition {
             logical_name: wire.logical_name,
             entity_set_name: wire.entity_set_name,
             primary_id: wire.primary_id,
             primary_name: wire.primary_name,
+            display_name: wire.display_name.and_then(WireLabel::text),
+            change_tracking: wire.change_tracking_enabled.unwrap_or(false),
             columns,
-        })
+        };
+        if let Some(answer) = text_lengths {
+            definition.apply_type_details(answer)?;
+        }
+        Ok(definition)
     }
 
-    const TABLE_SELECT: &'static str = "LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute";
-    const ATTRIBUTE_SELECT: &'static str = "LogicalName,SchemaName,AttributeType,IsCustomAttribute,IsPrimaryId,\
-                                            IsValidForCreate,IsValidForUpdate,RequiredLevel";
+    /// Reads the answer to a typed cast of this table's attributes (`…/Attributes/Microsoft.Dynamics.CRM.
+    /// DecimalAttributeMetadata?$select=LogicalName,Precision`) into its columns: text lengths, date behaviours,
+    /// precisions and lookup targets, whichever the answer carries.
+    pub fn apply_type_details(&mut self, answer: &Json) -> Result<(), String> {
+        let items: WireList<WireTypeDetails> = serde_json::from_value(answer.clone()).map_err(|e| e.to_string())?;
+        for item in items.value {
+            if let Some(column) = self.columns.iter_mut().find(|c| c.logical_name == item.logical_name) {
+                column.apply(&item.details);
+            }
+        }
+        Ok(())
+    }
+
+    /// The casts whose type-specific properties this table's columns need, with what each selects.
+    fn type_detail_casts(&self) -> Vec<(&'static str, &'static str)> {
+        let mut casts = Vec::new();
+        let has = |f: &dyn Fn(&ColumnType) -> bool| self.columns.iter().any(|c| f(&c.kind));
+        if has(&|k| matches!(k, ColumnType::String { .. })) {
+            casts.push(("StringAttributeMetadata", "LogicalName,MaxLength"));
+        }
+        if has(&|k| matches!(k, ColumnType::Memo { .. })) {
+            casts.push(("MemoAttributeMetadata", "LogicalName,MaxLength"));
+        }
+        if has(&|k| matches!(k, ColumnType::DateTime { .. })) {
+            casts.push(("DateTimeAttributeMetadata", "LogicalName,Format,DateTimeBehavior"));
+        }
+        if has(&|k| matches!(k, ColumnType::Decimal)) {
+            casts.push(("DecimalAttributeMetadata", "LogicalName,Precision"));
+        }
+        if has(&|k| matches!(k, ColumnType::Money)) {
+            casts.push(("MoneyAttributeMetadata", "LogicalName,Precision"));
+        }
+        if has(&|k| matches!(k, ColumnType::Lookup | ColumnType::Customer | ColumnType::Owner)) {
+            casts.push(("LookupAttributeMetadata", "LogicalName,Targets"));
+        }
+        casts
+    }
+
+    const TABLE_SELECT: &'static str =
+        "LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute,DisplayName,ChangeTrackingEnabled";
+    const ATTRIBUTE_SELECT: &'static str = "LogicalName,SchemaName,AttributeType,AttributeTypeName,DisplayName,\
+                                            IsCustomAttribute,IsPrimaryId,IsValidForCreate,IsValidForUpdate,\
+                                            RequiredLevel";
 
     fn query(logical_name: &str) -> String {
         format!(
@@ -240,19 +403,34 @@ impl TableDefinition {
         )
     }
 
-    /// Lengths and formats are type-specific properties, only reachable through a cast.
-    fn text_lengths_query(logical_name: &str, cast: &str) -> String {
+    /// Type-specific properties, only reachable through a cast.
+    fn type_details_query(logical_name: &str, cast: &str, select: &str) -> String {
         format!(
-            "EntityDefinitions(LogicalName='{}')/Attributes/Microsoft.Dynamics.CRM.{cast}?$select=LogicalName,MaxLength",
+            "EntityDefinitions(LogicalName='{}')/Attributes/Microsoft.Dynamics.CRM.{cast}?$select={select}",
             escape(logical_name)
         )
     }
+}
 
-    fn date_formats_query(logical_name: &str) -> String {
-        format!(
-            "EntityDefinitions(LogicalName='{}')/Attributes/Microsoft.Dynamics.CRM.DateTimeAttributeMetadata?$select=LogicalName,Format",
-            escape(logical_name)
-        )
+impl ColumnDefinition {
+    /// Takes the type-specific properties an attribute's answer carries.
+    fn apply(&mut self, details: &WireDetails) {
+        match &mut self.kind {
+            ColumnType::String { max_length } | ColumnType::Memo { max_length } => {
+                *max_length = details.max_length.or(*max_length);
+            }
+            ColumnType::DateTime { date_only } if details.format.is_some() || details.date_time_behavior.is_some() => {
+                let behavior = details.date_time_behavior.as_ref().map(|b| b.value.as_str());
+                *date_only = holds_dates(details.format.as_deref(), behavior);
+            }
+            ColumnType::Decimal | ColumnType::Money => self.precision = details.precision.or(self.precision),
+            ColumnType::Lookup | ColumnType::Customer | ColumnType::Owner => {
+                if let Some(targets) = &details.targets {
+                    self.targets = targets.clone();
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -278,8 +456,36 @@ struct WireTable {
     primary_id: String,
     #[serde(rename = "PrimaryNameAttribute")]
     primary_name: Option<String>,
+    display_name: Option<WireLabel>,
+    change_tracking_enabled: Option<bool>,
     #[serde(default)]
     attributes: Vec<WireAttribute>,
+}
+
+/// The type-specific properties of an attribute, as a cast (or an answer without `$select`) carries them.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct WireDetails {
+    max_length: Option<u32>,
+    format: Option<String>,
+    date_time_behavior: Option<WireValue>,
+    precision: Option<u8>,
+    targets: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireTypeDetails {
+    logical_name: String,
+    #[serde(flatten)]
+    details: WireDetails,
+}
+
+/// A managed or complex value: `{"Value": "DateOnly"}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireValue {
+    value: String,
 }
 
 #[derive(Deserialize)]
@@ -292,14 +498,11 @@ struct WireAttribute {
     is_primary_id: Option<bool>,
     is_valid_for_create: Option<bool>,
     is_valid_for_update: Option<bool>,
-    required_level: Option<WireRequiredLevel>,
-    format: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct WireRequiredLevel {
-    value: String,
+    required_level: Option<WireValue>,
+    attribute_type_name: Option<WireValue>,
+    display_name: Option<WireLabel>,
+    #[serde(flatten)]
+    details: WireDetails,
 }
 
 #[derive(Deserialize)]
@@ -307,19 +510,8 @@ struct WireList<T> {
     value: Vec<T>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct WireLength {
-    logical_name: String,
-    max_length: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct WireFormat {
-    logical_name: String,
-    format: Option<String>,
-}
+/// `querytype` of a public view (the views a user picks from a table's view selector).
+const PUBLIC_VIEW: i32 = 0;
 
 /// An option of a choice column: its value and its label in the user's language.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +543,13 @@ struct WireOption {
 #[serde(rename_all = "PascalCase")]
 struct WireLabel {
     user_localized_label: Option<WireLocalizedLabel>,
+}
+
+impl WireLabel {
+    /// The label in the user's language; none when it is missing or empty.
+    fn text(self) -> Option<String> {
+        self.user_localized_label.map(|l| l.label).filter(|l| !l.is_empty())
+    }
 }
 
 #[derive(Deserialize)]
@@ -504,26 +703,42 @@ impl Client {
     }
 
     async fn read_table(&self, logical_name: &str) -> Result<TableDefinition, Error> {
-        let table = self.get_json(&TableDefinition::query(logical_name)).await?;
-        let mut lengths =
-            self.get_json(&TableDefinition::text_lengths_query(logical_name, "StringAttributeMetadata")).await?;
-        let memo = self.get_json(&TableDefinition::text_lengths_query(logical_name, "MemoAttributeMetadata")).await?;
-        if let (Some(all), Some(more)) = (lengths["value"].as_array_mut(), memo["value"].as_array()) {
-            all.extend(more.iter().cloned());
-        }
-        let formats = self.get_json(&TableDefinition::date_formats_query(logical_name)).await?;
-        let unexpected = |detail: String| Error::UnexpectedBody {
-            url: format!("{}{}", self.environment().web_api(), TableDefinition::query(logical_name)),
+        let query = TableDefinition::query(logical_name);
+        let table = self.get_json(&query).await?;
+        let unexpected = |path: &str, detail: String| Error::UnexpectedBody {
+            url: format!("{}{path}", self.environment().web_api()),
             detail,
         };
-        let mut definition = TableDefinition::from_json(&table, Some(&lengths)).map_err(unexpected)?;
-        let formats: WireList<WireFormat> = serde_json::from_value(formats).map_err(|e| unexpected(e.to_string()))?;
-        for format in formats.value {
-            if let Some(column) = definition.columns.iter_mut().find(|c| c.logical_name == format.logical_name) {
-                column.kind = ColumnType::DateTime { date_only: format.format.as_deref() == Some("DateOnly") };
-            }
+        let mut definition = TableDefinition::from_json(&table, None).map_err(|e| unexpected(&query, e))?;
+        for (cast, select) in definition.type_detail_casts() {
+            let path = TableDefinition::type_details_query(logical_name, cast, select);
+            let answer = self.get_json(&path).await?;
+            definition.apply_type_details(&answer).map_err(|e| unexpected(&path, e))?;
         }
         Ok(definition)
+    }
+
+    /// Every table of the environment that is not private, in logical-name order, in one request (without their
+    /// columns: see [`Client::table`]). Not cached: a maker adds tables while flows run.
+    pub async fn tables(&self) -> Result<Vec<TableSummary>, Error> {
+        let answer = self.get_json(TableSummary::QUERY).await?;
+        TableSummary::list_from_json(&answer).map_err(|detail| Error::UnexpectedBody {
+            url: format!("{}{}", self.environment().web_api(), TableSummary::QUERY),
+            detail,
+        })
+    }
+
+    /// The public system views (`savedquery` with `querytype` 0) of one table, or of every table, following the
+    /// pages to the last.
+    pub async fn system_views(&self, table: Option<&str>) -> Result<Vec<SystemView>, Error> {
+        let mut query = Query::new(&Table::new("savedquery", "savedqueries"))
+            .select(&["savedqueryid", "name", "returnedtypecode", "fetchxml", "querytype", "isdefault"])
+            .filter(Filter::eq("querytype", PUBLIC_VIEW));
+        if let Some(table) = table {
+            query = query.filter(Filter::eq("returnedtypecode", table.to_ascii_lowercase().as_str()));
+        }
+        let views: Vec<WireSavedQuery> = self.query_as(&query).try_collect().await?;
+        Ok(views.into_iter().map(SystemView::from).collect())
     }
 
     async fn get_json(&self, path: &str) -> Result<Json, Error> {
@@ -691,5 +906,152 @@ mod tests {
             kind: NewColumnType::Integer { min: 0, max: 1000 },
         };
         assert_eq!(number.to_json()["MaxValue"], 1000);
+    }
+
+    fn label(text: &str) -> Json {
+        let localized = json!({"Label": text, "LanguageCode": 1033, "IsManaged": true,
+            "MetadataId": "6d2b6b8c-2f46-4c4a-9b45-3cba1f2f9d6a", "HasChanged": null});
+        json!({"LocalizedLabels": [localized.clone()], "UserLocalizedLabel": localized})
+    }
+
+    #[test]
+    fn the_table_list_leaves_out_private_tables_and_tables_without_an_entity_set() {
+        let answer = json!({
+            "@odata.context": "https://org.crm.dynamics.com/api/data/v9.2/$metadata#EntityDefinitions(LogicalName,DisplayName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute,ChangeTrackingEnabled,IsPrivate)",
+            "value": [
+                {"LogicalName": "contact", "DisplayName": label("Contact"), "EntitySetName": "contacts",
+                 "PrimaryIdAttribute": "contactid", "PrimaryNameAttribute": "fullname",
+                 "ChangeTrackingEnabled": true, "IsPrivate": false,
+                 "MetadataId": "608861bc-50a4-4c5f-a02c-21fe1943e2cf"},
+                {"LogicalName": "account", "DisplayName": {"LocalizedLabels": [], "UserLocalizedLabel": null},
+                 "EntitySetName": "accounts", "PrimaryIdAttribute": "accountid", "PrimaryNameAttribute": "name",
+                 "ChangeTrackingEnabled": false, "IsPrivate": false,
+                 "MetadataId": "70816501-edb9-4740-a16c-6a5efbc05d84"},
+                {"LogicalName": "sdkmessagefilter", "DisplayName": label("Sdk Message Filter"),
+                 "EntitySetName": "sdkmessagefilters", "PrimaryIdAttribute": "sdkmessagefilterid",
+                 "PrimaryNameAttribute": "name", "ChangeTrackingEnabled": false, "IsPrivate": true,
+                 "MetadataId": "a1e2b8b8-4c3a-4a0c-8b48-2d6e8b0a3e11"},
+                {"LogicalName": "activitypointer_intersect", "DisplayName": label("Intersect"), "EntitySetName": null,
+                 "PrimaryIdAttribute": "activityid", "PrimaryNameAttribute": null, "ChangeTrackingEnabled": false,
+                 "IsPrivate": false, "MetadataId": "b3f1c6e2-7a1d-4e0a-9d4c-1f2e3d4c5b6a"}
+            ]
+        });
+        let tables = TableSummary::list_from_json(&answer).unwrap();
+        assert_eq!(
+            tables,
+            vec![
+                TableSummary {
+                    logical_name: "account".into(),
+                    display_name: None,
+                    entity_set_name: "accounts".into(),
+                    primary_id: "accountid".into(),
+                    primary_name: Some("name".into()),
+                    change_tracking: false,
+                },
+                TableSummary {
+                    logical_name: "contact".into(),
+                    display_name: Some("Contact".into()),
+                    entity_set_name: "contacts".into(),
+                    primary_id: "contactid".into(),
+                    primary_name: Some("fullname".into()),
+                    change_tracking: true,
+                },
+            ]
+        );
+        assert!(TableSummary::list_from_json(&json!({"value": [{"EntitySetName": "x"}]})).is_err());
+    }
+
+    #[test]
+    fn casts_give_text_lengths_date_behaviours_precisions_and_lookup_targets() {
+        let table = json!({
+            "LogicalName": "cr8a3_claim", "EntitySetName": "cr8a3_claims", "PrimaryIdAttribute": "cr8a3_claimid",
+            "PrimaryNameAttribute": "cr8a3_name", "DisplayName": label("Claim"), "ChangeTrackingEnabled": true,
+            "Attributes": [
+                {"LogicalName": "cr8a3_name", "SchemaName": "cr8a3_Name", "AttributeType": "String",
+                 "AttributeTypeName": {"Value": "StringType"}, "DisplayName": label("Name")},
+                {"LogicalName": "cr8a3_duedate", "SchemaName": "cr8a3_DueDate", "AttributeType": "DateTime",
+                 "AttributeTypeName": {"Value": "DateTimeType"}, "DisplayName": label("Due Date")},
+                {"LogicalName": "cr8a3_legacydate", "SchemaName": "cr8a3_LegacyDate", "AttributeType": "DateTime",
+                 "AttributeTypeName": {"Value": "DateTimeType"}, "DisplayName": label("Legacy Date")},
+                {"LogicalName": "cr8a3_rate", "SchemaName": "cr8a3_Rate", "AttributeType": "Decimal",
+                 "AttributeTypeName": {"Value": "DecimalType"}, "DisplayName": label("Rate")},
+                {"LogicalName": "cr8a3_amount", "SchemaName": "cr8a3_Amount", "AttributeType": "Money",
+                 "AttributeTypeName": {"Value": "MoneyType"}, "DisplayName": label("Amount")},
+                {"LogicalName": "cr8a3_customer", "SchemaName": "cr8a3_Customer", "AttributeType": "Lookup",
+                 "AttributeTypeName": {"Value": "LookupType"}, "DisplayName": label("Customer")},
+                {"LogicalName": "cr8a3_topics", "SchemaName": "cr8a3_Topics", "AttributeType": "Virtual",
+                 "AttributeTypeName": {"Value": "MultiSelectPicklistType"}, "DisplayName": label("Topics")}
+            ]
+        });
+        let mut definition = TableDefinition::from_json(&table, None).unwrap();
+        assert_eq!(definition.display_name.as_deref(), Some("Claim"));
+        assert!(definition.change_tracking);
+        let casts: Vec<&str> = definition.type_detail_casts().into_iter().map(|(cast, _)| cast).collect();
+        assert_eq!(
+            casts,
+            [
+                "StringAttributeMetadata",
+                "DateTimeAttributeMetadata",
+                "DecimalAttributeMetadata",
+                "MoneyAttributeMetadata",
+                "LookupAttributeMetadata"
+            ]
+        );
+        for answer in [
+            json!({"value": [{"@odata.type": "#Microsoft.Dynamics.CRM.StringAttributeMetadata",
+                              "LogicalName": "cr8a3_name", "MaxLength": 100, "MetadataId": "1"}]}),
+            json!({"value": [
+                {"LogicalName": "cr8a3_duedate", "Format": "DateOnly", "DateTimeBehavior": {"Value": "DateOnly"},
+                 "MetadataId": "2"},
+                {"LogicalName": "cr8a3_legacydate", "Format": "DateOnly", "DateTimeBehavior": {"Value": "UserLocal"},
+                 "MetadataId": "3"}]}),
+            json!({"value": [{"LogicalName": "cr8a3_rate", "Precision": 4, "MetadataId": "4"}]}),
+            json!({"value": [{"LogicalName": "cr8a3_amount", "Precision": 2, "MetadataId": "5"}]}),
+            json!({"value": [{"LogicalName": "cr8a3_customer", "Targets": ["account", "contact"], "MetadataId": "6"}]}),
+        ] {
+            definition.apply_type_details(&answer).unwrap();
+        }
+        let column = |name: &str| definition.column(name).unwrap().clone();
+        assert_eq!(column("cr8a3_name").kind, ColumnType::String { max_length: Some(100) });
+        assert_eq!(column("cr8a3_name").display_name.as_deref(), Some("Name"));
+        assert_eq!(column("cr8a3_duedate").kind, ColumnType::DateTime { date_only: true });
+        // Formatted as a date, but a moment on the wire: the behaviour decides.
+        assert_eq!(column("cr8a3_legacydate").kind, ColumnType::DateTime { date_only: false });
+        assert_eq!((column("cr8a3_rate").kind, column("cr8a3_rate").precision), (ColumnType::Decimal, Some(4)));
+        assert_eq!(column("cr8a3_amount").precision, Some(2));
+        assert_eq!(column("cr8a3_customer").targets, ["account", "contact"]);
+        assert_eq!(column("cr8a3_topics").kind, ColumnType::MultiSelectPicklist);
+        assert!(column("cr8a3_name").targets.is_empty() && column("cr8a3_name").precision.is_none());
+    }
+
+    #[test]
+    fn an_answer_without_select_carries_the_type_specific_properties() {
+        let table = json!({
+            "LogicalName": "contact", "EntitySetName": "contacts", "PrimaryIdAttribute": "contactid",
+            "Attributes": [
+                {"@odata.type": "#Microsoft.Dynamics.CRM.DateTimeAttributeMetadata", "LogicalName": "birthdate",
+                 "SchemaName": "BirthDate", "AttributeType": "DateTime", "Format": "DateOnly",
+                 "DateTimeBehavior": {"Value": "DateOnly"}},
+                {"@odata.type": "#Microsoft.Dynamics.CRM.LookupAttributeMetadata", "LogicalName": "parentcustomerid",
+                 "SchemaName": "ParentCustomerId", "AttributeType": "Customer", "Targets": ["account", "contact"]}
+            ]
+        });
+        let definition = TableDefinition::from_json(&table, None).unwrap();
+        assert_eq!(definition.column("birthdate").unwrap().kind, ColumnType::DateTime { date_only: true });
+        assert_eq!(definition.column("parentcustomerid").unwrap().targets, ["account", "contact"]);
+        assert!(!definition.change_tracking);
+    }
+
+    #[test]
+    fn saved_query_rows_become_system_views() {
+        let row = json!({
+            "@odata.etag": "W/\"1234\"", "savedqueryid": "00000000-0000-0000-00aa-000010001004",
+            "name": "Active Contacts", "returnedtypecode": "contact", "querytype": 0, "isdefault": true,
+            "fetchxml": "<fetch version=\"1.0\"><entity name=\"contact\"><attribute name=\"fullname\" /></entity></fetch>"
+        });
+        let view: SystemView = serde_json::from_value::<WireSavedQuery>(row).map(SystemView::from).unwrap();
+        assert_eq!((view.name.as_str(), view.table.as_str(), view.is_default), ("Active Contacts", "contact", true));
+        assert!(view.fetch_xml.starts_with("<fetch"));
+        assert_eq!(view.id, "00000000-0000-0000-00aa-000010001004");
     }
 }

@@ -174,6 +174,8 @@ mod tests {
             entity_set_name: "contacts".into(),
             primary_id: "contactid".into(),
             primary_name: None,
+            display_name: None,
+            change_tracking: false,
             columns: names
                 .iter()
                 .map(|n| ColumnDefinition {
@@ -185,6 +187,9 @@ mod tests {
                     valid_for_create: true,
                     valid_for_update: true,
                     required_level: "None".into(),
+                    display_name: None,
+                    precision: None,
+                    targets: Vec::new(),
                 })
                 .collect(),
         }

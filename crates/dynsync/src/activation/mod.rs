@@ -154,5 +154,8 @@ pub(crate) fn test_column(name: &str, kind: dataverse::metadata::ColumnType) -> 
         valid_for_create: true,
         valid_for_update: name != "fullname" && name != "contactid",
         required_level: "None".into(),
+        display_name: None,
+        precision: None,
+        targets: Vec::new(),
     }
 }

@@ -309,6 +309,8 @@ mod tests {
             entity_set_name: "contacts".into(),
             primary_id: "contactid".into(),
             primary_name: Some("fullname".into()),
+            display_name: None,
+            change_tracking: false,
             columns: vec![
                 column("firstname", ColumnType::String { max_length: Some(50) }),
                 column("birthdate", ColumnType::DateTime { date_only: true }),
@@ -417,6 +419,8 @@ mod tests {
             entity_set_name: "contacts".into(),
             primary_id: "contactid".into(),
             primary_name: Some("fullname".into()),
+            display_name: None,
+            change_tracking: false,
             columns: vec![
                 column("numberofchildren", ColumnType::Integer),
                 column("new_visits", ColumnType::BigInt),

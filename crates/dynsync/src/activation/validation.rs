@@ -361,6 +361,8 @@ mod tests {
             entity_set_name: "contacts".into(),
             primary_id: "contactid".into(),
             primary_name: Some("fullname".into()),
+            display_name: None,
+            change_tracking: false,
             columns: vec![
                 column("contactid", ColumnType::Uniqueidentifier),
                 column("firstname", ColumnType::String { max_length: Some(50) }),

@@ -342,6 +342,8 @@ mod tests {
             entity_set_name: "leads".into(),
             primary_id: "leadid".into(),
             primary_name: Some("fullname".into()),
+            display_name: None,
+            change_tracking: false,
             columns,
         }
     }
