@@ -87,3 +87,31 @@ fn refuses_a_malformed_user_flag() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--user takes NAME:PASSWORD"));
 }
+
+#[test]
+fn generated_tables_are_listed_as_entity_definitions() {
+    let (child, a) = start(&["--free", "--generated-tables", "25"]);
+    let client = reqwest::blocking::Client::new();
+    let token: Json = client
+        .post(a["token_url"].as_str().unwrap())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", a["client_id"].as_str().unwrap()),
+            ("client_secret", a["client_secret"].as_str().unwrap()),
+            ("scope", &format!("{}/.default", a["url"].as_str().unwrap())),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let tables: Json = client
+        .get(format!("{}EntityDefinitions?$select=LogicalName,IsCustomEntity", a["web_api"].as_str().unwrap()))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let custom = tables["value"].as_array().unwrap().iter().filter(|t| t["IsCustomEntity"] == true).count();
+    assert_eq!(custom, 25);
+    stop(child);
+}

@@ -2,8 +2,9 @@
 //! columns and views, choosing what to load) meets the breadth of a real Dynamics 365 organization instead of the
 //! handful of built-in tables.
 //!
-//! Contract: [`generated_tables`]`(n)` returns `n` tables, the same for the same `n` (the first `k` of `n + 1`
-//! tables are the `n` tables of `k`), built as an admin makes them: a publisher prefix (`cr8a3_`, `new_`, …),
+//! Contract: [`generated_tables`]`(n)` returns `n` tables, the same for the same `n`, and a larger catalog starts
+//! with the tables of a smaller one (so a state file made with `n` grows when started with more). They are built
+//! as an admin makes them: a publisher prefix (`cr8a3_`, `new_`, …),
 //! logical, schema and display names, an entity set, a primary id and a primary name, the standard columns
 //! (audit stamps, owner, `versionnumber`, state and status), and 6 to 11 columns of their own that, across
 //! tables, cover every column type: text, multiple lines of text, whole number, big integer, decimal (with its
