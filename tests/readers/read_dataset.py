@@ -26,7 +26,12 @@ def azurite(authority):
     import pyarrow.fs
 
     return pyarrow.fs.AzureFileSystem(
-        account_name=ACCOUNT, account_key=KEY, blob_storage_authority=authority, blob_storage_scheme="http"
+        account_name=ACCOUNT,
+        account_key=KEY,
+        blob_storage_authority=authority,
+        blob_storage_scheme="http",
+        dfs_storage_authority=authority,
+        dfs_storage_scheme="http",
     )
 
 

@@ -278,7 +278,7 @@ fn check_files_as_read(table: &ReaderTable, scenario: &Scenario, types: &[(&str,
     assert_eq!(table.value(first, "_dynsync_deleted"), Some("False"));
     let fifth = table.find(id(5), Some(105))[0];
     assert_eq!(table.value(fifth, "numberofchildren"), None, "a null stays null");
-    assert_eq!(table.value(fifth, "creditlimit"), Some("5.0001"));
+    assert_eq!(table.value(fifth, "creditlimit"), Some("500.0001"));
     let updated = table.find(id(2), Some(201))[0];
     assert_eq!((table.value(updated, "jobtitle"), table.value(updated, "_dynsync_op")), (Some("Engineer"), Some("u")));
     let deleted = table.find(id(3), None)[0];
@@ -368,22 +368,26 @@ impl Azurite {
             }
         }
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let workspace = tempfile::tempdir().unwrap();
         let child = Command::new(dir.join("node_modules/.bin/azurite-blob"))
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--silent", "--location"])
-            .arg(workspace.path())
+            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--silent"])
+            .current_dir(std::env::temp_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("Azurite starts");
-        let azurite = Azurite { child, authority: format!("127.0.0.1:{port}") };
+        let mut azurite = Azurite { child, authority: format!("127.0.0.1:{port}") };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(&azurite.authority).is_err() {
+            if let Some(status) = azurite.child.try_wait().expect("Azurite can be waited for") {
+                panic!(
+                    "Azurite stopped ({status}): run {} by hand to see why",
+                    dir.join("node_modules/.bin/azurite-blob").display()
+                );
+            }
             assert!(Instant::now() < deadline, "Azurite listens on {} within 30 s", azurite.authority);
             std::thread::sleep(Duration::from_millis(50));
         }
-        std::mem::forget(workspace); // Azurite keeps its in-memory data; the empty folder goes with the machine's /tmp.
         azurite
     }
 }
