@@ -162,7 +162,7 @@ fn contact(n: u128, version: i64, operation: Operation, extra: Option<&str>) -> 
     let mut values = vec![
         Value::Uuid(id(n)),
         Value::Text(format!("Contact {n} Zoë")),
-        Value::Boolean(n % 2 == 0),
+        Value::Boolean(n.is_multiple_of(2)),
         if n == 5 { Value::Null } else { Value::Integer(n as i32) },
         Value::Double(n as f64 + 0.25),
         Value::Decimal(if n == 1 { BIG_CREDIT } else { 1_000_000 * n as i128 + 1 }),

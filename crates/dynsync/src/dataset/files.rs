@@ -833,7 +833,7 @@ mod tests {
             Operation::Read,
             vec![
                 Value::Text(format!("Contact {n} — Zoë")),
-                Value::Boolean(n % 2 == 0),
+                Value::Boolean(n.is_multiple_of(2)),
                 Value::Integer(-3),
                 Value::BigInt(i64::MAX),
                 Value::Double(0.1),
