@@ -243,6 +243,11 @@ async fn check_current_rows(destination: &Destination, scenario: &Scenario) {
     assert_eq!(first.values[..8], scenario.first_load[0].values[..], "typed values read back exactly");
     assert_eq!(first.values[8], Value::Null, "a row written before a column was added reads it as null");
     assert_eq!(by_id[&id(6)].values, scenario.incremental[2].values);
+    let latest = destination.latest(&scenario.dataset, 1).await.unwrap();
+    assert_eq!(latest.len(), 6, "one entry per id: {latest:?}");
+    assert_eq!((latest[&id(2)].version, latest[&id(2)].deleted), (Some(201), false));
+    assert_eq!((latest[&id(3)].version, latest[&id(3)].deleted), (None, true), "the delete wins");
+    assert_eq!(latest[&id(1)].version, Some(101));
     let (_, limited) = destination.rows(&scenario.dataset, 1, 2).await.unwrap();
     assert_eq!(limited.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id(1), id(2)]);
     let (second, rows) = destination.rows(&scenario.dataset, 2, 100).await.unwrap();

@@ -21,7 +21,9 @@
 //! across batches but the manifest. One writer per dataset at a time (a flow has one owner); within a process,
 //! manifest updates are serialised.
 
-use super::{Batch, ColumnKind, DatasetColumn, DatasetError, DatasetName, DatasetRow, DatasetSchema, Operation, Value};
+use super::{
+    Batch, ColumnKind, DatasetColumn, DatasetError, DatasetName, DatasetRow, DatasetSchema, Latest, Operation, Value,
+};
 use super::{DELETED_COLUMN, OPERATION_COLUMN, SYNCED_AT_COLUMN, VERSION_COLUMN};
 use crate::secrets::Secret;
 use bytes::Bytes;
@@ -38,7 +40,7 @@ use parquet::record::Field;
 use parquet::schema::types::{Type as SchemaType, TypePtr};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -367,6 +369,38 @@ impl FileDestination {
     }
 }
 
+impl FileDestination {
+    /// The newest row of each id in a generation, without values (see [`super::Destination::latest`]): only
+    /// dynsync's columns of each file are read. Memory grows with the number of ids (some 50 bytes each).
+    pub async fn latest(&self, dataset: &DatasetName, generation: u32) -> Result<HashMap<Uuid, Latest>, DatasetError> {
+        let manifest = self.manifest(dataset).await?;
+        let Some(files) = manifest.as_ref().and_then(|m| m.generation(generation)) else {
+            return Err(DatasetError::NoGeneration { dataset: dataset.to_string(), generation });
+        };
+        let mut newest: HashMap<Uuid, DatasetRow> = HashMap::new();
+        for file in files.files() {
+            let path = self.path(dataset, &file.path);
+            let bytes = match self.store.get(&path).await {
+                Ok(got) => got.bytes().await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| self.error(dataset, format!("the file {path} listed in its manifest cannot be read: {e}")))?;
+            read_latest(bytes, &mut |row| match newest.get_mut(&row.id) {
+                Some(kept) if !supersedes(&row, kept) => {}
+                Some(kept) => *kept = row,
+                None => {
+                    newest.insert(row.id, row);
+                }
+            })
+            .map_err(|detail| self.error(dataset, format!("the file {path}: {detail}")))?;
+        }
+        Ok(newest
+            .into_iter()
+            .map(|(id, row)| (id, Latest { version: row.version, deleted: row.deleted(), synced_at: row.synced_at }))
+            .collect())
+    }
+}
+
 fn redacted(error: &object_store::Error, location: &AzureLocation) -> String {
     let text = error.to_string();
     match &location.access_key {
@@ -666,11 +700,36 @@ enum Slot {
 
 /// Reads a file written by [`encode`], handing each row to `sink`; columns the file lacks read as null.
 pub fn decode(schema: &DatasetSchema, bytes: Bytes, sink: &mut dyn FnMut(DatasetRow)) -> Result<(), String> {
+    read_rows(schema, bytes, false, sink)
+}
+
+/// Reads a file's rows; with `metadata_only`, only dynsync's columns are decoded (the rows have no values).
+fn read_rows(
+    schema: &DatasetSchema,
+    bytes: Bytes,
+    metadata_only: bool,
+    sink: &mut dyn FnMut(DatasetRow),
+) -> Result<(), String> {
     let reader = SerializedFileReader::new(bytes).map_err(|e| format!("not a readable Parquet file: {e}"))?;
     let file_schema = reader.metadata().file_metadata().schema_descr_ptr();
-    let slots: Vec<Slot> = file_schema
+    let metadata = [ID_COLUMN, OPERATION_COLUMN, VERSION_COLUMN, SYNCED_AT_COLUMN];
+    let fields: Vec<TypePtr> = file_schema
         .root_schema()
         .get_fields()
+        .iter()
+        .filter(|f| !metadata_only || metadata.contains(&f.name()))
+        .cloned()
+        .collect();
+    let projection = match metadata_only {
+        true => Some(
+            SchemaType::group_type_builder(file_schema.root_schema().name())
+                .with_fields(fields.clone())
+                .build()
+                .map_err(|e| format!("dynsync's columns cannot be selected: {e}"))?,
+        ),
+        false => None,
+    };
+    let slots: Vec<Slot> = fields
         .iter()
         .map(|field| match field.name() {
             ID_COLUMN => Slot::Id,
@@ -681,7 +740,7 @@ pub fn decode(schema: &DatasetSchema, bytes: Bytes, sink: &mut dyn FnMut(Dataset
             name => schema.position(name).map_or(Slot::Unknown, |i| Slot::Mapped(i, schema.columns[i].kind)),
         })
         .collect();
-    let rows = reader.get_row_iter(None).map_err(|e| format!("its rows cannot be read: {e}"))?;
+    let rows = reader.get_row_iter(projection).map_err(|e| format!("its rows cannot be read: {e}"))?;
     for (number, row) in rows.enumerate() {
         let row = row.map_err(|e| format!("row {number} cannot be read: {e}"))?;
         let mut values = vec![Value::Null; schema.columns.len()];
@@ -717,6 +776,11 @@ pub fn decode(schema: &DatasetSchema, bytes: Bytes, sink: &mut dyn FnMut(Dataset
         });
     }
     Ok(())
+}
+
+/// Reads only dynsync's columns of a file, handing each row, without values, to `sink`.
+fn read_latest(bytes: Bytes, sink: &mut dyn FnMut(DatasetRow)) -> Result<(), String> {
+    read_rows(&DatasetSchema::default(), bytes, true, sink)
 }
 
 fn value_of(kind: ColumnKind, field: &Field) -> Option<Value> {

@@ -16,7 +16,9 @@
 //! Values are bound as their plain type, or as text cast in SQL (`::uuid`, `::timestamptz`, `::date`,
 //! `::numeric`), which keeps decimals exact without a decimal crate and needs no extra sqlx feature.
 
-use super::{Batch, ColumnKind, DatasetColumn, DatasetError, DatasetName, DatasetRow, DatasetSchema, Operation, Value};
+use super::{
+    Batch, ColumnKind, DatasetColumn, DatasetError, DatasetName, DatasetRow, DatasetSchema, Latest, Operation, Value,
+};
 use super::{DELETED_COLUMN, OPERATION_COLUMN, SYNCED_AT_COLUMN, VERSION_COLUMN};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
@@ -187,6 +189,41 @@ impl PostgresDestination {
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| self.error(dataset, &table, format!("a row cannot be read back: {e}")))?;
         Ok((schema, rows))
+    }
+
+    /// The newest row of each id in a generation's table, without values (see [`super::Destination::latest`]).
+    pub async fn latest(&self, dataset: &DatasetName, generation: u32) -> Result<HashMap<Uuid, Latest>, DatasetError> {
+        let table = table_name(dataset, generation);
+        if self.table_schema(dataset, &table).await?.is_none() {
+            return Err(DatasetError::NoGeneration { dataset: dataset.to_string(), generation });
+        }
+        #[derive(sqlx::FromRow)]
+        struct Kept {
+            id: String,
+            version: Option<i64>,
+            deleted: bool,
+            synced_at: i64,
+        }
+        let select = format!(
+            "SELECT {id}::text AS id, {version} AS version, {deleted} AS deleted, {synced} AS synced_at FROM {table}",
+            id = quoted(ID_COLUMN),
+            version = quoted(VERSION_COLUMN),
+            deleted = quoted(DELETED_COLUMN),
+            synced = read_expression(&quoted(SYNCED_AT_COLUMN), ColumnKind::Timestamp),
+            table = quoted(&table),
+        );
+        let mut rows = sqlx::query_as::<_, Kept>(AssertSqlSafe(select)).fetch(&self.pool);
+        let mut latest = HashMap::new();
+        while let Some(kept) = futures::TryStreamExt::try_next(&mut rows)
+            .await
+            .map_err(|e| self.error(dataset, &table, format!("rows cannot be read: {e}")))?
+        {
+            let id = Uuid::parse_str(&kept.id).map_err(|_| self.error(dataset, &table, "an id is not a uuid"))?;
+            let synced_at = DateTime::from_timestamp_micros(kept.synced_at)
+                .ok_or_else(|| self.error(dataset, &table, "a synced-at is out of range"))?;
+            latest.insert(id, Latest { version: kept.version, deleted: kept.deleted, synced_at });
+        }
+        Ok(latest)
     }
 
     /// The mapped columns of a table, `None` if it does not exist.
