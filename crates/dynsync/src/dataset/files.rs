@@ -433,18 +433,14 @@ fn check_schema(schema: &DatasetSchema) -> Result<(), String> {
 
 /// The wider of a generation's recorded schema and a batch's: one must extend the other.
 fn widest(recorded: &DatasetSchema, batch: &DatasetSchema) -> Result<DatasetSchema, String> {
-    let (short, long) =
-        if recorded.columns.len() <= batch.columns.len() { (recorded, batch) } else { (batch, recorded) };
-    if let Some((a, b)) = short.columns.iter().zip(&long.columns).find(|(a, b)| a != b) {
+    let differing = recorded.columns.iter().zip(&batch.columns).find(|(kept, written)| kept != written);
+    if let Some((kept, written)) = differing {
         return Err(format!(
-            "the column {} ({:?}) was written where the generation has {} ({:?})",
-            batch.columns.iter().find(|c| *c == a || *c == b).map_or("?", |c| c.name.as_str()),
-            if short == batch { a.kind } else { b.kind },
-            if short == batch { b.name.as_str() } else { a.name.as_str() },
-            if short == batch { b.kind } else { a.kind },
+            "the batch has the column {} ({:?}) where the generation has {} ({:?})",
+            written.name, written.kind, kept.name, kept.kind
         ));
     }
-    Ok(long.clone())
+    Ok(if batch.columns.len() > recorded.columns.len() { batch.clone() } else { recorded.clone() })
 }
 
 /// The file a batch becomes: `part-<hash>.parquet`, where the hash covers the generation and each row's id,
@@ -1045,6 +1041,26 @@ mod tests {
         assert_eq!(on_disk.len(), 1, "one file on disk");
         let (read_schema, read) = destination.rows(&dataset, 1, 10).await.unwrap();
         assert_eq!((read_schema, read), (schema, rows));
+    }
+
+    #[tokio::test]
+    async fn a_changed_column_type_is_refused_within_a_generation() {
+        let folder = tempfile::tempdir().unwrap();
+        let destination = FileDestination::in_data_dir(folder.path()).unwrap();
+        let (dataset, first) = (dataset(), schema());
+        let load = Utc::now();
+        let rows = vec![full_row(1)];
+        destination.write(Batch { dataset: &dataset, generation: 1, schema: &first, load, rows: &rows }).await.unwrap();
+        let mut changed = first.clone();
+        changed.columns[2].kind = ColumnKind::BigInt;
+        let batch = Batch { dataset: &dataset, generation: 1, schema: &changed, load, rows: &[] };
+        let refused = destination.write(batch).await.unwrap_err().to_string();
+        assert!(refused.contains("numberofchildren (BigInt)") && refused.contains("new generation"), "{refused}");
+        let batch = Batch { dataset: &dataset, generation: 2, schema: &changed, load, rows: &[] };
+        destination.write(batch).await.expect("a new generation takes the changed column");
+        let manifest = destination.manifest(&dataset).await.unwrap().unwrap();
+        assert_eq!(manifest.generation(2).unwrap().schema, changed);
+        assert_eq!(manifest.generation(1).unwrap().schema, first);
     }
 
     #[tokio::test]
