@@ -6,6 +6,7 @@ pub mod api;
 pub mod checks;
 pub mod config;
 pub mod connection;
+pub mod dataset;
 pub mod declarative;
 pub mod demo;
 pub mod governance;

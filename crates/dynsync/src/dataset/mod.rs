@@ -184,6 +184,14 @@ impl DatasetRow {
     }
 }
 
+/// The newest row kept for an id: what a resync compares the table with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latest {
+    pub version: Option<i64>,
+    pub deleted: bool,
+    pub synced_at: DateTime<Utc>,
+}
+
 /// A batch of rows for one generation of a dataset.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
@@ -219,6 +227,19 @@ impl Destination {
         match self {
             Destination::Files(d) => d.write(batch).await,
             Destination::Postgres(d) => d.write(batch).await,
+        }
+    }
+
+    /// The newest row of each id in a generation (by version; a delete after it wins), without its values: a
+    /// resync reads it once, to write only what changed and to mark deleted what it does not see again.
+    pub async fn latest(
+        &self,
+        dataset: &DatasetName,
+        generation: u32,
+    ) -> Result<std::collections::HashMap<Uuid, Latest>, DatasetError> {
+        match self {
+            Destination::Files(d) => d.latest(dataset, generation).await,
+            Destination::Postgres(d) => d.latest(dataset, generation).await,
         }
     }
 
