@@ -64,7 +64,101 @@ pub(crate) fn changes_of(page: DeltaPage, url: &str) -> Result<(Vec<Change>, Opt
     Ok((changes, page.next_link))
 }
 
+/// Where a read of changes goes on: the first page of a table (all of its rows), a page of it after that, or a
+/// delta token. Each is a link the environment gave, so a reader that keeps it can resume there after a restart:
+/// a page read again from the same link answers the same rows, or newer versions of them.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ChangeLink(pub String);
+
+impl fmt::Debug for ChangeLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChangeLink({})", self.0)
+    }
+}
+
+impl ChangeLink {
+    /// The first page of a whole read of the table: `select` names the columns (Dataverse allows no `$filter`,
+    /// `$orderby` or `$top` here).
+    pub fn initial(table: &Table, select: &[&str]) -> ChangeLink {
+        match select {
+            [] => ChangeLink(table.entity_set.clone()),
+            columns => ChangeLink(format!("{}?$select={}", table.entity_set, columns.join(","))),
+        }
+    }
+}
+
+impl From<DeltaToken> for ChangeLink {
+    fn from(token: DeltaToken) -> ChangeLink {
+        ChangeLink(token.0)
+    }
+}
+
+/// A page of changes, and where the read goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangePage {
+    pub changes: Vec<ChangePageItem>,
+    pub next: PageNext,
+}
+
+/// A row of a page of changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangePageItem {
+    Upserted(Record),
+    Deleted(RecordId),
+}
+
+/// Where a read of changes goes on after a page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageNext {
+    /// More pages of this read follow, from this link.
+    More(ChangeLink),
+    /// The read is complete: later changes are read from this token.
+    Done(DeltaToken),
+}
+
+/// The annotations a page of changes (or an annotated query) asks for: choice labels and lookup targets, as a
+/// reader of the table shows them.
+pub const ANNOTATIONS: &str =
+    "odata.include-annotations=\"OData.Community.Display.V1.FormattedValue,Microsoft.Dynamics.CRM.lookuplogicalname\"";
+
 impl Client {
+    /// One page of changes from `link`, with choice labels and lookup targets annotated. A delta token the
+    /// environment no longer keeps changes for is [`Error::ChangeTokenExpired`]: read the table whole again.
+    pub async fn changes_page(&self, table: &Table, link: &ChangeLink, page_size: u32) -> Result<ChangePage, Error> {
+        let request = Request::get(link.0.clone())
+            .header("Prefer", format!("odata.track-changes, odata.maxpagesize={page_size}, {ANNOTATIONS}"));
+        let reply = match self.execute(&request).await {
+            Ok(reply) => reply,
+            Err(Error::Api(api)) if api.kind == ErrorKind::ChangeTokenExpired => {
+                return Err(Error::ChangeTokenExpired { entity_set: table.entity_set.clone(), api: Box::new(api) });
+            }
+            Err(e) => return Err(e),
+        };
+        let page: DeltaPage = reply.read_json()?;
+        let (changes, next) = changes_of(page, &reply.url)?;
+        let mut items = Vec::with_capacity(changes.len());
+        let mut token = None;
+        for change in changes {
+            match change {
+                Change::Upserted(record) => items.push(ChangePageItem::Upserted(record)),
+                Change::Deleted(id) => items.push(ChangePageItem::Deleted(id)),
+                Change::Token(t) => token = Some(t),
+            }
+        }
+        let next = match (next, token) {
+            (Some(link), _) => PageNext::More(ChangeLink(link)),
+            (None, Some(token)) => PageNext::Done(token),
+            (None, None) => {
+                return Err(Error::UnexpectedBody {
+                    url: reply.url.clone(),
+                    detail: "a page of changes with neither @odata.nextLink nor @odata.deltaLink".into(),
+                });
+            }
+        };
+        Ok(ChangePage { changes: items, next })
+    }
+
     /// The table's changes since `since` (or all of its rows, without one), then the token to resume from.
     /// `select` names the columns to read (Dataverse allows no `$filter`, `$orderby` or `$top` here).
     pub fn changes(
@@ -74,27 +168,30 @@ impl Client {
         since: Option<&DeltaToken>,
     ) -> impl Stream<Item = Result<Change, Error>> + Send + 'static {
         let first = match since {
-            Some(token) => token.0.clone(),
-            None if select.is_empty() => table.entity_set.clone(),
-            None => format!("{}?$select={}", table.entity_set, select.join(",")),
+            Some(token) => ChangeLink::from(token.clone()),
+            None => ChangeLink::initial(table, select),
         };
-        let client = self.clone();
-        let entity_set = table.entity_set.clone();
-        stream::try_unfold(Some(first), move |target| {
-            let (client, entity_set) = (client.clone(), entity_set.clone());
+        let (client, table) = (self.clone(), table.clone());
+        stream::try_unfold(Some(first), move |link| {
+            let (client, table) = (client.clone(), table.clone());
             async move {
-                let Some(target) = target else { return Ok(None) };
-                // The preference on every page too: harmless where it is not needed, and it keeps a server
-                // that checks it on later pages from dropping the delta link.
-                let request = Request::get(target).header("Prefer", "odata.track-changes, odata.maxpagesize=5000");
-                let reply = match client.execute(&request).await {
-                    Ok(reply) => reply,
-                    Err(Error::Api(api)) if api.kind == ErrorKind::ChangeTokenExpired => {
-                        return Err(Error::ChangeTokenExpired { entity_set, api: Box::new(api) });
+                let Some(link) = link else { return Ok::<_, Error>(None) };
+                let page = client.changes_page(&table, &link, 5000).await?;
+                let mut changes: Vec<Change> = page
+                    .changes
+                    .into_iter()
+                    .map(|item| match item {
+                        ChangePageItem::Upserted(record) => Change::Upserted(record),
+                        ChangePageItem::Deleted(id) => Change::Deleted(id),
+                    })
+                    .collect();
+                let next = match page.next {
+                    PageNext::More(link) => Some(link),
+                    PageNext::Done(token) => {
+                        changes.push(Change::Token(token));
+                        None
                     }
-                    Err(e) => return Err(e),
                 };
-                let (changes, next) = changes_of(reply.read_json()?, &reply.url)?;
                 Ok(Some((stream::iter(changes.into_iter().map(Ok)), next)))
             }
         })

@@ -59,7 +59,7 @@ pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, S
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};
 pub use bulk::{BulkOperation, BulkOptions, BulkReport, Isolation, RecordOutcome};
-pub use changes::{Change, DeltaToken};
+pub use changes::{Change, ChangeLink, ChangePage, ChangePageItem, DeltaToken, PageNext};
 pub use client::{Client, Reply, Request, WhoAmI};
 pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};
 pub use environment::{Environment, EnvironmentError, Region};

@@ -279,6 +279,21 @@ struct WireSavedQuery {
     isdefault: Option<bool>,
 }
 
+impl SystemView {
+    /// The columns the view shows: the `attribute`s of its FetchXML's `entity` (not those of its linked tables),
+    /// in order. Empty when the FetchXML does not parse, or asks for `all-attributes`.
+    pub fn columns(&self) -> Vec<String> {
+        let Ok(document) = roxmltree::Document::parse(&self.fetch_xml) else { return Vec::new() };
+        let Some(entity) = document.descendants().find(|n| n.has_tag_name("entity")) else { return Vec::new() };
+        entity
+            .children()
+            .filter(|n| n.has_tag_name("attribute"))
+            .filter_map(|n| n.attribute("name"))
+            .map(str::to_ascii_lowercase)
+            .collect()
+    }
+}
+
 impl From<WireSavedQuery> for SystemView {
     fn from(wire: WireSavedQuery) -> Self {
         SystemView {
@@ -288,6 +303,23 @@ impl From<WireSavedQuery> for SystemView {
             fetch_xml: wire.fetchxml.unwrap_or_default(),
             is_default: wire.isdefault.unwrap_or(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::SystemView;
+
+    #[test]
+    fn a_views_columns_are_its_entitys_attributes_not_its_links() {
+        let view = SystemView {
+            id: "00000000-0000-0000-00aa-000010001004".into(),
+            name: "Active Contacts".into(),
+            table: "contact".into(),
+            fetch_xml: r#"<fetch version="1.0" mapping="logical"><entity name="contact"><attribute name="fullname"/><attribute name="emailaddress1"/><order attribute="fullname"/><link-entity name="account" from="accountid" to="parentcustomerid"><attribute name="name"/></link-entity><filter><condition attribute="statecode" operator="eq" value="0"/></filter></entity></fetch>"#.into(),
+            is_default: true,
+        };
+        assert_eq!(view.columns(), ["fullname", "emailaddress1"]);
     }
 }
 

@@ -173,6 +173,7 @@ pub struct Query {
     order_by: Vec<(String, Order)>,
     top: Option<u32>,
     page_size: Option<u32>,
+    annotated: bool,
 }
 
 /// Characters a query option's value cannot carry as they are.
@@ -187,7 +188,15 @@ impl Query {
             order_by: Vec::new(),
             top: None,
             page_size: None,
+            annotated: false,
         }
+    }
+
+    /// Asks for choice labels and lookup targets beside the values
+    /// ([`ANNOTATIONS`](crate::changes::ANNOTATIONS)), as a reader of the table shows them.
+    pub fn annotated(mut self) -> Self {
+        self.annotated = true;
+        self
     }
 
     pub fn select(mut self, columns: &[&str]) -> Self {
@@ -255,12 +264,16 @@ impl Query {
     }
 
     fn request(&self, target: String) -> Request {
-        let mut request = Request::get(target);
+        let mut prefer = Vec::new();
         if let (Some(size), None) = (self.page_size, self.top) {
             // The same page size on every page, as Dataverse asks.
-            request = request.header("Prefer", format!("odata.maxpagesize={size}"));
+            prefer.push(format!("odata.maxpagesize={size}"));
         }
-        request
+        if self.annotated {
+            prefer.push(crate::changes::ANNOTATIONS.to_string());
+        }
+        let request = Request::get(target);
+        if prefer.is_empty() { request } else { request.header("Prefer", prefer.join(", ")) }
     }
 }
 
@@ -273,6 +286,13 @@ pub struct Page {
 }
 
 impl Client {
+    /// One page of the query: its first (`at` = `None`) or the one an earlier page's `@odata.nextLink` names. A
+    /// reader that keeps the link resumes there after a restart.
+    pub async fn query_page(&self, query: &Query, at: Option<&str>) -> Result<Page, Error> {
+        let target = at.map_or_else(|| query.path(), str::to_string);
+        self.execute(&query.request(target)).await?.read_json()
+    }
+
     /// The query's pages, one request each, following `@odata.nextLink` until the last.
     pub fn query_pages(&self, query: &Query) -> impl Stream<Item = Result<Page, Error>> + Send + 'static {
         let client = self.clone();

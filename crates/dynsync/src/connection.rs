@@ -285,7 +285,20 @@ impl Connection {
                     authority: authority_for(authority_host.as_deref(), &environment),
                 })
             }
-            ConnectionAuth::ServicePrincipal { .. } => return None,
+            // A service principal signs in to its tenant: found when the connection was made, if not given.
+            ConnectionAuth::ServicePrincipal {
+                service_principal_id,
+                service_principal_key,
+                tenant_id: Some(tenant_id),
+                authority_host,
+                ..
+            } => Credentials::ClientSecret(ClientCredentials {
+                tenant_id: tenant_id.clone(),
+                client_id: service_principal_id.clone(),
+                client_secret: service_principal_key.clone(),
+                authority: authority_for(authority_host.as_deref(), &environment),
+            }),
+            ConnectionAuth::ServicePrincipal { tenant_id: None, .. } => return None,
         };
         Some(DestinationConnection { id: self.id, name: self.name.clone(), credentials, environment })
     }
@@ -380,6 +393,23 @@ pub async fn check(environment: Environment, credentials: ClientCredentials) -> 
         .who_am_i()
         .await
         .map_err(|error| ConnectionProblem { environment: url, reason: Reason::Dataverse(error) })
+}
+
+/// Fills in the tenant of a service principal connection that names none (seed 003 asks for none), as the
+/// environment announces it: the connection then signs in to it without asking again.
+pub async fn settle_tenant(
+    http: &reqwest::Client,
+    hosts: &AllowedHosts,
+    auth: &mut ConnectionAuth,
+) -> Result<(), ConnectionProblem> {
+    let ConnectionAuth::ServicePrincipal { tenant_id: tenant_id @ None, service_uri, .. } = auth else { return Ok(()) };
+    let environment = Environment::from_url(service_uri)
+        .map_err(|e| ConnectionProblem { environment: String::new(), reason: Reason::Discovery(e.to_string()) })?;
+    let problem = |reason| ConnectionProblem { environment: environment.url(), reason };
+    hosts.check("serviceUri", service_uri).map_err(|refused| problem(Reason::Refused(Box::new(refused))))?;
+    let (_, tenant) = discover_authority(http, &environment).await.map_err(|e| problem(Reason::Discovery(e)))?;
+    *tenant_id = Some(tenant);
+    Ok(())
 }
 
 /// Tests a connection's credentials against its environment: a token, then `WhoAmI`. Nothing is sent to a host

@@ -49,8 +49,12 @@ uuid_id!(
     TargetConnectionId
 );
 uuid_id!(
-    /// An activation flow.
+    /// A flow of any job.
     FlowId
+);
+uuid_id!(
+    /// A source connection: which table or view of a Dynamics connection an ingestion reads.
+    SourceConnectionId
 );
 uuid_id!(
     /// A connection spec: which system a connection talks to, and how it signs in.

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod governance;
 pub mod hosts;
 pub mod ids;
+pub mod ingestion;
 pub mod leads;
 pub mod mailbox;
 pub mod pipeline;

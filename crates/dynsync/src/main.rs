@@ -354,6 +354,8 @@ enum DemoJob {
     Activation,
     /// Lead intake: marketplace leads into Dynamics leads, with a notification.
     Leads,
+    /// Table ingestion: a Dynamics table loaded fully then incrementally into a Parquet dataset, read by DuckDB.
+    Ingestion,
 }
 
 #[derive(Args)]
@@ -364,7 +366,7 @@ struct DemoArgs {
     /// People who send leads, in `dynsync demo leads`.
     #[arg(long, default_value_t = 300)]
     people: usize,
-    /// Contacts to seed and activate.
+    /// Contacts to seed and activate (or, in `dynsync demo ingestion`, to load).
     #[arg(long, default_value_t = 10_000)]
     contacts: usize,
     /// Seed of the generated audience memberships.
@@ -390,6 +392,10 @@ struct DemoArgs {
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let DemoJob::Leads = args.job {
         let passed = dynsync::demo::leads::run(args.people.max(1)).await?;
+        return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    if let DemoJob::Ingestion = args.job {
+        let passed = dynsync::demo::ingestion::run(args.contacts.max(1)).await?;
         return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     let target = match args.dataverse_url {

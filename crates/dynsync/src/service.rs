@@ -4,6 +4,7 @@
 use crate::activation::job::ActivationJob;
 use crate::api::{self, AppState};
 use crate::hosts::AllowedHosts;
+use crate::ingestion::IngestionRunner;
 use crate::leads::job::LeadIntakeRunner;
 use crate::leads::notices::send_notices;
 use crate::leads::notify::{MailError, Mailer, SmtpSettings};
@@ -130,11 +131,15 @@ impl Service {
         let lock = if sqlite { Some(lock_data_dir(&config.data_dir)?) } else { None };
         let store = Store::open(config.database_url.as_deref(), &config.data_dir, key).await?;
         let clients = Arc::new(Clients::new());
-        let jobs: Vec<Arc<dyn JobRunner>> = vec![Arc::new(ActivationJob), Arc::new(LeadIntakeRunner)];
+        let jobs: Vec<Arc<dyn JobRunner>> = vec![
+            Arc::new(ActivationJob),
+            Arc::new(LeadIntakeRunner),
+            Arc::new(IngestionRunner { data_dir: config.data_dir.clone() }),
+        ];
         let mailer = config.smtp.as_ref().map(Mailer::new).transpose().map_err(StartError::Smtp)?;
         let notifying = mailer.map(|mailer| tokio::spawn(send_notices(store.clone(), mailer)));
         let supervisor = Supervisor::new(store.clone(), clients.clone(), jobs, config.lease, config.log_retention);
-        let mut state = AppState::new(store.clone(), &tokens, supervisor.clone(), clients);
+        let mut state = AppState::new(store.clone(), &tokens, supervisor.clone(), clients, config.data_dir.clone());
         state.smtp_configured = config.smtp.is_some();
         state.hosts = config.allowed_hosts.clone();
         let state = Arc::new(state);

@@ -10,6 +10,12 @@ pub const DYNAMICS_SOURCE: ConnectionSpecId = ConnectionSpecId(uuid!("38ad80fe-8
 /// dynsync's Microsoft Dynamics 365 destination (seed 002): write audiences and attributes onto contacts.
 pub const DYNAMICS_DESTINATION: ConnectionSpecId = ConnectionSpecId(uuid!("5b1e4f7a-9c3d-4e2b-8a6f-d3650c0de001"));
 
+/// Adobe's data lake (seed 003's target): here, a dataset an ingestion writes — Parquet files or a PostgreSQL table.
+pub const DATA_LAKE: ConnectionSpecId = ConnectionSpecId(uuid!("c604ff05-7f1a-43c0-8e18-33bf874cb11c"));
+
+/// Adobe's `CRMToAEP` flow spec (seed 003): a Dynamics table loaded into a dataset, fully then incrementally.
+pub const INGESTION_FLOW_SPEC: Uuid = uuid!("14518937-270c-4525-bdec-c2ba7cce3860");
+
 /// dynsync's lead intake flows (seed 004): marketplace leads posted over HTTPS become Dynamics leads.
 pub const LEAD_INTAKE_FLOW_SPEC: Uuid = uuid!("7c0e5a2d-4b1f-4e8a-9d36-1ead5000a004");
 

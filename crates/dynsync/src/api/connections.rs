@@ -69,13 +69,15 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
     if request.name.trim().is_empty() {
         return Err(ApiError::bad_request("name is empty: give the connection a name you will recognize"));
     }
-    let auth = ConnectionAuth::from_params(spec, &request.auth.spec_name, &request.auth.params)
+    let mut auth = ConnectionAuth::from_params(spec, &request.auth.spec_name, &request.auth.params)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let who = connection::test(&state.http, &state.hosts, &auth).await.map_err(|problem| {
+    let failed = |problem: connection::ConnectionProblem| {
         let status = if problem.is_transient() { StatusCode::BAD_GATEWAY } else { StatusCode::BAD_REQUEST };
         ApiError::new(status, "connection-test-failed", format!("the connection does not work: {problem}"))
             .with_report(json!({"connected": false}))
-    })?;
+    };
+    connection::settle_tenant(&state.http, &state.hosts, &mut auth).await.map_err(failed)?;
+    let who = connection::test(&state.http, &state.hosts, &auth).await.map_err(failed)?;
     let now = Utc::now();
     let connection = Connection {
         id: ConnectionId::new(),
@@ -212,13 +214,15 @@ pub async fn patch(
                 moved.join(", ")
             )));
         }
-        let who = connection::test(&state.http, &state.hosts, &updated.auth).await.map_err(|problem| {
+        let failed = |problem: connection::ConnectionProblem| {
             ApiError::new(
                 if problem.is_transient() { StatusCode::BAD_GATEWAY } else { StatusCode::BAD_REQUEST },
                 "connection-test-failed",
                 format!("the new credentials do not work, so the connection keeps its old ones: {problem}"),
             )
-        })?;
+        };
+        connection::settle_tenant(&state.http, &state.hosts, &mut updated.auth).await.map_err(failed)?;
+        let who = connection::test(&state.http, &state.hosts, &updated.auth).await.map_err(failed)?;
         updated.signed_in_as = Some(who);
     }
     updated.etag = Etag::new();
@@ -240,6 +244,15 @@ pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id)
             StatusCode::CONFLICT,
             "in-use",
             format!("connection {id} is the base of target connection {list}: delete those (and their flows) first"),
+        ));
+    }
+    let sources = state.store.sources_of(&caller.sandbox, parsed).await?;
+    if !sources.is_empty() {
+        let list = sources.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "in-use",
+            format!("connection {id} is the base of source connection {list}: delete those (and their flows) first"),
         ));
     }
     state.store.delete_connection(&caller.sandbox, parsed).await?;

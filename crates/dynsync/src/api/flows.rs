@@ -4,15 +4,18 @@
 //! a lead intake against the lead table.
 
 use super::governance::governed;
-use super::{ApiError, ApiResult, AppState, Caller, flow_json, id_and_etag, if_match, items, leads, parse_body};
+use super::{
+    ApiError, ApiResult, AppState, Caller, flow_json, id_and_etag, if_match, ingestion, items, leads, parse_body,
+};
 use crate::access::Role;
 use crate::activation::{ActivationFlow, FlowDefinition, FlowState, job, validation};
 use crate::ids::{Etag, FlowId};
+use crate::ingestion::IngestionFlow;
 use crate::leads::intake::{FlowSpecRef, LeadIntake};
 use crate::leads::job as leads_job;
 use crate::pipeline::Taken;
 use crate::pipeline::inlet::InletLog;
-use crate::specs::LEAD_INTAKE_FLOW_SPEC;
+use crate::specs::{INGESTION_FLOW_SPEC, LEAD_INTAKE_FLOW_SPEC};
 use crate::store::{FlowRecord, Outcome, RunRecord};
 use crate::target::CustomizationPrefix;
 use axum::body::Bytes;
@@ -111,12 +114,14 @@ async fn find_record(state: &AppState, caller: &Caller, id: &str) -> ApiResult<F
 enum AnyFlow {
     Activation(ActivationFlow),
     Leads(LeadIntake),
+    Ingestion(IngestionFlow),
 }
 
 impl AnyFlow {
     fn of(record: &FlowRecord) -> ApiResult<AnyFlow> {
         Ok(match record.job.as_str() {
             leads_job::JOB => AnyFlow::Leads(LeadIntake::try_from(record)?),
+            crate::ingestion::JOB => AnyFlow::Ingestion(IngestionFlow::try_from(record)?),
             _ => AnyFlow::Activation(ActivationFlow::try_from(record)?),
         })
     }
@@ -125,6 +130,7 @@ impl AnyFlow {
         match self {
             AnyFlow::Activation(flow) => flow_json(flow),
             AnyFlow::Leads(intake) => leads::intake_json(intake),
+            AnyFlow::Ingestion(flow) => ingestion::ingestion_flow_json(flow),
         }
     }
 }
@@ -142,10 +148,12 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
     }
     match serde_json::from_slice::<Spec>(&body).ok().and_then(|s| s.flow_spec) {
         Some(spec) if spec.id == LEAD_INTAKE_FLOW_SPEC => return leads::create(&state, caller, &body).await,
+        Some(spec) if spec.id == INGESTION_FLOW_SPEC => return ingestion::create_flow(&state, caller, &body).await,
         Some(spec) => {
             return Err(ApiError::bad_request(format!(
-                "flowSpec.id {} is not a flow spec dynsync knows: use {LEAD_INTAKE_FLOW_SPEC} for a lead intake, or \
-                 leave flowSpec out for an audience activation flow",
+                "flowSpec.id {} is not a flow spec dynsync knows: use {LEAD_INTAKE_FLOW_SPEC} for a lead intake, \
+                 {INGESTION_FLOW_SPEC} for a table ingestion (GET /flowSpecs lists them), or leave flowSpec out for an \
+                 audience activation flow",
                 spec.id
             )));
         }
@@ -173,6 +181,13 @@ pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): P
         AnyFlow::Leads(intake) => {
             let mut body = leads::get(&state, &intake).await?;
             body["runtime"] = runtime(&state, intake.id).await?;
+            return Ok(items(vec![body]));
+        }
+        AnyFlow::Ingestion(flow) => {
+            let mut body = ingestion::ingestion_flow_json(&flow);
+            let loads = ingestion::loads(&state, flow.id).await?;
+            body["lastLoad"] = loads.first().map_or(Json::Null, ingestion::load_json);
+            body["runtime"] = runtime(&state, flow.id).await?;
             return Ok(items(vec![body]));
         }
     };
@@ -211,6 +226,14 @@ pub async fn replace(
             if_match(&headers, "the intake", &intake.etag)?;
             return leads::replace(&state, caller, intake, &body).await;
         }
+        AnyFlow::Ingestion(_) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not-replaceable",
+                "an ingestion flow's definition is not replaced in place, since its dataset was loaded with it: \
+                 create a new flow (a new dataset, or a new dataset generation) and delete this one",
+            ));
+        }
     };
     if_match(&headers, "the flow", &current.etag)?;
     let definition = parse_body::<FlowDefinition>(&body)?.normalized();
@@ -234,6 +257,7 @@ pub async fn action(
     let current = match find_any(&state, &caller, &id).await? {
         AnyFlow::Activation(flow) => flow,
         AnyFlow::Leads(intake) => return intake_action(&state, &caller, intake, op).await,
+        AnyFlow::Ingestion(flow) => return ingestion_action(&state, flow, op).await,
     };
     let wanted = match query.get("op").map(String::as_str) {
         Some("retry-failed") => {
@@ -320,6 +344,24 @@ async fn intake_action(
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 
+/// The actions on an ingestion flow: enable, disable.
+async fn ingestion_action(state: &AppState, current: IngestionFlow, op: Option<&str>) -> ApiResult<Response> {
+    let wanted = match op {
+        Some("enable") => FlowState::Enabled,
+        Some("disable") => FlowState::Disabled,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "op={} is not an action on an ingestion flow: use op=enable or op=disable",
+                other.unwrap_or("")
+            )));
+        }
+    };
+    let updated = IngestionFlow { state: wanted, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
+    state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
+    state.supervisor.flows_changed();
+    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+}
+
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     caller.may(Role::Manage)?;
     let flow = find_record(&state, &caller, &id).await?;
@@ -353,7 +395,21 @@ pub async fn runs(
     };
     let mut all = Vec::new();
     for flow in flows {
-        all.extend(state.store.runs(flow.id).await?.iter().map(run_json));
+        let runs = state.store.runs(flow.id).await?;
+        if flow.job != crate::ingestion::JOB {
+            all.extend(runs.iter().map(run_json));
+            continue;
+        }
+        // An ingestion's runs are its loads: each with its kind, duration and freshness.
+        let loads = ingestion::loads(&state, flow.id).await?;
+        for run in &runs {
+            let mut body = run_json(run);
+            if let Some(load) = loads.iter().find(|l| l.started_at == run.hour) {
+                body["load"] = ingestion::load_json(load);
+                body["metrics"]["recordSummary"]["deletedRecordCount"] = json!(written_as(run, Taken::Deleted));
+            }
+            all.push(body);
+        }
     }
     Ok(items(all))
 }

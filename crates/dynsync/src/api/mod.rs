@@ -7,6 +7,7 @@ mod connections;
 mod flows;
 mod governance;
 mod health;
+mod ingestion;
 mod leads;
 mod targets;
 mod tokens;
@@ -15,7 +16,7 @@ use crate::access::{Denied, Grant, Role};
 use crate::ids::Sandbox;
 use crate::pipeline::{Clients, Flow, JobDefinition, Supervisor};
 use crate::store::{Store, StoreError};
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +42,8 @@ pub struct AppState {
     pub smtp_configured: bool,
     /// Where connections may send their credentials besides Microsoft's clouds.
     pub hosts: crate::hosts::AllowedHosts,
+    /// The data directory: datasets kept as Parquet files are under it.
+    pub data_dir: std::path::PathBuf,
     /// SHA-256 digests of the accepted API tokens.
     token_digests: Vec<[u8; 32]>,
 }
@@ -70,8 +73,15 @@ impl Drop for Replaying<'_> {
 }
 
 impl AppState {
-    pub fn new(store: Store, tokens: &[String], supervisor: Arc<Supervisor>, clients: Arc<Clients>) -> AppState {
+    pub fn new(
+        store: Store,
+        tokens: &[String],
+        supervisor: Arc<Supervisor>,
+        clients: Arc<Clients>,
+        data_dir: std::path::PathBuf,
+    ) -> AppState {
         AppState {
+            data_dir,
             store,
             supervisor,
             clients,
@@ -99,6 +109,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(&format!("{BASE_PATH}/targetConnections"), post(targets::create).get(targets::list))
         .route(&format!("{BASE_PATH}/targetConnections/{{id}}"), get(targets::get).delete(targets::delete))
+        .route(&format!("{BASE_PATH}/targetConnections/{{id}}/rows"), get(ingestion::dataset_rows))
+        .route(&format!("{BASE_PATH}/connections/{{id}}/explore"), get(ingestion::explore))
+        .route(&format!("{BASE_PATH}/sourceConnections"), post(ingestion::create_source).get(ingestion::list_sources))
+        .route(
+            &format!("{BASE_PATH}/sourceConnections/{{id}}"),
+            get(ingestion::get_source).delete(ingestion::delete_source),
+        )
+        .route(&format!("{BASE_PATH}/flowSpecs"), get(flow_specs))
         .route(&format!("{BASE_PATH}/flows"), post(flows::create).get(flows::list))
         .route(&format!("{BASE_PATH}/flows/{{id}}"), get(flows::get).put(flows::replace).delete(flows::delete))
         .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
@@ -117,7 +135,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not-found",
-                format!("no such endpoint: the API is under {BASE_PATH}/ (connectionSpecs, connections, targetConnections, flows, runs)"),
+                format!("no such endpoint: the API is under {BASE_PATH}/ (connectionSpecs, connections, sourceConnections, targetConnections, flowSpecs, flows, runs)"),
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -325,6 +343,40 @@ pub fn if_match(headers: &HeaderMap, what: &str, current: &crate::ids::Etag) -> 
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not what this endpoint takes: {e}")))
+}
+
+/// `GET /flowSpecs`: the kinds of flow dynsync runs, by name (`property=name=="CRMToAEP"` picks one), as Flow
+/// Service lists them.
+async fn flow_specs(
+    _caller: Caller,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let all = [
+        (
+            crate::specs::INGESTION_FLOW_SPEC,
+            "CRMToAEP",
+            "a Dynamics table loaded into a dataset, fully then incrementally",
+        ),
+        (
+            crate::specs::LEAD_INTAKE_FLOW_SPEC,
+            "LeadIntake",
+            "marketplace leads posted over HTTPS written as Dynamics leads",
+        ),
+    ];
+    let wanted = match query.get("property") {
+        None => None,
+        Some(p) => Some(p.strip_prefix("name==").map(|n| n.trim_matches('"').to_string()).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "property={p} is not a filter flowSpecs take: use property=name==\"CRMToAEP\""
+            ))
+        })?),
+    };
+    let specs = all
+        .iter()
+        .filter(|(_, name, _)| wanted.as_deref().is_none_or(|w| w == *name))
+        .map(|(id, name, description)| json!({"id": id, "name": name, "description": description, "version": "1.0"}))
+        .collect();
+    Ok(items(specs))
 }
 
 /// Adobe's answer to a create or an update.

@@ -1,4 +1,5 @@
-//! `targetConnections`: the destination details (name, description, customization prefix) over a base connection.
+//! `targetConnections`: the destination details (name, description, customization prefix) over a base connection;
+//! with the data lake's connection spec, a dataset an ingestion writes (`api/ingestion.rs`).
 
 use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, items, parse_body};
 use crate::access::Role;
@@ -34,8 +35,23 @@ struct TargetParams {
     customization_prefix: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecOf {
+    connection_spec: Option<SpecRef>,
+}
+
+#[derive(Deserialize)]
+struct SpecRef {
+    id: String,
+}
+
 pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
     caller.may(Role::Manage)?;
+    let spec = serde_json::from_slice::<SpecOf>(&body).ok().and_then(|s| s.connection_spec).map(|s| s.id);
+    if spec.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(&specs::DATA_LAKE.to_string())) {
+        return super::ingestion::create_dataset_target(&state, caller, &body).await;
+    }
     let request: CreateTarget = parse_body(&body)?;
     if request.name.trim().is_empty() {
         return Err(ApiError::bad_request("name is empty: give the destination a name you will recognize"));
@@ -100,20 +116,27 @@ fn parse_id(id: &str, caller: &Caller) -> ApiResult<TargetConnectionId> {
 }
 
 pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
-    let all = state.store.target_connections(&caller.sandbox).await?;
-    Ok(items(all.iter().map(target_json).collect()))
+    let mut all: Vec<Json> = state.store.target_connections(&caller.sandbox).await?.iter().map(target_json).collect();
+    let datasets = state.store.dataset_targets(&caller.sandbox).await?;
+    all.extend(datasets.iter().map(super::ingestion::dataset_target_json));
+    Ok(items(all))
 }
 
 pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let found = state.store.target_connection(&caller.sandbox, parse_id(&id, &caller)?).await?;
+    let parsed = parse_id(&id, &caller)?;
+    if let Some(t) = state.store.target_connection(&caller.sandbox, parsed).await? {
+        return Ok(items(vec![target_json(&t)]));
+    }
+    let found = state.store.dataset_target(&caller.sandbox, parsed).await?;
     let t = found.ok_or_else(|| ApiError::not_found("target connection", &id, &caller.sandbox))?;
-    Ok(items(vec![target_json(&t)]))
+    Ok(items(vec![super::ingestion::dataset_target_json(&t)]))
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     caller.may(Role::Manage)?;
     let parsed = parse_id(&id, &caller)?;
-    if state.store.target_connection(&caller.sandbox, parsed).await?.is_none() {
+    let is_dataset = state.store.dataset_target(&caller.sandbox, parsed).await?.is_some();
+    if !is_dataset && state.store.target_connection(&caller.sandbox, parsed).await?.is_none() {
         return Err(ApiError::not_found("target connection", &id, &caller.sandbox));
     }
     let flows = state.store.flows_of(&caller.sandbox, parsed).await?;
@@ -125,6 +148,11 @@ pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id)
             format!("target connection {id} is used by flow {list}: delete the flows first"),
         ));
     }
-    state.store.delete_target_connection(&caller.sandbox, parsed).await?;
+    if is_dataset {
+        // The dataset's files or table stay: deleting the target forgets where it is, not what it holds.
+        state.store.delete_dataset_target(&caller.sandbox, parsed).await?;
+    } else {
+        state.store.delete_target_connection(&caller.sandbox, parsed).await?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -80,7 +80,9 @@ pub enum ColumnKind {
     BigInt,
     Double,
     /// An exact decimal: the value is `unscaled / 10^scale`. Precision is 38 digits.
-    Decimal { scale: u8 },
+    Decimal {
+        scale: u8,
+    },
     /// A moment, UTC, to the microsecond.
     Timestamp,
     Date,

@@ -6,6 +6,7 @@
 //! for three audiences — entries, exits, and a few bad profiles — waits for the flow to handle them, prints
 //! the run, then reads every contact back from Dynamics and compares it with what it should hold.
 
+pub mod ingestion;
 pub mod leads;
 
 use crate::hosts::AllowedHosts;
@@ -270,7 +271,7 @@ async fn connect(
     Ok((connection, target))
 }
 
-async fn seed_contacts(dynamics: &Client, count: usize) -> anyhow::Result<Vec<Uuid>> {
+pub(super) async fn seed_contacts(dynamics: &Client, count: usize) -> anyhow::Result<Vec<Uuid>> {
     let mut ids = Vec::with_capacity(count);
     for start in (0..count).step_by(1000) {
         let targets: Vec<Json> = (start..(start + 1000).min(count))

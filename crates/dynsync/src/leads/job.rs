@@ -184,7 +184,7 @@ mod tests {
                 "LeadSource": format!("AppSource-{code}|contoso.crm"), "OfferTitle": "Contoso CRM"
             }))
         };
-        let prepared = runner::coalesce(&job, &[step("PLT"), step("INS")], "2".into());
+        let prepared = runner::coalesce(&job, &[step("PLT"), step("INS")], "2".into(), None);
         assert_eq!(prepared.writes.len(), 1);
         assert_eq!(prepared.records, [2]);
         let steps: Vec<_> = prepared.writes[0].1.steps.iter().map(|s| s.action.clone().unwrap()).collect();

@@ -38,6 +38,6 @@ impl Source for InletLog {
             .into_iter()
             .map(|e| SourceRecord { position: format!("log entry {}", e.seq), body: e.body })
             .collect();
-        Ok(Some(SourceBatch { records, cursor: last.to_string() }))
+        Ok(Some(SourceBatch { records, cursor: last.to_string(), run: None }))
     }
 }

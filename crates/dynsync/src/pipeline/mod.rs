@@ -46,6 +46,8 @@ pub struct SourceRecord {
 pub struct SourceBatch {
     pub records: Vec<SourceRecord>,
     pub cursor: String,
+    /// The run the records count in: a scheduled load's start. `None` for a stream, whose runs are hourly.
+    pub run: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Where a flow's records come from: an inlet log that HTTP pushes into, or a change feed pulled from Dataverse.
@@ -127,6 +129,8 @@ pub enum Taken {
     Written,
     Created,
     Updated,
+    /// A deletion, recorded (an ingestion's dataset keeps a deleted row, marked).
+    Deleted,
 }
 
 impl Taken {
@@ -136,6 +140,7 @@ impl Taken {
             Taken::Written => "",
             Taken::Created => "created",
             Taken::Updated => "updated",
+            Taken::Deleted => "deleted",
         }
     }
 }
@@ -155,4 +160,6 @@ pub enum StepError {
     ConnectionMoved(crate::ids::ConnectionId),
     #[error("flow {0} is run by no job this dynsync knows ('{1}'); upgrade dynsync")]
     UnknownJob(crate::ids::FlowId, String),
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
 }

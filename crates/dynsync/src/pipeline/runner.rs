@@ -108,6 +108,8 @@ where
 pub struct Prepared<K, W> {
     /// The cursor after its last record.
     pub cursor: String,
+    /// The run it counts in; the hour's when `None`.
+    pub run: Option<chrono::DateTime<Utc>>,
     pub writes: Vec<(K, W)>,
     /// How many records each write stands for: a run counts records, each with one outcome.
     pub records: Vec<u64>,
@@ -115,7 +117,12 @@ pub struct Prepared<K, W> {
 }
 
 /// Decides each record of a batch and folds the writes of one key, in the order keys first appeared.
-pub fn coalesce<J: Job>(job: &J, records: &[SourceRecord], cursor: String) -> Prepared<J::Key, J::Write> {
+pub fn coalesce<J: Job>(
+    job: &J,
+    records: &[SourceRecord],
+    cursor: String,
+    run: Option<chrono::DateTime<Utc>>,
+) -> Prepared<J::Key, J::Write> {
     let mut index: HashMap<J::Key, usize> = HashMap::new();
     let mut writes: Vec<(J::Key, J::Write)> = Vec::new();
     let mut counts: Vec<u64> = Vec::new();
@@ -142,7 +149,7 @@ pub fn coalesce<J: Job>(job: &J, records: &[SourceRecord], cursor: String) -> Pr
             }
         }
     }
-    Prepared { cursor, writes, records: counts, tally }
+    Prepared { cursor, run, writes, records: counts, tally }
 }
 
 /// Counts the sink's answers into a run's tally: the records that failed for good, and the keys written.
@@ -340,7 +347,7 @@ where
 
     async fn prepare(&self, cursor: Option<&str>) -> Result<Option<Prepared<J::Key, J::Write>>, StepError> {
         let Some(batch) = self.source.read(cursor, READ_BATCH).await? else { return Ok(None) };
-        let prepared = coalesce(&self.job, &batch.records, batch.cursor);
+        let prepared = coalesce(&self.job, &batch.records, batch.cursor, batch.run);
         tracing::debug!(flow = %self.flow, records = batch.records.len(), writes = prepared.writes.len(), "batch ready");
         Ok(Some(prepared))
     }
@@ -351,7 +358,7 @@ where
         prepared: Prepared<J::Key, J::Write>,
         results: Vec<Result<Taken, Refusal>>,
     ) -> Result<String, StoreError> {
-        let Prepared { cursor, writes, records, mut tally } = prepared;
+        let Prepared { cursor, run, writes, records, mut tally } = prepared;
         let (mut failed, written) = outcomes(&mut tally, &writes, &records, results);
         let recovered = reconcile_failed(&self.store, self.flow, &self.job, &writes, &mut failed, written).await?;
         self.store
@@ -359,7 +366,7 @@ where
                 flow: self.flow,
                 lease: Some(&self.lease),
                 cursor: Some(&cursor),
-                hour: hour_of(Utc::now()),
+                hour: run.unwrap_or_else(|| hour_of(Utc::now())),
                 tally: &tally,
                 failed: &failed,
                 recovered: &recovered,

@@ -84,7 +84,7 @@ impl Source for Fixed {
         }
         let records =
             (start..end).map(|i| SourceRecord { position: format!("record {i}"), body: self.0[i].clone() }).collect();
-        Ok(Some(SourceBatch { records, cursor: end.to_string() }))
+        Ok(Some(SourceBatch { records, cursor: end.to_string(), run: None }))
     }
 }
 
@@ -115,7 +115,7 @@ fn records(bodies: &[&str]) -> Vec<SourceRecord> {
 
 #[test]
 fn each_record_received_has_exactly_one_outcome() {
-    let mut prepared = coalesce(&KeyValues, &records(&["1=a", "2=b", "junk", "1=c", "3=d", "2=e"]), "6".into());
+    let mut prepared = coalesce(&KeyValues, &records(&["1=a", "2=b", "junk", "1=c", "3=d", "2=e"]), "6".into(), None);
     assert_eq!(prepared.tally.received, 6);
     assert_eq!(prepared.tally.excluded, 1);
     assert_eq!(prepared.writes, vec![(1, "c".to_string()), (2, "e".to_string()), (3, "d".to_string())]);

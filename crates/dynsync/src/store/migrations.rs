@@ -104,6 +104,27 @@ const MIGRATIONS: &[Migration] = &[(
         "CREATE TABLE IF NOT EXISTS governance (
             sandbox TEXT PRIMARY KEY, document TEXT NOT NULL, etag TEXT NOT NULL, updated_at TEXT NOT NULL)",
     ],
+), (
+    "0007_ingestion",
+    &[
+        // What an ingestion reads (a table or view of a Dynamics connection) and where it writes (a dataset).
+        "CREATE TABLE IF NOT EXISTS source_connections (
+            id TEXT PRIMARY KEY, sandbox TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, etag TEXT NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL, base_connection_id TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS source_connections_sandbox ON source_connections (sandbox)",
+        "CREATE TABLE IF NOT EXISTS dataset_targets (
+            id TEXT PRIMARY KEY, sandbox TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, secrets TEXT NOT NULL,
+            etag TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS dataset_targets_sandbox ON dataset_targets (sandbox)",
+        // Each load of an ingestion flow: its run is the flow's run keyed by the load's start.
+        "CREATE TABLE IF NOT EXISTS ingestion_loads (
+            flow_id TEXT NOT NULL, started_at TEXT NOT NULL, kind TEXT NOT NULL, generation BIGINT NOT NULL,
+            finished_at TEXT NOT NULL, PRIMARY KEY (flow_id, started_at))",
+        // The ids each page of a resync saw: what it did not see is marked deleted when it ends.
+        "CREATE TABLE IF NOT EXISTS resync_seen (
+            flow_id TEXT NOT NULL, load_started TEXT NOT NULL, page TEXT NOT NULL, ids TEXT NOT NULL,
+            PRIMARY KEY (flow_id, load_started, page))",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 mod engine;
 mod flows;
 mod governance;
+mod ingestion;
 mod inlets;
 mod leases;
 mod log;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use engine::DatabaseKind;
 pub use flows::{FlowRecord, FlowState};
+pub use ingestion::{Load, LoadKind};
 pub use inlets::{InletReject, REJECTS_KEPT, secret_digest};
 pub use leases::{Lease, LeaseStatus, ProcessId, RuntimeStatus};
 pub use log::{Backlog, LogEntry};

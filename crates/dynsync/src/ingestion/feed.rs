@@ -1,0 +1,588 @@
+//! The feed an ingestion reads: a Dynamics table one page at a time, the page's link as the flow's cursor — so a
+//! process killed in the middle of a million-row full load resumes from the last page acknowledged, not from the
+//! start.
+//!
+//! A table with change tracking is read through it: the first load reads every row, and ends with a delta token;
+//! each later load reads the rows created, changed and deleted since. A table without it is read by its delta
+//! column (`modifiedon` unless the flow names another): each load reads the rows modified since the newest one
+//! seen, and once a day (as the flow says) a *scan* reads the table whole and marks deleted the rows it did not see again. A delta
+//! token Dynamics no longer keeps (`0x80044352`) starts a *resync*, a scan of a tracked table. Scans and resyncs
+//! write only the rows whose version changed, so the dataset holds each `(id, version)` once.
+//!
+//! At the start of each load the table's metadata is read again: a column added in Dynamics joins the dataset, a
+//! column whose type changed starts a new dataset generation with a full load.
+
+use super::definition::IngestionDefinition;
+use super::resources::SourceObject;
+use super::schedule::Every;
+use super::shape::TableShape;
+use crate::dataset::{DatasetName, DatasetRow, DatasetSchema, Destination, Latest, Operation};
+use crate::ids::FlowId;
+use crate::pipeline::{Source, SourceBatch, SourceRecord, StepError};
+use crate::store::{Load, LoadKind, Store};
+use chrono::{DateTime, SubsecRound, Utc};
+use dataverse::{ChangeLink, ChangePageItem, DeltaToken, Filter, Order, PageNext, Query, Record, Table};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Rows asked for per page.
+pub const PAGE_SIZE: u32 = 5000;
+
+/// How long a continuous flow's incremental loads go on with the table's shape before reading its metadata again:
+/// a column added in Dynamics joins the dataset within this time.
+pub const SHAPE_REFRESH: Duration = Duration::from_secs(60);
+
+/// Where a flow is in its loads: its cursor, kept as JSON text by the runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedCursor {
+    pub generation: u32,
+    /// The generation's columns so far.
+    pub schema: DatasetSchema,
+    pub load: LoadMark,
+    pub at: Position,
+    /// A table without change tracking: the newest delta column value seen, and the rows seen at it.
+    #[serde(default)]
+    pub watermark: Option<Watermark>,
+    /// A table without change tracking: when it was last read whole.
+    #[serde(default)]
+    pub last_scan: Option<DateTime<Utc>>,
+}
+
+/// The load under way, or the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadMark {
+    pub started: DateTime<Utc>,
+    pub kind: LoadKind,
+    /// When the load before it started: a row created since is a creation, one created before a change.
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    /// Whether the table is read through change tracking.
+    pub tracked: bool,
+}
+
+/// The newest delta column value a table without change tracking was read to, and the rows at that value (read
+/// again by the next load, which starts at it, and left out then).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub at: DateTime<Utc>,
+    pub ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "phase")]
+pub enum Position {
+    /// Reading a load: the next page is at this link.
+    Reading { link: String },
+    /// A scan read every page: once the last is written (`written`), rows it did not see are marked deleted.
+    Sweeping { resume: Resume, written: bool },
+    /// The load is complete.
+    Loaded { resume: Resume, finished: DateTime<Utc> },
+}
+
+/// Where the next load starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "from")]
+pub enum Resume {
+    /// The changes since this delta token.
+    Token { token: DeltaToken },
+    /// The rows modified since the cursor's watermark.
+    Watermark,
+}
+
+/// A record as the feed gives it to the job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Fed {
+    /// A dataset row of a generation, and what could not be read of it.
+    Row { generation: u32, load: DateTime<Utc>, row: DatasetRow, notes: Vec<String> },
+    /// A record that cannot be a row (it has no id): reported in the run.
+    Unreadable { message: String },
+}
+
+impl Fed {
+    fn record(&self, position: String) -> SourceRecord {
+        SourceRecord { position, body: serde_json::to_string(self).expect("a fed record serializes") }
+    }
+}
+
+/// What the feed and the sink share: each generation's schema as it grew.
+#[derive(Default)]
+pub struct Schemas {
+    by_generation: Mutex<HashMap<u32, DatasetSchema>>,
+}
+
+impl Schemas {
+    pub fn set(&self, generation: u32, schema: &DatasetSchema) {
+        self.by_generation.lock().expect("schemas lock").insert(generation, schema.clone());
+    }
+
+    pub fn get(&self, generation: u32) -> Option<DatasetSchema> {
+        self.by_generation.lock().expect("schemas lock").get(&generation).cloned()
+    }
+}
+
+/// The newest row of each id a dataset held when a scan started.
+type Kept = HashMap<Uuid, Latest>;
+
+/// The table as a load reads it: its shape, its Web API name, whether Dynamics tracks its changes.
+#[derive(Clone)]
+struct Reading {
+    generation: u32,
+    shape: TableShape,
+    table: Table,
+    tracked: bool,
+    read_at: Instant,
+}
+
+/// A page read, whichever way.
+struct PageRead {
+    items: Vec<ChangePageItem>,
+    next: Next,
+}
+
+enum Next {
+    More(String),
+    Done(Resume),
+}
+
+/// The feed of one ingestion flow.
+pub struct Feed {
+    pub store: Store,
+    pub flow: FlowId,
+    pub client: dataverse::Client,
+    pub definition: IngestionDefinition,
+    pub object: SourceObject,
+    pub dataset: DatasetName,
+    pub destination: Arc<Destination>,
+    pub schemas: Arc<Schemas>,
+    /// The table as last read from its metadata.
+    reading: Mutex<Option<Reading>>,
+    /// During a scan, the dataset's rows as they were when it started.
+    before_scan: Mutex<Option<(DateTime<Utc>, Arc<Kept>)>>,
+    /// The last load recorded finished, so that it is recorded once.
+    recorded: Mutex<Option<DateTime<Utc>>>,
+}
+
+fn cursor_text(cursor: &FeedCursor) -> String {
+    serde_json::to_string(cursor).expect("a cursor serializes")
+}
+
+impl Feed {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        flow: FlowId,
+        client: dataverse::Client,
+        definition: IngestionDefinition,
+        object: SourceObject,
+        dataset: DatasetName,
+        destination: Arc<Destination>,
+        schemas: Arc<Schemas>,
+    ) -> Feed {
+        Feed {
+            store,
+            flow,
+            client,
+            definition,
+            object,
+            dataset,
+            destination,
+            schemas,
+            reading: Mutex::new(None),
+            before_scan: Mutex::new(None),
+            recorded: Mutex::new(None),
+        }
+    }
+
+    fn continuous(&self) -> bool {
+        matches!(self.definition.schedule.every, Every::Continuous(_))
+    }
+
+    /// The table now, for a generation whose schema is `schema`: the same generation grown by new columns, or the
+    /// next generation when a column changed type.
+    async fn read_table(&self, generation: u32, schema: &DatasetSchema) -> Result<Reading, StepError> {
+        let name = self.object.table();
+        self.client.invalidate_table(name);
+        let definition =
+            self.client.table(name).await.map_err(|error| StepError::Metadata { table: "source", error })?;
+        let shape = TableShape::new(&definition, self.object.primary_key(), &self.definition.columns, "mappings")
+            .map_err(|problems| {
+                let listed: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
+                StepError::Definition(format!("the {name} table no longer fits the flow: {}", listed.join("; ")))
+            })?;
+        let (generation, shape) = match shape.grown_from(schema) {
+            Some(grown) => (generation, grown),
+            None => (generation + 1, shape),
+        };
+        let table = Table {
+            logical_name: definition.logical_name.clone(),
+            entity_set: definition.entity_set_name.clone(),
+            primary_id: shape.primary_key.clone(),
+        };
+        let reading =
+            Reading { generation, shape, table, tracked: definition.change_tracking, read_at: Instant::now() };
+        self.schemas.set(reading.generation, &reading.shape.schema);
+        *self.reading.lock().expect("reading lock") = Some(reading.clone());
+        Ok(reading)
+    }
+
+    /// The table as the load of `cursor` reads it: as last read when that fits, else read again. `None` when a
+    /// column changed type meanwhile: the flow starts a new generation.
+    async fn reading_for(&self, cursor: &FeedCursor) -> Result<Option<Reading>, StepError> {
+        let kept = self.reading.lock().expect("reading lock").clone();
+        if let Some(r) = kept.filter(|r| r.generation == cursor.generation && r.shape.schema == cursor.schema) {
+            return Ok(Some(r));
+        }
+        let reading = self.read_table(cursor.generation, &cursor.schema).await?;
+        Ok((reading.generation == cursor.generation).then_some(reading))
+    }
+
+    /// The query a table without change tracking is read with: from `since` on its delta column, oldest first.
+    fn query(&self, reading: &Reading, since: Option<DateTime<Utc>>) -> Query {
+        let delta = self.definition.delta_column.as_str();
+        let mut select = reading.shape.select();
+        if !select.iter().any(|s| s == delta) {
+            select.push(delta.to_string());
+        }
+        let select: Vec<&str> = select.iter().map(String::as_str).collect();
+        let mut query = Query::new(&reading.table)
+            .select(&select)
+            .order_by(delta, Order::Ascending)
+            .order_by(&reading.shape.primary_key, Order::Ascending)
+            .page_size(PAGE_SIZE)
+            .annotated();
+        if let Some(since) = since {
+            query = query.filter(Filter::ge(delta, since));
+        }
+        query
+    }
+
+    /// Starts a load of `kind` after `previous` (the first load, without one): reads the table's metadata (a
+    /// continuous flow's incremental loads reuse it for a minute), and records the load.
+    async fn start_load(&self, previous: Option<&FeedCursor>, kind: LoadKind) -> Result<FeedCursor, StepError> {
+        let (generation, schema) = previous.map_or((1, DatasetSchema::default()), |c| (c.generation, c.schema.clone()));
+        let kept = self.reading.lock().expect("reading lock").clone().filter(|r| {
+            kind == LoadKind::Incremental
+                && self.continuous()
+                && r.read_at.elapsed() < SHAPE_REFRESH
+                && r.generation == generation
+                && r.shape.schema == schema
+        });
+        let reading = match kept {
+            Some(r) => r,
+            None => self.read_table(generation, &schema).await?,
+        };
+        let started = Utc::now().trunc_subsecs(0);
+        let resume = previous.and_then(|c| match &c.at {
+            Position::Loaded { resume, .. } | Position::Sweeping { resume, .. } => Some(resume.clone()),
+            Position::Reading { .. } => None,
+        });
+        let new_generation = reading.generation != generation;
+        // A first load, a new generation, a table whose tracking was turned on or off: the table is read whole.
+        let kind = match (previous, &resume) {
+            (None, _) => LoadKind::Full,
+            _ if new_generation => LoadKind::Full,
+            (Some(_), Some(Resume::Token { .. })) if !reading.tracked => LoadKind::Full,
+            (Some(_), Some(Resume::Watermark)) if reading.tracked => LoadKind::Full,
+            (Some(c), _) if !reading.tracked && kind == LoadKind::Incremental => {
+                let scanned = c.last_scan.unwrap_or(c.load.started);
+                let every = chrono::Duration::seconds(self.definition.scan_seconds);
+                if started - scanned >= every { LoadKind::Scan } else { LoadKind::Incremental }
+            }
+            _ => kind,
+        };
+        let select: Vec<String> = reading.shape.select();
+        let select: Vec<&str> = select.iter().map(String::as_str).collect();
+        let watermark = previous.and_then(|c| c.watermark.clone()).filter(|_| !new_generation);
+        let link = match (kind, &resume, reading.tracked) {
+            (LoadKind::Incremental, Some(Resume::Token { token }), true) => {
+                // The token goes on with the shape's columns now: a column added since joins.
+                with_select(&ChangeLink::from(token.clone()), &select).0
+            }
+            (_, _, true) => ChangeLink::initial(&reading.table, &select).0,
+            (LoadKind::Incremental, _, false) => self.query(&reading, watermark.as_ref().map(|w| w.at)).path(),
+            (_, _, false) => self.query(&reading, None).path(),
+        };
+        let last_scan = match kind {
+            LoadKind::Full | LoadKind::Scan => Some(started),
+            _ => previous.and_then(|c| c.last_scan),
+        };
+        let cursor = FeedCursor {
+            generation: reading.generation,
+            schema: reading.shape.schema.clone(),
+            load: LoadMark { started, kind, since: previous.map(|c| c.load.started), tracked: reading.tracked },
+            at: Position::Reading { link },
+            watermark,
+            last_scan,
+        };
+        if self.records_load(kind) {
+            let load =
+                Load { flow: self.flow, started_at: started, kind, generation: reading.generation, finished_at: None };
+            self.store.record_load(&load).await?;
+        }
+        Ok(cursor)
+    }
+
+    /// Whether a load is a run of its own. A continuous flow's incremental loads come every few seconds: they are
+    /// counted in the flow's run of the hour, as a streaming flow's records are.
+    fn records_load(&self, kind: LoadKind) -> bool {
+        !(kind == LoadKind::Incremental && self.continuous())
+    }
+
+    /// The run a batch of `cursor`'s load counts in.
+    fn run_of(&self, cursor: &FeedCursor) -> Option<DateTime<Utc>> {
+        self.records_load(cursor.load.kind).then_some(cursor.load.started)
+    }
+
+    fn batch(&self, records: Vec<SourceRecord>, cursor: &FeedCursor) -> SourceBatch {
+        SourceBatch { records, cursor: cursor_text(cursor), run: self.run_of(cursor) }
+    }
+
+    async fn record_finished(&self, cursor: &FeedCursor, finished: DateTime<Utc>) -> Result<(), StepError> {
+        let recorded = *self.recorded.lock().expect("recorded lock") == Some(cursor.load.started);
+        if !self.records_load(cursor.load.kind) || recorded {
+            return Ok(());
+        }
+        let load = Load {
+            flow: self.flow,
+            started_at: cursor.load.started,
+            kind: cursor.load.kind,
+            generation: cursor.generation,
+            finished_at: Some(finished),
+        };
+        self.store.record_load(&load).await?;
+        *self.recorded.lock().expect("recorded lock") = Some(cursor.load.started);
+        Ok(())
+    }
+
+    async fn read_page(
+        &self,
+        cursor: &FeedCursor,
+        reading: &Reading,
+        link: &str,
+    ) -> Result<PageRead, dataverse::Error> {
+        if cursor.load.tracked {
+            let page = self.client.changes_page(&reading.table, &ChangeLink(link.to_string()), PAGE_SIZE).await?;
+            let next = match page.next {
+                PageNext::More(link) => Next::More(link.0),
+                PageNext::Done(token) => Next::Done(Resume::Token { token }),
+            };
+            return Ok(PageRead { items: page.changes, next });
+        }
+        let query = self.query(reading, None);
+        let page = self.client.query_page(&query, Some(link)).await?;
+        let next = page.next_link.map_or(Next::Done(Resume::Watermark), Next::More);
+        Ok(PageRead { items: page.value.into_iter().map(ChangePageItem::Upserted).collect(), next })
+    }
+
+    /// The rows of one page from `link`, and the cursor after it.
+    async fn page(&self, cursor: FeedCursor, link: &str) -> Result<SourceBatch, StepError> {
+        let Some(reading) = self.reading_for(&cursor).await? else {
+            tracing::warn!(flow = %self.flow, table = self.object.table(), "a column changed type: the flow loads a new dataset generation");
+            let next = self.start_load(Some(&cursor), LoadKind::Full).await?;
+            return Box::pin(self.first_page(next)).await;
+        };
+        let page = match self.read_page(&cursor, &reading, link).await {
+            Ok(page) => page,
+            Err(dataverse::Error::ChangeTokenExpired { .. }) if cursor.load.kind == LoadKind::Incremental => {
+                tracing::warn!(flow = %self.flow, table = %reading.shape.table, "Dynamics no longer keeps the changes since the flow's last load: it resyncs the table");
+                let resync = self.start_load(Some(&cursor), LoadKind::Resync).await?;
+                return Box::pin(self.first_page(resync)).await;
+            }
+            Err(error) => return Err(StepError::Metadata { table: "source", error }),
+        };
+        let scanning = matches!(cursor.load.kind, LoadKind::Resync | LoadKind::Scan);
+        let before = match scanning {
+            true => Some(self.before_scan(&cursor).await?),
+            false => None,
+        };
+        let synced_at = Utc::now();
+        let (generation, load) = (cursor.generation, cursor.load.started);
+        let mut watermark = cursor.watermark.clone();
+        let mut records = Vec::with_capacity(page.items.len());
+        let mut seen = Vec::new();
+        for item in page.items {
+            let (row, notes) = match item {
+                ChangePageItem::Upserted(record) => {
+                    let read_before =
+                        !cursor.load.tracked && self.advance(&mut watermark, &record, &reading.shape.primary_key);
+                    if read_before && cursor.load.kind == LoadKind::Incremental {
+                        // Read by the last load, at the value this one starts from.
+                        continue;
+                    }
+                    let operation = match (cursor.load.kind, &before) {
+                        (LoadKind::Full, _) => Operation::Read,
+                        // A scan knows what the dataset held: a row it lacked is new, one it held has changed.
+                        (_, Some(before)) => match reading.shape.id_of(&record).and_then(|id| before.get(&id)) {
+                            Some(kept) if !kept.deleted => Operation::Update,
+                            _ => Operation::Create,
+                        },
+                        (_, None) if reading.shape.created_since(&record, cursor.load.since) => Operation::Create,
+                        (_, None) => Operation::Update,
+                    };
+                    match reading.shape.row(&record, operation, synced_at) {
+                        Ok(read) => read,
+                        Err(message) => {
+                            let position = format!("a row of {}", reading.shape.table);
+                            records.push(Fed::Unreadable { message }.record(position));
+                            continue;
+                        }
+                    }
+                }
+                ChangePageItem::Deleted(id) => (reading.shape.deleted(id.0, synced_at), Vec::new()),
+            };
+            if let Some(before) = &before {
+                seen.push(row.id);
+                if before.get(&row.id).is_some_and(|l| !l.deleted && l.version == row.version && l.version.is_some()) {
+                    // A scan writes only what changed: this version is in the dataset already.
+                    continue;
+                }
+            }
+            let position = row.id.to_string();
+            records.push(Fed::Row { generation, load, row, notes }.record(position));
+        }
+        if scanning {
+            self.store.record_resync_seen(self.flow, load, link, &seen).await?;
+        }
+        let at = match page.next {
+            Next::More(link) => Position::Reading { link },
+            Next::Done(resume) if scanning => Position::Sweeping { resume, written: false },
+            Next::Done(resume) => Position::Loaded { resume, finished: Utc::now() },
+        };
+        let next = FeedCursor { at, schema: reading.shape.schema.clone(), watermark, ..cursor };
+        Ok(self.batch(records, &next))
+    }
+
+    async fn first_page(&self, cursor: FeedCursor) -> Result<SourceBatch, StepError> {
+        let Position::Reading { link } = cursor.at.clone() else { unreachable!("a load starts reading") };
+        self.page(cursor, &link).await
+    }
+
+    /// Moves the watermark over a record of a table without change tracking; whether the last load read it
+    /// already (it is at the watermark this load starts from, and among the rows seen there).
+    fn advance(&self, watermark: &mut Option<Watermark>, record: &Record, primary_key: &str) -> bool {
+        let at = record
+            .get(&self.definition.delta_column)
+            .and_then(Json::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let id = record.get(primary_key).and_then(Json::as_str).and_then(|t| Uuid::parse_str(t).ok());
+        let (Some(at), Some(id)) = (at, id) else { return false };
+        match watermark {
+            Some(w) if w.at == at && w.ids.contains(&id) => true,
+            Some(w) if w.at == at => {
+                w.ids.push(id);
+                false
+            }
+            Some(w) if w.at > at => false,
+            _ => {
+                *watermark = Some(Watermark { at, ids: vec![id] });
+                false
+            }
+        }
+    }
+
+    /// The dataset's rows as they were when the scan started (read again after a restart: rows this scan wrote
+    /// since carry their new versions, so they are not written again either).
+    async fn before_scan(&self, cursor: &FeedCursor) -> Result<Arc<Kept>, StepError> {
+        if let Some((started, rows)) = &*self.before_scan.lock().expect("scan lock")
+            && *started == cursor.load.started
+        {
+            return Ok(rows.clone());
+        }
+        let rows = Arc::new(self.destination.latest(&self.dataset, cursor.generation).await?);
+        *self.before_scan.lock().expect("scan lock") = Some((cursor.load.started, rows.clone()));
+        Ok(rows)
+    }
+
+    /// After a scan's last page is written: the rows it did not see again are marked deleted.
+    async fn sweep(&self, cursor: FeedCursor, resume: Resume) -> Result<SourceBatch, StepError> {
+        let Some(reading) = self.reading_for(&cursor).await? else {
+            let next = self.start_load(Some(&cursor), LoadKind::Full).await?;
+            return self.first_page(next).await;
+        };
+        let now = self.destination.latest(&self.dataset, cursor.generation).await?;
+        let seen = self.store.resync_seen(self.flow, cursor.load.started).await?;
+        let synced_at = Utc::now();
+        let (generation, load) = (cursor.generation, cursor.load.started);
+        let records = now
+            .iter()
+            .filter(|(id, latest)| !latest.deleted && !seen.contains(*id))
+            .map(|(id, _)| {
+                let row = reading.shape.deleted(*id, synced_at);
+                Fed::Row { generation, load, row, notes: Vec::new() }.record(id.to_string())
+            })
+            .collect();
+        self.store.forget_resync_seen(self.flow).await?;
+        *self.before_scan.lock().expect("scan lock") = None;
+        let next = FeedCursor { at: Position::Loaded { resume, finished: Utc::now() }, ..cursor };
+        Ok(self.batch(records, &next))
+    }
+}
+
+impl Source for Feed {
+    async fn read(&self, cursor: Option<&str>, _limit: usize) -> Result<Option<SourceBatch>, StepError> {
+        let cursor = match cursor {
+            None => {
+                if self.definition.schedule.next_load(None).is_some_and(|due| due > Utc::now()) {
+                    return Ok(None);
+                }
+                self.start_load(None, LoadKind::Full).await?
+            }
+            Some(text) => serde_json::from_str::<FeedCursor>(text)
+                .map_err(|e| StepError::Definition(format!("the flow's cursor cannot be read ({e})")))?,
+        };
+        match cursor.at.clone() {
+            Position::Reading { link } => self.page(cursor, &link).await.map(Some),
+            Position::Sweeping { resume, written: false } => {
+                // A barrier: the runtime writes a batch only after the one before it, so by the time this empty
+                // batch is written, the scan's last page is in the dataset.
+                let next = FeedCursor { at: Position::Sweeping { resume, written: true }, ..cursor };
+                Ok(Some(self.batch(Vec::new(), &next)))
+            }
+            Position::Sweeping { resume, written: true } => self.sweep(cursor, resume).await.map(Some),
+            Position::Loaded { finished, .. } => {
+                self.record_finished(&cursor, finished).await?;
+                match self.definition.schedule.next_load(Some((cursor.load.started, finished))) {
+                    Some(due) if due <= Utc::now() => {
+                        let next = self.start_load(Some(&cursor), LoadKind::Incremental).await?;
+                        self.first_page(next).await.map(Some)
+                    }
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// `link` with its `$select` replaced by `select`.
+fn with_select(link: &ChangeLink, select: &[&str]) -> ChangeLink {
+    let Some((path, query)) = link.0.split_once('?') else {
+        return ChangeLink(format!("{}?$select={}", link.0, select.join(",")));
+    };
+    let mut options: Vec<String> =
+        query.split('&').filter(|o| !o.starts_with("$select=") && !o.is_empty()).map(str::to_string).collect();
+    options.insert(0, format!("$select={}", select.join(",")));
+    ChangeLink(format!("{path}?{}", options.join("&")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delta_link_goes_on_with_the_columns_of_now() {
+        let link =
+            ChangeLink("https://x/api/data/v9.2/contacts?$select=firstname&$deltatoken=12%2101%2f01%2f2026".into());
+        assert_eq!(
+            with_select(&link, &["firstname", "lastname"]).0,
+            "https://x/api/data/v9.2/contacts?$select=firstname,lastname&$deltatoken=12%2101%2f01%2f2026"
+        );
+    }
+}

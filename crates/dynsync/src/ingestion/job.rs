@@ -1,0 +1,219 @@
+//! Table ingestion on the pipeline runtime. Its source is the table's change feed ([`Feed`]), one page a
+//! batch, the page's link as the cursor; a fed row becomes a [`RowWrite`] keyed by the record's id, so that two
+//! changes of a record in one page fold into the newest; the sink is the flow's dataset ([`DatasetSink`]). The
+//! runtime acknowledges a page — the cursor, the run's counts — only once the dataset holds it, and a page
+//! written again after a crash leaves the dataset as once. Runs count rows read, created, updated and deleted
+//! apart, one run per scheduled load.
+
+use super::definition::IngestionDefinition;
+use super::feed::{Fed, Feed, Schemas};
+use super::resources::{DatasetFormat, DatasetTarget, SourceConnection};
+use crate::dataset::{Batch, DatasetRow, Destination, Operation};
+use crate::ids::FlowId;
+use crate::pipeline::flow::Flow;
+use crate::pipeline::runner::{self, ConnectionRef, Runner};
+use crate::pipeline::supervisor::{BoxFuture, FlowContext, JobRunner};
+use crate::pipeline::{Clients, Decision, Exclusion, Job, Note, Paused, Refusal, Sink, SourceRecord, StepError, Taken};
+use crate::store::{Backlog, Store, StoreError};
+use chrono::{DateTime, Utc};
+use dataverse::Backoff;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub use super::definition::JOB;
+
+/// An ingestion flow.
+pub type IngestionFlow = Flow<IngestionDefinition>;
+
+/// One row for the dataset, with the generation and load it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RowWrite {
+    pub generation: u32,
+    pub load: DateTime<Utc>,
+    pub row: DatasetRow,
+}
+
+/// An ingestion's job: a fed row becomes a write of its record's id.
+pub struct IngestionJob;
+
+impl Job for IngestionJob {
+    type Key = Uuid;
+    type Write = RowWrite;
+
+    fn decide(&self, record: &SourceRecord) -> Decision<Uuid, RowWrite> {
+        match serde_json::from_str::<Fed>(&record.body) {
+            Ok(Fed::Row { generation, load, row, notes }) => Decision::Write {
+                key: row.id,
+                notes: notes.into_iter().map(|n| Note::new("unreadable-value", n)).collect(),
+                write: RowWrite { generation, load, row },
+            },
+            Ok(Fed::Unreadable { message }) => {
+                Decision::Exclude(Exclusion { code: "unreadable-row", message, identity: record.position.clone() })
+            }
+            Err(e) => Decision::Exclude(Exclusion {
+                code: "unreadable-row",
+                message: format!("the row cannot be read back ({e}); it was fed by another dynsync version"),
+                identity: record.position.clone(),
+            }),
+        }
+    }
+
+    /// The later change of a record is what the dataset must hold.
+    fn fold(&self, earlier: &mut RowWrite, later: RowWrite) {
+        *earlier = later;
+    }
+
+    /// A later row of the record supersedes a failed one.
+    fn uncovered(&self, _failed: RowWrite, _written: &RowWrite) -> Option<RowWrite> {
+        None
+    }
+}
+
+/// The flow's dataset. A write that fails is tried again, as long as it takes: the dataset is the flow's only
+/// destination, and a page is acknowledged only once it holds it.
+pub struct DatasetSink {
+    pub flow: FlowId,
+    pub target: DatasetTarget,
+    pub destination: Arc<Destination>,
+    pub schemas: Arc<Schemas>,
+}
+
+impl DatasetSink {
+    async fn write_generation(&self, generation: u32, load: DateTime<Utc>, rows: &[DatasetRow]) {
+        let schema = self.schemas.get(generation).unwrap_or_default();
+        let batch = Batch { dataset: &self.target.dataset, generation, schema: &schema, load, rows };
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        while let Err(e) = self.destination.write(batch).await {
+            let wait = backoff.next();
+            tracing::warn!(flow = %self.flow, error = %e, retry_in_ms = wait.as_millis() as u64, "the dataset cannot be written; the page is kept and written again");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Sink<Uuid, RowWrite> for DatasetSink {
+    async fn write(&self, writes: &[(Uuid, RowWrite)]) -> Result<Vec<Result<Taken, Refusal>>, Paused> {
+        // A page is one load of one generation; keep the order of rows within each.
+        let mut start = 0;
+        while start < writes.len() {
+            let (generation, load) = (writes[start].1.generation, writes[start].1.load);
+            let end = writes[start..]
+                .iter()
+                .position(|(_, w)| w.generation != generation || w.load != load)
+                .map_or(writes.len(), |n| start + n);
+            let rows: Vec<DatasetRow> = writes[start..end].iter().map(|(_, w)| w.row.clone()).collect();
+            self.write_generation(generation, load, &rows).await;
+            start = end;
+        }
+        Ok(writes
+            .iter()
+            .map(|(_, w)| {
+                Ok(match w.row.operation {
+                    Operation::Read => Taken::Written,
+                    Operation::Create => Taken::Created,
+                    Operation::Update => Taken::Updated,
+                    Operation::Delete => Taken::Deleted,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Opens the dataset a target names: Parquet files under `data_dir`, or its PostgreSQL table.
+pub async fn open_destination(target: &DatasetTarget, data_dir: &std::path::Path) -> Result<Destination, StepError> {
+    Ok(match target.format {
+        DatasetFormat::Parquet => Destination::Files(crate::dataset::files::FileDestination::in_data_dir(data_dir)?),
+        DatasetFormat::Postgres => {
+            let url = target.connection_string.as_ref().ok_or_else(|| {
+                StepError::Definition(format!("dataset target {} has no connection string; create it again", target.id))
+            })?;
+            Destination::Postgres(crate::dataset::postgres::PostgresDestination::connect(url.expose())?)
+        }
+    })
+}
+
+/// What an ingestion flow reads and writes, made ready.
+struct Resolved {
+    source: SourceConnection,
+    target: DatasetTarget,
+    connection: ConnectionRef,
+    client: dataverse::Client,
+}
+
+async fn resolve(store: &Store, clients: &Arc<Clients>, flow: &IngestionFlow) -> Result<Resolved, StepError> {
+    let d = &flow.definition;
+    let source =
+        store.source_connection(&flow.sandbox, d.source_connection_id).await?.ok_or(StepError::NoDestination)?;
+    let target = store.dataset_target(&flow.sandbox, d.target_connection_id).await?.ok_or(StepError::NoDestination)?;
+    let client = clients.current(store, &flow.sandbox, source.base_connection_id).await?;
+    let connection = ConnectionRef {
+        store: store.clone(),
+        clients: clients.clone(),
+        sandbox: flow.sandbox.clone(),
+        id: source.base_connection_id,
+        environment: client.environment().clone(),
+    };
+    Ok(Resolved { source, target, connection, client })
+}
+
+/// Runs ingestion flows for the supervisor.
+pub struct IngestionRunner {
+    pub data_dir: PathBuf,
+}
+
+impl IngestionRunner {
+    async fn run(context: FlowContext, data_dir: PathBuf) -> Result<(), StepError> {
+        let flow = IngestionFlow::try_from(&context.flow).map_err(|e| StepError::Definition(e.to_string()))?;
+        let ready = runner::until_ready(flow.id, || async {
+            let resolved = resolve(&context.store, &context.clients, &flow).await?;
+            let destination = open_destination(&resolved.target, &data_dir).await?;
+            Ok((resolved, destination))
+        })
+        .await;
+        let (resolved, destination) = ready;
+        let destination = Arc::new(destination);
+        let schemas = Arc::new(Schemas::default());
+        let feed = Feed::new(
+            context.store.clone(),
+            flow.id,
+            resolved.client,
+            flow.definition.clone(),
+            resolved.source.object.clone(),
+            resolved.target.dataset.clone(),
+            destination.clone(),
+            schemas.clone(),
+        );
+        Runner {
+            store: context.store,
+            flow: flow.id,
+            lease: context.lease,
+            job: IngestionJob,
+            source: feed,
+            sink: DatasetSink { flow: flow.id, target: resolved.target, destination, schemas },
+            connection: Some(resolved.connection),
+            wake: context.wake,
+        }
+        .run()
+        .await;
+        Ok(())
+    }
+}
+
+impl JobRunner for IngestionRunner {
+    fn name(&self) -> &'static str {
+        JOB
+    }
+
+    fn run(&self, context: FlowContext) -> BoxFuture<'static, Result<(), StepError>> {
+        Box::pin(IngestionRunner::run(context, self.data_dir.clone()))
+    }
+
+    /// Dynamics holds an ingestion's backlog: dynsync cannot count it without reading it.
+    fn backlog<'a>(&'a self, _store: &'a Store, _flow: FlowId) -> BoxFuture<'a, Result<Backlog, StoreError>> {
+        Box::pin(async { Ok(Backlog { records: 0, oldest: None }) })
+    }
+}

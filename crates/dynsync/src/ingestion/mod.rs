@@ -1,0 +1,20 @@
+//! Table ingestion (seed 003): explore a Dynamics environment's tables and views, then load one into a dataset —
+//! fully, then incrementally through change tracking — on a schedule or continuously.
+//!
+//! - [`resources`]: source connections (a table or view of a Dynamics connection) and dataset targets.
+//! - [`definition`]: the flow, as Flow Service's `POST /flows` defines it; [`schedule`]: when it loads.
+//! - [`shape`]: how a table's columns become a dataset's, and a record a row.
+//! - [`feed`]: the change feed, page by page, with per-page checkpoints, schema drift and resyncs.
+//! - [`job`]: the job on the pipeline runtime, and the dataset sink.
+//! - [`explore`]: what `GET /connections/{id}/explore` answers.
+
+pub mod definition;
+pub mod explore;
+pub mod feed;
+pub mod job;
+pub mod resources;
+pub mod schedule;
+pub mod shape;
+
+pub use definition::{IngestionDefinition, JOB};
+pub use job::{IngestionFlow, IngestionRunner};

@@ -1,0 +1,578 @@
+//! How a Dynamics table becomes a dataset: which columns a flow loads, what each is called and holds in the
+//! dataset, and how a record read from the Web API becomes a [`DatasetRow`].
+//!
+//! Every Dataverse type has one dataset form, chosen so that nothing is lost and nothing needs Dynamics to be
+//! read: a choice is its value beside a `<name>_label` column (the label Dynamics shows), a lookup is the id
+//! beside a `<name>_table` column (the table it points into), `DateOnly` is a date, money and decimals are exact
+//! decimals. A value that does not read as its column's type is left null and noted in the run, never dropped
+//! silently and never failing its row.
+
+use crate::dataset::{ColumnKind, DatasetColumn, DatasetRow, DatasetSchema, Operation, Value};
+use chrono::{DateTime, NaiveDate, Utc};
+use dataverse::{ColumnDefinition, ColumnType, Record, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+const FORMATTED: &str = "@OData.Community.Display.V1.FormattedValue";
+const LOOKUP_TABLE: &str = "@Microsoft.Dynamics.CRM.lookuplogicalname";
+
+/// Scale of a money column: Dataverse keeps currency to four decimals.
+const MONEY_SCALE: u8 = 4;
+/// Scale of a decimal column whose precision is not known: the most Dataverse allows.
+const DECIMAL_SCALE: u8 = 10;
+
+/// A column the flow loads, renamed or not (`firstname` → `first_name`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ColumnMapping {
+    pub source: String,
+    pub destination: String,
+}
+
+/// How one Dataverse column is read into the dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reader {
+    Text,
+    Boolean,
+    Integer,
+    BigInt,
+    Double,
+    Decimal {
+        scale: u8,
+    },
+    Timestamp,
+    Date,
+    Uuid,
+    /// A choice (or state, status): the value, then its label.
+    Choice,
+    /// Several choices: the values as text (`1,3`), then their labels.
+    Choices,
+    /// A lookup: `_<name>_value`, then the table it points into.
+    Lookup,
+}
+
+impl Reader {
+    fn of(column: &ColumnDefinition) -> Option<Reader> {
+        Some(match &column.kind {
+            ColumnType::String { .. } | ColumnType::Memo { .. } => Reader::Text,
+            ColumnType::Integer => Reader::Integer,
+            ColumnType::BigInt => Reader::BigInt,
+            ColumnType::Double => Reader::Double,
+            // A decimal column keeps its precision's digits; currency is stored to four, whatever it shows.
+            ColumnType::Decimal => {
+                Reader::Decimal { scale: column.precision.unwrap_or(DECIMAL_SCALE).min(DECIMAL_SCALE) }
+            }
+            ColumnType::Money => Reader::Decimal { scale: MONEY_SCALE.max(column.precision.unwrap_or(0)) },
+            ColumnType::Boolean => Reader::Boolean,
+            ColumnType::DateTime { date_only: true } => Reader::Date,
+            ColumnType::DateTime { date_only: false } => Reader::Timestamp,
+            ColumnType::Picklist | ColumnType::State | ColumnType::Status => Reader::Choice,
+            ColumnType::MultiSelectPicklist => Reader::Choices,
+            ColumnType::Lookup | ColumnType::Customer | ColumnType::Owner => Reader::Lookup,
+            ColumnType::Uniqueidentifier => Reader::Uuid,
+            ColumnType::Other(_) => return None,
+        })
+    }
+
+    /// The dataset columns this reader fills, named after `name`.
+    fn columns(&self, name: &str) -> Vec<DatasetColumn> {
+        let column = |name: String, kind| DatasetColumn { name, kind };
+        match self {
+            Reader::Text => vec![column(name.into(), ColumnKind::Text)],
+            Reader::Boolean => vec![column(name.into(), ColumnKind::Boolean)],
+            Reader::Integer => vec![column(name.into(), ColumnKind::Integer)],
+            Reader::BigInt => vec![column(name.into(), ColumnKind::BigInt)],
+            Reader::Double => vec![column(name.into(), ColumnKind::Double)],
+            Reader::Decimal { scale } => vec![column(name.into(), ColumnKind::Decimal { scale: *scale })],
+            Reader::Timestamp => vec![column(name.into(), ColumnKind::Timestamp)],
+            Reader::Date => vec![column(name.into(), ColumnKind::Date)],
+            Reader::Uuid => vec![column(name.into(), ColumnKind::Uuid)],
+            Reader::Choice => {
+                vec![column(name.into(), ColumnKind::Integer), column(format!("{name}_label"), ColumnKind::Text)]
+            }
+            Reader::Choices => {
+                vec![column(name.into(), ColumnKind::Text), column(format!("{name}_label"), ColumnKind::Text)]
+            }
+            Reader::Lookup => {
+                vec![column(name.into(), ColumnKind::Uuid), column(format!("{name}_table"), ColumnKind::Text)]
+            }
+        }
+    }
+}
+
+/// A column the flow loads: where it is read from, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Loaded {
+    /// The Web API's property (`firstname`, `_parentcustomerid_value` for a lookup).
+    property: String,
+    logical_name: String,
+    reader: Reader,
+    /// The dataset columns it fills, by name.
+    names: Vec<String>,
+    /// Where those are in the schema.
+    positions: Vec<usize>,
+}
+
+/// A table as a flow loads it: the columns it reads, and the dataset columns they fill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableShape {
+    pub table: String,
+    pub primary_key: String,
+    loaded: Vec<Loaded>,
+    /// Whether the table has `createdon`.
+    audited: bool,
+    pub schema: DatasetSchema,
+}
+
+/// Why a flow's columns do not fit its table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeProblem {
+    /// Where, in the flow's definition (`transformations[1].params.mappings[2].sourceAttribute`).
+    pub field: String,
+    pub message: String,
+}
+
+/// Columns that are not data a dataset can hold (`Virtual`, `EntityName`, `PartyList`): the explore answer lists
+/// them as not loadable.
+pub fn loadable(column: &ColumnDefinition) -> bool {
+    Reader::of(column).is_some()
+}
+
+/// The dataset type a column takes, as explore shows it (`integer`, `decimal`, `date`…); `None` when it is not
+/// loadable.
+pub fn dataset_type(column: &ColumnDefinition) -> Option<ColumnKind> {
+    Reader::of(column).map(|r| r.columns("_")[0].kind)
+}
+
+impl TableShape {
+    /// The shape of `table` for a flow loading `mappings` (every loadable column, under its own name, when
+    /// empty). Every problem is reported at once. `field` names where the mappings are in the definition.
+    pub fn new(
+        table: &TableDefinition,
+        primary_key: &str,
+        mappings: &[ColumnMapping],
+        field: &str,
+    ) -> Result<TableShape, Vec<ShapeProblem>> {
+        let mut problems = Vec::new();
+        let chosen: Vec<(&ColumnDefinition, String)> = if mappings.is_empty() {
+            table.columns.iter().filter(|c| loadable(c)).map(|c| (c, c.logical_name.clone())).collect()
+        } else {
+            let mut chosen = Vec::new();
+            for (i, m) in mappings.iter().enumerate() {
+                match table.column(&m.source) {
+                    Some(c) if loadable(c) => chosen.push((c, m.destination.clone())),
+                    Some(c) => problems.push(ShapeProblem {
+                        field: format!("{field}[{i}].sourceAttribute"),
+                        message: format!(
+                            "column {} of {} is of type {}, which holds no data a dataset can keep; leave it out",
+                            c.logical_name, table.logical_name, c.kind
+                        ),
+                    }),
+                    None => problems.push(ShapeProblem {
+                        field: format!("{field}[{i}].sourceAttribute"),
+                        message: format!(
+                            "the {} table has no column {}{}",
+                            table.logical_name,
+                            m.source,
+                            closest(table, &m.source).map(|c| format!(" (did you mean {c}?)")).unwrap_or_default()
+                        ),
+                    }),
+                }
+            }
+            chosen
+        };
+        if table.column(primary_key).is_none() {
+            problems.push(ShapeProblem {
+                field: "primaryKey".into(),
+                message: format!(
+                    "the {} table has no column {primary_key}; its primary key is {}",
+                    table.logical_name, table.primary_id
+                ),
+            });
+        }
+        let mut loaded = Vec::new();
+        let mut schema = DatasetSchema::default();
+        for (column, name) in chosen {
+            let reader = Reader::of(column).expect("only loadable columns are chosen");
+            for c in reader.columns(&name) {
+                if schema.position(&c.name).is_some() {
+                    problems.push(ShapeProblem {
+                        field: field.to_string(),
+                        message: format!("two columns would be called {} in the dataset: rename one of them", c.name),
+                    });
+                }
+                schema.columns.push(c);
+            }
+            let property = match reader {
+                Reader::Lookup => format!("_{}_value", column.logical_name),
+                _ => column.logical_name.clone(),
+            };
+            let names = reader.columns(&name).into_iter().map(|c| c.name).collect();
+            loaded.push(Loaded {
+                property,
+                logical_name: column.logical_name.clone(),
+                reader,
+                names,
+                positions: vec![],
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let audited = table.column("createdon").is_some();
+        let mut shape = TableShape {
+            table: table.logical_name.clone(),
+            primary_key: primary_key.to_string(),
+            loaded,
+            audited,
+            schema,
+        };
+        shape.place();
+        Ok(shape)
+    }
+
+    /// Finds each loaded column's dataset columns in the schema.
+    fn place(&mut self) {
+        for loaded in &mut self.loaded {
+            loaded.positions = loaded
+                .names
+                .iter()
+                .map(|n| self.schema.position(n).expect("a loaded column is in the schema"))
+                .collect();
+        }
+    }
+
+    /// Whether a record was created at or after `since` (the start of the load before): a creation, not a change.
+    /// Dynamics keeps times to the second, so a record created in the second the load before started and
+    /// changed since reads as a creation.
+    pub fn created_since(&self, record: &Record, since: Option<DateTime<Utc>>) -> bool {
+        let created = record.get("createdon").and_then(Json::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        match (created, since) {
+            (Some(created), Some(since)) => created >= since,
+            _ => false,
+        }
+    }
+
+    /// The record's id, from its primary key column.
+    pub fn id_of(&self, record: &Record) -> Option<Uuid> {
+        record.get(&self.primary_key).and_then(Json::as_str).and_then(|s| Uuid::parse_str(s).ok())
+    }
+
+    /// The properties to `$select`: the loaded columns, the primary key, the version, and when the record was
+    /// created (to tell a creation from a change).
+    pub fn select(&self) -> Vec<String> {
+        let mut select: Vec<String> = self.loaded.iter().map(|l| l.property.clone()).collect();
+        let audit: &[&str] = if self.audited { &["createdon"] } else { &[] };
+        for always in [self.primary_key.as_str(), "versionnumber"].iter().chain(audit) {
+            if !select.iter().any(|s| s == always) {
+                select.push(always.to_string());
+            }
+        }
+        select
+    }
+
+    /// The schema of a generation that went on from `older` with this shape's columns: `older`'s columns first, in
+    /// their order, then those it lacked. `None` when a column changed type: a new generation must start.
+    pub fn grown_from(&self, older: &DatasetSchema) -> Option<TableShape> {
+        let mut columns = older.columns.clone();
+        for c in &self.schema.columns {
+            match older.columns.iter().find(|o| o.name == c.name) {
+                Some(o) if o.kind != c.kind => return None,
+                Some(_) => {}
+                None => columns.push(c.clone()),
+            }
+        }
+        // Columns the table no longer has stay in the schema and read as null.
+        let mut shape = self.clone();
+        shape.schema = DatasetSchema { columns };
+        shape.place();
+        Some(shape)
+    }
+
+    /// A record read from Dynamics as a dataset row, with what could not be read of it.
+    pub fn row(
+        &self,
+        record: &Record,
+        operation: Operation,
+        synced_at: DateTime<Utc>,
+    ) -> Result<(DatasetRow, Vec<String>), String> {
+        let id = self.id_of(record).ok_or_else(|| format!("the record has no id in {}", self.primary_key))?;
+        let version = record.get("versionnumber").and_then(version_of);
+        let mut notes = Vec::new();
+        let mut values = vec![Value::Null; self.schema.columns.len()];
+        for loaded in &self.loaded {
+            let value = record.get(&loaded.property).unwrap_or(&Json::Null);
+            let annotation = |name: &str| record.get(&format!("{}{name}", loaded.property)).and_then(Json::as_str);
+            let (main, extra) = read_value(&loaded.reader, value, annotation(FORMATTED), annotation(LOOKUP_TABLE));
+            if main == Value::Null && !value.is_null() {
+                notes.push(format!(
+                    "column {} of record {id}: {value} is not a {} value; it is left null",
+                    loaded.logical_name,
+                    reader_name(&loaded.reader)
+                ));
+            }
+            for (&position, v) in loaded.positions.iter().zip(std::iter::once(main).chain(extra)) {
+                values[position] = v;
+            }
+        }
+        Ok((DatasetRow { id, operation, version, values, synced_at }, notes))
+    }
+
+    /// A row saying a record was deleted.
+    pub fn deleted(&self, id: Uuid, synced_at: DateTime<Utc>) -> DatasetRow {
+        DatasetRow { id, operation: Operation::Delete, version: None, values: Vec::new(), synced_at }
+    }
+}
+
+fn reader_name(reader: &Reader) -> &'static str {
+    match reader {
+        Reader::Text => "text",
+        Reader::Boolean => "yes/no",
+        Reader::Integer | Reader::Choice => "whole number",
+        Reader::BigInt => "big integer",
+        Reader::Double => "floating point",
+        Reader::Decimal { .. } => "decimal",
+        Reader::Timestamp => "date and time",
+        Reader::Date => "date",
+        Reader::Uuid | Reader::Lookup => "unique identifier",
+        Reader::Choices => "choices",
+    }
+}
+
+fn version_of(value: &Json) -> Option<i64> {
+    value.as_i64().or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// Reads one value, and the values of the columns that come with it (a label, a table).
+fn read_value(
+    reader: &Reader,
+    value: &Json,
+    formatted: Option<&str>,
+    lookup_table: Option<&str>,
+) -> (Value, Vec<Value>) {
+    let text = |t: Option<&str>| t.map_or(Value::Null, |t| Value::Text(t.to_string()));
+    match reader {
+        Reader::Text => (value.as_str().map_or(Value::Null, |s| Value::Text(s.into())), vec![]),
+        Reader::Boolean => (value.as_bool().map_or(Value::Null, Value::Boolean), vec![]),
+        Reader::Integer => (whole(value).map_or(Value::Null, Value::Integer), vec![]),
+        Reader::BigInt => (value.as_i64().map_or(Value::Null, Value::BigInt), vec![]),
+        Reader::Double => (value.as_f64().map_or(Value::Null, Value::Double), vec![]),
+        Reader::Decimal { scale } => {
+            (value.as_f64().and_then(|n| decimal(n, *scale)).map_or(Value::Null, Value::Decimal), vec![])
+        }
+        Reader::Timestamp => (
+            value
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map_or(Value::Null, |t| Value::Timestamp(t.with_timezone(&Utc))),
+            vec![],
+        ),
+        Reader::Date => (
+            value
+                .as_str()
+                .and_then(|s| NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d").ok())
+                .map_or(Value::Null, Value::Date),
+            vec![],
+        ),
+        Reader::Uuid => (uuid(value), vec![]),
+        Reader::Choice => {
+            let v = whole(value).map_or(Value::Null, Value::Integer);
+            let label = if v == Value::Null { Value::Null } else { text(formatted) };
+            (v, vec![label])
+        }
+        Reader::Choices => {
+            // The Web API gives several choices as "1,3", or as numbers.
+            let v = match value {
+                Json::String(s) => Value::Text(s.clone()),
+                Json::Number(n) => Value::Text(n.to_string()),
+                _ => Value::Null,
+            };
+            let label = if v == Value::Null { Value::Null } else { text(formatted) };
+            (v, vec![label])
+        }
+        Reader::Lookup => {
+            let v = uuid(value);
+            let table = if v == Value::Null { Value::Null } else { text(lookup_table) };
+            (v, vec![table])
+        }
+    }
+}
+
+fn whole(value: &Json) -> Option<i32> {
+    value.as_i64().and_then(|n| i32::try_from(n).ok())
+}
+
+fn uuid(value: &Json) -> Value {
+    value.as_str().and_then(|s| Uuid::parse_str(s).ok()).map_or(Value::Null, Value::Uuid)
+}
+
+/// A number as an exact decimal of `scale` digits after the point: the shortest text that reads back as the
+/// number (what Dynamics wrote), scaled. `None` when it has more digits than the scale or is out of range.
+pub fn decimal(n: f64, scale: u8) -> Option<i128> {
+    if !n.is_finite() {
+        return None;
+    }
+    let text = format!("{n}");
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.as_str()),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if fraction.len() > usize::from(scale) {
+        return None;
+    }
+    let padded = format!("{whole}{fraction:0<width$}", width = usize::from(scale));
+    let unscaled: i128 = padded.parse().ok()?;
+    Some(if negative { -unscaled } else { unscaled })
+}
+
+fn closest(table: &TableDefinition, name: &str) -> Option<String> {
+    crate::checks::closest_columns(name, table).into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A contact table with a column of each kind, as `EntityDefinitions` answers it.
+    fn contact() -> TableDefinition {
+        let attribute =
+            |name: &str, kind: &str| json!({"LogicalName": name, "SchemaName": name, "AttributeType": kind});
+        let mut birthdate = attribute("birthdate", "DateTime");
+        birthdate["Format"] = json!("DateOnly");
+        let table = json!({
+            "LogicalName": "contact", "EntitySetName": "contacts", "PrimaryIdAttribute": "contactid", "PrimaryNameAttribute": "fullname",
+            "Attributes": [
+                attribute("contactid", "Uniqueidentifier"), attribute("firstname", "String"), attribute("gendercode", "Picklist"),
+                attribute("parentcustomerid", "Customer"), birthdate, attribute("createdon", "DateTime"),
+                attribute("modifiedon", "DateTime"), attribute("annualincome", "Money"), attribute("numberofchildren", "Integer"),
+                attribute("donotemail", "Boolean"), attribute("versionnumber", "BigInt"), attribute("fullname_yomi", "Virtual")
+            ]
+        });
+        TableDefinition::from_json(&table, None).unwrap()
+    }
+
+    fn mapped(pairs: &[(&str, &str)]) -> Vec<ColumnMapping> {
+        pairs.iter().map(|(s, d)| ColumnMapping { source: s.to_string(), destination: d.to_string() }).collect()
+    }
+
+    #[test]
+    fn a_record_becomes_a_row_with_labels_lookup_tables_dates_and_exact_money() {
+        let shape = TableShape::new(
+            &contact(),
+            "contactid",
+            &mapped(&[
+                ("firstname", "first_name"),
+                ("gendercode", "gender"),
+                ("parentcustomerid", "company"),
+                ("birthdate", "born"),
+                ("annualincome", "income"),
+            ]),
+            "mappings",
+        )
+        .unwrap();
+        let names: Vec<&str> = shape.schema.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["first_name", "gender", "gender_label", "company", "company_table", "born", "income"]);
+        assert_eq!(
+            shape.select(),
+            [
+                "firstname",
+                "gendercode",
+                "_parentcustomerid_value",
+                "birthdate",
+                "annualincome",
+                "contactid",
+                "versionnumber",
+                "createdon"
+            ]
+        );
+        let id = Uuid::new_v4();
+        let account = Uuid::new_v4();
+        let record = json!({
+            "contactid": id.to_string(), "versionnumber": 4411, "firstname": "Ada",
+            "gendercode": 2, "gendercode@OData.Community.Display.V1.FormattedValue": "Female",
+            "_parentcustomerid_value": account.to_string(), "_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "account",
+            "birthdate": "1815-12-10", "annualincome": 1234567.8912
+        });
+        let (row, notes) = shape.row(record.as_object().unwrap(), Operation::Read, Utc::now()).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!((row.id, row.version), (id, Some(4411)));
+        assert_eq!(
+            row.values,
+            vec![
+                Value::Text("Ada".into()),
+                Value::Integer(2),
+                Value::Text("Female".into()),
+                Value::Uuid(account),
+                Value::Text("account".into()),
+                Value::Date(NaiveDate::from_ymd_opt(1815, 12, 10).unwrap()),
+                Value::Decimal(12_345_678_912),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_left_null_and_noted_and_a_row_without_id_is_refused() {
+        let shape =
+            TableShape::new(&contact(), "contactid", &mapped(&[("numberofchildren", "children")]), "m").unwrap();
+        let record = json!({"contactid": Uuid::new_v4().to_string(), "numberofchildren": "three"});
+        let (row, notes) = shape.row(record.as_object().unwrap(), Operation::Read, Utc::now()).unwrap();
+        assert_eq!(row.values, vec![Value::Null]);
+        assert!(notes[0].contains("numberofchildren") && notes[0].contains("\"three\""), "{notes:?}");
+        let error =
+            shape.row(json!({"numberofchildren": 3}).as_object().unwrap(), Operation::Read, Utc::now()).unwrap_err();
+        assert!(error.contains("contactid"), "{error}");
+    }
+
+    #[test]
+    fn every_problem_of_a_mapping_is_reported_at_once_with_its_place() {
+        let problems = TableShape::new(
+            &contact(),
+            "contactid",
+            &mapped(&[("firstnme", "a"), ("fullname_yomi", "b"), ("firstname", "gender"), ("gendercode", "gender")]),
+            "transformations[1].params.mappings",
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields[..2],
+            [
+                "transformations[1].params.mappings[0].sourceAttribute",
+                "transformations[1].params.mappings[1].sourceAttribute"
+            ]
+        );
+        assert!(problems[0].message.contains("did you mean firstname"), "{problems:?}");
+        assert!(problems[2].message.contains("two columns would be called gender"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_schema_grows_by_new_columns_and_a_changed_type_needs_a_new_generation() {
+        let all = TableShape::new(&contact(), "contactid", &mapped(&[("firstname", "first_name")]), "m").unwrap();
+        let more = TableShape::new(
+            &contact(),
+            "contactid",
+            &mapped(&[("donotemail", "no_email"), ("firstname", "first_name")]),
+            "m",
+        )
+        .unwrap();
+        let grown = more.grown_from(&all.schema).unwrap();
+        let names: Vec<&str> = grown.schema.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["first_name", "no_email"], "older columns keep their place");
+        let record = json!({"contactid": Uuid::new_v4().to_string(), "firstname": "Ada", "donotemail": true});
+        let (row, _) = grown.row(record.as_object().unwrap(), Operation::Read, Utc::now()).unwrap();
+        assert_eq!(row.values, vec![Value::Text("Ada".into()), Value::Boolean(true)]);
+        let retyped =
+            TableShape::new(&contact(), "contactid", &mapped(&[("numberofchildren", "first_name")]), "m").unwrap();
+        assert!(retyped.grown_from(&all.schema).is_none());
+    }
+
+    #[test]
+    fn decimals_are_read_exactly_at_their_scale() {
+        assert_eq!(decimal(1234567.8912, 4), Some(12_345_678_912));
+        assert_eq!(decimal(-0.5, 4), Some(-5_000));
+        assert_eq!(decimal(0.1, 10), Some(1_000_000_000));
+        assert_eq!(decimal(0.12345, 4), None, "more digits than the column keeps");
+    }
+}

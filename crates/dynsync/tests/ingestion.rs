@@ -1,0 +1,367 @@
+//! Table ingestion end to end, the way seed 003 does it: a Dynamics source connection, explore and preview, a
+//! source connection of the contact table, a dataset target, a flow with the CRM-to-dataset flow spec; then a full
+//! load, changes and deletes in Dynamics, the incremental load, a restart in the middle of a load, and a resync
+//! after Dynamics forgot the flow's delta token.
+
+mod common;
+
+use common::{Backend, World};
+use dataverse_emulator::{CostModel, EmulatorConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value as Json, json};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// A Dynamics source connection of the emulator, as seed 003 creates one (service principal); its id.
+async fn source_connection(world: &World) -> String {
+    let body = json!({
+        "name": "Dynamics Connection",
+        "description": "connection for Dynamics account",
+        "auth": {
+            "specName": "Service Principal Key Based Authentication",
+            "params": {
+                "serviceUri": world.emulator.url,
+                "servicePrincipalId": world.emulator.client_id.to_string(),
+                "servicePrincipalKey": world.emulator.client_secret.expose(),
+                "tenantId": world.emulator.tenant_id.to_string(),
+                "authorityHost": world.emulator.url,
+            }
+        },
+        "connectionSpec": {"id": "38ad80fe-8b06-4938-94f4-d4ee80266b07", "version": "1.0"}
+    });
+    let reply = world.post("connections", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.json()["id"].as_str().unwrap().to_string()
+}
+
+/// Contacts created in Dynamics, with a choice and a lookup set on every other one; their ids.
+async fn create_contacts(world: &World, count: usize) -> Vec<Uuid> {
+    let dynamics = world.dynamics();
+    let account = dynamics
+        .send(Method::POST, "accounts", Some(&json!({"name": "Contoso"})))
+        .await
+        .unwrap()
+        .headers()["odata-entityid"]
+        .to_str()
+        .unwrap()
+        .rsplit_once('(')
+        .unwrap()
+        .1
+        .trim_end_matches(')')
+        .to_string();
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let mut body = json!({"firstname": format!("First{i}"), "lastname": format!("Last{i}"), "emailaddress1": format!("c{i}@example.com")});
+        if i % 2 == 0 {
+            body["gendercode"] = json!(2);
+            body["parentcustomerid_account@odata.bind"] = json!(format!("/accounts({account})"));
+        }
+        let reply = dynamics.send(Method::POST, "contacts", Some(&body)).await.unwrap();
+        let location = reply.headers()["odata-entityid"].to_str().unwrap().to_string();
+        ids.push(location.rsplit_once('(').unwrap().1.trim_end_matches(')').parse().unwrap());
+    }
+    ids
+}
+
+/// The ingestion's resources: source connection, dataset target, flow; their ids.
+async fn ingestion_flow(world: &World, connection: &str, dataset: &str, schedule: Json) -> (String, String) {
+    let reply = world.get("flowSpecs?property=name==\"CRMToAEP\"").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let flow_spec = reply.json()["items"][0]["id"].as_str().unwrap().to_string();
+    let reply = world
+        .post(
+            "sourceConnections",
+            json!({
+                "name": "Dynamics contacts",
+                "baseConnectionId": connection,
+                "data": {"format": "tabular"},
+                "params": {"tableName": "contact", "primaryKey": "contactid"},
+                "connectionSpec": {"id": "38ad80fe-8b06-4938-94f4-d4ee80266b07", "version": "1.0"}
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let source = reply.json()["id"].as_str().unwrap().to_string();
+    let reply = world
+        .post(
+            "targetConnections",
+            json!({
+                "name": "Contacts dataset",
+                "data": {"format": "parquet_append"},
+                "params": {"dataSetId": dataset},
+                "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c", "version": "1.0"}
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let target = reply.json()["id"].as_str().unwrap().to_string();
+    let reply = world
+        .post(
+            "flows",
+            json!({
+                "name": "Dynamics contacts to a dataset",
+                "flowSpec": {"id": flow_spec, "version": "1.0"},
+                "sourceConnectionIds": [source],
+                "targetConnectionIds": [target],
+                "transformations": [
+                    {"name": "Copy", "params": {"deltaColumn": {"name": "modifiedon", "dateFormat": "yyyy-MM-ddTHH:mm:ssZ", "timezone": "UTC"}}},
+                    {"name": "Mapping", "params": {"mappings": [
+                        {"sourceAttribute": "contactid", "destination": "contact_id"},
+                        {"sourceAttribute": "firstname", "destination": "first_name"},
+                        {"sourceAttribute": "lastname"},
+                        {"sourceAttribute": "emailaddress1", "destination": "email"},
+                        {"sourceAttribute": "gendercode", "destination": "gender"},
+                        {"sourceAttribute": "parentcustomerid", "destination": "company"}
+                    ]}}
+                ],
+                "scheduleParams": schedule
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    (reply.json()["id"].as_str().unwrap().to_string(), target)
+}
+
+/// The dataset's current rows, by id, once `ready` says they are what the test waits for.
+async fn rows_when(world: &World, target: &str, what: &str, ready: impl Fn(&[Json]) -> bool) -> Vec<Json> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = world.get(&format!("targetConnections/{target}/rows?limit=1000")).await;
+        if reply.status == StatusCode::OK {
+            let rows = reply.json()["rows"].as_array().unwrap().clone();
+            if ready(&rows) {
+                return rows;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: the dataset has not come to it: {}", reply.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn row(rows: &[Json], id: Uuid) -> &Json {
+    rows.iter().find(|r| r["id"] == id.to_string()).unwrap_or_else(|| panic!("no row of {id}"))
+}
+
+async fn explore_and_load_a_table_fully_then_incrementally(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let ids = create_contacts(&world, 30).await;
+    let connection = source_connection(&world).await;
+
+    // Explore: tables and views, one table's columns, a preview.
+    let reply = world.get(&format!("connections/{connection}/explore?objectType=root")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let objects = reply.json();
+    let objects = objects.as_array().unwrap();
+    assert!(
+        objects.iter().any(|o| o["type"] == "table" && o["path"] == "contact" && o["canPreview"] == true),
+        "{objects:?}"
+    );
+    assert!(objects.iter().any(|o| o["type"] == "view" && o["table"] == "contact"), "views are listed: {objects:?}");
+    let reply = world
+        .get(&format!("connections/{connection}/explore?objectType=table&object=contact&preview=true&previewCount=5"))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let explored = reply.json();
+    let columns = explored["schema"]["columns"].as_array().unwrap();
+    let firstname = columns.iter().find(|c| c["name"] == "firstname").unwrap();
+    assert_eq!(
+        (firstname["type"].as_str(), firstname["meta"]["originalType"].as_str()),
+        (Some("string"), Some("String"))
+    );
+    let gender = columns.iter().find(|c| c["name"] == "gendercode").unwrap();
+    assert_eq!(gender["type"], "integer");
+    assert_eq!(explored["data"].as_array().unwrap().len(), 5, "{explored}");
+    let reply = world
+        .get(&format!(
+            "connections/{connection}/explore?objectType=table&object=contact&preview=true&previewCount=5000"
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "a preview is capped: {}", reply.text);
+    assert!(reply.detail().contains("1 to 100"), "{}", reply.text);
+
+    // The flow loads the table whole, then follows its changes.
+    let (flow, target) =
+        ingestion_flow(&world, &connection, "contacts_ds", json!({"frequency": "continuous", "interval": 1})).await;
+    let rows = rows_when(&world, &target, "the full load", |rows| rows.len() == 30).await;
+    let first = row(&rows, ids[0]);
+    assert_eq!(first["operation"], "r");
+    assert_eq!(first["values"]["first_name"], "First0");
+    assert_eq!(first["values"]["email"], "c0@example.com");
+    assert_eq!(first["values"]["gender"], 2);
+    assert_eq!(first["values"]["gender_label"], "Female", "a choice comes with its label: {first}");
+    assert_eq!(first["values"]["company_table"], "account", "a lookup comes with its table: {first}");
+    assert!(first["version"].as_i64().is_some(), "{first}");
+    assert_eq!(row(&rows, ids[1])["values"]["company"], Json::Null);
+
+    // Dynamics keeps times to the second: a change in the second the contacts were created in reads as a creation.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let dynamics = world.dynamics();
+    dynamics
+        .send(Method::PATCH, &format!("contacts({})", ids[1]), Some(&json!({"firstname": "Renamed"})))
+        .await
+        .unwrap();
+    dynamics.send(Method::DELETE, &format!("contacts({})", ids[2]), None).await.unwrap();
+    let created = world.create_contact("Newcomer").await;
+    let rows = rows_when(&world, &target, "the incremental load", |rows| {
+        rows.iter().any(|r| r["id"] == created.to_string())
+            && rows.iter().any(|r| r["id"] == ids[2].to_string() && r["deleted"] == true)
+            && rows.iter().any(|r| r["id"] == ids[1].to_string() && r["values"]["first_name"] == "Renamed")
+    })
+    .await;
+    assert_eq!(row(&rows, ids[1])["operation"], "u");
+    assert_eq!(row(&rows, ids[2])["operation"], "d");
+    assert_eq!(row(&rows, created)["operation"], "c");
+    assert_eq!(rows.len(), 31);
+
+    // The runs: the full load, then the changes (a continuous flow counts them in its run of the hour).
+    let runs = world.runs(&flow).await;
+    let full = runs.iter().find(|r| r["load"]["loadType"] == "full").unwrap_or_else(|| panic!("{runs:?}"));
+    assert_eq!(full["metrics"]["recordSummary"]["inputRecordCount"], 30, "{full}");
+    assert_eq!(full["metrics"]["recordSummary"]["outputRecordCount"], 30, "{full}");
+    assert!(full["load"]["completedAt"].is_string(), "{full}");
+    let changes: u64 = runs
+        .iter()
+        .filter(|r| r["load"].is_null())
+        .map(|r| {
+            r["metrics"]["recordSummary"]["deletedRecordCount"].as_u64().unwrap_or(0)
+                + r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap()
+        })
+        .sum();
+    assert!(changes >= 3, "{runs:?}");
+    world.finish().await;
+}
+
+async fn a_flow_resyncs_when_dynamics_forgot_its_delta_token(backend: Backend) {
+    let emulator =
+        EmulatorConfig { cost: CostModel::free(), change_retention: Duration::from_secs(2), ..Default::default() };
+    let Some(world) = World::start_with(backend, emulator).await else { return };
+    let ids = create_contacts(&world, 12).await;
+    let connection = source_connection(&world).await;
+    let (flow, target) =
+        ingestion_flow(&world, &connection, "contacts_resync", json!({"frequency": "continuous", "interval": 1})).await;
+    rows_when(&world, &target, "the full load", |rows| rows.len() == 12).await;
+    let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=disable"), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let dynamics = world.dynamics();
+    dynamics.send(Method::DELETE, &format!("contacts({})", ids[3]), None).await.unwrap();
+    dynamics
+        .send(Method::PATCH, &format!("contacts({})", ids[4]), Some(&json!({"lastname": "Changed"})))
+        .await
+        .unwrap();
+    // Longer than the environment keeps changes: the flow's token is forgotten.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=enable"), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let rows = rows_when(&world, &target, "the resync", |rows| {
+        rows.iter().any(|r| r["id"] == ids[3].to_string() && r["deleted"] == true)
+            && rows.iter().any(|r| r["id"] == ids[4].to_string() && r["values"]["lastname"] == "Changed")
+    })
+    .await;
+    assert_eq!(rows.len(), 12);
+    let runs = world.runs(&flow).await;
+    let resync =
+        runs.iter().find(|r| r["load"]["loadType"] == "resync").unwrap_or_else(|| panic!("a resync run: {runs:?}"));
+    // Only the changed row is written again, and the deleted one marked.
+    assert_eq!(resync["metrics"]["recordSummary"]["outputRecordCount"], 2, "{resync}");
+    assert_eq!(resync["metrics"]["recordSummary"]["deletedRecordCount"], 1, "{resync}");
+    world.finish().await;
+}
+
+async fn a_flow_refuses_what_it_cannot_load_and_says_why(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let connection = source_connection(&world).await;
+    let reply = world
+        .post("sourceConnections", json!({"baseConnectionId": connection, "params": {"tableName": "contactz"}}))
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+    assert!(reply.detail().contains("contactz"), "{}", reply.text);
+    let reply = world
+        .post(
+            "targetConnections",
+            json!({"params": {"dataSetId": "9 bad name", "format": "csv"}, "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c"}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    let problems = reply.json()["report"]["problems"].as_array().unwrap().len();
+    assert_eq!(problems, 2, "every problem at once: {}", reply.text);
+    world.finish().await;
+}
+
+/// A custom table, created as a maker would, without change tracking; the ids of its rows.
+async fn visits_table(world: &World, count: usize) -> Vec<Uuid> {
+    let dynamics = world.dynamics();
+    let label = |text: &str| json!({"LocalizedLabels": [{"Label": text, "LanguageCode": 1033}]});
+    let table = json!({
+        "SchemaName": "new_Visit", "DisplayName": label("Visit"), "DisplayCollectionName": label("Visits"),
+        "OwnershipType": "UserOwned", "ChangeTrackingEnabled": false,
+        "Attributes": [{"@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata", "SchemaName": "new_Name", "IsPrimaryName": true, "MaxLength": 100}]
+    });
+    let reply = dynamics.send(Method::POST, "EntityDefinitions", Some(&table)).await.unwrap();
+    assert!(reply.status().is_success(), "{}", reply.text().await.unwrap());
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let reply =
+            dynamics.send(Method::POST, "new_visits", Some(&json!({"new_name": format!("visit {i}")}))).await.unwrap();
+        let location = reply.headers()["odata-entityid"].to_str().unwrap().to_string();
+        ids.push(location.rsplit_once('(').unwrap().1.trim_end_matches(')').parse().unwrap());
+    }
+    ids
+}
+
+async fn a_table_without_change_tracking_loads_by_its_delta_column_and_scans_for_deletes(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let ids = visits_table(&world, 8).await;
+    let connection = source_connection(&world).await;
+    let reply = world
+        .post("sourceConnections", json!({"baseConnectionId": connection, "params": {"tableName": "new_visit"}}))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let source = reply.json()["id"].as_str().unwrap().to_string();
+    let reply = world
+        .post(
+            "targetConnections",
+            json!({"params": {"dataSetId": "visits"}, "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c"}}),
+        )
+        .await;
+    let target = reply.json()["id"].as_str().unwrap().to_string();
+    let flow_body = |delta: &str| {
+        json!({
+            "name": "Visits",
+            "flowSpec": {"id": "14518937-270c-4525-bdec-c2ba7cce3860", "version": "1.0"},
+            "sourceConnectionIds": [source], "targetConnectionIds": [target],
+            "transformations": [{"name": "Copy", "params": {"deltaColumn": {"name": delta}, "scanIntervalSeconds": 4}}],
+            "scheduleParams": {"frequency": "continuous", "interval": 1}
+        })
+    };
+    let reply = world.post("flows", flow_body("new_name")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "a delta column is a date and time: {}", reply.text);
+    assert!(reply.detail().contains("no change tracking"), "{}", reply.text);
+    let reply = world.post("flows", flow_body("modifiedon")).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let flow = reply.json()["id"].as_str().unwrap().to_string();
+    rows_when(&world, &target, "the full load", |rows| rows.len() == 8).await;
+
+    let dynamics = world.dynamics();
+    dynamics
+        .send(Method::PATCH, &format!("new_visits({})", ids[0]), Some(&json!({"new_name": "moved"})))
+        .await
+        .unwrap();
+    dynamics.send(Method::DELETE, &format!("new_visits({})", ids[1]), None).await.unwrap();
+    let rows = rows_when(&world, &target, "the change, then the delete found by a scan", |rows| {
+        rows.iter().any(|r| r["id"] == ids[0].to_string() && r["values"]["new_name"] == "moved")
+            && rows.iter().any(|r| r["id"] == ids[1].to_string() && r["deleted"] == true)
+    })
+    .await;
+    assert_eq!(row(&rows, ids[0])["operation"], "u");
+    assert_eq!(rows.iter().filter(|r| r["deleted"] == false).count(), 7);
+    let runs = world.runs(&flow).await;
+    assert!(runs.iter().any(|r| r["load"]["loadType"] == "scan"), "{runs:?}");
+    world.finish().await;
+}
+
+on_both_stores!(
+    a_table_without_change_tracking_loads_by_its_delta_column_and_scans_for_deletes,
+    explore_and_load_a_table_fully_then_incrementally,
+    a_flow_resyncs_when_dynamics_forgot_its_delta_token,
+    a_flow_refuses_what_it_cannot_load_and_says_why,
+);
