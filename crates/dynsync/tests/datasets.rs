@@ -11,7 +11,10 @@
 //! Needs Python 3 with `venv` (DuckDB and pyarrow, pinned in tests/readers/requirements.txt, are installed into
 //! tests/readers/.venv on first run) and Node.js with npm; CI prepares both beforehand (`.ci/run`).
 
+mod common;
+
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use common::{found, python, readers_dir};
 use dynsync::dataset::files::{AzureLocation, FileDestination, FileLocation};
 use dynsync::dataset::postgres::PostgresDestination;
 use dynsync::dataset::{
@@ -21,49 +24,10 @@ use dynsync::secrets::Secret;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-fn readers_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/readers")
-}
-
-fn found(tool: &str) -> bool {
-    Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-/// The virtual environment with DuckDB and pyarrow, made on first use from the pinned requirements (once, though
-/// the tests run in parallel).
-fn python() -> PathBuf {
-    static MADE: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = readers_dir();
-    let python = dir.join(".venv/bin/python");
-    let ready = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import duckdb, pyarrow.fs, pyarrow.parquet"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if ready(&python) {
-        return python;
-    }
-    assert!(found("python3"), "this test reads datasets with DuckDB and pyarrow and needs Python 3 with venv");
-    let venv = Command::new("python3").args(["-m", "venv", ".venv"]).current_dir(&dir).status().expect("python3 runs");
-    assert!(venv.success(), "python3 -m venv failed in {}: install python3-venv", dir.display());
-    let pip = Command::new(dir.join(".venv/bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt"])
-        .current_dir(&dir)
-        .status()
-        .expect("pip runs");
-    assert!(pip.success(), "pip install -r requirements.txt failed in {}", dir.display());
-    assert!(ready(&python), "duckdb and pyarrow do not import after installing them in {}", python.display());
-    python
-}
 
 /// A table as a reader saw it: its columns' names and types, and each value as the reader's own text of it.
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+mod common;
+
 #[test]
 fn the_demo_passes_on_the_embedded_emulator() {
     let output = Command::new(env!("CARGO_BIN_EXE_dynsync"))
@@ -25,4 +27,23 @@ fn the_lead_demo_passes_through_an_outage_with_every_lead_announced() {
     assert!(stdout.contains("PASS: 60 people made 60 leads (and the test lead)"), "{stdout}");
     assert!(stdout.contains("4. run: 81 received, 61 created, 20 updated, 0 failed"), "{stdout}");
     assert!(stdout.contains("the SMTP server received 61 notifications, 61 naming a lead"), "{stdout}");
+}
+
+#[test]
+fn the_ingestion_demo_loads_changes_and_reads_the_dataset_back_with_duckdb() {
+    let output = Command::new(env!("CARGO_BIN_EXE_dynsync"))
+        .args(["demo", "ingestion", "--contacts", "3000"])
+        .env("DYNSYNC_PYTHON", common::python())
+        .output()
+        .expect("dynsync runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("4. full load: 3000 rows"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "7. DuckDB reads 3240 rows: 3240 distinct (id, version, operation), 2970 live contacts, 60 deleted"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PASS"), "{stdout}");
 }

@@ -359,6 +359,73 @@ async fn a_table_without_change_tracking_loads_by_its_delta_column_and_scans_for
     world.finish().await;
 }
 
+/// A dataset kept in a PostgreSQL table: loaded, changed, read back with SQL; its connection string never shown.
+#[tokio::test]
+async fn a_postgres_dataset_is_kept_current_by_upsert_and_read_back_with_sql() {
+    common::bounded(async {
+        let Some(database) = common::PgDatabase::create().await else { return };
+        let Some(world) = World::start(Backend::Sqlite).await else { return };
+        let ids = create_contacts(&world, 10).await;
+        let connection = source_connection(&world).await;
+        let reply = world
+            .post("sourceConnections", json!({"baseConnectionId": connection, "params": {"tableName": "contact"}}))
+            .await;
+        let source = reply.json()["id"].as_str().unwrap().to_string();
+        let reply = world
+            .post(
+                "targetConnections",
+                json!({"name": "Contacts in PostgreSQL", "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c"},
+                       "params": {"dataSetId": "dynamics_contacts", "format": "postgres", "connectionString": database.url}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        let target = reply.json()["id"].as_str().unwrap().to_string();
+        let shown = world.get(&format!("targetConnections/{target}")).await.text;
+        assert!(!shown.contains(&database.url) && !shown.contains("connectionString"), "the URL is never shown: {shown}");
+        let reply = world
+            .post(
+                "flows",
+                json!({"name": "To PostgreSQL", "flowSpec": {"id": "14518937-270c-4525-bdec-c2ba7cce3860"},
+                       "sourceConnectionIds": [source], "targetConnectionIds": [target],
+                       "transformations": [{"name": "Mapping", "params": {"mappings": [
+                           {"sourceAttribute": "firstname", "destination": "first_name"}, {"sourceAttribute": "gendercode"}]}}],
+                       "scheduleParams": {"frequency": "continuous", "interval": 1}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        rows_when(&world, &target, "the full load", |rows| rows.len() == 10).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let dynamics = world.dynamics();
+        dynamics.send(Method::PATCH, &format!("contacts({})", ids[0]), Some(&json!({"firstname": "Changed"}))).await.unwrap();
+        dynamics.send(Method::DELETE, &format!("contacts({})", ids[1]), None).await.unwrap();
+        rows_when(&world, &target, "the changes", |rows| {
+            rows.iter().any(|r| r["id"] == ids[1].to_string() && r["deleted"] == true)
+                && rows.iter().any(|r| r["id"] == ids[0].to_string() && r["values"]["first_name"] == "Changed")
+        })
+        .await;
+        let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+        let (live, deleted): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE NOT _dynsync_deleted), count(*) FILTER (WHERE _dynsync_deleted) FROM dynamics_contacts",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((live, deleted), (9, 1));
+        let (name, label): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT first_name, gendercode_label FROM dynamics_contacts WHERE _dynsync_id = $1::uuid",
+        )
+        .bind(ids[0].to_string())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((name.as_deref(), label.as_deref()), (Some("Changed"), Some("Female")));
+        pool.close().await;
+        world.finish().await;
+        database.drop_database().await;
+    })
+    .await;
+}
+
 on_both_stores!(
     a_table_without_change_tracking_loads_by_its_delta_column_and_scans_for_deletes,
     explore_and_load_a_table_fully_then_incrementally,

@@ -80,7 +80,7 @@ pub async fn run(contacts: usize) -> anyhow::Result<bool> {
     let columns = contact["schema"]["columns"].as_array().context("contact's columns")?.len();
     println!("2. explored: {tables} tables and {views} system views; contact has {columns} loadable columns");
     for row in contact["data"].as_array().context("a preview")? {
-        println!("   preview: {} {} ({})", row["firstname"], row["lastname"], row["contactid"]);
+        println!("   preview: {} ({}), created {}", row["lastname"], row["contactid"], row["createdon"]);
     }
 
     // 3. Source connection, dataset, flow, through the API.

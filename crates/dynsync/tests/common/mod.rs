@@ -561,3 +561,64 @@ impl Drop for SmtpServer {
         let _ = self.process.wait();
     }
 }
+
+// ------------------------------------------------------------------ readers of datasets nobody here wrote
+
+pub fn readers_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/readers")
+}
+
+pub fn found(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The virtual environment with DuckDB and pyarrow, made on first use from the pinned requirements (once, though
+/// the tests run in parallel).
+pub fn python() -> std::path::PathBuf {
+    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = readers_dir();
+    let python = dir.join(".venv/bin/python");
+    let ready = |python: &std::path::Path| {
+        std::process::Command::new(python)
+            .args(["-c", "import duckdb, pyarrow.fs, pyarrow.parquet"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&python) {
+        return python;
+    }
+    assert!(found("python3"), "this test reads datasets with DuckDB and pyarrow and needs Python 3 with venv");
+    let venv = std::process::Command::new("python3")
+        .args(["-m", "venv", ".venv"])
+        .current_dir(&dir)
+        .status()
+        .expect("python3 runs");
+    assert!(venv.success(), "python3 -m venv failed in {}: install python3-venv", dir.display());
+    let pip = std::process::Command::new(dir.join(".venv/bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt"])
+        .current_dir(&dir)
+        .status()
+        .expect("pip runs");
+    assert!(pip.success(), "pip install -r requirements.txt failed in {}", dir.display());
+    assert!(ready(&python), "duckdb and pyarrow do not import after installing them in {}", python.display());
+    python
+}
+
+/// Runs `sql` in DuckDB (from the readers' environment); its rows, each value as DuckDB's own text of it.
+pub fn duckdb(sql: &str) -> Vec<Vec<Option<String>>> {
+    let output = std::process::Command::new(python())
+        .args(["read_dataset.py", "duckdb", sql])
+        .current_dir(readers_dir())
+        .output()
+        .expect("the reader runs");
+    assert!(output.status.success(), "DuckDB failed: {}", String::from_utf8_lossy(&output.stderr));
+    let table: Json = serde_json::from_slice(&output.stdout).expect("the reader prints JSON");
+    serde_json::from_value(table["rows"].clone()).expect("rows of values")
+}
