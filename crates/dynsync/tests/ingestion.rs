@@ -65,6 +65,28 @@ async fn create_contacts(world: &World, count: usize) -> Vec<Uuid> {
 
 /// The ingestion's resources: source connection, dataset target, flow; their ids.
 async fn ingestion_flow(world: &World, connection: &str, dataset: &str, schedule: Json) -> (String, String) {
+    let transformations = json!([
+        {"name": "Copy", "params": {"deltaColumn": {"name": "modifiedon", "dateFormat": "yyyy-MM-ddTHH:mm:ssZ", "timezone": "UTC"}}},
+        {"name": "Mapping", "params": {"mappings": [
+            {"sourceAttribute": "contactid", "destination": "contact_id"},
+            {"sourceAttribute": "firstname", "destination": "first_name"},
+            {"sourceAttribute": "lastname"},
+            {"sourceAttribute": "emailaddress1", "destination": "email"},
+            {"sourceAttribute": "gendercode", "destination": "gender"},
+            {"sourceAttribute": "parentcustomerid", "destination": "company"}
+        ]}}
+    ]);
+    ingestion_flow_with(world, connection, dataset, schedule, transformations).await
+}
+
+/// The same, with the flow's own transformations.
+async fn ingestion_flow_with(
+    world: &World,
+    connection: &str,
+    dataset: &str,
+    schedule: Json,
+    transformations: Json,
+) -> (String, String) {
     let reply = world.get("flowSpecs?property=name==\"CRMToAEP\"").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let flow_spec = reply.json()["items"][0]["id"].as_str().unwrap().to_string();
@@ -103,17 +125,7 @@ async fn ingestion_flow(world: &World, connection: &str, dataset: &str, schedule
                 "flowSpec": {"id": flow_spec, "version": "1.0"},
                 "sourceConnectionIds": [source],
                 "targetConnectionIds": [target],
-                "transformations": [
-                    {"name": "Copy", "params": {"deltaColumn": {"name": "modifiedon", "dateFormat": "yyyy-MM-ddTHH:mm:ssZ", "timezone": "UTC"}}},
-                    {"name": "Mapping", "params": {"mappings": [
-                        {"sourceAttribute": "contactid", "destination": "contact_id"},
-                        {"sourceAttribute": "firstname", "destination": "first_name"},
-                        {"sourceAttribute": "lastname"},
-                        {"sourceAttribute": "emailaddress1", "destination": "email"},
-                        {"sourceAttribute": "gendercode", "destination": "gender"},
-                        {"sourceAttribute": "parentcustomerid", "destination": "company"}
-                    ]}}
-                ],
+                "transformations": transformations,
                 "scheduleParams": schedule
             }),
         )
@@ -426,7 +438,73 @@ async fn a_postgres_dataset_is_kept_current_by_upsert_and_read_back_with_sql() {
     .await;
 }
 
+/// Disables and enables a flow: its runner starts again, and reads the table's metadata at its next load.
+async fn restart_flow(world: &World, flow: &str) {
+    for op in ["disable", "enable"] {
+        let reply = world.send(Method::POST, &format!("flows/{flow}/action?op={op}"), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+}
+
+async fn a_column_added_in_dynamics_joins_the_dataset_and_a_changed_type_starts_a_new_generation(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let ids = create_contacts(&world, 6).await;
+    let connection = source_connection(&world).await;
+    // No mapping: every loadable column, under its own name, and those added later.
+    let schedule = json!({"frequency": "continuous", "interval": 1});
+    let (flow, target) = ingestion_flow_with(&world, &connection, "drift", schedule, json!([])).await;
+    rows_when(&world, &target, "the full load", |rows| rows.len() == 6).await;
+
+    // A new text column, filled on one contact: it joins at the next load.
+    world.add_text_column("new_Loyalty", 20).await;
+    let dynamics = world.dynamics();
+    dynamics
+        .send(Method::PATCH, &format!("contacts({})", ids[0]), Some(&json!({"new_loyalty": "Gold"})))
+        .await
+        .unwrap();
+    restart_flow(&world, &flow).await;
+    let rows = rows_when(&world, &target, "the new column", |rows| {
+        rows.iter().any(|r| r["id"] == ids[0].to_string() && r["values"]["new_loyalty"] == "Gold")
+    })
+    .await;
+    assert_eq!(row(&rows, ids[1])["values"]["new_loyalty"], Json::Null, "older rows read the new column as null");
+
+    // The column comes back as a whole number: the next load starts generation 2, read whole.
+    let reply = dynamics
+        .send(Method::DELETE, "EntityDefinitions(LogicalName='contact')/Attributes(LogicalName='new_loyalty')", None)
+        .await
+        .unwrap();
+    assert!(reply.status().is_success(), "{}", reply.text().await.unwrap());
+    let column = dataverse::NewColumn {
+        schema_name: "new_Loyalty".into(),
+        display_name: "Loyalty".into(),
+        kind: dataverse::NewColumnType::Integer { min: 0, max: 100 },
+    };
+    dynamics.create_column("contact", &column).await.unwrap();
+    dynamics.send(Method::PATCH, &format!("contacts({})", ids[0]), Some(&json!({"new_loyalty": 5}))).await.unwrap();
+    restart_flow(&world, &flow).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = world.get(&format!("targetConnections/{target}/rows?generation=2")).await;
+        if reply.status == StatusCode::OK {
+            let rows = reply.json()["rows"].as_array().unwrap().clone();
+            if rows.len() == 6 {
+                assert_eq!(row(&rows, ids[0])["values"]["new_loyalty"], 5, "{rows:?}");
+                assert!(rows.iter().all(|r| r["operation"] == "r"), "generation 2 starts with a full load: {rows:?}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no generation 2: {}", reply.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Generation 1 keeps what it had.
+    let reply = world.get(&format!("targetConnections/{target}/rows?generation=1")).await;
+    assert_eq!(row(reply.json()["rows"].as_array().unwrap(), ids[0])["values"]["new_loyalty"], "Gold");
+    world.finish().await;
+}
+
 on_both_stores!(
+    a_column_added_in_dynamics_joins_the_dataset_and_a_changed_type_starts_a_new_generation,
     a_table_without_change_tracking_loads_by_its_delta_column_and_scans_for_deletes,
     explore_and_load_a_table_fully_then_incrementally,
     a_flow_resyncs_when_dynamics_forgot_its_delta_token,
