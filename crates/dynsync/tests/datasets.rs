@@ -14,7 +14,7 @@
 mod common;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use common::{found, python, readers_dir};
+use common::{AZURITE_KEY, Azurite, python, readers_dir};
 use dynsync::dataset::files::{AzureLocation, FileDestination, FileLocation};
 use dynsync::dataset::postgres::PostgresDestination;
 use dynsync::dataset::{
@@ -23,9 +23,7 @@ use dynsync::dataset::{
 use dynsync::secrets::Secret;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -308,68 +306,6 @@ async fn a_local_folder_of_parquet_files_reads_right_in_duckdb() {
         ("BIGINT", vec![vec![Some("5000000000".into())]])
     );
 }
-
-/// Azurite, started on a free port of 127.0.0.1 with its data in memory; killed when dropped.
-struct Azurite {
-    child: Child,
-    authority: String,
-}
-
-impl Azurite {
-    fn start() -> Azurite {
-        for tool in ["node", "npm"] {
-            assert!(
-                found(tool),
-                "this test writes to Azurite from npm and needs Node.js with npm (apt-get install nodejs npm)"
-            );
-        }
-        let dir = readers_dir();
-        {
-            static INSTALLED: Mutex<()> = Mutex::new(());
-            let _one_at_a_time = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-            if !dir.join("node_modules/.bin/azurite-blob").exists() {
-                let status = Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund"])
-                    .current_dir(&dir)
-                    .status()
-                    .expect("npm runs");
-                assert!(status.success(), "npm ci failed in {}", dir.display());
-            }
-        }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(dir.join("node_modules/.bin/azurite-blob"))
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--silent"])
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Azurite starts");
-        let mut azurite = Azurite { child, authority: format!("127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&azurite.authority).is_err() {
-            if let Some(status) = azurite.child.try_wait().expect("Azurite can be waited for") {
-                panic!(
-                    "Azurite stopped ({status}): run {} by hand to see why",
-                    dir.join("node_modules/.bin/azurite-blob").display()
-                );
-            }
-            assert!(Instant::now() < deadline, "Azurite listens on {} within 30 s", azurite.authority);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        azurite
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Azurite's well-known development key (public, in Microsoft's documentation).
-const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 #[tokio::test]
 async fn azure_blob_storage_through_object_store_reads_right_in_pyarrow() {

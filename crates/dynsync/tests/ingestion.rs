@@ -503,6 +503,77 @@ async fn a_column_added_in_dynamics_joins_the_dataset_and_a_changed_type_starts_
     world.finish().await;
 }
 
+/// A dataset in Azure Blob Storage (Azurite, a real server started by the test), made through the API and read
+/// back by pyarrow; the account key is never shown.
+#[tokio::test]
+async fn an_azure_blob_dataset_is_made_through_the_api_and_read_back_by_pyarrow() {
+    common::bounded(async {
+        let azurite = common::Azurite::start();
+        common::read_dataset(&["azure-container", &azurite.authority, "lake"]);
+        let Some(world) = World::start(Backend::Sqlite).await else { return };
+        create_contacts(&world, 7).await;
+        let connection = source_connection(&world).await;
+        let reply = world
+            .post("sourceConnections", json!({"baseConnectionId": connection, "params": {"tableName": "contact"}}))
+            .await;
+        let source = reply.json()["id"].as_str().unwrap().to_string();
+        let reply = world
+            .post(
+                "targetConnections",
+                json!({"name": "Lake", "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c"},
+                       "params": {"dataSetId": "contacts", "format": "azureBlob", "account": "devstoreaccount1",
+                                  "container": "lake", "folderPath": "dynamics", "accessKey": common::AZURITE_KEY,
+                                  "endpoint": format!("http://{}/devstoreaccount1", azurite.authority)}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        let target = reply.json()["id"].as_str().unwrap().to_string();
+        let shown = world.get(&format!("targetConnections/{target}")).await.text;
+        assert!(!shown.contains(common::AZURITE_KEY) && shown.contains("\"container\":\"lake\""), "{shown}");
+        let reply = world
+            .post(
+                "flows",
+                json!({"name": "To the lake", "flowSpec": {"id": "14518937-270c-4525-bdec-c2ba7cce3860"},
+                       "sourceConnectionIds": [source], "targetConnectionIds": [target]}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        rows_when(&world, &target, "the full load", |rows| rows.len() == 7).await;
+        let rows = common::read_dataset(&["pyarrow-azure", &azurite.authority, "lake", "dynamics/contacts/gen-1"]);
+        assert_eq!(rows.len(), 7, "pyarrow reads the seven contacts from the container");
+        world.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dataset_in_object_storage_refuses_an_endpoint_not_allowed_and_names_what_is_missing() {
+    common::bounded(async {
+        let Some(world) = World::start(Backend::Sqlite).await else { return };
+        let reply = world
+            .post(
+                "targetConnections",
+                json!({"connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c"},
+                       "params": {"dataSetId": "contacts", "format": "azureBlob", "accessKey": "secret",
+                                  "endpoint": "https://storage.example.com/acct", "bucket": "b"}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+        let detail = reply.detail();
+        for expected in [
+            "params.account is missing",
+            "params.container is missing",
+            "params.bucket is not a parameter",
+            "params.endpoint (https://storage.example.com/acct) cannot be used",
+        ] {
+            assert!(detail.contains(expected), "{expected}: {detail}");
+        }
+        assert!(!detail.contains("secret"), "{detail}");
+        world.finish().await;
+    })
+    .await;
+}
+
 on_both_stores!(
     a_column_added_in_dynamics_joins_the_dataset_and_a_changed_type_starts_a_new_generation,
     a_table_without_change_tracking_loads_by_its_delta_column_and_scans_for_deletes,

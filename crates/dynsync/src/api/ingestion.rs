@@ -336,7 +336,104 @@ struct CreateDataset {
 struct DatasetParams {
     data_set_id: Option<String>,
     format: Option<String>,
+    /// `postgres`: the database's URL.
     connection_string: Option<String>,
+    /// `azureBlob`: the storage account, its container, and the account key (or none: the environment's).
+    account: Option<String>,
+    container: Option<String>,
+    access_key: Option<String>,
+    /// `s3`: the bucket, its region, the key id and secret key (or none: the environment's).
+    bucket: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    /// `azureBlob`, `s3`: a folder in the container or bucket, and the service's address when it is not the
+    /// public cloud's (Azurite, an S3-compatible store).
+    folder_path: Option<String>,
+    endpoint: Option<String>,
+}
+
+impl DatasetParams {
+    /// Where the dataset is kept, and its secret; every problem is added to `problems`.
+    fn format(
+        &self,
+        hosts: &crate::hosts::AllowedHosts,
+        problems: &mut Vec<String>,
+    ) -> Option<(DatasetFormat, Option<Secret>)> {
+        let mut required = |name: &str, value: &Option<String>, what: &str| -> String {
+            match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                Some(v) => v.to_string(),
+                None => {
+                    problems.push(format!("params.{name} is missing: {what}"));
+                    String::new()
+                }
+            }
+        };
+        let format = self.format.as_deref().unwrap_or("parquet");
+        let (found, secret, allowed) = match format {
+            "parquet" => (DatasetFormat::Parquet, None, &[][..]),
+            "postgres" => {
+                let url = required(
+                    "connectionString",
+                    &self.connection_string,
+                    "a postgres dataset needs the database's URL (postgres://user:password@host/db)",
+                );
+                (DatasetFormat::Postgres, Some(url), &["connectionString"][..])
+            }
+            "azureBlob" => (
+                DatasetFormat::AzureBlob {
+                    account: required("account", &self.account, "name the storage account"),
+                    container: required("container", &self.container, "name the container the files go to"),
+                    folder_path: self.folder_path.clone().unwrap_or_default(),
+                    endpoint: self.endpoint.clone(),
+                },
+                self.access_key.clone(),
+                &["account", "container", "accessKey", "folderPath", "endpoint"][..],
+            ),
+            "s3" => (
+                DatasetFormat::S3 {
+                    bucket: required("bucket", &self.bucket, "name the bucket the files go to"),
+                    region: required("region", &self.region, "give the bucket's region (eu-west-1)"),
+                    folder_path: self.folder_path.clone().unwrap_or_default(),
+                    access_key_id: self.access_key_id.clone(),
+                    endpoint: self.endpoint.clone(),
+                },
+                self.secret_access_key.clone(),
+                &["bucket", "region", "accessKeyId", "secretAccessKey", "folderPath", "endpoint"][..],
+            ),
+            other => {
+                problems.push(format!(
+                    "params.format={other}: a dataset is kept as parquet (files in the data directory), postgres (a \
+                     table), azureBlob or s3 (Parquet files in object storage)"
+                ));
+                return None;
+            }
+        };
+        let given = [
+            ("connectionString", &self.connection_string),
+            ("account", &self.account),
+            ("container", &self.container),
+            ("accessKey", &self.access_key),
+            ("bucket", &self.bucket),
+            ("region", &self.region),
+            ("accessKeyId", &self.access_key_id),
+            ("secretAccessKey", &self.secret_access_key),
+            ("folderPath", &self.folder_path),
+            ("endpoint", &self.endpoint),
+        ];
+        for (name, value) in given {
+            if value.is_some() && !allowed.contains(&name) {
+                problems.push(format!("params.{name} is not a parameter of a {format} dataset"));
+            }
+        }
+        // A key is sent only where it was given for: an endpoint of one's own must be allowed (DYNSYNC_ALLOWED_HOSTS).
+        if let Some(endpoint) = &self.endpoint
+            && let Err(refused) = hosts.check("endpoint", endpoint)
+        {
+            problems.push(format!("params.endpoint ({endpoint}) cannot be used: {}", refused.why));
+        }
+        Some((found, secret.filter(|s| !s.trim().is_empty()).map(Secret::new)))
+    }
 }
 
 /// `POST /targetConnections` with the data lake's connection spec: a dataset, and where it is kept.
@@ -355,25 +452,8 @@ pub async fn create_dataset_target(state: &AppState, caller: Caller, body: &[u8]
             None
         }
     };
-    let format = match request.params.format.as_deref().unwrap_or("parquet") {
-        "parquet" => Some(DatasetFormat::Parquet),
-        "postgres" => Some(DatasetFormat::Postgres),
-        other => {
-            problems.push(format!("params.format={other}: a dataset is kept as parquet (files in the data directory) or postgres (a table)"));
-            None
-        }
-    };
-    let connection_string = request.params.connection_string.clone().map(Secret::new);
-    match (&format, &connection_string) {
-        (Some(DatasetFormat::Postgres), None) => problems.push(
-            "params.connectionString is missing: a postgres dataset needs the database's URL (postgres://user:password@host/db)".into(),
-        ),
-        (Some(DatasetFormat::Parquet), Some(_)) => {
-            problems.push("params.connectionString is for a postgres dataset; a parquet one needs none".into())
-        }
-        _ => {}
-    }
-    let (Some(dataset), Some(format), true) = (dataset, format, problems.is_empty()) else {
+    let format = request.params.format(&state.hosts, &mut problems);
+    let (Some(dataset), Some((format, secret)), true) = (dataset, format, problems.is_empty()) else {
         return Err(ApiError::bad_request(problems.join("; ")).with_report(json!({"problems": problems})));
     };
     let now = Utc::now();
@@ -384,7 +464,7 @@ pub async fn create_dataset_target(state: &AppState, caller: Caller, body: &[u8]
         description: request.description,
         dataset,
         format,
-        connection_string,
+        secret,
         etag: Etag::new(),
         created_at: now,
         updated_at: now,
@@ -399,12 +479,14 @@ pub async fn create_dataset_target(state: &AppState, caller: Caller, body: &[u8]
 
 pub fn dataset_target_json(t: &DatasetTarget) -> Json {
     // The connection string is never answered: it holds the database's password.
+    let mut params = serde_json::to_value(&t.format).expect("a format serializes");
+    params["dataSetId"] = json!(t.dataset);
     json!({
         "id": t.id,
         "name": t.name,
         "description": t.description,
         "connectionSpec": {"id": specs::DATA_LAKE, "version": "1.0"},
-        "params": {"dataSetId": t.dataset, "format": t.format},
+        "params": params,
         "state": "enabled",
         "sandboxName": t.sandbox,
         "etag": t.etag,

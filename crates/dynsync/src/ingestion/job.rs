@@ -123,15 +123,36 @@ impl Sink<Uuid, RowWrite> for DatasetSink {
     }
 }
 
-/// Opens the dataset a target names: Parquet files under `data_dir`, or its PostgreSQL table.
+/// Opens the dataset a target names: Parquet files under `data_dir` or in object storage, or its PostgreSQL table.
 pub async fn open_destination(target: &DatasetTarget, data_dir: &std::path::Path) -> Result<Destination, StepError> {
-    Ok(match target.format {
-        DatasetFormat::Parquet => Destination::Files(crate::dataset::files::FileDestination::in_data_dir(data_dir)?),
+    use crate::dataset::files::{AzureLocation, FileDestination, FileLocation, S3Location};
+    let secret = target.secret.clone();
+    Ok(match &target.format {
+        DatasetFormat::Parquet => Destination::Files(FileDestination::in_data_dir(data_dir)?),
         DatasetFormat::Postgres => {
-            let url = target.connection_string.as_ref().ok_or_else(|| {
+            let url = secret.ok_or_else(|| {
                 StepError::Definition(format!("dataset target {} has no connection string; create it again", target.id))
             })?;
             Destination::Postgres(crate::dataset::postgres::PostgresDestination::connect(url.expose())?)
+        }
+        DatasetFormat::AzureBlob { account, container, folder_path, endpoint } => {
+            Destination::Files(FileDestination::open(FileLocation::Azure(AzureLocation {
+                account: account.clone(),
+                container: container.clone(),
+                prefix: folder_path.clone(),
+                access_key: secret,
+                endpoint: endpoint.clone(),
+            }))?)
+        }
+        DatasetFormat::S3 { bucket, region, folder_path, access_key_id, endpoint } => {
+            Destination::Files(FileDestination::open(FileLocation::S3(S3Location {
+                bucket: bucket.clone(),
+                region: region.clone(),
+                prefix: folder_path.clone(),
+                access_key_id: access_key_id.clone(),
+                secret_access_key: secret,
+                endpoint: endpoint.clone(),
+            }))?)
         }
     })
 }

@@ -59,6 +59,14 @@ pub enum DatasetFormat {
     /// A PostgreSQL table kept current by upsert, in the database the (sealed) connection string names.
     #[serde(rename = "postgres")]
     Postgres,
+    /// Parquet files in a container of Azure Blob Storage or ADLS Gen2, signed with the (sealed) account key, or
+    /// with the credentials the environment gives `object_store` when there is none.
+    #[serde(rename = "azureBlob", rename_all = "camelCase")]
+    AzureBlob { account: String, container: String, folder_path: String, endpoint: Option<String> },
+    /// Parquet files in an S3 bucket (or an S3-compatible store), signed with the key id and the (sealed) secret
+    /// key, or with the environment's credentials.
+    #[serde(rename = "s3", rename_all = "camelCase")]
+    S3 { bucket: String, region: String, folder_path: String, access_key_id: Option<String>, endpoint: Option<String> },
 }
 
 /// A dataset an ingestion writes, and where it is kept.
@@ -70,8 +78,9 @@ pub struct DatasetTarget {
     pub description: String,
     pub dataset: DatasetName,
     pub format: DatasetFormat,
-    /// The PostgreSQL connection string of a `postgres` dataset: sealed at rest, never answered by the API.
-    pub connection_string: Option<Secret>,
+    /// The PostgreSQL connection string, the Azure account key or the S3 secret key: sealed at rest, never
+    /// answered by the API, sent only to where the format names.
+    pub secret: Option<Secret>,
     pub etag: Etag,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -233,7 +233,7 @@ impl Store {
         })
         .expect("a dataset target serializes");
         let context = format!("dataset:{}", d.id);
-        let sealed = d.connection_string.as_ref().map(|s| self.key.seal(s.expose(), &context)).unwrap_or_default();
+        let sealed = d.secret.as_ref().map(|s| self.key.seal(s.expose(), &context)).unwrap_or_default();
         self.engine
             .execute(
                 "INSERT INTO dataset_targets (id, sandbox, name, body, secrets, etag, created_at, updated_at) \
@@ -292,7 +292,7 @@ impl Store {
         let corrupt = |detail: String| StoreError::Corrupt { what: "dataset target", detail };
         let body: StoredDataset = serde_json::from_str(&row.body).map_err(|e| corrupt(e.to_string()))?;
         let id: TargetConnectionId = envelope("dataset target id", &row.id)?;
-        let connection_string = match row.secrets.as_str() {
+        let secret = match row.secrets.as_str() {
             "" => None,
             sealed => Some(self.key.open(sealed, &format!("dataset:{id}"))?),
         };
@@ -303,7 +303,7 @@ impl Store {
             description: body.description,
             dataset: body.dataset,
             format: body.format,
-            connection_string,
+            secret,
             etag: Etag(row.etag),
             created_at: timestamp(&row.created_at).map_err(corrupt)?,
             updated_at: timestamp(&row.updated_at).map_err(corrupt)?,

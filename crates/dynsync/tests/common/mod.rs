@@ -611,14 +611,84 @@ pub fn python() -> std::path::PathBuf {
     python
 }
 
-/// Runs `sql` in DuckDB (from the readers' environment); its rows, each value as DuckDB's own text of it.
-pub fn duckdb(sql: &str) -> Vec<Vec<Option<String>>> {
+/// Runs the readers' script (`tests/readers/read_dataset.py`) with `args`; the rows it read, each value as the
+/// reader's own text of it.
+pub fn read_dataset(args: &[&str]) -> Vec<Vec<Option<String>>> {
     let output = std::process::Command::new(python())
-        .args(["read_dataset.py", "duckdb", sql])
+        .arg("read_dataset.py")
+        .args(args)
         .current_dir(readers_dir())
         .output()
         .expect("the reader runs");
-    assert!(output.status.success(), "DuckDB failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the reader failed: {}", String::from_utf8_lossy(&output.stderr));
     let table: Json = serde_json::from_slice(&output.stdout).expect("the reader prints JSON");
     serde_json::from_value(table["rows"].clone()).expect("rows of values")
 }
+
+/// Runs `sql` in DuckDB (from the readers' environment); its rows.
+pub fn duckdb(sql: &str) -> Vec<Vec<Option<String>>> {
+    read_dataset(&["duckdb", sql])
+}
+
+/// Azurite, started on a free port of 127.0.0.1 with its data in memory; killed when dropped.
+pub struct Azurite {
+    child: std::process::Child,
+    pub authority: String,
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        for tool in ["node", "npm"] {
+            assert!(
+                found(tool),
+                "this test writes to Azurite from npm and needs Node.js with npm (apt-get install nodejs npm)"
+            );
+        }
+        let dir = readers_dir();
+        {
+            static INSTALLED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one_at_a_time = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+            if !dir.join("node_modules/.bin/azurite-blob").exists() {
+                let status = std::process::Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(&dir)
+                    .status()
+                    .expect("npm runs");
+                assert!(status.success(), "npm ci failed in {}", dir.display());
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(dir.join("node_modules/.bin/azurite-blob"))
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--silent"])
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("Azurite starts");
+        let mut azurite = Azurite { child, authority: format!("127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&azurite.authority).is_err() {
+            if let Some(status) = azurite.child.try_wait().expect("Azurite can be waited for") {
+                panic!(
+                    "Azurite stopped ({status}): run {} by hand to see why",
+                    dir.join("node_modules/.bin/azurite-blob").display()
+                );
+            }
+            assert!(Instant::now() < deadline, "Azurite listens on {} within 30 s", azurite.authority);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        azurite
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Azurite's well-known development key (public, in Microsoft's documentation).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
