@@ -34,6 +34,23 @@ async fn source_connection(world: &World) -> String {
     reply.json()["id"].as_str().unwrap().to_string()
 }
 
+/// A source connection of `table`; its id.
+async fn source_of(world: &World, connection: &str, table: &str) -> String {
+    let reply =
+        world.post("sourceConnections", json!({"baseConnectionId": connection, "params": {"tableName": table}})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.json()["id"].as_str().unwrap().to_string()
+}
+
+/// A dataset target with `params` (dataSetId, format…); its id.
+async fn dataset_target(world: &World, params: Json) -> String {
+    let body =
+        json!({"name": "Dataset", "params": params, "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c"}});
+    let reply = world.post("targetConnections", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.json()["id"].as_str().unwrap().to_string()
+}
+
 /// Contacts created in Dynamics, with a choice and a lookup set on every other one; their ids.
 async fn create_contacts(world: &World, count: usize) -> Vec<Uuid> {
     let dynamics = world.dynamics();
@@ -90,33 +107,8 @@ async fn ingestion_flow_with(
     let reply = world.get("flowSpecs?property=name==\"CRMToAEP\"").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let flow_spec = reply.json()["items"][0]["id"].as_str().unwrap().to_string();
-    let reply = world
-        .post(
-            "sourceConnections",
-            json!({
-                "name": "Dynamics contacts",
-                "baseConnectionId": connection,
-                "data": {"format": "tabular"},
-                "params": {"tableName": "contact", "primaryKey": "contactid"},
-                "connectionSpec": {"id": "38ad80fe-8b06-4938-94f4-d4ee80266b07", "version": "1.0"}
-            }),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    let source = reply.json()["id"].as_str().unwrap().to_string();
-    let reply = world
-        .post(
-            "targetConnections",
-            json!({
-                "name": "Contacts dataset",
-                "data": {"format": "parquet_append"},
-                "params": {"dataSetId": dataset},
-                "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c", "version": "1.0"}
-            }),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    let target = reply.json()["id"].as_str().unwrap().to_string();
+    let source = source_of(world, connection, "contact").await;
+    let target = dataset_target(world, json!({"dataSetId": dataset})).await;
     let reply = world
         .post(
             "flows",
@@ -324,18 +316,8 @@ async fn a_table_without_change_tracking_loads_by_its_delta_column_and_scans_for
     let Some(world) = World::start(backend).await else { return };
     let ids = visits_table(&world, 8).await;
     let connection = source_connection(&world).await;
-    let reply = world
-        .post("sourceConnections", json!({"baseConnectionId": connection, "params": {"tableName": "new_visit"}}))
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    let source = reply.json()["id"].as_str().unwrap().to_string();
-    let reply = world
-        .post(
-            "targetConnections",
-            json!({"params": {"dataSetId": "visits"}, "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c"}}),
-        )
-        .await;
-    let target = reply.json()["id"].as_str().unwrap().to_string();
+    let source = source_of(&world, &connection, "new_visit").await;
+    let target = dataset_target(&world, json!({"dataSetId": "visits"})).await;
     let flow_body = |delta: &str| {
         json!({
             "name": "Visits",
@@ -379,19 +361,9 @@ async fn a_postgres_dataset_is_kept_current_by_upsert_and_read_back_with_sql() {
         let Some(world) = World::start(Backend::Sqlite).await else { return };
         let ids = create_contacts(&world, 10).await;
         let connection = source_connection(&world).await;
-        let reply = world
-            .post("sourceConnections", json!({"baseConnectionId": connection, "params": {"tableName": "contact"}}))
-            .await;
-        let source = reply.json()["id"].as_str().unwrap().to_string();
-        let reply = world
-            .post(
-                "targetConnections",
-                json!({"name": "Contacts in PostgreSQL", "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c"},
-                       "params": {"dataSetId": "dynamics_contacts", "format": "postgres", "connectionString": database.url}}),
-            )
-            .await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-        let target = reply.json()["id"].as_str().unwrap().to_string();
+        let source = source_of(&world, &connection, "contact").await;
+        let params = json!({"dataSetId": "dynamics_contacts", "format": "postgres", "connectionString": database.url});
+        let target = dataset_target(&world, params).await;
         let shown = world.get(&format!("targetConnections/{target}")).await.text;
         assert!(!shown.contains(&database.url) && !shown.contains("connectionString"), "the URL is never shown: {shown}");
         let reply = world
@@ -513,21 +485,11 @@ async fn an_azure_blob_dataset_is_made_through_the_api_and_read_back_by_pyarrow(
         let Some(world) = World::start(Backend::Sqlite).await else { return };
         create_contacts(&world, 7).await;
         let connection = source_connection(&world).await;
-        let reply = world
-            .post("sourceConnections", json!({"baseConnectionId": connection, "params": {"tableName": "contact"}}))
-            .await;
-        let source = reply.json()["id"].as_str().unwrap().to_string();
-        let reply = world
-            .post(
-                "targetConnections",
-                json!({"name": "Lake", "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c"},
-                       "params": {"dataSetId": "contacts", "format": "azureBlob", "account": "devstoreaccount1",
-                                  "container": "lake", "folderPath": "dynamics", "accessKey": common::AZURITE_KEY,
-                                  "endpoint": format!("http://{}/devstoreaccount1", azurite.authority)}}),
-            )
-            .await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-        let target = reply.json()["id"].as_str().unwrap().to_string();
+        let source = source_of(&world, &connection, "contact").await;
+        let params = json!({"dataSetId": "contacts", "format": "azureBlob", "account": "devstoreaccount1",
+                            "container": "lake", "folderPath": "dynamics", "accessKey": common::AZURITE_KEY,
+                            "endpoint": format!("http://{}/devstoreaccount1", azurite.authority)});
+        let target = dataset_target(&world, params).await;
         let shown = world.get(&format!("targetConnections/{target}")).await.text;
         assert!(!shown.contains(common::AZURITE_KEY) && shown.contains("\"container\":\"lake\""), "{shown}");
         let reply = world
