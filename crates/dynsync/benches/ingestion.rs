@@ -47,6 +47,14 @@ async fn run_emulator(state: PathBuf, costed: bool) {
     let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await;
 }
 
+/// CPU seconds (user and system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(") ").map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
 struct Emulator {
     child: Child,
     url: String,
@@ -289,8 +297,15 @@ async fn main() {
     let emulator = Emulator::start(&free_state, false);
     seed(&emulator.client(), rows).await;
     let before = peak_memory_mb();
+    let (own_cpu, emulator_cpu) = (cpu_seconds("self"), cpu_seconds(&emulator.child.id().to_string()));
     let rate = full_load(&emulator, rows).await;
     let peak = peak_memory_mb();
+    let (own_cpu, emulator_cpu) =
+        (cpu_seconds("self") - own_cpu, cpu_seconds(&emulator.child.id().to_string()) - emulator_cpu);
+    println!(
+        "  CPU during the load: dynsync {own_cpu:.1} s ({:.2} s per 100,000 rows), the emulator {emulator_cpu:.1} s",
+        own_cpu * 100_000.0 / rows as f64
+    );
     emulator.stop();
     println!(
         "full load at zero cost: {rows} contacts, {rate:.0} rows/s (target 200,000: {:.2}×), peak memory {peak:.0} MB \

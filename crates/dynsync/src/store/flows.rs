@@ -195,6 +195,8 @@ impl Store {
                     of_flow("DELETE FROM inlet_secrets WHERE flow_id = $1"),
                     of_flow("DELETE FROM inlet_rejects WHERE flow_id = $1"),
                     of_flow("DELETE FROM outbox WHERE flow_id = $1"),
+                    of_flow("DELETE FROM ingestion_loads WHERE flow_id = $1"),
+                    of_flow("DELETE FROM resync_seen WHERE flow_id = $1"),
                 ],
             )
             .await?;
