@@ -39,6 +39,7 @@ pub mod entity;
 pub mod environment;
 pub mod error;
 pub mod executor;
+pub mod fetch;
 pub mod metadata;
 pub mod query;
 
@@ -65,6 +66,7 @@ pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};
 pub use environment::{Environment, EnvironmentError, Region};
 pub use error::{ApiError, Error, ErrorKind, ThrottleLimit};
 pub use executor::{ExecutorOptions, LATENCY_BUCKETS, LatencyHistogram, Metrics};
+pub use fetch::FetchPage;
 pub use metadata::{
     ChoiceOption, ColumnDefinition, ColumnType, NewColumn, NewColumnType, SystemView, TableDefinition, TableSummary,
 };

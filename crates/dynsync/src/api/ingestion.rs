@@ -588,16 +588,6 @@ pub async fn create_flow(state: &AppState, caller: Caller, body: &[u8]) -> ApiRe
             ),
         ));
     }
-    if let SourceObject::View { view, .. } = &source.object {
-        return Err(refuse(
-            "sourceConnectionIds[0]",
-            format!(
-                "source connection {} reads the view '{view}'; this dynsync loads tables through change tracking, not views yet: \
-                 create a source connection of the view's table instead",
-                source.id
-            ),
-        ));
-    }
     let client = client_of(state, &caller, source.base_connection_id).await?;
     let table = client
         .table(source.object.table())
@@ -610,7 +600,7 @@ pub async fn create_flow(state: &AppState, caller: Caller, body: &[u8]) -> ApiRe
         ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", listed.join("; "))
             .with_report(json!({"problems": report}))
     })?;
-    if !table.change_tracking {
+    if !table.change_tracking && matches!(source.object, SourceObject::Table { .. }) {
         // Without change tracking, loads after the first read the rows modified since by the delta column.
         let delta = &definition.delta_column;
         match table.column(delta).map(|c| &c.kind) {

@@ -9,6 +9,10 @@
 //! token Dynamics no longer keeps (`0x80044352`) starts a *resync*, a scan of a tracked table. Scans and resyncs
 //! write only the rows whose version changed, so the dataset holds each `(id, version)` once.
 //!
+//! A system view is read whole at each load, through its FetchXML (asking also for the id, the version and the
+//! columns the flow maps), page by page with its paging cookie: a scan, so rows that changed are written and rows
+//! that left the view are marked deleted.
+//!
 //! At the start of each load the table's metadata is read again: a column added in Dynamics joins the dataset, a
 //! column whose type changed starts a new dataset generation with a full load.
 
@@ -93,6 +97,8 @@ pub enum Resume {
     Token { token: DeltaToken },
     /// The rows modified since the cursor's watermark.
     Watermark,
+    /// A view: each load reads it whole.
+    View,
 }
 
 /// A record as the feed gives it to the job.
@@ -137,6 +143,8 @@ struct Reading {
     shape: TableShape,
     table: Table,
     tracked: bool,
+    /// A view's FetchXML, asking also for the columns the flow needs.
+    view: Option<String>,
     read_at: Instant,
 }
 
@@ -211,8 +219,29 @@ impl Feed {
         self.client.invalidate_table(name);
         let definition =
             self.client.table(name).await.map_err(|error| StepError::Metadata { table: "source", error })?;
-        let shape = TableShape::new(&definition, self.object.primary_key(), &self.definition.columns, "mappings")
-            .map_err(|problems| {
+        let view = match &self.object {
+            SourceObject::Table { .. } => None,
+            SourceObject::View { view, view_id, table, .. } => {
+                let views = self.client.system_views(Some(table)).await;
+                let views = views.map_err(|error| StepError::Metadata { table: "source", error })?;
+                let found = views.into_iter().find(|v| v.id.parse::<Uuid>().ok() == Some(*view_id));
+                Some(found.ok_or_else(|| {
+                    StepError::Definition(format!("the view '{view}' ({view_id}) of {table} is gone from Dynamics"))
+                })?)
+            }
+        };
+        // A view's columns, unless the flow names its own.
+        let mappings = match (&view, self.definition.columns.is_empty()) {
+            (Some(view), true) => view
+                .columns()
+                .into_iter()
+                .filter(|c| definition.column(c).is_some_and(super::shape::loadable))
+                .map(|c| super::shape::ColumnMapping { source: c.clone(), destination: c })
+                .collect(),
+            _ => self.definition.columns.clone(),
+        };
+        let shape =
+            TableShape::new(&definition, self.object.primary_key(), &mappings, "mappings").map_err(|problems| {
                 let listed: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
                 StepError::Definition(format!("the {name} table no longer fits the flow: {}", listed.join("; ")))
             })?;
@@ -220,13 +249,23 @@ impl Feed {
             Some(grown) => (generation, grown),
             None => (generation + 1, shape),
         };
+        let view = match view {
+            None => None,
+            Some(view) => {
+                let columns = shape.columns_read();
+                let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+                let fetch = dataverse::fetch::with_attributes(&view.fetch_xml, &columns, PAGE_SIZE)
+                    .map_err(|e| StepError::Definition(format!("the view '{}' cannot be read: {e}", view.name)))?;
+                Some(fetch)
+            }
+        };
         let table = Table {
             logical_name: definition.logical_name.clone(),
             entity_set: definition.entity_set_name.clone(),
             primary_id: shape.primary_key.clone(),
         };
-        let reading =
-            Reading { generation, shape, table, tracked: definition.change_tracking, read_at: Instant::now() };
+        let tracked = definition.change_tracking && view.is_none();
+        let reading = Reading { generation, shape, table, tracked, view, read_at: Instant::now() };
         self.schemas.set(reading.generation, &reading.shape.schema);
         *self.reading.lock().expect("reading lock") = Some(reading.clone());
         Ok(reading)
@@ -284,12 +323,15 @@ impl Feed {
             Position::Reading { .. } => None,
         });
         let new_generation = reading.generation != generation;
-        // A first load, a new generation, a table whose tracking was turned on or off: the table is read whole.
+        // A first load, a new generation, a table whose tracking was turned on or off: the table is read whole. A
+        // view is read whole at each load, as a scan: what changed is written, what left the view is deleted.
         let kind = match (previous, &resume) {
             (None, _) => LoadKind::Full,
             _ if new_generation => LoadKind::Full,
+            _ if reading.view.is_some() => LoadKind::Scan,
             (Some(_), Some(Resume::Token { .. })) if !reading.tracked => LoadKind::Full,
             (Some(_), Some(Resume::Watermark)) if reading.tracked => LoadKind::Full,
+            (Some(_), Some(Resume::View)) => LoadKind::Full,
             (Some(c), _) if !reading.tracked && kind == LoadKind::Incremental => {
                 let scanned = c.last_scan.unwrap_or(c.load.started);
                 let every = chrono::Duration::seconds(self.definition.scan_seconds);
@@ -301,6 +343,7 @@ impl Feed {
         let select: Vec<&str> = select.iter().map(String::as_str).collect();
         let watermark = previous.and_then(|c| c.watermark.clone()).filter(|_| !new_generation);
         let link = match (kind, &resume, reading.tracked) {
+            _ if reading.view.is_some() => reading.view.clone().expect("a view's query"),
             (LoadKind::Incremental, Some(Resume::Token { token }), true) => {
                 // The token goes on with the shape's columns now: a column added since joins.
                 with_select(&ChangeLink::from(token.clone()), &select).0
@@ -367,6 +410,12 @@ impl Feed {
         reading: &Reading,
         link: &str,
     ) -> Result<PageRead, dataverse::Error> {
+        if reading.view.is_some() {
+            // A view's position is the FetchXML of its next page.
+            let page = self.client.fetch_page(&reading.table, link).await?;
+            let next = page.next.map_or(Next::Done(Resume::View), Next::More);
+            return Ok(PageRead { items: page.records.into_iter().map(ChangePageItem::Upserted).collect(), next });
+        }
         if cursor.load.tracked {
             let page = self.client.changes_page(&reading.table, &ChangeLink(link.to_string()), PAGE_SIZE).await?;
             let next = match page.next {

@@ -259,6 +259,19 @@ impl TableShape {
         record.get(&self.primary_key).and_then(Json::as_str).and_then(|s| Uuid::parse_str(s).ok())
     }
 
+    /// The columns to read by logical name (as FetchXML names them): the loaded columns, the primary key, the
+    /// version, and when the record was created.
+    pub fn columns_read(&self) -> Vec<String> {
+        let mut columns: Vec<String> = self.loaded.iter().map(|l| l.logical_name.clone()).collect();
+        let audit: &[&str] = if self.audited { &["createdon"] } else { &[] };
+        for always in [self.primary_key.as_str(), "versionnumber"].iter().chain(audit) {
+            if !columns.iter().any(|s| s == always) {
+                columns.push(always.to_string());
+            }
+        }
+        columns
+    }
+
     /// The properties to `$select`: the loaded columns, the primary key, the version, and when the record was
     /// created (to tell a creation from a change).
     pub fn select(&self) -> Vec<String> {
