@@ -203,7 +203,6 @@ pub async fn run(contacts: usize) -> anyhow::Result<bool> {
         }
     }
     service.stop().await;
-    let _ = emulator;
     if problems.is_empty() {
         println!("PASS ({:.1} s)", started.elapsed().as_secs_f64());
         Ok(true)

@@ -5,7 +5,7 @@
 //! Discovery reads one table's metadata at a time — the list of tables is one request without their columns —
 //! so an environment with thousands of tables is explored in bounded memory.
 
-use super::shape::{ColumnMapping, TableShape, dataset_type, loadable};
+use super::shape::{ColumnMapping, TableShape, dataset_type};
 use crate::dataset::{ColumnKind, Operation, Value};
 use chrono::Utc;
 use dataverse::{ColumnDefinition, ColumnType, Query, TableDefinition};
@@ -230,11 +230,6 @@ pub async fn preview(
         rows.push(out);
     }
     Ok(rows)
-}
-
-/// Whether a column can be loaded, for callers that list columns themselves.
-pub fn is_loadable(column: &ColumnDefinition) -> bool {
-    loadable(column)
 }
 
 #[cfg(test)]
