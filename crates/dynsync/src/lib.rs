@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod remote;
 pub mod secrets;
 pub mod service;
+pub mod source;
 pub mod specs;
 pub mod store;
 pub mod target;

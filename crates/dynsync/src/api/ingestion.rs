@@ -5,14 +5,15 @@
 use super::{ApiError, ApiResult, AppState, Caller, flow_json, id_and_etag, items, parse_body};
 use crate::access::Role;
 use crate::dataset::DatasetName;
+use crate::dataset::target::{DatasetFormat, DatasetTarget};
 use crate::ids::{ConnectionId, Etag, FlowId, SourceConnectionId, TargetConnectionId};
 use crate::ingestion::definition::FlowRequest;
 use crate::ingestion::explore::{self, ExploredObject, ExploredSchema};
 use crate::ingestion::job::open_destination;
-use crate::ingestion::resources::{DatasetFormat, DatasetTarget, SourceConnection, SourceObject};
 use crate::ingestion::shape::TableShape;
 use crate::ingestion::{IngestionFlow, job};
 use crate::secrets::Secret;
+use crate::source::{SourceConnection, SourceObject};
 use crate::specs;
 use crate::store::{FlowRecord, Load};
 use axum::body::Bytes;

@@ -13,6 +13,7 @@
 
 pub mod files;
 pub mod postgres;
+pub mod target;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};

@@ -17,12 +17,12 @@
 //! column whose type changed starts a new dataset generation with a full load.
 
 use super::definition::IngestionDefinition;
-use super::resources::SourceObject;
 use super::schedule::Every;
 use super::shape::TableShape;
 use crate::dataset::{DatasetName, DatasetRow, DatasetSchema, Destination, Latest, Operation};
 use crate::ids::FlowId;
 use crate::pipeline::{Source, SourceBatch, SourceRecord, StepError};
+use crate::source::SourceObject;
 use crate::store::{Load, LoadKind, Store};
 use chrono::{DateTime, SubsecRound, Utc};
 use dataverse::{ChangeLink, ChangePageItem, DeltaToken, Filter, Order, PageNext, Query, Record, Table};

@@ -7,13 +7,14 @@
 
 use super::definition::IngestionDefinition;
 use super::feed::{Fed, Feed, Schemas};
-use super::resources::{DatasetFormat, DatasetTarget, SourceConnection};
+use crate::dataset::target::{DatasetFormat, DatasetTarget};
 use crate::dataset::{Batch, DatasetRow, Destination, Operation};
 use crate::ids::FlowId;
 use crate::pipeline::flow::Flow;
 use crate::pipeline::runner::{self, ConnectionRef, Runner};
 use crate::pipeline::supervisor::{BoxFuture, FlowContext, JobRunner};
 use crate::pipeline::{Clients, Decision, Exclusion, Job, Note, Paused, Refusal, Sink, SourceRecord, StepError, Taken};
+use crate::source::SourceConnection;
 use crate::store::{Backlog, Store, StoreError};
 use chrono::{DateTime, Utc};
 use dataverse::Backoff;

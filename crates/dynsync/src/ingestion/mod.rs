@@ -1,7 +1,8 @@
 //! Table ingestion (seed 003): explore a Dynamics environment's tables and views, then load one into a dataset —
 //! fully, then incrementally through change tracking — on a schedule or continuously.
 //!
-//! - [`resources`]: source connections (a table or view of a Dynamics connection) and dataset targets.
+//! Its resources besides the flow are [`crate::source`] (what it reads) and [`crate::dataset::target`] (where it
+//! writes).
 //! - [`definition`]: the flow, as Flow Service's `POST /flows` defines it; [`schedule`]: when it loads.
 //! - [`shape`]: how a table's columns become a dataset's, and a record a row.
 //! - [`feed`]: the change feed, page by page, with per-page checkpoints, schema drift and resyncs.
@@ -12,7 +13,6 @@ pub mod definition;
 pub mod explore;
 pub mod feed;
 pub mod job;
-pub mod resources;
 pub mod schedule;
 pub mod shape;
 

@@ -5,13 +5,14 @@
 mod engine;
 mod flows;
 mod governance;
-mod ingestion;
 mod inlets;
 mod leases;
+mod loads;
 mod log;
 mod migrations;
 mod outbox;
 mod runs;
+mod sources;
 mod tokens;
 
 use crate::connection::{Connection, ConnectionAuth};
@@ -27,9 +28,9 @@ use std::sync::Arc;
 
 pub use engine::DatabaseKind;
 pub use flows::{FlowRecord, FlowState};
-pub use ingestion::{Load, LoadKind};
 pub use inlets::{InletReject, REJECTS_KEPT, secret_digest};
 pub use leases::{Lease, LeaseStatus, ProcessId, RuntimeStatus};
+pub use loads::{Load, LoadKind};
 pub use log::{Backlog, LogEntry};
 pub use outbox::{OutboxEntry, OutboxMessage, OutboxState};
 pub use runs::{
