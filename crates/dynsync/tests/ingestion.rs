@@ -542,6 +542,13 @@ async fn a_view_is_loaded_whole_each_time_and_rows_that_leave_it_are_deleted(bac
     let Some(world) = World::start(backend).await else { return };
     let ids = create_contacts(&world, 9).await;
     let connection = source_connection(&world).await;
+    let path = "explore?objectType=view&object=Active%20Contacts&preview=true&previewCount=3";
+    let reply = world.get(&format!("connections/{connection}/{path}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let explored = reply.json();
+    let columns = explored["schema"]["columns"].as_array().unwrap();
+    assert!(columns.iter().any(|c| c["name"] == "fullname"), "the view's columns: {explored}");
+    assert_eq!(explored["data"].as_array().unwrap().len(), 3, "{explored}");
     let reply = world
         .post(
             "sourceConnections",

@@ -115,9 +115,15 @@ pub async fn explore(
                 .await
                 .map_err(|e| unreachable_metadata(&format!("table {}", view.table), e))?;
             let columns = view.columns();
+            // The preview reads the view's columns that hold data; the schema names the others as not loadable.
+            let loadable: Vec<String> = columns
+                .iter()
+                .filter(|c| table.column(c).is_some_and(crate::ingestion::shape::loadable))
+                .cloned()
+                .collect();
             let data = match query.preview {
                 true => Some(
-                    explore::preview(&client, &table, Some(&columns), preview_count(&query)?)
+                    explore::preview(&client, &table, Some(&loadable), preview_count(&query)?)
                         .await
                         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "preview-unavailable", e))?,
                 ),
