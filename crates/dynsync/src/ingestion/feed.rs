@@ -331,7 +331,6 @@ impl Feed {
             _ if reading.view.is_some() => LoadKind::Scan,
             (Some(_), Some(Resume::Token { .. })) if !reading.tracked => LoadKind::Full,
             (Some(_), Some(Resume::Watermark)) if reading.tracked => LoadKind::Full,
-            (Some(_), Some(Resume::View)) => LoadKind::Full,
             (Some(c), _) if !reading.tracked && kind == LoadKind::Incremental => {
                 let scanned = c.last_scan.unwrap_or(c.load.started);
                 let every = chrono::Duration::seconds(self.definition.scan_seconds);
