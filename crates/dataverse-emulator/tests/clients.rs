@@ -88,10 +88,18 @@ fn dynamics_web_api(tls: Option<&TlsEmulator>) {
         );
     }
     let dir = clients_dir("dynamics-web-api");
-    if !dir.join("node_modules/dynamics-web-api").exists() {
-        let status =
-            Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir).status().expect("npm runs");
-        assert!(status.success(), "npm ci failed in {}", dir.display());
+    {
+        // The tests run at once, and two `npm ci` in one folder remove each other's files: one installs.
+        static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+        if !dir.join("node_modules/dynamics-web-api").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm runs");
+            assert!(status.success(), "npm ci failed in {}", dir.display());
+        }
     }
     let mut node = Command::new("node");
     node.arg("--test").current_dir(&dir).env("DATAVERSE_EMULATOR_BIN", env!("CARGO_BIN_EXE_dataverse-emulator"));
