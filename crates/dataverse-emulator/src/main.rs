@@ -2,6 +2,11 @@
 //! credentials; logs go to stderr.
 
 use anyhow::Context;
+
+/// The same allocator as dynsync's (see its crate root): serving a page is many small allocations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use dataverse_emulator::limits::parse_duration;
 use dataverse_emulator::{CostModel, EmulatorConfig, FaultPlan, FaultRule, Limits, Secret};

@@ -91,7 +91,13 @@ async fn main() {
         let rows: Vec<DatasetRow> = (written..(written + BATCH as u64).min(total)).map(contact).collect();
         let started = Instant::now();
         destination
-            .write(Batch { dataset: &dataset, generation: 1, schema: &schema, load, rows: &rows })
+            .write(Batch {
+                dataset: &dataset,
+                generation: 1,
+                schema: &schema,
+                load,
+                rows: &rows.iter().collect::<Vec<_>>(),
+            })
             .await
             .expect("the batch is written");
         writing += started.elapsed();

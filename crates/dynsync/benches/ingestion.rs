@@ -296,6 +296,7 @@ async fn main() {
     let free_state = states.path().join("free.json");
     let emulator = Emulator::start(&free_state, false);
     seed(&emulator.client(), rows).await;
+    eprintln!("{rows} contacts created in the emulator; the full load starts");
     let before = peak_memory_mb();
     let (own_cpu, emulator_cpu) = (cpu_seconds("self"), cpu_seconds(&emulator.child.id().to_string()));
     let rate = full_load(&emulator, rows).await;

@@ -140,6 +140,18 @@ fn contact(n: u128, version: i64, operation: Operation, extra: Option<&str>) -> 
 /// Writes the scenario: load 1 (ids 1–5, versions 101–105) in two batches, the first written twice; load 2 with a
 /// new column `jobtitle`: id 2 updated (v201), id 3 deleted, id 6 created (v202); the first batch once more; and
 /// generation 2 where `numberofchildren` became a bigint.
+/// Writes `rows` as one batch of generation 1.
+async fn write_rows(
+    destination: &Destination,
+    dataset: &DatasetName,
+    schema: &DatasetSchema,
+    load: DateTime<Utc>,
+    rows: &[DatasetRow],
+) {
+    let rows: Vec<&DatasetRow> = rows.iter().collect();
+    destination.write(Batch { dataset, generation: 1, schema, load, rows: &rows }).await.unwrap();
+}
+
 async fn write_scenario(destination: &Destination, dataset: &str) -> Scenario {
     let dataset = DatasetName::try_from(dataset.to_string()).unwrap();
     let first = DatasetSchema {
@@ -159,14 +171,13 @@ async fn write_scenario(destination: &Destination, dataset: &str) -> Scenario {
     let first_load: Vec<DatasetRow> = (1..=5).map(|n| contact(n, 100 + n as i64, Operation::Read, None)).collect();
     let load_1 = Utc.with_ymd_and_hms(2026, 2, 1, 9, 0, 0).unwrap();
     let load_2 = Utc.with_ymd_and_hms(2026, 2, 2, 9, 0, 0).unwrap();
-    let batch = |schema, load, rows| Batch { dataset: &dataset, generation: 1, schema, load, rows };
-    destination.write(batch(&first, load_1, &first_load[..3])).await.unwrap();
+    write_rows(destination, &dataset, &first, load_1, &first_load[..3]).await;
     let mut again = first_load[..3].to_vec();
     for row in &mut again {
         row.synced_at = Utc::now();
     }
-    destination.write(batch(&first, load_1, &again)).await.unwrap();
-    destination.write(batch(&first, load_1, &first_load[3..])).await.unwrap();
+    write_rows(destination, &dataset, &first, load_1, &again).await;
+    write_rows(destination, &dataset, &first, load_1, &first_load[3..]).await;
 
     let deleted = DatasetRow {
         id: id(3),
@@ -180,14 +191,14 @@ async fn write_scenario(destination: &Destination, dataset: &str) -> Scenario {
         deleted,
         contact(6, 202, Operation::Create, Some("Buyer")),
     ];
-    destination.write(batch(&widened, load_2, &incremental)).await.unwrap();
-    destination.write(batch(&first, load_1, &again)).await.unwrap();
+    write_rows(destination, &dataset, &widened, load_2, &incremental).await;
+    write_rows(destination, &dataset, &first, load_1, &again).await;
 
     let mut second = first.clone();
     second.columns[3].kind = ColumnKind::BigInt;
     let mut row = contact(1, 301, Operation::Read, None);
     row.values[3] = Value::BigInt(5_000_000_000);
-    let second_batch = Batch { dataset: &dataset, generation: 2, schema: &second, load: load_2, rows: &[row] };
+    let second_batch = Batch { dataset: &dataset, generation: 2, schema: &second, load: load_2, rows: &[&row] };
     destination.write(second_batch).await.unwrap();
     Scenario { dataset, first, widened, first_load, incremental }
 }

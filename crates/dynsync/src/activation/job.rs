@@ -20,10 +20,11 @@ use std::sync::Arc;
 pub const JOB: &str = "activation";
 
 impl Job for Activation {
+    type Body = String;
     type Key = ContactId;
     type Write = Map<String, Json>;
 
-    fn decide(&self, record: &SourceRecord) -> Decision<ContactId, Map<String, Json>> {
+    fn decide(&self, record: SourceRecord) -> Decision<ContactId, Map<String, Json>> {
         let profile = serde_json::from_str(&record.body).ok().and_then(|m| Profile::from_message(m).ok());
         let Some(profile) = profile else {
             // Ingestion accepts only well-formed profiles; a log entry that is not one was written by hand.

@@ -529,7 +529,9 @@ pub async fn dataset_rows(
     if !(1..=MAX_ROWS).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit={limit}: a quick look shows 1 to {MAX_ROWS} rows")));
     }
-    let destination = open_destination(&target, &state.data_dir)
+    let destination = state
+        .datasets
+        .open(&target, &state.data_dir)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dataset-unavailable", e.to_string()))?;
     let generation = query.generation.unwrap_or(1);

@@ -44,6 +44,8 @@ pub struct AppState {
     pub hosts: crate::hosts::AllowedHosts,
     /// The data directory: datasets kept as Parquet files are under it.
     pub data_dir: std::path::PathBuf,
+    /// Datasets opened for a quick look at their rows.
+    pub datasets: crate::ingestion::job::OpenDatasets,
     /// SHA-256 digests of the accepted API tokens.
     token_digests: Vec<[u8; 32]>,
 }
@@ -82,6 +84,7 @@ impl AppState {
     ) -> AppState {
         AppState {
             data_dir,
+            datasets: Default::default(),
             store,
             supervisor,
             clients,

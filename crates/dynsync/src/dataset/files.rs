@@ -446,7 +446,7 @@ fn widest(recorded: &DatasetSchema, batch: &DatasetSchema) -> Result<DatasetSche
 /// The file a batch becomes: `part-<hash>.parquet`, where the hash covers the generation and each row's id,
 /// operation, version and values (trailing nulls dropped, so a row read before a column was added names the same
 /// file) — not `synced_at`, which a rewrite changes.
-pub fn file_name(generation: u32, rows: &[DatasetRow]) -> String {
+pub fn file_name(generation: u32, rows: &[&DatasetRow]) -> String {
     let mut hash = Sha256::new();
     hash.update(generation.to_le_bytes());
     for row in rows {
@@ -556,7 +556,7 @@ fn column_type(name: &str, kind: ColumnKind, repetition: Repetition) -> TypePtr 
 const DECIMAL_MAX: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
 
 /// A batch as the bytes of one Parquet file of one row group, Snappy-compressed.
-pub fn encode(schema: &DatasetSchema, rows: &[DatasetRow]) -> Result<Vec<u8>, String> {
+pub fn encode(schema: &DatasetSchema, rows: &[&DatasetRow]) -> Result<Vec<u8>, String> {
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(rows.len().max(1)))
@@ -606,7 +606,7 @@ fn uuid_bytes(id: Uuid) -> FixedLenByteArray {
 fn gather<T>(
     column: &DatasetColumn,
     index: usize,
-    rows: &[DatasetRow],
+    rows: &[&DatasetRow],
     convert: impl Fn(&Value) -> Option<Result<T, String>>,
 ) -> Result<(Vec<T>, Vec<i16>), String> {
     let mut values = Vec::with_capacity(rows.len());
@@ -651,7 +651,7 @@ fn write_mapped(
     group: &mut SerializedRowGroupWriter<'_, &mut Vec<u8>>,
     column: &DatasetColumn,
     index: usize,
-    rows: &[DatasetRow],
+    rows: &[&DatasetRow],
 ) -> Result<(), String> {
     macro_rules! column {
         ($parquet:ty, $pattern:pat => $value:expr) => {{
@@ -905,7 +905,11 @@ mod tests {
         )
     }
 
-    fn round_trip(schema: &DatasetSchema, rows: &[DatasetRow]) -> Vec<DatasetRow> {
+    fn refs(rows: &[DatasetRow]) -> Vec<&DatasetRow> {
+        rows.iter().collect()
+    }
+
+    fn round_trip(schema: &DatasetSchema, rows: &[&DatasetRow]) -> Vec<DatasetRow> {
         let bytes = encode(schema, rows).expect("the rows encode");
         let mut read = Vec::new();
         decode(schema, Bytes::from(bytes), &mut |row| read.push(row)).expect("the file decodes");
@@ -915,7 +919,7 @@ mod tests {
     #[test]
     fn every_column_kind_reads_back_as_written_exactly() {
         let rows = vec![full_row(1), full_row(2)];
-        assert_eq!(round_trip(&schema(), &rows), rows);
+        assert_eq!(round_trip(&schema(), &refs(&rows)), rows);
     }
 
     #[test]
@@ -929,13 +933,13 @@ mod tests {
             .enumerate()
             .map(|(i, v)| row(i as u128, Some(1), Operation::Read, vec![Value::Decimal(*v)]))
             .collect();
-        assert_eq!(round_trip(&schema, &rows), rows);
+        assert_eq!(round_trip(&schema, &refs(&rows)), rows);
         let parquet = parquet_schema(&schema);
         let amount = &parquet.get_fields()[0];
         assert_eq!(amount.get_physical_type(), PhysicalType::FIXED_LEN_BYTE_ARRAY);
         assert_eq!(amount.get_basic_info().logical_type_ref(), Some(&LogicalType::decimal(2, 38)));
         let too_wide = vec![row(9, Some(1), Operation::Read, vec![Value::Decimal(DECIMAL_MAX + 1)])];
-        let refused = encode(&schema, &too_wide).unwrap_err();
+        let refused = encode(&schema, &refs(&too_wide)).unwrap_err();
         assert!(refused.contains("more than 38 digits") && refused.contains("amount"), "{refused}");
     }
 
@@ -960,7 +964,7 @@ mod tests {
             row(1, Some(5), Operation::Update, vec![Value::Null, Value::Boolean(true)]),
             row(2, None, Operation::Delete, vec![]),
         ];
-        let read = round_trip(&schema(), &rows);
+        let read = round_trip(&schema(), &refs(&rows));
         assert_eq!(read[0].values.len(), 9);
         assert_eq!(read[0].values[1], Value::Boolean(true));
         assert!(read[0].values.iter().enumerate().all(|(i, v)| i == 1 || *v == Value::Null));
@@ -971,28 +975,28 @@ mod tests {
     #[test]
     fn a_value_of_the_wrong_kind_is_refused_naming_the_record_and_column() {
         let rows = vec![row(7, Some(1), Operation::Read, vec![Value::Integer(3)])];
-        let refused = encode(&schema(), &rows).unwrap_err();
+        let refused = encode(&schema(), &refs(&rows)).unwrap_err();
         assert!(refused.contains("fullname") && refused.contains(&Uuid::from_u128(7).to_string()), "{refused}");
     }
 
     #[test]
     fn the_file_name_depends_on_the_rows_and_generation_only() {
         let rows = vec![full_row(1), full_row(2)];
-        let name = file_name(1, &rows);
+        let name = file_name(1, &refs(&rows));
         assert!(name.starts_with("part-") && name.ends_with(".parquet") && name.len() == 45, "{name}");
         let mut later = rows.clone();
         later[0].synced_at = Utc::now();
-        assert_eq!(file_name(1, &later), name, "a rewrite at another time names the same file");
+        assert_eq!(file_name(1, &refs(&later)), name, "a rewrite at another time names the same file");
         let mut padded = rows.clone();
         padded[1].values.push(Value::Null);
-        assert_eq!(file_name(1, &padded), name, "a trailing null is no change");
-        assert_ne!(file_name(2, &rows), name, "another generation");
+        assert_eq!(file_name(1, &refs(&padded)), name, "a trailing null is no change");
+        assert_ne!(file_name(2, &refs(&rows)), name, "another generation");
         let mut changed = rows.clone();
         changed[1].version = Some(9999);
-        assert_ne!(file_name(1, &changed), name, "another version");
+        assert_ne!(file_name(1, &refs(&changed)), name, "another version");
         changed = rows.clone();
         changed[0].values[0] = Value::Text("Contact 1".into());
-        assert_ne!(file_name(1, &changed), name, "another value");
+        assert_ne!(file_name(1, &refs(&changed)), name, "another value");
     }
 
     #[test]
@@ -1028,7 +1032,7 @@ mod tests {
         let (dataset, schema) = (dataset(), schema());
         let load = Utc.with_ymd_and_hms(2026, 3, 1, 11, 0, 0).unwrap();
         let rows = vec![full_row(1), full_row(2)];
-        let batch = Batch { dataset: &dataset, generation: 1, schema: &schema, load, rows: &rows };
+        let batch = Batch { dataset: &dataset, generation: 1, schema: &schema, load, rows: &refs(&rows) };
         destination.write(batch).await.unwrap();
         destination.write(batch).await.unwrap();
         let manifest = destination.manifest(&dataset).await.unwrap().expect("a manifest");
@@ -1050,7 +1054,10 @@ mod tests {
         let (dataset, first) = (dataset(), schema());
         let load = Utc::now();
         let rows = vec![full_row(1)];
-        destination.write(Batch { dataset: &dataset, generation: 1, schema: &first, load, rows: &rows }).await.unwrap();
+        destination
+            .write(Batch { dataset: &dataset, generation: 1, schema: &first, load, rows: &refs(&rows) })
+            .await
+            .unwrap();
         let mut changed = first.clone();
         changed.columns[2].kind = ColumnKind::BigInt;
         let batch = Batch { dataset: &dataset, generation: 1, schema: &changed, load, rows: &[] };

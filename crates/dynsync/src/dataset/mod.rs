@@ -203,7 +203,7 @@ pub struct Batch<'a> {
     pub schema: &'a DatasetSchema,
     /// The load the rows belong to (its start), for the files' manifest.
     pub load: DateTime<Utc>,
-    pub rows: &'a [DatasetRow],
+    pub rows: &'a [&'a DatasetRow],
 }
 
 /// Why a dataset could not be written or read. Every variant is worth trying again once its cause is fixed.

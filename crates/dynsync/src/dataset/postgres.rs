@@ -364,7 +364,7 @@ fn parse_decimal(text: &str, scale: u8) -> Option<i128> {
 }
 
 /// The multi-row upsert of `rows`.
-fn upsert(table: &str, schema: &DatasetSchema, rows: &[DatasetRow]) -> Result<QueryBuilder<Postgres>, String> {
+fn upsert(table: &str, schema: &DatasetSchema, rows: &[&DatasetRow]) -> Result<QueryBuilder<Postgres>, String> {
     let mut names: Vec<String> = schema.columns.iter().map(|c| quoted(&c.name)).collect();
     names.extend([ID_COLUMN, OPERATION_COLUMN, VERSION_COLUMN, DELETED_COLUMN, SYNCED_AT_COLUMN].map(quoted));
     let mut insert = QueryBuilder::<Postgres>::new(format!("INSERT INTO {} ({}) ", quoted(table), names.join(", ")));
@@ -564,7 +564,7 @@ mod tests {
             synced_at: DateTime::UNIX_EPOCH,
         };
         let rows = vec![row; count + 1];
-        let sql = upsert("contacts", &wide, &rows[..count]).unwrap().into_string();
+        let sql = upsert("contacts", &wide, &rows[..count].iter().collect::<Vec<_>>()).unwrap().into_string();
         let highest = sql
             .split('$')
             .skip(1)
@@ -584,7 +584,7 @@ mod tests {
             values: vec![Value::Text("seven".into())],
             synced_at: DateTime::UNIX_EPOCH,
         };
-        let refused = upsert("people", &schema, &[row]).err().expect("refused");
+        let refused = upsert("people", &schema, &[&row]).err().expect("refused");
         assert!(refused.contains("age") && refused.contains(&Uuid::from_u128(7).to_string()), "{refused}");
     }
 }

@@ -102,8 +102,7 @@ pub enum Resume {
 }
 
 /// A record as the feed gives it to the job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Fed {
     /// A dataset row of a generation, and what could not be read of it.
     Row { generation: u32, load: DateTime<Utc>, row: DatasetRow, notes: Vec<String> },
@@ -112,8 +111,8 @@ pub enum Fed {
 }
 
 impl Fed {
-    fn record(&self, position: String) -> SourceRecord {
-        SourceRecord { position, body: serde_json::to_string(self).expect("a fed record serializes") }
+    fn record(self, position: String) -> SourceRecord<Fed> {
+        SourceRecord { position, body: self }
     }
 }
 
@@ -382,7 +381,7 @@ impl Feed {
         self.records_load(cursor.load.kind).then_some(cursor.load.started)
     }
 
-    fn batch(&self, records: Vec<SourceRecord>, cursor: &FeedCursor) -> SourceBatch {
+    fn batch(&self, records: Vec<SourceRecord<Fed>>, cursor: &FeedCursor) -> SourceBatch<Fed> {
         SourceBatch { records, cursor: cursor_text(cursor), run: self.run_of(cursor) }
     }
 
@@ -430,7 +429,7 @@ impl Feed {
     }
 
     /// The rows of one page from `link`, and the cursor after it.
-    async fn page(&self, cursor: FeedCursor, link: &str) -> Result<SourceBatch, StepError> {
+    async fn page(&self, cursor: FeedCursor, link: &str) -> Result<SourceBatch<Fed>, StepError> {
         let Some(reading) = self.reading_for(&cursor).await? else {
             tracing::warn!(flow = %self.flow, table = self.object.table(), "a column changed type: the flow loads a new dataset generation");
             let next = self.start_load(Some(&cursor), LoadKind::Full).await?;
@@ -507,7 +506,7 @@ impl Feed {
         Ok(self.batch(records, &next))
     }
 
-    async fn first_page(&self, cursor: FeedCursor) -> Result<SourceBatch, StepError> {
+    async fn first_page(&self, cursor: FeedCursor) -> Result<SourceBatch<Fed>, StepError> {
         let Position::Reading { link } = cursor.at.clone() else { unreachable!("a load starts reading") };
         self.page(cursor, &link).await
     }
@@ -550,7 +549,7 @@ impl Feed {
     }
 
     /// After a scan's last page is written: the rows it did not see again are marked deleted.
-    async fn sweep(&self, cursor: FeedCursor, resume: Resume) -> Result<SourceBatch, StepError> {
+    async fn sweep(&self, cursor: FeedCursor, resume: Resume) -> Result<SourceBatch<Fed>, StepError> {
         let Some(reading) = self.reading_for(&cursor).await? else {
             let next = self.start_load(Some(&cursor), LoadKind::Full).await?;
             return self.first_page(next).await;
@@ -575,7 +574,9 @@ impl Feed {
 }
 
 impl Source for Feed {
-    async fn read(&self, cursor: Option<&str>, _limit: usize) -> Result<Option<SourceBatch>, StepError> {
+    type Body = Fed;
+
+    async fn read(&self, cursor: Option<&str>, _limit: usize) -> Result<Option<SourceBatch<Fed>>, StepError> {
         let cursor = match cursor {
             None => {
                 if self.definition.schedule.next_load(None).is_some_and(|due| due > Utc::now()) {

@@ -9,7 +9,7 @@ use super::definition::IngestionDefinition;
 use super::feed::{Fed, Feed, Schemas};
 use crate::dataset::target::{DatasetFormat, DatasetTarget};
 use crate::dataset::{Batch, DatasetRow, Destination, Operation};
-use crate::ids::FlowId;
+use crate::ids::{Etag, FlowId, TargetConnectionId};
 use crate::pipeline::flow::Flow;
 use crate::pipeline::runner::{self, ConnectionRef, Runner};
 use crate::pipeline::supervisor::{BoxFuture, FlowContext, JobRunner};
@@ -42,24 +42,20 @@ pub struct RowWrite {
 pub struct IngestionJob;
 
 impl Job for IngestionJob {
+    type Body = Fed;
     type Key = Uuid;
     type Write = RowWrite;
 
-    fn decide(&self, record: &SourceRecord) -> Decision<Uuid, RowWrite> {
-        match serde_json::from_str::<Fed>(&record.body) {
-            Ok(Fed::Row { generation, load, row, notes }) => Decision::Write {
+    fn decide(&self, record: SourceRecord<Fed>) -> Decision<Uuid, RowWrite> {
+        match record.body {
+            Fed::Row { generation, load, row, notes } => Decision::Write {
                 key: row.id,
                 notes: notes.into_iter().map(|n| Note::new("unreadable-value", n)).collect(),
                 write: RowWrite { generation, load, row },
             },
-            Ok(Fed::Unreadable { message }) => {
-                Decision::Exclude(Exclusion { code: "unreadable-row", message, identity: record.position.clone() })
+            Fed::Unreadable { message } => {
+                Decision::Exclude(Exclusion { code: "unreadable-row", message, identity: record.position })
             }
-            Err(e) => Decision::Exclude(Exclusion {
-                code: "unreadable-row",
-                message: format!("the row cannot be read back ({e}); it was fed by another dynsync version"),
-                identity: record.position.clone(),
-            }),
         }
     }
 
@@ -84,7 +80,7 @@ pub struct DatasetSink {
 }
 
 impl DatasetSink {
-    async fn write_generation(&self, generation: u32, load: DateTime<Utc>, rows: &[DatasetRow]) {
+    async fn write_generation(&self, generation: u32, load: DateTime<Utc>, rows: &[&DatasetRow]) {
         let schema = self.schemas.get(generation).unwrap_or_default();
         let batch = Batch { dataset: &self.target.dataset, generation, schema: &schema, load, rows };
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -106,7 +102,7 @@ impl Sink<Uuid, RowWrite> for DatasetSink {
                 .iter()
                 .position(|(_, w)| w.generation != generation || w.load != load)
                 .map_or(writes.len(), |n| start + n);
-            let rows: Vec<DatasetRow> = writes[start..end].iter().map(|(_, w)| w.row.clone()).collect();
+            let rows: Vec<&DatasetRow> = writes[start..end].iter().map(|(_, w)| &w.row).collect();
             self.write_generation(generation, load, &rows).await;
             start = end;
         }
@@ -156,6 +152,34 @@ pub async fn open_destination(target: &DatasetTarget, data_dir: &std::path::Path
             }))?)
         }
     })
+}
+
+/// How many datasets [`OpenDatasets`] keeps open: past it, it starts over.
+const OPEN_DATASETS: usize = 64;
+
+/// Datasets opened for quick looks through the API, each as its target was last saved: a look at a PostgreSQL
+/// dataset reuses its pool instead of connecting again.
+#[derive(Default)]
+pub struct OpenDatasets(std::sync::Mutex<std::collections::HashMap<TargetConnectionId, (Etag, Arc<Destination>)>>);
+
+impl OpenDatasets {
+    pub async fn open(
+        &self,
+        target: &DatasetTarget,
+        data_dir: &std::path::Path,
+    ) -> Result<Arc<Destination>, StepError> {
+        let kept = self.0.lock().expect("open datasets lock").get(&target.id).cloned();
+        if let Some((_, destination)) = kept.filter(|(etag, _)| *etag == target.etag) {
+            return Ok(destination);
+        }
+        let destination = Arc::new(open_destination(target, data_dir).await?);
+        let mut open = self.0.lock().expect("open datasets lock");
+        if open.len() >= OPEN_DATASETS {
+            open.clear();
+        }
+        open.insert(target.id, (target.etag.clone(), destination.clone()));
+        Ok(destination)
+    }
 }
 
 /// What an ingestion flow reads and writes, made ready.

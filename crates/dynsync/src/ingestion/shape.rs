@@ -75,28 +75,30 @@ impl Reader {
         })
     }
 
-    /// The dataset columns this reader fills, named after `name`.
-    fn columns(&self, name: &str) -> Vec<DatasetColumn> {
-        let column = |name: String, kind| DatasetColumn { name, kind };
+    /// The kind of the column holding the value itself, the first of [`Reader::columns`].
+    fn kind(&self) -> ColumnKind {
         match self {
-            Reader::Text => vec![column(name.into(), ColumnKind::Text)],
-            Reader::Boolean => vec![column(name.into(), ColumnKind::Boolean)],
-            Reader::Integer => vec![column(name.into(), ColumnKind::Integer)],
-            Reader::BigInt => vec![column(name.into(), ColumnKind::BigInt)],
-            Reader::Double => vec![column(name.into(), ColumnKind::Double)],
-            Reader::Decimal { scale } => vec![column(name.into(), ColumnKind::Decimal { scale: *scale })],
-            Reader::Timestamp => vec![column(name.into(), ColumnKind::Timestamp)],
-            Reader::Date => vec![column(name.into(), ColumnKind::Date)],
-            Reader::Uuid => vec![column(name.into(), ColumnKind::Uuid)],
-            Reader::Choice => {
-                vec![column(name.into(), ColumnKind::Integer), column(format!("{name}_label"), ColumnKind::Text)]
-            }
-            Reader::Choices => {
-                vec![column(name.into(), ColumnKind::Text), column(format!("{name}_label"), ColumnKind::Text)]
-            }
-            Reader::Lookup => {
-                vec![column(name.into(), ColumnKind::Uuid), column(format!("{name}_table"), ColumnKind::Text)]
-            }
+            Reader::Text | Reader::Choices => ColumnKind::Text,
+            Reader::Boolean => ColumnKind::Boolean,
+            Reader::Integer | Reader::Choice => ColumnKind::Integer,
+            Reader::BigInt => ColumnKind::BigInt,
+            Reader::Double => ColumnKind::Double,
+            Reader::Decimal { scale } => ColumnKind::Decimal { scale: *scale },
+            Reader::Timestamp => ColumnKind::Timestamp,
+            Reader::Date => ColumnKind::Date,
+            Reader::Uuid | Reader::Lookup => ColumnKind::Uuid,
+        }
+    }
+
+    /// The dataset columns this reader fills, named after `name`: the value, then a choice's label or a lookup's
+    /// table.
+    fn columns(&self, name: &str) -> Vec<DatasetColumn> {
+        let value = DatasetColumn { name: name.into(), kind: self.kind() };
+        let text = |suffix: &str| DatasetColumn { name: format!("{name}_{suffix}"), kind: ColumnKind::Text };
+        match self {
+            Reader::Choice | Reader::Choices => vec![value, text("label")],
+            Reader::Lookup => vec![value, text("table")],
+            _ => vec![value],
         }
     }
 }
@@ -142,7 +144,7 @@ pub fn loadable(column: &ColumnDefinition) -> bool {
 /// The dataset type a column takes, as explore shows it (`integer`, `decimal`, `date`…); `None` when it is not
 /// loadable.
 pub fn dataset_type(column: &ColumnDefinition) -> Option<ColumnKind> {
-    Reader::of(column).map(|r| r.columns("_")[0].kind)
+    Reader::of(column).map(|r| r.kind())
 }
 
 impl TableShape {

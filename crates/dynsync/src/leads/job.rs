@@ -38,10 +38,11 @@ pub struct LeadIntakeJob {
 }
 
 impl Job for LeadIntakeJob {
+    type Body = String;
     type Key = LeadKey;
     type Write = LeadWrite;
 
-    fn decide(&self, record: &SourceRecord) -> Decision<LeadKey, LeadWrite> {
+    fn decide(&self, record: SourceRecord) -> Decision<LeadKey, LeadWrite> {
         let posted = match serde_json::from_str::<PostedLead>(&record.body) {
             Ok(posted) => posted,
             Err(e) => {
@@ -184,7 +185,7 @@ mod tests {
                 "LeadSource": format!("AppSource-{code}|contoso.crm"), "OfferTitle": "Contoso CRM"
             }))
         };
-        let prepared = runner::coalesce(&job, &[step("PLT"), step("INS")], "2".into(), None);
+        let prepared = runner::coalesce(&job, vec![step("PLT"), step("INS")], "2".into(), None);
         assert_eq!(prepared.writes.len(), 1);
         assert_eq!(prepared.records, [2]);
         let steps: Vec<_> = prepared.writes[0].1.steps.iter().map(|s| s.action.clone().unwrap()).collect();
@@ -196,7 +197,7 @@ mod tests {
         let job = job();
         let record = posted(serde_json::json!({"UserDetails": {"FirstName": "Ana", "LastName": "Lima"}}));
         let id = serde_json::from_str::<PostedLead>(&record.body).unwrap().id;
-        match job.decide(&record) {
+        match job.decide(record) {
             Decision::Write { key, .. } => assert_eq!(key, LeadKey::Alone(id)),
             other => panic!("{other:?}"),
         }
@@ -206,11 +207,11 @@ mod tests {
     fn a_failed_write_keeps_only_the_steps_a_later_write_did_not_record() {
         let job = job();
         let body = serde_json::json!({"UserDetails": {"Email": "a@contoso.com"}, "OfferTitle": "X"});
-        let write = |record: &SourceRecord| match job.decide(record) {
+        let write = |record: SourceRecord| match job.decide(record) {
             Decision::Write { write, .. } => write,
             other => panic!("{other:?}"),
         };
-        let (first, second) = (write(&posted(body.clone())), write(&posted(body)));
+        let (first, second) = (write(posted(body.clone())), write(posted(body)));
         assert_eq!(job.uncovered(first.clone(), &first), None);
         let rest = job.uncovered(first.clone(), &second).unwrap();
         assert_eq!(rest.steps, first.steps);

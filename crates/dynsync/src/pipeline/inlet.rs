@@ -30,6 +30,8 @@ impl InletLog {
 }
 
 impl Source for InletLog {
+    type Body = String;
+
     async fn read(&self, cursor: Option<&str>, limit: usize) -> Result<Option<SourceBatch>, StepError> {
         let after = sequence(cursor)?;
         let entries = self.store.log_after(self.flow, after, limit).await?;

@@ -33,18 +33,19 @@ pub use runner::{ReplaySummary, Runner};
 pub use sink::{DataverseSink, Paused, Refusal};
 pub use supervisor::Supervisor;
 
-/// A record as a source gives it.
+/// A record as a source gives it: the text an inlet logged, or what a feed read, typed as its job takes it — a
+/// record goes from source to job without being written out and parsed again.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SourceRecord {
+pub struct SourceRecord<B = String> {
     /// Where the record is in its source, for reports (`log entry 42`).
     pub position: String,
-    pub body: String,
+    pub body: B,
 }
 
 /// Records read from a source, and the cursor that comes after the last of them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SourceBatch {
-    pub records: Vec<SourceRecord>,
+pub struct SourceBatch<B = String> {
+    pub records: Vec<SourceRecord<B>>,
     pub cursor: String,
     /// The run the records count in: a scheduled load's start. `None` for a stream, whose runs are hourly.
     pub run: Option<chrono::DateTime<chrono::Utc>>,
@@ -52,12 +53,15 @@ pub struct SourceBatch {
 
 /// Where a flow's records come from: an inlet log that HTTP pushes into, or a change feed pulled from Dataverse.
 pub trait Source: Send + Sync + 'static {
+    /// What each record holds.
+    type Body: Send + Sync + 'static;
+
     /// Up to `limit` records after `cursor` (from the start when `None`); `None` when there are none yet.
     fn read(
         &self,
         cursor: Option<&str>,
         limit: usize,
-    ) -> impl Future<Output = Result<Option<SourceBatch>, StepError>> + Send;
+    ) -> impl Future<Output = Result<Option<SourceBatch<Self::Body>>, StepError>> + Send;
 }
 
 /// Why a record is not written: reported by identity in the flow's run.
@@ -99,12 +103,14 @@ impl Note {
 
 /// What a job is made of: how a record becomes a write, and how writes of one key fold.
 pub trait Job: Send + Sync + 'static {
+    /// The records it takes, as its source gives them.
+    type Body: Send + Sync + 'static;
     /// The destination record a write goes to: writes of the same key in a batch fold into one.
     type Key: Clone + Eq + Hash + Display + FromStr + Send + Sync + 'static;
     /// One write, kept as JSON when it fails so that it can be replayed.
     type Write: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static;
 
-    fn decide(&self, record: &SourceRecord) -> Decision<Self::Key, Self::Write>;
+    fn decide(&self, record: SourceRecord<Self::Body>) -> Decision<Self::Key, Self::Write>;
 
     /// Folds a later write of the same key into an earlier one: the result is what the destination holds
     /// after both.

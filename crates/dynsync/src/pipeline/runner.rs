@@ -119,7 +119,7 @@ pub struct Prepared<K, W> {
 /// Decides each record of a batch and folds the writes of one key, in the order keys first appeared.
 pub fn coalesce<J: Job>(
     job: &J,
-    records: &[SourceRecord],
+    records: Vec<SourceRecord<J::Body>>,
     cursor: String,
     run: Option<chrono::DateTime<Utc>>,
 ) -> Prepared<J::Key, J::Write> {
@@ -239,6 +239,22 @@ pub(super) async fn reconcile_failed<J: Job>(
     Ok(recovered)
 }
 
+/// A task that stops when its handle is dropped: a flow's read ahead ends with the flow.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    /// What the task gave; `None` if it panicked.
+    async fn finished(mut self) -> Option<T> {
+        (&mut self.0).await.ok()
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One flow's runner, owned by the process that holds `lease`.
 pub struct Runner<J, S, K> {
     pub store: Store,
@@ -257,11 +273,15 @@ pub struct Runner<J, S, K> {
 impl<J, S, K> Runner<J, S, K>
 where
     J: Job,
-    S: Source,
+    S: Source<Body = J::Body>,
     K: super::Sink<J::Key, J::Write>,
 {
     /// Steps until the task is stopped (or the lease is lost), waiting for records when there are none.
     pub async fn run(self) {
+        Arc::new(self).steps().await
+    }
+
+    async fn steps(self: Arc<Self>) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         // The flow's cursor as last acknowledged; `None` while it is to be read from the store.
         let mut cursor: Option<Option<String>> = None;
@@ -305,9 +325,13 @@ where
                 self.trouble(&e, &mut backoff).await;
                 continue;
             }
-            // Write this batch while reading the next: the next is acknowledged only after this one.
-            let (written, following) =
-                tokio::join!(self.sink.write(&current.writes), self.prepare(Some(&current.cursor)));
+            // Write this batch while reading the next, in a task of its own so that both use a core: the next is
+            // acknowledged only after this one.
+            let reading = {
+                let (runner, after) = (self.clone(), current.cursor.clone());
+                AbortOnDrop(tokio::spawn(async move { runner.prepare(Some(&after)).await }))
+            };
+            let (written, following) = tokio::join!(self.sink.write(&current.writes), reading.finished());
             let results = match written {
                 Ok(results) => results,
                 Err(pause) => {
@@ -317,7 +341,7 @@ where
                     continue;
                 }
             };
-            next = following.ok().flatten();
+            next = following.and_then(Result::ok).flatten();
             match self.acknowledge(current, results).await {
                 Ok(acked) => {
                     cursor = Some(Some(acked));
@@ -347,8 +371,9 @@ where
 
     async fn prepare(&self, cursor: Option<&str>) -> Result<Option<Prepared<J::Key, J::Write>>, StepError> {
         let Some(batch) = self.source.read(cursor, READ_BATCH).await? else { return Ok(None) };
-        let prepared = coalesce(&self.job, &batch.records, batch.cursor, batch.run);
-        tracing::debug!(flow = %self.flow, records = batch.records.len(), writes = prepared.writes.len(), "batch ready");
+        let records = batch.records.len();
+        let prepared = coalesce(&self.job, batch.records, batch.cursor, batch.run);
+        tracing::debug!(flow = %self.flow, records, writes = prepared.writes.len(), "batch ready");
         Ok(Some(prepared))
     }
 

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 struct KeyValues;
 
 impl Job for KeyValues {
+    type Body = String;
     type Key = u32;
     type Write = String;
 
-    fn decide(&self, record: &SourceRecord) -> Decision<u32, String> {
+    fn decide(&self, record: SourceRecord) -> Decision<u32, String> {
         match record.body.split_once('=') {
             Some((k, v)) if k.parse::<u32>().is_ok() => {
                 Decision::Write { key: k.parse().unwrap(), write: v.to_string(), notes: Vec::new() }
@@ -76,6 +77,8 @@ impl Sink<u32, String> for Arc<Memory> {
 struct Fixed(Vec<String>);
 
 impl Source for Fixed {
+    type Body = String;
+
     async fn read(&self, cursor: Option<&str>, _limit: usize) -> Result<Option<SourceBatch>, StepError> {
         let start: usize = cursor.map_or(0, |c| c.parse().unwrap());
         let end = (start + 3).min(self.0.len());
@@ -115,7 +118,7 @@ fn records(bodies: &[&str]) -> Vec<SourceRecord> {
 
 #[test]
 fn each_record_received_has_exactly_one_outcome() {
-    let mut prepared = coalesce(&KeyValues, &records(&["1=a", "2=b", "junk", "1=c", "3=d", "2=e"]), "6".into(), None);
+    let mut prepared = coalesce(&KeyValues, records(&["1=a", "2=b", "junk", "1=c", "3=d", "2=e"]), "6".into(), None);
     assert_eq!(prepared.tally.received, 6);
     assert_eq!(prepared.tally.excluded, 1);
     assert_eq!(prepared.writes, vec![(1, "c".to_string()), (2, "e".to_string()), (3, "d".to_string())]);
@@ -275,10 +278,11 @@ async fn the_runner_waits_out_a_refused_sign_in_then_writes_the_last_value_of_ea
 struct Columns;
 
 impl Job for Columns {
+    type Body = String;
     type Key = u32;
     type Write = BTreeMap<String, String>;
 
-    fn decide(&self, _record: &SourceRecord) -> Decision<u32, BTreeMap<String, String>> {
+    fn decide(&self, _record: SourceRecord) -> Decision<u32, BTreeMap<String, String>> {
         unreachable!("the test builds its writes itself")
     }
 
