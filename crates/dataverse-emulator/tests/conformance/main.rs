@@ -14,6 +14,7 @@ mod fetchxml;
 mod limits;
 mod metadata;
 mod metadata_changes;
+mod pages;
 mod query;
 mod records;
 mod relationships;
