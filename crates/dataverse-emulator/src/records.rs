@@ -5,12 +5,14 @@
 use crate::error::{ApiError, ApiResult, code};
 use crate::odata::path::{Key, KeyValue};
 use crate::odata::query::Prefer;
-use crate::schema::{Attribute, AttributeKind, LookupType, Table};
+use crate::schema::{Attribute, AttributeKind, LookupTarget, LookupType, Table};
 use crate::store::{Change, Data, TableRows};
 use crate::value::{Row, Target, Value};
 use axum::http::StatusCode;
 use chrono::Utc;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value as Json};
+use std::fmt;
 use uuid::Uuid;
 
 pub const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
@@ -44,10 +46,26 @@ pub struct WriteOutcome {
     pub created: bool,
 }
 
+/// A row's weak etag, `W/"<versionnumber>"`, as `@odata.etag` and the `ETag` header carry it.
 pub fn etag(row: &Row) -> String {
-    match row.get("versionnumber") {
-        Some(Value::Int(v)) => format!("W/\"{v}\""),
-        _ => "W/\"0\"".into(),
+    Etag(row).to_string()
+}
+
+/// Writes [`etag`] without allocating, for rows serialized into a page.
+struct Etag<'a>(&'a Row);
+
+impl fmt::Display for Etag<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.get("versionnumber") {
+            Some(Value::Int(v)) => write!(f, "W/\"{v}\""),
+            _ => f.write_str("W/\"0\""),
+        }
+    }
+}
+
+impl Serialize for Etag<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -514,61 +532,153 @@ impl Selection {
     }
 }
 
-/// The name Dataverse shows for a row: its primary name column.
-fn primary_name(data: &Data, table: &str, id: &Uuid) -> Option<String> {
-    let definition = data.schema.table(table)?;
-    match data.rows(table).get(id)?.get(&definition.primary_name)? {
-        Value::Text(t) => Some(t.clone()),
-        _ => None,
+/// A table's rows by id with the column that names them, to write a lookup's formatted value.
+#[derive(Clone, Copy)]
+struct NamedRows<'a> {
+    rows: &'a TableRows,
+    primary_name: &'a str,
+}
+
+impl<'a> NamedRows<'a> {
+    fn of(data: &'a Data, table: &str) -> Option<Self> {
+        let definition = data.schema.table(table)?;
+        Some(NamedRows { rows: data.rows(table), primary_name: &definition.primary_name })
+    }
+
+    /// The name Dataverse shows for a row: its primary name column, when it is text.
+    fn name(&self, id: &Uuid) -> Option<&'a str> {
+        match self.rows.get(id)?.get(self.primary_name)? {
+            Value::Text(t) => Some(t),
+            _ => None,
+        }
     }
 }
 
-/// Writes a row as the Web API does: `@odata.etag` first, then the selected columns (each preceded by
-/// the annotations asked for), then the primary key.
-pub fn row_json(data: &Data, table: &Table, row: &Row, selection: &Selection, prefer: &Prefer) -> Map<String, Json> {
-    let mut out = Map::new();
-    out.insert("@odata.etag".into(), Json::String(etag(row)));
-    let wants_formatted = prefer.includes(FORMATTED);
-    let wants_navigation = prefer.includes(NAVIGATION);
-    let wants_lookup_table = prefer.includes(LOOKUP_TABLE);
-    let mut emit = |attribute: &Attribute| {
-        let property = attribute.property_name();
-        let value = row.get(&attribute.logical_name);
-        if let Some(v) = value {
-            if let Value::Lookup { id, table: target } = v {
-                let navigation = attribute
-                    .lookup_targets()
-                    .iter()
-                    .find(|t| &t.table == target)
-                    .map(|t| t.navigation_property.clone());
+/// A table a lookup column can point at, resolved for a [`Projection`].
+struct LookupRows<'a> {
+    target: &'a LookupTarget,
+    /// `None` when the table is not in the schema: its rows have no formatted value.
+    named: Option<NamedRows<'a>>,
+}
+
+/// One column of a [`Projection`], with the property and annotation names it is written under.
+struct Column<'a> {
+    attribute: &'a Attribute,
+    property: String,
+    /// `<property>@OData.Community.Display.V1.FormattedValue`, when the request asked for it.
+    formatted: Option<String>,
+    /// `<property>@Microsoft.Dynamics.CRM.associatednavigationproperty`, when the request asked for it and the
+    /// column is a lookup to more than one table (or an owner).
+    navigation: Option<String>,
+    /// `<property>@Microsoft.Dynamics.CRM.lookuplogicalname`, when the request asked for it.
+    lookup_table: Option<String>,
+    /// The tables a lookup column points at.
+    targets: Vec<LookupRows<'a>>,
+}
+
+/// How a request's rows are written, resolved once for all of them: the columns selected in the order they are
+/// written (the primary key last) with their property and annotation names, and the tables lookups point at, so
+/// that writing a row looks up only its values.
+///
+/// A row is written as the Web API does: `@odata.etag` first, then each column, preceded by the annotations asked
+/// for (a lookup's formatted value, navigation property and table, in that order).
+pub struct Projection<'a> {
+    data: &'a Data,
+    columns: Vec<Column<'a>>,
+}
+
+impl<'a> Projection<'a> {
+    pub fn new(data: &'a Data, table: &'a Table, selection: &Selection, prefer: &Prefer) -> Self {
+        let mut attributes: Vec<&Attribute> = match selection {
+            Selection::All => table.attributes.iter().filter(|a| a.logical_name != table.primary_id).collect(),
+            Selection::Columns(columns) => {
+                columns.iter().filter(|c| *c != &table.primary_id).filter_map(|c| table.attribute(c)).collect()
+            }
+        };
+        attributes.extend(table.attribute(&table.primary_id));
+        let wants_formatted = prefer.includes(FORMATTED);
+        let wants_navigation = prefer.includes(NAVIGATION);
+        let wants_lookup_table = prefer.includes(LOOKUP_TABLE);
+        let columns = attributes
+            .into_iter()
+            .map(|attribute| {
+                let property = attribute.property_name();
+                let annotation = |wanted: bool, term: &str| wanted.then(|| format!("{property}@{term}"));
                 let has_many_targets = attribute.lookup_targets().len() > 1
                     || matches!(attribute.kind, AttributeKind::Lookup { lookup_type: LookupType::Owner, .. });
-                if wants_formatted && let Some(name) = primary_name(data, target, id) {
-                    out.insert(format!("{property}@{FORMATTED}"), Json::String(name));
+                Column {
+                    attribute,
+                    formatted: annotation(wants_formatted, FORMATTED),
+                    navigation: annotation(wants_navigation && has_many_targets, NAVIGATION),
+                    lookup_table: annotation(wants_lookup_table, LOOKUP_TABLE),
+                    targets: attribute
+                        .lookup_targets()
+                        .iter()
+                        .map(|target| LookupRows { target, named: NamedRows::of(data, &target.table) })
+                        .collect(),
+                    property,
                 }
-                if wants_navigation
-                    && has_many_targets
-                    && let Some(n) = navigation
-                {
-                    out.insert(format!("{property}@{NAVIGATION}"), Json::String(n));
+            })
+            .collect();
+        Projection { data, columns }
+    }
+
+    /// The row as it is written, to serialize straight into a response.
+    pub fn row(&'a self, row: &'a Row) -> ProjectedRow<'a> {
+        ProjectedRow { projection: self, row }
+    }
+
+    /// The row as a JSON object, for answers that add to it.
+    pub fn map(&self, row: &Row) -> Map<String, Json> {
+        match serde_json::to_value(self.row(row)) {
+            Ok(Json::Object(map)) => map,
+            other => unreachable!("a row is written as a JSON object, not {other:?}"),
+        }
+    }
+}
+
+/// A row written through a [`Projection`].
+pub struct ProjectedRow<'a> {
+    projection: &'a Projection<'a>,
+    row: &'a Row,
+}
+
+impl Serialize for ProjectedRow<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("@odata.etag", &Etag(self.row))?;
+        for column in &self.projection.columns {
+            let value = self.row.get(&column.attribute.logical_name);
+            match value {
+                Some(Value::Lookup { id, table: target }) => {
+                    let known = column.targets.iter().find(|t| &t.target.table == target);
+                    if let Some(key) = &column.formatted {
+                        let named = match known {
+                            Some(known) => known.named,
+                            None => NamedRows::of(self.projection.data, target),
+                        };
+                        if let Some(name) = named.and_then(|n| n.name(id)) {
+                            map.serialize_entry(key, name)?;
+                        }
+                    }
+                    if let (Some(key), Some(known)) = (&column.navigation, known) {
+                        map.serialize_entry(key, &known.target.navigation_property)?;
+                    }
+                    if let Some(key) = &column.lookup_table {
+                        map.serialize_entry(key, target)?;
+                    }
                 }
-                if wants_lookup_table {
-                    out.insert(format!("{property}@{LOOKUP_TABLE}"), Json::String(target.clone()));
+                Some(v) => {
+                    if let Some(key) = &column.formatted
+                        && let Some(text) = v.formatted(&column.attribute.kind)
+                    {
+                        map.serialize_entry(key, &text)?;
+                    }
                 }
-            } else if wants_formatted && let Some(text) = v.formatted(&attribute.kind) {
-                out.insert(format!("{property}@{FORMATTED}"), Json::String(text));
+                None => {}
             }
+            map.serialize_entry(&column.property, &value.map(Value::json_form))?;
         }
-        out.insert(property, value.map(Value::to_json).unwrap_or(Json::Null));
-    };
-    match selection {
-        Selection::All => table.attributes.iter().filter(|a| a.logical_name != table.primary_id).for_each(&mut emit),
-        Selection::Columns(columns) => {
-            columns.iter().filter(|c| *c != &table.primary_id).filter_map(|c| table.attribute(c)).for_each(&mut emit)
-        }
+        map.end()
     }
-    if let Some(primary) = table.attribute(&table.primary_id) {
-        emit(primary);
-    }
-    out
 }

@@ -4,11 +4,14 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{Attribute, AttributeKind, DateFormat};
+use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value as Json;
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use uuid::Uuid;
 
 /// The one-letter tags keep the state file small: it holds every version of every row.
@@ -177,16 +180,15 @@ impl Value {
         Ok(Some(value))
     }
 
+    /// The value in the Web API's JSON form.
     pub fn to_json(&self) -> Json {
-        match self {
-            Value::Text(s) => Json::String(s.clone()),
-            Value::Int(n) => Json::from(*n),
-            Value::Number(n) => serde_json::Number::from_f64(*n).map(Json::Number).unwrap_or(Json::Null),
-            Value::Bool(b) => Json::Bool(*b),
-            Value::Guid(id) | Value::Lookup { id, .. } => Json::String(id.to_string()),
-            Value::DateTime(d) => Json::String(format_date_time(d)),
-            Value::Date(d) => Json::String(d.format("%Y-%m-%d").to_string()),
-        }
+        serde_json::to_value(self.json_form()).expect("a value converts to JSON")
+    }
+
+    /// The value in the Web API's JSON form, serialized straight into a response: text as is, numbers as
+    /// numbers (non-finite ones as null), GUIDs and lookups as their id, dates and times in ISO 8601.
+    pub fn json_form(&self) -> JsonForm<'_> {
+        JsonForm(self)
     }
 
     /// The value in the plain text form used by paging cookies and key indexes.
@@ -230,14 +232,18 @@ impl Value {
 
     /// `OData.Community.Display.V1.FormattedValue` for the value, as an en-US user in UTC sees it.
     /// Lookups are formatted by the caller, who can read the target row's name.
-    pub fn formatted(&self, kind: &AttributeKind) -> Option<String> {
-        match (kind, self) {
+    /// Labels are borrowed from the column's definition.
+    pub fn formatted<'k>(&self, kind: &'k AttributeKind) -> Option<Cow<'k, str>> {
+        let text = match (kind, self) {
             (
                 AttributeKind::Picklist { options, .. }
                 | AttributeKind::State { options }
                 | AttributeKind::Status { options },
                 Value::Int(n),
-            ) => options.iter().find(|o| o.value as i64 == *n).map(|o| o.label.clone()),
+            ) => return options.iter().find(|o| o.value as i64 == *n).map(|o| Cow::Borrowed(o.label.as_str())),
+            (AttributeKind::Boolean { true_label, false_label, .. }, Value::Bool(b)) => {
+                return Some(Cow::Borrowed(if *b { true_label } else { false_label }));
+            }
             (AttributeKind::MultiSelectPicklist { options }, Value::Text(values)) => Some(
                 values
                     .split(',')
@@ -246,9 +252,6 @@ impl Value {
                     .collect::<Vec<_>>()
                     .join("; "),
             ),
-            (AttributeKind::Boolean { true_label, false_label, .. }, Value::Bool(b)) => {
-                Some(if *b { true_label.clone() } else { false_label.clone() })
-            }
             (AttributeKind::Integer { .. } | AttributeKind::BigInt, Value::Int(n)) => {
                 Some(group_thousands(&n.to_string()))
             }
@@ -259,9 +262,48 @@ impl Value {
             (AttributeKind::Decimal { precision, .. } | AttributeKind::Double { precision, .. }, Value::Number(n)) => {
                 Some(format_number(*n, *precision))
             }
-            (AttributeKind::DateTime { .. }, Value::DateTime(d)) => Some(d.format("%-m/%-d/%Y %-I:%M %p").to_string()),
-            (AttributeKind::DateTime { .. }, Value::Date(d)) => Some(d.format("%-m/%-d/%Y").to_string()),
+            (AttributeKind::DateTime { .. }, Value::DateTime(d)) => {
+                Some(d.format_with_items(FORMATTED_DATE_TIME.iter()).to_string())
+            }
+            (AttributeKind::DateTime { .. }, Value::Date(d)) => {
+                Some(d.format_with_items(FORMATTED_DATE.iter()).to_string())
+            }
             _ => None,
+        };
+        text.map(Cow::Owned)
+    }
+}
+
+/// A strftime format parsed once, rather than each time a value is written.
+type Format = LazyLock<Vec<Item<'static>>>;
+
+fn parse_format(format: &'static str) -> Vec<Item<'static>> {
+    StrftimeItems::new(format).collect()
+}
+
+/// A date's JSON form.
+static JSON_DATE: Format = LazyLock::new(|| parse_format("%Y-%m-%d"));
+/// The formatted value of a date and time, as an en-US user sees it.
+static FORMATTED_DATE_TIME: Format = LazyLock::new(|| parse_format("%-m/%-d/%Y %-I:%M %p"));
+/// The formatted value of a date-only column, as an en-US user sees it.
+static FORMATTED_DATE: Format = LazyLock::new(|| parse_format("%-m/%-d/%Y"));
+
+/// A [`Value`] in the Web API's JSON form; see [`Value::json_form`].
+pub struct JsonForm<'a>(&'a Value);
+
+impl Serialize for JsonForm<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Text(s) => serializer.serialize_str(s),
+            Value::Int(n) => serializer.serialize_i64(*n),
+            Value::Number(n) if n.is_finite() => serializer.serialize_f64(*n),
+            Value::Number(_) => serializer.serialize_unit(),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Guid(id) | Value::Lookup { id, .. } => {
+                serializer.serialize_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
+            }
+            Value::DateTime(d) => serializer.serialize_str(&format_date_time(d)),
+            Value::Date(d) => serializer.collect_str(&d.format_with_items(JSON_DATE.iter())),
         }
     }
 }
@@ -289,14 +331,15 @@ pub fn group_thousands(digits: &str) -> String {
         Some(rest) => ("-", rest),
         None => ("", digits),
     };
-    let mut out = String::new();
+    let mut out = String::with_capacity(sign.len() + digits.len() + digits.len() / 3);
+    out.push_str(sign);
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i) % 3 == 0 {
             out.push(',');
         }
         out.push(c);
     }
-    format!("{sign}{out}")
+    out
 }
 
 fn format_number(n: f64, precision: u8) -> String {

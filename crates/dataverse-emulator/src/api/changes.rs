@@ -6,17 +6,18 @@
 //! environment's retention are refused, and the client must read the table whole again.
 
 use super::records::page_size;
-use super::{Request, json_response, set_header, with_work};
+use super::{CollectionBody, Request, json_response, set_header, with_work};
 use crate::error::{ApiError, ApiResult, code};
 use crate::limits::Work;
 use crate::odata::paging::MAX_PAGE;
 use crate::odata::query::{QueryOptions, encode_query_option};
-use crate::records::{Selection, row_json};
+use crate::records::{ProjectedRow, Projection, Selection};
 use crate::schema::Table;
 use crate::store::Data;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
 use serde_json::{Map, Value as Json, json};
 use std::ops::Bound;
 use uuid::Uuid;
@@ -137,11 +138,11 @@ pub fn query(request: &Request, table: &Table, options: &QueryOptions) -> ApiRes
     }
 
     let data = request.env.store.read();
-    let mut body = Map::new();
+    let projection = Projection::new(&data, table, &selection, &request.prefer);
     let (values, next) = match (token, resume) {
-        (None, None) => initial_page(&data, request, table, &selection, None, data.version, limit),
+        (None, None) => initial_page(&data, table, &projection, None, data.version, limit),
         (None, Some((Resume::Initial { after, version }, page))) => {
-            let (values, next) = initial_page(&data, request, table, &selection, Some(after), version, limit);
+            let (values, next) = initial_page(&data, table, &projection, Some(after), version, limit);
             (values, next.map(|(resume, _)| (resume, page)))
         }
         (None, Some((Resume::Delta { .. }, _))) => {
@@ -154,15 +155,15 @@ pub fn query(request: &Request, table: &Table, options: &QueryOptions) -> ApiRes
                 None => token.version,
             };
             let page = resume.map_or(1, |(_, p)| p);
-            let (values, next) = delta_page(&data, request, table, &selection, after, limit);
+            let (values, next) = delta_page(&data, request, table, &projection, after, limit);
             (values, next.map(|after| (Resume::Delta { after }, page)))
         }
     };
     let context = format!("{}/$metadata#{}{}", request.base, table.entity_set_name, selection.context_suffix(table));
     let context = if token.is_some() { format!("{context}/$delta") } else { context };
-    body.insert("@odata.context".into(), Json::String(context));
+    let head = Map::from_iter([("@odata.context".to_string(), Json::String(context))]);
     let returned = values.len();
-    body.insert("value".into(), Json::Array(values));
+    let mut tail = Map::new();
     let mut query: Vec<(String, String)> =
         options.without_skiptoken.iter().filter(|(k, _)| k != "$deltatoken").cloned().collect();
     match next {
@@ -171,15 +172,16 @@ pub fn query(request: &Request, table: &Table, options: &QueryOptions) -> ApiRes
                 query.push(("$deltatoken".into(), token.clone()));
             }
             query.push(("$skiptoken".into(), resume.to_skiptoken(page + 1)));
-            body.insert("@odata.nextLink".into(), Json::String(link(request, table, &query)));
+            tail.insert("@odata.nextLink".into(), Json::String(link(request, table, &query)));
         }
         None => {
             query.push(("$deltatoken".into(), DeltaToken::now(data.version).to_text()));
-            body.insert("@odata.deltaLink".into(), Json::String(link(request, table, &query)));
+            tail.insert("@odata.deltaLink".into(), Json::String(link(request, table, &query)));
         }
     }
+    let response = json_response(StatusCode::OK, &CollectionBody { head, value: values, tail });
     drop(data);
-    let mut response = with_work(json_response(StatusCode::OK, &Json::Object(body)), Work::read(returned));
+    let mut response = with_work(response, Work::read(returned));
     let mut applied = vec!["odata.track-changes".to_string()];
     if let Some(n) = page_size(request)? {
         applied.push(format!("odata.maxpagesize={n}"));
@@ -197,39 +199,45 @@ fn link(request: &Request, table: &Table, query: &[(String, String)]) -> String 
     format!("{}/{}?{}", request.base, table.entity_set_name, query.join("&"))
 }
 
-type Page = (Vec<Json>, Option<(Resume, u32)>);
+/// An entry of a tracked read's page: a row created or changed, or a row deleted (`$deletedEntity`).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry<'a> {
+    Row(ProjectedRow<'a>),
+    Deleted(Json),
+}
+
+type Page<'a> = (Vec<Entry<'a>>, Option<(Resume, u32)>);
 
 /// A page of the initial read: every row, by id; the last page's link carries `version`.
-fn initial_page(
-    data: &Data,
-    request: &Request,
+fn initial_page<'a>(
+    data: &'a Data,
     table: &Table,
-    selection: &Selection,
+    projection: &'a Projection<'a>,
     after: Option<Uuid>,
     version: i64,
     limit: usize,
-) -> Page {
+) -> Page<'a> {
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
     let mut rows: Vec<(&Uuid, _)> =
         data.rows(&table.logical_name).rows.range((start, Bound::Unbounded)).take(limit + 1).collect();
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next = more.then(|| (Resume::Initial { after: *rows.last().expect("a full page").0, version }, 1));
-    let values =
-        rows.iter().map(|(_, row)| Json::Object(row_json(data, table, row, selection, &request.prefer))).collect();
+    let values = rows.into_iter().map(|(_, row)| Entry::Row(projection.row(row))).collect();
     (values, next)
 }
 
 /// A page of a delta read: rows written after `after` by version, then rows deleted after it. Returns the
 /// version to resume after when more follow.
-fn delta_page(
-    data: &Data,
+fn delta_page<'a>(
+    data: &'a Data,
     request: &Request,
     table: &Table,
-    selection: &Selection,
+    projection: &'a Projection<'a>,
     after: i64,
     limit: usize,
-) -> (Vec<Json>, Option<i64>) {
+) -> (Vec<Entry<'a>>, Option<i64>) {
     let rows = data.rows(&table.logical_name);
     let range = (Bound::Excluded(after), Bound::Unbounded);
     let mut changed = rows.by_version.range(range).peekable();
@@ -246,17 +254,17 @@ fn delta_page(
             let (version, id) = changed.next().expect("peeked");
             last = *version;
             let row = rows.get(id).expect("indexed rows exist");
-            upserts.push(Json::Object(row_json(data, table, row, selection, &request.prefer)));
+            upserts.push(Entry::Row(projection.row(row)));
         } else {
             let (version, tombstone) = deleted.next().expect("peeked");
             last = *version;
             // A row deleted and then written again under the same id is not gone.
             if rows.get(&tombstone.id).is_none() {
-                deletes.push(json!({
+                deletes.push(Entry::Deleted(json!({
                     "@odata.context": format!("{}/$metadata#{}/$deletedEntity", request.base, table.entity_set_name),
                     "id": tombstone.id,
                     "reason": "deleted",
-                }));
+                })));
             }
         }
     }

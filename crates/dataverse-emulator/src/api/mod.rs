@@ -23,7 +23,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use serde_json::Value as Json;
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,11 +108,23 @@ impl Request {
 }
 
 /// A JSON answer with the Web API's content type.
-pub fn json_response(status: StatusCode, body: &Json) -> Response {
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     let mut response = Response::new(Body::from(serde_json::to_vec(body).expect("JSON serializes")));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
     response
+}
+
+/// A collection as a response body: the annotations before `value` (`@odata.context`, counts), the rows, then the
+/// annotations after them (`@odata.nextLink`, `@odata.deltaLink`). The rows are serialized straight into the
+/// response rather than built as JSON first.
+#[derive(Serialize)]
+pub struct CollectionBody<V: Serialize> {
+    #[serde(flatten)]
+    pub head: Map<String, Json>,
+    pub value: V,
+    #[serde(flatten)]
+    pub tail: Map<String, Json>,
 }
 
 pub fn empty_response(status: StatusCode) -> Response {

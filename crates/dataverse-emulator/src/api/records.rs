@@ -1,7 +1,7 @@
 //! Entity sets: queries with paging, and create, retrieve, update, upsert and delete of single rows and
 //! single properties.
 
-use super::{Request, empty_response, json_response, set_header, with_work};
+use super::{CollectionBody, Request, empty_response, json_response, set_header, with_work};
 use crate::error::{ApiError, ApiResult};
 use crate::limits::Work;
 use crate::odata::fetchxml;
@@ -10,7 +10,7 @@ use crate::odata::paging::{MAX_PAGE, Order, page};
 use crate::odata::path::{Key, Segment};
 use crate::odata::query::{Cursor, QueryOptions};
 use crate::records::{
-    self, Preconditions, Selection, WriteKind, WriteOutcome, WriteRequest, etag, resolve_key, row_json,
+    self, Preconditions, Projection, Selection, WriteKind, WriteOutcome, WriteRequest, etag, resolve_key,
 };
 use crate::schema::Table;
 use crate::store::{Change, Data};
@@ -233,7 +233,7 @@ fn entity_body(request: &Request, table: &Table, id: Uuid, selection: &Selection
             selection.context_suffix(table)
         )),
     );
-    body.extend(row_json(&data, table, row, selection, &request.prefer));
+    body.extend(Projection::new(&data, table, selection, &request.prefer).map(row));
     Ok((Json::Object(body), etag(row)))
 }
 
@@ -393,8 +393,8 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
     let (page_rows, more) = page(rows, table, predicate.as_ref(), &order, cursor.as_ref(), limit);
     let more = more && top.is_none_or(|t| t > limit);
 
-    let mut body = Map::new();
-    body.insert(
+    let mut head = Map::new();
+    head.insert(
         "@odata.context".into(),
         Json::String(format!(
             "{}/$metadata#{}{}",
@@ -409,22 +409,20 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
         None
     };
     if options.count {
-        body.insert("@odata.count".into(), json!(total.unwrap_or_default().min(MAX_PAGE)));
+        head.insert("@odata.count".into(), json!(total.unwrap_or_default().min(MAX_PAGE)));
     }
     if request.prefer.includes("Microsoft.Dynamics.CRM.totalrecordcount") {
         let count = if options.count { total.unwrap_or_default() as i64 } else { -1 };
-        body.insert("@Microsoft.Dynamics.CRM.totalrecordcount".into(), json!(count.min(MAX_PAGE as i64)));
-        body.insert(
+        head.insert("@Microsoft.Dynamics.CRM.totalrecordcount".into(), json!(count.min(MAX_PAGE as i64)));
+        head.insert(
             "@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded".into(),
             json!(total.unwrap_or_default() > MAX_PAGE),
         );
     }
-    let values: Vec<Json> = page_rows
-        .iter()
-        .map(|(_, row)| Json::Object(row_json(&data, table, row, &selection, &request.prefer)))
-        .collect();
+    let projection = Projection::new(&data, table, &selection, &request.prefer);
+    let values: Vec<_> = page_rows.iter().map(|(_, row)| projection.row(row)).collect();
     let returned = values.len();
-    body.insert("value".into(), Json::Array(values));
+    let mut tail = Map::new();
     if more {
         let (last_id, last_row) = *page_rows.last().expect("a page with more after it has rows");
         let next = Cursor {
@@ -439,10 +437,11 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
             table.entity_set_name,
             options.next_query(&next.to_skiptoken(&table.primary_id))
         );
-        body.insert("@odata.nextLink".into(), Json::String(link));
+        tail.insert("@odata.nextLink".into(), Json::String(link));
     }
+    let response = json_response(StatusCode::OK, &CollectionBody { head, value: values, tail });
     drop(data);
-    let response = with_work(json_response(StatusCode::OK, &Json::Object(body)), Work::read(returned));
+    let response = with_work(response, Work::read(returned));
     Ok(preferences_applied(request, response, requested_page))
 }
 

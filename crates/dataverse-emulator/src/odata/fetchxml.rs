@@ -19,7 +19,7 @@ use super::filter::{CmpOp, Expr, Literal, MAX_FILTER_DEPTH, Operand, Predicate, 
 use super::paging::{MAX_PAGE, Order, page};
 use super::query::{Cursor, Prefer};
 use crate::error::{ApiError, ApiResult};
-use crate::records::{Selection, row_json};
+use crate::records::{Projection, Selection};
 use crate::schema::{Attribute, AttributeKind, DateFormat, Table};
 use crate::store::Data;
 use crate::value::{Row, parse_date, parse_date_time, parse_guid};
@@ -740,13 +740,16 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
     if prefer.includes("Microsoft.Dynamics.CRM.morerecords") {
         body.insert("@Microsoft.Dynamics.CRM.morerecords".into(), Json::Bool(more));
     }
+    let projection = Projection::new(data, table, &selection, prefer);
+    let link_projections: Vec<Projection> =
+        links.iter().map(|link| Projection::new(data, link.table, &link.selection, prefer)).collect();
     let values: Vec<Json> = result
         .iter()
         .map(|(_, row, linked)| {
-            let mut out = row_json(data, table, row, &selection, prefer);
-            for (link, other) in links.iter().zip(linked) {
+            let mut out = projection.map(row);
+            for ((link, link_projection), other) in links.iter().zip(&link_projections).zip(linked) {
                 if let Some(other) = other {
-                    out.extend(link_json(data, link, other, prefer));
+                    out.extend(link_json(link, link_projection, other));
                 }
             }
             out.retain(|_, v| !v.is_null());
@@ -759,13 +762,13 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
 }
 
 /// A linked row's columns as `alias.column` (the logical name, lookups included), with their annotations.
-fn link_json(data: &Data, link: &BoundLink<'_>, row: &Row, prefer: &Prefer) -> Map<String, Json> {
+fn link_json(link: &BoundLink<'_>, projection: &Projection<'_>, row: &Row) -> Map<String, Json> {
     let keeps_primary = match &link.selection {
         Selection::All => true,
         Selection::Columns(c) => c.contains(&link.table.primary_id),
     };
     let mut out = Map::new();
-    for (key, value) in row_json(data, link.table, row, &link.selection, prefer) {
+    for (key, value) in projection.map(row) {
         let (property, annotation) = match key.split_once('@') {
             Some((p, a)) => (p, Some(a)),
             None => (key.as_str(), None),
