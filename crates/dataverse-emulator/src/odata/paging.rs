@@ -54,6 +54,9 @@ impl Order {
     }
 }
 
+/// A row with its sort values, read once for ordering.
+type Keyed<'d> = (Vec<Option<&'d Value>>, Uuid, &'d Row);
+
 /// One page of matching rows after `cursor`, and whether more follow.
 pub(crate) fn page<'d>(
     rows: &'d TableRows,
@@ -75,10 +78,12 @@ pub(crate) fn page<'d>(
             .map(|(id, r)| (*id, r))
             .collect();
     } else {
-        let mut all: Vec<(Uuid, &Row)> = rows.rows.iter().filter(|(_, r)| matches(r)).map(|(id, r)| (*id, r)).collect();
-        all.sort_by(|(ia, a), (ib, b)| order.compare_values(&order.values(a), &order.values(b)).then(ia.cmp(ib)));
-        let start = match cursor {
-            None => 0,
+        // Each row's sort values are read once rather than at every comparison; the primary key breaks ties, so
+        // the order is total and the page is the same whichever way it is picked out.
+        let key = |(id, r): (&Uuid, &'d Row)| (order.values(r), *id, r);
+        let compare = |(a, ia, _): &Keyed<'d>, (b, ib, _): &Keyed<'d>| order.compare_values(a, b).then(ia.cmp(ib));
+        let mut after: Vec<Keyed<'d>> = match cursor {
+            None => rows.rows.iter().filter(|(_, r)| matches(r)).map(key).collect(),
             Some(c) => {
                 let last: Vec<Option<Value>> = c
                     .sort_values
@@ -88,12 +93,23 @@ pub(crate) fn page<'d>(
                     })
                     .collect();
                 let last_refs: Vec<Option<&Value>> = last.iter().map(Option::as_ref).collect();
-                all.partition_point(|(id, r)| {
-                    order.compare_values(&order.values(r), &last_refs).then(id.cmp(&c.last_id)) != Ordering::Greater
-                })
+                rows.rows
+                    .iter()
+                    .filter(|(_, r)| matches(r))
+                    .map(key)
+                    .filter(|(values, id, _)| {
+                        order.compare_values(values, &last_refs).then(id.cmp(&c.last_id)) == Ordering::Greater
+                    })
+                    .collect()
             }
         };
-        out = all.into_iter().skip(start).take(limit + 1).collect();
+        // Only the first `limit + 1` rows are sorted: the page and the one that tells whether more follow.
+        if after.len() > limit + 1 {
+            after.select_nth_unstable_by(limit, compare);
+            after.truncate(limit + 1);
+        }
+        after.sort_unstable_by(compare);
+        out = after.into_iter().map(|(_, id, r)| (id, r)).collect();
     }
     let more = out.len() > limit;
     out.truncate(limit);
