@@ -174,6 +174,7 @@ pub struct Query {
     top: Option<u32>,
     page_size: Option<u32>,
     annotated: bool,
+    count: bool,
 }
 
 /// Characters a query option's value cannot carry as they are.
@@ -188,6 +189,7 @@ impl Query {
             order_by: Vec::new(),
             top: None,
             page_size: None,
+            count: false,
             annotated: false,
         }
     }
@@ -226,6 +228,12 @@ impl Query {
     }
 
     /// Records per page (Dataverse allows at most 5,000, its default).
+    /// Asks for `@odata.count`, the rows that match (Dataverse counts up to 5,000).
+    pub fn count(mut self) -> Self {
+        self.count = true;
+        self
+    }
+
     pub fn page_size(mut self, n: u32) -> Self {
         self.page_size = Some(n.clamp(1, 5000));
         self
@@ -252,6 +260,9 @@ impl Query {
                 .collect::<Vec<_>>()
                 .join(",");
             options.push(format!("$orderby={}", utf8_percent_encode(&order, QUERY_VALUE)));
+        }
+        if self.count {
+            options.push("$count=true".to_string());
         }
         if let Some(top) = self.top {
             options.push(format!("$top={top}"));
@@ -283,6 +294,9 @@ pub struct Page {
     pub value: Vec<Record>,
     #[serde(rename = "@odata.nextLink")]
     pub next_link: Option<String>,
+    /// The rows that match, when the query asked (at most 5,000).
+    #[serde(rename = "@odata.count", default)]
+    pub count: Option<u64>,
 }
 
 impl Client {

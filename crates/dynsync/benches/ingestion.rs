@@ -2,7 +2,7 @@
 //! dynsync's peak memory), and a full load at Dataverse's default read cost against the best any client can do.
 //!
 //! `cargo bench -p dynsync --bench ingestion` (`ROWS` sets the zero-cost size, 1,000,000 by default;
-//! `COSTED_ROWS` the costed one, 100,000; `-- --json FILE` also writes the figures as JSON). The emulator runs in a
+//! `COSTED_ROWS` the costed one, 400,000 — long enough for the partitions' steady state; `-- --json FILE` also writes the figures as JSON). The emulator runs in a
 //! process of its own — this binary, started again with `--emulator` — so that the memory measured is dynsync's.
 //!
 //! The ceiling at the default cost: a page of 5,000 rows costs 115 ms + 5,000 × 100 µs = 615 ms of execution
@@ -289,7 +289,7 @@ async fn main() {
     }
     let json_out = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
     let rows = env_number("ROWS", 1_000_000);
-    let costed_rows = env_number("COSTED_ROWS", 100_000);
+    let costed_rows = env_number("COSTED_ROWS", 400_000);
     let states = tempfile::tempdir().unwrap();
 
     // Zero cost: how fast dynsync itself goes, and how much memory it takes.

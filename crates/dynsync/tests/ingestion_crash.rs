@@ -12,7 +12,7 @@ mod common;
 use common::{ServeProcess, duckdb};
 
 const BASE: &str = "/data/foundation/flowservice";
-const CONTACTS: usize = 30_000;
+const CONTACTS: usize = 80_000;
 
 /// The flow's full load run, or `Json::Null` while there is none (or dynsync does not answer).
 async fn full_run(http: &reqwest::Client, dynsync: &ServeProcess, flow: &str) -> Json {
@@ -29,8 +29,9 @@ async fn full_run(http: &reqwest::Client, dynsync: &ServeProcess, flow: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_load_killed_midway_resumes_from_its_last_page_and_holds_each_row_once() {
-    // Each request costs time, so that the load is between pages when dynsync is killed.
-    let cost = CostModel { per_request: Duration::from_millis(300), ..CostModel::free() };
+    // Each request costs time, so that the load is between pages when dynsync is killed: 16 pages, read four at
+    // once in eight partitions.
+    let cost = CostModel { per_request: Duration::from_millis(500), ..CostModel::free() };
     let emulator = EmulatorConfig { cost, ..Default::default() }.start().await.unwrap();
     let dynamics = dynsync::demo::emulator_client(&emulator);
     for start in (0..CONTACTS).step_by(5000) {

@@ -400,13 +400,21 @@ pub async fn runs(
             all.extend(runs.iter().map(run_json));
             continue;
         }
-        // An ingestion's runs are its loads: each with its kind, duration and freshness.
+        // An ingestion's runs are its loads: each with its kind, duration and freshness, and a load that read
+        // nothing new (a scan that found no change) a run of no records.
         let loads = ingestion::loads(&state, flow.id).await?;
+        let empty = loads.iter().filter(|l| !runs.iter().any(|r| r.hour == l.started_at)).map(|l| RunRecord {
+            flow_id: flow.id,
+            hour: l.started_at,
+            tally: Default::default(),
+        });
+        let mut runs: Vec<RunRecord> = runs.iter().cloned().chain(empty).collect();
+        runs.sort_by_key(|r| std::cmp::Reverse(r.hour));
         for run in &runs {
             let mut body = run_json(run);
+            body["metrics"]["recordSummary"]["deletedRecordCount"] = json!(written_as(run, Taken::Deleted));
             if let Some(load) = loads.iter().find(|l| l.started_at == run.hour) {
                 body["load"] = ingestion::load_json(load);
-                body["metrics"]["recordSummary"]["deletedRecordCount"] = json!(written_as(run, Taken::Deleted));
             }
             all.push(body);
         }

@@ -249,11 +249,21 @@ impl TableShape {
     /// Dynamics keeps times to the second, so a record created in the second the load before started and
     /// changed since reads as a creation.
     pub fn created_since(&self, record: &Record, since: Option<DateTime<Utc>>) -> bool {
-        let created = record.get("createdon").and_then(Json::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-        match (created, since) {
+        match (self.created_on(record), since) {
             (Some(created), Some(since)) => created >= since,
             _ => false,
         }
+    }
+
+    /// The record's version (`versionnumber`).
+    pub fn version(&self, record: &Record) -> Option<i64> {
+        record.get("versionnumber").and_then(version_of)
+    }
+
+    /// When the record was created.
+    pub fn created_on(&self, record: &Record) -> Option<DateTime<Utc>> {
+        let text = record.get("createdon").and_then(Json::as_str)?;
+        DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
     }
 
     /// The record's id, from its primary key column.
