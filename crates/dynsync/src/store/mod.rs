@@ -260,7 +260,7 @@ impl Store {
         sandbox: &Sandbox,
         id: TargetConnectionId,
     ) -> Result<Option<TargetConnection>> {
-        let rows: Vec<TargetRow> = self
+        let rows: Vec<ResourceRow> = self
             .engine
             .fetch_as(
                 "SELECT id, sandbox, body, etag, created_at, updated_at FROM target_connections \
@@ -272,7 +272,7 @@ impl Store {
     }
 
     pub async fn target_connections(&self, sandbox: &Sandbox) -> Result<Vec<TargetConnection>> {
-        let rows: Vec<TargetRow> = self
+        let rows: Vec<ResourceRow> = self
             .engine
             .fetch_as(
                 "SELECT id, sandbox, body, etag, created_at, updated_at FROM target_connections \
@@ -352,14 +352,15 @@ struct ConnectionRow {
     updated_at: String,
 }
 
+/// A row of a sandbox's resource table (target connections, source connections): its envelope and JSON body.
 #[derive(sqlx::FromRow)]
-struct TargetRow {
-    id: String,
-    sandbox: String,
-    body: String,
-    etag: String,
-    created_at: String,
-    updated_at: String,
+pub(super) struct ResourceRow {
+    pub(super) id: String,
+    pub(super) sandbox: String,
+    pub(super) body: String,
+    pub(super) etag: String,
+    pub(super) created_at: String,
+    pub(super) updated_at: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -375,7 +376,7 @@ fn timestamp(text: &str) -> std::result::Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|e| format!("{text}: {e}"))
 }
 
-fn target_from(row: TargetRow) -> Result<TargetConnection> {
+fn target_from(row: ResourceRow) -> Result<TargetConnection> {
     let corrupt = |detail: String| StoreError::Corrupt { what: "target connection", detail };
     let body: StoredTarget = serde_json::from_str(&row.body).map_err(|e| corrupt(e.to_string()))?;
     Ok(TargetConnection {

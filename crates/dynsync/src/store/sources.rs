@@ -1,7 +1,7 @@
 //! Source connections and dataset targets, per sandbox; a dataset target's key or connection string is sealed like
 //! a connection's secrets.
 
-use super::{Result, Store, StoreError, timestamp};
+use super::{ResourceRow, Result, Store, StoreError, timestamp};
 use crate::dataset::DatasetName;
 use crate::dataset::target::{DatasetFormat, DatasetTarget};
 use crate::ids::{Etag, Sandbox, SourceConnectionId, TargetConnectionId};
@@ -28,16 +28,6 @@ struct StoredDataset {
     dataset: DatasetName,
     #[serde(flatten)]
     format: DatasetFormat,
-}
-
-#[derive(sqlx::FromRow)]
-struct ResourceRow {
-    id: String,
-    sandbox: String,
-    body: String,
-    etag: String,
-    created_at: String,
-    updated_at: String,
 }
 
 #[derive(sqlx::FromRow)]
