@@ -70,4 +70,4 @@ pub use fetch::FetchPage;
 pub use metadata::{
     ChoiceOption, ColumnDefinition, ColumnType, NewColumn, NewColumnType, SystemView, TableDefinition, TableSummary,
 };
-pub use query::{Filter, Literal, Order, Page, Query};
+pub use query::{Filter, Literal, Order, Page, PageReply, Query};

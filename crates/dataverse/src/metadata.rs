@@ -742,10 +742,15 @@ impl Client {
             detail,
         };
         let mut definition = TableDefinition::from_json(&table, None).map_err(|e| unexpected(&query, e))?;
-        for (cast, select) in definition.type_detail_casts() {
-            let path = TableDefinition::type_details_query(logical_name, cast, select);
-            let answer = self.get_json(&path).await?;
-            definition.apply_type_details(&answer).map_err(|e| unexpected(&path, e))?;
+        // Each kind of column's details is a request of its own: asked for at once, each costs its own time.
+        let paths: Vec<String> = definition
+            .type_detail_casts()
+            .into_iter()
+            .map(|(cast, select)| TableDefinition::type_details_query(logical_name, cast, select))
+            .collect();
+        let answers = futures::future::try_join_all(paths.iter().map(|path| self.get_json(path))).await?;
+        for (path, answer) in paths.iter().zip(answers) {
+            definition.apply_type_details(&answer).map_err(|e| unexpected(path, e))?;
         }
         Ok(definition)
     }

@@ -2,7 +2,7 @@
 //! page (each page is a request of its own through the executor, so a token that expires mid-read is
 //! renewed and a throttled page waits).
 
-use crate::client::{Client, Request};
+use crate::client::{Client, Reply, Request};
 use crate::entity::{Record, RecordId, Table};
 use crate::error::Error;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
@@ -299,12 +299,61 @@ pub struct Page {
     pub count: Option<u64>,
 }
 
+/// A page as it was answered, its rows not yet built: its next link is found first, so that a reader can ask for
+/// the next page while this one is still parsed.
+#[derive(Debug, Clone)]
+pub struct PageReply(Reply);
+
+impl PageReply {
+    /// The page's `@odata.nextLink`, without building the rows: read from the end of the body, where Dataverse
+    /// writes it; else (the last page, or a body ordered otherwise) by stepping over the rows.
+    pub fn next_link(&self) -> Result<Option<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct NextOnly {
+            #[serde(rename = "@odata.nextLink")]
+            next_link: Option<String>,
+        }
+        match trailing_next_link(&self.0.body) {
+            Some(link) => Ok(Some(link)),
+            None => Ok(self.0.read_json::<NextOnly>()?.next_link),
+        }
+    }
+
+    /// The page, its rows built.
+    pub fn page(&self) -> Result<Page, Error> {
+        self.0.read_json()
+    }
+}
+
+/// `@odata.nextLink` when it is the last member of the body's object: `…,"@odata.nextLink":"<link>"}`. Only the
+/// top-level object's last member can end the body so (a quote inside a string is escaped, and the key follows a
+/// `,` or `{`), so the rows before it need not be read.
+fn trailing_next_link(body: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"\"@odata.nextLink\":";
+    // A link is a few kilobytes at most, paging cookie included.
+    let tail = &body[body.len().saturating_sub(64 * 1024)..];
+    let at = tail.windows(KEY.len()).rposition(|w| w == KEY)?;
+    let before = tail[..at].iter().rev().find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(before, b',' | b'{') {
+        return None;
+    }
+    let rest = &tail[at + KEY.len()..];
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<String>();
+    let link = values.next()?.ok()?;
+    (rest[values.byte_offset()..].trim_ascii() == b"}").then_some(link)
+}
+
 impl Client {
     /// One page of the query: its first (`at` = `None`) or the one an earlier page's `@odata.nextLink` names. A
     /// reader that keeps the link resumes there after a restart.
     pub async fn query_page(&self, query: &Query, at: Option<&str>) -> Result<Page, Error> {
+        self.query_reply(query, at).await?.page()
+    }
+
+    /// One page of the query, as [`Client::query_page`], read but not yet parsed.
+    pub async fn query_reply(&self, query: &Query, at: Option<&str>) -> Result<PageReply, Error> {
         let target = at.map_or_else(|| query.path(), str::to_string);
-        self.execute(&query.request(target)).await?.read_json()
+        Ok(PageReply(self.execute(&query.request(target)).await?))
     }
 
     /// The query's pages, one request each, following `@odata.nextLink` until the last.
@@ -362,5 +411,39 @@ mod tests {
         );
         assert_eq!(Query::new(&Table::lead()).path(), "leads");
         assert_eq!(Filter::is_null("emailaddress1").to_string(), "emailaddress1 eq null");
+    }
+
+    fn reply(body: &str) -> PageReply {
+        PageReply(Reply {
+            url: "http://127.0.0.1/api/data/v9.2/contacts".into(),
+            status: reqwest::StatusCode::OK,
+            headers: Default::default(),
+            body: bytes::Bytes::from(body.to_string()),
+        })
+    }
+
+    #[test]
+    fn a_page_s_next_link_is_read_from_its_end_as_the_full_parse_reads_it() {
+        let cases = [
+            // As Dataverse writes a page: the link last, escapes decoded.
+            r#"{"value":[{"a":"x"}],"@odata.nextLink":"http://h/contacts?$skiptoken=%3Ccookie%20page=%222%22%3E&x=\u0026\/"}"#,
+            // Spaced out, and a row whose text holds the key escaped.
+            "{ \"value\" : [ {\"a\":\"\\\"@odata.nextLink\\\":\\\"no\\\"}\"} ] ,\n \"@odata.nextLink\" : \"http://h/2\" }\n",
+            // The last page: no link, and a row that ends like one.
+            r#"{"value":[{"a":",\"@odata.nextLink\":\"no\"}"}]}"#,
+            // The link first: read the long way.
+            r#"{"@odata.nextLink":"http://h/3","value":[{"a":"x"}]}"#,
+            r#"{"value":[]}"#,
+        ];
+        for body in cases {
+            let reply = reply(body);
+            assert_eq!(reply.next_link().unwrap(), reply.page().unwrap().next_link, "{body}");
+        }
+        assert_eq!(
+            trailing_next_link(cases[0].as_bytes()).as_deref(),
+            Some("http://h/contacts?$skiptoken=%3Ccookie%20page=%222%22%3E&x=&/")
+        );
+        assert_eq!(trailing_next_link(cases[2].as_bytes()), None);
+        assert_eq!(trailing_next_link(cases[3].as_bytes()), None);
     }
 }

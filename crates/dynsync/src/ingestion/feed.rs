@@ -24,6 +24,7 @@
 //! column whose type changed starts a new dataset generation with a full load.
 
 use super::definition::IngestionDefinition;
+use super::read_ahead::{self, PagesAhead};
 use super::schedule::Every;
 use super::shape::TableShape;
 use crate::dataset::{DatasetName, DatasetRow, DatasetSchema, Destination, Latest, Operation};
@@ -32,7 +33,7 @@ use crate::pipeline::{Source, SourceBatch, SourceRecord, StepError};
 use crate::source::SourceObject;
 use crate::store::{Load, LoadKind, Store};
 use chrono::{DateTime, SubsecRound, Utc};
-use dataverse::{ChangeLink, ChangePageItem, DeltaToken, Filter, Order, PageNext, Query, Record, Table};
+use dataverse::{ChangeLink, ChangePageItem, DeltaToken, Filter, Order, Page, PageNext, Query, Record, Table};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -100,8 +101,25 @@ pub enum Position {
     Partitioned { parts: Vec<Partition> },
     /// A scan read every page: once the last is written (`written`), rows it did not see are marked deleted.
     Sweeping { resume: Resume, written: bool },
-    /// The load is complete.
-    Loaded { resume: Resume, finished: DateTime<Utc> },
+    /// The load is complete: recorded finished once its last batch is written (`written`).
+    Loaded {
+        resume: Resume,
+        finished: DateTime<Utc>,
+        #[serde(default = "already_written")]
+        written: bool,
+    },
+}
+
+/// A cursor kept before loads waited for their last batch: it was written.
+fn already_written() -> bool {
+    true
+}
+
+impl Position {
+    /// A load read to its end, its last batch still to be written.
+    fn loaded(resume: Resume) -> Position {
+        Position::Loaded { resume, finished: Utc::now(), written: false }
+    }
 }
 
 /// A range of a table's rows by `versionnumber`, and how far it was read.
@@ -210,6 +228,9 @@ pub struct Feed {
     before_scan: Mutex<Option<(DateTime<Utc>, Arc<Kept>)>>,
     /// The last load recorded finished, so that it is recorded once.
     recorded: Mutex<Option<DateTime<Utc>>>,
+    /// A partitioned load's readers, by the generation and load they read for and the link (or first query) of
+    /// the page each gives next.
+    ahead: Mutex<HashMap<(u32, DateTime<Utc>, String), PagesAhead<Vec<SourceRecord<Fed>>>>>,
 }
 
 fn cursor_text(cursor: &FeedCursor) -> String {
@@ -240,6 +261,7 @@ impl Feed {
             reading: Mutex::new(None),
             before_scan: Mutex::new(None),
             recorded: Mutex::new(None),
+            ahead: Mutex::new(HashMap::new()),
         }
     }
 
@@ -542,7 +564,7 @@ impl Feed {
         let at = match page.next {
             Next::More(link) => Position::Reading { link },
             Next::Done(resume) if scanning => Position::Sweeping { resume, written: false },
-            Next::Done(resume) => Position::Loaded { resume, finished: Utc::now() },
+            Next::Done(resume) => Position::loaded(resume),
         };
         let next = FeedCursor { at, schema: reading.shape.schema.clone(), watermark, ..cursor };
         Ok(self.batch(records, &next))
@@ -569,13 +591,11 @@ impl Feed {
             let page = page.map_err(|error| StepError::Metadata { table: "source", error })?;
             Ok::<_, StepError>((page.value.first().and_then(|r| reading.shape.version(r)), page.count.unwrap_or(0)))
         };
-        let (lowest, rows) = edge(Order::Ascending).await?;
+        let ((lowest, rows), (highest, _)) = futures::try_join!(edge(Order::Ascending), edge(Order::Descending))?;
+        let (Some(lowest), Some(highest)) = (lowest, highest) else { return Ok(None) };
         if rows < u64::from(PAGE_SIZE) {
             return Ok(None);
         }
-        let (Some(lowest), (Some(highest), _)) = (lowest, edge(Order::Descending).await?) else {
-            return Ok(None);
-        };
         let span = highest - lowest;
         let count = (PARTITIONS as i64).min(span);
         if count < 2 {
@@ -605,7 +625,18 @@ impl Feed {
         query
     }
 
-    /// The next page of up to [`PARTITIONS_IN_FLIGHT`] partitions, read at once, as one batch.
+    /// A partition's query, and the target of its next page: its link, or the query itself at the start.
+    fn partition_target(&self, reading: &Reading, part: &Partition) -> (Query, String) {
+        let query = self.partition_query(reading, part);
+        let target = match &part.at {
+            PartitionAt::Next { link } => link.clone(),
+            PartitionAt::Start | PartitionAt::Done => query.path(),
+        };
+        (query, target)
+    }
+
+    /// The pages of up to [`PARTITIONS_IN_FLIGHT`] partitions read ahead, as one batch: as soon as one is there,
+    /// with every other there by then.
     async fn partitioned(&self, cursor: FeedCursor, mut parts: Vec<Partition>) -> Result<SourceBatch<Fed>, StepError> {
         let Some(reading) = self.reading_for(&cursor).await? else {
             tracing::warn!(flow = %self.flow, table = self.object.table(), "a column changed type: the flow loads a new dataset generation");
@@ -613,50 +644,73 @@ impl Feed {
             return Box::pin(self.first_page(next)).await;
         };
         let reading = &reading;
-        let active: Vec<usize> =
-            (0..parts.len()).filter(|&i| parts[i].at != PartitionAt::Done).take(PARTITIONS_IN_FLIGHT).collect();
-        let pages = futures::future::join_all(active.iter().map(|&i| {
-            let query = self.partition_query(reading, &parts[i]);
-            let link = match &parts[i].at {
-                PartitionAt::Next { link } => Some(link.clone()),
-                _ => None,
-            };
-            async move { self.client.query_page(&query, link.as_deref()).await }
-        }))
-        .await;
-        let synced_at = Utc::now();
-        let mut records = Vec::new();
-        for (&i, page) in active.iter().zip(pages) {
-            let page = page.map_err(|error| StepError::Metadata { table: "source", error })?;
-            for record in &page.value {
-                records.push(self.fed(reading, &cursor, record, Operation::Read, synced_at));
-            }
-            parts[i].at = page.next_link.map_or(PartitionAt::Done, |link| PartitionAt::Next { link });
+        let active = |parts: &[Partition]| -> Vec<usize> {
+            (0..parts.len()).filter(|&i| parts[i].at != PartitionAt::Done).take(PARTITIONS_IN_FLIGHT).collect()
+        };
+        let load = (cursor.generation, cursor.load.started);
+        let key = |target: String| (load.0, load.1, target);
+        let start = |query: &Query, target: String| {
+            let shape = reading.shape.clone();
+            PagesAhead::start(&self.client, query, target, move |page| rows_read(&shape, load, &page))
+        };
+        // Each partition read now, by its reader if one is ahead at its position; a reader elsewhere (a batch read
+        // again after a failed write) is dropped.
+        let mut readers = std::mem::take(&mut *self.ahead.lock().expect("read-ahead lock"));
+        let (mut now, mut targets) = (Vec::new(), Vec::new());
+        for i in active(&parts) {
+            let (query, target) = self.partition_target(reading, &parts[i]);
+            let reader = readers.remove(&key(target.clone()));
+            now.push(reader.unwrap_or_else(|| start(&query, target.clone())));
+            targets.push((i, query, target));
         }
+        drop(readers);
+        let ready = read_ahead::ready(&mut now).await;
+        let mut records = Vec::new();
+        let mut readers: Vec<Option<_>> = now.into_iter().map(Some).collect();
+        for (k, ahead) in ready {
+            let (i, query, target) = &targets[k];
+            let ahead = match ahead {
+                Some(ahead) => ahead,
+                // Its task ended without a page: read it here.
+                None => {
+                    readers[k] = None;
+                    self.client.query_page(query, Some(target)).await.map(|page| read_ahead::Ahead {
+                        rows: rows_read(&reading.shape, load, &page),
+                        next: page.next_link,
+                    })
+                }
+            };
+            let ahead = ahead.map_err(|error| StepError::Metadata { table: "source", error })?;
+            parts[*i].at = match ahead.next {
+                Some(link) => PartitionAt::Next { link },
+                None => {
+                    readers[k] = None;
+                    PartitionAt::Done
+                }
+            };
+            records.extend(ahead.rows);
+        }
+        // Each reader kept by where its partition is now; a partition that starts in place of one that ended
+        // starts reading now too.
+        let mut ahead = HashMap::new();
+        for ((i, _, _), reader) in targets.iter().zip(readers) {
+            if let Some(reader) = reader {
+                ahead.insert(key(self.partition_target(reading, &parts[*i]).1), reader);
+            }
+        }
+        for i in active(&parts) {
+            let (query, target) = self.partition_target(reading, &parts[i]);
+            if !ahead.contains_key(&key(target.clone())) {
+                ahead.insert(key(target.clone()), start(&query, target));
+            }
+        }
+        *self.ahead.lock().expect("read-ahead lock") = ahead;
         let at = match parts.iter().all(|p| p.at == PartitionAt::Done) {
-            true => Position::Loaded { resume: Resume::Baseline, finished: Utc::now() },
+            true => Position::loaded(Resume::Baseline),
             false => Position::Partitioned { parts },
         };
         let next = FeedCursor { at, schema: reading.shape.schema.clone(), ..cursor };
         Ok(self.batch(records, &next))
-    }
-
-    /// A record read as the job takes it: a row of the cursor's generation and load, or why it cannot be one.
-    fn fed(
-        &self,
-        reading: &Reading,
-        cursor: &FeedCursor,
-        record: &Record,
-        operation: Operation,
-        synced_at: DateTime<Utc>,
-    ) -> SourceRecord<Fed> {
-        match reading.shape.row(record, operation, synced_at) {
-            Ok((row, notes)) => {
-                let position = row.id.to_string();
-                Fed::Row { generation: cursor.generation, load: cursor.load.started, row, notes }.record(position)
-            }
-            Err(message) => Fed::Unreadable { message }.record(format!("a row of {}", reading.shape.table)),
-        }
     }
 
     /// Moves the watermark over a record of a table without change tracking; whether the last load read it
@@ -716,7 +770,7 @@ impl Feed {
             .collect();
         self.store.forget_resync_seen(self.flow).await?;
         *self.before_scan.lock().expect("scan lock") = None;
-        let next = FeedCursor { at: Position::Loaded { resume, finished: Utc::now() }, ..cursor };
+        let next = FeedCursor { at: Position::loaded(resume), ..cursor };
         Ok(self.batch(records, &next))
     }
 }
@@ -744,6 +798,12 @@ impl Source for Feed {
                 Ok(Some(self.batch(Vec::new(), &next)))
             }
             Position::Sweeping { resume, written: true } => self.sweep(cursor, resume).await.map(Some),
+            Position::Loaded { resume, finished, written: false } if self.records_load(cursor.load.kind) => {
+                // The same barrier: the load is recorded finished only once its last batch is counted in its run
+                // (the runtime reads a batch ahead, while the one before it is still being written).
+                let next = FeedCursor { at: Position::Loaded { resume, finished, written: true }, ..cursor };
+                Ok(Some(self.batch(Vec::new(), &next)))
+            }
             Position::Loaded { finished, .. } => {
                 self.record_finished(&cursor, finished).await?;
                 match self.definition.schedule.next_load(Some((cursor.load.started, finished))) {
@@ -756,6 +816,20 @@ impl Source for Feed {
             }
         }
     }
+}
+
+/// A page of a full load as the job takes it: each record a row of the load (its generation, and when it started),
+/// or why it cannot be one.
+fn rows_read(shape: &TableShape, (generation, load): (u32, DateTime<Utc>), page: &Page) -> Vec<SourceRecord<Fed>> {
+    let synced_at = Utc::now();
+    let fed = |record: &Record| match shape.row(record, Operation::Read, synced_at) {
+        Ok((row, notes)) => {
+            let position = row.id.to_string();
+            Fed::Row { generation, load, row, notes }.record(position)
+        }
+        Err(message) => Fed::Unreadable { message }.record(format!("a row of {}", shape.table)),
+    };
+    page.value.iter().map(fed).collect()
 }
 
 /// `link` with its `$select` replaced by `select`.

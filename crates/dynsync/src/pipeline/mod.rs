@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod runner;
 pub mod sink;
 pub mod supervisor;
+pub mod task;
 #[cfg(test)]
 mod tests;
 

@@ -5,6 +5,7 @@
 
 use super::clients::Clients;
 use super::sink::{Paused, Refusal};
+use super::task::AbortOnDrop;
 use super::{Decision, Job, Sink, Source, SourceRecord, StepError, Taken};
 use crate::ids::{ConnectionId, FlowId, Sandbox};
 use crate::store::{
@@ -239,22 +240,6 @@ pub(super) async fn reconcile_failed<J: Job>(
     Ok(recovered)
 }
 
-/// A task that stops when its handle is dropped: a flow's read ahead ends with the flow.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> AbortOnDrop<T> {
-    /// What the task gave; `None` if it panicked.
-    async fn finished(mut self) -> Option<T> {
-        (&mut self.0).await.ok()
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// One flow's runner, owned by the process that holds `lease`.
 pub struct Runner<J, S, K> {
     pub store: Store,
@@ -329,7 +314,7 @@ where
             // acknowledged only after this one.
             let reading = {
                 let (runner, after) = (self.clone(), current.cursor.clone());
-                AbortOnDrop(tokio::spawn(async move { runner.prepare(Some(&after)).await }))
+                AbortOnDrop::spawn(async move { runner.prepare(Some(&after)).await })
             };
             let (written, following) = tokio::join!(self.sink.write(&current.writes), reading.finished());
             let results = match written {
