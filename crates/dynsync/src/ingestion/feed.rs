@@ -230,8 +230,11 @@ pub struct Feed {
     recorded: Mutex<Option<DateTime<Utc>>>,
     /// A partitioned load's readers, by the generation and load they read for and the link (or first query) of
     /// the page each gives next.
-    ahead: Mutex<HashMap<(u32, DateTime<Utc>, String), PagesAhead<Vec<SourceRecord<Fed>>>>>,
+    ahead: Mutex<Readers>,
 }
+
+/// A partitioned load's readers, by (generation, load started, the target of the page each gives next).
+type Readers = HashMap<(u32, DateTime<Utc>, String), PagesAhead<Vec<SourceRecord<Fed>>>>;
 
 fn cursor_text(cursor: &FeedCursor) -> String {
     serde_json::to_string(cursor).expect("a cursor serializes")
@@ -495,9 +498,7 @@ impl Feed {
     /// The rows of one page from `link`, and the cursor after it.
     async fn page(&self, cursor: FeedCursor, link: &str) -> Result<SourceBatch<Fed>, StepError> {
         let Some(reading) = self.reading_for(&cursor).await? else {
-            tracing::warn!(flow = %self.flow, table = self.object.table(), "a column changed type: the flow loads a new dataset generation");
-            let next = self.start_load(Some(&cursor), LoadKind::Full).await?;
-            return Box::pin(self.first_page(next)).await;
+            return self.new_generation(&cursor).await;
         };
         let page = match self.read_page(&cursor, &reading, link).await {
             Ok(page) => page,
@@ -570,6 +571,14 @@ impl Feed {
         Ok(self.batch(records, &next))
     }
 
+    /// A column changed type since `cursor`'s load started: the flow loads a new dataset generation, from its
+    /// first page.
+    async fn new_generation(&self, cursor: &FeedCursor) -> Result<SourceBatch<Fed>, StepError> {
+        tracing::warn!(flow = %self.flow, table = self.object.table(), "a column changed type: the flow loads a new dataset generation");
+        let next = self.start_load(Some(cursor), LoadKind::Full).await?;
+        Box::pin(self.first_page(next)).await
+    }
+
     async fn first_page(&self, cursor: FeedCursor) -> Result<SourceBatch<Fed>, StepError> {
         match cursor.at.clone() {
             Position::Reading { link } => self.page(cursor, &link).await,
@@ -639,9 +648,7 @@ impl Feed {
     /// with every other there by then.
     async fn partitioned(&self, cursor: FeedCursor, mut parts: Vec<Partition>) -> Result<SourceBatch<Fed>, StepError> {
         let Some(reading) = self.reading_for(&cursor).await? else {
-            tracing::warn!(flow = %self.flow, table = self.object.table(), "a column changed type: the flow loads a new dataset generation");
-            let next = self.start_load(Some(&cursor), LoadKind::Full).await?;
-            return Box::pin(self.first_page(next)).await;
+            return self.new_generation(&cursor).await;
         };
         let reading = &reading;
         let active = |parts: &[Partition]| -> Vec<usize> {
@@ -700,9 +707,7 @@ impl Feed {
         }
         for i in active(&parts) {
             let (query, target) = self.partition_target(reading, &parts[i]);
-            if !ahead.contains_key(&key(target.clone())) {
-                ahead.insert(key(target.clone()), start(&query, target));
-            }
+            ahead.entry(key(target.clone())).or_insert_with(|| start(&query, target));
         }
         *self.ahead.lock().expect("read-ahead lock") = ahead;
         let at = match parts.iter().all(|p| p.at == PartitionAt::Done) {
@@ -753,8 +758,7 @@ impl Feed {
     /// After a scan's last page is written: the rows it did not see again are marked deleted.
     async fn sweep(&self, cursor: FeedCursor, resume: Resume) -> Result<SourceBatch<Fed>, StepError> {
         let Some(reading) = self.reading_for(&cursor).await? else {
-            let next = self.start_load(Some(&cursor), LoadKind::Full).await?;
-            return self.first_page(next).await;
+            return self.new_generation(&cursor).await;
         };
         let now = self.destination.latest(&self.dataset, cursor.generation).await?;
         let seen = self.store.resync_seen(self.flow, cursor.load.started).await?;
