@@ -2,7 +2,12 @@
 //! `order`/`paging-cookie`, a view's: the order resolved to columns (the primary key breaking ties, so pages are
 //! stable while rows are added between them) and the position after the last row of the previous page.
 //! It lives with the query languages rather than with any one handler, since they all page alike.
+//!
+//! A query that asks only for a range of `versionnumber` — as a client reading a table in partitions does — or
+//! orders by it is answered through the table's version index, as SQL Server would seek an index rather than
+//! scan: the rows are the same, found without reading the others.
 
+use super::filter::CmpOp;
 use super::filter::Predicate;
 use super::query::{Cursor, QueryOptions, value_from_cookie};
 use crate::error::{ApiError, ApiResult};
@@ -67,6 +72,9 @@ pub(crate) fn page<'d>(
     limit: usize,
 ) -> (Vec<(Uuid, &'d Row)>, bool) {
     let matches = |row: &Row| predicate.is_none_or(|p| p.matches(row));
+    if let Some(found) = by_version(rows, predicate, order, cursor, limit) {
+        return found;
+    }
     let mut out: Vec<(Uuid, &Row)>;
     if order.columns.is_empty() {
         let start = cursor.map_or(Bound::Unbounded, |c| Bound::Excluded(c.last_id));
@@ -114,4 +122,219 @@ pub(crate) fn page<'d>(
     let more = out.len() > limit;
     out.truncate(limit);
     (out, more)
+}
+
+const VERSION: &str = "versionnumber";
+
+/// A page answered through the version index, when the query allows: its filter is only comparisons of
+/// `versionnumber` with whole numbers (or none), and it is in the table's own order (by id) or by
+/// `versionnumber` alone. `None` when the query needs a scan.
+fn by_version<'d>(
+    rows: &'d TableRows,
+    predicate: Option<&Predicate>,
+    order: &Order,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Option<(Vec<(Uuid, &'d Row)>, bool)> {
+    // Rows written before versions were kept (none the Web API writes) are not in the index.
+    if rows.by_version.len() != rows.rows.len() {
+        return None;
+    }
+    let range = match predicate {
+        None => (Bound::Unbounded, Bound::Unbounded),
+        Some(p) => version_range(p)?,
+    };
+    let row = |id: &Uuid| rows.rows.get_key_value(id).map(|(id, r)| (*id, r));
+    let mut out: Vec<(Uuid, &Row)> = match order.columns.as_slice() {
+        // Every row has a version, unique to it: the index's order is the query's.
+        [(column, descending)] if column == VERSION => {
+            let range = match cursor {
+                None => range,
+                Some(c) => {
+                    let last = c.sort_values.first().and_then(|(_, v)| v.as_deref()?.parse::<i64>().ok())?;
+                    match descending {
+                        false => (intersect_lower(range.0, Bound::Excluded(last)), range.1),
+                        true => (range.0, intersect_upper(range.1, Bound::Excluded(last))),
+                    }
+                }
+            };
+            if empty(range) {
+                return Some((Vec::new(), false));
+            }
+            let ids = rows.by_version.range(range).map(|(_, id)| id);
+            let ids: Box<dyn Iterator<Item = &Uuid>> = if *descending { Box::new(ids.rev()) } else { Box::new(ids) };
+            ids.filter_map(row).take(limit + 1).collect()
+        }
+        // Only a range of versions: the ids in it, the first `limit + 1` of them after the cursor in id order.
+        [] if predicate.is_some() => {
+            if empty(range) {
+                return Some((Vec::new(), false));
+            }
+            let after = cursor.map(|c| c.last_id);
+            let mut ids: Vec<Uuid> =
+                rows.by_version.range(range).map(|(_, id)| *id).filter(|id| after.is_none_or(|a| *id > a)).collect();
+            if ids.len() > limit + 1 {
+                ids.select_nth_unstable(limit);
+                ids.truncate(limit + 1);
+            }
+            ids.sort_unstable();
+            ids.iter().filter_map(row).collect()
+        }
+        _ => return None,
+    };
+    let more = out.len() > limit;
+    out.truncate(limit);
+    Some((out, more))
+}
+
+/// The versions a filter allows, when it is nothing but comparisons of `versionnumber` with whole numbers joined
+/// by `and`; `None` otherwise.
+fn version_range(predicate: &Predicate) -> Option<(Bound<i64>, Bound<i64>)> {
+    match predicate {
+        Predicate::And(a, b) => {
+            let (a, b) = (version_range(a)?, version_range(b)?);
+            Some((intersect_lower(a.0, b.0), intersect_upper(a.1, b.1)))
+        }
+        Predicate::Compare(column, op, Some(Value::Int(v))) if column == VERSION => Some(match op {
+            CmpOp::Eq => (Bound::Included(*v), Bound::Included(*v)),
+            CmpOp::Gt => (Bound::Excluded(*v), Bound::Unbounded),
+            CmpOp::Ge => (Bound::Included(*v), Bound::Unbounded),
+            CmpOp::Lt => (Bound::Unbounded, Bound::Excluded(*v)),
+            CmpOp::Le => (Bound::Unbounded, Bound::Included(*v)),
+            CmpOp::Ne => return None,
+        }),
+        _ => None,
+    }
+}
+
+/// The tighter of two lower bounds.
+fn intersect_lower(a: Bound<i64>, b: Bound<i64>) -> Bound<i64> {
+    match (a, b) {
+        (Bound::Unbounded, x) | (x, Bound::Unbounded) => x,
+        (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.max(y)),
+        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.max(y)),
+        (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
+            if i > e {
+                Bound::Included(i)
+            } else {
+                Bound::Excluded(e)
+            }
+        }
+    }
+}
+
+/// The tighter of two upper bounds.
+fn intersect_upper(a: Bound<i64>, b: Bound<i64>) -> Bound<i64> {
+    match (a, b) {
+        (Bound::Unbounded, x) | (x, Bound::Unbounded) => x,
+        (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.min(y)),
+        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.min(y)),
+        (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
+            if i < e {
+                Bound::Included(i)
+            } else {
+                Bound::Excluded(e)
+            }
+        }
+    }
+}
+
+/// Whether a range holds no version (`BTreeMap::range` panics on one whose start is past its end).
+fn empty((lower, upper): (Bound<i64>, Bound<i64>)) -> bool {
+    let low = match lower {
+        Bound::Included(v) => Some(v),
+        Bound::Excluded(v) => v.checked_add(1),
+        Bound::Unbounded => Some(i64::MIN),
+    };
+    let high = match upper {
+        Bound::Included(v) => Some(v),
+        Bound::Excluded(v) => v.checked_sub(1),
+        Bound::Unbounded => Some(i64::MAX),
+    };
+    match (low, high) {
+        (Some(low), Some(high)) => low > high,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A contact table of `n` rows, their versions in another order than their ids.
+    fn contacts(n: i64) -> (Table, TableRows) {
+        let table = crate::schema::builtin_tables().into_iter().find(|t| t.logical_name == "contact").unwrap();
+        let mut rows = TableRows::default();
+        for i in 0..n {
+            let id = Uuid::from_u128(((i * 7919) % n) as u128 + 1);
+            let row = Row::from([
+                (VERSION.to_string(), Value::Int(1000 + i)),
+                ("firstname".to_string(), Value::Text(format!("c{i}"))),
+            ]);
+            rows.put(&table, id, row);
+        }
+        (table, rows)
+    }
+
+    /// Every page of a query, following the cursor as a next link would.
+    fn all_pages(rows: &TableRows, table: &Table, predicate: Option<&Predicate>, order: &Order) -> Vec<Vec<Uuid>> {
+        let mut pages = Vec::new();
+        let mut cursor: Option<Cursor> = None;
+        loop {
+            let (page_rows, more) = page(rows, table, predicate, order, cursor.as_ref(), 7);
+            pages.push(page_rows.iter().map(|(id, _)| *id).collect());
+            if !more {
+                return pages;
+            }
+            let (last_id, last) = *page_rows.last().unwrap();
+            cursor = Some(Cursor {
+                page: pages.len() as u32 + 1,
+                sort_values: order.columns.iter().map(|(c, _)| (c.clone(), last.get(c).map(Value::to_text))).collect(),
+                last_id,
+                first_id: page_rows[0].0,
+            });
+        }
+    }
+
+    #[test]
+    fn a_range_of_versions_or_an_order_by_version_pages_through_the_index_as_a_scan_would() {
+        let (table, rows) = contacts(100);
+        let compare = |column: &str, op, v| Predicate::Compare(column.to_string(), op, Some(Value::Int(v)));
+        let and = |a, b| Predicate::And(Box::new(a), Box::new(b));
+        let filters = [
+            None,
+            Some(compare(VERSION, CmpOp::Ge, 1020)),
+            Some(and(compare(VERSION, CmpOp::Ge, 1020), compare(VERSION, CmpOp::Lt, 1061))),
+            Some(and(compare(VERSION, CmpOp::Gt, 1020), compare(VERSION, CmpOp::Le, 1061))),
+            Some(compare(VERSION, CmpOp::Eq, 1042)),
+            Some(and(compare(VERSION, CmpOp::Ge, 1070), compare(VERSION, CmpOp::Lt, 1030))),
+        ];
+        let orders = [vec![], vec![(VERSION.to_string(), false)], vec![(VERSION.to_string(), true)]];
+        for filter in &filters {
+            for columns in &orders {
+                let order = Order { columns: columns.clone() };
+                // The same filter with a term the index cannot answer: read by a scan.
+                let scanned = filter.clone().map(|f| and(f, Predicate::Const(true)));
+                let through_index = all_pages(&rows, &table, filter.as_ref(), &order);
+                if filter.is_some() || !columns.is_empty() {
+                    assert!(by_version(&rows, filter.as_ref(), &order, None, 7).is_some(), "{filter:?} {columns:?}");
+                }
+                let by_scan = match &scanned {
+                    Some(s) => all_pages(&rows, &table, Some(s), &order),
+                    None => all_pages(&rows, &table, Some(&Predicate::Const(true)), &order),
+                };
+                assert_eq!(through_index, by_scan, "{filter:?} ordered by {columns:?}");
+            }
+        }
+        assert_eq!(all_pages(&rows, &table, None, &Order { columns: vec![] }).concat().len(), 100);
+    }
+
+    #[test]
+    fn a_filter_on_another_column_or_not_equal_is_answered_by_a_scan() {
+        let compare = |column: &str, op, v| Predicate::Compare(column.to_string(), op, Some(Value::Int(v)));
+        assert!(version_range(&compare("numberofchildren", CmpOp::Ge, 1)).is_none());
+        assert!(version_range(&compare(VERSION, CmpOp::Ne, 1)).is_none());
+        let or = Predicate::Or(Box::new(compare(VERSION, CmpOp::Lt, 1)), Box::new(compare(VERSION, CmpOp::Gt, 9)));
+        assert!(version_range(&or).is_none());
+    }
 }

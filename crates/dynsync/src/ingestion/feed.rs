@@ -26,14 +26,14 @@
 use super::definition::IngestionDefinition;
 use super::read_ahead::{self, PagesAhead};
 use super::schedule::Every;
-use super::shape::TableShape;
+use super::shape::{Fields, TableShape};
 use crate::dataset::{DatasetName, DatasetRow, DatasetSchema, Destination, Latest, Operation};
 use crate::ids::FlowId;
 use crate::pipeline::{Source, SourceBatch, SourceRecord, StepError};
 use crate::source::SourceObject;
 use crate::store::{Load, LoadKind, Store};
 use chrono::{DateTime, SubsecRound, Utc};
-use dataverse::{ChangeLink, ChangePageItem, DeltaToken, Filter, Order, Page, PageNext, Query, Record, Table};
+use dataverse::{ChangeLink, ChangePageItem, DeltaToken, Filter, Order, PageNext, PageReply, Query, Record, Table};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -658,7 +658,7 @@ impl Feed {
         let key = |target: String| (load.0, load.1, target);
         let start = |query: &Query, target: String| {
             let shape = reading.shape.clone();
-            PagesAhead::start(&self.client, query, target, move |page| rows_read(&shape, load, &page))
+            PagesAhead::start(&self.client, query, target, move |reply| rows_read(&shape, load, reply))
         };
         // Each partition read now, by its reader if one is ahead at its position; a reader elsewhere (a batch read
         // again after a failed write) is dropped.
@@ -681,9 +681,10 @@ impl Feed {
                 // Its task ended without a page: read it here.
                 None => {
                     readers[k] = None;
-                    self.client.query_page(query, Some(target)).await.map(|page| read_ahead::Ahead {
-                        rows: rows_read(&reading.shape, load, &page),
-                        next: page.next_link,
+                    let reply = self.client.query_reply(query, Some(target)).await;
+                    reply.and_then(|reply| {
+                        let rows = rows_read(&reading.shape, load, &reply)?;
+                        Ok(read_ahead::Ahead { rows, next: reply.next_link()? })
                     })
                 }
             };
@@ -824,16 +825,20 @@ impl Source for Feed {
 
 /// A page of a full load as the job takes it: each record a row of the load (its generation, and when it started),
 /// or why it cannot be one.
-fn rows_read(shape: &TableShape, (generation, load): (u32, DateTime<Utc>), page: &Page) -> Vec<SourceRecord<Fed>> {
+fn rows_read(
+    shape: &TableShape,
+    (generation, load): (u32, DateTime<Utc>),
+    reply: &PageReply,
+) -> Result<Vec<SourceRecord<Fed>>, dataverse::Error> {
     let synced_at = Utc::now();
-    let fed = |record: &Record| match shape.row(record, Operation::Read, synced_at) {
+    let fed = |fields: Fields| match shape.row_of(&fields, Operation::Read, synced_at) {
         Ok((row, notes)) => {
             let position = row.id.to_string();
             Fed::Row { generation, load, row, notes }.record(position)
         }
         Err(message) => Fed::Unreadable { message }.record(format!("a row of {}", shape.table)),
     };
-    page.value.iter().map(fed).collect()
+    Ok(reply.rows_with(shape.fields())?.into_iter().map(fed).collect())
 }
 
 /// `link` with its `$select` replaced by `select`.

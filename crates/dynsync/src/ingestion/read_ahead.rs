@@ -6,7 +6,7 @@
 //! bounded number of pages, not the table.
 
 use crate::pipeline::task::AbortOnDrop;
-use dataverse::{Client, Page, Query};
+use dataverse::{Client, PageReply, Query};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
@@ -23,12 +23,12 @@ pub struct PagesAhead<T> {
 }
 
 impl<T: Send + 'static> PagesAhead<T> {
-    /// Starts reading `query`'s pages from `first` (its path, or a page's link).
+    /// Starts reading `query`'s pages from `first` (its path, or a page's link), each read by `convert`.
     pub fn start(
         client: &Client,
         query: &Query,
         first: String,
-        convert: impl Fn(Page) -> T + Send + 'static,
+        convert: impl Fn(&PageReply) -> Result<T, dataverse::Error> + Send + 'static,
     ) -> PagesAhead<T> {
         let (client, query) = (client.clone(), query.clone());
         let (pages, taken) = mpsc::channel(1);
@@ -51,7 +51,7 @@ impl<T: Send + 'static> PagesAhead<T> {
                 };
                 asked = next.clone().map(ask);
                 let Ok(room) = pages.reserve().await else { return };
-                room.send(reply.page().map(|page| Ahead { rows: convert(page), next }));
+                room.send(convert(&reply).map(|rows| Ahead { rows, next }));
             }
         });
         PagesAhead { pages: taken, _task: task }

@@ -10,8 +10,10 @@
 use crate::dataset::{ColumnKind, DatasetColumn, DatasetRow, DatasetSchema, Operation, Value};
 use chrono::{DateTime, NaiveDate, Utc};
 use dataverse::{ColumnDefinition, ColumnType, Record, TableDefinition};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use std::fmt;
 use uuid::Uuid;
 
 const FORMATTED: &str = "@OData.Community.Display.V1.FormattedValue";
@@ -114,6 +116,119 @@ struct Loaded {
     names: Vec<String>,
     /// Where those are in the schema.
     positions: Vec<usize>,
+    /// Where its value, label and table are among a record's [`Fields`].
+    fields: LoadedFields,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct LoadedFields {
+    value: usize,
+    formatted: usize,
+    lookup_table: usize,
+}
+
+/// The properties of a record a shape reads — each loaded column's value and annotations, the primary key, the
+/// version — each at a place among a record's [`Fields`], by name for lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct FieldNames {
+    sorted: Vec<(String, usize)>,
+    id: usize,
+    version: usize,
+}
+
+impl FieldNames {
+    fn of(loaded: &mut [Loaded], primary_key: &str) -> FieldNames {
+        let mut names: Vec<String> = Vec::new();
+        let mut place = |name: String| match names.iter().position(|n| *n == name) {
+            Some(at) => at,
+            None => {
+                names.push(name);
+                names.len() - 1
+            }
+        };
+        for l in loaded.iter_mut() {
+            l.fields = LoadedFields {
+                value: place(l.property.clone()),
+                formatted: place(format!("{}{FORMATTED}", l.property)),
+                lookup_table: place(format!("{}{LOOKUP_TABLE}", l.property)),
+            };
+        }
+        let (id, version) = (place(primary_key.to_string()), place("versionnumber".to_string()));
+        let mut sorted: Vec<(String, usize)> = names.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
+        sorted.sort_unstable();
+        FieldNames { sorted, id, version }
+    }
+
+    fn place(&self, name: &str) -> Option<usize> {
+        self.sorted.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| self.sorted[i].1)
+    }
+}
+
+/// The properties of one record a [`TableShape`] reads, by their place ([`Json::Null`] when absent): read from a
+/// page's body by [`TableShape::fields`] without a map of every property, or taken from a [`Record`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fields(Vec<Json>);
+
+impl Fields {
+    fn at(&self, place: usize) -> &Json {
+        &self.0[place]
+    }
+}
+
+/// Reads a record's [`Fields`] from a page's body: the properties the shape reads kept, the others stepped over.
+#[derive(Clone, Copy)]
+pub struct FieldsSeed<'s>(&'s FieldNames);
+
+impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
+    type Value = Fields;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Fields, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldsSeed<'_> {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a record: an object of properties")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut values = vec![Json::Null; self.0.sorted.len()];
+        while let Some(place) = map.next_key_seed(PlaceOf(self.0))? {
+            match place {
+                Some(place) => values[place] = map.next_value()?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Fields(values))
+    }
+}
+
+/// A property's place among the fields, read from its name without keeping it.
+struct PlaceOf<'s>(&'s FieldNames);
+
+impl<'de> DeserializeSeed<'de> for PlaceOf<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PlaceOf<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a property name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.place(name))
+    }
 }
 
 /// A table as a flow loads it: the columns it reads, and the dataset columns they fill.
@@ -125,6 +240,7 @@ pub struct TableShape {
     /// Whether the table has `createdon`.
     audited: bool,
     pub schema: DatasetSchema,
+    fields: FieldNames,
 }
 
 /// Why a flow's columns do not fit its table.
@@ -217,6 +333,7 @@ impl TableShape {
                 reader,
                 names,
                 positions: vec![],
+                fields: LoadedFields::default(),
             });
         }
         if !problems.is_empty() {
@@ -229,7 +346,9 @@ impl TableShape {
             loaded,
             audited,
             schema,
+            fields: FieldNames::default(),
         };
+        shape.fields = FieldNames::of(&mut shape.loaded, primary_key);
         shape.place();
         Ok(shape)
     }
@@ -315,6 +434,11 @@ impl TableShape {
         Some(shape)
     }
 
+    /// Reads the [`Fields`] of each row of a page straight from its body.
+    pub fn fields(&self) -> FieldsSeed<'_> {
+        FieldsSeed(&self.fields)
+    }
+
     /// A record read from Dynamics as a dataset row, with what could not be read of it.
     pub fn row(
         &self,
@@ -322,14 +446,36 @@ impl TableShape {
         operation: Operation,
         synced_at: DateTime<Utc>,
     ) -> Result<(DatasetRow, Vec<String>), String> {
-        let id = self.id_of(record).ok_or_else(|| format!("the record has no id in {}", self.primary_key))?;
-        let version = record.get("versionnumber").and_then(version_of);
+        let mut fields = vec![Json::Null; self.fields.sorted.len()];
+        for (name, place) in &self.fields.sorted {
+            if let Some(value) = record.get(name) {
+                fields[*place] = value.clone();
+            }
+        }
+        self.row_of(&Fields(fields), operation, synced_at)
+    }
+
+    /// A record's [`Fields`] as a dataset row, with what could not be read of it.
+    pub fn row_of(
+        &self,
+        fields: &Fields,
+        operation: Operation,
+        synced_at: DateTime<Utc>,
+    ) -> Result<(DatasetRow, Vec<String>), String> {
+        let id = fields.at(self.fields.id).as_str().and_then(|s| Uuid::parse_str(s).ok());
+        let id = id.ok_or_else(|| format!("the record has no id in {}", self.primary_key))?;
+        let version = version_of(fields.at(self.fields.version));
         let mut notes = Vec::new();
         let mut values = vec![Value::Null; self.schema.columns.len()];
         for loaded in &self.loaded {
-            let value = record.get(&loaded.property).unwrap_or(&Json::Null);
-            let annotation = |name: &str| record.get(&format!("{}{name}", loaded.property)).and_then(Json::as_str);
-            let (main, extra) = read_value(&loaded.reader, value, annotation(FORMATTED), annotation(LOOKUP_TABLE));
+            let value = fields.at(loaded.fields.value);
+            let annotation = |place: usize| fields.at(place).as_str();
+            let (main, extra) = read_value(
+                &loaded.reader,
+                value,
+                annotation(loaded.fields.formatted),
+                annotation(loaded.fields.lookup_table),
+            );
             if main == Value::Null && !value.is_null() {
                 notes.push(format!(
                     "column {} of record {id}: {value} is not a {} value; it is left null",
@@ -459,6 +605,7 @@ fn closest(table: &TableDefinition, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::de::DeserializeSeed;
     use serde_json::json;
 
     /// A contact table with a column of each kind, as `EntityDefinitions` answers it.
@@ -536,6 +683,15 @@ mod tests {
                 Value::Decimal(12_345_678_912),
             ]
         );
+        // Read straight from a page's body, with properties it does not load and a name escaped: the same row.
+        let mut body = record.as_object().unwrap().clone();
+        body.insert("@odata.etag".into(), json!("W/\"4411\""));
+        body.insert("lastname".into(), json!({"nested": [1, 2]}));
+        let text = serde_json::to_string(&body).unwrap().replace("\"firstname\":", "\"first\\u006eame\":");
+        assert!(text.contains("first\\u006eame"));
+        let fields = shape.fields().deserialize(&mut serde_json::Deserializer::from_str(&text)).unwrap();
+        let (from_body, _) = shape.row_of(&fields, Operation::Read, row.synced_at).unwrap();
+        assert_eq!(from_body, row);
     }
 
     #[test]
