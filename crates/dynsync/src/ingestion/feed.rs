@@ -838,7 +838,7 @@ fn rows_read(
         }
         Err(message) => Fed::Unreadable { message }.record(format!("a row of {}", shape.table)),
     };
-    Ok(reply.rows_with(shape.fields())?.into_iter().map(fed).collect())
+    Ok(reply.rows_with(&shape.page_fields())?.into_iter().map(fed).collect())
 }
 
 /// `link` with its `$select` replaced by `select`.

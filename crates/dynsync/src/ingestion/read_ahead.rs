@@ -1,5 +1,6 @@
 //! The pages of a full load's partition, read ahead of the job. Each page is asked for as soon as the link to it
-//! is known — skimmed from the page before, ahead of parsing it — and not when the job comes for it, so the
+//! is known — skimmed from the page before, ahead of parsing it — and the page before has room to wait in, not
+//! when the job comes for it, so the
 //! requests the limits allow stay in flight while dynsync parses, converts and writes: a partition never waits
 //! on the others, nor on the batch before. Each reader parses and converts its own pages, on whichever core is
 //! free. At most one page waits converted and one unparsed per partition, so a job slower than Dynamics holds a
@@ -40,8 +41,9 @@ impl<T: Send + 'static> PagesAhead<T> {
             let mut asked = Some(ask(first));
             while let Some(reply) = asked.take() {
                 let Some(reply) = reply.finished().await else { return };
-                // The next page is asked for at once; this one waits, unparsed, for room (the page before it
-                // taken by the job) before it is parsed and converted.
+                // The next page is asked for as soon as there is room for this one: at once while the job keeps
+                // up, else once it has taken the page before — so a slow job holds at most one page converted and
+                // one unparsed per partition, not a third arriving.
                 let (reply, next) = match reply.and_then(|reply| reply.next_link().map(|next| (reply, next))) {
                     Ok(read) => read,
                     Err(error) => {
@@ -49,8 +51,11 @@ impl<T: Send + 'static> PagesAhead<T> {
                         return;
                     }
                 };
-                asked = next.clone().map(ask);
                 let Ok(room) = pages.reserve().await else { return };
+                asked = next.clone().map(ask);
+                // The request goes out before this task parses: a task spawned runs next on this thread, and only
+                // once this one yields — parsing a page would hold it back for as long as that takes.
+                tokio::task::yield_now().await;
                 room.send(convert(&reply).map(|rows| Ahead { rows, next }));
             }
         });

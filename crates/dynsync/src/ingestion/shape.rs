@@ -13,6 +13,7 @@ use dataverse::{ColumnDefinition, ColumnType, Record, TableDefinition};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use std::cell::RefCell;
 use std::fmt;
 use uuid::Uuid;
 
@@ -123,8 +124,10 @@ struct Loaded {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct LoadedFields {
     value: usize,
-    formatted: usize,
-    lookup_table: usize,
+    /// A choice's label.
+    formatted: Option<usize>,
+    /// The table a lookup points into.
+    lookup_table: Option<usize>,
 }
 
 /// The properties of a record a shape reads — each loaded column's value and annotations, the primary key, the
@@ -147,10 +150,12 @@ impl FieldNames {
             }
         };
         for l in loaded.iter_mut() {
+            let labelled = matches!(l.reader, Reader::Choice | Reader::Choices);
+            let lookup = l.reader == Reader::Lookup;
             l.fields = LoadedFields {
                 value: place(l.property.clone()),
-                formatted: place(format!("{}{FORMATTED}", l.property)),
-                lookup_table: place(format!("{}{LOOKUP_TABLE}", l.property)),
+                formatted: labelled.then(|| place(format!("{}{FORMATTED}", l.property))),
+                lookup_table: lookup.then(|| place(format!("{}{LOOKUP_TABLE}", l.property))),
             };
         }
         let (id, version) = (place(primary_key.to_string()), place("versionnumber".to_string()));
@@ -165,7 +170,7 @@ impl FieldNames {
 }
 
 /// The properties of one record a [`TableShape`] reads, by their place ([`Json::Null`] when absent): read from a
-/// page's body by [`TableShape::fields`] without a map of every property, or taken from a [`Record`].
+/// page's body by [`TableShape::page_fields`] without a map of every property, or taken from a [`Record`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fields(Vec<Json>);
 
@@ -175,11 +180,31 @@ impl Fields {
     }
 }
 
-/// Reads a record's [`Fields`] from a page's body: the properties the shape reads kept, the others stepped over.
-#[derive(Clone, Copy)]
-pub struct FieldsSeed<'s>(&'s FieldNames);
+/// Reads the [`Fields`] of a page's records from its body: the properties the shape reads kept, the others
+/// stepped over. The records of a page carry their properties in one order, so each name is checked against the
+/// one at its position in the record before, and looked up only when it differs.
+pub struct PageFields<'s> {
+    names: &'s FieldNames,
+    /// The names in the order the last record had them, with their places.
+    order: RefCell<Vec<(Box<str>, Option<usize>)>>,
+}
 
-impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
+impl PageFields<'_> {
+    fn place(&self, position: usize, name: &str) -> Option<usize> {
+        let mut order = self.order.borrow_mut();
+        match order.get(position) {
+            Some((seen, place)) if **seen == *name => *place,
+            _ => {
+                let place = self.names.place(name);
+                order.truncate(position);
+                order.push((name.into(), place));
+                place
+            }
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &PageFields<'_> {
     type Value = Fields;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Fields, D::Error> {
@@ -187,7 +212,7 @@ impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for FieldsSeed<'_> {
+impl<'de> Visitor<'de> for &PageFields<'_> {
     type Value = Fields;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -195,8 +220,10 @@ impl<'de> Visitor<'de> for FieldsSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let mut values = vec![Json::Null; self.0.sorted.len()];
-        while let Some(place) = map.next_key_seed(PlaceOf(self.0))? {
+        let mut values = vec![Json::Null; self.names.sorted.len()];
+        let mut position = 0;
+        while let Some(place) = map.next_key_seed(PlaceOf { page: self, position })? {
+            position += 1;
             match place {
                 Some(place) => values[place] = map.next_value()?,
                 None => {
@@ -208,10 +235,13 @@ impl<'de> Visitor<'de> for FieldsSeed<'_> {
     }
 }
 
-/// A property's place among the fields, read from its name without keeping it.
-struct PlaceOf<'s>(&'s FieldNames);
+/// The place of a record's property, read from its name without keeping it.
+struct PlaceOf<'p, 's> {
+    page: &'p PageFields<'s>,
+    position: usize,
+}
 
-impl<'de> DeserializeSeed<'de> for PlaceOf<'_> {
+impl<'de> DeserializeSeed<'de> for PlaceOf<'_, '_> {
     type Value = Option<usize>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
@@ -219,7 +249,7 @@ impl<'de> DeserializeSeed<'de> for PlaceOf<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for PlaceOf<'_> {
+impl<'de> Visitor<'de> for PlaceOf<'_, '_> {
     type Value = Option<usize>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -227,7 +257,7 @@ impl<'de> Visitor<'de> for PlaceOf<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.place(name))
+        Ok(self.page.place(self.position, name))
     }
 }
 
@@ -434,9 +464,9 @@ impl TableShape {
         Some(shape)
     }
 
-    /// Reads the [`Fields`] of each row of a page straight from its body.
-    pub fn fields(&self) -> FieldsSeed<'_> {
-        FieldsSeed(&self.fields)
+    /// Reads the [`Fields`] of each record of a page straight from its body.
+    pub fn page_fields(&self) -> PageFields<'_> {
+        PageFields { names: &self.fields, order: RefCell::new(Vec::new()) }
     }
 
     /// A record read from Dynamics as a dataset row, with what could not be read of it.
@@ -469,7 +499,7 @@ impl TableShape {
         let mut values = vec![Value::Null; self.schema.columns.len()];
         for loaded in &self.loaded {
             let value = fields.at(loaded.fields.value);
-            let annotation = |place: usize| fields.at(place).as_str();
+            let annotation = |place: Option<usize>| place.and_then(|p| fields.at(p).as_str());
             let (main, extra) = read_value(
                 &loaded.reader,
                 value,
@@ -689,9 +719,20 @@ mod tests {
         body.insert("lastname".into(), json!({"nested": [1, 2]}));
         let text = serde_json::to_string(&body).unwrap().replace("\"firstname\":", "\"first\\u006eame\":");
         assert!(text.contains("first\\u006eame"));
-        let fields = shape.fields().deserialize(&mut serde_json::Deserializer::from_str(&text)).unwrap();
+        let page = shape.page_fields();
+        let fields = (&page).deserialize(&mut serde_json::Deserializer::from_str(&text)).unwrap();
         let (from_body, _) = shape.row_of(&fields, Operation::Read, row.synced_at).unwrap();
         assert_eq!(from_body, row);
+        // The next record of the page, its properties in another order and one missing: read as such.
+        body.remove("gendercode");
+        let mut reordered: Vec<(String, Json)> = body.into_iter().collect();
+        reordered.reverse();
+        let text = serde_json::to_string(&reordered.into_iter().collect::<serde_json::Map<_, _>>()).unwrap();
+        let fields = (&page).deserialize(&mut serde_json::Deserializer::from_str(&text)).unwrap();
+        let (next, _) = shape.row_of(&fields, Operation::Read, row.synced_at).unwrap();
+        assert_eq!((next.values[1].clone(), next.values[2].clone()), (Value::Null, Value::Null));
+        assert_eq!(next.values[0], row.values[0]);
+        assert_eq!(next.values[3..], row.values[3..]);
     }
 
     #[test]
