@@ -645,7 +645,7 @@ impl Feed {
     }
 
     /// The pages of up to [`PARTITIONS_IN_FLIGHT`] partitions read ahead, as one batch: as soon as one is there,
-    /// with every other there by then.
+    /// with the others that come within [`read_ahead::GATHER`].
     async fn partitioned(&self, cursor: FeedCursor, mut parts: Vec<Partition>) -> Result<SourceBatch<Fed>, StepError> {
         let Some(reading) = self.reading_for(&cursor).await? else {
             return self.new_generation(&cursor).await;
