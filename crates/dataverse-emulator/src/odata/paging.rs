@@ -209,28 +209,27 @@ fn version_range(predicate: &Predicate) -> Option<(Bound<i64>, Bound<i64>)> {
 
 /// The tighter of two lower bounds.
 fn intersect_lower(a: Bound<i64>, b: Bound<i64>) -> Bound<i64> {
-    match (a, b) {
-        (Bound::Unbounded, x) | (x, Bound::Unbounded) => x,
-        (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.max(y)),
-        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.max(y)),
-        (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
-            if i > e {
-                Bound::Included(i)
-            } else {
-                Bound::Excluded(e)
-            }
-        }
-    }
+    tighter(a, b, |x, y| x > y)
 }
 
 /// The tighter of two upper bounds.
 fn intersect_upper(a: Bound<i64>, b: Bound<i64>) -> Bound<i64> {
+    tighter(a, b, |x, y| x < y)
+}
+
+/// The tighter of two bounds on one side of a range, `inward(x, y)` saying whether `x` is further into the range.
+fn tighter(a: Bound<i64>, b: Bound<i64>, inward: fn(i64, i64) -> bool) -> Bound<i64> {
     match (a, b) {
         (Bound::Unbounded, x) | (x, Bound::Unbounded) => x,
-        (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.min(y)),
-        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.min(y)),
+        (Bound::Included(x), Bound::Included(y)) | (Bound::Excluded(x), Bound::Excluded(y)) => {
+            if inward(x, y) {
+                a
+            } else {
+                b
+            }
+        }
         (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
-            if i < e {
+            if inward(i, e) {
                 Bound::Included(i)
             } else {
                 Bound::Excluded(e)
@@ -308,6 +307,12 @@ mod tests {
             Some(and(compare(VERSION, CmpOp::Gt, 1020), compare(VERSION, CmpOp::Le, 1061))),
             Some(compare(VERSION, CmpOp::Eq, 1042)),
             Some(and(compare(VERSION, CmpOp::Ge, 1070), compare(VERSION, CmpOp::Lt, 1030))),
+            // Both kinds of bound on one side: the tighter holds.
+            Some(and(
+                and(compare(VERSION, CmpOp::Ge, 1030), compare(VERSION, CmpOp::Gt, 1030)),
+                and(compare(VERSION, CmpOp::Le, 1050), compare(VERSION, CmpOp::Lt, 1050)),
+            )),
+            Some(and(compare(VERSION, CmpOp::Gt, 1029), compare(VERSION, CmpOp::Ge, 1031))),
         ];
         let orders = [vec![], vec![(VERSION.to_string(), false)], vec![(VERSION.to_string(), true)]];
         for filter in &filters {
