@@ -7,8 +7,7 @@
 //! orders by it is answered through the table's version index, as SQL Server would seek an index rather than
 //! scan: the rows are the same, found without reading the others.
 
-use super::filter::CmpOp;
-use super::filter::Predicate;
+use super::filter::{CmpOp, Predicate};
 use super::query::{Cursor, QueryOptions, value_from_cookie};
 use crate::error::{ApiError, ApiResult};
 use crate::schema::Table;
