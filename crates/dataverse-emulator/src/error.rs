@@ -23,6 +23,16 @@ pub mod code {
     pub const INVALID_SCHEMA_NAME: &str = "0x80044363";
     pub const CHANGE_TRACKING_NOT_ENABLED: &str = "0x80072491";
     pub const EXPIRED_VERSION_STAMP: &str = "0x80044352";
+    /// An activity table's ownership other than user or team (`OwnershipTypeMask: … is not valid …`).
+    pub const ACTIVITY_OWNERSHIP_INVALID: &str = "0x8004f120";
+    /// ActivityCannotHaveRelatedActivities.
+    pub const ACTIVITY_CANNOT_HAVE_RELATED_ACTIVITIES: &str = "0x8004f121";
+    /// ActivityMustHaveRelatedNotes.
+    pub const ACTIVITY_MUST_HAVE_RELATED_NOTES: &str = "0x8004f123";
+    /// A custom activity table with mail merge enabled.
+    pub const ACTIVITY_CANNOT_HAVE_MAIL_MERGE: &str = "0x8004f124";
+    /// ActivityMetadataUpdate: "The metadata specified for activity is invalid."
+    pub const ACTIVITY_METADATA_INVALID: &str = "0x8004f126";
     /// QueryBuilderNoAttribute: a FetchXML or SQL query names a column its table does not have.
     pub const QUERY_BUILDER_NO_ATTRIBUTE: &str = "0x80041103";
 }

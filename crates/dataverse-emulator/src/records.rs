@@ -5,7 +5,7 @@
 use crate::error::{ApiError, ApiResult, code};
 use crate::odata::path::{Key, KeyValue};
 use crate::odata::query::Prefer;
-use crate::schema::{Attribute, AttributeKind, LookupTarget, LookupType, Table};
+use crate::schema::{Attribute, AttributeKind, LookupTarget, LookupType, Table, activities};
 use crate::store::{Change, Data, TableRows};
 use crate::value::{Row, Target, Value};
 use axum::http::StatusCode;
@@ -369,6 +369,12 @@ pub struct WriteRequest<'a> {
 /// Creates or updates one row. Everything is checked before anything changes.
 pub fn write(data: &mut Data, journal: &mut Vec<Change>, request: WriteRequest<'_>) -> ApiResult<WriteOutcome> {
     let WriteRequest { table, key, body, kind, preconditions, caller } = request;
+    if table.logical_name == activities::POINTER {
+        return Err(activities::pointer_not_writable(match kind {
+            WriteKind::Create => "Create",
+            WriteKind::Upsert => "Update",
+        }));
+    }
     let changes = read_body(data, table, body, kind)?;
     let body_id = changes.iter().find(|(c, _)| c == &table.primary_id).and_then(|(_, v)| match v {
         Some(Value::Guid(g)) => Some(*g),
@@ -460,6 +466,7 @@ pub fn write(data: &mut Data, journal: &mut Vec<Change>, request: WriteRequest<'
     settle_state(table, &mut row, state_set, status_set)?;
     compute_names(table, &mut row);
     record_entity_names(table, &mut row);
+    activities::stamp_type(table, &mut row);
     compute_file_size(table, &mut row);
     if let Some(key) = data.rows(&table.logical_name).key_conflict(table, id, &row) {
         let values: Vec<String> = key.attributes.iter().filter_map(|a| row.get(a).map(Value::to_text)).collect();

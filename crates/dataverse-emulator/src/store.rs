@@ -2,7 +2,7 @@
 //! change reaches before its request is answered. Many concurrent writes share one SQLite transaction
 //! (group commit), so durability costs little throughput.
 
-use crate::schema::{Schema, Table, builtin_tables};
+use crate::schema::{Schema, Table, activities, builtin_tables};
 use crate::value::{Row, Value};
 use anyhow::Context;
 use futures::TryStreamExt;
@@ -195,31 +195,63 @@ impl Data {
         self.tables.get(table).expect("every table in the schema has rows")
     }
 
-    /// Puts a row and records the change for the journal.
+    /// Puts a row and records the change for the journal. A row of an activity table also puts its
+    /// `activitypointer` row, in the same unit (see [`crate::schema::activities`]).
     ///
     /// The row goes to the journal as JSON, serialized here rather than cloned for the journal's writer, and
     /// the row it replaces becomes the undo record as it is: a bulk write of a thousand rows copies none.
     pub fn put_row(&mut self, changes: &mut Vec<Change>, table: &str, id: Uuid, row: Row) {
         let definition = self.schema.table(table).expect("table exists");
+        let pointer = definition
+            .is_activity
+            .then(|| self.schema.table(activities::POINTER))
+            .flatten()
+            .map(|pointer| activities::pointer_row(pointer, definition, &row));
         let json = serde_json::to_string(&row).expect("rows serialize");
         changes.push(Change::Row { table: table.to_string(), id, json: Some(json) });
         let before = self.tables.entry(table.to_string()).or_default().put(definition, id, row);
         if let Some(undo) = self.undo.as_mut() {
             undo.push((table.to_string(), id, before));
         }
+        if let Some(pointer) = pointer {
+            self.put_row(changes, activities::POINTER, id, pointer);
+        }
     }
 
-    /// Removes a row, and keeps a tombstone with a new version for change tracking.
+    /// Removes a row, and keeps a tombstone with a new version for change tracking. What goes with the row
+    /// goes too, in the same unit, each with its own tombstone: an activity's `activitypointer` row, and the
+    /// rows whose lookup to it cascades the delete (the activities regarding a contact).
     pub fn remove_row(&mut self, changes: &mut Vec<Change>, table: &str, id: Uuid) -> Option<Row> {
         self.remember(table, id);
         let version = self.next_version();
         let tombstone = Tombstone { id, deleted_on: chrono::Utc::now() };
-        let definition = self.schema.table(table).expect("table exists");
+        let definition = self.schema.table(table).cloned().expect("table exists");
         changes.push(Change::Row { table: table.to_string(), id, json: None });
         changes.push(Change::Tombstone { table: table.to_string(), version, tombstone: tombstone.clone() });
         let rows = self.tables.get_mut(table)?;
         rows.deleted.insert(version, tombstone);
-        rows.remove(definition, id)
+        let removed = rows.remove(&definition, id)?;
+        if definition.is_activity && self.tables.get(activities::POINTER).is_some_and(|rows| rows.get(&id).is_some()) {
+            self.remove_row(changes, activities::POINTER, id);
+        }
+        for (referencing, lookup) in self.schema.delete_cascades(table) {
+            let children: Vec<Uuid> = self
+                .rows(&referencing)
+                .rows
+                .iter()
+                .filter(|(_, row)| {
+                    matches!(row.get(&lookup), Some(Value::Lookup { id: to, table: target }) if *to == id && target == table)
+                })
+                .map(|(child, _)| *child)
+                .collect();
+            for child in children {
+                // A child a cascade before this one removed is not removed twice.
+                if self.rows(&referencing).get(&child).is_some() {
+                    self.remove_row(changes, &referencing, child);
+                }
+            }
+        }
+        Some(removed)
     }
 
     /// Adds or replaces a table definition (a custom table, or a table with a new column or key).
@@ -239,6 +271,19 @@ impl Data {
     /// starts empty.
     pub fn drop_table(&mut self, changes: &mut Vec<Change>, logical_name: &str) {
         crate::schema::views::remove_views(self, changes, logical_name);
+        if self.schema.table(logical_name).is_some_and(|t| t.is_activity) {
+            // Its rows leave activitypointer as a delete of each would: change tracking sees them go.
+            let mirrored: Vec<Uuid> = self
+                .rows(activities::POINTER)
+                .rows
+                .iter()
+                .filter(|(_, row)| activities::activity_of(row) == Some(logical_name))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in mirrored {
+                self.remove_row(changes, activities::POINTER, id);
+            }
+        }
         changes.push(Change::DropTable(logical_name.to_string()));
         self.tables.remove(logical_name);
         self.schema.remove(logical_name);
@@ -589,4 +634,60 @@ async fn compact(pool: &SqlitePool, data: &Data) -> anyhow::Result<()> {
     append(&mut tx, &entries).await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::activities::{POINTER, TYPE_CODE};
+
+    fn data() -> Data {
+        Data::new(Schema::new(builtin_tables()))
+    }
+
+    fn task(data: &mut Data, changes: &mut Vec<Change>, subject: &str, regarding: Option<Uuid>) -> Uuid {
+        let id = Uuid::new_v4();
+        let mut row = Row::from([
+            ("activityid".to_string(), Value::Guid(id)),
+            ("subject".to_string(), Value::Text(subject.into())),
+            (TYPE_CODE.to_string(), Value::Text("task".into())),
+        ]);
+        if let Some(contact) = regarding {
+            row.insert("regardingobjectid".into(), Value::Lookup { id: contact, table: "contact".into() });
+        }
+        row.insert("versionnumber".into(), Value::Int(data.next_version()));
+        data.put_row(changes, "task", id, row);
+        id
+    }
+
+    #[test]
+    fn an_activity_row_and_its_pointer_row_are_written_and_rolled_back_together() {
+        let (mut data, mut changes) = (data(), Vec::new());
+        let kept = task(&mut data, &mut changes, "Kept", None);
+        let pointer = data.rows(POINTER).get(&kept).expect("the pointer row is there");
+        assert_eq!(pointer.get("subject"), Some(&Value::Text("Kept".into())));
+        assert_eq!(pointer.get("versionnumber"), data.rows("task").get(&kept).unwrap().get("versionnumber"));
+        let failed: Result<(), ()> = data.atomically(&mut changes, |data, changes| {
+            task(data, changes, "Rolled back", None);
+            Err(())
+        });
+        assert!(failed.is_err());
+        assert_eq!((data.rows("task").len(), data.rows(POINTER).len()), (1, 1));
+        data.remove_row(&mut changes, "task", kept);
+        assert!(data.rows(POINTER).is_empty());
+        assert_eq!(data.rows(POINTER).deleted.len(), 1, "change tracking sees the pointer row go");
+    }
+
+    #[test]
+    fn deleting_a_contact_deletes_the_activities_regarding_it() {
+        let (mut data, mut changes) = (data(), Vec::new());
+        let contact = Uuid::new_v4();
+        let row = Row::from([("contactid".to_string(), Value::Guid(contact))]);
+        data.put_row(&mut changes, "contact", contact, row);
+        task(&mut data, &mut changes, "About the contact", Some(contact));
+        let other = task(&mut data, &mut changes, "About nobody", None);
+        data.remove_row(&mut changes, "contact", contact);
+        assert_eq!(data.rows("task").rows.keys().collect::<Vec<_>>(), [&other]);
+        assert_eq!(data.rows(POINTER).rows.keys().collect::<Vec<_>>(), [&other]);
+    }
 }

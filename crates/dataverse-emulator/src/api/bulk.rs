@@ -7,7 +7,7 @@ use crate::limits::Work;
 use crate::odata::filter::matches_json;
 use crate::odata::path::{Key, parse_path};
 use crate::records::{self, Preconditions, WriteKind, WriteRequest};
-use crate::schema::Table;
+use crate::schema::{Table, activities};
 use crate::store::Data;
 use crate::value::parse_guid;
 use axum::http::{Method, StatusCode};
@@ -147,6 +147,9 @@ pub async fn execute(request: &Request, table: &Table, action: &str) -> ApiResul
     if request.method != Method::POST {
         return Err(ApiError::no_resource(&format!("{}/{}/{action}", request.base, table.entity_set_name)));
     }
+    if table.logical_name == activities::POINTER {
+        return Err(activities::pointer_not_writable(name));
+    }
     let body = request.json_object(&table.entity_set_name)?;
     let targets = body.get("Targets").and_then(Json::as_array).ok_or_else(|| {
         ApiError::invalid_argument(format!(
@@ -189,6 +192,10 @@ pub fn message_filters(data: &Data, request: &Request) -> ApiResult<Response> {
     for message in messages {
         let message_id = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("sdkmessage/{message}").as_bytes());
         for table in data.schema.tables() {
+            // activitypointer answers reads only: Retrieve and RetrieveMultiple are its messages.
+            if table.logical_name == activities::POINTER && !message.starts_with("Retrieve") {
+                continue;
+            }
             let id = Uuid::new_v5(&message_id, table.logical_name.as_bytes());
             let item = json!({
                 "sdkmessagefilterid": id,

@@ -20,7 +20,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::odata::filter::{self, CmpOp, Expr, Literal, Operand, Predicate, TextFn};
 use crate::odata::path::Key;
 use crate::records::{self, Preconditions, WriteKind, WriteRequest};
-use crate::schema::Table;
+use crate::schema::{Table, activities};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -330,7 +330,15 @@ async fn run(
                         .filter(|id| data.tables.get(&table).is_some_and(|rows| rows.get(id).is_some()))
                         .collect();
                     for id in &present {
-                        data.remove_row(journal, &table, *id);
+                        if data.rows(&table).get(id).is_none() {
+                            continue; // gone with a row deleted before it, through a cascade
+                        }
+                        // An activitypointer row is deleted as its activity: the activity's delete takes it along.
+                        let activity = (table == activities::POINTER)
+                            .then(|| data.rows(&table).get(id).and_then(activities::activity_of).map(str::to_string))
+                            .flatten()
+                            .filter(|activity| data.schema.table(activity).is_some());
+                        data.remove_row(journal, activity.as_deref().unwrap_or(&table), *id);
                     }
                     Ok(Some(present.len()))
                 })

@@ -7,7 +7,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::odata::filter::matches_json;
 use crate::odata::path::{Key, KeyValue, Segment};
 use crate::schema::{
-    AlternateKey, Attribute, AttributeKind, DateFormat, LookupType, NewAttribute, NewKey, NewTable, Table,
+    AlternateKey, Attribute, AttributeKind, DateFormat, LookupType, NewAttribute, NewKey, NewTable, Table, activities,
 };
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
@@ -177,9 +177,10 @@ pub(super) fn table_json(table: &Table) -> Map<String, Json> {
         "IsIntersect": false,
         "IsLogicalEntity": false,
         "IsOptimisticConcurrencyEnabled": true,
-        "IsActivity": false,
+        "IsActivity": table.is_activity,
         "HasNotes": false,
-        "HasActivities": false,
+        // The tables activities can regard have activities; an activity table has none of its own.
+        "HasActivities": activities::REGARDING_TARGETS.contains(&table.logical_name.as_str()),
         "IsValidForAdvancedFind": true,
         "DisplayName": label(&table.display_name, table.metadata_id),
         "DisplayCollectionName": label(&table.display_collection_name, table.metadata_id),

@@ -12,7 +12,7 @@ use crate::odata::query::{Cursor, QueryOptions};
 use crate::records::{
     self, Preconditions, Projection, Selection, WriteKind, WriteOutcome, WriteRequest, etag, resolve_key,
 };
-use crate::schema::Table;
+use crate::schema::{Table, activities};
 use crate::store::{Change, Data};
 use crate::value::Value;
 use axum::http::{Method, StatusCode};
@@ -165,6 +165,9 @@ impl RecordWrite {
                 write(data, journal, Some(key), body, WriteKind::Upsert, &must_exist)
             }
             WriteAction::Delete { key, if_match } => {
+                if table.logical_name == activities::POINTER {
+                    return Err(activities::pointer_not_writable("Delete"));
+                }
                 let id = resolve_key(data, table, key)?.ok_or_else(|| not_found(table, key))?;
                 let row = data.rows(&table.logical_name).get(&id).expect("resolved");
                 if let Some(tag) = if_match

@@ -55,6 +55,7 @@ impl TableBuilder {
                 // Dynamics 365 Sales environments track changes on its core tables; others start without.
                 change_tracking_enabled: matches!(logical_name, "contact" | "account" | "lead"),
                 is_private: false,
+                is_activity: false,
                 attributes: Vec::new(),
                 keys: Vec::new(),
                 relationships: Vec::new(),
@@ -83,6 +84,42 @@ impl TableBuilder {
         self
     }
 
+    /// The logical name of the table being built.
+    pub(crate) fn logical_name(&self) -> &str {
+        &self.table.logical_name
+    }
+
+    /// Names the primary key otherwise than `<table>id`, as activity tables name theirs `activityid`.
+    pub(crate) fn primary_key(mut self, logical_name: &str) -> Self {
+        let table = self.table.logical_name.clone();
+        let key = self.table.attributes.first_mut().expect("the primary key is the first attribute");
+        key.logical_name = logical_name.into();
+        key.schema_name = pascal(logical_name);
+        key.metadata_id = metadata_id(&format!("{table}.{logical_name}"));
+        self.table.primary_id = logical_name.into();
+        self
+    }
+
+    /// Sets the table's schema name where it is not its logical name Pascal-cased (`ActivityPointer`).
+    pub(crate) fn schema_name(mut self, schema_name: &str) -> Self {
+        self.table.schema_name = schema_name.into();
+        self
+    }
+
+    /// Marks the table an activity table (`IsActivity`).
+    pub(crate) fn activity(mut self) -> Self {
+        self.table.is_activity = true;
+        self
+    }
+
+    /// Sets the default of the last choice column added (`DefaultFormValue`).
+    pub(crate) fn default_option(mut self, value: i32) -> Self {
+        if let AttributeKind::Picklist { default, .. } = &mut self.last().kind {
+            *default = Some(value);
+        }
+        self
+    }
+
     fn last(&mut self) -> &mut Attribute {
         self.table.attributes.last_mut().expect("an attribute was added first")
     }
@@ -91,10 +128,10 @@ impl TableBuilder {
         self.last().required = level;
         self
     }
-    fn system_required(self) -> Self {
+    pub(crate) fn system_required(self) -> Self {
         self.required(RequiredLevel::SystemRequired)
     }
-    fn read_only(mut self) -> Self {
+    pub(crate) fn read_only(mut self) -> Self {
         let a = self.last();
         a.valid_for_create = false;
         a.valid_for_update = false;
@@ -512,6 +549,7 @@ fn savedquery() -> Table {
 pub fn builtin_tables() -> Vec<Table> {
     vec![
         account(),
+        super::activities::activitypointer(),
         annotation(),
         asyncoperation(),
         bulkdeleteoperation(),
@@ -519,6 +557,7 @@ pub fn builtin_tables() -> Vec<Table> {
         lead(),
         savedquery(),
         systemuser(),
+        super::activities::task(),
     ]
 }
 

@@ -1,7 +1,8 @@
-//! Custom columns, tables and alternate keys, read from the bodies an admin posts to `EntityDefinitions`
-//! (or to `CreateEntities`, whose `Complex…Metadata` types are read as the plain ones), and the changes a
-//! `PUT` of a column's definition makes.
+//! Custom columns, tables (activity tables among them) and alternate keys, read from the bodies an admin posts
+//! to `EntityDefinitions` (or to `CreateEntities`, whose `Complex…Metadata` types are read as the plain ones),
+//! and the changes a `PUT` of a column's definition makes.
 
+use super::activities;
 use super::builtin::{TableBuilder, metadata_id};
 use super::*;
 use crate::error::{ApiError, ApiResult, code};
@@ -214,6 +215,37 @@ impl NewAttribute {
         Ok(attribute)
     }
 
+    /// An activity table's primary name column, `Subject`: the column every activity shares with
+    /// `activitypointer`, the one a customizer names without the publisher's prefix. Its length is the body's
+    /// `MaxLength`, else activitypointer's 400.
+    fn subject(body: &Json) -> ApiResult<Attribute> {
+        let given = body.get("SchemaName").and_then(Json::as_str).unwrap_or_default();
+        if !given.eq_ignore_ascii_case("Subject") {
+            return Err(activities::subject_required(given));
+        }
+        let mut definition = body.clone();
+        if definition.get("MaxLength").is_none_or(Json::is_null) {
+            definition["MaxLength"] = 400.into();
+        }
+        let mut attribute = Attribute {
+            logical_name: "subject".into(),
+            schema_name: "Subject".into(),
+            display_name: "Subject".into(),
+            metadata_id: Uuid::new_v4(),
+            kind: Self::kind(&definition)?,
+            required: RequiredLevel::ApplicationRequired,
+            // Inherited from activitypointer, as Dataverse reports it, rather than a column the customizer added.
+            is_custom: false,
+            valid_for_create: true,
+            valid_for_update: true,
+            description: String::new(),
+            other_labels: Vec::new(),
+        };
+        set_labels(&mut attribute, body, "DisplayName", true)?;
+        set_labels(&mut attribute, body, "Description", true)?;
+        Ok(attribute)
+    }
+
     /// Applies a `PUT` of a column's definition: labels (merged with `MSCRM.MergeLabels: true`), the
     /// required level, and the constraints of its type (`MaxLength`, `MinValue`/`MaxValue`, `Precision`,
     /// `Format`). Its type and names cannot change; everything else in the body is left as it is.
@@ -410,7 +442,26 @@ pub(crate) fn plural(logical_name: &str) -> String {
     }
 }
 
-/// A custom table, from a `POST EntityDefinitions` body.
+/// The entity set a new table is addressed by: the body's `EntitySetName`, which a customizer may choose for a
+/// custom table, else the plural of its logical name (its LogicalCollectionName), as Dataverse names it.
+fn entity_set_name(body: &Json, logical_name: &str) -> ApiResult<String> {
+    match body.get("EntitySetName").and_then(Json::as_str).filter(|s| !s.is_empty()) {
+        None => Ok(plural(logical_name)),
+        Some(name) => {
+            let starts_with_letter = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+            if !starts_with_letter || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(metadata_error(format!(
+                    "EntitySetName '{name}' is not valid: use letters, digits and '_', starting with a letter."
+                )));
+            }
+            Ok(name.to_string())
+        }
+    }
+}
+
+/// A custom table, from a `POST EntityDefinitions` body. With `"IsActivity": true` it is an activity table
+/// ([`activities`]): its primary name column must be `Subject`, and it gets `activityid` and the columns every
+/// activity shares with `activitypointer`.
 pub struct NewTable;
 
 impl NewTable {
@@ -428,35 +479,46 @@ impl NewTable {
                 format!("An entity with the name {logical_name} already exists."),
             ));
         }
+        let is_activity = body.get("IsActivity").and_then(Json::as_bool).unwrap_or(false);
+        if is_activity {
+            activities::check_definition(body)?;
+        }
         let attributes = body.get("Attributes").and_then(Json::as_array).cloned().unwrap_or_default();
         let primary = attributes
             .iter()
             .find(|a| a.get("IsPrimaryName").and_then(Json::as_bool) == Some(true))
             .ok_or_else(|| {
-                metadata_error("The table needs its primary name column in 'Attributes': a StringAttributeMetadata with \"IsPrimaryName\": true.")
+                metadata_error(if is_activity {
+                    "An activity table needs its primary name column in 'Attributes': a StringAttributeMetadata with \"SchemaName\": \"Subject\" and \"IsPrimaryName\": true."
+                } else {
+                    "The table needs its primary name column in 'Attributes': a StringAttributeMetadata with \"IsPrimaryName\": true."
+                })
             })?;
         let display = label(body, "DisplayName").unwrap_or_else(|| schema_name.to_string());
         let display_plural = label(body, "DisplayCollectionName").unwrap_or_else(|| format!("{display}s"));
         let placeholder = TableBuilder::new(&logical_name, "", (&display, &display_plural), "", 0).build();
-        let mut primary_name = NewAttribute::from_json(&placeholder, primary)?;
+        let mut primary_name =
+            if is_activity { NewAttribute::subject(primary)? } else { NewAttribute::from_json(&placeholder, primary)? };
         if !matches!(primary_name.kind, AttributeKind::String { .. }) {
             return Err(metadata_error("The primary name column must be a StringAttributeMetadata."));
         }
         primary_name.required = RequiredLevel::ApplicationRequired;
         let object_type_code = 10_000 + schema.tables().filter(|t| t.is_custom).count() as i32;
-        let mut builder = TableBuilder::new(
+        let builder = TableBuilder::new(
             &logical_name,
-            &plural(&logical_name),
+            &entity_set_name(body, &logical_name)?,
             (&display, &display_plural),
             &primary_name.logical_name,
             object_type_code,
         )
         .description(&label(body, "Description").unwrap_or_default());
         let organization_owned = body.get("OwnershipType").and_then(Json::as_str) == Some("OrganizationOwned");
-        let mut table = {
-            builder = builder
-                .standard_columns(&[(0, "Active", 1), (1, "Inactive", 2)], &[(1, "Active", 0), (2, "Inactive", 1)]);
-            builder.build()
+        let mut table = if is_activity {
+            activities::custom_activity(builder).build()
+        } else {
+            builder
+                .standard_columns(&[(0, "Active", 1), (1, "Inactive", 2)], &[(1, "Active", 0), (2, "Inactive", 1)])
+                .build()
         };
         if organization_owned {
             table.ownership = "OrganizationOwned".into();
@@ -572,5 +634,46 @@ mod tests {
         let attribute = NewAttribute::from_json(&table, &body).unwrap();
         assert_eq!(attribute.logical_name, "new_tier");
         assert_eq!(attribute.kind.options().unwrap()[1], OptionValue::new(100_000_001, "Silver"));
+    }
+
+    fn activity_definition(primary: &str) -> Json {
+        json!({
+            "SchemaName": "new_Visit", "IsActivity": true, "OwnershipType": "UserOwned",
+            "HasActivities": false, "HasNotes": true,
+            "Attributes": [{
+                "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
+                "SchemaName": primary, "IsPrimaryName": true, "MaxLength": 300,
+            }],
+        })
+    }
+
+    #[test]
+    fn an_activity_table_gets_activityid_the_common_columns_and_its_subject() {
+        let schema = Schema::new(crate::schema::builtin_tables());
+        let table = NewTable::from_json(&schema, &activity_definition("Subject")).unwrap();
+        assert!(table.is_activity && table.is_custom);
+        assert_eq!((table.primary_id.as_str(), table.primary_name.as_str()), ("activityid", "subject"));
+        assert_eq!(table.entity_set_name, "new_visits");
+        let subject = table.attribute("subject").unwrap();
+        assert_eq!((subject.schema_name.as_str(), &subject.kind), ("Subject", &AttributeKind::string(300)));
+        let pointer = schema.table(activities::POINTER).unwrap();
+        for attribute in &pointer.attributes {
+            assert!(table.attribute(&attribute.logical_name).is_some(), "{}", attribute.logical_name);
+        }
+        let (regarding, target) = table.navigation("regardingobjectid_contact_new_visit").unwrap();
+        assert_eq!((regarding.logical_name.as_str(), target.table.as_str()), ("regardingobjectid", "contact"));
+        let ids: Vec<Uuid> = table.attributes.iter().map(|a| a.metadata_id).collect();
+        assert!(ids.iter().all(|id| ids.iter().filter(|other| *other == id).count() == 1));
+    }
+
+    #[test]
+    fn an_activity_table_whose_primary_name_is_not_subject_is_refused() {
+        let schema = Schema::new(crate::schema::builtin_tables());
+        let refused = NewTable::from_json(&schema, &activity_definition("new_Name")).unwrap_err();
+        assert_eq!(refused.code, code::ACTIVITY_METADATA_INVALID);
+        assert!(refused.message.contains("'Subject'") && refused.message.contains("'new_Name'"), "{}", refused.message);
+        let mut owned = activity_definition("Subject");
+        owned["OwnershipType"] = json!("OrganizationOwned");
+        assert_eq!(NewTable::from_json(&schema, &owned).unwrap_err().code, code::ACTIVITY_OWNERSHIP_INVALID);
     }
 }

@@ -1,5 +1,6 @@
 //! Table definitions: the columns, types, option values and lookups of each table, built-in or custom.
 
+pub mod activities;
 mod builtin;
 mod customize;
 pub mod generated;
@@ -347,6 +348,10 @@ pub struct Table {
     /// integrations to read.
     #[serde(default)]
     pub is_private: bool,
+    /// An activity table (`IsActivity`): `task`, or a custom table created as one. Its rows are mirrored
+    /// into `activitypointer`; see [`activities`].
+    #[serde(default)]
+    pub is_activity: bool,
     pub attributes: Vec<Attribute>,
     pub keys: Vec<AlternateKey>,
     /// The one-to-many relationships created through `RelationshipDefinitions` whose lookup is on this

@@ -7,6 +7,7 @@
 //! identified from its column, stably. A many-to-many relationship has no column; it is kept with its first
 //! table. Both live in table definitions so that they are persisted, and dropped, with the tables they join.
 
+use super::activities;
 use super::builtin::metadata_id;
 use super::customize::{PublisherPrefix, label, metadata_error};
 use super::*;
@@ -34,6 +35,12 @@ fn default_cascade() -> Cascade {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// The cascades of a lookup's relationship that no `RelationshipDefinitions` request gave: parental for an
+/// activity's regarding lookup, the defaults otherwise.
+fn cascade_of(table: &Table, attribute: &str) -> Cascade {
+    if activities::is_regarding(table, attribute) { activities::regarding_cascade() } else { default_cascade() }
 }
 
 /// The defining facts of a one-to-many relationship created through `RelationshipDefinitions`, kept with
@@ -110,8 +117,10 @@ impl Schema {
                     let custom = table.relationships.iter().find(|r| {
                         r.referencing_attribute == attribute.logical_name && r.referenced_entity == target.table
                     });
+                    let regarding = activities::is_regarding(table, &attribute.logical_name);
                     let schema_name = match custom {
                         Some(c) => c.schema_name.clone(),
+                        None if regarding => activities::regarding_relationship(referenced, table),
                         None => format!("{}_{}_{}", target.table, table.logical_name, attribute.logical_name),
                     };
                     out.push(OneToMany {
@@ -119,7 +128,10 @@ impl Schema {
                         referenced_navigation: custom
                             .map(|c| c.referenced_navigation.clone())
                             .unwrap_or_else(|| schema_name.clone()),
-                        cascade: custom.map(|c| c.cascade.clone()).unwrap_or_else(default_cascade),
+                        cascade: match custom {
+                            Some(c) => c.cascade.clone(),
+                            None => cascade_of(table, &attribute.logical_name),
+                        },
                         is_custom: custom.is_some(),
                         schema_name,
                         referenced_entity: target.table.clone(),
@@ -128,6 +140,33 @@ impl Schema {
                         referencing_attribute: attribute.logical_name.clone(),
                         referencing_navigation: target.navigation_property.clone(),
                     });
+                }
+            }
+        }
+        out
+    }
+
+    /// The lookups whose rows are deleted with the row of `table` they point at (`CascadeConfiguration.Delete`
+    /// `Cascade`), as (referencing table, lookup column). `activitypointer` is left out: its rows go with the
+    /// activity rows they mirror.
+    pub fn delete_cascades(&self, table: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for referencing in self.tables().filter(|t| t.logical_name != activities::POINTER) {
+            for attribute in
+                referencing.attributes.iter().filter(|a| a.lookup_targets().iter().any(|t| t.table == table))
+            {
+                let custom = referencing
+                    .relationships
+                    .iter()
+                    .find(|r| r.referencing_attribute == attribute.logical_name && r.referenced_entity == table);
+                let cascades = match custom {
+                    Some(c) => c.cascade.get("Delete").is_some_and(|d| d == "Cascade"),
+                    None => {
+                        cascade_of(referencing, &attribute.logical_name).get("Delete").is_some_and(|d| d == "Cascade")
+                    }
+                };
+                if cascades {
+                    out.push((referencing.logical_name.clone(), attribute.logical_name.clone()));
                 }
             }
         }
@@ -261,12 +300,13 @@ impl NewOneToMany {
                 cascade.insert(behaviour.clone(), value.to_string());
             }
         }
-        // Deleting a record applies no cascade in the emulator; a relationship promising one is refused rather
-        // than kept and not honoured.
-        if let Some(delete) = cascade.get("Delete").filter(|d| d.as_str() != "RemoveLink") {
+        // Deleting a record applies `Cascade` (`Schema::delete_cascades`), as it does for an activity's regarding
+        // relationships; a relationship promising another delete behaviour (`Restrict`) is refused rather than kept
+        // and not honoured.
+        if let Some(delete) = cascade.get("Delete").filter(|d| !matches!(d.as_str(), "RemoveLink" | "Cascade")) {
             return Err(metadata_error(format!(
                 "The emulator does not apply CascadeConfiguration.Delete '{delete}': create the relationship with \
-                 'RemoveLink' (the default) and delete related records yourself."
+                 'RemoveLink' (the default) or 'Cascade', and check related records yourself."
             )));
         }
         let mut attribute = NewAttribute::from_json(

@@ -1,6 +1,7 @@
 //! Conformance of the emulator with Dataverse, over HTTP. Each test names the section of
 //! `shared/reference/dataverse-web-api.md` whose behaviour it checks.
 
+mod activities;
 mod annotations;
 mod auth;
 mod batch;

@@ -247,11 +247,11 @@ async fn metadata_10_10_a_relationship_promising_a_cascade_the_emulator_does_not
     let env = Env::start().await;
     sdk_create_table(&env, "new_Order", vec![]).await;
     let mut body = sdk_lookup("new_order", "new_AccountId", "account");
-    body["CascadeConfiguration"] = json!({"Delete": "Cascade"});
+    body["CascadeConfiguration"] = json!({"Delete": "Restrict"});
     env.post("RelationshipDefinitions", body).await.assert_error(
         400,
         "0x80040203",
-        "CascadeConfiguration.Delete 'Cascade'",
+        "CascadeConfiguration.Delete 'Restrict'",
     );
     // Nothing was created.
     let columns = env.get("EntityDefinitions(LogicalName='new_order')/Attributes?$select=LogicalName").await.json();
