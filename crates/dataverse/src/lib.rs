@@ -35,6 +35,7 @@ pub mod batch;
 pub mod bulk;
 pub mod changes;
 pub mod client;
+pub mod customize;
 pub mod entity;
 pub mod environment;
 pub mod error;
@@ -62,12 +63,11 @@ pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};
 pub use bulk::{BulkOperation, BulkOptions, BulkReport, Isolation, RecordOutcome};
 pub use changes::{Change, ChangeLink, ChangePage, ChangePageItem, DeltaToken, PageNext};
 pub use client::{Client, Reply, Request, WhoAmI};
+pub use customize::{NewColumn, NewColumnType, NewKey, NewTable, Ownership};
 pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};
 pub use environment::{Environment, EnvironmentError, Region};
 pub use error::{ApiError, Error, ErrorKind, ThrottleLimit};
 pub use executor::{ExecutorOptions, LATENCY_BUCKETS, LatencyHistogram, Metrics};
 pub use fetch::FetchPage;
-pub use metadata::{
-    ChoiceOption, ColumnDefinition, ColumnType, NewColumn, NewColumnType, SystemView, TableDefinition, TableSummary,
-};
+pub use metadata::{ChoiceOption, ColumnDefinition, ColumnType, SystemView, TableDefinition, TableSummary};
 pub use query::{Filter, Literal, Order, Page, PageReply, Query};

@@ -14,7 +14,7 @@ use crate::query::{Filter, Query};
 use futures::TryStreamExt;
 use reqwest::Method;
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -590,113 +590,6 @@ struct WireLocalizedLabel {
     label: String,
 }
 
-/// A custom column to add to a table. The schema name carries the publisher's customization prefix
-/// (`new_LoyaltyId`); Dataverse refuses one without it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewColumn {
-    pub schema_name: String,
-    pub display_name: String,
-    pub kind: NewColumnType,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum NewColumnType {
-    String {
-        max_length: u32,
-    },
-    Integer {
-        min: i32,
-        max: i32,
-    },
-    DateTime {
-        date_only: bool,
-    },
-    Boolean {
-        true_label: String,
-        false_label: String,
-    },
-    /// Choices by label; Dataverse numbers them from 100,000,000 (the default publisher's option prefix).
-    Picklist {
-        options: Vec<String>,
-    },
-}
-
-fn label(text: &str) -> Json {
-    json!({"@odata.type": "Microsoft.Dynamics.CRM.Label", "LocalizedLabels": [
-        {"@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel", "Label": text, "LanguageCode": 1033}
-    ]})
-}
-
-impl NewColumn {
-    /// The body of `POST EntityDefinitions(LogicalName='…')/Attributes`, as Microsoft documents it.
-    pub fn to_json(&self) -> Json {
-        let mut body = json!({
-            "SchemaName": self.schema_name,
-            "DisplayName": label(&self.display_name),
-            "Description": label(""),
-            "RequiredLevel": {
-                "Value": "None",
-                "CanBeChanged": true,
-                "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings"
-            },
-        });
-        let specific = match &self.kind {
-            NewColumnType::String { max_length } => json!({
-                "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
-                "AttributeType": "String",
-                "AttributeTypeName": {"Value": "StringType"},
-                "MaxLength": max_length,
-                "FormatName": {"Value": "Text"},
-            }),
-            NewColumnType::Integer { min, max } => json!({
-                "@odata.type": "Microsoft.Dynamics.CRM.IntegerAttributeMetadata",
-                "AttributeType": "Integer",
-                "AttributeTypeName": {"Value": "IntegerType"},
-                "MinValue": min,
-                "MaxValue": max,
-                "Format": "None",
-            }),
-            NewColumnType::DateTime { date_only } => json!({
-                "@odata.type": "Microsoft.Dynamics.CRM.DateTimeAttributeMetadata",
-                "AttributeType": "DateTime",
-                "AttributeTypeName": {"Value": "DateTimeType"},
-                "Format": if *date_only { "DateOnly" } else { "DateAndTime" },
-                "DateTimeBehavior": {"Value": if *date_only { "DateOnly" } else { "UserLocal" }},
-            }),
-            NewColumnType::Boolean { true_label, false_label } => json!({
-                "@odata.type": "Microsoft.Dynamics.CRM.BooleanAttributeMetadata",
-                "AttributeType": "Boolean",
-                "AttributeTypeName": {"Value": "BooleanType"},
-                "DefaultValue": false,
-                "OptionSet": {
-                    "@odata.type": "Microsoft.Dynamics.CRM.BooleanOptionSetMetadata",
-                    "TrueOption": {"Value": 1, "Label": label(true_label)},
-                    "FalseOption": {"Value": 0, "Label": label(false_label)},
-                    "OptionSetType": "Boolean",
-                },
-            }),
-            NewColumnType::Picklist { options } => json!({
-                "@odata.type": "Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
-                "AttributeType": "Picklist",
-                "AttributeTypeName": {"Value": "PicklistType"},
-                "OptionSet": {
-                    "@odata.type": "Microsoft.Dynamics.CRM.OptionSetMetadata",
-                    "IsGlobal": false,
-                    "OptionSetType": "Picklist",
-                    "Options": options.iter().enumerate().map(|(i, o)| json!({
-                        "Value": 100_000_000 + i as i64,
-                        "Label": label(o),
-                    })).collect::<Vec<_>>(),
-                },
-            }),
-        };
-        if let (Json::Object(b), Json::Object(s)) = (&mut body, specific) {
-            b.extend(s);
-        }
-        body
-    }
-}
-
 /// Table definitions this client has read, by logical name. Metadata changes rarely and costs a round trip
 /// each, so a client reads it once and re-reads only when told to (after it added a column, or when a caller
 /// suspects it is stale).
@@ -853,19 +746,12 @@ impl Client {
         }
         Ok(ranges)
     }
-
-    /// Adds a custom column to a table, and forgets the table's cached definition so the column shows.
-    pub async fn create_column(&self, table: &str, column: &NewColumn) -> Result<(), Error> {
-        let path = format!("EntityDefinitions(LogicalName='{}')/Attributes", escape(&table.to_ascii_lowercase()));
-        let result = self.send(Method::POST, &path, Some(&column.to_json())).await;
-        self.invalidate_table(table);
-        result.map(|_| ())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn reads_a_table_with_lengths_and_types() {
@@ -901,48 +787,6 @@ mod tests {
         assert_eq!(definition.column("birthdate").unwrap().kind, ColumnType::DateTime { date_only: false });
         assert_eq!(definition.column("adx_x").unwrap().kind, ColumnType::Other("Virtual".into()));
         assert!(TableDefinition::from_json(&json!({"LogicalName": "x"}), None).is_err());
-    }
-
-    #[test]
-    fn new_columns_have_the_documented_bodies() {
-        let text = NewColumn {
-            schema_name: "new_Gold".into(),
-            display_name: "Gold".into(),
-            kind: NewColumnType::String { max_length: 100 },
-        };
-        let body = text.to_json();
-        assert_eq!(body["@odata.type"], "Microsoft.Dynamics.CRM.StringAttributeMetadata");
-        assert_eq!(body["AttributeTypeName"]["Value"], "StringType");
-        assert_eq!(body["MaxLength"], 100);
-        assert_eq!(body["FormatName"]["Value"], "Text");
-        assert_eq!(body["SchemaName"], "new_Gold");
-        assert_eq!(body["DisplayName"]["LocalizedLabels"][0]["Label"], "Gold");
-        assert_eq!(body["RequiredLevel"]["Value"], "None");
-        let choice = NewColumn {
-            schema_name: "cr8a3_Tier".into(),
-            display_name: "Tier".into(),
-            kind: NewColumnType::Picklist { options: vec!["Gold".into(), "Silver".into()] },
-        };
-        let body = choice.to_json();
-        assert_eq!(body["OptionSet"]["Options"][1]["Value"], 100_000_001);
-        let date = NewColumn {
-            schema_name: "new_JoinedOn".into(),
-            display_name: "Joined on".into(),
-            kind: NewColumnType::DateTime { date_only: true },
-        };
-        assert_eq!(date.to_json()["Format"], "DateOnly");
-        let flag = NewColumn {
-            schema_name: "new_Vip".into(),
-            display_name: "VIP".into(),
-            kind: NewColumnType::Boolean { true_label: "Yes".into(), false_label: "No".into() },
-        };
-        assert_eq!(flag.to_json()["OptionSet"]["TrueOption"]["Value"], 1);
-        let number = NewColumn {
-            schema_name: "new_Points".into(),
-            display_name: "Points".into(),
-            kind: NewColumnType::Integer { min: 0, max: 1000 },
-        };
-        assert_eq!(number.to_json()["MaxValue"], 1000);
     }
 
     fn label(text: &str) -> Json {

@@ -73,6 +73,28 @@ enum Command {
     Runs(RunsArgs),
     /// Stream profiles from a file into a flow, one XDM message a line (NDJSON), for a backfill.
     Import(ImportArgs),
+    /// Engagement sync: what it needs in a Dynamics environment.
+    #[command(subcommand)]
+    Engagement(EngagementCommand),
+}
+
+#[derive(Subcommand)]
+enum EngagementCommand {
+    /// Create the Email event activity table, its columns and its key in a Dynamics environment, the way a
+    /// solution would; what is there already is left as it is, so running it again is safe.
+    ///
+    /// Give the environment and the app registration as for `dynsync check`, and the customization prefix of the
+    /// target connection your email events flows will write through.
+    Install(InstallArgs),
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    #[command(flatten)]
+    environment: CheckArgs,
+    /// The customization prefix of your publisher (new for the default solution): the table is <prefix>_emailevent.
+    #[arg(long, env = "DYNSYNC_PREFIX")]
+    prefix: String,
 }
 
 #[derive(Args)]
@@ -356,6 +378,8 @@ enum DemoJob {
     Leads,
     /// Table ingestion: a Dynamics table loaded fully then incrementally into a Parquet dataset, read by DuckDB.
     Ingestion,
+    /// Engagement sync: a day of SendGrid email events onto the contacts' timelines, with their opt-outs.
+    Engagement,
 }
 
 #[derive(Args)]
@@ -363,7 +387,7 @@ struct DemoArgs {
     /// The job to demonstrate.
     #[arg(value_enum, default_value = "activation")]
     job: DemoJob,
-    /// People who send leads, in `dynsync demo leads`.
+    /// People who send leads, in `dynsync demo leads`, or receive the newsletter, in `dynsync demo engagement`.
     #[arg(long, default_value_t = 300)]
     people: usize,
     /// Contacts to seed and activate (or, in `dynsync demo ingestion`, to load).
@@ -392,6 +416,10 @@ struct DemoArgs {
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let DemoJob::Leads = args.job {
         let passed = dynsync::demo::leads::run(args.people.max(1)).await?;
+        return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    if let DemoJob::Engagement = args.job {
+        let passed = dynsync::demo::engagement::run(args.people.max(1)).await?;
         return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     if let DemoJob::Ingestion = args.job {
@@ -438,7 +466,8 @@ struct CheckArgs {
     authority: Option<String>,
 }
 
-async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+/// The environment and the credentials the flags of `check` name.
+fn environment_of(args: CheckArgs) -> anyhow::Result<(Environment, ClientCredentials)> {
     let environment = match (&args.environment_url, &args.organization, &args.region) {
         (Some(url), _, _) => Environment::from_url(url)?,
         (None, Some(org), Some(region)) => Environment::from_organization(org, region.parse::<Region>()?)?,
@@ -454,6 +483,11 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         client_secret: Secret::new(args.client_secret),
         authority,
     };
+    Ok((environment, credentials))
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (environment, credentials) = environment_of(args)?;
     match dynsync::connection::check(environment.clone(), credentials).await {
         Ok(me) => {
             println!("connected to {environment} as user {} (organization {})", me.user_id, me.organization_id);
@@ -464,6 +498,26 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+async fn install_engagement(args: InstallArgs) -> anyhow::Result<ExitCode> {
+    let prefix: dynsync::target::CustomizationPrefix = args.prefix.parse()?;
+    let (environment, credentials) = environment_of(args.environment)?;
+    let client = dataverse::Client::new(environment.clone(), credentials);
+    let tables = dynsync::engagement::install::EngagementTables::new(prefix);
+    let report = dynsync::engagement::install::install(&client, &tables)
+        .await
+        .with_context(|| format!("installing the Email event table in {environment}"))?;
+    for created in &report.created {
+        println!("created {created}");
+    }
+    println!(
+        "{environment} has the Email event table {} ({} created, {} already there)",
+        tables.activity_table(),
+        report.created.len(),
+        report.present.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves the settings, then starts the log at the level they give (RUST_LOG, when set, still wins), then serves.
@@ -785,6 +839,9 @@ async fn main() -> ExitCode {
         Command::Apply(args) => apply(args).await,
         Command::Runs(args) => runs(args).await,
         Command::Import(args) => import(args).await,
+        Command::Engagement(EngagementCommand::Install(args)) => {
+            install_engagement(args).await.context("dynsync engagement install")
+        }
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 
 use crate::activation::job::ActivationJob;
 use crate::api::{self, AppState};
+use crate::engagement::job::EventsRunner;
 use crate::hosts::AllowedHosts;
 use crate::ingestion::IngestionRunner;
 use crate::leads::job::LeadIntakeRunner;
@@ -134,6 +135,7 @@ impl Service {
         let jobs: Vec<Arc<dyn JobRunner>> = vec![
             Arc::new(ActivationJob),
             Arc::new(LeadIntakeRunner),
+            Arc::new(EventsRunner),
             Arc::new(IngestionRunner { data_dir: config.data_dir.clone() }),
         ];
         let mailer = config.smtp.as_ref().map(Mailer::new).transpose().map_err(StartError::Smtp)?;

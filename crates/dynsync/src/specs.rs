@@ -19,6 +19,9 @@ pub const INGESTION_FLOW_SPEC: Uuid = uuid!("14518937-270c-4525-bdec-c2ba7cce386
 /// dynsync's lead intake flows (seed 004): marketplace leads posted over HTTPS become Dynamics leads.
 pub const LEAD_INTAKE_FLOW_SPEC: Uuid = uuid!("7c0e5a2d-4b1f-4e8a-9d36-1ead5000a004");
 
+/// dynsync's email events flows (seed 001): events posted by an email service go on the Dynamics timeline.
+pub const ENGAGEMENT_EVENTS_FLOW_SPEC: Uuid = uuid!("3e9b27c4-6a15-4f0d-b8e2-e46a6e000b01");
+
 pub const BASIC_AUTH: &str = "Basic Authentication for Dynamics-Online";
 pub const SERVICE_PRINCIPAL_AUTH: &str = "Service Principal Key Based Authentication";
 pub const CLIENT_CREDENTIALS_AUTH: &str = "Dynamics 365 Client Credentials";

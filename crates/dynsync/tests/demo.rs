@@ -30,6 +30,26 @@ fn the_lead_demo_passes_through_an_outage_with_every_lead_announced() {
 }
 
 #[test]
+fn the_engagement_demo_puts_a_day_of_sendgrid_events_on_the_timelines_once_each() {
+    let output = Command::new(env!("CARGO_BIN_EXE_dynsync"))
+        .args(["demo", "engagement", "--people", "100"])
+        .output()
+        .expect("dynsync runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    // 100 sends, 98 deliveries, 2 hard bounces, 49 opens, 19 clicks, 3 unsubscribes, a complaint, a resubscribe,
+    // and the unknown address: one body, posted twice.
+    assert!(stdout.contains("4. run: 548 received, 546 written, 2 failed"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "5. Dynamics: 273 email events on 100 timelines, 5 contacts opted out (1 resubscribed), 19 follow-up tasks"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PASS: a day of 274 SendGrid events"), "{stdout}");
+}
+
+#[test]
 fn the_ingestion_demo_loads_changes_and_reads_the_dataset_back_with_duckdb() {
     let output = Command::new(env!("CARGO_BIN_EXE_dynsync"))
         .args(["demo", "ingestion", "--contacts", "3000"])

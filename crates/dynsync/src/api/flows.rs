@@ -5,17 +5,21 @@
 
 use super::governance::governed;
 use super::{
-    ApiError, ApiResult, AppState, Caller, flow_json, id_and_etag, if_match, ingestion, items, leads, parse_body,
+    ApiError, ApiResult, AppState, Caller, engagement, flow_json, id_and_etag, if_match, ingestion, items, leads,
+    parse_body,
 };
 use crate::access::Role;
 use crate::activation::{ActivationFlow, FlowDefinition, FlowState, job, validation};
+use crate::engagement::definition::{self as engagement_definition, EventsFlow};
+use crate::engagement::job as engagement_job;
 use crate::ids::{Etag, FlowId};
 use crate::ingestion::IngestionFlow;
-use crate::leads::intake::{FlowSpecRef, LeadIntake};
+use crate::leads::intake::LeadIntake;
 use crate::leads::job as leads_job;
 use crate::pipeline::Taken;
 use crate::pipeline::inlet::InletLog;
-use crate::specs::{INGESTION_FLOW_SPEC, LEAD_INTAKE_FLOW_SPEC};
+use crate::pipeline::{Flow, FlowSpecRef, JobDefinition};
+use crate::specs::{ENGAGEMENT_EVENTS_FLOW_SPEC, INGESTION_FLOW_SPEC, LEAD_INTAKE_FLOW_SPEC};
 use crate::store::{FlowRecord, Outcome, RunRecord};
 use crate::target::CustomizationPrefix;
 use axum::body::Bytes;
@@ -115,6 +119,7 @@ enum AnyFlow {
     Activation(ActivationFlow),
     Leads(LeadIntake),
     Ingestion(IngestionFlow),
+    Events(EventsFlow),
 }
 
 impl AnyFlow {
@@ -122,6 +127,7 @@ impl AnyFlow {
         Ok(match record.job.as_str() {
             leads_job::JOB => AnyFlow::Leads(LeadIntake::try_from(record)?),
             crate::ingestion::JOB => AnyFlow::Ingestion(IngestionFlow::try_from(record)?),
+            engagement_definition::JOB => AnyFlow::Events(EventsFlow::try_from(record)?),
             _ => AnyFlow::Activation(ActivationFlow::try_from(record)?),
         })
     }
@@ -131,6 +137,7 @@ impl AnyFlow {
             AnyFlow::Activation(flow) => flow_json(flow),
             AnyFlow::Leads(intake) => leads::intake_json(intake),
             AnyFlow::Ingestion(flow) => ingestion::ingestion_flow_json(flow),
+            AnyFlow::Events(flow) => engagement::events_flow_json(flow),
         }
     }
 }
@@ -149,11 +156,12 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
     match serde_json::from_slice::<Spec>(&body).ok().and_then(|s| s.flow_spec) {
         Some(spec) if spec.id == LEAD_INTAKE_FLOW_SPEC => return leads::create(&state, caller, &body).await,
         Some(spec) if spec.id == INGESTION_FLOW_SPEC => return ingestion::create_flow(&state, caller, &body).await,
+        Some(spec) if spec.id == ENGAGEMENT_EVENTS_FLOW_SPEC => return engagement::create(&state, caller, &body).await,
         Some(spec) => {
             return Err(ApiError::bad_request(format!(
                 "flowSpec.id {} is not a flow spec dynsync knows: use {LEAD_INTAKE_FLOW_SPEC} for a lead intake, \
-                 {INGESTION_FLOW_SPEC} for a table ingestion (GET /flowSpecs lists them), or leave flowSpec out for an \
-                 audience activation flow",
+                 {INGESTION_FLOW_SPEC} for a table ingestion, {ENGAGEMENT_EVENTS_FLOW_SPEC} for email events (GET \
+                 /flowSpecs lists them), or leave flowSpec out for an audience activation flow",
                 spec.id
             )));
         }
@@ -187,6 +195,11 @@ pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): P
             let mut body = ingestion::ingestion_flow_json(&flow);
             let loads = ingestion::loads(&state, flow.id).await?;
             body["lastLoad"] = loads.first().map_or(Json::Null, ingestion::load_json);
+            body["runtime"] = runtime(&state, flow.id).await?;
+            return Ok(items(vec![body]));
+        }
+        AnyFlow::Events(flow) => {
+            let mut body = engagement::get(&state, &flow).await?;
             body["runtime"] = runtime(&state, flow.id).await?;
             return Ok(items(vec![body]));
         }
@@ -226,6 +239,10 @@ pub async fn replace(
             if_match(&headers, "the intake", &intake.etag)?;
             return leads::replace(&state, caller, intake, &body).await;
         }
+        AnyFlow::Events(flow) => {
+            if_match(&headers, "the flow", &flow.etag)?;
+            return engagement::replace(&state, caller, flow, &body).await;
+        }
         AnyFlow::Ingestion(_) => {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -258,6 +275,7 @@ pub async fn action(
         AnyFlow::Activation(flow) => flow,
         AnyFlow::Leads(intake) => return intake_action(&state, &caller, intake, op).await,
         AnyFlow::Ingestion(flow) => return ingestion_action(&state, flow, op).await,
+        AnyFlow::Events(flow) => return events_action(&state, &caller, flow, op).await,
     };
     let wanted = match query.get("op").map(String::as_str) {
         Some("retry-failed") => {
@@ -294,10 +312,7 @@ pub async fn action(
         // Columns may have been removed in Dynamics while the flow was off.
         check(&state, &caller, &current.definition).await?;
     }
-    let updated = ActivationFlow { state: wanted, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
-    state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
-    state.supervisor.flows_changed();
-    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+    set_state(&state, current, wanted).await
 }
 
 /// The actions on a lead intake: enable, disable, retry-failed, validate, rotate-secret.
@@ -338,10 +353,7 @@ async fn intake_action(
     if wanted == FlowState::Enabled {
         governed(state, caller, &current.definition).await?;
     }
-    let updated = LeadIntake { state: wanted, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
-    state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
-    state.supervisor.flows_changed();
-    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+    set_state(state, current, wanted).await
 }
 
 /// The actions on an ingestion flow: enable, disable.
@@ -356,10 +368,74 @@ async fn ingestion_action(state: &AppState, current: IngestionFlow, op: Option<&
             )));
         }
     };
-    let updated = IngestionFlow { state: wanted, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
+    set_state(state, current, wanted).await
+}
+
+/// The actions on an email events flow: enable, disable, retry-failed, rotate-secret.
+async fn events_action(
+    state: &AppState,
+    caller: &Caller,
+    current: EventsFlow,
+    op: Option<&str>,
+) -> ApiResult<Response> {
+    let wanted = match op {
+        Some("retry-failed") => {
+            let _replaying = state.replays.start(current.id).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "replay-running",
+                    "a replay of this flow's failed events is already running: wait for it to answer, then read the flow's runs",
+                )
+            })?;
+            let summary = engagement_job::retry_failed(&state.store, &state.clients, &current).await.map_err(|e| {
+                ApiError::new(StatusCode::BAD_GATEWAY, "dynamics", format!("the failed events were not replayed: {e}"))
+            })?;
+            return Ok(axum::Json(json!({
+                "retried": summary.retried, "written": summary.written, "failed": summary.failed
+            }))
+            .into_response());
+        }
+        Some("rotate-secret") => return engagement::rotate_secret(state, &current).await,
+        Some("enable") => FlowState::Enabled,
+        Some("disable") => FlowState::Disabled,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "op={} is not an action on an email events flow: use op=enable, op=disable, op=retry-failed or op=rotate-secret",
+                other.unwrap_or("")
+            )));
+        }
+    };
+    if wanted == FlowState::Enabled {
+        governed(state, caller, &current.definition).await?;
+    }
+    set_state(state, current, wanted).await
+}
+
+/// Enables or disables a flow of any job.
+async fn set_state<D: JobDefinition>(state: &AppState, current: Flow<D>, wanted: FlowState) -> ApiResult<Response> {
+    let updated = Flow { state: wanted, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
     state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
     state.supervisor.flows_changed();
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+}
+
+/// Refused bodies shown at a time: at most 64 KB each, so an answer stays a few megabytes.
+const REJECTS_SHOWN: i64 = 50;
+
+/// `GET /flows/{id}/rejects`: the newest bodies the flow's inlet refused (a lead intake's, an email events
+/// flow's), with why.
+pub async fn rejects(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let flow = find_record(&state, &caller, &id).await?;
+    let kept = state.store.inlet_rejects(flow.id, REJECTS_SHOWN).await?;
+    Ok(items(
+        kept.iter()
+            .map(|r| json!({"id": r.id, "receivedAt": r.received_at.to_rfc3339(), "problems": r.problems, "body": r.body}))
+            .collect(),
+    ))
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {

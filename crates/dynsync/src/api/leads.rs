@@ -5,7 +5,7 @@
 //! it is in the intake's durable log; one that cannot be a lead is answered 400 with every problem, and kept to
 //! be inspected (`GET /flows/{id}/rejects`). A wrong secret is answered 401 and stores nothing.
 
-use super::{ApiError, ApiResult, AppState, Caller, authenticate, id_and_etag, items, parse_body};
+use super::{ApiError, ApiResult, AppState, Caller, authenticate, id_and_etag, parse_body};
 use crate::checks::{Problem, ValidationReport};
 use crate::ids::{Etag, FlowId};
 use crate::leads::intake::{IntakeDefinition, LeadIntake};
@@ -39,8 +39,11 @@ fn intake_path(id: FlowId) -> String {
 
 /// A new secret for an intake's URL: 32 random bytes, hex.
 fn new_secret() -> String {
-    crate::secrets::random_token("lis_")
+    crate::secrets::random_token(SECRET_PREFIX)
 }
+
+/// What an intake URL's code starts with.
+const SECRET_PREFIX: &str = "lis_";
 
 /// Checks an intake against its destination: the target and its connection, and the lead table's columns.
 async fn check(state: &AppState, caller: &Caller, definition: &IntakeDefinition) -> ApiResult<()> {
@@ -222,39 +225,26 @@ pub async fn post_lead(
 /// `POST /flows/{id}/action?op=rotate-secret`: a new secret for the intake's URL, shown once; the previous one
 /// keeps working a week, so that the sender can be moved over without losing a lead.
 pub async fn rotate_secret(state: &AppState, intake: &LeadIntake) -> ApiResult<Response> {
-    let secret = new_secret();
+    rotate_inlet_secret(state, intake.id, SECRET_PREFIX, "intakeUrl", &intake_path(intake.id)).await
+}
+
+/// A new secret for the URL of a flow's inlet at `path`, shown once as `field`; the previous one keeps working
+/// [`PREVIOUS_SECRET_VALID`] more, so that the sender can be moved over without losing what it posts.
+pub async fn rotate_inlet_secret(
+    state: &AppState,
+    flow: FlowId,
+    prefix: &str,
+    field: &str,
+    path: &str,
+) -> ApiResult<Response> {
+    let secret = crate::secrets::random_token(prefix);
     let until = Utc::now().timestamp_millis() + PREVIOUS_SECRET_VALID.as_millis() as i64;
-    state.store.rotate_inlet_secret(intake.id, &secret, until).await?;
+    state.store.rotate_inlet_secret(flow, &secret, until).await?;
     Ok(AxumJson(json!({
-        "intakeUrl": format!("{}?code={secret}", intake_path(intake.id)),
+        field: format!("{path}?code={secret}"),
         "previousValidUntil": chrono::DateTime::from_timestamp_millis(until).map(|t| t.to_rfc3339()),
     }))
     .into_response())
-}
-
-/// Refused bodies shown at a time: at most 64 KB each, so an answer stays a few megabytes.
-const REJECTS_SHOWN: i64 = 50;
-
-/// `GET /flows/{id}/rejects`: the newest bodies the intake refused, with why.
-pub async fn rejects(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let intake = find(&state, &caller, &id).await?;
-    let kept = state.store.inlet_rejects(intake.id, REJECTS_SHOWN).await?;
-    Ok(items(
-        kept.iter()
-            .map(|r| json!({"id": r.id, "receivedAt": r.received_at.to_rfc3339(), "problems": r.problems, "body": r.body}))
-            .collect(),
-    ))
-}
-
-async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResult<LeadIntake> {
-    let not_found = || ApiError::not_found("lead intake", id, &caller.sandbox);
-    let flow: FlowId = id.parse().map_err(|_| not_found())?;
-    let record = state.store.flow(&caller.sandbox, flow).await?.filter(|r| r.job == job::JOB).ok_or_else(not_found)?;
-    Ok(LeadIntake::try_from(&record)?)
 }
 
 /// One step of Validate.

@@ -4,6 +4,7 @@
 
 mod collection;
 mod connections;
+mod engagement;
 mod flows;
 mod governance;
 mod health;
@@ -123,12 +124,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{BASE_PATH}/flows"), post(flows::create).get(flows::list))
         .route(&format!("{BASE_PATH}/flows/{{id}}"), get(flows::get).put(flows::replace).delete(flows::delete))
         .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
-        .route(&format!("{BASE_PATH}/flows/{{id}}/rejects"), get(leads::rejects))
+        .route(&format!("{BASE_PATH}/flows/{{id}}/rejects"), get(flows::rejects))
         .route(&format!("{BASE_PATH}/runs"), get(flows::runs))
         .route(&format!("{BASE_PATH}/governance"), get(governance::get).put(governance::put))
         .route(&format!("{BASE_PATH}/tokens"), post(tokens::create).get(tokens::list))
         .route(&format!("{BASE_PATH}/tokens/{{id}}"), axum::routing::delete(tokens::revoke))
         .route("/leads/{flow}", post(leads::post_lead))
+        .route("/events/{flow}", post(engagement::post_events))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -364,6 +366,11 @@ async fn flow_specs(
             crate::specs::LEAD_INTAKE_FLOW_SPEC,
             "LeadIntake",
             "marketplace leads posted over HTTPS written as Dynamics leads",
+        ),
+        (
+            crate::specs::ENGAGEMENT_EVENTS_FLOW_SPEC,
+            "EmailEvents",
+            "email events posted by an email service written onto the Dynamics timeline, with their opt-outs",
         ),
     ];
     let wanted = match query.get("property") {

@@ -6,6 +6,7 @@
 //! for three audiences — entries, exits, and a few bad profiles — waits for the flow to handle them, prints
 //! the run, then reads every contact back from Dynamics and compares it with what it should hold.
 
+pub mod engagement;
 pub mod ingestion;
 pub mod leads;
 
@@ -13,8 +14,8 @@ use crate::hosts::AllowedHosts;
 use crate::service::{RunningService, Service, ServiceConfig};
 use crate::specs::DYNAMICS_DESTINATION;
 use anyhow::{Context, bail, ensure};
-use dataverse::metadata::{NewColumn, NewColumnType};
 use dataverse::{Client, ClientCredentials, Environment, Secret};
+use dataverse::{NewColumn, NewColumnType};
 use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

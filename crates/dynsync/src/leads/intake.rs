@@ -10,7 +10,7 @@ use super::notify::recipients;
 use crate::checks::{Problem, closest_columns};
 use crate::governance::ExportedField;
 use crate::ids::TargetConnectionId;
-use crate::pipeline::{Flow, JobDefinition};
+use crate::pipeline::{Flow, FlowSpecRef, JobDefinition};
 use crate::specs::LEAD_INTAKE_FLOW_SPEC;
 use dataverse::{ColumnType, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -23,19 +23,6 @@ pub const MAX_WINDOW_DAYS: u32 = 3650;
 
 /// A lead intake as stored.
 pub type LeadIntake = Flow<IntakeDefinition>;
-
-/// Which flow spec a flow follows, as Flow Service names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FlowSpecRef {
-    pub id: uuid::Uuid,
-    #[serde(default = "version_one")]
-    pub version: String,
-}
-
-fn version_one() -> String {
-    "1.0".into()
-}
 
 /// What a user writes to define a lead intake.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,8 +5,8 @@
 use crate::ids::{Etag, FlowId, Sandbox, TargetConnectionId};
 use crate::store::{FlowRecord, FlowState, StoreError};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// What a job's flows are defined by (the body of `POST /flows` for that job).
 pub trait JobDefinition: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
@@ -87,4 +87,17 @@ impl<D: JobDefinition> From<&Flow<D>> for FlowRecord {
             updated_at: flow.updated_at,
         }
     }
+}
+
+/// Which flow spec a flow follows, as Flow Service names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FlowSpecRef {
+    pub id: uuid::Uuid,
+    #[serde(default = "version_one")]
+    pub version: String,
+}
+
+fn version_one() -> String {
+    "1.0".into()
 }

@@ -29,7 +29,7 @@ use std::hash::Hash;
 use std::str::FromStr;
 
 pub use clients::Clients;
-pub use flow::{Flow, JobDefinition};
+pub use flow::{Flow, FlowSpecRef, JobDefinition};
 pub use runner::{ReplaySummary, Runner};
 pub use sink::{DataverseSink, Paused, Refusal};
 pub use supervisor::Supervisor;

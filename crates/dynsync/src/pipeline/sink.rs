@@ -60,33 +60,50 @@ impl DataverseSink {
 
 impl<K: Display + Send + Sync + 'static> Sink<K, Map<String, Json>> for DataverseSink {
     async fn write(&self, writes: &[(K, Map<String, Json>)]) -> Result<Vec<Result<Taken, Refusal>>, Paused> {
-        let mut results: Vec<Option<Result<Taken, Refusal>>> = vec![None; writes.len()];
-        let mut pending: Vec<usize> = (0..writes.len()).collect();
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        while !pending.is_empty() {
-            let records: Vec<Record> = pending.iter().map(|&i| self.record(&writes[i].0, &writes[i].1)).collect();
-            let report = self.client.write_each(self.operation, &self.table, &records, BulkOptions::default()).await;
-            let mut again = Vec::new();
-            for (&i, outcome) in pending.iter().zip(report.outcomes) {
-                match outcome {
-                    Ok(_) => results[i] = Some(Ok(Taken::Written)),
-                    Err(error) if error.is_sign_in_refused() => return Err(Paused { reason: error.to_string() }),
-                    Err(error) if is_retryable(&error) => again.push(i),
-                    Err(error) => results[i] = Some(Err(Refusal::from_error(&error))),
-                }
-            }
-            if !again.is_empty() {
-                let wait = backoff.next();
-                tracing::debug!(
-                    table = %self.table.logical_name,
-                    records = again.len(),
-                    wait_ms = wait.as_millis() as u64,
-                    "Dynamics is not taking writes; retrying"
-                );
-                tokio::time::sleep(wait).await;
-            }
-            pending = again;
-        }
-        Ok(results.into_iter().map(|r| r.expect("every write has a result")).collect())
+        let records: Vec<Record> = writes.iter().map(|(key, columns)| self.record(key, columns)).collect();
+        let results = write_all(&self.client, self.operation, &self.table, &records).await?;
+        Ok(results.into_iter().map(|r| r.map(|()| Taken::Written)).collect())
     }
+}
+
+/// Writes records to a table with one bulk operation, through the client's `write_each`: says, in order, whether
+/// each was taken or why Dynamics refused it for good. What waiting can fix is sent again, as long as it takes.
+pub async fn write_all(
+    client: &Client,
+    operation: BulkOperation,
+    table: &Table,
+    records: &[Record],
+) -> Result<Vec<Result<(), Refusal>>, Paused> {
+    let mut results: Vec<Option<Result<(), Refusal>>> = vec![None; records.len()];
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    while !pending.is_empty() {
+        let report = if pending.len() == records.len() {
+            client.write_each(operation, table, records, BulkOptions::default()).await
+        } else {
+            let again: Vec<Record> = pending.iter().map(|&i| records[i].clone()).collect();
+            client.write_each(operation, table, &again, BulkOptions::default()).await
+        };
+        let mut again = Vec::new();
+        for (&i, outcome) in pending.iter().zip(report.outcomes) {
+            match outcome {
+                Ok(_) => results[i] = Some(Ok(())),
+                Err(error) if error.is_sign_in_refused() => return Err(Paused { reason: error.to_string() }),
+                Err(error) if is_retryable(&error) => again.push(i),
+                Err(error) => results[i] = Some(Err(Refusal::from_error(&error))),
+            }
+        }
+        if !again.is_empty() {
+            let wait = backoff.next();
+            tracing::debug!(
+                table = %table.logical_name,
+                records = again.len(),
+                wait_ms = wait.as_millis() as u64,
+                "Dynamics is not taking writes; retrying"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        pending = again;
+    }
+    Ok(results.into_iter().map(|r| r.expect("every write has a result")).collect())
 }

@@ -1,0 +1,391 @@
+//! Writing email events onto the Dynamics timeline of the contact each concerns.
+//!
+//! For a batch of events (each a different [`EventKey`]; the runtime folds twins):
+//! 1. find each event's contact: the one it names (`dynsync_contact_id`, passed along by the sender), else the
+//!    oldest active contact whose `emailaddress1` is the recipient (Dynamics compares addresses without case).
+//!    An address no contact has is refused with `unknown-address`: the event is kept with the flow's failed
+//!    records, and a replay once the contact exists writes it;
+//! 2. upsert one Email event activity per event, regarding the contact, under an `activityid` derived from the
+//!    event key (UUID v5), so a replay or a service's retry updates the same row instead of adding one;
+//! 3. when the flow asks for it, upsert a follow-up task for a click or a hard bounce, its id derived the same way;
+//! 4. set the flow's opt-out columns on the contacts of unsubscribes, spam complaints and hard bounces, and clear
+//!    them on a resubscribe; of one contact's events in the batch the newest decides, and on a tie the opt-out.
+//!
+//! Every step is idempotent, so what waiting can fix is sent again whole. A refused sign-in pauses the batch; any
+//! other refusal fails the events it concerns alone.
+
+use super::definition::{EventsDefinition, FollowUp};
+use super::event::{EmailEvent, EventKey, EventKind};
+use super::install::EngagementTables;
+use crate::pipeline::sink::{is_retryable, write_all};
+use crate::pipeline::{Paused, Refusal, Sink, StepError, Taken};
+use crate::text::clip;
+use chrono::SecondsFormat;
+use dataverse::{Backoff, BulkOperation, Client, Filter, Order, Query, Record, Table};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The namespace an event's activity id is derived in, from its key.
+pub const ACTIVITY_ID_NAMESPACE: Uuid = Uuid::from_u128(0x2b8e_61d4_0f3a_4c97_a5e1_7d20_c4f9_e8a3);
+/// The namespace an event's follow-up task id is derived in, from its key.
+pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x9c47_e0b2_35d8_4f61_8b0a_12e6_f7c3_5d94);
+
+/// How many addresses one contact query asks for.
+const ADDRESSES_PER_QUERY: usize = 50;
+
+/// The timeline of an environment's contacts, as an email events flow writes it.
+pub struct TimelineSink {
+    client: Client,
+    tables: EngagementTables,
+    activity: Table,
+    opt_out_columns: Vec<String>,
+    follow_up: FollowUp,
+}
+
+/// A contact found by address.
+#[derive(Deserialize)]
+struct ContactByEmail {
+    contactid: Uuid,
+    emailaddress1: Option<String>,
+}
+
+impl TimelineSink {
+    /// The sink of a flow, once the environment's Email event table is there as the job writes it.
+    pub async fn resolve(
+        client: Client,
+        tables: EngagementTables,
+        definition: &EventsDefinition,
+    ) -> Result<TimelineSink, StepError> {
+        let name = tables.activity_table();
+        let table = client.table(&name).await.map_err(|error| StepError::Metadata { table: "Email event", error })?;
+        let problems = tables.check(&table);
+        if !problems.is_empty() {
+            let listed: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
+            return Err(StepError::Definition(listed.join("; ")));
+        }
+        let activity = Table {
+            logical_name: table.logical_name.clone(),
+            entity_set: table.entity_set_name.clone(),
+            primary_id: table.primary_id.clone(),
+        };
+        Ok(TimelineSink {
+            client,
+            tables,
+            activity,
+            opt_out_columns: definition.opt_out_columns.clone(),
+            follow_up: definition.follow_up,
+        })
+    }
+
+    /// The activity of one event, regarding its contact.
+    pub fn activity_record(&self, key: &EventKey, event: &EmailEvent, contact: Uuid) -> Record {
+        let column = |name: &str| self.tables.column(name);
+        let mut record = Record::new();
+        let id = Uuid::new_v5(&ACTIVITY_ID_NAMESPACE, key.to_string().as_bytes());
+        record.insert(self.activity.primary_id.clone(), Json::String(id.to_string()));
+        record.insert("subject".into(), Json::String(subject(event)));
+        let at = event.occurred_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        record.insert("actualstart".into(), Json::String(at.clone()));
+        record.insert("actualend".into(), Json::String(at));
+        record.insert(
+            format!("regardingobjectid_contact_{}@odata.bind", self.activity.logical_name),
+            Json::String(format!("/contacts({contact})")),
+        );
+        record.insert(column("eventkey"), Json::String(key.to_string()));
+        record.insert(column("eventtype"), Json::from(EngagementTables::event_type_value(event.kind)));
+        record.insert(column("messageid"), Json::String(clip(event.message_id.as_str(), 399).into_owned()));
+        record.insert(column("email"), Json::String(event.email.as_str().to_string()));
+        record.insert(column("provider"), Json::String(event.provider.name().to_string()));
+        let texts = [("campaign", &event.campaign, 399), ("url", &event.url, 3999), ("reason", &event.reason, 3999)];
+        for (name, value, max) in texts {
+            if let Some(value) = value {
+                record.insert(column(name), Json::String(clip(value, max).into_owned()));
+            }
+        }
+        record
+    }
+
+    /// The follow-up task an event makes, when the flow asks for one for its kind.
+    pub fn task_record(&self, key: &EventKey, event: &EmailEvent, contact: Uuid) -> Option<Record> {
+        let subject = match event.kind {
+            EventKind::Clicked if self.follow_up.on_click => {
+                format!("Follow up: {} clicked {}", event.email.as_str(), event.url.as_deref().unwrap_or("a link"))
+            }
+            EventKind::Bounced { hard: true } if self.follow_up.on_hard_bounce => {
+                format!("Find a working email address: mail to {} bounced", event.email.as_str())
+            }
+            _ => return None,
+        };
+        let mut record = Record::new();
+        let id = Uuid::new_v5(&TASK_ID_NAMESPACE, key.to_string().as_bytes());
+        record.insert("activityid".into(), Json::String(id.to_string()));
+        record.insert("subject".into(), Json::String(clip(&subject, 199).into_owned()));
+        let mut description = format!("{} ({}) on {}", subject, event.provider.name(), event.occurred_at.to_rfc3339());
+        if let Some(reason) = &event.reason {
+            description.push_str(&format!("\n{reason}"));
+        }
+        record.insert("description".into(), Json::String(clip(&description, 1999).into_owned()));
+        let due = event.occurred_at + chrono::Duration::days(1);
+        record.insert("scheduledend".into(), Json::String(due.to_rfc3339_opts(SecondsFormat::Secs, true)));
+        record
+            .insert("regardingobjectid_contact_task@odata.bind".into(), Json::String(format!("/contacts({contact})")));
+        Some(record)
+    }
+
+    /// The contact of each event: the one it names, else the oldest active one with its address.
+    async fn contacts(&self, writes: &[(EventKey, EmailEvent)]) -> Result<Vec<Result<Uuid, Refusal>>, Paused> {
+        let mut addresses: Vec<&str> =
+            writes.iter().filter(|(_, e)| e.contact_id.is_none()).map(|(_, e)| e.email.as_str()).collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let mut found: HashMap<String, Uuid> = HashMap::new();
+        let mut failed: Option<Refusal> = None;
+        for chunk in addresses.chunks(ADDRESSES_PER_QUERY) {
+            match self.contacts_by_email(chunk).await? {
+                Ok(rows) => {
+                    for row in rows {
+                        if let Some(email) = row.emailaddress1 {
+                            found.entry(email.trim().to_lowercase()).or_insert(row.contactid);
+                        }
+                    }
+                }
+                Err(refusal) => failed = Some(refusal),
+            }
+        }
+        Ok(writes
+            .iter()
+            .map(|(_, event)| match (event.contact_id, found.get(event.email.as_str()), &failed) {
+                (Some(id), _, _) => Ok(id),
+                (None, Some(id), _) => Ok(*id),
+                (None, None, Some(refusal)) => Err(refusal.clone()),
+                (None, None, None) => Err(Refusal {
+                    code: "unknown-address".into(),
+                    message: format!(
+                        "no active contact in Dynamics has the email address {} (emailaddress1): create the contact, \
+                         or have the email service pass its contactid as dynsync_contact_id, then retry the flow's \
+                         failed events (POST /flows/{{id}}/action?op=retry-failed)",
+                        event.email.as_str()
+                    ),
+                }),
+            })
+            .collect())
+    }
+
+    /// The active contacts with these addresses, oldest first; what waiting can fix is asked again.
+    async fn contacts_by_email(&self, addresses: &[&str]) -> Result<Result<Vec<ContactByEmail>, Refusal>, Paused> {
+        let filter =
+            addresses.iter().map(|a| Filter::eq("emailaddress1", *a)).reduce(Filter::or).expect("a chunk is not empty");
+        let query = Query::new(&Table::contact())
+            .select(&["contactid", "emailaddress1"])
+            .filter(Filter::eq("statecode", 0).and(filter))
+            .order_by("createdon", Order::Ascending);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            match self.client.query_as::<ContactByEmail>(&query).try_collect::<Vec<_>>().await {
+                Ok(rows) => return Ok(Ok(rows)),
+                Err(error) if error.is_sign_in_refused() => return Err(Paused { reason: error.to_string() }),
+                Err(error) if is_retryable(&error) => tokio::time::sleep(backoff.next()).await,
+                Err(error) => return Ok(Err(Refusal::from_error(&error))),
+            }
+        }
+    }
+
+    /// The opt-out columns' values for each contact whose consent the written events change: the newest event
+    /// decides, and an opt-out wins a tie.
+    fn consent_changes(&self, events: &[(Uuid, &EmailEvent)]) -> Vec<(Uuid, bool)> {
+        if self.opt_out_columns.is_empty() {
+            return Vec::new();
+        }
+        let mut newest: HashMap<Uuid, (chrono::DateTime<chrono::Utc>, bool)> = HashMap::new();
+        for (contact, event) in events {
+            let opted_out = match event.kind {
+                k if k.opts_out() => true,
+                k if k.opts_in() => false,
+                _ => continue,
+            };
+            let candidate = (event.occurred_at, opted_out);
+            newest
+                .entry(*contact)
+                .and_modify(|current| {
+                    if candidate.0 > current.0 || (candidate.0 == current.0 && opted_out) {
+                        *current = candidate;
+                    }
+                })
+                .or_insert(candidate);
+        }
+        let mut changes: Vec<(Uuid, bool)> = newest.into_iter().map(|(c, (_, out))| (c, out)).collect();
+        changes.sort_unstable();
+        changes
+    }
+
+    fn consent_record(&self, contact: Uuid, opted_out: bool) -> Record {
+        let mut record = Record::new();
+        record.insert("contactid".into(), Json::String(contact.to_string()));
+        for column in &self.opt_out_columns {
+            record.insert(column.clone(), Json::Bool(opted_out));
+        }
+        record
+    }
+}
+
+/// The activity's subject, as the timeline shows it: what happened, and to which message.
+fn subject(event: &EmailEvent) -> String {
+    let about = event.subject.as_deref().or(event.campaign.as_deref()).unwrap_or(event.message_id.as_str());
+    clip(&format!("{}: {about}", event.kind.label()), 399).into_owned()
+}
+
+/// Marks as refused the writes at `positions` whose record failed.
+fn refuse(results: &mut [Result<Taken, Refusal>], positions: &[usize], outcomes: Vec<Result<(), Refusal>>) {
+    for (&i, outcome) in positions.iter().zip(outcomes) {
+        if let Err(refusal) = outcome
+            && results[i].is_ok()
+        {
+            results[i] = Err(refusal);
+        }
+    }
+}
+
+impl Sink<EventKey, EmailEvent> for TimelineSink {
+    async fn write(&self, writes: &[(EventKey, EmailEvent)]) -> Result<Vec<Result<Taken, Refusal>>, Paused> {
+        let contacts = self.contacts(writes).await?;
+        let mut results: Vec<Result<Taken, Refusal>> = Vec::with_capacity(writes.len());
+        let (mut positions, mut records) = (Vec::new(), Vec::new());
+        for (i, ((key, event), contact)) in writes.iter().zip(&contacts).enumerate() {
+            match contact {
+                Ok(contact) => {
+                    positions.push(i);
+                    records.push(self.activity_record(key, event, *contact));
+                    results.push(Ok(Taken::Written));
+                }
+                Err(refusal) => results.push(Err(refusal.clone())),
+            }
+        }
+        let outcomes = write_all(&self.client, BulkOperation::Upsert, &self.activity, &records).await?;
+        refuse(&mut results, &positions, outcomes);
+
+        // Tasks and consent follow the events whose activity is on the timeline.
+        let written: Vec<(usize, Uuid)> = (0..writes.len())
+            .filter(|&i| results[i].is_ok())
+            .filter_map(|i| contacts[i].as_ref().ok().map(|c| (i, *c)))
+            .collect();
+        let (task_positions, tasks): (Vec<usize>, Vec<Record>) = written
+            .iter()
+            .filter_map(|&(i, contact)| self.task_record(&writes[i].0, &writes[i].1, contact).map(|r| (i, r)))
+            .unzip();
+        if !tasks.is_empty() {
+            let task =
+                Table { logical_name: "task".into(), entity_set: "tasks".into(), primary_id: "activityid".into() };
+            let outcomes = write_all(&self.client, BulkOperation::Upsert, &task, &tasks).await?;
+            refuse(&mut results, &task_positions, outcomes);
+        }
+
+        let events: Vec<(Uuid, &EmailEvent)> = written.iter().map(|(i, c)| (*c, &writes[*i].1)).collect();
+        let changes = self.consent_changes(&events);
+        if !changes.is_empty() {
+            let records: Vec<Record> = changes.iter().map(|(c, out)| self.consent_record(*c, *out)).collect();
+            let outcomes = write_all(&self.client, BulkOperation::Update, &Table::contact(), &records).await?;
+            let refused: HashMap<Uuid, Refusal> =
+                changes.iter().zip(outcomes).filter_map(|((c, _), o)| o.err().map(|r| (*c, r))).collect();
+            for (i, contact) in written {
+                let consent_event = writes[i].1.kind.opts_out() || writes[i].1.kind.opts_in();
+                if let (true, Some(refusal)) = (consent_event, refused.get(&contact)) {
+                    results[i] = Err(refusal.clone());
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engagement::formats::Provider;
+
+    fn event(kind: EventKind, at: &str) -> EmailEvent {
+        serde_json::from_value(serde_json::json!({
+            "provider": Provider::SendGrid, "messageId": "m-1", "kind": kind, "occurredAt": at,
+            "email": "ana@contoso.com", "campaign": "Spring sale", "url": "https://contoso.com/sale",
+        }))
+        .unwrap()
+    }
+
+    fn sink(follow_up: FollowUp) -> TimelineSink {
+        let environment = dataverse::Environment::from_url("http://127.0.0.1:1").unwrap();
+        let credentials = dataverse::ClientCredentials {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            client_secret: dataverse::Secret::new("s".to_string()),
+            authority: "http://127.0.0.1:1".into(),
+        };
+        TimelineSink {
+            client: Client::new(environment, credentials),
+            tables: EngagementTables::new("new".parse().unwrap()),
+            activity: Table {
+                logical_name: "new_emailevent".into(),
+                entity_set: "new_emailevents".into(),
+                primary_id: "activityid".into(),
+            },
+            opt_out_columns: vec!["donotbulkemail".into(), "donotemail".into()],
+            follow_up,
+        }
+    }
+
+    #[test]
+    fn an_event_s_activity_is_regarding_its_contact_under_an_id_its_key_gives() {
+        let sink = sink(FollowUp::default());
+        let e = event(EventKind::Clicked, "2026-11-30T10:00:00Z");
+        let contact = Uuid::new_v4();
+        let record = sink.activity_record(&e.key(), &e, contact);
+        let again = sink.activity_record(&e.key(), &e, contact);
+        assert_eq!(record, again, "a replay writes the same row");
+        assert_eq!(record["subject"], "Clicked: Spring sale");
+        assert_eq!(record["regardingobjectid_contact_new_emailevent@odata.bind"], format!("/contacts({contact})"));
+        assert_eq!(record["new_eventkey"], e.key().to_string());
+        assert_eq!(record["new_url"], "https://contoso.com/sale");
+        assert_eq!(record["actualend"], "2026-11-30T10:00:00Z");
+        assert_eq!(record["new_eventtype"], EngagementTables::event_type_value(EventKind::Clicked));
+    }
+
+    #[test]
+    fn follow_up_tasks_are_made_only_for_the_events_the_flow_names() {
+        let none = sink(FollowUp::default());
+        let both = sink(FollowUp { on_click: true, on_hard_bounce: true });
+        let click = event(EventKind::Clicked, "2026-11-30T10:00:00Z");
+        let bounce = event(EventKind::Bounced { hard: true }, "2026-11-30T10:00:00Z");
+        let soft = event(EventKind::Bounced { hard: false }, "2026-11-30T10:00:00Z");
+        let contact = Uuid::new_v4();
+        assert!(none.task_record(&click.key(), &click, contact).is_none());
+        let task = both.task_record(&click.key(), &click, contact).unwrap();
+        assert_eq!(task["scheduledend"], "2026-12-01T10:00:00Z");
+        assert!(both.task_record(&bounce.key(), &bounce, contact).is_some());
+        assert!(both.task_record(&soft.key(), &soft, contact).is_none());
+    }
+
+    #[test]
+    fn of_one_contact_s_consent_events_the_newest_decides_and_an_opt_out_wins_a_tie() {
+        let sink = sink(FollowUp::default());
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let unsubscribed = event(EventKind::Unsubscribed, "2026-11-30T10:00:00Z");
+        let resubscribed_later = event(EventKind::Resubscribed, "2026-11-30T11:00:00Z");
+        let resubscribed_same_time = event(EventKind::Resubscribed, "2026-11-30T10:00:00Z");
+        let opened = event(EventKind::Opened, "2026-11-30T12:00:00Z");
+        let changes = sink.consent_changes(&[
+            (a, &unsubscribed),
+            (a, &resubscribed_later),
+            (b, &resubscribed_same_time),
+            (b, &unsubscribed),
+            (c, &opened),
+        ]);
+        assert_eq!(changes, [(a, false), (b, true)]);
+        let record = sink.consent_record(b, true);
+        assert_eq!(
+            (record["donotbulkemail"].clone(), record["donotemail"].clone()),
+            (Json::Bool(true), Json::Bool(true))
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! Email events end to end: an email service's posts into an email events flow, through dynsync, onto the Dynamics
+//! timeline (Email event activities regarding contacts, read back through `activitypointers`), with opt-outs on the
+//! contact. Each scenario runs on both stores.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::{Backend, World};
+use dataverse_emulator::faults::{Fault, FaultPlan, FaultRule, When};
+use dataverse_emulator::{CostModel, EmulatorConfig};
+use dynsync::engagement::formats::sendgrid;
+use dynsync::engagement::install::{EngagementTables, install};
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
+use p256::pkcs8::EncodePublicKey;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value as Json, json};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+on_both_stores!(
+    sendgrid_events_go_on_the_contact_s_timeline_once_however_often_they_are_posted,
+    a_post_without_sendgrid_s_signature_or_with_a_wrong_code_is_refused_and_stores_nothing,
+    an_event_for_an_unknown_address_is_kept_and_written_by_a_replay_once_the_contact_exists,
+    opt_outs_and_re_opt_ins_reach_the_contact_and_follow_up_tasks_are_made,
+    events_accepted_while_dynamics_is_down_are_written_once_it_is_back,
+    a_flow_is_refused_until_the_email_event_table_is_installed,
+);
+
+/// SendGrid's signing key in these tests, and the verification key SendGrid would show for it.
+fn sendgrid_keys() -> (SigningKey, String) {
+    let signing = SigningKey::from_slice(&[42; 32]).unwrap();
+    let public = p256::PublicKey::from(signing.verifying_key()).to_public_key_der().unwrap();
+    (signing, BASE64.encode(public.as_bytes()))
+}
+
+/// A world whose environment has the Email event table for prefix `new`.
+async fn installed(backend: Backend, emulator: EmulatorConfig) -> Option<World> {
+    let world = World::start_with(backend, emulator).await?;
+    let tables = EngagementTables::new("new".parse().unwrap());
+    let report = install(&world.dynamics(), &tables).await.unwrap();
+    assert!(report.created.contains(&"table new_emailevent".to_string()), "{report:?}");
+    let again = install(&world.dynamics(), &tables).await.unwrap();
+    assert!(again.created.is_empty(), "a second install creates nothing: {again:?}");
+    Some(world)
+}
+
+/// An email events flow over a fresh destination; its id and its events URL with the code.
+async fn flow(world: &World, provider: &str, extra: Json) -> (String, String) {
+    let (_, target) = world.destination("new").await;
+    let mut body = json!({
+        "name": "Newsletter events",
+        "flowSpec": {"id": dynsync::specs::ENGAGEMENT_EVENTS_FLOW_SPEC, "version": "1.0"},
+        "targetConnectionIds": [target],
+        "provider": provider,
+    });
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let reply = world.post("flows", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let answer = reply.json();
+    (answer["id"].as_str().unwrap().to_string(), answer["eventsUrl"].as_str().unwrap().to_string())
+}
+
+/// Posts a body to an events URL as the service does, with `headers`.
+async fn post(world: &World, url: &str, body: &str, headers: &[(&str, String)]) -> (StatusCode, Json) {
+    let mut request = world.http.post(format!("{}{url}", world.service.url)).body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.header("content-type", "application/json").send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Json::Null))
+}
+
+/// SendGrid's headers for a body signed at `timestamp`.
+fn signed(signing: &SigningKey, timestamp: &str, body: &str) -> Vec<(&'static str, String)> {
+    let signature: Signature = signing.sign(&[timestamp.as_bytes(), body.as_bytes()].concat());
+    vec![
+        (sendgrid::SIGNATURE_HEADER, BASE64.encode(signature.to_der().as_bytes())),
+        (sendgrid::TIMESTAMP_HEADER, timestamp.to_string()),
+    ]
+}
+
+async fn create_contact(world: &World, lastname: &str, email: &str) -> Uuid {
+    let body = json!({"lastname": lastname, "emailaddress1": email});
+    let response = world.dynamics().send(Method::POST, "contacts", Some(&body)).await.unwrap();
+    let location = response.headers()["odata-entityid"].to_str().unwrap().to_string();
+    location.rsplit_once('(').unwrap().1.trim_end_matches(')').parse().unwrap()
+}
+
+/// A contact's timeline: its activities, oldest first, as `activitypointers` gives them.
+async fn timeline(world: &World, contact: Uuid) -> Vec<Json> {
+    let path = format!(
+        "activitypointers?$select=activityid,subject,activitytypecode,actualend&$filter=_regardingobjectid_value%20eq%20{contact}&$orderby=actualend%20asc"
+    );
+    let page: Json = world.dynamics().execute(&dataverse::Request::get(path)).await.unwrap().read_json().unwrap();
+    page["value"].as_array().unwrap().clone()
+}
+
+/// The Email event rows of a contact, with the columns dynsync writes.
+async fn email_events(world: &World, contact: Uuid) -> Vec<Json> {
+    let path = format!(
+        "new_emailevents?$select=subject,new_eventkey,new_eventtype,new_url,new_email,new_campaign&$filter=_regardingobjectid_value%20eq%20{contact}"
+    );
+    let page: Json = world.dynamics().execute(&dataverse::Request::get(path)).await.unwrap().read_json().unwrap();
+    page["value"].as_array().unwrap().clone()
+}
+
+async fn contact_consent(world: &World, contact: Uuid) -> (bool, bool) {
+    let path = format!("contacts({contact})?$select=donotbulkemail,donotemail");
+    let row: Json = world.dynamics().execute(&dataverse::Request::get(path)).await.unwrap().read_json().unwrap();
+    (row["donotbulkemail"].as_bool().unwrap(), row["donotemail"].as_bool().unwrap())
+}
+
+/// Waits until the contact's timeline has `count` activities.
+async fn timeline_of(world: &World, contact: Uuid, count: usize) -> Vec<Json> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = timeline(world, contact).await;
+        if rows.len() >= count {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "only {} of {count} activities on the timeline: {rows:?}", rows.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sendgrid_event(email: &str, event: &str, timestamp: i64, extra: Json) -> Json {
+    let mut e = json!({
+        "email": email, "timestamp": timestamp, "event": event, "sg_message_id": format!("msg-{email}"),
+        "sg_event_id": Uuid::new_v4().to_string(), "campaign": "Spring sale",
+    });
+    e.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    e
+}
+
+fn free() -> EmulatorConfig {
+    EmulatorConfig { cost: CostModel::free(), ..Default::default() }
+}
+
+async fn sendgrid_events_go_on_the_contact_s_timeline_once_however_often_they_are_posted(backend: Backend) {
+    let Some(world) = installed(backend, free()).await else { return };
+    let (signing, verification_key) = sendgrid_keys();
+    let (id, url) = flow(&world, "sendgrid", json!({"verificationKey": verification_key})).await;
+    let ana = create_contact(&world, "Lima", "Ana@Contoso.com").await;
+    let bo = create_contact(&world, "Bo", "bo@fabrikam.com").await;
+
+    let t = 1_764_496_800; // 2025-11-30T10:00:00Z
+    let day = json!([
+        sendgrid_event("ana@contoso.com", "processed", t, json!({})),
+        sendgrid_event("ana@contoso.com", "delivered", t + 5, json!({})),
+        sendgrid_event("ana@contoso.com", "open", t + 60, json!({})),
+        sendgrid_event("ana@contoso.com", "click", t + 90, json!({"url": "https://contoso.com/sale"})),
+        // Bo's contact id passed along by the sender, so his event is his whatever the address.
+        sendgrid_event("bo.alias@fabrikam.com", "open", t + 30, json!({"dynsync_contact_id": bo.to_string()})),
+        // Not an email address: refused alone, the others are taken.
+        sendgrid_event("not-an-address", "open", t, json!({})),
+    ])
+    .to_string();
+    let (status, answer) = post(&world, &url, &day, &signed(&signing, "1764500000", &day)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((answer["accepted"].as_u64(), answer["refused"].as_u64()), (Some(5), Some(1)), "{answer}");
+    assert!(answer["problems"][0].as_str().unwrap().contains("event 5"), "{answer}");
+
+    let rows = timeline_of(&world, ana, 4).await;
+    let subjects: Vec<&str> = rows.iter().map(|r| r["subject"].as_str().unwrap()).collect();
+    assert_eq!(
+        subjects,
+        ["Sent: Spring sale", "Delivered: Spring sale", "Opened: Spring sale", "Clicked: Spring sale"]
+    );
+    assert!(rows.iter().all(|r| r["activitytypecode"] == "new_emailevent"), "{rows:?}");
+    let events = email_events(&world, ana).await;
+    let click = events.iter().find(|e| e["new_url"].is_string()).expect("the click has its link");
+    assert_eq!(click["new_url"], "https://contoso.com/sale");
+    assert_eq!(click["new_email"], "ana@contoso.com");
+    assert_eq!(timeline_of(&world, bo, 1).await.len(), 1);
+
+    // SendGrid posts the same day again (a retry), and the day is replayed: nothing is added.
+    for _ in 0..2 {
+        let (status, answer) = post(&world, &url, &day, &signed(&signing, "1764500100", &day)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let totals = world.settled(&id, 15).await;
+    assert_eq!((totals.received, totals.written, totals.failed), (15, 15, 0), "{totals:?}");
+    assert_eq!(timeline(&world, ana).await.len(), 4, "a replayed day adds nothing");
+    assert_eq!(timeline(&world, bo).await.len(), 1);
+    let rejects = world.get(&format!("flows/{id}/rejects")).await.json();
+    assert_eq!(rejects["items"].as_array().unwrap().len(), 3, "each body with a bad event is kept: {rejects}");
+    world.finish().await;
+}
+
+async fn a_post_without_sendgrid_s_signature_or_with_a_wrong_code_is_refused_and_stores_nothing(backend: Backend) {
+    let Some(world) = installed(backend, free()).await else { return };
+    let (signing, verification_key) = sendgrid_keys();
+    let (id, url) = flow(&world, "sendgrid", json!({"verificationKey": verification_key})).await;
+    create_contact(&world, "Lima", "ana@contoso.com").await;
+    let body = json!([sendgrid_event("ana@contoso.com", "open", 1_764_496_800, json!({}))]).to_string();
+
+    let (status, answer) = post(&world, &url, &body, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("signature"), "{answer}");
+    let mut tampered = signed(&signing, "1764500000", &body);
+    tampered[1].1 = "1764500001".into();
+    let (status, answer) = post(&world, &url, &body, &tampered).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let other = SigningKey::from_slice(&[7; 32]).unwrap();
+    let (status, _) = post(&world, &url, &body, &signed(&other, "1764500000", &body)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let wrong_code = format!("{}?code=evs_wrong", url.split('?').next().unwrap());
+    let (status, answer) = post(&world, &wrong_code, &body, &signed(&signing, "1764500000", &body)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+
+    let flow = world.get(&format!("flows/{id}")).await.json();
+    assert_eq!(flow["items"][0]["backlog"]["events"], 0, "{flow}");
+    assert_eq!(world.runs(&id).await.len(), 0, "nothing was received");
+    world.finish().await;
+}
+
+async fn an_event_for_an_unknown_address_is_kept_and_written_by_a_replay_once_the_contact_exists(backend: Backend) {
+    let Some(world) = installed(backend, free()).await else { return };
+    let (id, url) = flow(&world, "dynsync", json!({})).await;
+    let body = json!({"events": [{
+        "messageId": "m-1", "type": "opened", "occurredAt": "2026-11-30T10:00:00Z", "email": "cy@northwind.com",
+        "campaign": "Winter"
+    }]})
+    .to_string();
+    let (status, answer) = post(&world, &url, &body, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let totals = world.settled(&id, 1).await;
+    assert_eq!((totals.written, totals.failed), (0, 1), "{totals:?}");
+    let runs = world.runs(&id).await;
+    assert!(runs[0].to_string().contains("cy@northwind.com"), "the run names the address: {runs:?}");
+
+    let cy = create_contact(&world, "Cy", "cy@northwind.com").await;
+    let reply = world.send(Method::POST, &format!("flows/{id}/action?op=retry-failed"), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        (reply.json()["retried"].as_u64(), reply.json()["written"].as_u64()),
+        (Some(1), Some(1)),
+        "{}",
+        reply.text
+    );
+    let rows = timeline(&world, cy).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["subject"], "Opened: Winter");
+    world.finish().await;
+}
+
+async fn opt_outs_and_re_opt_ins_reach_the_contact_and_follow_up_tasks_are_made(backend: Backend) {
+    let Some(world) = installed(backend, free()).await else { return };
+    let follow_up = json!({"optOutColumns": ["donotbulkemail"], "followUp": {"onClick": true, "onHardBounce": true}});
+    let (id, url) = flow(&world, "dynsync", follow_up).await;
+    let ana = create_contact(&world, "Lima", "ana@contoso.com").await;
+    let bo = create_contact(&world, "Bo", "bo@fabrikam.com").await;
+    let event = |email: &str, kind: &str, at: &str| json!({"messageId": format!("m-{email}"), "type": kind, "occurredAt": at, "email": email, "url": "https://contoso.com/x"});
+    let first = json!({"events": [
+        event("ana@contoso.com", "unsubscribed", "2026-11-30T10:00:00Z"),
+        event("bo@fabrikam.com", "clicked", "2026-11-30T10:00:00Z"),
+        event("bo@fabrikam.com", "hard-bounce", "2026-11-30T10:05:00Z"),
+    ]})
+    .to_string();
+    assert_eq!(post(&world, &url, &first, &[]).await.0, StatusCode::OK);
+    world.settled(&id, 3).await;
+    assert_eq!(contact_consent(&world, ana).await, (true, false), "an unsubscribe sets donotbulkemail only");
+    assert_eq!(contact_consent(&world, bo).await, (true, false), "a hard bounce opts out");
+    let tasks = format!("tasks?$select=subject,scheduledend&$filter=_regardingobjectid_value%20eq%20{bo}");
+    let page: Json = world.dynamics().execute(&dataverse::Request::get(tasks)).await.unwrap().read_json().unwrap();
+    let mut subjects: Vec<String> =
+        page["value"].as_array().unwrap().iter().map(|t| t["subject"].as_str().unwrap().to_string()).collect();
+    subjects.sort();
+    assert_eq!(subjects.len(), 2, "{page}");
+    assert!(subjects[0].starts_with("Find a working email address"), "{subjects:?}");
+    assert!(subjects[1].starts_with("Follow up: bo@fabrikam.com clicked https://contoso.com/x"), "{subjects:?}");
+    let timeline = timeline(&world, bo).await;
+    assert!(timeline.iter().any(|a| a["activitytypecode"] == "task"), "tasks are on the timeline too: {timeline:?}");
+
+    // Ana resubscribes later: the opt-out is cleared.
+    let later = json!({"events": [event("ana@contoso.com", "resubscribed", "2026-11-30T11:00:00Z")]}).to_string();
+    assert_eq!(post(&world, &url, &later, &[]).await.0, StatusCode::OK);
+    world.settled(&id, 4).await;
+    assert_eq!(contact_consent(&world, ana).await, (false, false), "a re-opt-in travels too");
+    world.finish().await;
+}
+
+async fn events_accepted_while_dynamics_is_down_are_written_once_it_is_back(backend: Backend) {
+    let Some(world) = installed(backend, free()).await else { return };
+    let (id, url) = flow(&world, "dynsync", json!({})).await;
+    let ana = create_contact(&world, "Lima", "ana@contoso.com").await;
+    // Dynamics answers 503 to everything, and its sign-in is out, for a few seconds.
+    world.emulator.faults.inject(FaultPlan {
+        seed: 7,
+        rules: vec![
+            FaultRule {
+                fault: Fault::Unavailable,
+                when: When::Window { after: Duration::ZERO, lasting: Duration::from_secs(3) },
+            },
+            FaultRule {
+                fault: Fault::TokenOutage,
+                when: When::Window { after: Duration::ZERO, lasting: Duration::from_secs(3) },
+            },
+        ],
+    });
+    let body = json!({"events": (0..20).map(|i| json!({
+        "messageId": format!("m-{i}"), "type": "delivered", "occurredAt": "2026-11-30T10:00:00Z", "email": "ana@contoso.com"
+    })).collect::<Vec<_>>()})
+    .to_string();
+    let (status, answer) = post(&world, &url, &body, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let totals = world.settled(&id, 20).await;
+    assert_eq!((totals.written, totals.failed), (20, 0), "{totals:?}");
+    assert_eq!(timeline(&world, ana).await.len(), 20);
+    world.finish().await;
+}
+
+async fn a_flow_is_refused_until_the_email_event_table_is_installed(backend: Backend) {
+    let Some(world) = World::start_with(backend, free()).await else { return };
+    let (_, target) = world.destination("new").await;
+    let body = json!({
+        "name": "Newsletter events",
+        "flowSpec": {"id": dynsync::specs::ENGAGEMENT_EVENTS_FLOW_SPEC},
+        "targetConnectionIds": [target],
+        "provider": "sendgrid",
+        "optOutColumns": ["donotmail"],
+    });
+    let reply = world.post("flows", body.clone()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    let problems = reply.json()["report"]["problems"].to_string();
+    assert!(problems.contains("optOutColumns[0]") && problems.contains("donotemail"), "{problems}");
+    assert!(problems.contains("dynsync engagement install"), "{problems}");
+
+    install(&world.dynamics(), &EngagementTables::new("new".parse().unwrap())).await.unwrap();
+    let mut fixed = body;
+    fixed["optOutColumns"] = json!(["donotemail"]);
+    let reply = world.post("flows", fixed).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    world.finish().await;
+}
