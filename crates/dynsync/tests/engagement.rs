@@ -26,6 +26,7 @@ on_both_stores!(
     opt_outs_and_re_opt_ins_reach_the_contact_and_follow_up_tasks_are_made,
     events_accepted_while_dynamics_is_down_are_written_once_it_is_back,
     a_flow_is_refused_until_the_email_event_table_is_installed,
+    a_mailgun_post_is_taken_only_with_mailgun_s_signature_and_its_key_is_never_shown,
 );
 
 /// SendGrid's signing key in these tests, and the verification key SendGrid would show for it.
@@ -280,6 +281,34 @@ async fn opt_outs_and_re_opt_ins_reach_the_contact_and_follow_up_tasks_are_made(
     assert_eq!(post(&world, &url, &later, &[]).await.0, StatusCode::OK);
     world.settled(&id, 4).await;
     assert_eq!(contact_consent(&world, ana).await, (false, false), "a re-opt-in travels too");
+
+    // An unsubscribe older than the resubscribe arrives late: it is recorded, not applied — the newest wins.
+    let late = json!({"events": [event("ana@contoso.com", "unsubscribed", "2026-11-30T10:30:00Z")]}).to_string();
+    assert_eq!(post(&world, &url, &late, &[]).await.0, StatusCode::OK);
+    world.settled(&id, 5).await;
+    assert_eq!(contact_consent(&world, ana).await, (false, false), "an older opt-out does not undo a newer opt-in");
+    let ledger = world.get(&format!("flows/{id}/consent?contactId={ana}")).await.json();
+    let changes = ledger["items"].as_array().unwrap();
+    let seen: Vec<(String, bool, bool)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["occurredAt"].as_str().unwrap().to_string(),
+                c["optedOut"].as_bool().unwrap(),
+                c["applied"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("2026-11-30T11:00:00Z".to_string(), false, true),
+            ("2026-11-30T10:30:00Z".to_string(), true, false),
+            ("2026-11-30T10:00:00Z".to_string(), true, true),
+        ],
+        "{ledger}"
+    );
+    assert!(changes.iter().all(|c| c["side"] == "marketing" && c["source"] == "dynsync"), "{ledger}");
     world.finish().await;
 }
 
@@ -334,5 +363,50 @@ async fn a_flow_is_refused_until_the_email_event_table_is_installed(backend: Bac
     fixed["optOutColumns"] = json!(["donotemail"]);
     let reply = world.post("flows", fixed).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    world.finish().await;
+}
+
+/// A Mailgun webhook body for `recipient`, signed with `key` at `timestamp`.
+fn mailgun_body(key: &str, timestamp: i64, event: &str, recipient: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let token = Uuid::new_v4().simple().to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}{token}").as_bytes());
+    let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    json!({
+        "signature": {"timestamp": timestamp.to_string(), "token": token, "signature": signature},
+        "event-data": {
+            "event": event, "timestamp": timestamp as f64 + 0.25, "id": Uuid::new_v4().to_string(), "recipient": recipient,
+            "message": {"headers": {"message-id": "20261130.1@mg.contoso.com", "subject": "Winter sale"}},
+            "user-variables": {"campaign": "Winter"},
+        }
+    })
+    .to_string()
+}
+
+async fn a_mailgun_post_is_taken_only_with_mailgun_s_signature_and_its_key_is_never_shown(backend: Backend) {
+    let Some(world) = installed(backend, free()).await else { return };
+    let key = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0";
+    let (id, url) = flow(&world, "mailgun", json!({"signingKey": key})).await;
+    let ana = create_contact(&world, "Lima", "ana@contoso.com").await;
+    let now = chrono::Utc::now().timestamp();
+
+    let forged = mailgun_body("not-the-key", now, "opened", "ana@contoso.com");
+    let (status, answer) = post(&world, &url, &forged, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let replayed = mailgun_body(key, now - 3600, "opened", "ana@contoso.com");
+    let (status, answer) = post(&world, &url, &replayed, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "an hour-old signature is a replay: {answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("old"), "{answer}");
+
+    let signed = mailgun_body(key, now, "opened", "ana@contoso.com");
+    let (status, answer) = post(&world, &url, &signed, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let rows = timeline_of(&world, ana, 1).await;
+    assert_eq!(rows[0]["subject"], "Opened: Winter sale");
+
+    let shown = world.get(&format!("flows/{id}")).await;
+    assert!(!shown.text.contains("3ax6xnjp"), "the key is never shown: {}", shown.text);
+    assert!(shown.json()["items"][0]["signingKey"].as_str().unwrap().contains("stored"), "{}", shown.text);
     world.finish().await;
 }

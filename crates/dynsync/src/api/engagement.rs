@@ -2,16 +2,18 @@
 //! spec), and their endpoint, `POST /events/{flowId}`, where the email service posts events. The endpoint is opened
 //! by the flow's secret in the URL (`?code=…`, as the services send no header of ours; rotated with
 //! `op=rotate-secret`) or by an API token; a SendGrid flow with a verification key also requires SendGrid's
-//! signature. Events are answered 200 only once they are in the flow's durable log; the events of a body that do
+//! signature, and a Mailgun flow with a signing key Mailgun's (its key kept sealed in the store, never shown). Events are answered 200 only once they are in the flow's durable log; the events of a body that do
 //! not read are listed in the answer and kept to be inspected (`GET /flows/{id}/rejects`), without failing the
 //! others — a service would otherwise post the whole body again for a day. A body that cannot be read at all is
-//! answered 400 and kept the same way. A wrong code or signature is answered 401 and stores nothing.
+//! answered 400 and kept the same way. A wrong code or signature is answered 401 and stores nothing. The consent
+//! changes a flow decided are browsed at `GET /flows/{id}/consent`.
 
 use super::leads::rotate_inlet_secret;
 use super::{ApiError, ApiResult, AppState, Caller, authenticate, id_and_etag, parse_body};
 use crate::checks::{Problem, ValidationReport};
 use crate::engagement::definition::{EventsDefinition, EventsFlow, JOB};
-use crate::engagement::formats::{self, Received, sendgrid};
+use crate::engagement::formats::mailgun::{self, MailgunKey};
+use crate::engagement::formats::{self, Provider, Received, sendgrid};
 use crate::engagement::install::EngagementTables;
 use crate::engagement::job::ReceivedEvent;
 use crate::ids::{Etag, FlowId};
@@ -94,6 +96,9 @@ pub async fn create(state: &AppState, caller: Caller, body: &[u8]) -> ApiResult<
     check(state, &caller, &definition).await?;
     let flow = EventsFlow::new(caller.sandbox, definition);
     state.store.insert_flow(&FlowRecord::from(&flow)).await?;
+    if let Some(key) = flow.definition.mailgun_key() {
+        state.store.set_signing_key(flow.id, key.expose()).await?;
+    }
     let secret = crate::secrets::random_token(SECRET_PREFIX);
     state.store.rotate_inlet_secret(flow.id, &secret, 0).await?;
     state.supervisor.flows_changed();
@@ -115,6 +120,10 @@ pub async fn replace(state: &AppState, caller: Caller, current: EventsFlow, body
     check(state, &caller, &definition).await?;
     let updated = EventsFlow { definition, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
     state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
+    // A key left out keeps the one stored: it is never shown, so it cannot be sent back.
+    if let Some(key) = updated.definition.mailgun_key() {
+        state.store.set_signing_key(updated.id, key.expose()).await?;
+    }
     state.supervisor.flows_changed();
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
@@ -129,6 +138,9 @@ pub async fn get(state: &AppState, flow: &EventsFlow) -> ApiResult<Json> {
         "oldestReceivedAt": backlog.oldest.map(|t| t.to_rfc3339()),
     });
     body["rejected"] = json!(rejected);
+    if state.store.signing_key(flow.id).await?.is_some() {
+        body["signingKey"] = json!("stored, encrypted; never shown");
+    }
     Ok(body)
 }
 
@@ -177,6 +189,13 @@ pub async fn post_events(
             (_, None) => Err(formats::SignatureError::Missing { provider, what: "timestamp header" }),
         };
         signed.map_err(|e| unauthorized(e.to_string()))?;
+    }
+    if provider == Provider::Mailgun
+        && let Some(key) = state.store.signing_key(flow.id).await?
+    {
+        let key = MailgunKey::parse(key.expose()).map_err(|e| unauthorized(e.to_string()))?;
+        mailgun::verify_body(&key, &body, Utc::now(), mailgun::REPLAY_WINDOW)
+            .map_err(|e| unauthorized(e.to_string()))?;
     }
     let received_at = Utc::now();
     let parsed = match formats::parse(provider, &body) {
@@ -244,4 +263,28 @@ async fn keep_reject(state: &AppState, flow: FlowId, body: &[u8], problems: Stri
     };
     state.store.keep_inlet_reject(flow, &reject).await?;
     Ok(reject.id)
+}
+
+/// Consent changes shown at a time.
+const CONSENT_SHOWN: i64 = 500;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentQuery {
+    contact_id: Option<uuid::Uuid>,
+}
+
+/// `GET /flows/{id}/consent[?contactId=…]`: the consent changes the flow decided, newest first — each with its
+/// side, source, reason and time, and whether it was applied or a newer change already stood.
+pub async fn consent(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<ConsentQuery>,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::not_found("email events flow", &id, &caller.sandbox);
+    let flow: FlowId = id.parse().map_err(|_| not_found())?;
+    let record = state.store.flow(&caller.sandbox, flow).await?.filter(|r| r.job == JOB).ok_or_else(not_found)?;
+    let changes = state.store.consent_changes(record.id, query.contact_id, CONSENT_SHOWN).await?;
+    Ok(super::items(changes.iter().map(|c| serde_json::to_value(c).expect("a consent change serializes")).collect()))
 }

@@ -125,6 +125,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{BASE_PATH}/flows/{{id}}"), get(flows::get).put(flows::replace).delete(flows::delete))
         .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
         .route(&format!("{BASE_PATH}/flows/{{id}}/rejects"), get(flows::rejects))
+        .route(&format!("{BASE_PATH}/flows/{{id}}/consent"), get(engagement::consent))
         .route(&format!("{BASE_PATH}/runs"), get(flows::runs))
         .route(&format!("{BASE_PATH}/governance"), get(governance::get).put(governance::put))
         .route(&format!("{BASE_PATH}/tokens"), post(tokens::create).get(tokens::list))

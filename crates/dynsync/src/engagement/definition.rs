@@ -5,11 +5,13 @@
 //! environment's tables when saved, every problem reported at once.
 
 use super::formats::Provider;
+use super::formats::mailgun::MailgunKey;
 use super::formats::sendgrid::SendGridKey;
 use crate::checks::{Problem, closest_columns};
 use crate::governance::ExportedField;
 use crate::ids::TargetConnectionId;
 use crate::pipeline::{Flow, FlowSpecRef, JobDefinition};
+use crate::secrets::Secret;
 use crate::specs::ENGAGEMENT_EVENTS_FLOW_SPEC;
 use dataverse::{ColumnType, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,10 @@ pub struct EventsDefinition {
     /// carry SendGrid's signature of it. A public key, not a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_key: Option<String>,
+    /// Mailgun's HTTP webhook signing key: taken when the flow is saved, then kept encrypted in the store, apart
+    /// from the definition, and never shown again. Once a flow has one, every post must carry Mailgun's signature.
+    #[serde(default, skip_serializing, deserialize_with = "secret")]
+    pub signing_key: Option<Secret>,
     /// The contact's Yes/No columns an unsubscribe, a spam complaint or a hard bounce sets, and a resubscribe
     /// clears; empty to leave consent alone.
     #[serde(default = "default_opt_out_columns")]
@@ -56,6 +62,10 @@ pub struct FollowUp {
     /// A hard bounce: the address is wrong and someone should find the right one.
     #[serde(default)]
     pub on_hard_bounce: bool,
+}
+
+fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.map(Secret::new))
 }
 
 fn default_opt_out_columns() -> Vec<String> {
@@ -98,7 +108,12 @@ impl EventsDefinition {
         self.verification_key.as_deref().and_then(|k| SendGridKey::parse(k).ok())
     }
 
-    /// What can be checked without Dynamics: the name, the spec, the target, the key.
+    /// Mailgun's signing key as given, checked; `None` when the definition brings none.
+    pub fn mailgun_key(&self) -> Option<MailgunKey> {
+        self.signing_key.as_ref().and_then(|k| MailgunKey::parse(k.expose()).ok())
+    }
+
+    /// What can be checked without Dynamics: the name, the spec, the target, the keys.
     pub fn check_shape(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut problem = |field: &str, message: String| problems.push(Problem::new(field, message));
@@ -135,6 +150,18 @@ impl EventsDefinition {
                     "a verification key is SendGrid's; {} posts are opened by the flow's URL code: leave it out",
                     other.name()
                 ),
+            ),
+            (None, _) => {}
+        }
+        match (&self.signing_key, self.provider) {
+            (Some(key), Provider::Mailgun) => {
+                if let Err(e) = MailgunKey::parse(key.expose()) {
+                    problem("signingKey", e.to_string());
+                }
+            }
+            (Some(_), other) => problem(
+                "signingKey",
+                format!("a signing key is Mailgun's; {} posts are not signed so: leave it out", other.name()),
             ),
             (None, _) => {}
         }
@@ -225,6 +252,20 @@ mod tests {
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["optOutColumns[1]", "optOutColumns[2]"]);
         assert_eq!(problems[0].closest.first().map(String::as_str), Some("donotemail"));
+    }
+
+    #[test]
+    fn a_mailgun_signing_key_is_taken_but_never_stored_with_the_definition_nor_printed() {
+        let d = definition(
+            serde_json::json!({"provider": "mailgun", "signingKey": "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"}),
+        );
+        assert!(d.check_shape().is_empty(), "{:?}", d.check_shape());
+        assert!(d.mailgun_key().is_some());
+        let stored = serde_json::to_string(&d).unwrap();
+        assert!(!stored.contains("3ax6xnjp") && !stored.contains("signingKey"), "{stored}");
+        assert!(!format!("{d:?}").contains("3ax6xnjp"), "the key is redacted in Debug");
+        let sendgrid = definition(serde_json::json!({"signingKey": "abc"}));
+        assert_eq!(sendgrid.check_shape()[0].field, "signingKey");
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Destination {
         let definition: &EventsDefinition = &flow.definition;
         let reach = Reach::resolve(store, clients, &flow.sandbox, definition.target_connection_id()).await?;
         let tables = EngagementTables::new(reach.target.customization_prefix.clone());
-        let sink = TimelineSink::resolve(reach.client.clone(), tables, definition).await?;
+        let sink = TimelineSink::resolve(reach.client.clone(), store.clone(), flow.id, tables, definition).await?;
         Ok(Destination { reach, sink })
     }
 }

@@ -17,15 +17,17 @@
 use super::definition::{EventsDefinition, FollowUp};
 use super::event::{EmailEvent, EventKey, EventKind};
 use super::install::EngagementTables;
+use crate::ids::FlowId;
 use crate::pipeline::sink::{is_retryable, write_all};
 use crate::pipeline::{Paused, Refusal, Sink, StepError, Taken};
+use crate::store::{ConsentChange, ConsentSide, Store, StoreError};
 use crate::text::clip;
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use dataverse::{Backoff, BulkOperation, Client, Filter, Order, Query, Record, Table};
 use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::Value as Json;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -40,6 +42,9 @@ const ADDRESSES_PER_QUERY: usize = 50;
 /// The timeline of an environment's contacts, as an email events flow writes it.
 pub struct TimelineSink {
     client: Client,
+    /// The consent ledger, and the flow whose decisions it records.
+    store: Store,
+    flow: FlowId,
     tables: EngagementTables,
     activity: Table,
     opt_out_columns: Vec<String>,
@@ -57,6 +62,8 @@ impl TimelineSink {
     /// The sink of a flow, once the environment's Email event table is there as the job writes it.
     pub async fn resolve(
         client: Client,
+        store: Store,
+        flow: FlowId,
         tables: EngagementTables,
         definition: &EventsDefinition,
     ) -> Result<TimelineSink, StepError> {
@@ -74,6 +81,8 @@ impl TimelineSink {
         };
         Ok(TimelineSink {
             client,
+            store,
+            flow,
             tables,
             activity,
             opt_out_columns: definition.opt_out_columns.clone(),
@@ -194,32 +203,87 @@ impl TimelineSink {
         }
     }
 
-    /// The opt-out columns' values for each contact whose consent the written events change: the newest event
-    /// decides, and an opt-out wins a tie.
-    fn consent_changes(&self, events: &[(Uuid, &EmailEvent)]) -> Vec<(Uuid, bool)> {
-        if self.opt_out_columns.is_empty() {
-            return Vec::new();
-        }
-        let mut newest: HashMap<Uuid, (chrono::DateTime<chrono::Utc>, bool)> = HashMap::new();
-        for (contact, event) in events {
-            let opted_out = match event.kind {
-                k if k.opts_out() => true,
-                k if k.opts_in() => false,
-                _ => continue,
-            };
+    /// The event that decides each contact's consent among `events` (position in the batch, contact, event):
+    /// the newest, and on a tie the opt-out. Contacts none of whose events changes consent are left out.
+    fn deciding_events(events: &[(usize, Uuid, &EmailEvent)]) -> BTreeMap<Uuid, usize> {
+        let mut deciding: BTreeMap<Uuid, usize> = BTreeMap::new();
+        let mut standing: HashMap<Uuid, (DateTime<Utc>, bool)> = HashMap::new();
+        for &(i, contact, event) in events {
+            let Some(opted_out) = opted_out_by(event.kind) else { continue };
             let candidate = (event.occurred_at, opted_out);
-            newest
-                .entry(*contact)
-                .and_modify(|current| {
-                    if candidate.0 > current.0 || (candidate.0 == current.0 && opted_out) {
-                        *current = candidate;
-                    }
-                })
-                .or_insert(candidate);
+            let wins = standing.get(&contact).is_none_or(|current| beats(candidate, *current));
+            if wins {
+                standing.insert(contact, candidate);
+                deciding.insert(contact, i);
+            }
         }
-        let mut changes: Vec<(Uuid, bool)> = newest.into_iter().map(|(c, (_, out))| (c, out)).collect();
-        changes.sort_unstable();
-        changes
+        deciding
+    }
+
+    /// Writes the consent the batch's events decide to their contacts, where they are newer than the change the
+    /// contact's consent stands on, and records every consent event in the ledger, applied or not.
+    async fn write_consent(
+        &self,
+        writes: &[(EventKey, EmailEvent)],
+        written: &[(usize, Uuid)],
+        results: &mut [Result<Taken, Refusal>],
+    ) -> Result<(), Paused> {
+        let events: Vec<(usize, Uuid, &EmailEvent)> = written.iter().map(|&(i, c)| (i, c, &writes[i].1)).collect();
+        let deciding = Self::deciding_events(&events);
+        let mut applying: Vec<(Uuid, usize)> = Vec::new();
+        for (&contact, &i) in &deciding {
+            let standing = patiently(|| self.store.standing_consent(contact)).await;
+            let event = &writes[i].1;
+            let candidate = (event.occurred_at, opted_out_by(event.kind).expect("a deciding event changes consent"));
+            if standing.is_none_or(|s| beats(candidate, (s.occurred_at, s.opted_out))) {
+                applying.push((contact, i));
+            }
+        }
+        let records: Vec<Record> = applying
+            .iter()
+            .map(|&(c, i)| self.consent_record(c, opted_out_by(writes[i].1.kind).expect("a consent event")))
+            .collect();
+        let outcomes = write_all(&self.client, BulkOperation::Update, &Table::contact(), &records).await?;
+        let mut applied: HashMap<usize, bool> = HashMap::new();
+        let mut refused: HashMap<Uuid, Refusal> = HashMap::new();
+        for (&(contact, i), outcome) in applying.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => {
+                    applied.insert(i, true);
+                }
+                Err(refusal) => {
+                    refused.insert(contact, refusal);
+                }
+            }
+        }
+        let now = Utc::now();
+        let mut ledger = Vec::new();
+        for &(i, contact, event) in &events {
+            let Some(opted_out) = opted_out_by(event.kind) else { continue };
+            if let Some(refusal) = refused.get(&contact) {
+                results[i] = Err(refusal.clone());
+                continue;
+            }
+            ledger.push(ConsentChange {
+                event_key: writes[i].0.to_string(),
+                contact_id: contact,
+                email: event.email.as_str().to_string(),
+                opted_out,
+                occurred_at: event.occurred_at,
+                side: ConsentSide::Marketing,
+                source: event.provider.name().to_string(),
+                reason: match &event.reason {
+                    Some(reason) => clip(&format!("{}: {reason}", event.kind.label()), 400).into_owned(),
+                    None => event.kind.label().to_string(),
+                },
+                applied: applied.contains_key(&i),
+                recorded_at: now,
+            });
+        }
+        if !ledger.is_empty() {
+            patiently(|| self.store.record_consent(self.flow, &ledger)).await;
+        }
+        Ok(())
     }
 
     fn consent_record(&self, contact: Uuid, opted_out: bool) -> Record {
@@ -229,6 +293,41 @@ impl TimelineSink {
             record.insert(column.clone(), Json::Bool(opted_out));
         }
         record
+    }
+}
+
+/// Whether an event of this kind opts its contact out (`Some(true)`) or back in (`Some(false)`).
+fn opted_out_by(kind: EventKind) -> Option<bool> {
+    if kind.opts_out() {
+        Some(true)
+    } else if kind.opts_in() {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Whether a consent change `(when, opted out)` wins over another: the newer wins; at the same time, the opt-out.
+fn beats(change: (DateTime<Utc>, bool), other: (DateTime<Utc>, bool)) -> bool {
+    change.0 > other.0 || (change.0 == other.0 && change.1 && !other.1)
+}
+
+/// Runs a store call until it answers: the store being out for a while is no reason to lose a decision.
+async fn patiently<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(error) => {
+                let wait = backoff.next();
+                tracing::warn!(%error, wait_ms = wait.as_millis() as u64, "the consent ledger cannot be reached; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 }
 
@@ -283,19 +382,8 @@ impl Sink<EventKey, EmailEvent> for TimelineSink {
             refuse(&mut results, &task_positions, outcomes);
         }
 
-        let events: Vec<(Uuid, &EmailEvent)> = written.iter().map(|(i, c)| (*c, &writes[*i].1)).collect();
-        let changes = self.consent_changes(&events);
-        if !changes.is_empty() {
-            let records: Vec<Record> = changes.iter().map(|(c, out)| self.consent_record(*c, *out)).collect();
-            let outcomes = write_all(&self.client, BulkOperation::Update, &Table::contact(), &records).await?;
-            let refused: HashMap<Uuid, Refusal> =
-                changes.iter().zip(outcomes).filter_map(|((c, _), o)| o.err().map(|r| (*c, r))).collect();
-            for (i, contact) in written {
-                let consent_event = writes[i].1.kind.opts_out() || writes[i].1.kind.opts_in();
-                if let (true, Some(refusal)) = (consent_event, refused.get(&contact)) {
-                    results[i] = Err(refusal.clone());
-                }
-            }
+        if !self.opt_out_columns.is_empty() {
+            self.write_consent(writes, &written, &mut results).await?;
         }
         Ok(results)
     }
@@ -314,7 +402,8 @@ mod tests {
         .unwrap()
     }
 
-    fn sink(follow_up: FollowUp) -> TimelineSink {
+    async fn sink(follow_up: FollowUp) -> (TimelineSink, tempfile::TempDir) {
+        let (store, dir) = crate::store::test_stores().await.remove(0);
         let environment = dataverse::Environment::from_url("http://127.0.0.1:1").unwrap();
         let credentials = dataverse::ClientCredentials {
             tenant_id: "t".into(),
@@ -322,8 +411,10 @@ mod tests {
             client_secret: dataverse::Secret::new("s".to_string()),
             authority: "http://127.0.0.1:1".into(),
         };
-        TimelineSink {
+        let sink = TimelineSink {
             client: Client::new(environment, credentials),
+            store,
+            flow: FlowId::new(),
             tables: EngagementTables::new("new".parse().unwrap()),
             activity: Table {
                 logical_name: "new_emailevent".into(),
@@ -332,12 +423,13 @@ mod tests {
             },
             opt_out_columns: vec!["donotbulkemail".into(), "donotemail".into()],
             follow_up,
-        }
+        };
+        (sink, dir)
     }
 
-    #[test]
-    fn an_event_s_activity_is_regarding_its_contact_under_an_id_its_key_gives() {
-        let sink = sink(FollowUp::default());
+    #[tokio::test]
+    async fn an_event_s_activity_is_regarding_its_contact_under_an_id_its_key_gives() {
+        let (sink, _dir) = sink(FollowUp::default()).await;
         let e = event(EventKind::Clicked, "2026-11-30T10:00:00Z");
         let contact = Uuid::new_v4();
         let record = sink.activity_record(&e.key(), &e, contact);
@@ -349,12 +441,14 @@ mod tests {
         assert_eq!(record["new_url"], "https://contoso.com/sale");
         assert_eq!(record["actualend"], "2026-11-30T10:00:00Z");
         assert_eq!(record["new_eventtype"], EngagementTables::event_type_value(EventKind::Clicked));
+        let consent = sink.consent_record(contact, true);
+        assert_eq!((&consent["donotbulkemail"], &consent["donotemail"]), (&Json::Bool(true), &Json::Bool(true)));
     }
 
-    #[test]
-    fn follow_up_tasks_are_made_only_for_the_events_the_flow_names() {
-        let none = sink(FollowUp::default());
-        let both = sink(FollowUp { on_click: true, on_hard_bounce: true });
+    #[tokio::test]
+    async fn follow_up_tasks_are_made_only_for_the_events_the_flow_names() {
+        let (none, _a) = sink(FollowUp::default()).await;
+        let (both, _b) = sink(FollowUp { on_click: true, on_hard_bounce: true }).await;
         let click = event(EventKind::Clicked, "2026-11-30T10:00:00Z");
         let bounce = event(EventKind::Bounced { hard: true }, "2026-11-30T10:00:00Z");
         let soft = event(EventKind::Bounced { hard: false }, "2026-11-30T10:00:00Z");
@@ -368,24 +462,43 @@ mod tests {
 
     #[test]
     fn of_one_contact_s_consent_events_the_newest_decides_and_an_opt_out_wins_a_tie() {
-        let sink = sink(FollowUp::default());
         let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         let unsubscribed = event(EventKind::Unsubscribed, "2026-11-30T10:00:00Z");
         let resubscribed_later = event(EventKind::Resubscribed, "2026-11-30T11:00:00Z");
         let resubscribed_same_time = event(EventKind::Resubscribed, "2026-11-30T10:00:00Z");
         let opened = event(EventKind::Opened, "2026-11-30T12:00:00Z");
-        let changes = sink.consent_changes(&[
-            (a, &unsubscribed),
-            (a, &resubscribed_later),
-            (b, &resubscribed_same_time),
-            (b, &unsubscribed),
-            (c, &opened),
+        let deciding = TimelineSink::deciding_events(&[
+            (0, a, &unsubscribed),
+            (1, a, &resubscribed_later),
+            (2, b, &resubscribed_same_time),
+            (3, b, &unsubscribed),
+            (4, c, &opened),
         ]);
-        assert_eq!(changes, [(a, false), (b, true)]);
-        let record = sink.consent_record(b, true);
-        assert_eq!(
-            (record["donotbulkemail"].clone(), record["donotemail"].clone()),
-            (Json::Bool(true), Json::Bool(true))
-        );
+        assert_eq!(deciding.into_iter().collect::<Vec<_>>(), [(a, 1), (b, 3)]);
+    }
+
+    /// The conflict rule, case by case: a change against the one the contact stands on.
+    #[test]
+    fn the_conflict_rule_takes_the_newest_change_and_on_a_tie_the_opt_out() {
+        let (t0, t1): (DateTime<Utc>, DateTime<Utc>) =
+            ("2026-11-30T10:00:00Z".parse().unwrap(), "2026-11-30T11:00:00Z".parse().unwrap());
+        let cases = [
+            // (change, standing, wins)
+            ((t1, true), (t0, false), true),
+            ((t1, false), (t0, true), true),
+            ((t1, true), (t0, true), true),
+            ((t1, false), (t0, false), true),
+            ((t0, true), (t1, false), false),
+            ((t0, false), (t1, true), false),
+            ((t0, true), (t1, true), false),
+            ((t0, false), (t1, false), false),
+            ((t0, true), (t0, false), true),
+            ((t0, false), (t0, true), false),
+            ((t0, true), (t0, true), false),
+            ((t0, false), (t0, false), false),
+        ];
+        for (change, standing, wins) in cases {
+            assert_eq!(beats(change, standing), wins, "{change:?} against {standing:?}");
+        }
     }
 }

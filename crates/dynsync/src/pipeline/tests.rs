@@ -92,16 +92,7 @@ impl Source for Fixed {
 }
 
 async fn stores() -> Vec<(Store, tempfile::TempDir)> {
-    let mut stores = Vec::new();
-    let dir = tempfile::tempdir().unwrap();
-    let key = crate::secrets::SecretKey::load(None, dir.path()).unwrap();
-    stores.push((Store::open(None, dir.path(), key).await.unwrap(), dir));
-    if let Some(url) = std::env::var("DYNSYNC_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
-        let dir = tempfile::tempdir().unwrap();
-        let key = crate::secrets::SecretKey::load(None, dir.path()).unwrap();
-        stores.push((Store::open(Some(&url), dir.path(), key).await.unwrap(), dir));
-    }
-    stores
+    crate::store::test_stores().await
 }
 
 fn now_ms() -> i64 {

@@ -120,12 +120,19 @@ impl Engine {
 
     async fn sqlite(options: SqliteConnectOptions, location: &str) -> Result<Engine, StoreError> {
         let options = options.journal_mode(SqliteJournalMode::Wal).busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Open { location: location.to_string(), source })?;
-        Ok(Engine::Sqlite(pool))
+        // Turning a new file to WAL takes an exclusive lock that SQLite does not wait for: a process opening the
+        // file while another one migrates it is told "database is locked" at once, and tries again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut backoff = dataverse::Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+        loop {
+            match SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await {
+                Ok(pool) => return Ok(Engine::Sqlite(pool)),
+                Err(source) if is_busy(&source) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(backoff.next()).await;
+                }
+                Err(source) => return Err(StoreError::Open { location: location.to_string(), source }),
+            }
+        }
     }
 
     pub fn kind(&self) -> DatabaseKind {
@@ -287,6 +294,11 @@ impl Engine {
             Engine::Postgres(pool) => bind_all!(sqlx::query_as::<_, T>(sql), args).fetch_all(pool).await?,
         })
     }
+}
+
+/// Whether SQLite said the database is locked (`SQLITE_BUSY`).
+fn is_busy(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("5"))
 }
 
 /// Creates an empty file readable and writable by its owner only, unless it exists.

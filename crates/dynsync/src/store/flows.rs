@@ -193,6 +193,7 @@ impl Store {
                     of_flow("DELETE FROM run_outcomes WHERE flow_id = $1"),
                     of_flow("DELETE FROM failed_records WHERE flow_id = $1"),
                     of_flow("DELETE FROM inlet_secrets WHERE flow_id = $1"),
+                    of_flow("DELETE FROM signing_keys WHERE flow_id = $1"),
                     of_flow("DELETE FROM inlet_rejects WHERE flow_id = $1"),
                     of_flow("DELETE FROM outbox WHERE flow_id = $1"),
                     of_flow("DELETE FROM ingestion_loads WHERE flow_id = $1"),

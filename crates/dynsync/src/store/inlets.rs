@@ -1,10 +1,12 @@
 //! What guards an inlet and what it turned away: the digests of the secrets that open a flow's inlet URL (a
-//! secret itself is never stored, so it can never be read back or leak from the database), and the bodies that
-//! were refused, kept for the user to inspect rather than dropped.
+//! secret itself is never stored, so it can never be read back or leak from the database), the key a sender's
+//! signatures are checked with (sealed: it must be read back to check them), and the bodies that were refused,
+//! kept for the user to inspect rather than dropped.
 
 use super::engine::Arg;
 use super::{Result, Store, StoreError, timestamp};
 use crate::ids::FlowId;
+use crate::secrets::Secret;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
@@ -83,6 +85,37 @@ impl Store {
             opens |= same && (row.expires_at == 0 || row.expires_at > now);
         }
         Ok(opens)
+    }
+
+    /// Keeps the key a flow checks its sender's signatures with (Mailgun's signing key), sealed; replaces the
+    /// one it had.
+    pub async fn set_signing_key(&self, flow: FlowId, key: &str) -> Result<()> {
+        let sealed = self.key.seal(key, &format!("signing-key:{flow}"));
+        self.engine
+            .transaction(
+                None,
+                &[
+                    ("DELETE FROM signing_keys WHERE flow_id = $1", vec![flow.to_string().into()]),
+                    (
+                        "INSERT INTO signing_keys (flow_id, sealed) VALUES ($1, $2)",
+                        vec![flow.to_string().into(), sealed.into()],
+                    ),
+                ],
+            )
+            .await
+    }
+
+    /// The key a flow checks its sender's signatures with, when it has one.
+    pub async fn signing_key(&self, flow: FlowId) -> Result<Option<Secret>> {
+        #[derive(sqlx::FromRow)]
+        struct Sealed {
+            sealed: String,
+        }
+        let rows: Vec<Sealed> = self
+            .engine
+            .fetch_as("SELECT sealed FROM signing_keys WHERE flow_id = $1", &[flow.to_string().into()])
+            .await?;
+        rows.into_iter().next().map(|r| Ok(self.key.open(&r.sealed, &format!("signing-key:{flow}"))?)).transpose()
     }
 
     /// Keeps a body the flow's inlet refused, and why; the oldest go once a flow has [`REJECTS_KEPT`].

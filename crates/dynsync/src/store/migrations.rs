@@ -125,6 +125,20 @@ const MIGRATIONS: &[Migration] = &[(
             flow_id TEXT NOT NULL, load_started TEXT NOT NULL, page TEXT NOT NULL, ids TEXT NOT NULL,
             PRIMARY KEY (flow_id, load_started, page))",
     ],
+), (
+    "0008_engagement",
+    &[
+        // A flow's key for checking its sender's signatures, when the sender signs with a shared secret (Mailgun):
+        // sealed with the store's key, bound to the flow.
+        "CREATE TABLE IF NOT EXISTS signing_keys (flow_id TEXT PRIMARY KEY, sealed TEXT NOT NULL)",
+        // The consent ledger (see store/consent.rs): times in milliseconds, so that they order as numbers.
+        "CREATE TABLE IF NOT EXISTS consent_changes (
+            flow_id TEXT NOT NULL, event_key TEXT NOT NULL, contact_id TEXT NOT NULL, email TEXT NOT NULL,
+            opted_out BIGINT NOT NULL, occurred_at BIGINT NOT NULL, side TEXT NOT NULL, source TEXT NOT NULL,
+            reason TEXT NOT NULL, applied BIGINT NOT NULL, recorded_at BIGINT NOT NULL,
+            PRIMARY KEY (flow_id, event_key))",
+        "CREATE INDEX IF NOT EXISTS consent_changes_contact ON consent_changes (contact_id, occurred_at)",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 //! PostgreSQL when `DYNSYNC_DATABASE_URL` points at one; the same interface and the same SQL over both engines.
 //! Secrets are sealed before they reach either.
 
+mod consent;
 mod engine;
 mod flows;
 mod governance;
@@ -26,6 +27,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use consent::{ConsentChange, ConsentSide, StandingConsent};
 pub use engine::DatabaseKind;
 pub use flows::{FlowRecord, FlowState};
 pub use inlets::{InletReject, REJECTS_KEPT, secret_digest};
@@ -370,6 +372,21 @@ struct IdRow {
 
 fn ids<T: std::str::FromStr>(rows: Vec<IdRow>) -> Result<Vec<T>> {
     rows.into_iter().map(|r| r.id.parse().map_err(|_| StoreError::Corrupt { what: "id", detail: r.id })).collect()
+}
+
+/// A store on SQLite in a temporary directory and, when `DYNSYNC_TEST_DATABASE_URL` names one, on PostgreSQL.
+#[cfg(test)]
+pub(crate) async fn test_stores() -> Vec<(Store, tempfile::TempDir)> {
+    let mut stores = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::load(None, dir.path()).unwrap();
+    stores.push((Store::open(None, dir.path(), key).await.unwrap(), dir));
+    if let Some(url) = std::env::var("DYNSYNC_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::load(None, dir.path()).unwrap();
+        stores.push((Store::open(Some(&url), dir.path(), key).await.unwrap(), dir));
+    }
+    stores
 }
 
 fn timestamp(text: &str) -> std::result::Result<DateTime<Utc>, String> {
