@@ -226,10 +226,10 @@ fn the_day(people: usize) -> Vec<DayEvent> {
             continue;
         }
         event(Some(n), "delivered", 10, json!({}));
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             event(Some(n), "open", 600 + n as i64, json!({}));
         }
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             event(Some(n), "click", 900 + n as i64, json!({"url": "https://contoso.com/winter-sale"}));
         }
         if UNSUBSCRIBED.contains(&n) {

@@ -36,8 +36,13 @@ pub const ACTIVITY_ID_NAMESPACE: Uuid = Uuid::from_u128(0x2b8e_61d4_0f3a_4c97_a5
 /// The namespace an event's follow-up task id is derived in, from its key.
 pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x9c47_e0b2_35d8_4f61_8b0a_12e6_f7c3_5d94);
 
-/// How many addresses one contact query asks for.
-const ADDRESSES_PER_QUERY: usize = 50;
+/// How many addresses one contact query asks for at most, and how long its filter may grow: a query costs
+/// Dynamics the same base time for one address or two hundred, and its URL stays far under the 32 KB Dataverse
+/// takes.
+const ADDRESSES_PER_QUERY: usize = 200;
+const FILTER_CHARS: usize = 8_000;
+/// Contact queries in flight at once.
+const QUERIES_IN_FLIGHT: usize = 4;
 
 /// The timeline of an environment's contacts, as an email events flow writes it.
 pub struct TimelineSink {
@@ -153,8 +158,12 @@ impl TimelineSink {
         addresses.dedup();
         let mut found: HashMap<String, Uuid> = HashMap::new();
         let mut failed: Option<Refusal> = None;
-        for chunk in addresses.chunks(ADDRESSES_PER_QUERY) {
-            match self.contacts_by_email(chunk).await? {
+        let mut answers = Vec::new();
+        for group in query_chunks(&addresses).chunks(QUERIES_IN_FLIGHT) {
+            answers.extend(futures::future::join_all(group.iter().map(|chunk| self.contacts_by_email(chunk))).await);
+        }
+        for answer in answers {
+            match answer? {
                 Ok(rows) => {
                     for row in rows {
                         if let Some(email) = row.emailaddress1 {
@@ -294,6 +303,25 @@ impl TimelineSink {
         }
         record
     }
+}
+
+/// The addresses in groups of one contact query each: at most [`ADDRESSES_PER_QUERY`], and a filter of at most
+/// about [`FILTER_CHARS`] characters.
+fn query_chunks<'a>(addresses: &'a [&'a str]) -> Vec<&'a [&'a str]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut chars) = (0, 0);
+    for (i, address) in addresses.iter().enumerate() {
+        let cost = address.len() + "emailaddress1 eq '' or ".len();
+        if i > start && (i - start == ADDRESSES_PER_QUERY || chars + cost > FILTER_CHARS) {
+            chunks.push(&addresses[start..i]);
+            (start, chars) = (i, 0);
+        }
+        chars += cost;
+    }
+    if start < addresses.len() {
+        chunks.push(&addresses[start..]);
+    }
+    chunks
 }
 
 /// Whether an event of this kind opts its contact out (`Some(true)`) or back in (`Some(false)`).
@@ -475,6 +503,20 @@ mod tests {
             (4, c, &opened),
         ]);
         assert_eq!(deciding.into_iter().collect::<Vec<_>>(), [(a, 1), (b, 3)]);
+    }
+
+    #[test]
+    fn addresses_are_asked_for_in_queries_of_bounded_count_and_length() {
+        let short: Vec<String> = (0..450).map(|i| format!("p{i}@contoso.com")).collect();
+        let short: Vec<&str> = short.iter().map(String::as_str).collect();
+        let sizes: Vec<usize> = query_chunks(&short).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [200, 200, 50]);
+        let long = "x".repeat(240) + "@contoso.com";
+        let long: Vec<&str> = vec![long.as_str(); 100];
+        let chunks = query_chunks(&long);
+        assert!(chunks.len() > 1 && chunks.iter().all(|c| c.len() * 275 <= FILTER_CHARS + 275), "{}", chunks.len());
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 100);
+        assert!(query_chunks(&[]).is_empty());
     }
 
     /// The conflict rule, case by case: a change against the one the contact stands on.
