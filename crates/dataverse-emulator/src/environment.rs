@@ -51,6 +51,11 @@ pub struct EmulatorConfig {
     /// built-in ones, so that discovery meets a catalog as broad as a real organization's; see
     /// [`crate::schema::generated`]. 0 by default.
     pub generated_tables: usize,
+    /// Install Customer Insights – Journeys' consent tables, as the app's solution does: `msdynmkt_purpose` (with
+    /// the default "Commercial" and "Transactional" purposes), `msdynmkt_topic` and `msdynmkt_contactpointconsent4`;
+    /// see [`crate::schema::journeys`]. Off by default: environments without the app lack these tables. With a
+    /// state file, tables once installed stay.
+    pub journeys: bool,
 }
 
 /// Dataverse keeps change-tracking data for 7 days by default.
@@ -72,6 +77,7 @@ impl Default for EmulatorConfig {
             tls_certificate: None,
             change_retention: DEFAULT_CHANGE_RETENTION,
             generated_tables: 0,
+            journeys: false,
         }
     }
 }
@@ -312,6 +318,9 @@ impl EmulatorConfig {
         store
             .write(|data, changes| {
                 crate::schema::generated::write_missing(data, changes, self.generated_tables, app_user_id);
+                if self.journeys {
+                    crate::schema::journeys::install(data, changes, app_user_id);
+                }
                 crate::schema::views::write_missing(data, changes);
                 crate::api::bulk_delete::fail_unfinished(data, changes, app_user_id)
                     .map_err(|e| anyhow::anyhow!("marking unfinished system jobs failed: {}", e.message))?;

@@ -86,6 +86,10 @@ struct Cli {
     /// built-in ones, for discovery at the scale of a real organization. The same N gives the same tables.
     #[arg(long, value_name = "N", default_value_t = 0, env = "DATAVERSE_EMULATOR_GENERATED_TABLES")]
     generated_tables: usize,
+    /// Install Customer Insights – Journeys' consent tables (msdynmkt_contactpointconsent4, msdynmkt_purpose with the
+    /// Commercial and Transactional purposes, msdynmkt_topic), as the app's solution does. With --state they stay.
+    #[arg(long, env = "DATAVERSE_EMULATOR_WITH_JOURNEYS")]
+    with_journeys: bool,
     /// Serve HTTPS with a self-signed certificate for localhost and 127.0.0.1, written as PEM to this path.
     #[arg(long, value_name = "CERT_PATH")]
     tls: Option<PathBuf>,
@@ -137,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
         tls_certificate: cli.tls,
         change_retention: cli.change_retention,
         generated_tables: cli.generated_tables,
+        journeys: cli.with_journeys,
     };
     let emulator = config.start().await?;
     // Listen for signals before announcing: a script may stop the emulator as soon as it has read the line.

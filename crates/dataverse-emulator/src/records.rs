@@ -5,7 +5,7 @@
 use crate::error::{ApiError, ApiResult, code};
 use crate::odata::path::{Key, KeyValue};
 use crate::odata::query::Prefer;
-use crate::schema::{Attribute, AttributeKind, LookupTarget, LookupType, Table, activities};
+use crate::schema::{Attribute, AttributeKind, LookupTarget, LookupType, Table, activities, journeys};
 use crate::store::{Change, Data, TableRows};
 use crate::value::{Row, Target, Value};
 use axum::http::StatusCode;
@@ -468,6 +468,7 @@ pub fn write(data: &mut Data, journal: &mut Vec<Change>, request: WriteRequest<'
     record_entity_names(table, &mut row);
     activities::stamp_type(table, &mut row);
     compute_file_size(table, &mut row);
+    journeys::check_row(table, &row)?;
     if let Some(key) = data.rows(&table.logical_name).key_conflict(table, id, &row) {
         let values: Vec<String> = key.attributes.iter().filter_map(|a| row.get(a).map(Value::to_text)).collect();
         return Err(ApiError::new(

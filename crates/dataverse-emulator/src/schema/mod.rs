@@ -4,6 +4,7 @@ pub mod activities;
 mod builtin;
 mod customize;
 pub mod generated;
+pub mod journeys;
 mod relationships;
 pub mod views;
 

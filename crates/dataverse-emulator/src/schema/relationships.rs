@@ -10,6 +10,7 @@
 use super::activities;
 use super::builtin::metadata_id;
 use super::customize::{PublisherPrefix, label, metadata_error};
+use super::journeys;
 use super::*;
 use crate::error::{ApiError, ApiResult, code};
 use axum::http::StatusCode;
@@ -121,7 +122,10 @@ impl Schema {
                     let schema_name = match custom {
                         Some(c) => c.schema_name.clone(),
                         None if regarding => activities::regarding_relationship(referenced, table),
-                        None => format!("{}_{}_{}", target.table, table.logical_name, attribute.logical_name),
+                        None => match journeys::relationship(&table.logical_name, &attribute.logical_name) {
+                            Some(documented) => documented.to_string(),
+                            None => format!("{}_{}_{}", target.table, table.logical_name, attribute.logical_name),
+                        },
                     };
                     out.push(OneToMany {
                         metadata_id: custom.map(|c| c.metadata_id).unwrap_or_else(|| metadata_id(&schema_name)),

@@ -9,6 +9,7 @@ mod bulk;
 mod bulk_delete;
 mod catalog;
 mod changes;
+mod consent;
 mod discovery;
 mod faults;
 mod fetchxml;
