@@ -123,6 +123,22 @@ impl Filter {
     pub fn or(self, other: Filter) -> Filter {
         Filter::Or(Box::new(self), Box::new(other))
     }
+    /// Any of the filters (`a or b or …`), nested as a balanced tree: each `or` is written in parentheses, and
+    /// Dataverse refuses a filter nested too deep, so a list of hundreds stays a few levels deep. `None` for none.
+    pub fn any(mut filters: Vec<Filter>) -> Option<Filter> {
+        while filters.len() > 1 {
+            let mut pairs = Vec::with_capacity(filters.len().div_ceil(2));
+            let mut rest = filters.into_iter();
+            while let Some(a) = rest.next() {
+                pairs.push(match rest.next() {
+                    Some(b) => a.or(b),
+                    None => a,
+                });
+            }
+            filters = pairs;
+        }
+        filters.pop()
+    }
     #[allow(clippy::should_implement_trait)]
     pub fn not(self) -> Filter {
         Filter::Not(Box::new(self))
@@ -457,6 +473,26 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn depth(filter: &Filter) -> usize {
+        match filter {
+            Filter::Or(a, b) | Filter::And(a, b) => 1 + depth(a).max(depth(b)),
+            Filter::Not(a) => 1 + depth(a),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn any_of_hundreds_of_filters_stays_a_few_levels_deep_and_names_each_once() {
+        let filters: Vec<Filter> = (0..200).map(|i| Filter::eq("emailaddress1", format!("p{i}@contoso.com"))).collect();
+        let any = Filter::any(filters).unwrap();
+        assert_eq!(depth(&any), 8);
+        let text = any.to_string();
+        assert_eq!(text.matches(" or ").count(), 199);
+        assert!(text.contains("'p0@contoso.com'") && text.contains("'p199@contoso.com'"));
+        assert_eq!(Filter::any(vec![Filter::eq("a", 1)]), Some(Filter::eq("a", 1)));
+        assert_eq!(Filter::any(Vec::new()), None);
+    }
 
     #[test]
     fn queries_are_written_as_odata_reads_them() {

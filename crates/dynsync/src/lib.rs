@@ -15,6 +15,7 @@ pub mod connection;
 pub mod dataset;
 pub mod declarative;
 pub mod demo;
+pub mod email;
 pub mod engagement;
 pub mod governance;
 pub mod hosts;

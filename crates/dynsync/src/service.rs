@@ -131,6 +131,10 @@ impl Service {
         let sqlite = config.database_url.as_deref().is_none_or(|url| url.starts_with("sqlite:"));
         let lock = if sqlite { Some(lock_data_dir(&config.data_dir)?) } else { None };
         let store = Store::open(config.database_url.as_deref(), &config.data_dir, key).await?;
+        if config.database_url.is_none() {
+            // The data directory's lock is ours: a lease in its store is a stopped process's (a crash).
+            store.free_all_leases().await?;
+        }
         let clients = Arc::new(Clients::new());
         let jobs: Vec<Arc<dyn JobRunner>> = vec![
             Arc::new(ActivationJob),

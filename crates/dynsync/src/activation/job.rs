@@ -8,7 +8,7 @@ use super::{ActivationFlow, FlowDefinition};
 use crate::governance::ExportedField;
 use crate::ids::FlowId;
 use crate::pipeline::inlet::InletLog;
-use crate::pipeline::runner::{self, ConnectionRef, Reach, ReplayError, ReplaySummary, Runner};
+use crate::pipeline::runner::{self, ConnectionRef, Reach, ReplayError, ReplaySummary};
 use crate::pipeline::supervisor::{BoxFuture, FlowContext, JobRunner};
 use crate::pipeline::{Clients, DataverseSink, Decision, Exclusion, Job, JobDefinition, SourceRecord, StepError};
 use crate::store::{Backlog, Store, StoreError};
@@ -92,18 +92,7 @@ impl ActivationJob {
         let flow = ActivationFlow::try_from(&context.flow).map_err(|e| StepError::Definition(e.to_string()))?;
         let destination =
             runner::until_ready(flow.id, || Destination::resolve(&context.store, &context.clients, &flow)).await;
-        Runner {
-            store: context.store.clone(),
-            flow: flow.id,
-            lease: context.lease,
-            job: destination.activation,
-            source: InletLog { store: context.store, flow: flow.id },
-            sink: destination.sink,
-            connection: Some(destination.connection),
-            wake: context.wake,
-        }
-        .run()
-        .await;
+        InletLog::run(context, flow.id, destination.activation, destination.sink, destination.connection).await;
         Ok(())
     }
 }

@@ -18,7 +18,8 @@ use crate::leads::intake::LeadIntake;
 use crate::leads::job as leads_job;
 use crate::pipeline::Taken;
 use crate::pipeline::inlet::InletLog;
-use crate::pipeline::{Flow, FlowSpecRef, JobDefinition};
+use crate::pipeline::runner::ReplayError;
+use crate::pipeline::{Flow, FlowSpecRef, JobDefinition, ReplaySummary};
 use crate::specs::{ENGAGEMENT_EVENTS_FLOW_SPEC, INGESTION_FLOW_SPEC, LEAD_INTAKE_FLOW_SPEC};
 use crate::store::{FlowRecord, Outcome, RunRecord};
 use crate::target::CustomizationPrefix;
@@ -279,25 +280,8 @@ pub async fn action(
     };
     let wanted = match query.get("op").map(String::as_str) {
         Some("retry-failed") => {
-            // One replay of a flow at a time: two at once would write and count the same records twice.
-            let _replaying = state.replays.start(current.id).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "replay-running",
-                    "a replay of this flow's failed contacts is already running: wait for it to answer, then read the flow's runs",
-                )
-            })?;
-            let summary = job::retry_failed(&state.store, &state.clients, &current).await.map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "dynamics",
-                    format!("the failed contacts were not replayed: {e}"),
-                )
-            })?;
-            return Ok(axum::Json(json!({
-                "retried": summary.retried, "activated": summary.written, "failed": summary.failed
-            }))
-            .into_response());
+            let replaying = job::retry_failed(&state.store, &state.clients, &current);
+            return replay(&state, current.id, "contacts", "activated", replaying).await;
         }
         Some("enable") => FlowState::Enabled,
         Some("disable") => FlowState::Disabled,
@@ -324,20 +308,8 @@ async fn intake_action(
 ) -> ApiResult<Response> {
     let wanted = match op {
         Some("retry-failed") => {
-            let _replaying = state.replays.start(current.id).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "replay-running",
-                    "a replay of this intake's failed leads is already running: wait for it to answer, then read the intake's runs",
-                )
-            })?;
-            let summary = leads_job::retry_failed(&state.store, &state.clients, &current).await.map_err(|e| {
-                ApiError::new(StatusCode::BAD_GATEWAY, "dynamics", format!("the failed leads were not replayed: {e}"))
-            })?;
-            return Ok(axum::Json(json!({
-                "retried": summary.retried, "written": summary.written, "failed": summary.failed
-            }))
-            .into_response());
+            let replaying = leads_job::retry_failed(&state.store, &state.clients, &current);
+            return replay(state, current.id, "leads", "written", replaying).await;
         }
         Some("validate") => return leads::validate(state, &current).await,
         Some("rotate-secret") => return leads::rotate_secret(state, &current).await,
@@ -380,20 +352,8 @@ async fn events_action(
 ) -> ApiResult<Response> {
     let wanted = match op {
         Some("retry-failed") => {
-            let _replaying = state.replays.start(current.id).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "replay-running",
-                    "a replay of this flow's failed events is already running: wait for it to answer, then read the flow's runs",
-                )
-            })?;
-            let summary = engagement_job::retry_failed(&state.store, &state.clients, &current).await.map_err(|e| {
-                ApiError::new(StatusCode::BAD_GATEWAY, "dynamics", format!("the failed events were not replayed: {e}"))
-            })?;
-            return Ok(axum::Json(json!({
-                "retried": summary.retried, "written": summary.written, "failed": summary.failed
-            }))
-            .into_response());
+            let replaying = engagement_job::retry_failed(&state.store, &state.clients, &current);
+            return replay(state, current.id, "events", "written", replaying).await;
         }
         Some("rotate-secret") => return engagement::rotate_secret(state, &current).await,
         Some("enable") => FlowState::Enabled,
@@ -409,6 +369,31 @@ async fn events_action(
         governed(state, caller, &current.definition).await?;
     }
     set_state(state, current, wanted).await
+}
+
+/// `op=retry-failed` of any job: its failed `records` written again, one replay of a flow at a time — two at
+/// once would write and count the same records twice. `written_as` names the records written in the answer.
+async fn replay(
+    state: &AppState,
+    flow: FlowId,
+    records: &str,
+    written_as: &str,
+    replaying: impl std::future::Future<Output = Result<ReplaySummary, ReplayError>>,
+) -> ApiResult<Response> {
+    let _replaying = state.replays.start(flow).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "replay-running",
+            format!(
+                "a replay of this flow's failed {records} is already running: wait for it to answer, then read the flow's runs"
+            ),
+        )
+    })?;
+    let summary = replaying.await.map_err(|e| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "dynamics", format!("the failed {records} were not replayed: {e}"))
+    })?;
+    Ok(axum::Json(json!({"retried": summary.retried, written_as: summary.written, "failed": summary.failed}))
+        .into_response())
 }
 
 /// Enables or disables a flow of any job.

@@ -232,36 +232,7 @@ pub struct EmailAddress(String);
 impl EmailAddress {
     /// Checks the shape; the error says what is wrong with it.
     pub fn parse(text: &str) -> Result<EmailAddress, &'static str> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err("it is blank");
-        }
-        if text.contains(char::is_whitespace) {
-            return Err("it contains a space");
-        }
-        let Some((local, domain)) = text.split_once('@') else { return Err("it has no '@'") };
-        if domain.contains('@') {
-            return Err("it has more than one '@'");
-        }
-        if local.is_empty() {
-            return Err("nothing comes before the '@'");
-        }
-        if !domain.contains('.') {
-            return Err("the part after the '@' is not a domain (it has no '.')");
-        }
-        let label_ok = |label: &str| {
-            !label.is_empty()
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
-        };
-        if !domain.split('.').all(label_ok) {
-            return Err("the domain after the '@' has an empty part or a character a domain cannot have");
-        }
-        if text.chars().count() > 254 {
-            return Err("it is longer than the 254 characters an address can have");
-        }
-        Ok(EmailAddress(text.to_lowercase()))
+        crate::email::check_address(text).map(|text| EmailAddress(text.to_lowercase()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -10,7 +10,7 @@ use super::install::EngagementTables;
 use super::sink::TimelineSink;
 use crate::ids::FlowId;
 use crate::pipeline::inlet::InletLog;
-use crate::pipeline::runner::{self, Reach, ReplayError, ReplaySummary, Runner};
+use crate::pipeline::runner::{self, Reach, ReplayError, ReplaySummary};
 use crate::pipeline::supervisor::{BoxFuture, FlowContext, JobRunner};
 use crate::pipeline::{Clients, Decision, Exclusion, Job, JobDefinition, SourceRecord, StepError};
 use crate::store::{Backlog, Store, StoreError};
@@ -82,18 +82,7 @@ impl EventsRunner {
         let flow = EventsFlow::try_from(&context.flow).map_err(|e| StepError::Definition(e.to_string()))?;
         let destination =
             runner::until_ready(flow.id, || Destination::resolve(&context.store, &context.clients, &flow)).await;
-        Runner {
-            store: context.store.clone(),
-            flow: flow.id,
-            lease: context.lease,
-            job: EventsJob,
-            source: InletLog { store: context.store, flow: flow.id },
-            sink: destination.sink,
-            connection: Some(destination.reach.connection),
-            wake: context.wake,
-        }
-        .run()
-        .await;
+        InletLog::run(context, flow.id, EventsJob, destination.sink, destination.reach.connection).await;
         Ok(())
     }
 }

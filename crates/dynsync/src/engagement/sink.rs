@@ -195,8 +195,8 @@ impl TimelineSink {
 
     /// The active contacts with these addresses, oldest first; what waiting can fix is asked again.
     async fn contacts_by_email(&self, addresses: &[&str]) -> Result<Result<Vec<ContactByEmail>, Refusal>, Paused> {
-        let filter =
-            addresses.iter().map(|a| Filter::eq("emailaddress1", *a)).reduce(Filter::or).expect("a chunk is not empty");
+        let filter = Filter::any(addresses.iter().map(|a| Filter::eq("emailaddress1", *a)).collect())
+            .expect("a chunk is not empty");
         let query = Query::new(&Table::contact())
             .select(&["contactid", "emailaddress1"])
             .filter(Filter::eq("statecode", 0).and(filter))

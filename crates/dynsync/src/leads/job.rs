@@ -9,7 +9,7 @@ use super::sink::{LeadSink, NoticeQueue};
 use super::{DedupKey, Lead, LeadColumns, LeadKey, LeadWrite};
 use crate::ids::FlowId;
 use crate::pipeline::inlet::InletLog;
-use crate::pipeline::runner::{self, Reach, ReplayError, ReplaySummary, Runner};
+use crate::pipeline::runner::{self, Reach, ReplayError, ReplaySummary};
 use crate::pipeline::supervisor::{BoxFuture, FlowContext, JobRunner};
 use crate::pipeline::{Clients, Decision, Exclusion, Job, JobDefinition, Note, SourceRecord, StepError};
 use crate::store::{Backlog, Store, StoreError};
@@ -123,18 +123,7 @@ impl LeadIntakeRunner {
         let intake = LeadIntake::try_from(&context.flow).map_err(|e| StepError::Definition(e.to_string()))?;
         let destination =
             runner::until_ready(intake.id, || Destination::resolve(&context.store, &context.clients, &intake)).await;
-        Runner {
-            store: context.store.clone(),
-            flow: intake.id,
-            lease: context.lease,
-            job: destination.job,
-            source: InletLog { store: context.store, flow: intake.id },
-            sink: destination.sink,
-            connection: Some(destination.reach.connection),
-            wake: context.wake,
-        }
-        .run()
-        .await;
+        InletLog::run(context, intake.id, destination.job, destination.sink, destination.reach.connection).await;
         Ok(())
     }
 }

@@ -434,33 +434,7 @@ pub struct Email(String);
 impl Email {
     /// Checks the shape; the error says what is wrong with it.
     pub fn parse(text: &str) -> Result<Email, &'static str> {
-        let text = text.trim();
-        if text.contains(char::is_whitespace) {
-            return Err("it contains a space");
-        }
-        let Some((local, domain)) = text.split_once('@') else { return Err("it has no '@'") };
-        if domain.contains('@') {
-            return Err("it has more than one '@'");
-        }
-        if local.is_empty() {
-            return Err("nothing comes before the '@'");
-        }
-        if !domain.contains('.') {
-            return Err("the part after the '@' is not a domain (it has no '.')");
-        }
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
-        };
-        if !domain.split('.').all(label_ok) {
-            return Err("the domain after the '@' has an empty part or a character a domain cannot have");
-        }
-        if text.chars().count() > 254 {
-            return Err("it is longer than the 254 characters an address can have");
-        }
-        Ok(Email(text.to_owned()))
+        crate::email::check_address(text).map(|text| Email(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -1,7 +1,9 @@
 //! The inlet log as a source: what HTTP pushed into a flow's inlet, read in order after the flow's cursor,
 //! which is the text of the last sequence number acknowledged.
 
-use super::{Source, SourceBatch, SourceRecord, StepError};
+use super::runner::{ConnectionRef, Runner};
+use super::supervisor::FlowContext;
+use super::{Job, Sink, Source, SourceBatch, SourceRecord, StepError};
 use crate::ids::FlowId;
 use crate::store::{Backlog, Store, StoreError};
 
@@ -22,6 +24,26 @@ pub fn sequence(cursor: Option<&str>) -> Result<i64, StoreError> {
 }
 
 impl InletLog {
+    /// Runs a flow fed by its inlet log, with the job and the sink it resolved, until the flow is stopped.
+    pub async fn run<J, K>(context: FlowContext, flow: FlowId, job: J, sink: K, connection: ConnectionRef)
+    where
+        J: Job<Body = String>,
+        K: Sink<J::Key, J::Write>,
+    {
+        Runner {
+            store: context.store.clone(),
+            flow,
+            lease: context.lease,
+            job,
+            source: InletLog { store: context.store, flow },
+            sink,
+            connection: Some(connection),
+            wake: context.wake,
+        }
+        .run()
+        .await;
+    }
+
     /// How many accepted records the flow has yet to acknowledge, and when the oldest arrived.
     pub async fn backlog(store: &Store, flow: FlowId) -> Result<Backlog, StoreError> {
         let after = sequence(store.cursor(flow).await?.as_deref())?;

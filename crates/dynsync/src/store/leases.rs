@@ -154,6 +154,14 @@ impl Store {
         Ok(rows.into_iter().next().map(|r| Lease { flow, owner, generation: r.generation }))
     }
 
+    /// Frees every flow's lease at once. Only for a store no other process can reach — SQLite in the data
+    /// directory this process has locked — whose leases can only be those of a process that stopped: its flows
+    /// are taken again at once rather than after their leases expire.
+    pub async fn free_all_leases(&self) -> Result<()> {
+        self.engine.execute("UPDATE flow_leases SET expires_at = 0", &[]).await?;
+        Ok(())
+    }
+
     /// Extends a lease; `false` when it is no longer the owner's.
     pub async fn renew_lease(&self, lease: &Lease, until_ms: i64) -> Result<bool> {
         let n = self
