@@ -23,7 +23,7 @@ use crate::pipeline::{Paused, Refusal, Sink, StepError, Taken};
 use crate::store::{ConsentChange, ConsentSide, Store, StoreError};
 use crate::text::clip;
 use chrono::{DateTime, SecondsFormat, Utc};
-use dataverse::{Backoff, BulkOperation, Client, Filter, Order, Query, Record, Table};
+use dataverse::{Backoff, BulkOperation, BulkOptions, Client, Filter, Order, Query, Record, Table};
 use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::Value as Json;
@@ -37,12 +37,16 @@ pub const ACTIVITY_ID_NAMESPACE: Uuid = Uuid::from_u128(0x2b8e_61d4_0f3a_4c97_a5
 pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x9c47_e0b2_35d8_4f61_8b0a_12e6_f7c3_5d94);
 
 /// How many addresses one contact query asks for at most, and how long its filter may grow: a query costs
-/// Dynamics the same base time for one address or two hundred, and its URL stays far under the 32 KB Dataverse
-/// takes.
-const ADDRESSES_PER_QUERY: usize = 200;
-const FILTER_CHARS: usize = 8_000;
+/// Dynamics the same base time for one address or hundreds, and its URL, encoded, stays well under the 32 KB
+/// Dataverse takes.
+const ADDRESSES_PER_QUERY: usize = 1000;
+const FILTER_CHARS: usize = 16_000;
 /// Contact queries in flight at once.
 const QUERIES_IN_FLIGHT: usize = 4;
+/// The requests Dynamics runs at once for one application user at its execution-time limit (1,200 s a 300 s
+/// window, its `x-ms-dop-hint`), and the most records one bulk request carries.
+const SLOTS: usize = 4;
+const MOST_PER_REQUEST: usize = 1000;
 
 /// The timeline of an environment's contacts, as an email events flow writes it.
 pub struct TimelineSink {
@@ -252,7 +256,8 @@ impl TimelineSink {
             .iter()
             .map(|&(c, i)| self.consent_record(c, opted_out_by(writes[i].1.kind).expect("a consent event")))
             .collect();
-        let outcomes = write_all(&self.client, BulkOperation::Update, &Table::contact(), &records).await?;
+        let outcomes =
+            write_all(&self.client, BulkOperation::Update, &Table::contact(), &records, chunked(records.len())).await?;
         let mut applied: HashMap<usize, bool> = HashMap::new();
         let mut refused: HashMap<Uuid, Refusal> = HashMap::new();
         for (&(contact, i), outcome) in applying.iter().zip(outcomes) {
@@ -303,6 +308,14 @@ impl TimelineSink {
         }
         record
     }
+}
+
+/// Bulk options that split `records` into a multiple of [`SLOTS`] requests of equal size, at most
+/// [`MOST_PER_REQUEST`] each: 5,000 activities go as 8 requests of 625, two full rounds, rather than 5 of 1,000,
+/// whose second round would keep one slot of four busy while the next batch waits.
+fn chunked(records: usize) -> BulkOptions {
+    let requests = SLOTS * records.div_ceil(SLOTS * MOST_PER_REQUEST).max(1);
+    BulkOptions { chunk_size: records.div_ceil(requests).max(1), ..BulkOptions::default() }
 }
 
 /// The addresses in groups of one contact query each: at most [`ADDRESSES_PER_QUERY`], and a filter of at most
@@ -391,7 +404,8 @@ impl Sink<EventKey, EmailEvent> for TimelineSink {
                 Err(refusal) => results.push(Err(refusal.clone())),
             }
         }
-        let outcomes = write_all(&self.client, BulkOperation::Upsert, &self.activity, &records).await?;
+        let outcomes =
+            write_all(&self.client, BulkOperation::Upsert, &self.activity, &records, chunked(records.len())).await?;
         refuse(&mut results, &positions, outcomes);
 
         // Tasks and consent follow the events whose activity is on the timeline.
@@ -406,7 +420,7 @@ impl Sink<EventKey, EmailEvent> for TimelineSink {
         if !tasks.is_empty() {
             let task =
                 Table { logical_name: "task".into(), entity_set: "tasks".into(), primary_id: "activityid".into() };
-            let outcomes = write_all(&self.client, BulkOperation::Upsert, &task, &tasks).await?;
+            let outcomes = write_all(&self.client, BulkOperation::Upsert, &task, &tasks, chunked(tasks.len())).await?;
             refuse(&mut results, &task_positions, outcomes);
         }
 
@@ -507,16 +521,28 @@ mod tests {
 
     #[test]
     fn addresses_are_asked_for_in_queries_of_bounded_count_and_length() {
-        let short: Vec<String> = (0..450).map(|i| format!("p{i}@contoso.com")).collect();
-        let short: Vec<&str> = short.iter().map(String::as_str).collect();
-        let sizes: Vec<usize> = query_chunks(&short).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, [200, 200, 50]);
-        let long = "x".repeat(240) + "@contoso.com";
-        let long: Vec<&str> = vec![long.as_str(); 100];
-        let chunks = query_chunks(&long);
-        assert!(chunks.len() > 1 && chunks.iter().all(|c| c.len() * 275 <= FILTER_CHARS + 275), "{}", chunks.len());
-        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 100);
+        let cost = |chunk: &[&str]| chunk.iter().map(|a| a.len() + "emailaddress1 eq '' or ".len()).sum::<usize>();
+        let short: Vec<String> = (0..2500).map(|i| format!("p{i}@contoso.com")).collect();
+        let long: Vec<String> = (0..300).map(|i| format!("{}{i}@contoso.com", "x".repeat(240))).collect();
+        for addresses in [short, long] {
+            let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+            let chunks = query_chunks(&addresses);
+            assert!(chunks.len() > 1);
+            assert!(chunks.iter().all(|c| c.len() <= ADDRESSES_PER_QUERY && cost(c) <= FILTER_CHARS));
+            assert_eq!(chunks.concat(), addresses, "every address once, in order");
+        }
+        assert_eq!(query_chunks(&["a@contoso.com"]).len(), 1);
         assert!(query_chunks(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_written_in_full_rounds_of_equal_requests() {
+        assert_eq!(chunked(5000).chunk_size, 625);
+        assert_eq!(chunked(4000).chunk_size, 1000);
+        assert_eq!(chunked(4001).chunk_size, 501);
+        assert_eq!(chunked(100).chunk_size, 25);
+        assert_eq!(chunked(1).chunk_size, 1);
+        assert_eq!(chunked(0).chunk_size, 1);
     }
 
     /// The conflict rule, case by case: a change against the one the contact stands on.

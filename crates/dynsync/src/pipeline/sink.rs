@@ -61,7 +61,7 @@ impl DataverseSink {
 impl<K: Display + Send + Sync + 'static> Sink<K, Map<String, Json>> for DataverseSink {
     async fn write(&self, writes: &[(K, Map<String, Json>)]) -> Result<Vec<Result<Taken, Refusal>>, Paused> {
         let records: Vec<Record> = writes.iter().map(|(key, columns)| self.record(key, columns)).collect();
-        let results = write_all(&self.client, self.operation, &self.table, &records).await?;
+        let results = write_all(&self.client, self.operation, &self.table, &records, BulkOptions::default()).await?;
         Ok(results.into_iter().map(|r| r.map(|()| Taken::Written)).collect())
     }
 }
@@ -73,16 +73,17 @@ pub async fn write_all(
     operation: BulkOperation,
     table: &Table,
     records: &[Record],
+    options: BulkOptions,
 ) -> Result<Vec<Result<(), Refusal>>, Paused> {
     let mut results: Vec<Option<Result<(), Refusal>>> = vec![None; records.len()];
     let mut pending: Vec<usize> = (0..records.len()).collect();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     while !pending.is_empty() {
         let report = if pending.len() == records.len() {
-            client.write_each(operation, table, records, BulkOptions::default()).await
+            client.write_each(operation, table, records, options).await
         } else {
             let again: Vec<Record> = pending.iter().map(|&i| records[i].clone()).collect();
-            client.write_each(operation, table, &again, BulkOptions::default()).await
+            client.write_each(operation, table, &again, options).await
         };
         let mut again = Vec::new();
         for (&i, outcome) in pending.iter().zip(report.outcomes) {
