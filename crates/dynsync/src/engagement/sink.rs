@@ -2,14 +2,17 @@
 //!
 //! For a batch of events (each a different [`EventKey`]; the runtime folds twins):
 //! 1. find each event's contact: the one it names (`dynsync_contact_id`, passed along by the sender), else the
-//!    oldest active contact whose `emailaddress1` is the recipient (Dynamics compares addresses without case).
-//!    An address no contact has is refused with `unknown-address`: the event is kept with the flow's failed
-//!    records, and a replay once the contact exists writes it;
+//!    oldest active contact whose `emailaddress1` is the recipient (Dynamics compares addresses without case),
+//!    asked for hundreds of addresses a query. An address no contact has is refused with `unknown-address`: the
+//!    event is kept with the flow's failed records, and a replay once the contact exists writes it;
 //! 2. upsert one Email event activity per event, regarding the contact, under an `activityid` derived from the
 //!    event key (UUID v5), so a replay or a service's retry updates the same row instead of adding one;
 //! 3. when the flow asks for it, upsert a follow-up task for a click or a hard bounce, its id derived the same way;
 //! 4. set the flow's opt-out columns on the contacts of unsubscribes, spam complaints and hard bounces, and clear
-//!    them on a resubscribe; of one contact's events in the batch the newest decides, and on a tie the opt-out.
+//!    them on a resubscribe, by one rule: of one contact's events in the batch the newest decides (on a tie, the
+//!    opt-out), and it is applied only if it also beats the change the contact's consent stands on in the
+//!    store's consent ledger — an older change arriving late does not undo a newer one. Every consent event is
+//!    recorded in the ledger once the contact's update is answered, applied or not.
 //!
 //! Every step is idempotent, so what waiting can fix is sent again whole. A refused sign-in pauses the batch; any
 //! other refusal fails the events it concerns alone.
