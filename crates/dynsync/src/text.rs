@@ -11,6 +11,20 @@ pub fn clip(text: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
+/// What a JSON value is, quoted briefly, for a message: `a number (42)`, `a list ([1,2,…)`.
+pub fn describe(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let kind = match value {
+        Value::Null => return "null".into(),
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    };
+    format!("{kind} ({})", clip(&value.to_string(), 57))
+}
+
 #[cfg(test)]
 mod tests {
     use super::clip;

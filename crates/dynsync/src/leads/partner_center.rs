@@ -11,6 +11,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::fmt;
 
+use crate::text::describe;
+
 /// A text field as posted: a string, or a number read as its digits (a phone posted as `16175555555`). Anything
 /// else (`true`, an object, a list) is kept as its JSON, so that the problem can quote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,23 +269,6 @@ fn read_text(field: &str, posted: &Option<Posted>, problems: &mut Vec<LeadProble
         ));
     }
     text(posted).map(str::to_owned)
-}
-
-/// What a JSON value is, quoted briefly, for a message.
-fn describe(value: &Value) -> String {
-    let kind = match value {
-        Value::Null => return "null".into(),
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    };
-    let mut json = value.to_string();
-    if json.chars().count() > 60 {
-        json = json.chars().take(57).collect::<String>() + "…";
-    }
-    format!("{kind} ({json})")
 }
 
 /// What the lead's customer did, from the action part of `LeadSource` or from `ActionCode`.

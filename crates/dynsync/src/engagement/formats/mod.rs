@@ -34,6 +34,8 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::str::FromStr;
 
+use crate::text::describe;
+
 /// The largest events body read: SendGrid posts batches of at most a few megabytes; a larger body is not a
 /// service's.
 pub const MAX_EVENTS_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -270,23 +272,6 @@ fn check_count(provider: Provider, count: usize) -> Result<(), BodyError> {
 fn read_json(provider: Provider, body: &[u8]) -> Result<Value, BodyError> {
     check_size(provider, body)?;
     serde_json::from_slice(body).map_err(|e| BodyError::NotJson { provider, detail: e.to_string() })
-}
-
-/// What a JSON value is, quoted briefly, for a message.
-fn describe(value: &Value) -> String {
-    let kind = match value {
-        Value::Null => return "null".into(),
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    };
-    let mut json = value.to_string();
-    if json.chars().count() > 60 {
-        json = json.chars().take(57).collect::<String>() + "…";
-    }
-    format!("{kind} ({json})")
 }
 
 /// The value at a path of object keys, when every step is an object that has the key.
