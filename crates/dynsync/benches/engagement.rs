@@ -89,8 +89,7 @@ async fn main() {
         ..Limits::default()
     };
     let cost = CostModel::default();
-    let emulator =
-        EmulatorConfig { cost: cost.clone(), limits: limits.clone(), ..Default::default() }.start().await.unwrap();
+    let emulator = EmulatorConfig { cost, limits, ..Default::default() }.start().await.unwrap();
     let dynamics = dynsync::demo::emulator_client(&emulator);
 
     // The environment: the Email event table, and the contacts (written four requests at a time).
