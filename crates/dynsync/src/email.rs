@@ -1,6 +1,7 @@
 //! The shape of an email address, checked once for every job that takes one: a lead's, an email event's
 //! recipient. What is checked is what a mail server and Dynamics' email columns would refuse, not the whole of
-//! RFC 5322: one `@`, something before it, a domain of dotted labels after it, no space, at most 254 characters.
+//! RFC 5322: one `@`, something before it, a domain of dotted labels after it, no space or control character, at most
+//! 254 characters.
 
 /// The address, trimmed, when it has the shape of one; otherwise what is wrong with it.
 pub fn check_address(text: &str) -> Result<&str, &'static str> {
@@ -10,6 +11,9 @@ pub fn check_address(text: &str) -> Result<&str, &'static str> {
     }
     if text.contains(char::is_whitespace) {
         return Err("it contains a space");
+    }
+    if text.contains(char::is_control) {
+        return Err("it contains a control character");
     }
     let Some((local, domain)) = text.split_once('@') else { return Err("it has no '@'") };
     if domain.contains('@') {
@@ -46,6 +50,7 @@ mod tests {
         for (text, why) in [
             ("", "blank"),
             ("ana @contoso.com", "space"),
+            ("an\u{1}a@contoso.com", "control character"),
             ("ana.contoso.com", "no '@'"),
             ("a@b@contoso.com", "more than one"),
             ("@contoso.com", "before the '@'"),

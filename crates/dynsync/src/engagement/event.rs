@@ -232,7 +232,8 @@ pub struct EmailAddress(String);
 impl EmailAddress {
     /// Checks the shape; the error says what is wrong with it.
     pub fn parse(text: &str) -> Result<EmailAddress, &'static str> {
-        crate::email::check_address(text).map(|text| EmailAddress(text.to_lowercase()))
+        // Checked once lower-cased: what is kept is what was checked, so it reads back as itself.
+        crate::email::check_address(&text.to_lowercase()).map(|text| EmailAddress(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
