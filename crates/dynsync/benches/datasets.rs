@@ -97,6 +97,7 @@ async fn main() {
                 schema: &schema,
                 load,
                 rows: &rows.iter().collect::<Vec<_>>(),
+                kept_on_update: &[],
             })
             .await
             .expect("the batch is written");

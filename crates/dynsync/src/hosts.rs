@@ -16,13 +16,19 @@ use url::Url;
 pub struct AllowedHosts(Vec<(String, Option<u16>)>);
 
 impl AllowedHosts {
+    /// Whether the operator allows the URL's host (and port) besides Microsoft's.
+    pub fn lists(&self, url: &Url) -> bool {
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
+        let port = url.port_or_known_default();
+        self.0.iter().any(|(h, p)| *h == host && p.is_none_or(|p| Some(p) == port))
+    }
+
     /// Checks a URL a connection would send its credentials to; `param` names where the URL came from.
     pub fn check(&self, param: &str, url: &str) -> Result<(), HostRefused> {
         let refused = |why: String| HostRefused { param: param.to_string(), url: url.to_string(), why };
         let parsed = Url::parse(url).map_err(|e| refused(format!("it is not a URL ({e})")))?;
         let host = parsed.host_str().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
-        let port = parsed.port_or_known_default();
-        if self.0.iter().any(|(h, p)| *h == host && p.is_none_or(|p| Some(p) == port)) {
+        if self.lists(&parsed) {
             return Ok(());
         }
         if parsed.scheme() == "https" && parsed.port().is_none() && is_microsoft(&host) {

@@ -149,7 +149,7 @@ async fn write_rows(
     rows: &[DatasetRow],
 ) {
     let rows: Vec<&DatasetRow> = rows.iter().collect();
-    destination.write(Batch { dataset, generation: 1, schema, load, rows: &rows }).await.unwrap();
+    destination.write(Batch { dataset, generation: 1, schema, load, rows: &rows, kept_on_update: &[] }).await.unwrap();
 }
 
 async fn write_scenario(destination: &Destination, dataset: &str) -> Scenario {
@@ -198,7 +198,8 @@ async fn write_scenario(destination: &Destination, dataset: &str) -> Scenario {
     second.columns[3].kind = ColumnKind::BigInt;
     let mut row = contact(1, 301, Operation::Read, None);
     row.values[3] = Value::BigInt(5_000_000_000);
-    let second_batch = Batch { dataset: &dataset, generation: 2, schema: &second, load: load_2, rows: &[&row] };
+    let second_batch =
+        Batch { dataset: &dataset, generation: 2, schema: &second, load: load_2, rows: &[&row], kept_on_update: &[] };
     destination.write(second_batch).await.unwrap();
     Scenario { dataset, first, widened, first_load, incremental }
 }

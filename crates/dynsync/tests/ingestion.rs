@@ -5,51 +5,12 @@
 
 mod common;
 
-use common::{Backend, World};
+use common::{Backend, World, dataset_target, row, rows_when, source_connection, source_of};
 use dataverse_emulator::{CostModel, EmulatorConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-/// A Dynamics source connection of the emulator, as seed 003 creates one (service principal); its id.
-async fn source_connection(world: &World) -> String {
-    let body = json!({
-        "name": "Dynamics Connection",
-        "description": "connection for Dynamics account",
-        "auth": {
-            "specName": "Service Principal Key Based Authentication",
-            "params": {
-                "serviceUri": world.emulator.url,
-                "servicePrincipalId": world.emulator.client_id.to_string(),
-                "servicePrincipalKey": world.emulator.client_secret.expose(),
-                "tenantId": world.emulator.tenant_id.to_string(),
-                "authorityHost": world.emulator.url,
-            }
-        },
-        "connectionSpec": {"id": "38ad80fe-8b06-4938-94f4-d4ee80266b07", "version": "1.0"}
-    });
-    let reply = world.post("connections", body).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    reply.json()["id"].as_str().unwrap().to_string()
-}
-
-/// A source connection of `table`; its id.
-async fn source_of(world: &World, connection: &str, table: &str) -> String {
-    let reply =
-        world.post("sourceConnections", json!({"baseConnectionId": connection, "params": {"tableName": table}})).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    reply.json()["id"].as_str().unwrap().to_string()
-}
-
-/// A dataset target with `params` (dataSetId, format…); its id.
-async fn dataset_target(world: &World, params: Json) -> String {
-    let body =
-        json!({"name": "Dataset", "params": params, "connectionSpec": {"id": "c604ff05-7f1a-43c0-8e18-33bf874cb11c"}});
-    let reply = world.post("targetConnections", body).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    reply.json()["id"].as_str().unwrap().to_string()
-}
 
 /// Contacts created in Dynamics, with a choice and a lookup set on every other one; their ids.
 async fn create_contacts(world: &World, count: usize) -> Vec<Uuid> {
@@ -124,26 +85,6 @@ async fn ingestion_flow_with(
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     (reply.json()["id"].as_str().unwrap().to_string(), target)
-}
-
-/// The dataset's current rows, by id, once `ready` says they are what the test waits for.
-async fn rows_when(world: &World, target: &str, what: &str, ready: impl Fn(&[Json]) -> bool) -> Vec<Json> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let reply = world.get(&format!("targetConnections/{target}/rows?limit=1000")).await;
-        if reply.status == StatusCode::OK {
-            let rows = reply.json()["rows"].as_array().unwrap().clone();
-            if ready(&rows) {
-                return rows;
-            }
-        }
-        assert!(Instant::now() < deadline, "{what}: the dataset has not come to it: {}", reply.text);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn row(rows: &[Json], id: Uuid) -> &Json {
-    rows.iter().find(|r| r["id"] == id.to_string()).unwrap_or_else(|| panic!("no row of {id}"))
 }
 
 async fn explore_and_load_a_table_fully_then_incrementally(backend: Backend) {

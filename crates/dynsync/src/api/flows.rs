@@ -328,14 +328,25 @@ async fn intake_action(
     set_state(state, current, wanted).await
 }
 
-/// The actions on an ingestion flow: enable, disable.
+/// The actions on an ingestion flow: enable, disable, replay (its next load reads the whole table again and sends
+/// every row, the columns whose updates are not applied included).
 async fn ingestion_action(state: &AppState, current: IngestionFlow, op: Option<&str>) -> ApiResult<Response> {
     let wanted = match op {
         Some("enable") => FlowState::Enabled,
         Some("disable") => FlowState::Disabled,
+        Some("replay") => {
+            let at = chrono::Utc::now();
+            state.store.request_replay(current.id, at).await?;
+            state.supervisor.flows_changed();
+            return Ok((
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({"id": current.id, "replayRequestedAt": at.to_rfc3339()})),
+            )
+                .into_response());
+        }
         other => {
             return Err(ApiError::bad_request(format!(
-                "op={} is not an action on an ingestion flow: use op=enable or op=disable",
+                "op={} is not an action on an ingestion flow: use op=enable, op=disable or op=replay",
                 other.unwrap_or("")
             )));
         }

@@ -358,7 +358,14 @@ struct DatasetParams {
     /// public cloud's (Azurite, an S3-compatible store).
     folder_path: Option<String>,
     endpoint: Option<String>,
+    /// `webhook`: the marketing tool's URL, and the secret its signatures are checked with.
+    url: Option<String>,
+    signing_secret: Option<String>,
 }
+
+/// The shortest signing secret a webhook dataset takes: 16 characters, so that signatures cannot be forged by
+/// guessing it.
+pub const MIN_SIGNING_SECRET: usize = 16;
 
 impl DatasetParams {
     /// Where the dataset is kept, and its secret; every problem is added to `problems`.
@@ -408,10 +415,35 @@ impl DatasetParams {
                 self.secret_access_key.clone(),
                 &["bucket", "region", "accessKeyId", "secretAccessKey", "folderPath", "endpoint"][..],
             ),
+            "webhook" => {
+                let url = required("url", &self.url, "a webhook dataset needs the marketing tool's URL");
+                let secret = required(
+                    "signingSecret",
+                    &self.signing_secret,
+                    "a webhook dataset needs the secret its receiver checks signatures with",
+                );
+                if !url.is_empty() {
+                    match url::Url::parse(&url) {
+                        Ok(parsed) if parsed.scheme() == "https" || hosts.lists(&parsed) => {}
+                        Ok(_) => problems.push(format!(
+                            "params.url ({url}) is not https: records go to a webhook over https, or to a host the \
+                             operator allows (allowed_hosts in the config file or DYNSYNC_ALLOWED_HOSTS)"
+                        )),
+                        Err(e) => problems.push(format!("params.url ({url}) is not a URL: {e}")),
+                    }
+                }
+                if !secret.is_empty() && secret.chars().count() < MIN_SIGNING_SECRET {
+                    problems.push(format!(
+                        "params.signingSecret is {} characters: give at least {MIN_SIGNING_SECRET}",
+                        secret.chars().count()
+                    ));
+                }
+                (DatasetFormat::Webhook { url }, Some(secret), &["url", "signingSecret"][..])
+            }
             other => {
                 problems.push(format!(
                     "params.format={other}: a dataset is kept as parquet (files in the data directory), postgres (a \
-                     table), azureBlob or s3 (Parquet files in object storage)"
+                     table), azureBlob or s3 (Parquet files in object storage), or sent to a webhook"
                 ));
                 return None;
             }
@@ -427,6 +459,8 @@ impl DatasetParams {
             ("secretAccessKey", &self.secret_access_key),
             ("folderPath", &self.folder_path),
             ("endpoint", &self.endpoint),
+            ("url", &self.url),
+            ("signingSecret", &self.signing_secret),
         ];
         for (name, value) in given {
             if value.is_some() && !allowed.contains(&name) {
@@ -477,7 +511,7 @@ pub async fn create_dataset_target(state: &AppState, caller: Caller, body: &[u8]
         updated_at: now,
     };
     // A dataset that cannot be opened is refused now, not at the flow's first page.
-    open_destination(&target, &state.data_dir)
+    open_destination(&target, &state.data_dir, &state.store)
         .await
         .map_err(|e| ApiError::bad_request(format!("the dataset {} cannot be opened: {e}", target.dataset)))?;
     state.store.insert_dataset_target(&target).await?;
@@ -531,7 +565,7 @@ pub async fn dataset_rows(
     }
     let destination = state
         .datasets
-        .open(&target, &state.data_dir)
+        .open(&target, &state.data_dir, &state.store)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dataset-unavailable", e.to_string()))?;
     let generation = query.generation.unwrap_or(1);
@@ -586,7 +620,7 @@ pub async fn create_flow(state: &AppState, caller: Caller, body: &[u8]) -> ApiRe
                 ),
             )
         })?;
-    if state.store.dataset_target(&caller.sandbox, definition.target_connection_id).await?.is_none() {
+    let Some(target) = state.store.dataset_target(&caller.sandbox, definition.target_connection_id).await? else {
         return Err(refuse(
             "targetConnectionIds[0]",
             format!(
@@ -596,19 +630,26 @@ pub async fn create_flow(state: &AppState, caller: Caller, body: &[u8]) -> ApiRe
                 specs::DATA_LAKE
             ),
         ));
-    }
+    };
     let client = client_of(state, &caller, source.base_connection_id).await?;
     let table = client
         .table(source.object.table())
         .await
         .map_err(|e| unreachable_metadata(&format!("table {}", source.object.table()), e))?;
     let field = crate::ingestion::definition::mappings_field(&request);
-    TableShape::new(&table, source.object.primary_key(), &definition.columns, &field).map_err(|problems| {
-        let listed: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
-        let report: Vec<Json> = problems.iter().map(|p| json!({"field": p.field, "message": p.message})).collect();
+    let report = |problems: Vec<(String, String)>| {
+        let listed: Vec<String> = problems.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        let report: Vec<Json> = problems.iter().map(|(f, m)| json!({"field": f, "message": m})).collect();
         ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", listed.join("; "))
             .with_report(json!({"problems": report}))
-    })?;
+    };
+    let shape = TableShape::new(&table, source.object.primary_key(), &definition.columns, &field)
+        .map_err(|problems| report(problems.into_iter().map(|p| (p.field, p.message)).collect()))?;
+    let mut definition = definition;
+    let problems = check_outbound(&client, &table, &shape, &request, &mut definition, &target).await;
+    if !problems.is_empty() {
+        return Err(report(problems));
+    }
     if !table.change_tracking && matches!(source.object, SourceObject::Table { .. }) {
         // Without change tracking, loads after the first read the rows modified since by the delta column.
         let delta = &definition.delta_column;
@@ -634,24 +675,131 @@ pub async fn create_flow(state: &AppState, caller: Caller, body: &[u8]) -> ApiRe
     Ok(id_and_etag(StatusCode::CREATED, flow.id, &flow.etag))
 }
 
+/// Checks a flow's outbound rules against its table and dataset: the columns they name, the values of
+/// replacements (a choice's among its options, whose label is kept for the swap), "apply updates" off only where
+/// the destination keeps values. Answers every problem, each with its field.
+async fn check_outbound(
+    client: &dataverse::Client,
+    table: &dataverse::TableDefinition,
+    shape: &TableShape,
+    request: &FlowRequest,
+    definition: &mut crate::ingestion::IngestionDefinition,
+    target: &DatasetTarget,
+) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let at = |name: &str| {
+        let index = request.transformations.iter().position(|t| t.name == name).unwrap_or(0);
+        format!("transformations[{index}].params")
+    };
+    let schema = &shape.schema;
+    let names = || schema.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+    for (field, column) in definition.outbound.columns() {
+        if schema.position(column).is_none() {
+            let place = if field.starts_with("filter") { at("Filter") } else { at("Replace") };
+            let field =
+                field.strip_prefix("filter").map_or(format!("{place}.{field}"), |rest| format!("{place}{rest}"));
+            problems.push((field, format!("the dataset has no column {column}; its columns are {}", names())));
+        }
+    }
+    for (i, r) in definition.outbound.replacements.iter_mut().enumerate() {
+        let field = format!("{}.replacements[{i}]", at("Replace"));
+        let Some(position) = schema.position(&r.column) else { continue };
+        let kind = schema.columns[position].kind;
+        for (name, value) in [("value", &r.value), ("newValue", &r.new_value)] {
+            if let Err(e) = crate::ingestion::outbound::to_value(value, kind) {
+                problems.push((format!("{field}.{name}"), format!("{e}, as the column {} holds", r.column)));
+            }
+        }
+        // A choice: both values among its options, and the new one's label kept to swap the label with it.
+        let mapped = definition.columns.iter().find(|m| m.destination == r.column);
+        let source = mapped.map_or(r.column.as_str(), |m| m.source.as_str());
+        let choice = mapped.map_or(crate::ingestion::shape::ChoiceAs::Both, |m| m.choice);
+        let is_choice = table.column(source).is_some_and(|c| {
+            matches!(
+                c.kind,
+                dataverse::ColumnType::Picklist | dataverse::ColumnType::State | dataverse::ColumnType::Status
+            )
+        });
+        if !is_choice {
+            continue;
+        }
+        let options = match client.choice_options(&table.logical_name, source).await {
+            Ok(options) => options,
+            Err(e) => {
+                problems.push((field.clone(), format!("the options of {source} cannot be read from Dynamics: {e}")));
+                continue;
+            }
+        };
+        let find = |v: &Json| {
+            options.iter().find(|o| match choice {
+                crate::ingestion::shape::ChoiceAs::Label => {
+                    v.as_str().is_some_and(|l| l.eq_ignore_ascii_case(&o.label))
+                }
+                _ => v.as_i64() == Some(i64::from(o.value)) || v.as_str() == Some(&o.value.to_string()),
+            })
+        };
+        let listed = || options.iter().map(|o| format!("{} ({})", o.value, o.label)).collect::<Vec<_>>().join(", ");
+        for (name, value) in [("value", &r.value), ("newValue", &r.new_value)] {
+            if !value.is_null() && find(value).is_none() {
+                problems.push((
+                    format!("{field}.{name}"),
+                    format!("{value} is not an option of {source}; its options are {}", listed()),
+                ));
+            }
+        }
+        r.new_label = find(&r.new_value).map(|o| o.label.clone());
+    }
+    let keeps = matches!(target.format, DatasetFormat::Postgres | DatasetFormat::Webhook { .. });
+    if !keeps {
+        for (i, m) in definition.columns.iter().enumerate().filter(|(_, m)| !m.apply_updates) {
+            problems.push((
+                format!("{}.mappings[{i}].applyUpdates", at("Mapping")),
+                format!(
+                    "{} cannot keep its first value: a dataset of files keeps every version of a row. Send the \
+                     records to a postgres or webhook dataset, or apply its updates",
+                    m.destination
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// An ingestion flow as the API shows it, in Flow Service's shape.
 pub fn ingestion_flow_json(flow: &IngestionFlow) -> Json {
     let d = &flow.definition;
     let mut body = flow_json(flow);
-    let mappings: Vec<Json> =
-        d.columns.iter().map(|m| json!({"sourceAttribute": m.source, "destination": m.destination})).collect();
+    let mappings: Vec<Json> = d
+        .columns
+        .iter()
+        .map(|m| {
+            json!({"sourceAttribute": m.source, "destination": m.destination, "picklist": m.choice, "applyUpdates": m.apply_updates})
+        })
+        .collect();
+    let rules = &d.outbound;
+    let mut transformations = vec![
+        json!({"name": "Copy", "params": {"deltaColumn": {"name": d.delta_column, "dateFormat": "yyyy-MM-ddTHH:mm:ssZ", "timezone": "UTC"}, "scanIntervalSeconds": d.scan_seconds, "applyDeletes": rules.apply_deletes}}),
+        json!({"name": "Mapping", "params": {"mappings": mappings}}),
+    ];
+    if !rules.replacements.is_empty() {
+        let replacements: Vec<Json> = rules
+            .replacements
+            .iter()
+            .map(|r| json!({"column": r.column, "value": r.value, "newValue": r.new_value}))
+            .collect();
+        transformations.push(json!({"name": "Replace", "params": {"replacements": replacements}}));
+    }
+    if let Some(filter) = &rules.filter {
+        let mut params = filter.to_params();
+        params["deleteFilteredOut"] = json!(rules.delete_filtered_out);
+        transformations.push(json!({"name": "Filter", "params": params}));
+    }
     if let Json::Object(b) = &mut body {
         b.insert("flowSpec".into(), json!({"id": specs::INGESTION_FLOW_SPEC, "version": "1.0"}));
         b.insert("sourceConnectionIds".into(), json!([d.source_connection_id]));
         b.insert("targetConnectionIds".into(), json!([d.target_connection_id]));
         b.insert("scheduleParams".into(), d.schedule.to_params());
-        b.insert(
-            "transformations".into(),
-            json!([
-                {"name": "Copy", "params": {"deltaColumn": {"name": d.delta_column, "dateFormat": "yyyy-MM-ddTHH:mm:ssZ", "timezone": "UTC"}, "scanIntervalSeconds": d.scan_seconds}},
-                {"name": "Mapping", "params": {"mappings": mappings}}
-            ]),
-        );
+        b.insert("transformations".into(), Json::Array(transformations));
     }
     body
 }

@@ -1032,7 +1032,8 @@ mod tests {
         let (dataset, schema) = (dataset(), schema());
         let load = Utc.with_ymd_and_hms(2026, 3, 1, 11, 0, 0).unwrap();
         let rows = vec![full_row(1), full_row(2)];
-        let batch = Batch { dataset: &dataset, generation: 1, schema: &schema, load, rows: &refs(&rows) };
+        let batch =
+            Batch { dataset: &dataset, generation: 1, schema: &schema, load, rows: &refs(&rows), kept_on_update: &[] };
         destination.write(batch).await.unwrap();
         destination.write(batch).await.unwrap();
         let manifest = destination.manifest(&dataset).await.unwrap().expect("a manifest");
@@ -1055,15 +1056,22 @@ mod tests {
         let load = Utc::now();
         let rows = vec![full_row(1)];
         destination
-            .write(Batch { dataset: &dataset, generation: 1, schema: &first, load, rows: &refs(&rows) })
+            .write(Batch {
+                dataset: &dataset,
+                generation: 1,
+                schema: &first,
+                load,
+                rows: &refs(&rows),
+                kept_on_update: &[],
+            })
             .await
             .unwrap();
         let mut changed = first.clone();
         changed.columns[2].kind = ColumnKind::BigInt;
-        let batch = Batch { dataset: &dataset, generation: 1, schema: &changed, load, rows: &[] };
+        let batch = Batch { dataset: &dataset, generation: 1, schema: &changed, load, rows: &[], kept_on_update: &[] };
         let refused = destination.write(batch).await.unwrap_err().to_string();
         assert!(refused.contains("numberofchildren (BigInt)") && refused.contains("new generation"), "{refused}");
-        let batch = Batch { dataset: &dataset, generation: 2, schema: &changed, load, rows: &[] };
+        let batch = Batch { dataset: &dataset, generation: 2, schema: &changed, load, rows: &[], kept_on_update: &[] };
         destination.write(batch).await.expect("a new generation takes the changed column");
         let manifest = destination.manifest(&dataset).await.unwrap().unwrap();
         assert_eq!(manifest.generation(2).unwrap().schema, changed);

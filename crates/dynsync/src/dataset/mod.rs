@@ -9,11 +9,13 @@
 //! Writes are idempotent, because the pipeline runtime writes a page again when a crash came between the write
 //! and its acknowledgement: the same rows written twice leave the dataset as once ([`Destination::write`]).
 //! Destinations: Parquet files (the embedded default, in the data directory, or in object storage through the
-//! `object_store` crate) and a PostgreSQL table kept current by upsert.
+//! `object_store` crate), a PostgreSQL table kept current by upsert, and a webhook — the marketing tool's URL,
+//! sent each change signed, with what it was sent kept in dynsync's store.
 
 pub mod files;
 pub mod postgres;
 pub mod target;
+pub mod webhook;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -204,6 +206,9 @@ pub struct Batch<'a> {
     /// The load the rows belong to (its start), for the files' manifest.
     pub load: DateTime<Utc>,
     pub rows: &'a [&'a DatasetRow],
+    /// Columns an update leaves as the destination has them ("apply updates" off): written when a record is
+    /// first loaded, created or replayed. Only destinations kept current by upsert keep them.
+    pub kept_on_update: &'a [String],
 }
 
 /// Why a dataset could not be written or read. Every variant is worth trying again once its cause is fixed.
@@ -213,6 +218,8 @@ pub enum DatasetError {
     Files { dataset: String, location: String, detail: String },
     #[error("dataset {dataset}: the PostgreSQL table {table} cannot be written: {detail}")]
     Postgres { dataset: String, table: String, detail: String },
+    #[error("dataset {dataset}: the webhook at {url} did not take the records: {detail}")]
+    Webhook { dataset: String, url: String, detail: String },
     #[error("dataset {dataset} has no generation {generation} yet: nothing was loaded into it")]
     NoGeneration { dataset: String, generation: u32 },
 }
@@ -221,15 +228,44 @@ pub enum DatasetError {
 pub enum Destination {
     Files(files::FileDestination),
     Postgres(postgres::PostgresDestination),
+    Webhook(WebhookDataset),
+}
+
+/// A dataset sent to a webhook, with what it was sent kept in dynsync's store.
+pub struct WebhookDataset {
+    pub webhook: webhook::WebhookDestination,
+    pub store: crate::store::Store,
+    pub target: crate::ids::TargetConnectionId,
+}
+
+impl WebhookDataset {
+    fn unavailable(&self, dataset: &DatasetName, e: crate::store::StoreError) -> DatasetError {
+        DatasetError::Webhook {
+            dataset: dataset.to_string(),
+            url: self.webhook.url().to_string(),
+            detail: format!("what was delivered cannot be kept in dynsync's store: {e}"),
+        }
+    }
 }
 
 impl Destination {
-    /// Writes a batch. Writing the same batch again (a crash before its acknowledgement) leaves the dataset as
+    /// Writes a batch; answers the rows the destination refused one by one (a webhook's answer to a record), by
+    /// id, with why. Writing the same batch again (a crash before its acknowledgement) leaves the dataset as
     /// writing it once; a row older (by version) than the one kept for its id never replaces it.
-    pub async fn write(&self, batch: Batch<'_>) -> Result<(), DatasetError> {
+    pub async fn write(&self, batch: Batch<'_>) -> Result<Vec<(Uuid, String)>, DatasetError> {
         match self {
-            Destination::Files(d) => d.write(batch).await,
-            Destination::Postgres(d) => d.write(batch).await,
+            Destination::Files(d) => d.write(batch).await.map(|()| Vec::new()),
+            Destination::Postgres(d) => d.write(batch).await.map(|()| Vec::new()),
+            Destination::Webhook(d) => {
+                let refused = d.webhook.deliver(batch).await?;
+                let taken: Vec<&DatasetRow> =
+                    batch.rows.iter().copied().filter(|r| !refused.iter().any(|(id, _)| *id == r.id)).collect();
+                d.store
+                    .record_delivered(d.target, batch.generation, batch.schema, &taken)
+                    .await
+                    .map_err(|e| d.unavailable(batch.dataset, e))?;
+                Ok(refused)
+            }
         }
     }
 
@@ -243,6 +279,9 @@ impl Destination {
         match self {
             Destination::Files(d) => d.latest(dataset, generation).await,
             Destination::Postgres(d) => d.latest(dataset, generation).await,
+            Destination::Webhook(d) => {
+                d.store.delivered_latest(d.target, generation).await.map_err(|e| d.unavailable(dataset, e))
+            }
         }
     }
 
@@ -256,6 +295,12 @@ impl Destination {
         match self {
             Destination::Files(d) => d.rows(dataset, generation, limit).await,
             Destination::Postgres(d) => d.rows(dataset, generation, limit).await,
+            Destination::Webhook(d) => d
+                .store
+                .delivered_rows(d.target, generation, limit)
+                .await
+                .map_err(|e| d.unavailable(dataset, e))?
+                .ok_or_else(|| DatasetError::NoGeneration { dataset: dataset.to_string(), generation }),
         }
     }
 }

@@ -8,8 +8,11 @@
 //! `_dynsync_version`, `_dynsync_deleted`, `_dynsync_synced_at`. It is created on the first write; a column added
 //! to the schema is added to the table (`ADD COLUMN IF NOT EXISTS`).
 //!
-//! A row replaces the one kept for its id only if it is newer: a higher version, or a delete over an older (or
-//! unversioned) row. So an older version never replaces a newer one, and the same batch written again changes
+//! A column whose updates the flow does not apply keeps its value through an update (`_dynsync_op = 'u'`): it is
+//! written when the record is first loaded, created or replayed.
+//!
+//! A row replaces the one kept for its id only if it is newer: a higher version, a full load's or replay's read of
+//! the same version, or a delete over an older (or unversioned) row. So an older version never replaces a newer one, and the same batch written again changes
 //! nothing. Deletes are soft: the row stays, with its last values, `_dynsync_deleted = true` and op `d`.
 //! A batch is one transaction of multi-row statements, each under PostgreSQL's 65,535 parameters.
 //!
@@ -143,7 +146,7 @@ impl PostgresDestination {
             }
         }
         for rows in batch.rows.chunks(rows_per_statement(batch.schema.columns.len())) {
-            let mut insert = upsert(&table, batch.schema, rows).map_err(failed)?;
+            let mut insert = upsert(&table, batch.schema, rows, batch.kept_on_update).map_err(failed)?;
             insert.build().execute(&mut *tx).await.map_err(|e| failed(format!("rows cannot be written: {e}")))?;
         }
         tx.commit().await.map_err(|e| failed(format!("the batch cannot be committed: {e}")))?;
@@ -364,7 +367,12 @@ fn parse_decimal(text: &str, scale: u8) -> Option<i128> {
 }
 
 /// The multi-row upsert of `rows`.
-fn upsert(table: &str, schema: &DatasetSchema, rows: &[&DatasetRow]) -> Result<QueryBuilder<Postgres>, String> {
+fn upsert(
+    table: &str,
+    schema: &DatasetSchema,
+    rows: &[&DatasetRow],
+    kept_on_update: &[String],
+) -> Result<QueryBuilder<Postgres>, String> {
     let mut names: Vec<String> = schema.columns.iter().map(|c| quoted(&c.name)).collect();
     names.extend([ID_COLUMN, OPERATION_COLUMN, VERSION_COLUMN, DELETED_COLUMN, SYNCED_AT_COLUMN].map(quoted));
     let mut insert = QueryBuilder::<Postgres>::new(format!("INSERT INTO {} ({}) ", quoted(table), names.join(", ")));
@@ -412,21 +420,29 @@ fn upsert(table: &str, schema: &DatasetSchema, rows: &[&DatasetRow]) -> Result<Q
         .iter()
         .map(|c| {
             let name = quoted(&c.name);
-            // A delete keeps the row's last values: it says the record is gone, not what it held.
-            format!(
-                "{name} = CASE WHEN excluded.{deleted} THEN {kept}{name} ELSE excluded.{name} END",
-                deleted = quoted(DELETED_COLUMN)
-            )
+            // A delete keeps the row's last values: it says the record is gone, not what it held. A column whose
+            // updates are not applied keeps its value through an update too.
+            let keep = match kept_on_update.contains(&c.name) {
+                true => format!(
+                    "excluded.{deleted} OR excluded.{op} = 'u'",
+                    op = quoted(OPERATION_COLUMN),
+                    deleted = quoted(DELETED_COLUMN)
+                ),
+                false => format!("excluded.{}", quoted(DELETED_COLUMN)),
+            };
+            format!("{name} = CASE WHEN {keep} THEN {kept}{name} ELSE excluded.{name} END")
         })
         .collect();
     set.extend(
         [OPERATION_COLUMN, VERSION_COLUMN, DELETED_COLUMN, SYNCED_AT_COLUMN]
             .map(|c| format!("{name} = excluded.{name}", name = quoted(c))),
     );
-    let (version, deleted) = (quoted(VERSION_COLUMN), quoted(DELETED_COLUMN));
+    let (version, deleted, op) = (quoted(VERSION_COLUMN), quoted(DELETED_COLUMN), quoted(OPERATION_COLUMN));
+    // A replay reads every row again: the same version read rewrites the row (its kept columns with it).
     insert.push(format!(
         " ON CONFLICT ({id}) DO UPDATE SET {set} \
          WHERE excluded.{version} > {kept}{version} \
+         OR (excluded.{op} = 'r' AND excluded.{version} >= {kept}{version}) \
          OR (excluded.{deleted} AND NOT {kept}{deleted} \
              AND (excluded.{version} IS NULL OR {kept}{version} IS NULL OR excluded.{version} >= {kept}{version}))",
         id = quoted(ID_COLUMN),
@@ -564,7 +580,7 @@ mod tests {
             synced_at: DateTime::UNIX_EPOCH,
         };
         let rows = vec![row; count + 1];
-        let sql = upsert("contacts", &wide, &rows[..count].iter().collect::<Vec<_>>()).unwrap().into_string();
+        let sql = upsert("contacts", &wide, &rows[..count].iter().collect::<Vec<_>>(), &[]).unwrap().into_string();
         let highest = sql
             .split('$')
             .skip(1)
@@ -584,7 +600,7 @@ mod tests {
             values: vec![Value::Text("seven".into())],
             synced_at: DateTime::UNIX_EPOCH,
         };
-        let refused = upsert("people", &schema, &[&row]).err().expect("refused");
+        let refused = upsert("people", &schema, &[&row], &[]).err().expect("refused");
         assert!(refused.contains("age") && refused.contains(&Uuid::from_u128(7).to_string()), "{refused}");
     }
 }

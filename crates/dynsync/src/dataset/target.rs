@@ -1,6 +1,7 @@
 //! Dataset targets: a dataset an ingestion writes and where it is kept, as a `targetConnections` of the data
-//! lake's connection spec (seed 003) — Parquet files in the data directory or in object storage, or a PostgreSQL
-//! table. The key or connection string that reaches it is sealed at rest and never answered.
+//! lake's connection spec (seed 003) — Parquet files in the data directory or in object storage, a PostgreSQL
+//! table, or the webhook of a marketing tool (seed 001's records out: the same rows, sent as they change). The
+//! key, connection string or signing secret that reaches it is sealed at rest and never answered.
 
 use super::DatasetName;
 use crate::ids::{Etag, Sandbox, TargetConnectionId};
@@ -24,6 +25,10 @@ pub enum DatasetFormat {
     AzureBlob { account: String, container: String, folder_path: String, endpoint: Option<String> },
     /// Parquet files in an S3 bucket (or an S3-compatible store), signed with the key id and the (sealed) secret
     /// key, or with the environment's credentials.
+    /// The marketing tool's webhook: each change POSTed as JSON, signed with HMAC-SHA256 under the (sealed)
+    /// signing secret, in order, retried until answered; what it was sent is kept in dynsync's store.
+    #[serde(rename = "webhook")]
+    Webhook { url: String },
     #[serde(rename = "s3", rename_all = "camelCase")]
     S3 { bucket: String, region: String, folder_path: String, access_key_id: Option<String>, endpoint: Option<String> },
 }
@@ -37,8 +42,9 @@ pub struct DatasetTarget {
     pub description: String,
     pub dataset: DatasetName,
     pub format: DatasetFormat,
-    /// The PostgreSQL connection string, the Azure account key or the S3 secret key: sealed at rest, never
-    /// answered by the API, sent only to where the format names.
+    /// The PostgreSQL connection string, the Azure account key, the S3 secret key or the webhook's signing secret:
+    /// sealed at rest, never answered by the API, sent only to where the format names (a signing secret is sent
+    /// nowhere: it signs).
     pub secret: Option<Secret>,
     pub etag: Etag,
     pub created_at: DateTime<Utc>,

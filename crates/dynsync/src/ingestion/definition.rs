@@ -3,8 +3,9 @@
 //! load and their names in the dataset) and `scheduleParams`. Every problem of a body is reported at once, each
 //! with the field it is in.
 
+use super::outbound::{self, Outbound, Replacement};
 use super::schedule::{Schedule, ScheduleParams};
-use super::shape::ColumnMapping;
+use super::shape::{ChoiceAs, ColumnMapping};
 use crate::governance::ExportedField;
 use crate::ids::{SourceConnectionId, TargetConnectionId};
 use crate::pipeline::JobDefinition;
@@ -43,6 +44,21 @@ pub struct IngestionDefinition {
     /// The columns loaded, and their names in the dataset; every loadable column under its own name when empty.
     #[serde(default)]
     pub columns: Vec<ColumnMapping>,
+    /// What is done to each row on its way out: replacements, a filter, deletes.
+    #[serde(default)]
+    pub outbound: Outbound,
+}
+
+impl IngestionDefinition {
+    /// The dataset columns an update leaves as the destination has them: those mapped with "apply updates" off,
+    /// with the label of a choice and the table of a lookup that come with them.
+    pub fn kept_on_update(&self) -> Vec<String> {
+        let kept = self.columns.iter().filter(|m| !m.apply_updates);
+        kept.flat_map(|m| {
+            [m.destination.clone(), format!("{}_label", m.destination), format!("{}_table", m.destination)]
+        })
+        .collect()
+    }
 }
 
 impl JobDefinition for IngestionDefinition {
@@ -99,6 +115,8 @@ struct CopyParams {
     delta_column: Option<DeltaColumn>,
     /// dynsync's: how often, in seconds, a table without change tracking is read whole to find deletes.
     scan_interval_seconds: Option<i64>,
+    /// dynsync's: whether a record deleted in Dynamics is deleted from the destination (yes by default).
+    apply_deletes: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +139,27 @@ struct WireMapping {
     source_attribute: Option<String>,
     #[serde(alias = "destinationXdmPath")]
     destination: Option<String>,
+    /// A choice as `value`, `label`, or `both` (the value beside a `_label` column).
+    picklist: Option<String>,
+    apply_updates: Option<bool>,
+}
+
+/// `Replace`'s params: values swapped for others on the way out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplaceParams {
+    #[serde(default)]
+    replacements: Vec<WireReplacement>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReplacement {
+    column: Option<String>,
+    #[serde(default)]
+    value: Json,
+    #[serde(default)]
+    new_value: Json,
 }
 
 /// Where the mappings are in a flow's body, for problems and shape checks.
@@ -154,6 +193,7 @@ impl FlowRequest {
         let mut delta_column = DEFAULT_DELTA_COLUMN.to_string();
         let mut scan_seconds = DEFAULT_SCAN_SECONDS;
         let mut columns = Vec::new();
+        let mut rules = Outbound::default();
         for (i, t) in self.transformations.iter().enumerate() {
             let field = format!("transformations[{i}]");
             match t.name.as_str() {
@@ -170,6 +210,7 @@ impl FlowRequest {
                             ),
                             None => {}
                         }
+                        rules.apply_deletes = params.apply_deletes.unwrap_or(true);
                     }
                     Err(e) => problem(&format!("{field}.params"), format!("Copy's params cannot be read: {e}")),
                 },
@@ -202,17 +243,75 @@ impl FlowRequest {
                                 );
                                 continue;
                             }
+                            let choice = match m.picklist.as_deref() {
+                                None | Some("both") => ChoiceAs::Both,
+                                Some("value") => ChoiceAs::Value,
+                                Some("label") => ChoiceAs::Label,
+                                Some(other) => {
+                                    problem(
+                                        &format!("{at}.picklist"),
+                                        format!("'{other}' is not how a choice is written: use value, label or both"),
+                                    );
+                                    ChoiceAs::Both
+                                }
+                            };
                             columns.push(ColumnMapping {
                                 source: source.to_ascii_lowercase(),
                                 destination: destination.to_string(),
+                                choice,
+                                apply_updates: m.apply_updates.unwrap_or(true),
                             });
                         }
                     }
                     Err(e) => problem(&format!("{field}.params"), format!("Mapping's params cannot be read: {e}")),
                 },
+                "Replace" => match serde_json::from_value::<ReplaceParams>(t.params.clone()) {
+                    Ok(params) => {
+                        for (j, r) in params.replacements.into_iter().enumerate() {
+                            let at = format!("{field}.params.replacements[{j}]");
+                            let column = r.column.as_deref().map(str::trim).unwrap_or("");
+                            if column.is_empty() {
+                                problem(
+                                    &format!("{at}.column"),
+                                    "name the dataset column whose value is replaced".into(),
+                                );
+                                continue;
+                            }
+                            if r.value.is_array()
+                                || r.value.is_object()
+                                || r.new_value.is_array()
+                                || r.new_value.is_object()
+                            {
+                                problem(&at, "a replacement swaps one value for another: give value and newValue as text, a number, true or false, or null".into());
+                                continue;
+                            }
+                            rules.replacements.push(Replacement {
+                                column: column.to_string(),
+                                value: r.value,
+                                new_value: r.new_value,
+                                new_label: None,
+                            });
+                        }
+                    }
+                    Err(e) => problem(&format!("{field}.params"), format!("Replace's params cannot be read: {e}")),
+                },
+                "Filter" => {
+                    let mut found = Vec::new();
+                    rules.filter = outbound::parse_filter(&t.params, &format!("{field}.params"), &mut found);
+                    for (at, message) in found {
+                        problem(&at, message);
+                    }
+                    match t.params.get("deleteFilteredOut").map(Json::as_bool) {
+                        None => {}
+                        Some(Some(delete)) => rules.delete_filtered_out = delete,
+                        Some(None) => {
+                            problem(&format!("{field}.params.deleteFilteredOut"), "give true or false".into())
+                        }
+                    }
+                }
                 other => problem(
                     &format!("{field}.name"),
-                    format!("'{other}' is not a transformation of an ingestion: use Copy or Mapping"),
+                    format!("'{other}' is not a transformation of an ingestion: use Copy, Mapping, Replace or Filter"),
                 ),
             }
         }
@@ -226,6 +325,7 @@ impl FlowRequest {
                 delta_column,
                 scan_seconds,
                 columns,
+                outbound: rules,
             }),
             _ => Err(problems),
         }
@@ -286,7 +386,7 @@ mod tests {
         let request: FlowRequest = serde_json::from_value(body).unwrap();
         let d = request.definition(Utc::now()).unwrap();
         assert_eq!(d.delta_column, "modifiedon");
-        assert_eq!(d.columns[0], ColumnMapping { source: "firstname".into(), destination: "first_name".into() });
+        assert_eq!(d.columns[0], ColumnMapping::new("firstname", "first_name"));
         assert_eq!(d.columns[1].destination, "emailaddress1");
     }
 

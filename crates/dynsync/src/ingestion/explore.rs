@@ -206,7 +206,7 @@ pub async fn preview(
     count: u32,
 ) -> Result<Vec<Map<String, Json>>, String> {
     let mappings: Vec<ColumnMapping> =
-        only.unwrap_or_default().iter().map(|c| ColumnMapping { source: c.clone(), destination: c.clone() }).collect();
+        only.unwrap_or_default().iter().map(|c| ColumnMapping::new(c.clone(), c.clone())).collect();
     let shape = TableShape::new(table, &table.primary_id, &mappings, "columns")
         .map_err(|problems| problems.into_iter().map(|p| p.message).collect::<Vec<_>>().join("; "))?;
     let select = shape.select();

@@ -296,7 +296,7 @@ impl Feed {
                 .columns()
                 .into_iter()
                 .filter(|c| definition.column(c).is_some_and(super::shape::loadable))
-                .map(|c| super::shape::ColumnMapping { source: c.clone(), destination: c })
+                .map(|c| super::shape::ColumnMapping::new(c.clone(), c))
                 .collect(),
             _ => self.definition.columns.clone(),
         };
@@ -811,6 +811,12 @@ impl Source for Feed {
             }
             Position::Loaded { finished, .. } => {
                 self.record_finished(&cursor, finished).await?;
+                // A replay asked for since the last load started: the table is read whole, every row sent again.
+                let replay = self.store.replay_requested(self.flow).await?;
+                if replay.is_some_and(|at| at > cursor.load.started) {
+                    let next = self.start_load(Some(&cursor), LoadKind::Full).await?;
+                    return self.first_page(next).await.map(Some);
+                }
                 match self.definition.schedule.next_load(Some((cursor.load.started, finished))) {
                     Some(due) if due <= Utc::now() => {
                         let next = self.start_load(Some(&cursor), LoadKind::Incremental).await?;

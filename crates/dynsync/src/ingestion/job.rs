@@ -7,6 +7,8 @@
 
 use super::definition::IngestionDefinition;
 use super::feed::{Fed, Feed, Schemas};
+use super::outbound::Outbound;
+use super::outbound::Outcome;
 use crate::dataset::target::{DatasetFormat, DatasetTarget};
 use crate::dataset::{Batch, DatasetRow, Destination, Operation};
 use crate::ids::{Etag, FlowId, TargetConnectionId};
@@ -19,6 +21,7 @@ use crate::store::{Backlog, Store, StoreError};
 use chrono::{DateTime, Utc};
 use dataverse::Backoff;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +41,11 @@ pub struct RowWrite {
     pub row: DatasetRow,
 }
 
-/// An ingestion's job: a fed row becomes a write of its record's id.
-pub struct IngestionJob;
+/// An ingestion's job: a fed row becomes a write of its record's id, as the flow's outbound rules make it.
+pub struct IngestionJob {
+    pub outbound: Outbound,
+    pub schemas: Arc<Schemas>,
+}
 
 impl Job for IngestionJob {
     type Body = Fed;
@@ -48,11 +54,22 @@ impl Job for IngestionJob {
 
     fn decide(&self, record: SourceRecord<Fed>) -> Decision<Uuid, RowWrite> {
         match record.body {
-            Fed::Row { generation, load, row, notes } => Decision::Write {
-                key: row.id,
-                notes: notes.into_iter().map(|n| Note::new("unreadable-value", n)).collect(),
-                write: RowWrite { generation, load, row },
-            },
+            Fed::Row { generation, load, row, notes } => {
+                let row = match self.outbound.is_none() {
+                    true => row,
+                    false => match self.outbound.apply(row, &self.schemas.get(generation).unwrap_or_default()) {
+                        Outcome::Send(row) => row,
+                        Outcome::LeaveOut { code, message } => {
+                            return Decision::Exclude(Exclusion { code, message, identity: record.position });
+                        }
+                    },
+                };
+                Decision::Write {
+                    key: row.id,
+                    notes: notes.into_iter().map(|n| Note::new("unreadable-value", n)).collect(),
+                    write: RowWrite { generation, load, row },
+                }
+            }
             Fed::Unreadable { message } => {
                 Decision::Exclude(Exclusion { code: "unreadable-row", message, identity: record.position })
             }
@@ -71,23 +88,44 @@ impl Job for IngestionJob {
 }
 
 /// The flow's dataset. A write that fails is tried again, as long as it takes: the dataset is the flow's only
-/// destination, and a page is acknowledged only once it holds it.
+/// destination, and a page is acknowledged only once it holds it. A record the destination refuses alone (a
+/// webhook's answer to it) fails, and the others go on.
 pub struct DatasetSink {
     pub flow: FlowId,
     pub target: DatasetTarget,
     pub destination: Arc<Destination>,
     pub schemas: Arc<Schemas>,
+    /// The columns an update leaves as the destination has them ("apply updates" off).
+    pub kept_on_update: Vec<String>,
 }
 
 impl DatasetSink {
-    async fn write_generation(&self, generation: u32, load: DateTime<Utc>, rows: &[&DatasetRow]) {
+    /// Writes rows of one generation, as long as it takes; answers the rows refused, by id.
+    async fn write_generation(
+        &self,
+        generation: u32,
+        load: DateTime<Utc>,
+        rows: &[&DatasetRow],
+    ) -> HashMap<Uuid, String> {
         let schema = self.schemas.get(generation).unwrap_or_default();
-        let batch = Batch { dataset: &self.target.dataset, generation, schema: &schema, load, rows };
+        let batch = Batch {
+            dataset: &self.target.dataset,
+            generation,
+            schema: &schema,
+            load,
+            rows,
+            kept_on_update: &self.kept_on_update,
+        };
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        while let Err(e) = self.destination.write(batch).await {
-            let wait = backoff.next();
-            tracing::warn!(flow = %self.flow, error = %e, retry_in_ms = wait.as_millis() as u64, "the dataset cannot be written; the page is kept and written again");
-            tokio::time::sleep(wait).await;
+        loop {
+            match self.destination.write(batch).await {
+                Ok(refused) => return refused.into_iter().collect(),
+                Err(e) => {
+                    let wait = backoff.next();
+                    tracing::warn!(flow = %self.flow, error = %e, retry_in_ms = wait.as_millis() as u64, "the dataset cannot be written; the page is kept and written again");
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
     }
 }
@@ -95,6 +133,7 @@ impl DatasetSink {
 impl Sink<Uuid, RowWrite> for DatasetSink {
     async fn write(&self, writes: &[(Uuid, RowWrite)]) -> Result<Vec<Result<Taken, Refusal>>, Paused> {
         // A page is one load of one generation; keep the order of rows within each.
+        let mut refused = HashMap::new();
         let mut start = 0;
         while start < writes.len() {
             let (generation, load) = (writes[start].1.generation, writes[start].1.load);
@@ -103,12 +142,15 @@ impl Sink<Uuid, RowWrite> for DatasetSink {
                 .position(|(_, w)| w.generation != generation || w.load != load)
                 .map_or(writes.len(), |n| start + n);
             let rows: Vec<&DatasetRow> = writes[start..end].iter().map(|(_, w)| &w.row).collect();
-            self.write_generation(generation, load, &rows).await;
+            refused.extend(self.write_generation(generation, load, &rows).await);
             start = end;
         }
         Ok(writes
             .iter()
-            .map(|(_, w)| {
+            .map(|(id, w)| {
+                if let Some(message) = refused.get(id) {
+                    return Err(Refusal { code: "destination-refused".into(), message: message.clone() });
+                }
                 Ok(match w.row.operation {
                     Operation::Read => Taken::Written,
                     Operation::Create => Taken::Created,
@@ -120,8 +162,13 @@ impl Sink<Uuid, RowWrite> for DatasetSink {
     }
 }
 
-/// Opens the dataset a target names: Parquet files under `data_dir` or in object storage, or its PostgreSQL table.
-pub async fn open_destination(target: &DatasetTarget, data_dir: &std::path::Path) -> Result<Destination, StepError> {
+/// Opens the dataset a target names: Parquet files under `data_dir` or in object storage, its PostgreSQL table, or
+/// its webhook (what was delivered kept in `store`).
+pub async fn open_destination(
+    target: &DatasetTarget,
+    data_dir: &std::path::Path,
+    store: &Store,
+) -> Result<Destination, StepError> {
     use crate::dataset::files::{AzureLocation, FileDestination, FileLocation, S3Location};
     let secret = target.secret.clone();
     Ok(match &target.format {
@@ -131,6 +178,14 @@ pub async fn open_destination(target: &DatasetTarget, data_dir: &std::path::Path
                 StepError::Definition(format!("dataset target {} has no connection string; create it again", target.id))
             })?;
             Destination::Postgres(crate::dataset::postgres::PostgresDestination::connect(url.expose())?)
+        }
+        DatasetFormat::Webhook { url } => {
+            let secret = secret.ok_or_else(|| {
+                StepError::Definition(format!("webhook dataset {} has no signing secret; create it again", target.id))
+            })?;
+            let webhook = crate::dataset::webhook::WebhookDestination::new(url, secret)
+                .map_err(|e| StepError::Definition(format!("webhook dataset {}: {e}", target.id)))?;
+            Destination::Webhook(crate::dataset::WebhookDataset { webhook, store: store.clone(), target: target.id })
         }
         DatasetFormat::AzureBlob { account, container, folder_path, endpoint } => {
             Destination::Files(FileDestination::open(FileLocation::Azure(AzureLocation {
@@ -167,12 +222,13 @@ impl OpenDatasets {
         &self,
         target: &DatasetTarget,
         data_dir: &std::path::Path,
+        store: &Store,
     ) -> Result<Arc<Destination>, StepError> {
         let kept = self.0.lock().expect("open datasets lock").get(&target.id).cloned();
         if let Some((_, destination)) = kept.filter(|(etag, _)| *etag == target.etag) {
             return Ok(destination);
         }
-        let destination = Arc::new(open_destination(target, data_dir).await?);
+        let destination = Arc::new(open_destination(target, data_dir, store).await?);
         let mut open = self.0.lock().expect("open datasets lock");
         if open.len() >= OPEN_DATASETS {
             open.clear();
@@ -216,7 +272,7 @@ impl IngestionRunner {
         let flow = IngestionFlow::try_from(&context.flow).map_err(|e| StepError::Definition(e.to_string()))?;
         let ready = runner::until_ready(flow.id, || async {
             let resolved = resolve(&context.store, &context.clients, &flow).await?;
-            let destination = open_destination(&resolved.target, &data_dir).await?;
+            let destination = open_destination(&resolved.target, &data_dir, &context.store).await?;
             Ok((resolved, destination))
         })
         .await;
@@ -237,9 +293,15 @@ impl IngestionRunner {
             store: context.store,
             flow: flow.id,
             lease: context.lease,
-            job: IngestionJob,
+            job: IngestionJob { outbound: flow.definition.outbound.clone(), schemas: schemas.clone() },
             source: feed,
-            sink: DatasetSink { flow: flow.id, target: resolved.target, destination, schemas },
+            sink: DatasetSink {
+                flow: flow.id,
+                target: resolved.target,
+                destination,
+                schemas,
+                kept_on_update: flow.definition.kept_on_update(),
+            },
             connection: Some(resolved.connection),
             wake: context.wake,
         }

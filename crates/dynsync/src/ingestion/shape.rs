@@ -25,12 +25,49 @@ const MONEY_SCALE: u8 = 4;
 /// Scale of a decimal column whose precision is not known: the most Dataverse allows.
 const DECIMAL_SCALE: u8 = 10;
 
-/// A column the flow loads, renamed or not (`firstname` → `first_name`).
+/// A column the flow loads, renamed or not (`firstname` → `first_name`), with how a choice is written and
+/// whether changes of it are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ColumnMapping {
     pub source: String,
     pub destination: String,
+    #[serde(default)]
+    pub choice: ChoiceAs,
+    /// Off: the column is written when a record is first loaded, created or replayed, and an update leaves the
+    /// destination's value alone (the marketing side owns it from then on). Only destinations kept current by
+    /// upsert (a PostgreSQL table, a webhook) can keep a value.
+    #[serde(default = "applies_updates")]
+    pub apply_updates: bool,
+}
+
+fn applies_updates() -> bool {
+    true
+}
+
+impl ColumnMapping {
+    /// A column loaded under `destination`, a choice as value and label, updates applied.
+    pub fn new(source: impl Into<String>, destination: impl Into<String>) -> ColumnMapping {
+        ColumnMapping {
+            source: source.into(),
+            destination: destination.into(),
+            choice: ChoiceAs::default(),
+            apply_updates: true,
+        }
+    }
+}
+
+/// How a choice column (a picklist, a state, a status) is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ChoiceAs {
+    /// Its value, beside a `<name>_label` column with the label Dynamics shows.
+    #[default]
+    Both,
+    /// Its value alone (`2`).
+    Value,
+    /// Its label alone (`Female`), as text: what a marketing tool that does not know Dynamics' option values needs.
+    Label,
 }
 
 /// How one Dataverse column is read into the dataset.
@@ -53,9 +90,19 @@ enum Reader {
     Choices,
     /// A lookup: `_<name>_value`, then the table it points into.
     Lookup,
+    /// A choice (or several) written as its label alone.
+    Label,
 }
 
 impl Reader {
+    /// How a column is read when the flow maps it as `choice` says.
+    fn mapped(column: &ColumnDefinition, choice: ChoiceAs) -> Option<Reader> {
+        match (Reader::of(column)?, choice) {
+            (Reader::Choice | Reader::Choices, ChoiceAs::Label) => Some(Reader::Label),
+            (reader, _) => Some(reader),
+        }
+    }
+
     fn of(column: &ColumnDefinition) -> Option<Reader> {
         Some(match &column.kind {
             ColumnType::String { .. } | ColumnType::Memo { .. } => Reader::Text,
@@ -81,7 +128,7 @@ impl Reader {
     /// The kind of the column holding the value itself, the first of [`Reader::columns`].
     fn kind(&self) -> ColumnKind {
         match self {
-            Reader::Text | Reader::Choices => ColumnKind::Text,
+            Reader::Text | Reader::Choices | Reader::Label => ColumnKind::Text,
             Reader::Boolean => ColumnKind::Boolean,
             Reader::Integer | Reader::Choice => ColumnKind::Integer,
             Reader::BigInt => ColumnKind::BigInt,
@@ -95,10 +142,11 @@ impl Reader {
 
     /// The dataset columns this reader fills, named after `name`: the value, then a choice's label or a lookup's
     /// table.
-    fn columns(&self, name: &str) -> Vec<DatasetColumn> {
+    fn columns(&self, name: &str, choice: ChoiceAs) -> Vec<DatasetColumn> {
         let value = DatasetColumn { name: name.into(), kind: self.kind() };
         let text = |suffix: &str| DatasetColumn { name: format!("{name}_{suffix}"), kind: ColumnKind::Text };
         match self {
+            Reader::Choice | Reader::Choices if choice == ChoiceAs::Value => vec![value],
             Reader::Choice | Reader::Choices => vec![value, text("label")],
             Reader::Lookup => vec![value, text("table")],
             _ => vec![value],
@@ -150,7 +198,7 @@ impl FieldNames {
             }
         };
         for l in loaded.iter_mut() {
-            let labelled = matches!(l.reader, Reader::Choice | Reader::Choices);
+            let labelled = matches!(l.reader, Reader::Choice | Reader::Choices | Reader::Label);
             let lookup = l.reader == Reader::Lookup;
             l.fields = LoadedFields {
                 value: place(l.property.clone()),
@@ -303,13 +351,13 @@ impl TableShape {
         field: &str,
     ) -> Result<TableShape, Vec<ShapeProblem>> {
         let mut problems = Vec::new();
-        let chosen: Vec<(&ColumnDefinition, String)> = if mappings.is_empty() {
-            table.columns.iter().filter(|c| loadable(c)).map(|c| (c, c.logical_name.clone())).collect()
+        let chosen: Vec<(&ColumnDefinition, String, ChoiceAs)> = if mappings.is_empty() {
+            table.columns.iter().filter(|c| loadable(c)).map(|c| (c, c.logical_name.clone(), ChoiceAs::Both)).collect()
         } else {
             let mut chosen = Vec::new();
             for (i, m) in mappings.iter().enumerate() {
                 match table.column(&m.source) {
-                    Some(c) if loadable(c) => chosen.push((c, m.destination.clone())),
+                    Some(c) if loadable(c) => chosen.push((c, m.destination.clone(), m.choice)),
                     Some(c) => problems.push(ShapeProblem {
                         field: format!("{field}[{i}].sourceAttribute"),
                         message: format!(
@@ -341,9 +389,9 @@ impl TableShape {
         }
         let mut loaded = Vec::new();
         let mut schema = DatasetSchema::default();
-        for (column, name) in chosen {
-            let reader = Reader::of(column).expect("only loadable columns are chosen");
-            for c in reader.columns(&name) {
+        for (column, name, choice) in chosen {
+            let reader = Reader::mapped(column, choice).expect("only loadable columns are chosen");
+            for c in reader.columns(&name, choice) {
                 if schema.position(&c.name).is_some() {
                     problems.push(ShapeProblem {
                         field: field.to_string(),
@@ -356,7 +404,7 @@ impl TableShape {
                 Reader::Lookup => format!("_{}_value", column.logical_name),
                 _ => column.logical_name.clone(),
             };
-            let names = reader.columns(&name).into_iter().map(|c| c.name).collect();
+            let names = reader.columns(&name, choice).into_iter().map(|c| c.name).collect();
             loaded.push(Loaded {
                 property,
                 logical_name: column.logical_name.clone(),
@@ -538,6 +586,7 @@ fn reader_name(reader: &Reader) -> &'static str {
         Reader::Date => "date",
         Reader::Uuid | Reader::Lookup => "unique identifier",
         Reader::Choices => "choices",
+        Reader::Label => "choice",
     }
 }
 
@@ -592,6 +641,7 @@ fn read_value(
             let label = if v == Value::Null { Value::Null } else { text(formatted) };
             (v, vec![label])
         }
+        Reader::Label => (if value.is_null() { Value::Null } else { text(formatted) }, vec![]),
         Reader::Lookup => {
             let v = uuid(value);
             let table = if v == Value::Null { Value::Null } else { text(lookup_table) };
@@ -657,7 +707,7 @@ mod tests {
     }
 
     fn mapped(pairs: &[(&str, &str)]) -> Vec<ColumnMapping> {
-        pairs.iter().map(|(s, d)| ColumnMapping { source: s.to_string(), destination: d.to_string() }).collect()
+        pairs.iter().map(|(s, d)| ColumnMapping::new(*s, *d)).collect()
     }
 
     #[test]

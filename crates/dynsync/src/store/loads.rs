@@ -168,6 +168,39 @@ impl Store {
         Ok(())
     }
 
+    /// Asks for a replay of a flow: its next load reads the whole table again, every row sent as read.
+    pub async fn request_replay(&self, flow: FlowId, at: DateTime<Utc>) -> Result<()> {
+        self.engine
+            .execute(
+                "INSERT INTO replays (flow_id, requested_at) VALUES ($1, $2) \
+                 ON CONFLICT (flow_id) DO UPDATE SET requested_at = excluded.requested_at",
+                &[flow.to_string().into(), at.timestamp_millis().into()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// When a replay of a flow was last asked for.
+    pub async fn replay_requested(&self, flow: FlowId) -> Result<Option<DateTime<Utc>>> {
+        #[derive(sqlx::FromRow)]
+        struct Requested {
+            requested_at: i64,
+        }
+        let rows: Vec<Requested> = self
+            .engine
+            .fetch_as("SELECT requested_at FROM replays WHERE flow_id = $1", &[flow.to_string().into()])
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| {
+                DateTime::from_timestamp_millis(r.requested_at).ok_or_else(|| StoreError::Corrupt {
+                    what: "replay",
+                    detail: format!("{} is not a time", r.requested_at),
+                })
+            })
+            .transpose()
+    }
+
     /// A flow's loads, newest first.
     pub async fn loads(&self, flow: FlowId) -> Result<Vec<Load>> {
         let rows: Vec<LoadRow> = self

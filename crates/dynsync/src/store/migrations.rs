@@ -139,6 +139,20 @@ const MIGRATIONS: &[Migration] = &[(
             PRIMARY KEY (flow_id, event_key))",
         "CREATE INDEX IF NOT EXISTS consent_changes_contact ON consent_changes (contact_id, occurred_at)",
     ],
+), (
+    "0009_records_out",
+    &[
+        // What a webhook dataset was sent (see store/delivered.rs): the newest row of each record, and the schema.
+        "CREATE TABLE IF NOT EXISTS delivered_records (
+            target_id TEXT NOT NULL, generation BIGINT NOT NULL, record_id TEXT NOT NULL, operation TEXT NOT NULL,
+            version BIGINT NOT NULL, deleted BIGINT NOT NULL, record_values TEXT NOT NULL, synced_at BIGINT NOT NULL,
+            PRIMARY KEY (target_id, generation, record_id))",
+        "CREATE TABLE IF NOT EXISTS delivered_schemas (
+            target_id TEXT NOT NULL, generation BIGINT NOT NULL, schema TEXT NOT NULL,
+            PRIMARY KEY (target_id, generation))",
+        // When a replay of an ingestion flow was last asked for: a load started after it reads the table whole.
+        "CREATE TABLE IF NOT EXISTS replays (flow_id TEXT PRIMARY KEY, requested_at BIGINT NOT NULL)",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 //! Secrets are sealed before they reach either.
 
 mod consent;
+mod delivered;
 mod engine;
 mod flows;
 mod governance;
