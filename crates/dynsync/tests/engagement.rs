@@ -24,6 +24,7 @@ on_both_stores!(
     a_post_without_sendgrid_s_signature_or_with_a_wrong_code_is_refused_and_stores_nothing,
     an_event_for_an_unknown_address_is_kept_and_written_by_a_replay_once_the_contact_exists,
     opt_outs_and_re_opt_ins_reach_the_contact_and_follow_up_tasks_are_made,
+    a_person_s_consent_change_in_dynamics_is_not_undone_by_an_older_event,
     events_accepted_while_dynamics_is_down_are_written_once_it_is_back,
     a_flow_is_refused_until_the_email_event_table_is_installed,
     a_mailgun_post_is_taken_only_with_mailgun_s_signature_and_its_key_is_never_shown,
@@ -309,6 +310,60 @@ async fn opt_outs_and_re_opt_ins_reach_the_contact_and_follow_up_tasks_are_made(
         "{ledger}"
     );
     assert!(changes.iter().all(|c| c["side"] == "marketing" && c["source"] == "dynsync"), "{ledger}");
+    world.finish().await;
+}
+
+async fn a_person_s_consent_change_in_dynamics_is_not_undone_by_an_older_event(backend: Backend) {
+    let Some(world) = installed(backend, free()).await else { return };
+    let (id, url) = flow(&world, "dynsync", json!({"optOutColumns": ["donotbulkemail"]})).await;
+    let ana = create_contact(&world, "Lima", "ana@contoso.com").await;
+    let event = |kind: &str, at: String| json!({"messageId": "m-ana", "type": kind, "occurredAt": at, "email": "ana@contoso.com"});
+    let an_hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let body = json!({"events": [event("unsubscribed", an_hour_ago.clone())]}).to_string();
+    assert_eq!(post(&world, &url, &body, &[]).await.0, StatusCode::OK);
+    world.settled(&id, 1).await;
+    assert_eq!(contact_consent(&world, ana).await, (true, false));
+
+    // A person opts Ana back in, in Dynamics; then a spam complaint from before that arrives, late.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = world
+        .dynamics()
+        .send(Method::PATCH, &format!("contacts({ana})"), Some(&json!({"donotbulkemail": false})))
+        .await
+        .unwrap();
+    assert!(reply.status().is_success());
+    let half_an_hour_ago = (chrono::Utc::now() - chrono::Duration::minutes(30)).to_rfc3339();
+    let body = json!({"events": [event("spam-complaint", half_an_hour_ago)]}).to_string();
+    assert_eq!(post(&world, &url, &body, &[]).await.0, StatusCode::OK);
+    world.settled(&id, 2).await;
+    assert_eq!(contact_consent(&world, ana).await, (false, false), "the person's newer opt-in stands");
+
+    // An unsubscribe after the person's change wins.
+    let body =
+        json!({"events": [event("unsubscribed", (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339())]})
+            .to_string();
+    assert_eq!(post(&world, &url, &body, &[]).await.0, StatusCode::OK);
+    world.settled(&id, 3).await;
+    assert_eq!(contact_consent(&world, ana).await, (true, false), "a newer opt-out wins over the person's opt-in");
+    let ledger = world.get(&format!("flows/{id}/consent?contactId={ana}")).await.json();
+    let sides: Vec<(String, bool, bool)> = ledger["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (c["side"].as_str().unwrap().to_string(), c["optedOut"].as_bool().unwrap(), c["applied"].as_bool().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        sides,
+        [
+            ("marketing".to_string(), true, true),
+            ("dynamics".to_string(), false, true),
+            ("marketing".to_string(), true, false),
+            ("marketing".to_string(), true, true),
+        ],
+        "newest first: the late complaint lost to the person's change: {ledger}"
+    );
     world.finish().await;
 }
 

@@ -11,7 +11,9 @@
 //! 4. set the flow's opt-out columns on the contacts of unsubscribes, spam complaints and hard bounces, and clear
 //!    them on a resubscribe, by one rule: of one contact's events in the batch the newest decides (on a tie, the
 //!    opt-out), and it is applied only if it also beats the change the contact's consent stands on in the
-//!    store's consent ledger — an older change arriving late does not undo a newer one. Every consent event is
+//!    store's consent ledger — an older change arriving late does not undo a newer one. A change made in Dynamics
+//!    (the opt-out column no longer what the ledger last applied) is recorded first, as Dynamics' side's, at the
+//!    contact's `modifiedon`, so an older event does not undo a person's change either. Every consent event is
 //!    recorded in the ledger once the contact's update is answered, applied or not.
 //!
 //! Every step is idempotent, so what waiting can fix is sent again whole. A refused sign-in pauses the batch; any
@@ -23,7 +25,7 @@ use super::install::EngagementTables;
 use crate::ids::FlowId;
 use crate::pipeline::sink::{is_retryable, write_all};
 use crate::pipeline::{Paused, Refusal, Sink, StepError, Taken};
-use crate::store::{ConsentChange, ConsentSide, Store, StoreError};
+use crate::store::{ConsentChange, ConsentSide, StandingConsent, Store, StoreError};
 use crate::text::clip;
 use chrono::{DateTime, SecondsFormat, Utc};
 use dataverse::{Backoff, BulkOperation, BulkOptions, Client, Filter, Order, Query, Record, Table};
@@ -44,6 +46,8 @@ pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x9c47_e0b2_35d8_4f61_8b0a_1
 /// Dataverse takes.
 const ADDRESSES_PER_QUERY: usize = 1000;
 const FILTER_CHARS: usize = 16_000;
+/// How many contacts one query by id asks for: each id adds about 55 characters to the filter.
+const IDS_PER_QUERY: usize = 250;
 /// Contact queries in flight at once.
 const QUERIES_IN_FLIGHT: usize = 4;
 /// The requests Dynamics runs at once for one application user at its execution-time limit (1,200 s a 300 s
@@ -208,9 +212,17 @@ impl TimelineSink {
             .select(&["contactid", "emailaddress1"])
             .filter(Filter::eq("statecode", 0).and(filter))
             .order_by("createdon", Order::Ascending);
+        self.read_all(&query).await
+    }
+
+    /// Every row a query answers; what waiting can fix is asked again, a refused sign-in pauses.
+    async fn read_all<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        query: &Query,
+    ) -> Result<Result<Vec<T>, Refusal>, Paused> {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
-            match self.client.query_as::<ContactByEmail>(&query).try_collect::<Vec<_>>().await {
+            match self.client.query_as::<T>(query).try_collect::<Vec<_>>().await {
                 Ok(rows) => return Ok(Ok(rows)),
                 Err(error) if error.is_sign_in_refused() => return Err(Paused { reason: error.to_string() }),
                 Err(error) if is_retryable(&error) => tokio::time::sleep(backoff.next()).await,
@@ -246,10 +258,22 @@ impl TimelineSink {
     ) -> Result<(), Paused> {
         let events: Vec<(usize, Uuid, &EmailEvent)> = written.iter().map(|&(i, c)| (i, c, &writes[i].1)).collect();
         let deciding = Self::deciding_events(&events);
+        let contacts: Vec<Uuid> = deciding.keys().copied().collect();
+        let in_dynamics = self.consent_in_dynamics(&contacts).await?;
+        let now = Utc::now();
+        let mut ledger = Vec::new();
         let mut applying: Vec<(Uuid, usize)> = Vec::new();
         for (&contact, &i) in &deciding {
-            let standing = patiently(|| self.store.standing_consent(contact)).await;
+            let mut standing = patiently(|| self.store.standing_consent(contact)).await;
             let event = &writes[i].1;
+            // Consent changed in Dynamics since dynsync last knew it: a change of Dynamics' side, as of the
+            // contact's last modification (the latest it can have been made), which the event must beat too.
+            if let Some(&(opted_out, modified)) = in_dynamics.get(&contact)
+                && opted_out != standing.is_some_and(|s| s.opted_out)
+            {
+                ledger.push(self.dynamics_change(contact, event, opted_out, modified, now));
+                standing = Some(StandingConsent { opted_out, occurred_at: modified });
+            }
             let candidate = (event.occurred_at, opted_out_by(event.kind).expect("a deciding event changes consent"));
             if standing.is_none_or(|s| beats(candidate, (s.occurred_at, s.opted_out))) {
                 applying.push((contact, i));
@@ -273,8 +297,6 @@ impl TimelineSink {
                 }
             }
         }
-        let now = Utc::now();
-        let mut ledger = Vec::new();
         for &(i, contact, event) in &events {
             let Some(opted_out) = opted_out_by(event.kind) else { continue };
             if let Some(refusal) = refused.get(&contact) {
@@ -301,6 +323,57 @@ impl TimelineSink {
             patiently(|| self.store.record_consent(self.flow, &ledger)).await;
         }
         Ok(())
+    }
+
+    /// Each contact's consent as Dynamics holds it (the flow's first opt-out column), with when the contact was
+    /// last modified.
+    async fn consent_in_dynamics(&self, contacts: &[Uuid]) -> Result<HashMap<Uuid, (bool, DateTime<Utc>)>, Paused> {
+        let Some(column) = self.opt_out_columns.first() else { return Ok(HashMap::new()) };
+        let mut held = HashMap::new();
+        for chunk in contacts.chunks(IDS_PER_QUERY) {
+            let filter = Filter::any(chunk.iter().map(|id| Filter::eq("contactid", *id)).collect())
+                .expect("a chunk is not empty");
+            let query = Query::new(&Table::contact()).select(&["contactid", column, "modifiedon"]).filter(filter);
+            // A contact that cannot be read is taken as Dynamics last said through this flow.
+            let Ok(rows) = self.read_all::<Record>(&query).await? else { continue };
+            for row in rows {
+                let id = row.get("contactid").and_then(Json::as_str).and_then(|s| Uuid::parse_str(s).ok());
+                let opted_out = row.get(column.as_str()).and_then(Json::as_bool);
+                let modified = row
+                    .get("modifiedon")
+                    .and_then(Json::as_str)
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                if let (Some(id), Some(opted_out), Some(modified)) = (id, opted_out, modified) {
+                    held.insert(id, (opted_out, modified));
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// The ledger's entry for a consent change found in Dynamics, keyed so that finding it again adds nothing.
+    fn dynamics_change(
+        &self,
+        contact: Uuid,
+        event: &EmailEvent,
+        opted_out: bool,
+        modified: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> ConsentChange {
+        let column = self.opt_out_columns.first().map_or("", String::as_str);
+        ConsentChange {
+            event_key: format!("dynamics:{contact}:{}", modified.timestamp_millis()),
+            contact_id: contact,
+            email: event.email.as_str().to_string(),
+            opted_out,
+            occurred_at: modified,
+            side: ConsentSide::Dynamics,
+            source: "Dynamics 365".into(),
+            reason: format!("{column} {} in Dynamics", if opted_out { "set" } else { "cleared" }),
+            applied: true,
+            recorded_at: now,
+        }
     }
 
     fn consent_record(&self, contact: Uuid, opted_out: bool) -> Record {
