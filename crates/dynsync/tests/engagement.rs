@@ -25,6 +25,7 @@ on_both_stores!(
     an_event_for_an_unknown_address_is_kept_and_written_by_a_replay_once_the_contact_exists,
     opt_outs_and_re_opt_ins_reach_the_contact_and_follow_up_tasks_are_made,
     a_person_s_consent_change_in_dynamics_is_not_undone_by_an_older_event,
+    with_journeys_an_opt_out_is_also_the_address_s_commercial_consent_row,
     events_accepted_while_dynamics_is_down_are_written_once_it_is_back,
     a_flow_is_refused_until_the_email_event_table_is_installed,
     a_mailgun_post_is_taken_only_with_mailgun_s_signature_and_its_key_is_never_shown,
@@ -364,6 +365,69 @@ async fn a_person_s_consent_change_in_dynamics_is_not_undone_by_an_older_event(b
         ],
         "newest first: the late complaint lost to the person's change: {ledger}"
     );
+    world.finish().await;
+}
+
+async fn with_journeys_an_opt_out_is_also_the_address_s_commercial_consent_row(backend: Backend) {
+    let Some(world) = installed(backend, EmulatorConfig { journeys: true, ..free() }).await else { return };
+    let (id, url) = flow(&world, "dynsync", json!({"optOutColumns": ["donotbulkemail"]})).await;
+    create_contact(&world, "Lima", "ana@contoso.com").await;
+    create_contact(&world, "Bo", "bo@fabrikam.com").await;
+    let commercial = dataverse_emulator::schema::journeys::purpose_id("Commercial");
+    // Journeys already holds Bo's consent (Opted In), under an id of its own.
+    let journeys_row = Uuid::new_v4();
+    let reply = world
+        .dynamics()
+        .send(
+            Method::PATCH,
+            &format!("msdynmkt_contactpointconsent4s({journeys_row})"),
+            Some(&json!({"msdynmkt_contactpointvalue": "bo@fabrikam.com", "msdynmkt_contactpointtype": 534_120_000,
+                         "msdynmkt_value": 534_120_001, "msdynmkt_source": 534_120_000, "msdynmkt_logicalreason": 534_119_999,
+                         "msdynmkt_purposeId@odata.bind": format!("/msdynmkt_purposes({commercial})")})),
+        )
+        .await
+        .unwrap();
+    assert!(reply.status().is_success(), "{}", reply.text().await.unwrap());
+    let event = |email: &str, kind: &str, at: &str| json!({"messageId": format!("m-{email}"), "type": kind, "occurredAt": at, "email": email});
+    let body = json!({"events": [
+        event("ana@contoso.com", "unsubscribed", "2026-11-30T10:00:00Z"),
+        event("bo@fabrikam.com", "spam-complaint", "2026-11-30T10:00:00Z"),
+    ]})
+    .to_string();
+    assert_eq!(post(&world, &url, &body, &[]).await.0, StatusCode::OK);
+    world.settled(&id, 2).await;
+    let rows = || async {
+        let page: Json = world
+            .dynamics()
+            .execute(&dataverse::Request::get(
+                "msdynmkt_contactpointconsent4s?$select=msdynmkt_contactpointconsent4id,msdynmkt_contactpointvalue,msdynmkt_value,msdynmkt_source,msdynmkt_reason,_msdynmkt_purposeid_value",
+            ))
+            .await
+            .unwrap()
+            .read_json()
+            .unwrap();
+        page["value"].as_array().unwrap().clone()
+    };
+    let consent = rows().await;
+    assert_eq!(consent.len(), 2, "one row per address: {consent:?}");
+    let of =
+        |rows: &[Json], email: &str| rows.iter().find(|r| r["msdynmkt_contactpointvalue"] == email).cloned().unwrap();
+    let ana = of(&consent, "ana@contoso.com");
+    assert_eq!(ana["msdynmkt_value"], 534_120_002, "Opted Out: {ana}");
+    assert_eq!(ana["msdynmkt_source"], 534_120_007, "an unsubscribe is the list-unsubscribe source: {ana}");
+    assert_eq!(ana["_msdynmkt_purposeid_value"], commercial.to_string());
+    let bo = of(&consent, "bo@fabrikam.com");
+    assert_eq!(bo["msdynmkt_contactpointconsent4id"], journeys_row.to_string(), "Journeys' own row is updated: {bo}");
+    assert_eq!(bo["msdynmkt_value"], 534_120_002);
+    assert!(bo["msdynmkt_reason"].as_str().unwrap().contains("complaint"), "{bo}");
+
+    // Ana resubscribes: her row says Opted In again; still one row.
+    let body = json!({"events": [event("ana@contoso.com", "resubscribed", "2026-11-30T11:00:00Z")]}).to_string();
+    assert_eq!(post(&world, &url, &body, &[]).await.0, StatusCode::OK);
+    world.settled(&id, 3).await;
+    let consent = rows().await;
+    assert_eq!(consent.len(), 2, "{consent:?}");
+    assert_eq!(of(&consent, "ana@contoso.com")["msdynmkt_value"], 534_120_001, "Opted In");
     world.finish().await;
 }
 

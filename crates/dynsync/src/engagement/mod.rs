@@ -7,10 +7,15 @@
 //! - [`install`]: the Email event activity table the job writes, created the way a solution would.
 //! - [`job`] and [`sink`]: the flow on the pipeline runtime — logged events upserted as activities regarding
 //!   their contact, follow-up tasks, opt-out columns.
+//! - [`journeys`]: Customer Insights – Journeys' consent rows, written beside the opt-out columns where the
+//!   environment has the app.
+//!
+//! Records going out to the marketing side are an ingestion flow's (see [`crate::ingestion::outbound`]).
 
 pub mod definition;
 pub mod event;
 pub mod formats;
 pub mod install;
 pub mod job;
+pub mod journeys;
 pub mod sink;

@@ -14,7 +14,9 @@
 //!    store's consent ledger — an older change arriving late does not undo a newer one. A change made in Dynamics
 //!    (the opt-out column no longer what the ledger last applied) is recorded first, as Dynamics' side's, at the
 //!    contact's `modifiedon`, so an older event does not undo a person's change either. Every consent event is
-//!    recorded in the ledger once the contact's update is answered, applied or not.
+//!    recorded in the ledger once the contact's update is answered, applied or not;
+//! 5. where the environment has Customer Insights – Journeys, write each applied change as the address's
+//!    Commercial consent row too ([`super::journeys`]).
 //!
 //! Every step is idempotent, so what waiting can fix is sent again whole. A refused sign-in pauses the batch; any
 //! other refusal fails the events it concerns alone.
@@ -22,6 +24,7 @@
 use super::definition::{EventsDefinition, FollowUp};
 use super::event::{EmailEvent, EventKey, EventKind};
 use super::install::EngagementTables;
+use super::journeys::{ConsentRow, JourneysConsent};
 use crate::ids::FlowId;
 use crate::pipeline::sink::{is_retryable, write_all};
 use crate::pipeline::{Paused, Refusal, Sink, StepError, Taken};
@@ -65,6 +68,8 @@ pub struct TimelineSink {
     activity: Table,
     opt_out_columns: Vec<String>,
     follow_up: FollowUp,
+    /// Journeys' consent table, where the environment has it.
+    journeys: Option<JourneysConsent>,
 }
 
 /// A contact found by address.
@@ -95,6 +100,12 @@ impl TimelineSink {
             entity_set: table.entity_set_name.clone(),
             primary_id: table.primary_id.clone(),
         };
+        let journeys = match definition.opt_out_columns.is_empty() {
+            true => None,
+            false => JourneysConsent::find(&client)
+                .await
+                .map_err(|error| StepError::Metadata { table: "msdynmkt_contactpointconsent4", error })?,
+        };
         Ok(TimelineSink {
             client,
             store,
@@ -103,6 +114,7 @@ impl TimelineSink {
             activity,
             opt_out_columns: definition.opt_out_columns.clone(),
             follow_up: definition.follow_up,
+            journeys,
         })
     }
 
@@ -297,6 +309,11 @@ impl TimelineSink {
                 }
             }
         }
+        let in_journeys: Vec<(Uuid, usize)> =
+            applying.iter().copied().filter(|(_, i)| applied.contains_key(i)).collect();
+        for (contact, refusal) in self.write_journeys_consent(writes, &in_journeys).await? {
+            refused.entry(contact).or_insert(refusal);
+        }
         for &(i, contact, event) in &events {
             let Some(opted_out) = opted_out_by(event.kind) else { continue };
             if let Some(refusal) = refused.get(&contact) {
@@ -323,6 +340,49 @@ impl TimelineSink {
             patiently(|| self.store.record_consent(self.flow, &ledger)).await;
         }
         Ok(())
+    }
+
+    /// Writes the consent of the applied changes as Journeys' rows, where the environment has the table; answers
+    /// the contacts whose row was refused.
+    async fn write_journeys_consent(
+        &self,
+        writes: &[(EventKey, EmailEvent)],
+        applied: &[(Uuid, usize)],
+    ) -> Result<Vec<(Uuid, Refusal)>, Paused> {
+        let Some(journeys) = &self.journeys else { return Ok(Vec::new()) };
+        if applied.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut addresses: Vec<&str> = applied.iter().map(|&(_, i)| writes[i].1.email.as_str()).collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let mut existing: HashMap<String, Uuid> = HashMap::new();
+        for chunk in query_chunks(&addresses) {
+            match self.read_all::<ConsentRow>(&journeys.rows_of(chunk)).await? {
+                Ok(rows) => existing.extend(rows.into_iter().filter_map(|r| {
+                    Some((r.msdynmkt_contactpointvalue?.trim().to_lowercase(), r.msdynmkt_contactpointconsent4id))
+                })),
+                Err(refusal) => {
+                    return Ok(applied.iter().map(|&(contact, _)| (contact, refusal.clone())).collect());
+                }
+            }
+        }
+        let records: Vec<Record> = applied
+            .iter()
+            .map(|&(_, i)| {
+                let event = &writes[i].1;
+                let address = event.email.as_str();
+                let id = existing.get(address).copied().unwrap_or_else(|| journeys.new_id(address));
+                journeys.record(id, event, opted_out_by(event.kind).expect("a consent event"))
+            })
+            .collect();
+        let outcomes =
+            write_all(&self.client, BulkOperation::Upsert, &journeys.table, &records, chunked(records.len())).await?;
+        Ok(applied
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(&(contact, _), outcome)| Some((contact, outcome.err()?)))
+            .collect())
     }
 
     /// Each contact's consent as Dynamics holds it (the flow's first opt-out column), with when the contact was
@@ -541,6 +601,7 @@ mod tests {
             },
             opt_out_columns: vec!["donotbulkemail".into(), "donotemail".into()],
             follow_up,
+            journeys: None,
         };
         (sink, dir)
     }
