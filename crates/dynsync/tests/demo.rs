@@ -46,6 +46,12 @@ fn the_engagement_demo_puts_a_day_of_sendgrid_events_on_the_timelines_once_each(
         ),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "6. records out: 100 contacts sent to the webhook, signed; 20 opt-outs made in Dynamics reached it"
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains("PASS: a day of 274 SendGrid events"), "{stdout}");
 }
 

@@ -5,85 +5,32 @@
 
 mod common;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use common::{Backend, PgDatabase, World, dataset_target, row, rows_when, source_connection, source_of};
-use dynsync::dataset::webhook::{DeliveredRecord, Delivery, SIGNATURE_HEADER, verify};
+use dynsync::dataset::webhook::DeliveredRecord;
+use dynsync::demo::receiver::WebhookReceiver;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const SECRET: &str = "whsec-records-out-test-0001";
 
-/// The marketing tool's webhook: checks each signature, keeps each delivery, answers 503 while it is down.
-struct Receiver {
-    url: String,
-    state: Arc<Received>,
-    task: tokio::task::JoinHandle<()>,
+/// Every record the receiver took, in the order taken.
+fn records(receiver: &WebhookReceiver) -> Vec<DeliveredRecord> {
+    receiver.received.records().into_iter().map(|(_, r)| r).collect()
 }
 
-#[derive(Default)]
-struct Received {
-    down: AtomicBool,
-    attempts: AtomicUsize,
-    bad_signatures: AtomicUsize,
-    deliveries: Mutex<Vec<Delivery>>,
-}
-
-async fn receive(State(state): State<Arc<Received>>, headers: HeaderMap, body: Bytes) -> AxumStatus {
-    state.attempts.fetch_add(1, Ordering::SeqCst);
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let now = chrono::Utc::now().timestamp();
-    if verify(SECRET.as_bytes(), signature, &body, now, 300).is_err() {
-        state.bad_signatures.fetch_add(1, Ordering::SeqCst);
-        return AxumStatus::UNAUTHORIZED;
-    }
-    if state.down.load(Ordering::SeqCst) {
-        return AxumStatus::SERVICE_UNAVAILABLE;
-    }
-    let delivery: Delivery = serde_json::from_slice(&body).expect("a delivery reads as dynsync's wire struct");
-    state.deliveries.lock().unwrap().push(delivery);
-    AxumStatus::OK
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let state = Arc::new(Received::default());
-        let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Receiver { url, state, task }
-    }
-
-    /// Every record delivered, in the order received.
-    fn records(&self) -> Vec<DeliveredRecord> {
-        self.state.deliveries.lock().unwrap().iter().flat_map(|d| d.records.clone()).collect()
-    }
-
-    /// The records delivered once `ready` says they are what the test waits for.
-    async fn records_when(&self, what: &str, ready: impl Fn(&[DeliveredRecord]) -> bool) -> Vec<DeliveredRecord> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let records = self.records();
-            if ready(&records) {
-                return records;
-            }
-            assert!(Instant::now() < deadline, "{what}: the webhook has not received it: {records:#?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
+/// The records taken once `ready` says they are what the test waits for.
+async fn records_when(
+    receiver: &WebhookReceiver,
+    what: &str,
+    ready: impl Fn(&[DeliveredRecord]) -> bool,
+) -> Vec<DeliveredRecord> {
+    let plain = |r: &[(Instant, DeliveredRecord)]| r.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>();
+    match receiver.records_when(Duration::from_secs(60), |r| ready(&plain(r))).await {
+        Some(found) => plain(&found),
+        None => panic!("{what}: the webhook has not received it: {:#?}", records(receiver)),
     }
 }
 
@@ -123,13 +70,13 @@ async fn records_out(world: &World, connection: &str, target: &str, transformati
     reply.json()["id"].as_str().unwrap().to_string()
 }
 
-fn webhook_params(dataset: &str, receiver: &Receiver) -> Json {
+fn webhook_params(dataset: &str, receiver: &WebhookReceiver) -> Json {
     json!({"dataSetId": dataset, "format": "webhook", "url": receiver.url, "signingSecret": SECRET})
 }
 
 async fn records_go_out_replaced_and_filtered_and_a_record_that_stops_passing_is_deleted(backend: Backend) {
     let Some(world) = World::start(backend).await else { return };
-    let receiver = Receiver::start().await;
+    let receiver = WebhookReceiver::start(SECRET).await.unwrap();
     let buyer = create_contact(
         &world,
         json!({"firstname": "Ana", "emailaddress1": "ana@fabrikam.com", "jobtitle": "Buyer", "gendercode": 2}),
@@ -174,7 +121,7 @@ async fn records_go_out_replaced_and_filtered_and_a_record_that_stops_passing_is
     ]);
     let flow = records_out(&world, &connection, &target, transformations).await;
     let records =
-        receiver.records_when("the full load", |r| last(r, buyer).is_some() && last(r, contoso).is_some()).await;
+        records_when(&receiver, "the full load", |r| last(r, buyer).is_some() && last(r, contoso).is_some()).await;
     assert!(last(&records, neither).is_none() && last(&records, opted_out).is_none(), "{records:#?}");
     let ana = last(&records, buyer).unwrap();
     assert_eq!(ana.values["jobtitle"], "Purchasing", "a replacement swaps the value: {ana:?}");
@@ -186,17 +133,16 @@ async fn records_go_out_replaced_and_filtered_and_a_record_that_stops_passing_is
     change(&world, contoso, json!({"emailaddress1": "ben@other.example"})).await;
     change(&world, opted_out, json!({"donotbulkemail": false})).await;
     world.dynamics().send(Method::DELETE, &format!("contacts({buyer})"), None).await.unwrap();
-    let records = receiver
-        .records_when("the changes", |r| {
-            last(r, contoso).is_some_and(|b| b.deleted)
-                && last(r, opted_out).is_some()
-                && last(r, buyer).is_some_and(|a| a.deleted)
-        })
-        .await;
+    let records = records_when(&receiver, "the changes", |r| {
+        last(r, contoso).is_some_and(|b| b.deleted)
+            && last(r, opted_out).is_some()
+            && last(r, buyer).is_some_and(|a| a.deleted)
+    })
+    .await;
     let di = last(&records, opted_out).unwrap();
     assert_eq!((&di.values["donotbulkemail"], &di.values["gender"]), (&json!(false), &json!(1)), "{di:?}");
     assert!(last(&records, neither).is_none());
-    assert_eq!(receiver.state.bad_signatures.load(Ordering::SeqCst), 0);
+    assert_eq!(receiver.received.bad_signatures.load(Ordering::SeqCst), 0);
 
     // The dataset's quick look shows what the webhook was sent; the runs count the records left out.
     let rows = rows_when(&world, &target, "the delivered rows", |rows| rows.len() == 3).await;
@@ -221,7 +167,7 @@ async fn records_go_out_replaced_and_filtered_and_a_record_that_stops_passing_is
 
 async fn a_column_whose_updates_are_not_applied_keeps_its_first_value_until_a_replay(backend: Backend) {
     let Some(world) = World::start(backend).await else { return };
-    let receiver = Receiver::start().await;
+    let receiver = WebhookReceiver::start(SECRET).await.unwrap();
     let database = PgDatabase::create().await;
     let ana = create_contact(&world, json!({"firstname": "Ana", "emailaddress1": "ana@contoso.com"})).await;
     let connection = source_connection(&world).await;
@@ -257,12 +203,13 @@ async fn a_column_whose_updates_are_not_applied_keeps_its_first_value_until_a_re
         }
         None => None,
     };
-    receiver.records_when("the first load", |r| last(r, ana).is_some()).await;
+    records_when(&receiver, "the first load", |r| last(r, ana).is_some()).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     change(&world, ana, json!({"firstname": "Anna", "emailaddress1": "anna@contoso.com"})).await;
-    let records = receiver
-        .records_when("the update", |r| last(r, ana).is_some_and(|a| a.values.get("firstname") == Some(&json!("Anna"))))
-        .await;
+    let records = records_when(&receiver, "the update", |r| {
+        last(r, ana).is_some_and(|a| a.values.get("firstname") == Some(&json!("Anna")))
+    })
+    .await;
     let update = last(&records, ana).unwrap();
     assert_eq!(update.operation, dynsync::dataset::Operation::Update);
     assert!(!update.values.contains_key("email"), "an update leaves out a column it does not apply: {update:?}");
@@ -278,11 +225,10 @@ async fn a_column_whose_updates_are_not_applied_keeps_its_first_value_until_a_re
         let reply = world.send(Method::POST, &format!("flows/{flow}/action?op=replay"), None).await;
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     }
-    let records = receiver
-        .records_when("the replay", |r| {
-            last(r, ana).is_some_and(|a| a.values.get("email") == Some(&json!("anna@contoso.com")))
-        })
-        .await;
+    let records = records_when(&receiver, "the replay", |r| {
+        last(r, ana).is_some_and(|a| a.values.get("email") == Some(&json!("anna@contoso.com")))
+    })
+    .await;
     assert_eq!(last(&records, ana).unwrap().operation, dynsync::dataset::Operation::Read);
     if let Some(table) = &table {
         rows_when(&world, table, "the replay", |rows| rows.iter().any(|r| r["values"]["email"] == "anna@contoso.com"))
@@ -296,8 +242,8 @@ async fn a_column_whose_updates_are_not_applied_keeps_its_first_value_until_a_re
 
 async fn a_webhook_down_for_a_while_gets_every_change_in_order_per_record(backend: Backend) {
     let Some(world) = World::start(backend).await else { return };
-    let receiver = Receiver::start().await;
-    receiver.state.down.store(true, Ordering::SeqCst);
+    let receiver = WebhookReceiver::start(SECRET).await.unwrap();
+    receiver.received.down.store(true, Ordering::SeqCst);
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(create_contact(&world, json!({"firstname": format!("P{i}"), "jobtitle": "v0"})).await);
@@ -316,22 +262,21 @@ async fn a_webhook_down_for_a_while_gets_every_change_in_order_per_record(backen
         }
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while receiver.state.attempts.load(Ordering::SeqCst) < 2 {
+    while receiver.received.attempts.load(Ordering::SeqCst) < 2 {
         assert!(Instant::now() < deadline, "dynsync tries the webhook while it is down");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(receiver.records().is_empty(), "nothing is taken while the receiver is down");
-    receiver.state.down.store(false, Ordering::SeqCst);
-    let records = receiver
-        .records_when("every change", |r| {
-            ids.iter().all(|id| last(r, *id).is_some_and(|p| p.values["jobtitle"] == "v5"))
-        })
-        .await;
+    assert!(records(&receiver).is_empty(), "nothing is taken while the receiver is down");
+    receiver.received.down.store(false, Ordering::SeqCst);
+    let records = records_when(&receiver, "every change", |r| {
+        ids.iter().all(|id| last(r, *id).is_some_and(|p| p.values["jobtitle"] == "v5"))
+    })
+    .await;
     for id in &ids {
         let versions: Vec<i64> = records.iter().filter(|r| r.id == *id).filter_map(|r| r.version).collect();
         assert!(versions.windows(2).all(|w| w[0] <= w[1]), "in order per record: {versions:?}");
     }
-    assert!(receiver.state.attempts.load(Ordering::SeqCst) > receiver.state.deliveries.lock().unwrap().len());
+    assert!(receiver.received.attempts.load(Ordering::SeqCst) > receiver.received.deliveries());
     world.finish().await;
 }
 

@@ -8,13 +8,20 @@
 //! when an answer is late. The demo waits until every accepted event is handled, then reads Dynamics back: each
 //! contact's timeline holds exactly its events, the opt-outs are on the contacts (the resubscribed one cleared),
 //! a click made a follow-up task, and the unknown address is a failed event waiting for its contact.
+//!
+//! Then records out: a flow sends the contacts, consent column included, to the marketing tool's webhook (a
+//! receiver on loopback that checks every signature); a person opts contacts out in Dynamics, and the demo times
+//! each change's arrival at the webhook; a person opts an unsubscriber back in, and SendGrid's older unsubscribe,
+//! posted late, does not undo it — on the contact, at the webhook, and in the consent ledger.
 
 use super::{Api, emulator_credentials};
+use crate::dataset::webhook::DeliveredRecord;
+use crate::demo::receiver::WebhookReceiver;
 use crate::engagement::formats::sendgrid;
 use crate::engagement::install::{EngagementTables, install};
 use crate::hosts::AllowedHosts;
 use crate::service::{Service, ServiceConfig};
-use crate::specs::ENGAGEMENT_EVENTS_FLOW_SPEC;
+use crate::specs::{DATA_LAKE, ENGAGEMENT_EVENTS_FLOW_SPEC, INGESTION_FLOW_SPEC};
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -50,7 +57,9 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
     let data_dir = tempfile::tempdir().context("creating the demo's data directory")?;
     let mut config = ServiceConfig::new(data_dir.path());
     config.api_tokens = vec![format!("demo-{}", Uuid::new_v4().simple())];
-    config.allowed_hosts = AllowedHosts::of_urls([emulator.url.as_str()]);
+    // The marketing tool's webhook, on loopback: dynsync may send to it.
+    let receiver = WebhookReceiver::start(WEBHOOK_SECRET).await.context("starting the marketing tool's webhook")?;
+    config.allowed_hosts = AllowedHosts::of_urls([emulator.url.as_str(), receiver.url.as_str()]);
     let service = Service::start(config).await?;
     let api = Api { http: reqwest::Client::new(), service: &service };
     println!("dynsync demo engagement: Dynamics 365 at {}, dynsync at {}", emulator.url, service.url);
@@ -70,7 +79,7 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
     let verification_key = BASE64.encode(
         p256::PublicKey::from(signing.verifying_key()).to_public_key_der().context("a verification key")?.as_bytes(),
     );
-    let (_, target) = super::connect(&api, &emulator.url, &credentials, "new").await?;
+    let (connection, target) = super::connect(&api, &emulator.url, &credentials, "new").await?;
     let made = api
         .call(
             Method::POST,
@@ -102,19 +111,7 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
     let mut posts: Vec<&String> = bodies.iter().collect();
     posts.insert(1, &bodies[0]);
     for (n, body) in posts.iter().enumerate() {
-        let timestamp = (DAY_START + 86_400 + n as i64).to_string();
-        let signature: Signature = signing.sign(&[timestamp.as_bytes(), body.as_bytes()].concat());
-        let response = http
-            .post(&url)
-            .header(sendgrid::SIGNATURE_HEADER, BASE64.encode(signature.to_der().as_bytes()))
-            .header(sendgrid::TIMESTAMP_HEADER, &timestamp)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await?;
-        let status = response.status();
-        let answer: Json = response.json().await?;
-        anyhow::ensure!(status.is_success(), "post {n} was not accepted: {answer}");
+        let answer = post_signed(&http, &url, &signing, body, DAY_START + 86_400 + n as i64).await?;
         accepted += answer["accepted"].as_u64().unwrap_or(0);
         unknown_posted += body.matches(UNKNOWN_ADDRESS).count() as u64;
     }
@@ -163,6 +160,107 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
         opted_out.len(),
         RESUBSCRIBED.len()
     );
+
+    // 6. Records out: the contacts, consent included, to the marketing tool's webhook; a person's opt-outs in
+    //    Dynamics reach it; a person's opt-in in Dynamics is not undone by SendGrid's older unsubscribe.
+    let hook = api
+        .post(
+            "targetConnections",
+            json!({"name": "Marketing tool", "connectionSpec": {"id": DATA_LAKE.to_string(), "version": "1.0"},
+                   "params": {"dataSetId": "contacts_out", "format": "webhook", "url": receiver.url, "signingSecret": WEBHOOK_SECRET}}),
+        )
+        .await?;
+    let source = api
+        .post("sourceConnections", json!({"baseConnectionId": connection, "params": {"tableName": "contact"}}))
+        .await?;
+    api.post(
+        "flows",
+        json!({
+            "name": "Contacts to the marketing tool",
+            "flowSpec": {"id": INGESTION_FLOW_SPEC, "version": "1.0"},
+            "sourceConnectionIds": [source], "targetConnectionIds": [hook],
+            "transformations": [{"name": "Mapping", "params": {"mappings": [
+                {"sourceAttribute": "emailaddress1", "destination": "email"},
+                {"sourceAttribute": "donotbulkemail"}
+            ]}}],
+            "scheduleParams": {"frequency": "continuous", "interval": "1"},
+        }),
+    )
+    .await?;
+    let sent = receiver.records_when(Duration::from_secs(120), |r| consent_sent(r).len() >= people).await;
+    let sent_out: BTreeSet<Uuid> =
+        consent_sent(&sent.unwrap_or_default()).into_iter().filter(|(_, out)| *out).map(|(id, _)| id).collect();
+    if sent_out != should_be {
+        wrong.push(format!("the webhook has {sent_out:?} opted out, not {should_be:?}"));
+    }
+    let changes: Vec<(Uuid, Instant)> = {
+        let mut changes = Vec::new();
+        for &contact in contacts.iter().skip(OPTED_OUT.len() + 1).take(PERSON_CHANGES) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let at = Instant::now();
+            dynamics.update(&dataverse::Table::contact(), contact, &record(json!({"donotbulkemail": true}))).await?;
+            changes.push((contact, at));
+        }
+        changes
+    };
+    let arrived = receiver
+        .records_when(Duration::from_secs(60), |r| {
+            let held = consent_sent(r);
+            changes.iter().all(|(c, _)| held.get(c) == Some(&true))
+        })
+        .await
+        .unwrap_or_default();
+    let mut lags: Vec<Duration> = changes
+        .iter()
+        .filter_map(|(contact, at)| {
+            arrived
+                .iter()
+                .find(|(when, r)| r.id == *contact && *when >= *at && r.values["donotbulkemail"] == true)
+                .map(|(when, _)| *when - *at)
+        })
+        .collect();
+    lags.sort();
+    if lags.len() != changes.len() {
+        wrong.push(format!("{} of {} opt-outs made in Dynamics reached the webhook", lags.len(), changes.len()));
+    }
+    let percentile = |p: f64| lags.get(((lags.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied();
+    // The person opts the first unsubscriber back in; SendGrid's unsubscribe from before that arrives late.
+    let first = contacts[UNSUBSCRIBED[0]];
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    dynamics.update(&dataverse::Table::contact(), first, &record(json!({"donotbulkemail": false}))).await?;
+    let late = json!([{"email": email_of(UNSUBSCRIBED[0]), "event": "unsubscribe", "timestamp": DAY_START + 3_600,
+                       "sg_event_id": "late-unsubscribe", "sg_message_id": "m-late"}])
+    .to_string();
+    let answer = post_signed(&http, &url, &signing, &late, DAY_START + 90_000).await?;
+    let late_accepted = answer["accepted"].as_u64().unwrap_or(0);
+    api.wait_for_run(&flow, accepted + late_accepted, Duration::from_secs(120)).await?;
+    if self::opted_out(&dynamics).await?.contains(&first) {
+        wrong.push(format!("SendGrid's older unsubscribe undid the person's opt-in of {first}"));
+    }
+    let back_in =
+        receiver.records_when(Duration::from_secs(30), |r| consent_sent(r).get(&first) == Some(&false)).await.is_some();
+    if !back_in {
+        wrong.push(format!("the person's opt-in of {first} did not reach the webhook"));
+    }
+    let ledger = api.call(Method::GET, &format!("flows/{flow}/consent?contactId={first}"), None).await?;
+    let late_lost = ledger["items"].as_array().is_some_and(|items| {
+        items.iter().any(|c| c["side"] == "dynamics" && c["optedOut"] == false)
+            && items.iter().any(|c| c["side"] == "marketing" && c["optedOut"] == true && c["applied"] == false)
+    });
+    if !late_lost {
+        wrong.push(format!("the consent ledger of {first} does not show the late unsubscribe losing: {ledger}"));
+    }
+    println!(
+        "6. records out: {} contacts sent to the webhook, signed; {} opt-outs made in Dynamics reached it (p50 {:.1} s, p95 {:.1} s); a person's opt-in in Dynamics stood against SendGrid's older unsubscribe",
+        people,
+        lags.len(),
+        percentile(0.5).unwrap_or_default().as_secs_f64(),
+        percentile(0.95).unwrap_or_default().as_secs_f64(),
+    );
+    if receiver.received.bad_signatures.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        wrong.push("the webhook got deliveries whose signature did not verify".into());
+    }
+
     let ok = wrong.is_empty()
         && summary["failedRecordCount"].as_u64() == Some(unknown_posted)
         && summary["outputRecordCount"].as_u64() == Some(accepted - unknown_posted);
@@ -171,7 +269,7 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
     }
     if ok {
         println!(
-            "PASS: a day of {} SendGrid events is on the contacts' timelines once each, with their opt-outs and follow-up tasks ({:.1} s)",
+            "PASS: a day of {} SendGrid events is on the contacts' timelines once each, with their opt-outs and follow-up tasks; the contacts and a person's consent changes reached the marketing tool ({:.1} s)",
             day.len(),
             started.elapsed().as_secs_f64()
         );
@@ -180,6 +278,53 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
     }
     service.stop().await;
     Ok(ok)
+}
+
+/// How many contacts a person opts out in Dynamics, after the day.
+const PERSON_CHANGES: usize = 20;
+/// The secret the marketing tool's webhook checks dynsync's signatures with.
+const WEBHOOK_SECRET: &str = "demo-marketing-webhook-secret";
+
+/// Each contact's consent as the webhook last got it.
+fn consent_sent(records: &[(Instant, DeliveredRecord)]) -> HashMap<Uuid, bool> {
+    let mut held = HashMap::new();
+    for (_, r) in records {
+        if let Some(out) = r.values.get("donotbulkemail").and_then(Json::as_bool) {
+            held.insert(r.id, out);
+        }
+    }
+    held
+}
+
+fn record(body: Json) -> dataverse::Record {
+    match body {
+        Json::Object(map) => map,
+        _ => dataverse::Record::new(),
+    }
+}
+
+/// Posts a body as SendGrid does, signed with `signing` at `timestamp`; the answer.
+async fn post_signed(
+    http: &reqwest::Client,
+    url: &str,
+    signing: &SigningKey,
+    body: &str,
+    timestamp: i64,
+) -> anyhow::Result<Json> {
+    let timestamp = timestamp.to_string();
+    let signature: Signature = signing.sign(&[timestamp.as_bytes(), body.as_bytes()].concat());
+    let response = http
+        .post(url)
+        .header(sendgrid::SIGNATURE_HEADER, BASE64.encode(signature.to_der().as_bytes()))
+        .header(sendgrid::TIMESTAMP_HEADER, &timestamp)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    let status = response.status();
+    let answer: Json = response.json().await?;
+    anyhow::ensure!(status.is_success(), "a post was not accepted: {answer}");
+    Ok(answer)
 }
 
 /// The people who unsubscribe (the first ones), complain (the next) and bounce hard (the two after).

@@ -9,6 +9,7 @@
 pub mod engagement;
 pub mod ingestion;
 pub mod leads;
+pub mod receiver;
 
 use crate::hosts::AllowedHosts;
 use crate::service::{RunningService, Service, ServiceConfig};
