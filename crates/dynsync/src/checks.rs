@@ -23,6 +23,23 @@ impl Problem {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Problem {
         Problem { field: field.into(), message: message.into(), closest: Vec::new() }
     }
+
+    /// A column `name` that `table` lacks: `message` (what is missing, where), then the closest columns that
+    /// exist, or `otherwise` (what to do) when none is close.
+    pub fn missing_column(
+        field: impl Into<String>,
+        name: &str,
+        table: &TableDefinition,
+        message: String,
+        otherwise: &str,
+    ) -> Problem {
+        let closest = closest_columns(name, table);
+        let message = match closest.is_empty() {
+            true => format!("{message}. {otherwise}"),
+            false => format!("{message}. Closest columns: {}", closest.join(", ")),
+        };
+        Problem { field: field.into(), message, closest }
+    }
 }
 
 /// Everything wrong with a flow against the table it writes.

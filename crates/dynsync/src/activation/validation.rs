@@ -6,7 +6,6 @@
 //! refused with one problem, before any work per entry.
 
 use super::{FlowDefinition, XdmType, xdm};
-use crate::checks::closest_columns;
 pub use crate::checks::{Problem, ValidationReport};
 use crate::target::CustomizationPrefix;
 use dataverse::{ColumnDefinition, ColumnType, TableDefinition};
@@ -323,7 +322,6 @@ fn missing(
     contact: &TableDefinition,
     prefix: Option<&CustomizationPrefix>,
 ) -> Problem {
-    let closest = closest_columns(name, contact);
     let mut message = format!("contact has no column {name} ({context})");
     // The same name under another publisher's prefix is the typical wrong-prefix case.
     if let Some(prefix) = prefix {
@@ -340,12 +338,7 @@ fn missing(
             ));
         }
     }
-    if !closest.is_empty() {
-        message.push_str(&format!(". Closest columns: {}", closest.join(", ")));
-    } else {
-        message.push_str(". Create the column in Dynamics, or check the name");
-    }
-    Problem { field, message, closest }
+    Problem::missing_column(field, name, contact, message, "Create the column in Dynamics, or check the name")
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use dataverse::{Client, Request};
 use dataverse_emulator::{CostModel, EmulatorConfig};
+use futures::TryStreamExt;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::EncodePublicKey;
@@ -424,20 +425,18 @@ async fn seed_contacts(dynamics: &Client, count: usize) -> anyhow::Result<Vec<Uu
 
 /// Each contact's count of email events on its timeline, read through `activitypointers` as Dynamics shows it.
 async fn read_timelines(dynamics: &Client, activity_table: &str) -> anyhow::Result<HashMap<Uuid, usize>> {
+    let activities = dataverse::Table::new("activitypointer", "activitypointers");
+    let query = dataverse::Query::new(&activities)
+        .select(&["_regardingobjectid_value"])
+        .filter(dataverse::Filter::eq("activitytypecode", activity_table));
+    let rows: Vec<dataverse::Record> = dynamics.query(&query).try_collect().await?;
     let mut counts = HashMap::new();
-    let mut next = Some(format!(
-        "activitypointers?$select=_regardingobjectid_value&$filter=activitytypecode%20eq%20'{activity_table}'"
-    ));
-    while let Some(path) = next {
-        let page: Json = dynamics.execute(&Request::get(path)).await?.read_json()?;
-        for row in page["value"].as_array().context("a page of activities")? {
-            if let Some(contact) = row["_regardingobjectid_value"].as_str().and_then(|i| i.parse::<Uuid>().ok()) {
-                *counts.entry(contact).or_default() += 1;
-            }
+    for row in rows {
+        if let Some(contact) =
+            row.get("_regardingobjectid_value").and_then(Json::as_str).and_then(|i| i.parse::<Uuid>().ok())
+        {
+            *counts.entry(contact).or_default() += 1;
         }
-        next = page["@odata.nextLink"].as_str().map(|link| {
-            link.split_once("/api/data/").and_then(|(_, r)| r.split_once('/')).map_or(link, |(_, p)| p).to_string()
-        });
     }
     Ok(counts)
 }

@@ -15,9 +15,10 @@ use crate::hosts::AllowedHosts;
 use crate::service::{RunningService, Service, ServiceConfig};
 use crate::specs::DYNAMICS_DESTINATION;
 use anyhow::{Context, bail, ensure};
-use dataverse::{Client, ClientCredentials, Environment, Secret};
+use dataverse::{Client, ClientCredentials, Environment, Secret, Table};
 use dataverse::{NewColumn, NewColumnType};
 use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
+use futures::TryStreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
@@ -293,32 +294,30 @@ pub(super) async fn seed_contacts(dynamics: &Client, count: usize) -> anyhow::Re
 /// Reads every contact the demo wrote to and compares it with what it should hold.
 async fn verify(dynamics: &Client, expected: &HashMap<Uuid, Expected>) -> anyhow::Result<(usize, Vec<String>)> {
     let columns: Vec<String> = AUDIENCES.iter().map(|(_, _, c)| format!("new_{c}")).collect();
-    let mut next = Some(format!("contacts?$select=contactid,firstname,{}", columns.join(",")));
+    let mut select = vec!["contactid".to_string(), "firstname".to_string()];
+    select.extend(columns);
+    let select: Vec<&str> = select.iter().map(String::as_str).collect();
+    let mut rows = std::pin::pin!(dynamics.query(&dataverse::Query::new(&Table::contact()).select(&select)));
     let (mut checked, mut wrong) = (0, Vec::new());
-    while let Some(url) = next {
-        let page: Json = dynamics.send(Method::GET, &url, None).await?.json().await?;
-        for row in page["value"].as_array().context("a page of contacts")? {
-            let Some(id) = row["contactid"].as_str().and_then(|i| i.parse::<Uuid>().ok()) else { continue };
-            let Some(should) = expected.get(&id) else { continue };
-            checked += 1;
-            let mut differences = Vec::new();
-            if row["firstname"].as_str() != should.firstname.as_deref() {
-                differences.push(format!("firstname is {} instead of {:?}", row["firstname"], should.firstname));
-            }
-            for (_, _, column) in AUDIENCES {
-                let holds = row[format!("new_{column}")].as_str();
-                let wanted = should.statuses.get(column).copied();
-                if holds != wanted {
-                    differences.push(format!("new_{column} is {holds:?} instead of {wanted:?}"));
-                }
-            }
-            if !differences.is_empty() {
-                wrong.push(format!("contact {id}: {}", differences.join(", ")));
+    while let Some(row) = rows.try_next().await? {
+        let row = Json::Object(row);
+        let Some(id) = row["contactid"].as_str().and_then(|i| i.parse::<Uuid>().ok()) else { continue };
+        let Some(should) = expected.get(&id) else { continue };
+        checked += 1;
+        let mut differences = Vec::new();
+        if row["firstname"].as_str() != should.firstname.as_deref() {
+            differences.push(format!("firstname is {} instead of {:?}", row["firstname"], should.firstname));
+        }
+        for (_, _, column) in AUDIENCES {
+            let holds = row[format!("new_{column}")].as_str();
+            let wanted = should.statuses.get(column).copied();
+            if holds != wanted {
+                differences.push(format!("new_{column} is {holds:?} instead of {wanted:?}"));
             }
         }
-        next = page["@odata.nextLink"].as_str().map(|link| {
-            link.split_once("/api/data/").and_then(|(_, r)| r.split_once('/')).map_or(link, |(_, p)| p).to_string()
-        });
+        if !differences.is_empty() {
+            wrong.push(format!("contact {id}: {}", differences.join(", ")));
+        }
     }
     Ok((checked, wrong))
 }

@@ -7,7 +7,7 @@
 use super::formats::Provider;
 use super::formats::mailgun::MailgunKey;
 use super::formats::sendgrid::SendGridKey;
-use crate::checks::{Problem, closest_columns};
+use crate::checks::Problem;
 use crate::governance::ExportedField;
 use crate::ids::TargetConnectionId;
 use crate::pipeline::{Flow, FlowSpecRef, JobDefinition};
@@ -182,16 +182,13 @@ impl EventsDefinition {
                         c.kind
                     ),
                 )),
-                None => {
-                    let closest = closest_columns(name, contact);
-                    let mut message = format!("the contact table has no column {name}");
-                    if closest.is_empty() {
-                        message.push_str(": use donotemail or donotbulkemail");
-                    } else {
-                        message.push_str(&format!(". Closest columns: {}", closest.join(", ")));
-                    }
-                    problems.push(Problem { field, message, closest });
-                }
+                None => problems.push(Problem::missing_column(
+                    field,
+                    name,
+                    contact,
+                    format!("the contact table has no column {name}"),
+                    "Use donotemail or donotbulkemail",
+                )),
             }
         }
         problems

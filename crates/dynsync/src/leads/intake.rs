@@ -7,7 +7,7 @@
 
 use super::columns::{ChoiceColumn, LEAD_SOURCE_WEB, LeadColumns, TextColumn};
 use super::notify::recipients;
-use crate::checks::{Problem, closest_columns};
+use crate::checks::Problem;
 use crate::governance::ExportedField;
 use crate::ids::TargetConnectionId;
 use crate::pipeline::{Flow, FlowSpecRef, JobDefinition};
@@ -287,14 +287,8 @@ fn text_length(column: &dataverse::ColumnDefinition) -> Option<usize> {
 }
 
 fn missing(field: &str, name: &str, lead: &TableDefinition) -> Problem {
-    let closest = closest_columns(name, lead);
-    let mut message = format!("the lead table has no column {name}");
-    if closest.is_empty() {
-        message.push_str(": create it in Dynamics, or check the name");
-    } else {
-        message.push_str(&format!(". Closest columns: {}", closest.join(", ")));
-    }
-    Problem { field: field.into(), message, closest }
+    let message = format!("the lead table has no column {name}");
+    Problem::missing_column(field, name, lead, message, "Create it in Dynamics, or check the name")
 }
 
 #[cfg(test)]
