@@ -95,9 +95,19 @@ async fn records_go_out_replaced_and_filtered_and_a_record_that_stops_passing_is
     .await;
     let connection = source_connection(&world).await;
     let target = dataset_target(&world, webhook_params("contacts_out", &receiver)).await;
-    // The target answers without its secret.
+    // The target answers without its secret; a URL with a password in it, a short secret or plain http to a host
+    // the operator does not allow are refused, each saying so.
     let shown = world.get(&format!("targetConnections/{target}")).await;
     assert!(!shown.text.contains(SECRET), "{}", shown.text);
+    let params = json!({"dataSetId": "x", "format": "webhook", "url": "http://user:pw@marketing.example.com/hook", "signingSecret": "short"});
+    let body =
+        json!({"name": "Bad", "params": params, "connectionSpec": {"id": dynsync::specs::DATA_LAKE.to_string()}});
+    let refused = world.post("targetConnections", body).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    for part in ["user name or password", "signingSecret is 5 characters"] {
+        assert!(refused.text.contains(part), "{part}: {}", refused.text);
+    }
+    assert!(!refused.text.contains("pw@"), "{}", refused.text);
     let transformations = json!([
         {"name": "Copy", "params": {}},
         {"name": "Mapping", "params": {"mappings": [

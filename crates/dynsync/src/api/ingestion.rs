@@ -424,6 +424,11 @@ impl DatasetParams {
                 );
                 if !url.is_empty() {
                     match url::Url::parse(&url) {
+                        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => problems.push(
+                            "params.url holds a user name or password: the URL is shown to anyone who reads the \
+                                 dataset; the receiver checks the signature instead"
+                                .to_string(),
+                        ),
                         Ok(parsed) if parsed.scheme() == "https" || hosts.lists(&parsed) => {}
                         Ok(_) => problems.push(format!(
                             "params.url ({url}) is not https: records go to a webhook over https, or to a host the \
