@@ -25,7 +25,7 @@
 
 use dataverse_emulator::{CostModel, EmulatorConfig, Limits};
 use dynsync::dataset::webhook::DeliveredRecord;
-use dynsync::demo::receiver::WebhookReceiver;
+use dynsync::demo::receiver::{WebhookReceiver, latest_flags};
 use dynsync::engagement::install::{EngagementTables, install};
 use dynsync::{Service, ServiceConfig};
 use serde_json::{Value as Json, json};
@@ -264,19 +264,11 @@ async fn main() {
         )
         .await;
     assert!(made["id"].is_string(), "the records-out flow is made: {made}");
-    let consent = |records: &[(Instant, DeliveredRecord)]| -> HashMap<uuid::Uuid, (Instant, bool)> {
-        let mut held = HashMap::new();
-        for (at, r) in records {
-            if let Some(out) = r.values.get("donotbulkemail").and_then(Json::as_bool) {
-                held.insert(r.id, (*at, out));
-            }
-        }
-        held
-    };
+    let consent = |records: &[(Instant, DeliveredRecord)]| latest_flags(records, "donotbulkemail");
     receiver.records_when(Duration::from_secs(600), |r| consent(r).len() >= contacts).await.expect("the full load");
     let ids: Vec<uuid::Uuid> = {
         let held = consent(&receiver.received.records());
-        let mut ids: Vec<uuid::Uuid> = held.into_iter().filter(|(_, (_, out))| !out).map(|(id, _)| id).collect();
+        let mut ids: Vec<uuid::Uuid> = held.into_iter().filter(|(_, out)| !out).map(|(id, _)| id).collect();
         ids.sort();
         ids.truncate(opt_outs);
         ids
@@ -294,7 +286,7 @@ async fn main() {
     let arrived = receiver
         .records_when(Duration::from_secs(600), |r| {
             let held = consent(r);
-            ids.iter().all(|id| held.get(id).is_some_and(|(_, out)| *out))
+            ids.iter().all(|id| held.get(id) == Some(&true))
         })
         .await
         .expect("every opt-out made in Dynamics reaches the webhook");

@@ -15,8 +15,7 @@
 //! posted late, does not undo it — on the contact, at the webhook, and in the consent ledger.
 
 use super::{Api, emulator_credentials};
-use crate::dataset::webhook::DeliveredRecord;
-use crate::demo::receiver::WebhookReceiver;
+use crate::demo::receiver::{WebhookReceiver, latest_flags};
 use crate::engagement::formats::sendgrid;
 use crate::engagement::install::{EngagementTables, install};
 use crate::hosts::AllowedHosts;
@@ -188,9 +187,13 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
         }),
     )
     .await?;
-    let sent = receiver.records_when(Duration::from_secs(120), |r| consent_sent(r).len() >= people).await;
-    let sent_out: BTreeSet<Uuid> =
-        consent_sent(&sent.unwrap_or_default()).into_iter().filter(|(_, out)| *out).map(|(id, _)| id).collect();
+    let sent =
+        receiver.records_when(Duration::from_secs(120), |r| latest_flags(r, "donotbulkemail").len() >= people).await;
+    let sent_out: BTreeSet<Uuid> = latest_flags(&sent.unwrap_or_default(), "donotbulkemail")
+        .into_iter()
+        .filter(|(_, out)| *out)
+        .map(|(id, _)| id)
+        .collect();
     if sent_out != should_be {
         wrong.push(format!("the webhook has {sent_out:?} opted out, not {should_be:?}"));
     }
@@ -206,7 +209,7 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
     };
     let arrived = receiver
         .records_when(Duration::from_secs(60), |r| {
-            let held = consent_sent(r);
+            let held = latest_flags(r, "donotbulkemail");
             changes.iter().all(|(c, _)| held.get(c) == Some(&true))
         })
         .await
@@ -238,8 +241,10 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
     if self::opted_out(&dynamics).await?.contains(&first) {
         wrong.push(format!("SendGrid's older unsubscribe undid the person's opt-in of {first}"));
     }
-    let back_in =
-        receiver.records_when(Duration::from_secs(30), |r| consent_sent(r).get(&first) == Some(&false)).await.is_some();
+    let back_in = receiver
+        .records_when(Duration::from_secs(30), |r| latest_flags(r, "donotbulkemail").get(&first) == Some(&false))
+        .await
+        .is_some();
     if !back_in {
         wrong.push(format!("the person's opt-in of {first} did not reach the webhook"));
     }
@@ -285,17 +290,6 @@ pub async fn run(people: usize) -> anyhow::Result<bool> {
 const PERSON_CHANGES: usize = 20;
 /// The secret the marketing tool's webhook checks dynsync's signatures with.
 const WEBHOOK_SECRET: &str = "demo-marketing-webhook-secret";
-
-/// Each contact's consent as the webhook last got it.
-fn consent_sent(records: &[(Instant, DeliveredRecord)]) -> HashMap<Uuid, bool> {
-    let mut held = HashMap::new();
-    for (_, r) in records {
-        if let Some(out) = r.values.get("donotbulkemail").and_then(Json::as_bool) {
-            held.insert(r.id, out);
-        }
-    }
-    held
-}
 
 fn record(body: Json) -> dataverse::Record {
     match body {

@@ -6,9 +6,11 @@ use crate::dataset::webhook::{DeliveredRecord, Delivery, SIGNATURE_HEADER, verif
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// How old a signature's time may be.
 const TOLERANCE_SECONDS: i64 = 300;
@@ -33,6 +35,18 @@ impl Received {
     pub fn deliveries(&self) -> usize {
         self.deliveries.lock().expect("deliveries lock").len()
     }
+}
+
+/// Each record's last value of a yes/no column among records taken (`donotbulkemail`: its consent as the
+/// marketing tool last got it).
+pub fn latest_flags(records: &[(Instant, DeliveredRecord)], column: &str) -> HashMap<Uuid, bool> {
+    let mut held = HashMap::new();
+    for (_, r) in records {
+        if let Some(flag) = r.values.get(column).and_then(serde_json::Value::as_bool) {
+            held.insert(r.id, flag);
+        }
+    }
+    held
 }
 
 /// The receiver, serving until dropped.

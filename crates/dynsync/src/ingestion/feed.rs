@@ -173,15 +173,16 @@ impl Fed {
 /// What the feed and the sink share: each generation's schema as it grew.
 #[derive(Default)]
 pub struct Schemas {
-    by_generation: Mutex<HashMap<u32, DatasetSchema>>,
+    by_generation: Mutex<HashMap<u32, Arc<DatasetSchema>>>,
 }
 
 impl Schemas {
     pub fn set(&self, generation: u32, schema: &DatasetSchema) {
-        self.by_generation.lock().expect("schemas lock").insert(generation, schema.clone());
+        self.by_generation.lock().expect("schemas lock").insert(generation, Arc::new(schema.clone()));
     }
 
-    pub fn get(&self, generation: u32) -> Option<DatasetSchema> {
+    /// A generation's schema, shared: the job reads it for every row.
+    pub fn get(&self, generation: u32) -> Option<Arc<DatasetSchema>> {
         self.by_generation.lock().expect("schemas lock").get(&generation).cloned()
     }
 }

@@ -7,8 +7,7 @@
 
 use super::definition::IngestionDefinition;
 use super::feed::{Fed, Feed, Schemas};
-use super::outbound::Outbound;
-use super::outbound::Outcome;
+use super::outbound::{Outbound, Outcome};
 use crate::dataset::target::{DatasetFormat, DatasetTarget};
 use crate::dataset::{Batch, DatasetRow, Destination, Operation};
 use crate::ids::{Etag, FlowId, TargetConnectionId};
