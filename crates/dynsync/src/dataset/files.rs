@@ -4,7 +4,7 @@
 //! Layout, under the location:
 //! ```text
 //! <dataset>/manifest.json                  the generations, each with its schema and its files, listed per load
-//! <dataset>/gen-<n>/part-<hash>.parquet    one file per batch: one row group of up to a page of rows
+//! <dataset>/gen-<n>/part-<hash>.parquet    one file per write: one row group of a page of rows
 //! ```
 //! Every file holds the generation's mapped columns as they were when it was written (a later file may have more:
 //! read with `union_by_name`), then dynsync's columns `_dynsync_id` (the Dynamics record's id, a UUID: the mapped

@@ -158,8 +158,10 @@ pub enum Resume {
 /// A record as the feed gives it to the job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fed {
-    /// A dataset row of a generation, and what could not be read of it.
-    Row { generation: u32, load: DateTime<Utc>, row: DatasetRow, notes: Vec<String> },
+    /// A dataset row of a generation, and what could not be read of it. `page` numbers the pages of a batch that
+    /// gathers several (a full load's partitions): each page is written apart, so that a page written again after
+    /// a crash is the same write however its batch was gathered.
+    Row { generation: u32, load: DateTime<Utc>, page: u32, row: DatasetRow, notes: Vec<String> },
     /// A record that cannot be a row (it has no id): reported in the run.
     Unreadable { message: String },
 }
@@ -167,6 +169,14 @@ pub enum Fed {
 impl Fed {
     fn record(self, position: String) -> SourceRecord<Fed> {
         SourceRecord { position, body: self }
+    }
+
+    /// The row as read on the batch's page `n`.
+    fn on_page(self, n: u32) -> Fed {
+        match self {
+            Fed::Row { generation, load, row, notes, .. } => Fed::Row { generation, load, page: n, row, notes },
+            unreadable => unreadable,
+        }
     }
 }
 
@@ -558,7 +568,7 @@ impl Feed {
                 }
             }
             let position = row.id.to_string();
-            records.push(Fed::Row { generation, load, row, notes }.record(position));
+            records.push(Fed::Row { generation, load, page: 0, row, notes }.record(position));
         }
         if scanning {
             self.store.record_resync_seen(self.flow, load, link, &seen).await?;
@@ -675,7 +685,7 @@ impl Feed {
         let ready = read_ahead::ready(&mut now).await;
         let mut records = Vec::new();
         let mut readers: Vec<Option<_>> = now.into_iter().map(Some).collect();
-        for (k, ahead) in ready {
+        for (n, (k, ahead)) in ready.into_iter().enumerate() {
             let (i, query, target) = &targets[k];
             let ahead = match ahead {
                 Some(ahead) => ahead,
@@ -697,7 +707,8 @@ impl Feed {
                     PartitionAt::Done
                 }
             };
-            records.extend(ahead.rows);
+            let page = u32::try_from(n).expect("a batch gathers a few pages");
+            records.extend(ahead.rows.into_iter().map(|r| SourceRecord { body: r.body.on_page(page), ..r }));
         }
         // Each reader kept by where its partition is now; a partition that starts in place of one that ended
         // starts reading now too.
@@ -771,7 +782,7 @@ impl Feed {
             .filter(|(id, latest)| !latest.deleted && !seen.contains(*id))
             .map(|(id, _)| {
                 let row = reading.shape.deleted(*id, synced_at);
-                Fed::Row { generation, load, row, notes: Vec::new() }.record(id.to_string())
+                Fed::Row { generation, load, page: 0, row, notes: Vec::new() }.record(id.to_string())
             })
             .collect();
         self.store.forget_resync_seen(self.flow).await?;
@@ -841,7 +852,7 @@ fn rows_read(
     let fed = |fields: Fields| match shape.row_of(&fields, Operation::Read, synced_at) {
         Ok((row, notes)) => {
             let position = row.id.to_string();
-            Fed::Row { generation, load, row, notes }.record(position)
+            Fed::Row { generation, load, page: 0, row, notes }.record(position)
         }
         Err(message) => Fed::Unreadable { message }.record(format!("a row of {}", shape.table)),
     };
