@@ -28,32 +28,39 @@ pub async fn get_spec(_caller: Caller, Path(id): Path<String>) -> ApiResult<Resp
     })
 }
 
+/// `POST /connections`'s body, and what the dashboard's connect form makes.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CreateConnection {
-    name: String,
+pub struct CreateConnection {
+    pub name: String,
     #[serde(default)]
-    description: String,
-    auth: AuthBody,
-    connection_spec: SpecRef,
+    pub description: String,
+    pub auth: AuthBody,
+    pub connection_spec: SpecRef,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct AuthBody {
-    spec_name: String,
+pub struct AuthBody {
+    pub spec_name: String,
     #[serde(default)]
-    params: Map<String, Json>,
+    pub params: Map<String, Json>,
 }
 
 #[derive(Deserialize)]
-struct SpecRef {
-    id: String,
+pub struct SpecRef {
+    pub id: String,
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
-    caller.may(Role::Manage)?;
     let request: CreateConnection = parse_body(&body)?;
+    let connection = create_connection(&state, &caller, request).await?;
+    Ok(id_and_etag(StatusCode::CREATED, connection.id, &connection.etag))
+}
+
+/// Makes a connection: its credentials tested as it is saved, and kept only if they work.
+pub async fn create_connection(state: &AppState, caller: &Caller, request: CreateConnection) -> ApiResult<Connection> {
+    caller.may(Role::Manage)?;
     let spec: ConnectionSpecId = request
         .connection_spec
         .id
@@ -81,7 +88,7 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
     let now = Utc::now();
     let connection = Connection {
         id: ConnectionId::new(),
-        sandbox: caller.sandbox,
+        sandbox: caller.sandbox.clone(),
         name: request.name.trim().to_string(),
         description: request.description,
         spec,
@@ -93,7 +100,7 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
     };
     state.store.insert_connection(&connection).await?;
     tracing::info!(connection = %connection.id, sandbox = %connection.sandbox, "connection created and tested");
-    Ok(id_and_etag(StatusCode::CREATED, connection.id, &connection.etag))
+    Ok(connection)
 }
 
 pub fn connection_json(c: &Connection) -> Json {

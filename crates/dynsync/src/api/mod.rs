@@ -4,6 +4,7 @@
 
 mod collection;
 mod connections;
+pub mod dashboard;
 mod engagement;
 mod flows;
 mod governance;
@@ -135,6 +136,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .merge(dashboard::router())
         .route("/collection/{inlet}", post(collection::one))
         .route("/collection/batch/{inlet}", post(collection::batch))
         .fallback(|| async {
@@ -311,6 +313,13 @@ pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<Gr
         .ok_or_else(|| {
             unauthorized("the Authorization header is not a bearer token: send Authorization: Bearer <token>")
         })?;
+    authenticate_token(token, state).await
+}
+
+/// What a token may do: one of the operator's tokens, or a token made through the API (the dashboard's session
+/// holds one).
+pub async fn authenticate_token(token: &str, state: &AppState) -> ApiResult<Grant> {
+    let unauthorized = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
     let presented = digest(token);
     // Comparing digests keeps the comparison's time independent of how much of a token matched.
     if state.token_digests.iter().any(|d| d == &presented) {

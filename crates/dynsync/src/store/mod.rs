@@ -83,6 +83,11 @@ impl Store {
         Ok(Store { engine: Arc::new(engine), key: Arc::new(key) })
     }
 
+    /// The key the store seals secrets with, for what is sealed outside it (the dashboard's session cookie).
+    pub fn secret_key(&self) -> &SecretKey {
+        &self.key
+    }
+
     pub fn kind(&self) -> DatabaseKind {
         self.engine.kind()
     }

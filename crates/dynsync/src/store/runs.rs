@@ -7,6 +7,7 @@ use super::{Lease, Result, Store, StoreError, timestamp};
 use crate::ids::FlowId;
 use crate::text::clip;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -372,37 +373,42 @@ impl Store {
 
     /// A flow's runs, newest first, with their outcome groups.
     pub async fn runs(&self, flow: FlowId) -> Result<Vec<RunRecord>> {
+        self.newest_runs(flow, i64::MAX).await
+    }
+
+    /// A flow's newest `limit` runs, newest first, with their outcome groups: two queries, however many runs the
+    /// flow has kept.
+    pub async fn newest_runs(&self, flow: FlowId, limit: i64) -> Result<Vec<RunRecord>> {
         let flow_id = flow.to_string();
         let runs: Vec<RunRow> = self
             .engine
             .fetch_as(
-                "SELECT hour, received, written, excluded, failed FROM runs WHERE flow_id = $1 ORDER BY hour DESC",
-                &[flow_id.as_str().into()],
+                "SELECT hour, received, written, excluded, failed FROM runs WHERE flow_id = $1 ORDER BY hour DESC
+                 LIMIT $2",
+                &[flow_id.as_str().into(), limit.into()],
             )
             .await?;
-        let groups: Vec<GroupRow> = self
+        let Some(oldest) = runs.last().map(|r| r.hour.clone()) else { return Ok(Vec::new()) };
+        let rows: Vec<GroupRow> = self
             .engine
             .fetch_as(
                 "SELECT hour, outcome, code, message, count, samples FROM run_outcomes
-                 WHERE flow_id = $1 ORDER BY hour DESC, count DESC",
-                &[flow_id.as_str().into()],
+                 WHERE flow_id = $1 AND hour >= $2 ORDER BY hour DESC, count DESC",
+                &[flow_id.as_str().into(), oldest.into()],
             )
             .await?;
+        let mut groups: HashMap<String, Vec<OutcomeGroup>> = HashMap::new();
+        for g in rows {
+            groups.entry(g.hour).or_default().push(OutcomeGroup {
+                outcome: g.outcome.parse()?,
+                code: g.code,
+                message: g.message,
+                count: count(g.count),
+                samples: g.samples.split_whitespace().map(str::to_string).collect(),
+            });
+        }
         runs.into_iter()
             .map(|r| {
-                let groups = groups
-                    .iter()
-                    .filter(|g| g.hour == r.hour)
-                    .map(|g| {
-                        Ok(OutcomeGroup {
-                            outcome: g.outcome.parse()?,
-                            code: g.code.clone(),
-                            message: g.message.clone(),
-                            count: count(g.count),
-                            samples: g.samples.split_whitespace().map(str::to_string).collect(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
                 Ok(RunRecord {
                     flow_id: flow,
                     hour: timestamp(&r.hour).map_err(corrupt)?,
@@ -411,7 +417,7 @@ impl Store {
                         written: count(r.written),
                         excluded: count(r.excluded),
                         failed: count(r.failed),
-                        groups,
+                        groups: groups.remove(&r.hour).unwrap_or_default(),
                     },
                 })
             })
@@ -440,16 +446,42 @@ impl Store {
                 &[flow.to_string().into()],
             )
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(FailedRecord {
-                    key: r.record_key,
-                    code: r.code,
-                    message: r.message,
-                    payload: r.payload,
-                    failed_at: timestamp(&r.failed_at).map_err(corrupt)?,
-                })
-            })
-            .collect()
+        failed(rows)
     }
+
+    /// The newest `limit` of a flow's failed records, newest first, and how many it has: what a page shows.
+    pub async fn newest_failed_records(&self, flow: FlowId, limit: i64) -> Result<(Vec<FailedRecord>, u64)> {
+        #[derive(sqlx::FromRow)]
+        struct Count {
+            n: i64,
+        }
+        let flow_id = flow.to_string();
+        let rows: Vec<FailedRow> = self
+            .engine
+            .fetch_as(
+                "SELECT record_key, code, message, payload, failed_at FROM failed_records WHERE flow_id = $1
+                 ORDER BY failed_at DESC, record_key LIMIT $2",
+                &[flow_id.as_str().into(), limit.into()],
+            )
+            .await?;
+        let counted: Vec<Count> = self
+            .engine
+            .fetch_as("SELECT COUNT(*) AS n FROM failed_records WHERE flow_id = $1", &[flow_id.as_str().into()])
+            .await?;
+        Ok((failed(rows)?, counted.first().map_or(0, |c| count(c.n))))
+    }
+}
+
+fn failed(rows: Vec<FailedRow>) -> Result<Vec<FailedRecord>> {
+    rows.into_iter()
+        .map(|r| {
+            Ok(FailedRecord {
+                key: r.record_key,
+                code: r.code,
+                message: r.message,
+                payload: r.payload,
+                failed_at: timestamp(&r.failed_at).map_err(corrupt)?,
+            })
+        })
+        .collect()
 }

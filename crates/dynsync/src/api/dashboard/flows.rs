@@ -1,0 +1,364 @@
+//! The flows and their runs: every flow of the sandbox at a glance (what it does, whether it keeps its schedule's
+//! promise, its last day's counts), and a flow's page — its status and lag, a chart of its runs, each run's counts
+//! with its outcomes grouped by code with samples, its failed records with Dataverse's code and message and what
+//! was sent, and the actions the token may take: enable, disable, replay, delete (confirmed: it loses data).
+//!
+//! The page reads the newest [`RUNS_SHOWN`] runs and [`FAILED_SHOWN`] failed records, with a constant number of
+//! queries, however many a flow has kept.
+
+use super::chart;
+use super::session::Viewer;
+use super::status::{Activity, Lag, Took};
+use super::{Nav, page, problem_page, shown_time};
+use crate::access::Role;
+use crate::api::{ApiError, AppState};
+use crate::ids::FlowId;
+use crate::ingestion::IngestionFlow;
+use crate::store::{FlowRecord, FlowState, Outcome, RunRecord};
+use askama::Template;
+use axum::extract::{Path, Query, RawForm, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Runs a flow's page shows: four days of hours.
+pub const RUNS_SHOWN: i64 = 96;
+
+/// Failed records a flow's page shows, newest first.
+pub const FAILED_SHOWN: i64 = 50;
+
+/// The runs the flows' list adds up: the last day's.
+const DAY: i64 = 24;
+
+/// What a job is called on the pages.
+fn job_label(job: &str) -> &'static str {
+    match job {
+        crate::ingestion::JOB => "Table ingestion",
+        crate::leads::intake::JOB => "Marketplace leads",
+        crate::engagement::definition::JOB => "Email engagement",
+        _ => "Audience activation",
+    }
+}
+
+/// Counts of runs added up.
+#[derive(Default)]
+pub struct Totals {
+    pub received: u64,
+    pub written: u64,
+    pub excluded: u64,
+    pub failed: u64,
+}
+
+/// A flow's status as the pages show it.
+pub struct FlowStatus {
+    pub id: FlowId,
+    pub name: String,
+    pub job: &'static str,
+    pub enabled: bool,
+    pub activity: &'static str,
+    pub activity_class: &'static str,
+    /// Why the flow waits, when it does.
+    pub why: String,
+    pub timeliness: &'static str,
+    pub timeliness_class: &'static str,
+    pub lag: String,
+    pub backlog: u64,
+    pub totals: Totals,
+}
+
+/// Reads what a flow's status needs: who runs it, and how far behind it is.
+async fn status(state: &AppState, flow: &FlowRecord, runs: &[RunRecord]) -> Result<FlowStatus, ApiError> {
+    let lease = state.store.lease_of(flow.id).await?;
+    let activity = Activity::of(flow.state, lease.as_ref());
+    let enabled = flow.state == FlowState::Enabled;
+    let now = Utc::now();
+    let (lag, backlog) = if flow.job == crate::ingestion::JOB {
+        let ingestion = IngestionFlow::try_from(flow)?;
+        let last = state.store.loads(flow.id).await?.into_iter().next().map(|l| (l.started_at, l.finished_at));
+        (Lag::scheduled(enabled, &ingestion.definition.schedule, last, now), 0)
+    } else {
+        let backlog = match state.supervisor.job(&flow.job) {
+            Some(job) => job.backlog(&state.store, flow.id).await?,
+            None => crate::store::Backlog { records: 0, oldest: None },
+        };
+        (Lag::streaming(enabled, backlog.oldest, now), backlog.records)
+    };
+    let since = now - Duration::hours(DAY);
+    let mut totals = Totals::default();
+    for run in runs.iter().filter(|r| r.hour >= since) {
+        totals.received += run.tally.received;
+        totals.written += run.tally.written;
+        totals.excluded += run.tally.excluded;
+        totals.failed += run.tally.failed;
+    }
+    Ok(FlowStatus {
+        id: flow.id,
+        name: flow.name.clone(),
+        job: job_label(&flow.job),
+        enabled,
+        activity: activity.label(),
+        activity_class: match activity {
+            Activity::Running => "ok",
+            Activity::Paused { .. } => "bad",
+            Activity::Starting | Activity::Disabled => "idle",
+        },
+        why: match activity {
+            Activity::Paused { why } => why,
+            _ => String::new(),
+        },
+        timeliness: lag.timeliness.label(),
+        timeliness_class: lag.timeliness.class(),
+        lag: Took(lag.lag).to_string(),
+        backlog,
+        totals,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "flows.html")]
+struct FlowsPage {
+    nav: Option<Nav>,
+    sandbox: String,
+    flows: Vec<FlowStatus>,
+}
+
+pub async fn list(State(state): State<Arc<AppState>>, viewer: Viewer) -> Response {
+    let listed = async {
+        let mut flows = Vec::new();
+        for flow in state.store.flows(&viewer.caller.sandbox).await? {
+            let runs = state.store.newest_runs(flow.id, DAY).await?;
+            flows.push(status(&state, &flow, &runs).await?);
+        }
+        Ok::<_, ApiError>(flows)
+    };
+    match listed.await {
+        Ok(flows) => page(
+            StatusCode::OK,
+            &FlowsPage { nav: Nav::new("flows", &viewer), sandbox: viewer.caller.sandbox.to_string(), flows },
+        ),
+        Err(e) => problem_page(&viewer, e),
+    }
+}
+
+/// An outcome group of a run, as shown.
+pub struct GroupView {
+    pub outcome: &'static str,
+    pub class: &'static str,
+    pub code: String,
+    pub message: String,
+    pub count: u64,
+    pub samples: Vec<String>,
+}
+
+/// A run, as shown.
+pub struct RunView {
+    pub hour: String,
+    pub received: u64,
+    pub written: u64,
+    pub excluded: u64,
+    pub failed: u64,
+    pub groups: Vec<GroupView>,
+}
+
+impl From<&RunRecord> for RunView {
+    fn from(run: &RunRecord) -> RunView {
+        let t = &run.tally;
+        RunView {
+            hour: run.hour.format("%Y-%m-%d %H:00").to_string(),
+            received: t.received,
+            written: t.written,
+            excluded: t.excluded,
+            failed: t.failed,
+            groups: t
+                .groups
+                .iter()
+                .map(|g| GroupView {
+                    outcome: g.outcome.as_str(),
+                    class: match g.outcome {
+                        Outcome::Written => "ok",
+                        Outcome::Failed => "bad",
+                        Outcome::Excluded | Outcome::Noted => "warn",
+                    },
+                    code: g.code.clone(),
+                    message: g.message.clone(),
+                    count: g.count,
+                    samples: g.samples.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A failed record, as the drill-down shows it.
+pub struct FailedView {
+    pub key: String,
+    pub code: String,
+    pub message: String,
+    /// What was sent, laid out to read.
+    pub payload: String,
+    pub failed_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "flow.html")]
+struct FlowPage {
+    nav: Option<Nav>,
+    flow: FlowStatus,
+    chart: String,
+    runs: Vec<RunView>,
+    failed: Vec<FailedView>,
+    failed_total: u64,
+    /// The replay the flow offers, by its button's words.
+    replay: Option<&'static str>,
+    may_activate: bool,
+    may_manage: bool,
+    done: Option<String>,
+    problem: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct FlowQuery {
+    done: Option<String>,
+}
+
+/// What an action that went through says on the page it comes back to.
+fn done_message(done: &str) -> Option<&'static str> {
+    Some(match done {
+        "enabled" => "Enabled: the flow runs.",
+        "disabled" => "Disabled: the flow stops, and what it accepted waits for it.",
+        "replayed" => "Replayed: the failed records were sent again; those that failed again are listed below.",
+        "replay-requested" => "Replay requested: the next load reads the whole table and sends every row again.",
+        _ => return None,
+    })
+}
+
+async fn flow_page(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+    done: Option<String>,
+    problem: Option<ApiError>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found("flow", id, &viewer.caller.sandbox);
+    let flow_id: FlowId = id.parse().map_err(|_| not_found())?;
+    let flow = state.store.flow(&viewer.caller.sandbox, flow_id).await?.ok_or_else(not_found)?;
+    let runs = state.store.newest_runs(flow.id, RUNS_SHOWN).await?;
+    let (failed, failed_total) = state.store.newest_failed_records(flow.id, FAILED_SHOWN).await?;
+    let replay = match flow.job.as_str() {
+        crate::ingestion::JOB => Some("Replay the table: send every row again"),
+        _ if failed_total > 0 => Some("Replay the failed records"),
+        _ => None,
+    };
+    let template = FlowPage {
+        nav: Nav::new("flows", viewer),
+        flow: status(state, &flow, &runs).await?,
+        chart: chart::throughput(&runs),
+        runs: runs.iter().map(RunView::from).collect(),
+        failed: failed
+            .into_iter()
+            .map(|r| FailedView {
+                payload: serde_json::from_str::<serde_json::Value>(&r.payload)
+                    .ok()
+                    .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                    .unwrap_or(r.payload),
+                key: r.key,
+                code: r.code,
+                message: r.message,
+                failed_at: shown_time(r.failed_at),
+            })
+            .collect(),
+        failed_total,
+        replay,
+        may_activate: viewer.may(Role::Activate),
+        may_manage: viewer.may(Role::Manage),
+        done,
+        problem: problem.map(|p| p.detail),
+    };
+    // The page is what was asked for, with why the action was not done: a browser shows it as any page.
+    Ok(page(StatusCode::OK, &template))
+}
+
+pub async fn page_of_flow(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(query): Query<FlowQuery>,
+) -> Response {
+    let done = query.done.as_deref().and_then(done_message).map(str::to_string);
+    match flow_page(&state, &viewer, &id, done, None).await {
+        Ok(response) => response,
+        Err(e) => problem_page(&viewer, e),
+    }
+}
+
+/// `POST /flows/{id}/{enable|disable|replay|delete}`: the API's action on the flow, then back to its page saying
+/// what was done — or the page again, saying why not.
+pub async fn act(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path((id, action)): Path<(String, String)>,
+    RawForm(form): RawForm,
+) -> Response {
+    let flow = match id.parse::<FlowId>() {
+        Ok(flow_id) => state.store.flow(&viewer.caller.sandbox, flow_id).await,
+        Err(_) => Ok(None),
+    };
+    let flow = match flow {
+        Ok(Some(flow)) => flow,
+        Ok(None) => return problem_page(&viewer, ApiError::not_found("flow", &id, &viewer.caller.sandbox)),
+        Err(e) => return problem_page(&viewer, e.into()),
+    };
+    let caller = || crate::api::Caller { sandbox: viewer.caller.sandbox.clone(), grant: viewer.caller.grant.clone() };
+    let op = |op: &str| Query(HashMap::from([("op".to_string(), op.to_string())]));
+    let (result, done) = match action.as_str() {
+        "enable" => {
+            (crate::api::flows::action(State(state.clone()), caller(), Path(id.clone()), op("enable")).await, "enabled")
+        }
+        "disable" => (
+            crate::api::flows::action(State(state.clone()), caller(), Path(id.clone()), op("disable")).await,
+            "disabled",
+        ),
+        "replay" if flow.job == crate::ingestion::JOB => (
+            crate::api::flows::action(State(state.clone()), caller(), Path(id.clone()), op("replay")).await,
+            "replay-requested",
+        ),
+        "replay" => (
+            crate::api::flows::action(State(state.clone()), caller(), Path(id.clone()), op("retry-failed")).await,
+            "replayed",
+        ),
+        "delete" => {
+            let confirmed = url::form_urlencoded::parse(&form).any(|(k, v)| k == "confirm" && v == "yes");
+            if !confirmed {
+                let problem = ApiError::bad_request(
+                    "the flow was not deleted: tick the box that says you understand what deleting it loses, then delete it",
+                );
+                return flow_page(&state, &viewer, &id, None, Some(problem))
+                    .await
+                    .unwrap_or_else(|e| problem_page(&viewer, e));
+            }
+            return match crate::api::flows::delete(State(state.clone()), caller(), Path(id.clone())).await {
+                Ok(_) => Redirect::to("/flows").into_response(),
+                Err(e) => {
+                    flow_page(&state, &viewer, &id, None, Some(e)).await.unwrap_or_else(|e| problem_page(&viewer, e))
+                }
+            };
+        }
+        other => {
+            let problem = ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!(
+                    "'{other}' is not an action on a flow: the flow's page offers enable, disable, replay and delete"
+                ),
+            );
+            return problem_page(&viewer, problem);
+        }
+    };
+    match result {
+        Ok(_) => Redirect::to(&format!("/flows/{id}?done={done}")).into_response(),
+        Err(e) => flow_page(&state, &viewer, &id, None, Some(e)).await.unwrap_or_else(|e| problem_page(&viewer, e)),
+    }
+}

@@ -1,0 +1,182 @@
+//! The dashboard: dynsync in the browser, served by `dynsync serve` itself at `/`. Pages are rendered on the
+//! server from compile-time checked templates (`templates/`, askama) and work without JavaScript; the vendored,
+//! pinned htmx only refreshes the live parts every two seconds. Its files are embedded in the binary
+//! ([`assets`]): there is no Node.js step in dynsync's build.
+//!
+//! The pages act through the API's own functions, as the API's caller the session makes ([`session`]): what the
+//! API refuses, a page refuses with the API's words, and what a token may not do, a page does not offer.
+
+mod assets;
+mod catalog;
+mod chart;
+mod flows;
+mod session;
+mod status;
+
+use super::{ApiError, AppState};
+use crate::ids::Sandbox;
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use session::Viewer;
+use std::sync::Arc;
+
+pub use status::{Activity, Lag, Timeliness};
+
+/// The dashboard's routes, beside the API's.
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/flows") }))
+        .route("/sign-in", get(sign_in_page).post(sign_in))
+        .route("/sign-out", post(sign_out))
+        .route("/catalog", get(catalog::catalog))
+        .route("/connections", get(catalog::connections))
+        .route("/connections/new", get(catalog::connect_page).post(catalog::connect))
+        .route("/flows", get(flows::list))
+        .route("/flows/{id}", get(flows::page_of_flow))
+        .route("/flows/{id}/{action}", post(flows::act))
+        .route("/assets/{name}", get(assets::serve))
+}
+
+/// The navigation bar of a signed-in page.
+pub struct Nav {
+    /// Which entry is the current page.
+    pub at: &'static str,
+    pub who: String,
+    pub sandbox: String,
+}
+
+impl Nav {
+    fn new(at: &'static str, viewer: &Viewer) -> Option<Nav> {
+        Some(Nav { at, who: viewer.name(), sandbox: viewer.caller.sandbox.to_string() })
+    }
+}
+
+/// A page as the browser gets it: HTML that no other site may frame, whose scripts and styles come from dynsync
+/// alone, and that no cache keeps (it shows what a token may see).
+fn page(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => {
+            let mut response = (status, Html(html)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+                     form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                ),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a dashboard page did not render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "this page could not be shown; dynsync's log says why").into_response()
+        }
+    }
+}
+
+/// A page that says what went wrong, in the API's words.
+#[derive(Template)]
+#[template(path = "problem.html")]
+struct ProblemPage {
+    nav: Option<Nav>,
+    title: String,
+    problem: String,
+}
+
+fn problem_page(viewer: &Viewer, error: ApiError) -> Response {
+    let title = error.status.canonical_reason().unwrap_or("Error").to_string();
+    page(error.status, &ProblemPage { nav: Nav::new("", viewer), title, problem: error.detail })
+}
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage {
+    nav: Option<Nav>,
+    problem: Option<String>,
+    sandbox: String,
+    next: String,
+}
+
+#[derive(Deserialize)]
+struct SignInQuery {
+    next: Option<String>,
+    /// Why the last session ended: `refused` when its token was revoked or lost the sandbox.
+    ended: Option<String>,
+}
+
+/// What the sign-in page says of a session that ended.
+const SESSION_REFUSED: &str = "Your session ended: its token was revoked, or may no longer act in this sandbox. \
+     Sign in with a token that may.";
+
+/// Where to go after signing in: a path of this site, nothing else.
+fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_string(),
+        _ => "/flows".to_string(),
+    }
+}
+
+async fn sign_in_page(Query(query): Query<SignInQuery>) -> Response {
+    let next = local_path(query.next.as_deref());
+    let problem = query.ended.filter(|e| e == "refused").map(|_| SESSION_REFUSED.to_string());
+    page(StatusCode::OK, &SignInPage { nav: None, problem, sandbox: "prod".into(), next })
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    token: String,
+    sandbox: String,
+    next: Option<String>,
+}
+
+async fn sign_in(State(state): State<Arc<AppState>>, Form(form): Form<SignInForm>) -> Response {
+    let next = local_path(form.next.as_deref());
+    let refused = |problem: String, sandbox: String| {
+        page(StatusCode::OK, &SignInPage { nav: None, problem: Some(problem), sandbox, next: next.clone() })
+    };
+    let sandbox: Sandbox = match form.sandbox.trim().parse() {
+        Ok(s) => s,
+        Err(e) => return refused(format!("{e}"), form.sandbox),
+    };
+    let token = form.token.trim();
+    let grant = match super::authenticate_token(token, &state).await {
+        Ok(grant) => grant,
+        Err(e) => return refused(e.detail, sandbox.to_string()),
+    };
+    if let Err(denied) = grant.enter(&sandbox) {
+        return refused(denied.to_string(), sandbox.to_string());
+    }
+    let cookie = session::signed_in(&state, token, &sandbox);
+    (StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
+}
+
+async fn sign_out() -> Response {
+    (StatusCode::SEE_OTHER, [(header::SET_COOKIE, session::signed_out())], Redirect::to("/sign-in")).into_response()
+}
+
+/// A time as the pages show it.
+fn shown_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_signing_in_the_browser_goes_only_to_a_page_of_this_site() {
+        assert_eq!(local_path(Some("/flows/42")), "/flows/42");
+        assert_eq!(local_path(Some("//evil.example/")), "/flows");
+        assert_eq!(local_path(Some("/\\evil.example")), "/flows");
+        assert_eq!(local_path(Some("https://evil.example/")), "/flows");
+        assert_eq!(local_path(None), "/flows");
+    }
+}
