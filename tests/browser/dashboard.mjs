@@ -140,6 +140,14 @@ async function replay() {
   const run = await newestRun();
   expect(run.received === "4" && run.written === "4" && run.failed === "0", `the run now: 4 received, 4 written: ${JSON.stringify(run)}`);
   await checked("08-replayed");
+  // Who did what: the connection made in the browser, the flow, its replay.
+  await page.click("text=Timeline");
+  await page.waitForURL(`${base}/timeline`);
+  const changes = await page.textContent("#changes");
+  for (const seen of ["Connection Contoso sales", "Flow Loyalty audiences", "replayed", "operator"]) {
+    expect(changes.includes(seen), `the timeline shows ${seen}: ${changes}`);
+  }
+  await checked("09-timeline");
 }
 
 const steps = { connect, runs, replay };

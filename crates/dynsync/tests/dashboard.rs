@@ -207,6 +207,8 @@ async fn a_page_offers_only_what_its_token_may_do_and_a_revoked_token_signs_out(
     let (status, location) = operator.post(&format!("/flows/{flow}/disable"), &own, &[]).await;
     assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, format!("/flows/{flow}?done=disabled").as_str()));
     assert_eq!(world.get(&format!("flows/{flow}")).await.json()["items"][0]["state"], "disabled");
+    let (_, html) = operator.get(&format!("/flows/{flow}")).await;
+    assert!(html.contains("<td>disabled</td><td>operator</td>"), "the flow's timeline says who disabled it: {html}");
 
     // Revoked, the token's session ends at its next page.
     let reply = world.send(Method::DELETE, &format!("tokens/{viewer_id}"), None).await;
@@ -261,4 +263,58 @@ async fn without_a_session_every_page_leads_to_the_sign_in_and_back() {
     }
     assert!(transferred < 100 * 1024, "the pages' JavaScript and CSS come to {transferred} bytes compressed");
     world.finish().await;
+}
+
+async fn every_change_is_on_the_timeline_with_who_made_it(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    let (connection, target) = world.loyalty_destination().await;
+    let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
+    let reply =
+        world.post("tokens", json!({"name": "night shift", "roles": ["activate"], "sandboxes": [world.sandbox]})).await;
+    let (token, token_id) =
+        (reply.json()["token"].as_str().unwrap().to_string(), reply.json()["id"].as_str().unwrap().to_string());
+    let reply =
+        world.send_as(&token, &world.sandbox, Method::POST, &format!("flows/{flow}/action?op=disable"), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let reply = world.send(Method::DELETE, &format!("flows/{flow}"), None).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+
+    let timeline: dynsync::api::Timeline = serde_json::from_str(&world.get("timeline").await.text).unwrap();
+    let seen: Vec<(String, String, String)> = timeline
+        .items
+        .iter()
+        .map(|c| (c.resource_id.to_string(), c.action.as_str().to_string(), c.actor.clone()))
+        .collect();
+    let by_token = format!("token 'night shift' ({token_id})");
+    let expected = vec![
+        (flow.clone(), "deleted".to_string(), "operator".to_string()),
+        (flow.clone(), "disabled".to_string(), by_token),
+        (flow.clone(), "created".to_string(), "operator".to_string()),
+        (target.clone(), "created".to_string(), "operator".to_string()),
+        (connection.clone(), "created".to_string(), "operator".to_string()),
+    ];
+    assert_eq!(seen, expected, "newest first, each with who made it");
+    assert!(timeline.items.iter().all(|c| !c.actor.contains(&token)), "the token itself is never shown");
+    assert_eq!(timeline.items[0].resource_name, "Loyalty audiences", "a deleted flow keeps its name here");
+
+    // One resource's changes; another sandbox sees none of them.
+    let one: dynsync::api::Timeline =
+        serde_json::from_str(&world.get(&format!("timeline?property=resourceId=={connection}")).await.text).unwrap();
+    assert_eq!(one.items.len(), 1);
+    let elsewhere = world.send_in("elsewhere", Method::GET, "timeline", None).await;
+    assert_eq!(serde_json::from_str::<dynsync::api::Timeline>(&elsewhere.text).unwrap().items, vec![]);
+    let bad = world.get("timeline?property=flowId==x").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.detail().contains("property=resourceId=="), "{}", bad.text);
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn every_change_is_on_the_timeline_with_who_made_it_on_sqlite() {
+    every_change_is_on_the_timeline_with_who_made_it(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn every_change_is_on_the_timeline_with_who_made_it_on_postgres() {
+    every_change_is_on_the_timeline_with_who_made_it(Backend::Postgres).await;
 }

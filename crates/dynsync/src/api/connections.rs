@@ -1,10 +1,12 @@
 //! `connectionSpecs` and `connections`. Creating a connection tests it: a token, then `WhoAmI`.
 
+use super::timeline::Changed;
 use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, if_match, items, parse_body};
 use crate::access::Role;
 use crate::connection::{self, Connection, ConnectionAuth};
 use crate::ids::{ConnectionId, ConnectionSpecId, Etag};
 use crate::specs;
+use crate::store::{ChangeAction, ResourceKind};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -99,6 +101,8 @@ pub async fn create_connection(state: &AppState, caller: &Caller, request: Creat
         updated_at: now,
     };
     state.store.insert_connection(&connection).await?;
+    let what = Changed { kind: ResourceKind::Connection, id: connection.id.0, name: &connection.name };
+    caller.made(state, what, ChangeAction::Created).await;
     tracing::info!(connection = %connection.id, sandbox = %connection.sandbox, "connection created and tested");
     Ok(connection)
 }
@@ -235,15 +239,17 @@ pub async fn patch(
     updated.etag = Etag::new();
     updated.updated_at = Utc::now();
     state.store.update_connection(&updated, &current.etag).await?;
+    let what = Changed { kind: ResourceKind::Connection, id: updated.id.0, name: &updated.name };
+    caller.made(&state, what, ChangeAction::Changed).await;
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     caller.may(Role::Manage)?;
     let parsed = parse_id(&id, &caller)?;
-    if state.store.connection(&caller.sandbox, parsed).await?.is_none() {
+    let Some(current) = state.store.connection(&caller.sandbox, parsed).await? else {
         return Err(ApiError::not_found("connection", &id, &caller.sandbox));
-    }
+    };
     let targets = state.store.targets_of(&caller.sandbox, parsed).await?;
     if !targets.is_empty() {
         let list = targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
@@ -264,5 +270,7 @@ pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id)
     }
     state.store.delete_connection(&caller.sandbox, parsed).await?;
     state.clients.forget(parsed);
+    let what = Changed { kind: ResourceKind::Connection, id: parsed.0, name: &current.name };
+    caller.made(&state, what, ChangeAction::Deleted).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

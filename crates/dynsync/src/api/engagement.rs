@@ -9,6 +9,7 @@
 //! changes a flow decided are browsed at `GET /flows/{id}/consent`.
 
 use super::leads::rotate_inlet_secret;
+use super::timeline::Changed;
 use super::{ApiError, ApiResult, AppState, Caller, authenticate, id_and_etag, parse_body};
 use crate::checks::{Problem, ValidationReport};
 use crate::engagement::definition::{EventsDefinition, EventsFlow, JOB};
@@ -20,6 +21,7 @@ use crate::ids::{Etag, FlowId};
 use crate::pipeline::JobDefinition;
 use crate::pipeline::inlet::InletLog;
 use crate::pipeline::runner::Reach;
+use crate::store::ChangeAction;
 use crate::store::{FlowRecord, InletReject};
 use axum::Json as AxumJson;
 use axum::body::Bytes;
@@ -94,7 +96,7 @@ pub fn events_flow_json(flow: &EventsFlow) -> Json {
 pub async fn create(state: &AppState, caller: Caller, body: &[u8]) -> ApiResult<Response> {
     let definition = parse_body::<EventsDefinition>(body)?.normalized();
     check(state, &caller, &definition).await?;
-    let flow = EventsFlow::new(caller.sandbox, definition);
+    let flow = EventsFlow::new(caller.sandbox.clone(), definition);
     state.store.insert_flow(&FlowRecord::from(&flow)).await?;
     if let Some(key) = flow.definition.mailgun_key() {
         state.store.set_signing_key(flow.id, key.expose()).await?;
@@ -102,6 +104,7 @@ pub async fn create(state: &AppState, caller: Caller, body: &[u8]) -> ApiResult<
     let secret = crate::secrets::random_token(SECRET_PREFIX);
     state.store.rotate_inlet_secret(flow.id, &secret, 0).await?;
     state.supervisor.flows_changed();
+    caller.made(state, Changed::from(&flow), ChangeAction::Created).await;
     let answer = json!({
         "id": flow.id,
         "etag": flow.etag.0,
@@ -125,6 +128,7 @@ pub async fn replace(state: &AppState, caller: Caller, current: EventsFlow, body
         state.store.set_signing_key(updated.id, key.expose()).await?;
     }
     state.supervisor.flows_changed();
+    caller.made(state, Changed::from(&updated), ChangeAction::Changed).await;
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 

@@ -4,6 +4,7 @@
 //! a lead intake against the lead table.
 
 use super::governance::governed;
+use super::timeline::Changed;
 use super::{
     ApiError, ApiResult, AppState, Caller, engagement, flow_json, id_and_etag, if_match, ingestion, items, leads,
     parse_body,
@@ -21,6 +22,7 @@ use crate::pipeline::inlet::InletLog;
 use crate::pipeline::runner::ReplayError;
 use crate::pipeline::{Flow, FlowSpecRef, JobDefinition, ReplaySummary};
 use crate::specs::{ENGAGEMENT_EVENTS_FLOW_SPEC, INGESTION_FLOW_SPEC, LEAD_INTAKE_FLOW_SPEC};
+use crate::store::{ChangeAction, ResourceKind};
 use crate::store::{FlowRecord, Outcome, RunRecord};
 use crate::target::CustomizationPrefix;
 use axum::body::Bytes;
@@ -170,9 +172,10 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
     }
     let definition = parse_body::<FlowDefinition>(&body)?.normalized();
     check(&state, &caller, &definition).await?;
-    let flow = ActivationFlow::new(caller.sandbox, definition);
+    let flow = ActivationFlow::new(caller.sandbox.clone(), definition);
     state.store.insert_flow(&FlowRecord::from(&flow)).await?;
     state.supervisor.flows_changed();
+    caller.made(&state, Changed::from(&flow), ChangeAction::Created).await;
     Ok(id_and_etag(StatusCode::CREATED, flow.id, &flow.etag))
 }
 
@@ -259,6 +262,7 @@ pub async fn replace(
     let updated = ActivationFlow { definition, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
     state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
     state.supervisor.flows_changed();
+    caller.made(&state, Changed::from(&updated), ChangeAction::Changed).await;
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 
@@ -275,13 +279,13 @@ pub async fn action(
     let current = match find_any(&state, &caller, &id).await? {
         AnyFlow::Activation(flow) => flow,
         AnyFlow::Leads(intake) => return intake_action(&state, &caller, intake, op).await,
-        AnyFlow::Ingestion(flow) => return ingestion_action(&state, flow, op).await,
+        AnyFlow::Ingestion(flow) => return ingestion_action(&state, &caller, flow, op).await,
         AnyFlow::Events(flow) => return events_action(&state, &caller, flow, op).await,
     };
     let wanted = match query.get("op").map(String::as_str) {
         Some("retry-failed") => {
             let replaying = job::retry_failed(&state.store, &state.clients, &current);
-            return replay(&state, current.id, "contacts", "activated", replaying).await;
+            return replay(&state, &caller, Changed::from(&current), "contacts", "activated", replaying).await;
         }
         Some("enable") => FlowState::Enabled,
         Some("disable") => FlowState::Disabled,
@@ -296,7 +300,7 @@ pub async fn action(
         // Columns may have been removed in Dynamics while the flow was off.
         check(&state, &caller, &current.definition).await?;
     }
-    set_state(&state, current, wanted).await
+    set_state(&state, &caller, current, wanted).await
 }
 
 /// The actions on a lead intake: enable, disable, retry-failed, validate, rotate-secret.
@@ -309,10 +313,14 @@ async fn intake_action(
     let wanted = match op {
         Some("retry-failed") => {
             let replaying = leads_job::retry_failed(&state.store, &state.clients, &current);
-            return replay(state, current.id, "leads", "written", replaying).await;
+            return replay(state, caller, Changed::from(&current), "leads", "written", replaying).await;
         }
         Some("validate") => return leads::validate(state, &current).await,
-        Some("rotate-secret") => return leads::rotate_secret(state, &current).await,
+        Some("rotate-secret") => {
+            let rotated = leads::rotate_secret(state, &current).await?;
+            caller.made(state, Changed::from(&current), ChangeAction::SecretRotated).await;
+            return Ok(rotated);
+        }
         Some("enable") => FlowState::Enabled,
         Some("disable") => FlowState::Disabled,
         other => {
@@ -325,12 +333,17 @@ async fn intake_action(
     if wanted == FlowState::Enabled {
         governed(state, caller, &current.definition).await?;
     }
-    set_state(state, current, wanted).await
+    set_state(state, caller, current, wanted).await
 }
 
 /// The actions on an ingestion flow: enable, disable, replay (its next load reads the whole table again and sends
 /// every row, the columns whose updates are not applied included).
-async fn ingestion_action(state: &AppState, current: IngestionFlow, op: Option<&str>) -> ApiResult<Response> {
+async fn ingestion_action(
+    state: &AppState,
+    caller: &Caller,
+    current: IngestionFlow,
+    op: Option<&str>,
+) -> ApiResult<Response> {
     let wanted = match op {
         Some("enable") => FlowState::Enabled,
         Some("disable") => FlowState::Disabled,
@@ -338,6 +351,7 @@ async fn ingestion_action(state: &AppState, current: IngestionFlow, op: Option<&
             let at = chrono::Utc::now();
             state.store.request_replay(current.id, at).await?;
             state.supervisor.flows_changed();
+            caller.made(state, Changed::from(&current), ChangeAction::Replayed).await;
             return Ok((
                 StatusCode::ACCEPTED,
                 axum::Json(serde_json::json!({"id": current.id, "replayRequestedAt": at.to_rfc3339()})),
@@ -351,7 +365,7 @@ async fn ingestion_action(state: &AppState, current: IngestionFlow, op: Option<&
             )));
         }
     };
-    set_state(state, current, wanted).await
+    set_state(state, caller, current, wanted).await
 }
 
 /// The actions on an email events flow: enable, disable, retry-failed, rotate-secret.
@@ -364,9 +378,13 @@ async fn events_action(
     let wanted = match op {
         Some("retry-failed") => {
             let replaying = engagement_job::retry_failed(&state.store, &state.clients, &current);
-            return replay(state, current.id, "events", "written", replaying).await;
+            return replay(state, caller, Changed::from(&current), "events", "written", replaying).await;
         }
-        Some("rotate-secret") => return engagement::rotate_secret(state, &current).await,
+        Some("rotate-secret") => {
+            let rotated = engagement::rotate_secret(state, &current).await?;
+            caller.made(state, Changed::from(&current), ChangeAction::SecretRotated).await;
+            return Ok(rotated);
+        }
         Some("enable") => FlowState::Enabled,
         Some("disable") => FlowState::Disabled,
         other => {
@@ -379,19 +397,20 @@ async fn events_action(
     if wanted == FlowState::Enabled {
         governed(state, caller, &current.definition).await?;
     }
-    set_state(state, current, wanted).await
+    set_state(state, caller, current, wanted).await
 }
 
 /// `op=retry-failed` of any job: its failed `records` written again, one replay of a flow at a time — two at
 /// once would write and count the same records twice. `written_as` names the records written in the answer.
 async fn replay(
     state: &AppState,
-    flow: FlowId,
+    caller: &Caller,
+    flow: Changed<'_>,
     records: &str,
     written_as: &str,
     replaying: impl std::future::Future<Output = Result<ReplaySummary, ReplayError>>,
 ) -> ApiResult<Response> {
-    let _replaying = state.replays.start(flow).ok_or_else(|| {
+    let _replaying = state.replays.start(FlowId(flow.id)).ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             "replay-running",
@@ -403,15 +422,26 @@ async fn replay(
     let summary = replaying.await.map_err(|e| {
         ApiError::new(StatusCode::BAD_GATEWAY, "dynamics", format!("the failed {records} were not replayed: {e}"))
     })?;
+    caller.made(state, flow, ChangeAction::Replayed).await;
     Ok(axum::Json(json!({"retried": summary.retried, written_as: summary.written, "failed": summary.failed}))
         .into_response())
 }
 
 /// Enables or disables a flow of any job.
-async fn set_state<D: JobDefinition>(state: &AppState, current: Flow<D>, wanted: FlowState) -> ApiResult<Response> {
+async fn set_state<D: JobDefinition>(
+    state: &AppState,
+    caller: &Caller,
+    current: Flow<D>,
+    wanted: FlowState,
+) -> ApiResult<Response> {
     let updated = Flow { state: wanted, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
     state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
     state.supervisor.flows_changed();
+    let action = match wanted {
+        FlowState::Enabled => ChangeAction::Enabled,
+        FlowState::Disabled => ChangeAction::Disabled,
+    };
+    caller.made(state, Changed::from(&updated), action).await;
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 
@@ -439,6 +469,8 @@ pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id)
     let flow = find_record(&state, &caller, &id).await?;
     state.store.delete_flow(&caller.sandbox, flow.id).await?;
     state.supervisor.flows_changed();
+    let what = Changed { kind: ResourceKind::Flow, id: flow.id.0, name: &flow.name };
+    caller.made(&state, what, ChangeAction::Deleted).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -2,6 +2,7 @@
 //! `sourceConnections`, dataset `targetConnections` (the data lake's connection spec), ingestion `flows` (the
 //! CRM-to-dataset flow spec), their runs — one per load — and a quick look at a dataset's rows.
 
+use super::timeline::Changed;
 use super::{ApiError, ApiResult, AppState, Caller, flow_json, id_and_etag, items, parse_body};
 use crate::access::Role;
 use crate::dataset::DatasetName;
@@ -15,6 +16,7 @@ use crate::ingestion::{IngestionFlow, job};
 use crate::secrets::Secret;
 use crate::source::{SourceConnection, SourceObject};
 use crate::specs;
+use crate::store::{ChangeAction, ResourceKind};
 use crate::store::{FlowRecord, Load};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -238,7 +240,7 @@ pub async fn create_source(State(state): State<Arc<AppState>>, caller: Caller, b
     let now = Utc::now();
     let source = SourceConnection {
         id: SourceConnectionId::new(),
-        sandbox: caller.sandbox,
+        sandbox: caller.sandbox.clone(),
         name: request.name.unwrap_or_else(|| format!("{name} from Dynamics")),
         description: request.description,
         base_connection_id: base,
@@ -248,6 +250,8 @@ pub async fn create_source(State(state): State<Arc<AppState>>, caller: Caller, b
         updated_at: now,
     };
     state.store.insert_source_connection(&source).await?;
+    let what = Changed { kind: ResourceKind::SourceConnection, id: source.id.0, name: &source.name };
+    caller.made(&state, what, ChangeAction::Created).await;
     Ok(id_and_etag(StatusCode::CREATED, source.id, &source.etag))
 }
 
@@ -300,9 +304,9 @@ pub async fn delete_source(
 ) -> ApiResult<Response> {
     caller.may(Role::Manage)?;
     let parsed = parse_source_id(&id, &caller)?;
-    if state.store.source_connection(&caller.sandbox, parsed).await?.is_none() {
+    let Some(current) = state.store.source_connection(&caller.sandbox, parsed).await? else {
         return Err(ApiError::not_found("source connection", &id, &caller.sandbox));
-    }
+    };
     let users = ingestion_flows(&state, &caller).await?;
     let users: Vec<String> =
         users.iter().filter(|f| f.definition.source_connection_id == parsed).map(|f| f.id.to_string()).collect();
@@ -314,6 +318,8 @@ pub async fn delete_source(
         ));
     }
     state.store.delete_source_connection(&caller.sandbox, parsed).await?;
+    let what = Changed { kind: ResourceKind::SourceConnection, id: parsed.0, name: &current.name };
+    caller.made(&state, what, ChangeAction::Deleted).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -505,7 +511,7 @@ pub async fn create_dataset_target(state: &AppState, caller: Caller, body: &[u8]
     let now = Utc::now();
     let target = DatasetTarget {
         id: TargetConnectionId::new(),
-        sandbox: caller.sandbox,
+        sandbox: caller.sandbox.clone(),
         name: request.name.unwrap_or_else(|| dataset.to_string()),
         description: request.description,
         dataset,
@@ -520,6 +526,8 @@ pub async fn create_dataset_target(state: &AppState, caller: Caller, body: &[u8]
         .await
         .map_err(|e| ApiError::bad_request(format!("the dataset {} cannot be opened: {e}", target.dataset)))?;
     state.store.insert_dataset_target(&target).await?;
+    let what = Changed { kind: ResourceKind::TargetConnection, id: target.id.0, name: &target.name };
+    caller.made(state, what, ChangeAction::Created).await;
     Ok(id_and_etag(StatusCode::CREATED, target.id, &target.etag))
 }
 
@@ -674,9 +682,10 @@ pub async fn create_flow(state: &AppState, caller: Caller, body: &[u8]) -> ApiRe
             }
         }
     }
-    let flow = IngestionFlow::new(caller.sandbox, definition);
+    let flow = IngestionFlow::new(caller.sandbox.clone(), definition);
     state.store.insert_flow(&FlowRecord::from(&flow)).await?;
     state.supervisor.flows_changed();
+    caller.made(state, Changed::from(&flow), ChangeAction::Created).await;
     Ok(id_and_etag(StatusCode::CREATED, flow.id, &flow.etag))
 }
 

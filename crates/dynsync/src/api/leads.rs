@@ -5,6 +5,7 @@
 //! it is in the intake's durable log; one that cannot be a lead is answered 400 with every problem, and kept to
 //! be inspected (`GET /flows/{id}/rejects`). A wrong secret is answered 401 and stores nothing.
 
+use super::timeline::Changed;
 use super::{ApiError, ApiResult, AppState, Caller, authenticate, id_and_etag, parse_body};
 use crate::checks::{Problem, ValidationReport};
 use crate::ids::{Etag, FlowId};
@@ -14,6 +15,7 @@ use crate::leads::{Lead, LeadWrite, TEST_MARKER};
 use crate::pipeline::JobDefinition;
 use crate::pipeline::inlet::InletLog;
 use crate::pipeline::runner::Reach;
+use crate::store::ChangeAction;
 use crate::store::{FlowRecord, InletReject};
 use axum::Json as AxumJson;
 use axum::body::Bytes;
@@ -103,11 +105,12 @@ pub fn intake_json(intake: &LeadIntake) -> Json {
 pub async fn create(state: &AppState, caller: Caller, body: &[u8]) -> ApiResult<Response> {
     let definition = parse_body::<IntakeDefinition>(body)?.normalized();
     check(state, &caller, &definition).await?;
-    let intake = LeadIntake::new(caller.sandbox, definition);
+    let intake = LeadIntake::new(caller.sandbox.clone(), definition);
     state.store.insert_flow(&FlowRecord::from(&intake)).await?;
     let secret = new_secret();
     state.store.rotate_inlet_secret(intake.id, &secret, 0).await?;
     state.supervisor.flows_changed();
+    caller.made(state, Changed::from(&intake), ChangeAction::Created).await;
     let answer = json!({
         "id": intake.id,
         "etag": intake.etag.0,
@@ -124,6 +127,7 @@ pub async fn replace(state: &AppState, caller: Caller, current: LeadIntake, body
     let updated = LeadIntake { definition, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
     state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
     state.supervisor.flows_changed();
+    caller.made(state, Changed::from(&updated), ChangeAction::Changed).await;
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
 }
 

@@ -12,6 +12,8 @@ mod health;
 mod ingestion;
 mod leads;
 mod targets;
+mod timeline;
+pub use timeline::{ChangeBody, Timeline};
 mod tokens;
 
 use crate::access::{Denied, Grant, Role};
@@ -128,6 +130,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{BASE_PATH}/flows/{{id}}/rejects"), get(flows::rejects))
         .route(&format!("{BASE_PATH}/flows/{{id}}/consent"), get(engagement::consent))
         .route(&format!("{BASE_PATH}/runs"), get(flows::runs))
+        .route(&format!("{BASE_PATH}/timeline"), get(timeline::list))
         .route(&format!("{BASE_PATH}/governance"), get(governance::get).put(governance::put))
         .route(&format!("{BASE_PATH}/tokens"), post(tokens::create).get(tokens::list))
         .route(&format!("{BASE_PATH}/tokens/{{id}}"), axum::routing::delete(tokens::revoke))

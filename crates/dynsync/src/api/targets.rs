@@ -1,10 +1,12 @@
 //! `targetConnections`: the destination details (name, description, customization prefix) over a base connection;
 //! with the data lake's connection spec, a dataset an ingestion writes (`api/ingestion.rs`).
 
+use super::timeline::Changed;
 use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, items, parse_body};
 use crate::access::Role;
 use crate::ids::{ConnectionId, Etag, TargetConnectionId};
 use crate::specs;
+use crate::store::{ChangeAction, ResourceKind};
 use crate::target::{CustomizationPrefix, TargetConnection};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -82,7 +84,7 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
     let now = Utc::now();
     let target = TargetConnection {
         id: TargetConnectionId::new(),
-        sandbox: caller.sandbox,
+        sandbox: caller.sandbox.clone(),
         name: request.name.trim().to_string(),
         description: request.description,
         base_connection_id: base,
@@ -92,6 +94,8 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
         updated_at: now,
     };
     state.store.insert_target_connection(&target).await?;
+    let what = Changed { kind: ResourceKind::TargetConnection, id: target.id.0, name: &target.name };
+    caller.made(&state, what, ChangeAction::Created).await;
     Ok(id_and_etag(StatusCode::CREATED, target.id, &target.etag))
 }
 
@@ -135,10 +139,15 @@ pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): P
 pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     caller.may(Role::Manage)?;
     let parsed = parse_id(&id, &caller)?;
-    let is_dataset = state.store.dataset_target(&caller.sandbox, parsed).await?.is_some();
-    if !is_dataset && state.store.target_connection(&caller.sandbox, parsed).await?.is_none() {
-        return Err(ApiError::not_found("target connection", &id, &caller.sandbox));
-    }
+    let dataset = state.store.dataset_target(&caller.sandbox, parsed).await?;
+    let is_dataset = dataset.is_some();
+    let name = match dataset {
+        Some(d) => d.name,
+        None => match state.store.target_connection(&caller.sandbox, parsed).await? {
+            Some(t) => t.name,
+            None => return Err(ApiError::not_found("target connection", &id, &caller.sandbox)),
+        },
+    };
     let flows = state.store.flows_of(&caller.sandbox, parsed).await?;
     if !flows.is_empty() {
         let list = flows.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
@@ -154,5 +163,7 @@ pub async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id)
     } else {
         state.store.delete_target_connection(&caller.sandbox, parsed).await?;
     }
+    let what = Changed { kind: ResourceKind::TargetConnection, id: parsed.0, name: &name };
+    caller.made(&state, what, ChangeAction::Deleted).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

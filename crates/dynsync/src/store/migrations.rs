@@ -153,6 +153,16 @@ const MIGRATIONS: &[Migration] = &[(
         // When a replay of an ingestion flow was last asked for: a load started after it reads the table whole.
         "CREATE TABLE IF NOT EXISTS replays (flow_id TEXT PRIMARY KEY, requested_at BIGINT NOT NULL)",
     ],
+), (
+    "0010_timeline",
+    &[
+        // Who changed what, when (see store/timeline.rs): kept after the resource is deleted. Times in milliseconds.
+        "CREATE TABLE IF NOT EXISTS timeline (
+            id TEXT PRIMARY KEY, sandbox TEXT NOT NULL, kind TEXT NOT NULL, resource_id TEXT NOT NULL,
+            name TEXT NOT NULL, action TEXT NOT NULL, actor TEXT NOT NULL, at BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS timeline_sandbox ON timeline (sandbox, at)",
+        "CREATE INDEX IF NOT EXISTS timeline_resource ON timeline (sandbox, resource_id, at)",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

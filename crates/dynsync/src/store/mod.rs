@@ -15,6 +15,7 @@ mod migrations;
 mod outbox;
 mod runs;
 mod sources;
+mod timeline;
 mod tokens;
 
 use crate::connection::{Connection, ConnectionAuth};
@@ -40,6 +41,7 @@ pub use runs::{
     Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, REPLAYED, Recovered, Replayed, RunRecord,
     RunTally, hour_of,
 };
+pub use timeline::{CHANGES_SHOWN, Change, ChangeAction, ResourceKind};
 pub use tokens::ApiToken;
 
 #[derive(Debug, thiserror::Error)]

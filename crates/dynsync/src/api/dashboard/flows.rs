@@ -9,7 +9,7 @@
 use super::chart;
 use super::session::Viewer;
 use super::status::{Activity, Lag, Took};
-use super::{Nav, page, problem_page, shown_time};
+use super::{ChangeView, Nav, page, problem_page, shown_time};
 use crate::access::Role;
 use crate::api::{ApiError, AppState};
 use crate::ids::FlowId;
@@ -29,6 +29,9 @@ pub const RUNS_SHOWN: i64 = 96;
 
 /// Failed records a flow's page shows, newest first.
 pub const FAILED_SHOWN: i64 = 50;
+
+/// Changes a flow's page lists, newest first.
+const CHANGES_ON_A_FLOW: i64 = 20;
 
 /// The runs the flows' list adds up: the last day's.
 const DAY: i64 = 24;
@@ -217,6 +220,7 @@ struct FlowPage {
     may_manage: bool,
     done: Option<String>,
     problem: Option<String>,
+    changes: Vec<ChangeView>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +280,13 @@ async fn flow_page(
         may_manage: viewer.may(Role::Manage),
         done,
         problem: problem.map(|p| p.detail),
+        changes: state
+            .store
+            .changes(&viewer.caller.sandbox, Some(flow.id.0), CHANGES_ON_A_FLOW)
+            .await?
+            .iter()
+            .map(ChangeView::from)
+            .collect(),
     };
     // The page is what was asked for, with why the action was not done: a browser shows it as any page.
     Ok(page(StatusCode::OK, &template))

@@ -15,6 +15,7 @@ mod status;
 
 use super::{ApiError, AppState};
 use crate::ids::Sandbox;
+use crate::store::{CHANGES_SHOWN, Change, ChangeAction, ResourceKind};
 use askama::Template;
 use axum::Router;
 use axum::extract::{Form, Query, State};
@@ -39,6 +40,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/flows", get(flows::list))
         .route("/flows/{id}", get(flows::page_of_flow))
         .route("/flows/{id}/{action}", post(flows::act))
+        .route("/timeline", get(timeline))
         .route("/assets/{name}", get(assets::serve))
 }
 
@@ -160,6 +162,62 @@ async fn sign_in(State(state): State<Arc<AppState>>, Form(form): Form<SignInForm
 
 async fn sign_out() -> Response {
     (StatusCode::SEE_OTHER, [(header::SET_COOKIE, session::signed_out())], Redirect::to("/sign-in")).into_response()
+}
+
+/// A change of the timeline, as the pages show it.
+pub struct ChangeView {
+    pub at: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub action: &'static str,
+    pub actor: String,
+}
+
+impl From<&Change> for ChangeView {
+    fn from(c: &Change) -> ChangeView {
+        ChangeView {
+            at: shown_time(c.at),
+            kind: match c.kind {
+                ResourceKind::Connection => "Connection",
+                ResourceKind::TargetConnection => "Target",
+                ResourceKind::SourceConnection => "Source",
+                ResourceKind::Flow => "Flow",
+            },
+            name: c.name.clone(),
+            action: match c.action {
+                ChangeAction::Created => "created",
+                ChangeAction::Changed => "changed",
+                ChangeAction::Enabled => "enabled",
+                ChangeAction::Disabled => "disabled",
+                ChangeAction::Replayed => "replayed",
+                ChangeAction::SecretRotated => "secret rotated",
+                ChangeAction::Deleted => "deleted",
+            },
+            actor: c.actor.clone(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "timeline.html")]
+struct TimelinePage {
+    nav: Option<Nav>,
+    sandbox: String,
+    changes: Vec<ChangeView>,
+}
+
+async fn timeline(State(state): State<Arc<AppState>>, viewer: Viewer) -> Response {
+    match state.store.changes(&viewer.caller.sandbox, None, CHANGES_SHOWN).await {
+        Ok(changes) => page(
+            StatusCode::OK,
+            &TimelinePage {
+                nav: Nav::new("timeline", &viewer),
+                sandbox: viewer.caller.sandbox.to_string(),
+                changes: changes.iter().map(ChangeView::from).collect(),
+            },
+        ),
+        Err(e) => problem_page(&viewer, e.into()),
+    }
 }
 
 /// A time as the pages show it.
