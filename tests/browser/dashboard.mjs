@@ -2,7 +2,7 @@
 // crates/dynsync/tests/dashboard.rs, a step at a time, while the Rust test does between steps what the user does
 // outside the browser (stream profiles, fix a contact in Dynamics):
 //
-//   node dashboard.mjs <step>        step: connect | runs | replay
+//   node dashboard.mjs <step>        step: connect | flow | runs | replay
 //
 // Environment: DYNSYNC_URL, DYNSYNC_TOKEN, DYNSYNC_SANDBOX, SCREENSHOTS (a folder), CHROMIUM (default
 // /usr/bin/chromium), and per step: DESTINATION (the connect form's values, JSON) and WRONG_SECRET; FLOW_ID and
@@ -108,12 +108,45 @@ async function connect() {
   await checked("05-connections");
 }
 
+async function flow() {
+  await signIn();
+  // The destination details, then the flow: audiences with their Mapping ID, attributes onto contact columns.
+  await page.click("text=New destination");
+  await page.waitForURL(`${base}/targets/new`);
+  await page.fill("#name", "Contacts");
+  await page.selectOption("#connection", { label: "Contoso sales" });
+  await page.fill("#prefix", "new");
+  await checked("06-new-destination");
+  await page.click("main button[type=submit]");
+  await page.waitForURL(/\/flows\/new\?target=/);
+  const offered = await page.$$eval("#contact-columns option", (os) => os.map((o) => o.value));
+  expect(offered.includes("firstname") && offered.includes("new_gold"), `the environment's contact columns are offered: ${offered.length}`);
+  await page.fill("#name", "Loyalty audiences");
+  await page.fill('[name="audience.0.id"]', "seg-gold");
+  await page.fill('[name="audience.0.name"]', "Gold");
+  await page.fill('[name="audience.0.mapping"]', "gold");
+  await page.fill('[name="mapping.1.source"]', "person.name.firstName");
+  await page.fill('[name="mapping.1.target"]', "firstnme");
+  await page.click("#flow-form button[type=submit]");
+  // The mistake is shown beside its row, with the column meant.
+  const problem = await page.textContent("#mappings .problem");
+  expect(problem.includes("firstnme") && problem.includes("firstname"), `the wrong column is named, with the closest: ${problem}`);
+  expect(await page.inputValue('[name="audience.0.mapping"]') === "gold", "what was typed stays");
+  expect((await page.textContent("#audiences")).includes("new_gold"), "the audience's column is shown");
+  await checked("07-flow-with-a-mapping-error");
+  await page.fill('[name="mapping.1.target"]', "firstname");
+  await page.click("#flow-form button[type=submit]");
+  await page.waitForURL(/\/flows\/[0-9a-f-]+\?done=created$/);
+  expect((await page.textContent("#done")).startsWith("Created"), "the flow is created");
+  await checked("08-flow-created");
+}
+
 async function runs() {
   await signIn();
   const flow = env("FLOW_ID");
   // The flow is listed with its counts, live.
   await page.waitForSelector(`a[href="/flows/${flow}"]`);
-  await checked("06-flows");
+  await checked("09-flows");
   await page.click(`a[href="/flows/${flow}"]`);
   await page.waitForURL(`${base}/flows/${flow}`);
   await page.waitForSelector("#runs");
@@ -125,7 +158,7 @@ async function runs() {
   expect(failed.includes(env("FAILED_KEY")) && failed.includes("0x80040217"), `the record, by key and code: ${failed}`);
   await page.click("details.failed-record summary");
   expect(await page.isVisible("details.failed-record pre"), "what was sent is shown");
-  await checked("07-flow-with-a-failed-record");
+  await checked("10-flow-with-a-failed-record");
 }
 
 async function replay() {
@@ -139,7 +172,7 @@ async function replay() {
   expect(failed.includes("Failed records (0)"), `no failed record is left: ${failed}`);
   const run = await newestRun();
   expect(run.received === "4" && run.written === "4" && run.failed === "0", `the run now: 4 received, 4 written: ${JSON.stringify(run)}`);
-  await checked("08-replayed");
+  await checked("11-replayed");
   // Who did what: the connection made in the browser, the flow, its replay.
   await page.click("text=Timeline");
   await page.waitForURL(`${base}/timeline`);
@@ -147,13 +180,13 @@ async function replay() {
   for (const seen of ["Connection Contoso sales", "Flow Loyalty audiences", "replayed", "operator"]) {
     expect(changes.includes(seen), `the timeline shows ${seen}: ${changes}`);
   }
-  await checked("09-timeline");
+  await checked("12-timeline");
 }
 
-const steps = { connect, runs, replay };
+const steps = { connect, flow, runs, replay };
 const step = steps[process.argv[2]];
 try {
-  if (!step) throw new Error(`'${process.argv[2]}' is not a step: use connect, runs or replay`);
+  if (!step) throw new Error(`'${process.argv[2]}' is not a step: use connect, flow, runs or replay`);
   await step();
 } catch (e) {
   await page.screenshot({ path: `${shots}/failed-${process.argv[2]}.png`, fullPage: true }).catch(() => {});

@@ -3,19 +3,25 @@
 //! is reported at once, so that one save shows all of them.
 
 use dataverse::TableDefinition;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// One thing wrong with a flow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
     /// Where in the flow: `mappings[2].target`, `columns.offer`.
     pub field: String,
     pub message: String,
     /// The existing columns closest to a missing one.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub closest: Vec<String>,
+}
+
+/// The report of a refused definition: every problem (the `report` of the API's error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problems {
+    pub problems: Vec<Problem>,
 }
 
 impl Problem {

@@ -1,7 +1,7 @@
 //! The dashboard, as a browser and a person use it. A real Chromium, driven by Playwright
 //! (`tests/browser/dashboard.mjs`), goes the new user's way: a wrong token, then the right one; the catalog; a
-//! connection with a wrong secret, then the right one; the flow's run with its counts; a failed record's drill-down,
-//! replayed once its cause is fixed in Dynamics — checking each page for console errors and serious accessibility
+//! connection with a wrong secret, then the right one; a destination, and a flow whose mapping error is fixed on the
+//! page; the flow's run with its counts; a failed record's drill-down, replayed once its cause is fixed in Dynamics — checking each page for console errors and serious accessibility
 //! violations (axe-core) and keeping a screenshot of it (`target/dashboard-screenshots`).
 //!
 //! Without Node.js and Chromium the browser test says so and passes, unless `DYNSYNC_BROWSER_TESTS=required`
@@ -95,10 +95,12 @@ async fn a_new_user_connects_dynamics_watches_a_run_and_replays_its_failed_recor
             "the connection made in the browser: {connections}"
         );
 
-        // Outside the browser: a target and a flow (their pages come later), and four profiles, one of a contact
-        // Dynamics does not have.
-        let (_, target) = world.loyalty_destination().await;
-        let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
+        // In Dynamics, the audience's column; in the browser, the destination and the flow.
+        world.add_text_column("new_Gold", 20).await;
+        walk("flow", &world, &[]).await;
+        let flows = world.get("flows").await.json();
+        let flow = flows["items"][0]["id"].as_str().expect("the flow made in the browser").to_string();
+        // Four profiles streamed in, one of a contact Dynamics does not have.
         let absent = Uuid::new_v4();
         let mut messages = Vec::new();
         for name in ["Ann", "Bob", "Cy"] {

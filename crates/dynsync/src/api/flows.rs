@@ -44,7 +44,7 @@ async fn check(state: &AppState, caller: &Caller, flow: &FlowDefinition) -> ApiR
     let report = |problems: Vec<validation::Problem>| {
         let report = validation::ValidationReport { flow: flow.name.clone(), table: "contact", problems };
         ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", report.to_string())
-            .with_report(json!({"problems": report.problems}))
+            .with_problems(report.problems)
     };
     let shape = validation::check_shape(flow);
     let Some(target_id) = flow.target_connection_id() else {
@@ -170,13 +170,21 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
         }
         None => {}
     }
-    let definition = parse_body::<FlowDefinition>(&body)?.normalized();
-    check(&state, &caller, &definition).await?;
+    let flow = create_activation(&state, &caller, parse_body::<FlowDefinition>(&body)?).await?;
+    Ok(id_and_etag(StatusCode::CREATED, flow.id, &flow.etag))
+}
+
+/// Makes an activation flow, checked against its destination's contact table first: its problems, every one,
+/// are the error's report (`{"problems": [...]}`).
+pub async fn create_activation(state: &AppState, caller: &Caller, definition: FlowDefinition) -> ApiResult<ActivationFlow> {
+    caller.may(Role::Manage)?;
+    let definition = definition.normalized();
+    check(state, caller, &definition).await?;
     let flow = ActivationFlow::new(caller.sandbox.clone(), definition);
     state.store.insert_flow(&FlowRecord::from(&flow)).await?;
     state.supervisor.flows_changed();
-    caller.made(&state, Changed::from(&flow), ChangeAction::Created).await;
-    Ok(id_and_etag(StatusCode::CREATED, flow.id, &flow.etag))
+    caller.made(state, Changed::from(&flow), ChangeAction::Created).await;
+    Ok(flow)
 }
 
 pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {

@@ -212,6 +212,12 @@ impl ApiError {
             format!("there is no {what} {id} in sandbox {sandbox}: check the id, and the x-sandbox-name header"),
         )
     }
+    /// The error of a refused definition, with every problem as its typed report.
+    pub fn with_problems(self, problems: Vec<crate::checks::Problem>) -> ApiError {
+        let report = crate::checks::Problems { problems };
+        self.with_report(serde_json::to_value(report).expect("problems serialise"))
+    }
+
     pub fn with_report(mut self, report: Json) -> ApiError {
         self.report = Some(report);
         self

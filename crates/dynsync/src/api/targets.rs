@@ -17,24 +17,38 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 
+/// `POST /targetConnections`'s body for a Dynamics 365 destination, and what the dashboard's form makes.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CreateTarget {
-    name: String,
+pub struct CreateTarget {
+    pub name: String,
     #[serde(default)]
-    description: String,
-    base_connection_id: String,
+    pub description: String,
+    pub base_connection_id: String,
     #[serde(default)]
-    params: TargetParams,
+    pub params: TargetParams,
     /// Accepted as Adobe's clients send it; a target takes its spec from its base connection.
     #[serde(default, rename = "connectionSpec")]
     _connection_spec: Option<Json>,
 }
 
+impl CreateTarget {
+    /// A destination named `name` over the connection `base_connection_id`, with the customization prefix `prefix`.
+    pub fn new(name: String, base_connection_id: String, prefix: String) -> CreateTarget {
+        CreateTarget {
+            name,
+            description: String::new(),
+            base_connection_id,
+            params: TargetParams { customization_prefix: Some(prefix) },
+            _connection_spec: None,
+        }
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TargetParams {
-    customization_prefix: Option<String>,
+pub struct TargetParams {
+    pub customization_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +69,13 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
         return super::ingestion::create_dataset_target(&state, caller, &body).await;
     }
     let request: CreateTarget = parse_body(&body)?;
+    let target = create_target(&state, &caller, request).await?;
+    Ok(id_and_etag(StatusCode::CREATED, target.id, &target.etag))
+}
+
+/// Makes a Dynamics 365 destination over a destination connection of the sandbox.
+pub async fn create_target(state: &AppState, caller: &Caller, request: CreateTarget) -> ApiResult<TargetConnection> {
+    caller.may(Role::Manage)?;
     if request.name.trim().is_empty() {
         return Err(ApiError::bad_request("name is empty: give the destination a name you will recognize"));
     }
@@ -95,8 +116,8 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
     };
     state.store.insert_target_connection(&target).await?;
     let what = Changed { kind: ResourceKind::TargetConnection, id: target.id.0, name: &target.name };
-    caller.made(&state, what, ChangeAction::Created).await;
-    Ok(id_and_etag(StatusCode::CREATED, target.id, &target.etag))
+    caller.made(state, what, ChangeAction::Created).await;
+    Ok(target)
 }
 
 pub fn target_json(t: &TargetConnection) -> Json {

@@ -126,6 +126,7 @@ struct FlowsPage {
     nav: Option<Nav>,
     sandbox: String,
     flows: Vec<FlowStatus>,
+    may_manage: bool,
 }
 
 pub async fn list(State(state): State<Arc<AppState>>, viewer: Viewer) -> Response {
@@ -140,7 +141,12 @@ pub async fn list(State(state): State<Arc<AppState>>, viewer: Viewer) -> Respons
     match listed.await {
         Ok(flows) => page(
             StatusCode::OK,
-            &FlowsPage { nav: Nav::new("flows", &viewer), sandbox: viewer.caller.sandbox.to_string(), flows },
+            &FlowsPage {
+                nav: Nav::new("flows", &viewer),
+                sandbox: viewer.caller.sandbox.to_string(),
+                flows,
+                may_manage: viewer.may(Role::Manage),
+            },
         ),
         Err(e) => problem_page(&viewer, e),
     }
@@ -235,6 +241,7 @@ fn done_message(done: &str) -> Option<&'static str> {
         "disabled" => "Disabled: the flow stops, and what it accepted waits for it.",
         "replayed" => "Replayed: the failed records were sent again; those that failed again are listed below.",
         "replay-requested" => "Replay requested: the next load reads the whole table and sends every row again.",
+        "created" => "Created and enabled: the flow runs, and takes profiles at its inlet.",
         _ => return None,
     })
 }

@@ -11,6 +11,7 @@ mod catalog;
 mod chart;
 mod flows;
 mod session;
+mod setup;
 mod status;
 
 use super::{ApiError, AppState};
@@ -37,6 +38,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/catalog", get(catalog::catalog))
         .route("/connections", get(catalog::connections))
         .route("/connections/new", get(catalog::connect_page).post(catalog::connect))
+        .route("/targets/new", get(setup::target_page).post(setup::create_target_from))
+        .route("/flows/new", get(setup::flow_page).post(setup::create_flow_from))
         .route("/flows", get(flows::list))
         .route("/flows/{id}", get(flows::page_of_flow))
         .route("/flows/{id}/{action}", post(flows::act))
