@@ -320,3 +320,56 @@ async fn every_change_is_on_the_timeline_with_who_made_it_on_sqlite() {
 async fn every_change_is_on_the_timeline_with_who_made_it_on_postgres() {
     every_change_is_on_the_timeline_with_who_made_it(Backend::Postgres).await;
 }
+
+async fn a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it(backend: Backend) {
+    let Some(world) = World::start(backend).await else { return };
+    for name in ["Ann", "Bob"] {
+        world.create_contact(name).await;
+    }
+    let connection = common::source_connection(&world).await;
+    let source = common::source_of(&world, &connection, "contact").await;
+    let target = common::dataset_target(&world, json!({"dataSetId": "contacts"})).await;
+    let body = json!({
+        "name": "Contacts into the lake",
+        "flowSpec": {"id": "14518937-270c-4525-bdec-c2ba7cce3860", "version": "1.0"},
+        "sourceConnectionIds": [source], "targetConnectionIds": [target],
+        "scheduleParams": {"frequency": "hour", "interval": 1}
+    });
+    let reply = world.post("flows", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let flow = reply.json()["id"].as_str().unwrap().to_string();
+    common::rows_when(&world, &target, "the full load", |rows| rows.len() >= 2).await;
+
+    let browser = Browser::sign_in(&world, &world.service.token).await;
+    let (status, html) = browser.get(&format!("/connections/{connection}/tables")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(&format!("/connections/{connection}/tables/contact")), "the contact table is listed");
+    let (status, html) = browser.get(&format!("/connections/{connection}/tables/contact")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("<td>Ann</td>") && html.contains("<td>Bob</td>"), "the preview shows the rows: {html}");
+    assert!(html.contains("<code>lastname</code>"), "and the columns");
+
+    let (_, html) = browser.get("/connections").await;
+    assert!(html.contains(&format!("/datasets/{target}")), "the dataset is listed with the connections");
+    let (status, html) = browser.get(&format!("/datasets/{target}")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("<td>Ann</td>") && html.contains("<td>r</td>"), "the dataset's rows, as read: {html}");
+
+    // The hourly ingestion has loaded once: on time, its run counted.
+    let (_, html) = browser.get(&format!("/flows/{flow}")).await;
+    assert!(html.contains("Table ingestion") && html.contains(">On time<"), "{html}");
+    assert!(html.contains("Replay the table"), "an ingestion offers its replay: {html}");
+    let (status, html) = browser.get(&format!("/connections/{}/tables", Uuid::new_v4())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it_on_sqlite() {
+    a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it_on_postgres() {
+    a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it(Backend::Postgres).await;
+}

@@ -96,6 +96,7 @@ pub async fn catalog(viewer: Viewer) -> Response {
 
 /// A connection as the list shows it.
 pub struct ConnectionEntry {
+    pub id: String,
     pub name: String,
     pub spec: &'static str,
     pub environment: String,
@@ -109,6 +110,8 @@ struct ConnectionsPage {
     nav: Option<Nav>,
     sandbox: String,
     connections: Vec<ConnectionEntry>,
+    /// The datasets ingestion flows write: (id, name, dataset).
+    datasets: Vec<(String, String, String)>,
     may_manage: bool,
     done: Option<String>,
 }
@@ -119,13 +122,20 @@ pub struct Done {
 }
 
 pub async fn connections(State(state): State<Arc<AppState>>, viewer: Viewer, Query(query): Query<Done>) -> Response {
-    let all = match state.store.connections(&viewer.caller.sandbox).await {
-        Ok(all) => all,
+    let read = async {
+        let connections = state.store.connections(&viewer.caller.sandbox).await?;
+        let datasets = state.store.dataset_targets(&viewer.caller.sandbox).await?;
+        Ok::<_, crate::store::StoreError>((connections, datasets))
+    };
+    let (all, datasets) = match read.await {
+        Ok(read) => read,
         Err(e) => return problem_page(&viewer, e.into()),
     };
+    let datasets = datasets.into_iter().map(|d| (d.id.to_string(), d.name, d.dataset.to_string())).collect();
     let connections = all
         .iter()
         .map(|c| ConnectionEntry {
+            id: c.id.to_string(),
             name: c.name.clone(),
             spec: spec_name(c.spec),
             environment: c.auth.environment().map_or_else(|e| e.to_string(), |e| e.url()),
@@ -144,6 +154,7 @@ pub async fn connections(State(state): State<Arc<AppState>>, viewer: Viewer, Que
             nav: Nav::new("connections", &viewer),
             sandbox: viewer.caller.sandbox.to_string(),
             connections,
+            datasets,
             may_manage: viewer.may(Role::Manage),
             done,
         },

@@ -7,6 +7,7 @@
 //! API refuses, a page refuses with the API's words, and what a token may not do, a page does not offer.
 
 mod assets;
+mod browse;
 mod catalog;
 mod chart;
 mod flows;
@@ -38,6 +39,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/catalog", get(catalog::catalog))
         .route("/connections", get(catalog::connections))
         .route("/connections/new", get(catalog::connect_page).post(catalog::connect))
+        .route("/connections/{id}/tables", get(browse::tables))
+        .route("/connections/{id}/tables/{table}", get(browse::table))
+        .route("/datasets/{id}", get(browse::dataset))
         .route("/targets/new", get(setup::target_page).post(setup::create_target_from))
         .route("/flows/new", get(setup::flow_page).post(setup::create_flow_from))
         .route("/flows", get(flows::list))

@@ -78,7 +78,11 @@ fn fields(body: &[u8]) -> BTreeMap<String, String> {
     url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.trim().to_string())).collect()
 }
 
-pub async fn create_target_from(State(state): State<Arc<AppState>>, viewer: Viewer, RawForm(body): RawForm) -> Response {
+pub async fn create_target_from(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    RawForm(body): RawForm,
+) -> Response {
     let form = fields(&body);
     let get = |name: &str| form.get(name).cloned().unwrap_or_default();
     let request = CreateTarget::new(get("name"), get("connection"), get("prefix"));
@@ -162,7 +166,13 @@ impl FlowForm {
                 .map_or(0, |n| n + 1)
         };
         let audiences = (0..rows("audience."))
-            .map(|i| (get(format!("audience.{i}.id")), get(format!("audience.{i}.name")), get(format!("audience.{i}.mapping"))))
+            .map(|i| {
+                (
+                    get(format!("audience.{i}.id")),
+                    get(format!("audience.{i}.name")),
+                    get(format!("audience.{i}.mapping")),
+                )
+            })
             .filter(|(id, name, mapping)| !(id.is_empty() && name.is_empty() && mapping.is_empty()))
             .collect();
         let mappings = (0..rows("mapping."))
@@ -193,7 +203,11 @@ impl FlowForm {
             mappings: self
                 .mappings
                 .iter()
-                .map(|(source, target)| AttributeMapping { source: source.clone(), target: target.clone(), source_type: None })
+                .map(|(source, target)| AttributeMapping {
+                    source: source.clone(),
+                    target: target.clone(),
+                    source_type: None,
+                })
                 .collect(),
             status_values: StatusValues::default(),
             empty_values: EmptyValues::default(),
@@ -206,7 +220,13 @@ fn row_of(field: &str, list: &str) -> Option<usize> {
     field.strip_prefix(list)?.strip_prefix('[')?.split(']').next()?.parse().ok()
 }
 
-async fn flow_form(state: &AppState, viewer: &Viewer, form: &FlowForm, problems: Vec<Problem>, extra: usize) -> Response {
+async fn flow_form(
+    state: &AppState,
+    viewer: &Viewer,
+    form: &FlowForm,
+    problems: Vec<Problem>,
+    extra: usize,
+) -> Response {
     let targets = match state.store.target_connections(&viewer.caller.sandbox).await {
         Ok(all) => all,
         Err(e) => return problem_page(viewer, e.into()),
@@ -267,7 +287,11 @@ async fn flow_form(state: &AppState, viewer: &Viewer, form: &FlowForm, problems:
             problems: mapping_problems.remove(&i).unwrap_or_default(),
         })
         .collect();
-    mappings.extend((0..extra).map(|_| MappingRow { source: String::new(), target: String::new(), problems: Vec::new() }));
+    mappings.extend((0..extra).map(|_| MappingRow {
+        source: String::new(),
+        target: String::new(),
+        problems: Vec::new(),
+    }));
     let targets = targets
         .iter()
         .map(|t| Choice {
@@ -293,7 +317,11 @@ async fn flow_form(state: &AppState, viewer: &Viewer, form: &FlowForm, problems:
     )
 }
 
-pub async fn flow_page(State(state): State<Arc<AppState>>, viewer: Viewer, Query(query): Query<FlowFormQuery>) -> Response {
+pub async fn flow_page(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Query(query): Query<FlowFormQuery>,
+) -> Response {
     if let Err(e) = viewer.caller.may(Role::Manage) {
         return problem_page(&viewer, e);
     }

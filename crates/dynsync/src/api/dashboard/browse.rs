@@ -1,0 +1,225 @@
+//! Browsing what dynsync reads and writes, as Flow Service's source workflow explores before it loads: a
+//! connection's tables and views, a table's columns as a dataset would type them with a preview of its rows, and a
+//! dataset's rows as the flow wrote them (the newest of each record). Each page reads a bounded number of rows:
+//! [`PREVIEW_ROWS`] of a table, [`DATASET_ROWS`] of a dataset.
+
+use super::session::Viewer;
+use super::{Nav, page, problem_page, shown_time};
+use crate::api::{ApiError, AppState};
+use crate::dataset::Value;
+use crate::ids::{ConnectionId, TargetConnectionId};
+use crate::ingestion::explore;
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::Value as Json;
+use std::sync::Arc;
+
+/// Rows a table's preview shows.
+pub const PREVIEW_ROWS: u32 = 10;
+
+/// Rows a dataset's page shows.
+pub const DATASET_ROWS: usize = 50;
+
+/// A table or view of an environment.
+pub struct TableEntry {
+    pub name: String,
+    pub logical: String,
+    pub tracked: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "tables.html")]
+struct TablesPage {
+    nav: Option<Nav>,
+    connection: String,
+    connection_name: String,
+    tables: Vec<TableEntry>,
+}
+
+async fn client(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+) -> Result<(ConnectionId, String, dataverse::Client), ApiError> {
+    let not_found = || ApiError::not_found("connection", id, &viewer.caller.sandbox);
+    let parsed: ConnectionId = id.parse().map_err(|_| not_found())?;
+    let connection = state.store.connection(&viewer.caller.sandbox, parsed).await?.ok_or_else(not_found)?;
+    let client = state.clients.client(&connection).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "connection {id} does not reach a Dynamics environment: check its environment URL"
+        ))
+    })?;
+    Ok((parsed, connection.name, client))
+}
+
+fn unreachable(what: &str, e: dataverse::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "metadata-unavailable",
+        format!("{what} cannot be read from Dynamics now: {e}"),
+    )
+}
+
+pub async fn tables(State(state): State<Arc<AppState>>, viewer: Viewer, Path(id): Path<String>) -> Response {
+    let listed = async {
+        let (id, name, client) = client(&state, &viewer, &id).await?;
+        let mut tables: Vec<TableEntry> = client
+            .tables()
+            .await
+            .map_err(|e| unreachable("the list of tables", e))?
+            .into_iter()
+            .map(|t| TableEntry {
+                name: t.display_name.unwrap_or_else(|| t.logical_name.clone()),
+                logical: t.logical_name,
+                tracked: if t.change_tracking { "yes" } else { "no" },
+            })
+            .collect();
+        tables.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        Ok::<_, ApiError>(TablesPage {
+            nav: Nav::new("connections", &viewer),
+            connection: id.to_string(),
+            connection_name: name,
+            tables,
+        })
+    };
+    match listed.await {
+        Ok(template) => page(StatusCode::OK, &template),
+        Err(e) => problem_page(&viewer, e),
+    }
+}
+
+/// A column, as the table's page shows it.
+pub struct ColumnEntry {
+    pub name: String,
+    pub kind: &'static str,
+    pub original: String,
+}
+
+#[derive(Template)]
+#[template(path = "table.html")]
+struct TablePage {
+    nav: Option<Nav>,
+    connection: String,
+    connection_name: String,
+    table: String,
+    columns: Vec<ColumnEntry>,
+    not_loadable: Vec<String>,
+    /// The preview, one row of cells a line, in the columns' order.
+    rows: Vec<Vec<String>>,
+    preview_problem: Option<String>,
+}
+
+/// A value as a cell shows it.
+fn cell(value: &Json) -> String {
+    match value {
+        Json::Null => String::new(),
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub async fn table(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path((id, table)): Path<(String, String)>,
+) -> Response {
+    let shown = async {
+        let (id, name, client) = client(&state, &viewer, &id).await?;
+        let definition = client.table(&table).await.map_err(|e| unreachable(&format!("table {table}"), e))?;
+        let columns = explore::columns(&definition, None);
+        let (rows, preview_problem) = match explore::preview(&client, &definition, None, PREVIEW_ROWS).await {
+            Ok(rows) => (
+                rows.iter()
+                    .map(|row| columns.columns.iter().map(|c| row.get(&c.name).map(cell).unwrap_or_default()).collect())
+                    .collect(),
+                None,
+            ),
+            Err(e) => (Vec::new(), Some(format!("the preview cannot be read now: {e}"))),
+        };
+        Ok::<_, ApiError>(TablePage {
+            nav: Nav::new("connections", &viewer),
+            connection: id.to_string(),
+            connection_name: name,
+            table: definition.logical_name.clone(),
+            columns: columns
+                .columns
+                .iter()
+                .map(|c| ColumnEntry { name: c.name.clone(), kind: c.kind, original: c.meta.original_type.clone() })
+                .collect(),
+            not_loadable: columns.not_loadable,
+            rows,
+            preview_problem,
+        })
+    };
+    match shown.await {
+        Ok(template) => page(StatusCode::OK, &template),
+        Err(e) => problem_page(&viewer, e),
+    }
+}
+
+/// A dataset row, as its page shows it.
+pub struct DatasetRowView {
+    pub id: String,
+    pub operation: &'static str,
+    pub version: String,
+    pub synced_at: String,
+    pub cells: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "dataset.html")]
+struct DatasetPage {
+    nav: Option<Nav>,
+    name: String,
+    dataset: String,
+    columns: Vec<String>,
+    rows: Vec<DatasetRowView>,
+}
+
+pub async fn dataset(State(state): State<Arc<AppState>>, viewer: Viewer, Path(id): Path<String>) -> Response {
+    let shown = async {
+        let not_found = || ApiError::not_found("dataset target", &id, &viewer.caller.sandbox);
+        let parsed: TargetConnectionId = id.parse().map_err(|_| not_found())?;
+        let target = state.store.dataset_target(&viewer.caller.sandbox, parsed).await?.ok_or_else(not_found)?;
+        let unavailable = |e: String| ApiError::new(StatusCode::BAD_GATEWAY, "dataset-unavailable", e);
+        let destination = state
+            .datasets
+            .open(&target, &state.data_dir, &state.store)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let (schema, rows) = match destination.rows(&target.dataset, 1, DATASET_ROWS).await {
+            Ok(read) => read,
+            // Nothing loaded yet is an empty dataset, not an error.
+            Err(crate::dataset::DatasetError::NoGeneration { .. }) => Default::default(),
+            Err(e) => return Err(unavailable(e.to_string())),
+        };
+        let rows = rows
+            .iter()
+            .map(|row| DatasetRowView {
+                id: row.id.to_string(),
+                operation: row.operation.as_str(),
+                version: row.version.map(|v| v.to_string()).unwrap_or_default(),
+                synced_at: shown_time(row.synced_at),
+                cells: schema
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| cell(&explore::value_json(row.values.get(i).unwrap_or(&Value::Null), Some(c.kind))))
+                    .collect(),
+            })
+            .collect();
+        Ok::<_, ApiError>(DatasetPage {
+            nav: Nav::new("connections", &viewer),
+            name: target.name.clone(),
+            dataset: target.dataset.to_string(),
+            columns: schema.columns.iter().map(|c| c.name.clone()).collect(),
+            rows,
+        })
+    };
+    match shown.await {
+        Ok(template) => page(StatusCode::OK, &template),
+        Err(e) => problem_page(&viewer, e),
+    }
+}
