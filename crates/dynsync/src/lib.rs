@@ -8,6 +8,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod access;
 pub mod activation;
+pub mod alerts;
 pub mod api;
 pub mod checks;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod demo;
 pub mod email;
 pub mod engagement;
 pub mod governance;
+pub mod health;
 pub mod hosts;
 pub mod ids;
 pub mod ingestion;

@@ -43,6 +43,8 @@ pub struct ServiceConfig {
     pub smtp: Option<SmtpSettings>,
     /// Hosts connections may send credentials to besides Microsoft's clouds (an emulator, a proxy).
     pub allowed_hosts: AllowedHosts,
+    /// How often flows' alert rules are evaluated.
+    pub alert_interval: Duration,
 }
 
 /// Acknowledged inlet entries are kept a week by default, to replay or inspect.
@@ -60,6 +62,7 @@ impl ServiceConfig {
             lease: LeaseTimings::default(),
             smtp: None,
             allowed_hosts: AllowedHosts::default(),
+            alert_interval: crate::alerts::DEFAULT_INTERVAL,
         }
     }
 }
@@ -143,6 +146,7 @@ impl Service {
             Arc::new(IngestionRunner { data_dir: config.data_dir.clone() }),
         ];
         let mailer = config.smtp.as_ref().map(Mailer::new).transpose().map_err(StartError::Smtp)?;
+        let alert_mailer = config.smtp.as_ref().map(Mailer::new).transpose().map_err(StartError::Smtp)?;
         let notifying = mailer.map(|mailer| tokio::spawn(send_notices(store.clone(), mailer)));
         let supervisor = Supervisor::new(store.clone(), clients.clone(), jobs, config.lease, config.log_retention);
         let mut state = AppState::new(store.clone(), &tokens, supervisor.clone(), clients, config.data_dir.clone());
@@ -155,6 +159,8 @@ impl Service {
             .map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let (shutdown, stopped) = oneshot::channel::<()>();
+        let alerting =
+            tokio::spawn(crate::alerts::run(store.clone(), supervisor.clone(), alert_mailer, config.alert_interval));
         let router = api::router(state);
         let task = tokio::spawn(async move {
             let server = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -165,6 +171,7 @@ impl Service {
             }
             // Work not acknowledged yet stays in the log for the next start.
             supervising.abort();
+            alerting.abort();
             if let Some(notifying) = notifying {
                 notifying.abort();
             }

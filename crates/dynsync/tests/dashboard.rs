@@ -373,3 +373,63 @@ async fn a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it_on_sqli
 async fn a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it_on_postgres() {
     a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it(Backend::Postgres).await;
 }
+
+async fn a_flow_s_lag_is_sampled_and_drawn_hour_by_hour(backend: Backend) {
+    let emulator =
+        dataverse_emulator::EmulatorConfig { cost: dataverse_emulator::CostModel::free(), ..Default::default() };
+    let fast = |c: &mut dynsync::ServiceConfig| c.alert_interval = Duration::from_millis(100);
+    let Some(world) = World::start_configured(backend, emulator, fast).await else { return };
+    let (_, target) = world.loyalty_destination().await;
+    let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
+    let browser = Browser::sign_in(&world, &world.service.token).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, html) = browser.get(&format!("/flows/{flow}")).await;
+        if html.contains(r#"class="l""#) {
+            assert!(html.contains("largest lag 0 s, 0 waiting at most"), "an idle flow is not behind: {html}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no lag sample is drawn: {html}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn a_flow_s_lag_is_sampled_and_drawn_hour_by_hour_on_sqlite() {
+    a_flow_s_lag_is_sampled_and_drawn_hour_by_hour(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_flow_s_lag_is_sampled_and_drawn_hour_by_hour_on_postgres() {
+    a_flow_s_lag_is_sampled_and_drawn_hour_by_hour(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_flow_s_page_lists_its_alert_rules_and_what_they_opened() {
+    let emulator =
+        dataverse_emulator::EmulatorConfig { cost: dataverse_emulator::CostModel::free(), ..Default::default() };
+    let fast = |c: &mut dynsync::ServiceConfig| c.alert_interval = Duration::from_millis(100);
+    let Some(world) = World::start_configured(Backend::Sqlite, emulator, fast).await else { return };
+    let (_, target) = world.loyalty_destination().await;
+    let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
+    let rules = json!({"rules": [{"kind": "failure", "channels": {"emails": ["ops@example.com"]}}]});
+    let reply = world.send(Method::PUT, &format!("flows/{flow}/alerts"), Some(rules)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    world.stream(&flow, vec![profile(&Uuid::new_v4().to_string(), Some("Absent"), &[("seg-gold", "realized")])]).await;
+    world.settled(&flow, 1).await;
+
+    let browser = Browser::sign_in(&world, &world.service.token).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, html) = browser.get(&format!("/flows/{flow}")).await;
+        assert!(html.contains("When a record fails: ops@example.com"), "the rule, in words: {html}");
+        if html.contains(r#"<span class="badge bad">opened</span>"#) {
+            assert!(html.contains("ops@example.com: "), "and where its notice went: {html}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the alert is not shown opened: {html}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    world.finish().await;
+}

@@ -43,8 +43,7 @@ async fn check(state: &AppState, caller: &Caller, flow: &FlowDefinition) -> ApiR
     governed(state, caller, flow).await?;
     let report = |problems: Vec<validation::Problem>| {
         let report = validation::ValidationReport { flow: flow.name.clone(), table: "contact", problems };
-        ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", report.to_string())
-            .with_problems(report.problems)
+        ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", report.to_string()).with_problems(report.problems)
     };
     let shape = validation::check_shape(flow);
     let Some(target_id) = flow.target_connection_id() else {
@@ -176,7 +175,11 @@ pub async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: By
 
 /// Makes an activation flow, checked against its destination's contact table first: its problems, every one,
 /// are the error's report (`{"problems": [...]}`).
-pub async fn create_activation(state: &AppState, caller: &Caller, definition: FlowDefinition) -> ApiResult<ActivationFlow> {
+pub async fn create_activation(
+    state: &AppState,
+    caller: &Caller,
+    definition: FlowDefinition,
+) -> ApiResult<ActivationFlow> {
     caller.may(Role::Manage)?;
     let definition = definition.normalized();
     check(state, caller, &definition).await?;

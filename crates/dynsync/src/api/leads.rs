@@ -52,8 +52,7 @@ async fn check(state: &AppState, caller: &Caller, definition: &IntakeDefinition)
     super::governance::governed(state, caller, definition).await?;
     let report = |problems: Vec<Problem>| {
         let report = ValidationReport { flow: definition.name.clone(), table: "lead", problems };
-        ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", report.to_string())
-            .with_problems(report.problems)
+        ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", report.to_string()).with_problems(report.problems)
     };
     let shape = definition.check_shape();
     if !shape.is_empty() {

@@ -2,6 +2,7 @@
 //! `Authorization: Bearer <token>` and `x-sandbox-name`; every resource lives in one sandbox and is not found from
 //! the others. Errors are `{"type", "title", "status", "detail", "report"}` bodies whose detail says what to do.
 
+pub(crate) mod alerts;
 mod collection;
 mod connections;
 pub mod dashboard;
@@ -128,6 +129,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{BASE_PATH}/flows/{{id}}"), get(flows::get).put(flows::replace).delete(flows::delete))
         .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
         .route(&format!("{BASE_PATH}/flows/{{id}}/rejects"), get(flows::rejects))
+        .route(&format!("{BASE_PATH}/flows/{{id}}/alerts"), get(alerts::get).put(alerts::put))
+        .route(&format!("{BASE_PATH}/flows/{{id}}/alerts/history"), get(alerts::history))
         .route(&format!("{BASE_PATH}/flows/{{id}}/consent"), get(engagement::consent))
         .route(&format!("{BASE_PATH}/runs"), get(flows::runs))
         .route(&format!("{BASE_PATH}/timeline"), get(timeline::list))

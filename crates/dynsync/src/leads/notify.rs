@@ -11,7 +11,8 @@
 //! - [`LeadNotice`] is what is known of one lead; [`LeadNotice::subject`] and [`LeadNotice::body`] make plain text
 //!   of it, leaving out what is not known and marking Partner Center's test lead.
 //! - [`Mailer`] sends a notice over SMTP ([`SmtpSettings`]: plain, STARTTLS or implicit TLS, optional login,
-//!   30 s timeout): one message, all recipients in `To`.
+//!   30 s timeout): one message, all recipients in `To`. [`Mailer::send_text`] sends any plain-text message the
+//!   same way: flow alerts go through it, over the same server.
 //! - [`MailError::is_permanent`] is true when sending again cannot help (bad addresses or settings, a `5xx`
 //!   answer), false when it may (the server unreachable or slow, a `4xx` answer). Every message says what is
 //!   wrong, where, and what to do. The password never shows in `Debug` output nor in an error.
@@ -184,24 +185,24 @@ impl LeadNotice {
 /// Why a notification was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
-    #[error("no SMTP server is set for lead notifications; give the intake's notification server and port")]
+    #[error("no SMTP server is set for notifications: give one in the [smtp] settings (server and port)")]
     NoServer,
     #[error(
-        "the notification sender `{from}` is not an email address ({reason}); give the intake's notification From as leads@example.com or \"Leads <leads@example.com>\""
+        "the notification sender `{from}` is not an email address ({reason}); give the [smtp] settings' From as leads@example.com or \"Leads <leads@example.com>\""
     )]
     BadFrom { from: String, reason: String },
-    #[error("the lead notification has no good recipient: {0}")]
+    #[error("the notification has no good recipient: {0}")]
     BadRecipients(#[from] BadRecipients),
-    #[error("the SMTP server {server} cannot be used: {source}; check the intake's notification server name")]
+    #[error("the SMTP server {server} cannot be used: {source}; check the [smtp] server name")]
     BadServer { server: String, source: lettre::transport::smtp::Error },
-    #[error("the lead notification could not be written as an email: {0}; check its sender and recipients")]
+    #[error("the notification could not be written as an email: {0}; check its sender and recipients")]
     BadMessage(#[source] lettre::error::Error),
     #[error(
-        "the SMTP server {server} could not be reached: {source}; check the intake's notification server and port, and its security (STARTTLS on 587, TLS on 465)"
+        "the SMTP server {server} could not be reached: {source}; check the [smtp] server and port, and its security (STARTTLS on 587, TLS on 465)"
     )]
     Unreachable { server: String, source: lettre::transport::smtp::Error },
     #[error(
-        "the SMTP server {server} and dynsync could not agree on how to send: {source}; check the intake's notification security, user name and password"
+        "the SMTP server {server} and dynsync could not agree on how to send: {source}; check the [smtp] security, user name and password"
     )]
     Unsupported { server: String, source: lettre::transport::smtp::Error },
     #[error("the SMTP server {server} refused the notification: {source}; {}", refusal_hint(.source))]
@@ -210,7 +211,7 @@ pub enum MailError {
 
 fn refusal_hint(source: &lettre::transport::smtp::Error) -> &'static str {
     if source.is_permanent() {
-        "check the intake's notification From address, recipients, user name and password"
+        "check the [smtp] From address, the recipients, the user name and the password"
     } else {
         "the server asks to try again later, and the notification will be sent again"
     }
@@ -280,12 +281,19 @@ impl Mailer {
 
     /// Sends the notice as one plain-text message to all its recipients.
     pub async fn send(&self, notice: &LeadNotice) -> Result<(), MailError> {
-        let mut message =
-            Message::builder().from(self.from.clone()).subject(notice.subject()).header(ContentType::TEXT_PLAIN);
-        for address in recipients(&notice.recipients.join(";"))? {
+        self.send_text(&notice.subject(), &notice.body(), &notice.recipients).await
+    }
+
+    /// Sends one plain-text message to all `to` at once (each entry read as [`recipients`] reads addresses): what
+    /// any part of dynsync that emails people (lead notifications, flow alerts) sends through. The subject is made
+    /// one line.
+    pub async fn send_text(&self, subject: &str, body: &str, to: &[String]) -> Result<(), MailError> {
+        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut message = Message::builder().from(self.from.clone()).subject(subject).header(ContentType::TEXT_PLAIN);
+        for address in recipients(&to.join(";"))? {
             message = message.to(Mailbox::new(None, address));
         }
-        let message = message.body(notice.body()).map_err(MailError::BadMessage)?;
+        let message = message.body(body.to_owned()).map_err(MailError::BadMessage)?;
         self.transport.send(message).await.map_err(|source| MailError::from_smtp(&self.server, source))?;
         Ok(())
     }
@@ -444,6 +452,21 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_plain_text_message_arrives_on_one_line_of_subject_to_every_recipient() {
+        let mailbox = TestMailbox::start().await.unwrap();
+        let mailer = Mailer::new(&settings(mailbox.port())).unwrap();
+        let to = ["ops@example.com".to_string(), "oncall@example.com; boss@example.com".to_string()];
+        mailer.send_text("Flow alert:\r\n  2 failed", "Line one\nLine two\n", &to).await.unwrap();
+        let received = mailbox.wait_for(1, Duration::from_secs(10)).await;
+        let [mail] = received.as_slice() else { panic!("expected one message, got {received:?}") };
+        assert_eq!(mail.to, ["ops@example.com", "oncall@example.com", "boss@example.com"]);
+        assert_eq!(mail.header("Subject").as_deref(), Some("Flow alert: 2 failed"));
+        assert!(mail.body().contains("Line one\nLine two"), "{}", mail.body());
+        let error = mailer.send_text("s", "b", &["not-an-address".to_string()]).await.unwrap_err();
+        assert!(error.is_permanent() && error.to_string().contains("`not-an-address`"), "{error}");
+    }
+
     /// A server that answers `rcpt_reply` to RCPT TO, and agrees to everything else.
     async fn server_answering_rcpt_with(rcpt_reply: &'static str) -> u16 {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -490,6 +513,6 @@ mod tests {
         assert!(!error.is_permanent(), "{error:?}");
         let message = error.to_string();
         assert!(message.contains(&format!("the SMTP server 127.0.0.1:{port} could not be reached")), "{message}");
-        assert!(message.contains("check the intake's notification server and port"), "{message}");
+        assert!(message.contains("check the [smtp] server and port"), "{message}");
     }
 }

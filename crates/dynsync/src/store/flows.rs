@@ -198,6 +198,12 @@ impl Store {
                     of_flow("DELETE FROM outbox WHERE flow_id = $1"),
                     of_flow("DELETE FROM ingestion_loads WHERE flow_id = $1"),
                     of_flow("DELETE FROM resync_seen WHERE flow_id = $1"),
+                    of_flow("DELETE FROM replays WHERE flow_id = $1"),
+                    of_flow("DELETE FROM lag_samples WHERE flow_id = $1"),
+                    of_flow("DELETE FROM alert_rules WHERE flow_id = $1"),
+                    of_flow("DELETE FROM alert_states WHERE flow_id = $1"),
+                    of_flow("DELETE FROM alert_events WHERE flow_id = $1"),
+                    of_flow("DELETE FROM alert_deliveries WHERE flow_id = $1"),
                 ],
             )
             .await?;

@@ -163,6 +163,38 @@ const MIGRATIONS: &[Migration] = &[(
         "CREATE INDEX IF NOT EXISTS timeline_sandbox ON timeline (sandbox, at)",
         "CREATE INDEX IF NOT EXISTS timeline_resource ON timeline (sandbox, resource_id, at)",
     ],
+), (
+    "0011_alerts",
+    &[
+        // A flow's alert rules (see store/alerts.rs): a JSON document, and its webhooks' signing secret, sealed.
+        "CREATE TABLE IF NOT EXISTS alert_rules (
+            flow_id TEXT PRIMARY KEY, sandbox TEXT NOT NULL, rules TEXT NOT NULL, signing_secret TEXT NOT NULL,
+            updated_at TEXT NOT NULL)",
+        // Whether each rule's alert is open: changed only by a conditional write, so that one process opens it.
+        "CREATE TABLE IF NOT EXISTS alert_states (
+            flow_id TEXT NOT NULL, rule_id TEXT NOT NULL, open BIGINT NOT NULL, changed_at BIGINT NOT NULL,
+            event_id TEXT NOT NULL, PRIMARY KEY (flow_id, rule_id))",
+        // Openings and resolutions, the newest kept per flow; times in milliseconds.
+        "CREATE TABLE IF NOT EXISTS alert_events (
+            id TEXT PRIMARY KEY, flow_id TEXT NOT NULL, rule_id TEXT NOT NULL, at BIGINT NOT NULL, notice TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS alert_events_flow ON alert_events (flow_id, at)",
+        // Each event's notice on each channel, until the channel takes it.
+        "CREATE TABLE IF NOT EXISTS alert_deliveries (
+            id TEXT PRIMARY KEY, event_id TEXT NOT NULL, flow_id TEXT NOT NULL, channel TEXT NOT NULL,
+            target TEXT NOT NULL, payload TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt_at BIGINT NOT NULL,
+            sent_at TEXT NOT NULL, last_error TEXT NOT NULL, created_at BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS alert_deliveries_due ON alert_deliveries (sent_at, next_attempt_at)",
+        "CREATE INDEX IF NOT EXISTS alert_deliveries_flow ON alert_deliveries (flow_id, created_at)",
+    ],
+), (
+    "0012_lag",
+    &[
+        // A flow's lag, the largest of each minute (see store/lag.rs): minutes in milliseconds since 1970.
+        "CREATE TABLE IF NOT EXISTS lag_samples (
+            flow_id TEXT NOT NULL, minute BIGINT NOT NULL, lag_ms BIGINT NOT NULL, waiting BIGINT NOT NULL,
+            PRIMARY KEY (flow_id, minute))",
+        "CREATE INDEX IF NOT EXISTS lag_samples_minute ON lag_samples (minute)",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

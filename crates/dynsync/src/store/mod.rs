@@ -2,12 +2,14 @@
 //! PostgreSQL when `DYNSYNC_DATABASE_URL` points at one; the same interface and the same SQL over both engines.
 //! Secrets are sealed before they reach either.
 
+mod alerts;
 mod consent;
 mod delivered;
 mod engine;
 mod flows;
 mod governance;
 mod inlets;
+mod lag;
 mod leases;
 mod loads;
 mod log;
@@ -29,10 +31,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use alerts::{
+    ALERT_EVENTS_KEPT, AlertChange, AlertDelivery, AlertDeliveryState, AlertEventRecord, AlertRules, NewAlertDelivery,
+    RunCounts,
+};
 pub use consent::{ConsentChange, ConsentSide, StandingConsent};
 pub use engine::DatabaseKind;
 pub use flows::{FlowRecord, FlowState};
 pub use inlets::{InletReject, REJECTS_KEPT, secret_digest};
+pub use lag::{HourLag, LAG_KEPT_DAYS};
 pub use leases::{Lease, LeaseStatus, ProcessId, RuntimeStatus};
 pub use loads::{Load, LoadKind};
 pub use log::{Backlog, LogEntry};

@@ -76,7 +76,7 @@ pub async fn tables(State(state): State<Arc<AppState>>, viewer: Viewer, Path(id)
                 tracked: if t.change_tracking { "yes" } else { "no" },
             })
             .collect();
-        tables.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        tables.sort_by_key(|t| t.name.to_lowercase());
         Ok::<_, ApiError>(TablesPage {
             nav: Nav::new("connections", &viewer),
             connection: id.to_string(),

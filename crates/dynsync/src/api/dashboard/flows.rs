@@ -8,10 +8,11 @@
 
 use super::chart;
 use super::session::Viewer;
-use super::status::{Activity, Lag, Took};
 use super::{ChangeView, Nav, page, problem_page, shown_time};
 use crate::access::Role;
+use crate::alerts::{AlertEvent, AlertKind, AlertRule, AlertStatus, DeliveryState};
 use crate::api::{ApiError, AppState};
+use crate::health::{Activity, Lag, Took};
 use crate::ids::FlowId;
 use crate::ingestion::IngestionFlow;
 use crate::store::{FlowRecord, FlowState, Outcome, RunRecord};
@@ -83,10 +84,7 @@ async fn status(state: &AppState, flow: &FlowRecord, runs: &[RunRecord]) -> Resu
         let last = state.store.loads(flow.id).await?.into_iter().next().map(|l| (l.started_at, l.finished_at));
         (Lag::scheduled(enabled, &ingestion.definition.schedule, last, now), 0)
     } else {
-        let backlog = match state.supervisor.job(&flow.job) {
-            Some(job) => job.backlog(&state.store, flow.id).await?,
-            None => crate::store::Backlog { records: 0, oldest: None },
-        };
+        let backlog = crate::health::backlog_of(&state.store, &state.supervisor, flow).await?;
         (Lag::streaming(enabled, backlog.oldest, now), backlog.records)
     };
     let since = now - Duration::hours(DAY);
@@ -201,6 +199,70 @@ impl From<&RunRecord> for RunView {
     }
 }
 
+/// An alert rule, as the flow's page lists it.
+pub struct RuleView {
+    /// What it watches, in words.
+    pub watches: String,
+    /// Where it sends.
+    pub channels: String,
+}
+
+impl From<&AlertRule> for RuleView {
+    fn from(rule: &AlertRule) -> RuleView {
+        let watches = match rule.kind {
+            AlertKind::Failure => "a record fails".to_string(),
+            AlertKind::FailureRate => {
+                format!("over {}% of the hour's records fail", rule.threshold_percent.unwrap_or_default())
+            }
+            AlertKind::ExclusionRate => {
+                format!("over {}% of the hour's records are excluded", rule.threshold_percent.unwrap_or_default())
+            }
+            AlertKind::Lag => format!(
+                "the flow is over {} behind",
+                Took(Duration::seconds(rule.threshold_seconds.unwrap_or_default() as i64))
+            ),
+        };
+        let mut channels: Vec<String> = rule.channels.webhook_url.iter().map(|u| format!("webhook {u}")).collect();
+        channels.extend(rule.channels.emails.iter().cloned());
+        RuleView { watches, channels: channels.join(", ") }
+    }
+}
+
+/// An opening or resolution of an alert, as the flow's page lists it.
+pub struct AlertEventView {
+    pub at: String,
+    pub opened: bool,
+    pub summary: String,
+    /// Each channel's delivery: where, and how it stands.
+    pub deliveries: Vec<(String, &'static str)>,
+}
+
+impl From<&AlertEvent> for AlertEventView {
+    fn from(event: &AlertEvent) -> AlertEventView {
+        AlertEventView {
+            at: shown_time(event.notice.at),
+            opened: event.notice.status == AlertStatus::Opened,
+            summary: event.notice.summary.clone(),
+            deliveries: event
+                .deliveries
+                .iter()
+                .map(|d| {
+                    let state = match d.state {
+                        DeliveryState::Pending => "pending",
+                        DeliveryState::Sent => "sent",
+                        DeliveryState::Retrying => "retrying",
+                        DeliveryState::GaveUp => "gave up",
+                    };
+                    (d.to.clone(), state)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Alert events a flow's page lists, newest first.
+const ALERT_EVENTS_SHOWN: i64 = 10;
+
 /// A failed record, as the drill-down shows it.
 pub struct FailedView {
     pub key: String,
@@ -217,6 +279,7 @@ struct FlowPage {
     nav: Option<Nav>,
     flow: FlowStatus,
     chart: String,
+    lag_chart: String,
     runs: Vec<RunView>,
     failed: Vec<FailedView>,
     failed_total: u64,
@@ -227,6 +290,8 @@ struct FlowPage {
     done: Option<String>,
     problem: Option<String>,
     changes: Vec<ChangeView>,
+    rules: Vec<RuleView>,
+    alerts: Vec<AlertEventView>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +332,10 @@ async fn flow_page(
         nav: Nav::new("flows", viewer),
         flow: status(state, &flow, &runs).await?,
         chart: chart::throughput(&runs),
+        lag_chart: chart::lag(
+            &state.store.lag_by_hour(flow.id, Utc::now() - Duration::hours(chart::HOURS_SHOWN)).await?,
+            Utc::now(),
+        ),
         runs: runs.iter().map(RunView::from).collect(),
         failed: failed
             .into_iter()
@@ -287,6 +356,14 @@ async fn flow_page(
         may_manage: viewer.may(Role::Manage),
         done,
         problem: problem.map(|p| p.detail),
+        rules: crate::api::alerts::view(state, flow.id).await?.rules.iter().map(RuleView::from).collect(),
+        alerts: state
+            .store
+            .alert_history(flow.id, ALERT_EVENTS_SHOWN)
+            .await?
+            .into_iter()
+            .map(|record| crate::api::alerts::event_view(record).map(|e| AlertEventView::from(&e)))
+            .collect::<Result<_, _>>()?,
         changes: state
             .store
             .changes(&viewer.caller.sandbox, Some(flow.id.0), CHANGES_ON_A_FLOW)

@@ -13,7 +13,6 @@ mod chart;
 mod flows;
 mod session;
 mod setup;
-mod status;
 
 use super::{ApiError, AppState};
 use crate::ids::Sandbox;
@@ -27,8 +26,6 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use session::Viewer;
 use std::sync::Arc;
-
-pub use status::{Activity, Lag, Timeliness};
 
 /// The dashboard's routes, beside the API's.
 pub fn router() -> Router<Arc<AppState>> {

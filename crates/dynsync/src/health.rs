@@ -1,4 +1,4 @@
-//! A flow's status at a glance, as the runs page shows it: what it is doing ([`Activity`]) and whether it keeps
+//! A flow's health, as its page shows it and its alerts judge it: what it is doing ([`Activity`]) and whether it keeps
 //! up ([`Timeliness`]), judged by its lag against what its schedule promises, as Airbyte judges a connection —
 //! Delayed past once the promise, Error past twice.
 //!
@@ -7,8 +7,10 @@
 //! ingestion promises a load every interval: its lag is the time since its last load ended, and a load under way
 //! is In progress, whatever it takes.
 
+use crate::ingestion::IngestionFlow;
 use crate::ingestion::schedule::{Every, Schedule};
-use crate::store::{FlowState, LeaseStatus, RuntimeStatus};
+use crate::pipeline::Supervisor;
+use crate::store::{Backlog, FlowRecord, FlowState, LeaseStatus, RuntimeStatus, Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use std::fmt;
 
@@ -141,6 +143,46 @@ impl Lag {
             }
         }
     }
+}
+
+/// A flow's records accepted and not handled yet, as its job counts them (none for a job this process lacks).
+pub async fn backlog_of(store: &Store, supervisor: &Supervisor, flow: &FlowRecord) -> Result<Backlog, StoreError> {
+    match supervisor.job(&flow.job) {
+        Some(job) => job.backlog(store, flow.id).await,
+        None => Ok(Backlog { records: 0, oldest: None }),
+    }
+}
+
+/// How far behind a running flow is, and how many of its records wait: a streaming flow by the age of its oldest
+/// record not handled yet; a scheduled ingestion by the time since its last load ended (a load under way does not
+/// reset it), and not at all when its schedule promises nothing more (a single load). What alerts judge, and the
+/// lag chart draws.
+pub async fn behind(
+    store: &Store,
+    supervisor: &Supervisor,
+    flow: &FlowRecord,
+    now: DateTime<Utc>,
+) -> Result<(Duration, u64), StoreError> {
+    if flow.job == crate::ingestion::JOB {
+        let ingestion = IngestionFlow::try_from(flow)?;
+        let last = store.last_finished_load(flow.id).await?.map(|(started, finished)| (started, Some(finished)));
+        let lag = Lag::scheduled(true, &ingestion.definition.schedule, last, now);
+        return Ok((if lag.timeliness == Timeliness::Idle { Duration::zero() } else { lag.lag }, 0));
+    }
+    let backlog = backlog_of(store, supervisor, flow).await?;
+    Ok((Lag::streaming(true, backlog.oldest, now).lag, backlog.records))
+}
+
+/// Samples every enabled flow's lag for the chart of its page (see `store/lag.rs`); a flow whose lag cannot be read
+/// now is left for the next sample.
+pub async fn sample_lags(store: &Store, supervisor: &Supervisor, now: DateTime<Utc>) -> Result<(), StoreError> {
+    for flow in store.all_flows().await?.iter().filter(|f| f.state == FlowState::Enabled) {
+        match behind(store, supervisor, flow, now).await {
+            Ok((lag, waiting)) => store.record_lag(flow.id, now, lag, waiting).await?,
+            Err(e) => tracing::debug!(flow = %flow.id, error = %e, "a flow's lag cannot be read now"),
+        }
+    }
+    Ok(())
 }
 
 /// A duration as a person reads it: `42 s`, `3 min`, `5 h 12 min`, `2 d 4 h`.
