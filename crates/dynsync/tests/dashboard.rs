@@ -242,6 +242,16 @@ async fn without_a_session_every_page_leads_to_the_sign_in_and_back() {
         let back: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
         assert_eq!(to, format!("/sign-in?next={back}"), "{path}");
     }
+    // Another site cannot sign this browser in, even with a good token.
+    let response = http
+        .post(format!("{}/sign-in", world.service.url))
+        .header("Origin", "http://evil.example")
+        .form(&[("token", world.service.token.as_str()), ("sandbox", "prod")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.headers().get(SET_COOKIE).is_none());
     // A forged cookie is no session.
     let response = http
         .get(format!("{}/flows", world.service.url))

@@ -20,7 +20,7 @@ use crate::store::{CHANGES_SHOWN, Change, ChangeAction, ResourceKind};
 use askama::Template;
 use axum::Router;
 use axum::extract::{Form, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -143,7 +143,11 @@ struct SignInForm {
     next: Option<String>,
 }
 
-async fn sign_in(State(state): State<Arc<AppState>>, Form(form): Form<SignInForm>) -> Response {
+async fn sign_in(State(state): State<Arc<AppState>>, headers: HeaderMap, Form(form): Form<SignInForm>) -> Response {
+    // Another site signing this browser in to a session of its own choosing is refused as its other forms are.
+    if !session::same_origin(&headers) {
+        return session::NotSignedIn::CrossSite.into_response();
+    }
     let next = local_path(form.next.as_deref());
     let refused = |problem: String, sandbox: String| {
         page(StatusCode::OK, &SignInPage { nav: None, problem: Some(problem), sandbox, next: next.clone() })

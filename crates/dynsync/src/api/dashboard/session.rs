@@ -107,7 +107,7 @@ impl IntoResponse for NotSignedIn {
 }
 
 /// Whether a request that changes something comes from this site's own pages.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub fn same_origin(headers: &HeaderMap) -> bool {
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     if text(header::HeaderName::from_static("sec-fetch-site")).is_some_and(|s| s != "same-origin" && s != "none") {
         return false;
