@@ -143,10 +143,23 @@ async function flow() {
 
 async function runs() {
   await signIn();
+  // Browse: the connection's tables, then the contact table's columns and a preview of its rows.
+  await page.click("nav >> text=Connections");
+  await page.waitForURL(`${base}/connections`);
+  await page.click("text=Tables");
+  await page.waitForURL(/\/connections\/[0-9a-f-]+\/tables$/);
+  await checked("09-tables");
+  await page.click('a[href$="/tables/contact"]');
+  await page.waitForSelector("#preview");
+  const preview = await page.textContent("#preview");
+  expect(preview.includes("Ann") && preview.includes("Cy"), `the preview shows the contacts: ${preview.slice(0, 300)}`);
+  expect((await page.textContent("#columns")).includes("lastname"), "and the columns");
+  await checked("10-table-preview");
+  await page.goto(`${base}/flows`);
   const flow = env("FLOW_ID");
   // The flow is listed with its counts, live.
   await page.waitForSelector(`a[href="/flows/${flow}"]`);
-  await checked("09-flows");
+  await checked("11-flows");
   await page.click(`a[href="/flows/${flow}"]`);
   await page.waitForURL(`${base}/flows/${flow}`);
   await page.waitForSelector("#runs");
@@ -158,7 +171,7 @@ async function runs() {
   expect(failed.includes(env("FAILED_KEY")) && failed.includes("0x80040217"), `the record, by key and code: ${failed}`);
   await page.click("details.failed-record summary");
   expect(await page.isVisible("details.failed-record pre"), "what was sent is shown");
-  await checked("10-flow-with-a-failed-record");
+  await checked("12-flow-with-a-failed-record");
 }
 
 async function replay() {
@@ -172,7 +185,7 @@ async function replay() {
   expect(failed.includes("Failed records (0)"), `no failed record is left: ${failed}`);
   const run = await newestRun();
   expect(run.received === "4" && run.written === "4" && run.failed === "0", `the run now: 4 received, 4 written: ${JSON.stringify(run)}`);
-  await checked("11-replayed");
+  await checked("13-replayed");
   // Who did what: the connection made in the browser, the flow, its replay.
   await page.click("text=Timeline");
   await page.waitForURL(`${base}/timeline`);
@@ -180,7 +193,7 @@ async function replay() {
   for (const seen of ["Connection Contoso sales", "Flow Loyalty audiences", "replayed", "operator"]) {
     expect(changes.includes(seen), `the timeline shows ${seen}: ${changes}`);
   }
-  await checked("12-timeline");
+  await checked("14-timeline");
 }
 
 const steps = { connect, flow, runs, replay };
