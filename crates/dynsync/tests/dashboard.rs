@@ -443,3 +443,51 @@ async fn a_flow_s_page_lists_its_alert_rules_and_what_they_opened() {
     }
     world.finish().await;
 }
+
+#[tokio::test]
+async fn alert_rules_are_set_on_the_flow_s_page_every_problem_said_at_once() {
+    let Some(world) = World::start(Backend::Sqlite).await else { return };
+    let (_, target) = world.loyalty_destination().await;
+    let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
+    let browser = Browser::sign_in(&world, &world.service.token).await;
+    let own = world.service.url.clone();
+    let bad = [
+        ("failureRate", "150"),
+        ("lagMinutes", "10"),
+        ("webhookUrl", "http://hooks.example.com/x"),
+        ("emails", "not-an-address"),
+    ];
+    let (status, html) = browser.post(&format!("/flows/{flow}/alerts"), &own, &bad).await;
+    assert_eq!(status, StatusCode::OK);
+    for said in ["150", "hooks.example.com", "not-an-address", "signingSecret"] {
+        assert!(html.contains(said), "the page names {said}: {html}");
+    }
+    let kept: dynsync::alerts::AlertSettingsView =
+        serde_json::from_str(&world.get(&format!("flows/{flow}/alerts")).await.text).unwrap();
+    assert!(kept.rules.is_empty(), "nothing is kept from a refused form");
+
+    let good = [
+        ("failure", "on"),
+        ("failureRate", "5"),
+        ("lagMinutes", "10"),
+        ("emails", "ops@example.com, oncall@example.com"),
+    ];
+    let (status, location) = browser.post(&format!("/flows/{flow}/alerts"), &own, &good).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, format!("/flows/{flow}?done=alerts-saved#alerts").as_str())
+    );
+    let kept: dynsync::alerts::AlertSettingsView =
+        serde_json::from_str(&world.get(&format!("flows/{flow}/alerts")).await.text).unwrap();
+    let kinds: Vec<&str> = kept.rules.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, ["failure", "failureRate", "lag"]);
+    assert_eq!(kept.rules[2].threshold_seconds, Some(600));
+    assert_eq!(kept.rules[0].channels.emails, ["ops@example.com", "oncall@example.com"]);
+    let (_, html) = browser.get(&format!("/flows/{flow}")).await;
+    assert!(html.contains("When the flow is over 10 min behind: ops@example.com, oncall@example.com"), "{html}");
+    assert!(
+        html.contains(r#"name="lagMinutes" inputmode="decimal" value="10""#),
+        "the form shows the rules kept: {html}"
+    );
+    world.finish().await;
+}

@@ -70,19 +70,30 @@ pub async fn put(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    caller.may(Role::Manage)?;
     let flow = find_flow(&state, &caller, &id).await?;
     let settings: AlertSettings = parse_body(&body)?;
-    let kept_secret = state.store.alert_rules(flow.id).await?.is_some_and(|r| r.has_signing_secret);
-    let rules = checked(&settings, &state.hosts, kept_secret).map_err(|problems| {
+    Ok(AxumJson(replace(&state, &caller, flow.id, &settings).await?).into_response())
+}
+
+/// Replaces a flow's rules, checked: every problem at once, each with its field, in the error's detail and its
+/// report (`{"problems": [...]}`).
+pub async fn replace(
+    state: &AppState,
+    caller: &Caller,
+    flow: FlowId,
+    settings: &AlertSettings,
+) -> ApiResult<AlertSettingsView> {
+    caller.may(Role::Manage)?;
+    let kept_secret = state.store.alert_rules(flow).await?.is_some_and(|r| r.has_signing_secret);
+    let rules = checked(settings, &state.hosts, kept_secret).map_err(|problems| {
         ApiError::bad_request(format!("the alerts cannot be kept: {}", problems.join("; ")))
             .with_report(json!({"problems": problems}))
     })?;
     let ids: Vec<String> = rules.iter().filter_map(|r| r.id.clone()).collect();
     let secret = settings.signing_secret.as_ref().map(|s| Secret::new(s.0.trim()));
     let document = serde_json::to_string(&rules).expect("rules serialize");
-    state.store.put_alert_rules(flow.id, &caller.sandbox, &document, secret.as_ref(), &ids).await?;
-    Ok(AxumJson(view(&state, flow.id).await?).into_response())
+    state.store.put_alert_rules(flow, &caller.sandbox, &document, secret.as_ref(), &ids).await?;
+    view(state, flow).await
 }
 
 /// `GET /flows/{id}/alerts/history`: what the flow's alerts opened and resolved, newest first, with each

@@ -10,7 +10,9 @@ use super::chart;
 use super::session::Viewer;
 use super::{ChangeView, Nav, page, problem_page, shown_time};
 use crate::access::Role;
-use crate::alerts::{AlertEvent, AlertKind, AlertRule, AlertStatus, DeliveryState};
+use crate::alerts::{
+    AlertChannels, AlertEvent, AlertKind, AlertRule, AlertSettings, AlertStatus, DeliveryState, SigningSecret,
+};
 use crate::api::{ApiError, AppState};
 use crate::health::{Activity, Lag, Took};
 use crate::ids::FlowId;
@@ -260,6 +262,84 @@ impl From<&AlertEvent> for AlertEventView {
     }
 }
 
+/// The alert rules' form, as the flow's rules fill it: one rule of each kind at most, all sending to the same
+/// channels.
+#[derive(Default)]
+pub struct AlertForm {
+    pub failure: bool,
+    pub failure_rate: String,
+    pub exclusion_rate: String,
+    pub lag_minutes: String,
+    pub webhook_url: String,
+    pub emails: String,
+}
+
+impl AlertForm {
+    fn of(rules: &[AlertRule]) -> AlertForm {
+        let mut form = AlertForm::default();
+        let mut emails: Vec<String> = Vec::new();
+        for rule in rules {
+            let percent = || rule.threshold_percent.map(|p| p.to_string()).unwrap_or_default();
+            match rule.kind {
+                AlertKind::Failure => form.failure = true,
+                AlertKind::FailureRate => form.failure_rate = percent(),
+                AlertKind::ExclusionRate => form.exclusion_rate = percent(),
+                AlertKind::Lag => {
+                    form.lag_minutes = rule.threshold_seconds.map(|s| (s.div_ceil(60)).to_string()).unwrap_or_default()
+                }
+            }
+            if let Some(url) = &rule.channels.webhook_url {
+                form.webhook_url = url.clone();
+            }
+            emails.extend(rule.channels.emails.iter().filter(|e| !emails.contains(e)).cloned().collect::<Vec<_>>());
+        }
+        form.emails = emails.join(", ");
+        form
+    }
+
+    /// The settings the posted form asks for: a rule for each kind filled in, each to the form's channels. A
+    /// figure that is not a number is left for the API's check to name.
+    fn settings(body: &[u8]) -> AlertSettings {
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.trim().to_string())).collect();
+        let get = |name: &str| form.get(name).cloned().unwrap_or_default();
+        let channels = AlertChannels {
+            webhook_url: Some(get("webhookUrl")).filter(|u| !u.is_empty()),
+            emails: get("emails")
+                .split([',', ';'])
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .collect(),
+        };
+        let rule = |kind| AlertRule {
+            id: None,
+            kind,
+            threshold_percent: None,
+            minimum_records: None,
+            threshold_seconds: None,
+            channels: channels.clone(),
+        };
+        // A figure that does not read is sent as 0, which the check refuses by the field's name.
+        let number = |name: &str| get(name).replace(',', ".").parse::<f64>().unwrap_or(0.0);
+        let mut rules = Vec::new();
+        if get("failure") == "on" {
+            rules.push(rule(AlertKind::Failure));
+        }
+        for (name, kind) in [("failureRate", AlertKind::FailureRate), ("exclusionRate", AlertKind::ExclusionRate)] {
+            if !get(name).is_empty() {
+                rules.push(AlertRule { threshold_percent: Some(number(name)), ..rule(kind) });
+            }
+        }
+        if !get("lagMinutes").is_empty() {
+            let seconds = (number("lagMinutes") * 60.0).round().max(0.0) as u64;
+            rules.push(AlertRule { threshold_seconds: Some(seconds), ..rule(AlertKind::Lag) });
+        }
+        let secret = get("signingSecret");
+        AlertSettings { rules, signing_secret: Some(SigningSecret(secret)).filter(|s| !s.0.is_empty()) }
+    }
+}
+
 /// Alert events a flow's page lists, newest first.
 const ALERT_EVENTS_SHOWN: i64 = 10;
 
@@ -291,6 +371,7 @@ struct FlowPage {
     problem: Option<String>,
     changes: Vec<ChangeView>,
     rules: Vec<RuleView>,
+    alert_form: AlertForm,
     alerts: Vec<AlertEventView>,
 }
 
@@ -307,6 +388,7 @@ fn done_message(done: &str) -> Option<&'static str> {
         "replayed" => "Replayed: the failed records were sent again; those that failed again are listed below.",
         "replay-requested" => "Replay requested: the next load reads the whole table and sends every row again.",
         "created" => "Created and enabled: the flow runs, and takes profiles at its inlet.",
+        "alerts-saved" => "Alert rules saved: they are checked every few seconds from now on.",
         _ => return None,
     })
 }
@@ -328,6 +410,7 @@ async fn flow_page(
         _ if failed_total > 0 => Some("Replay the failed records"),
         _ => None,
     };
+    let alert_rules = crate::api::alerts::view(state, flow.id).await?.rules;
     let template = FlowPage {
         nav: Nav::new("flows", viewer),
         flow: status(state, &flow, &runs).await?,
@@ -356,7 +439,8 @@ async fn flow_page(
         may_manage: viewer.may(Role::Manage),
         done,
         problem: problem.map(|p| p.detail),
-        rules: crate::api::alerts::view(state, flow.id).await?.rules.iter().map(RuleView::from).collect(),
+        rules: alert_rules.iter().map(RuleView::from).collect(),
+        alert_form: AlertForm::of(&alert_rules),
         alerts: state
             .store
             .alert_history(flow.id, ALERT_EVENTS_SHOWN)
@@ -424,6 +508,15 @@ pub async fn act(
             crate::api::flows::action(State(state.clone()), caller(), Path(id.clone()), op("retry-failed")).await,
             "replayed",
         ),
+        "alerts" => {
+            let settings = AlertForm::settings(&form);
+            return match crate::api::alerts::replace(&state, &viewer.caller, flow.id, &settings).await {
+                Ok(_) => Redirect::to(&format!("/flows/{id}?done=alerts-saved#alerts")).into_response(),
+                Err(e) => {
+                    flow_page(&state, &viewer, &id, None, Some(e)).await.unwrap_or_else(|e| problem_page(&viewer, e))
+                }
+            };
+        }
         "delete" => {
             let confirmed = url::form_urlencoded::parse(&form).any(|(k, v)| k == "confirm" && v == "yes");
             if !confirmed {
@@ -446,7 +539,7 @@ pub async fn act(
                 StatusCode::NOT_FOUND,
                 "not-found",
                 format!(
-                    "'{other}' is not an action on a flow: the flow's page offers enable, disable, replay and delete"
+                    "'{other}' is not an action on a flow: the flow's page offers enable, disable, replay, alerts and delete"
                 ),
             );
             return problem_page(&viewer, problem);
