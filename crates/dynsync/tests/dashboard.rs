@@ -369,6 +369,7 @@ async fn a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it(backend
     let (_, html) = browser.get(&format!("/flows/{flow}")).await;
     assert!(html.contains("Table ingestion") && html.contains(">On time<"), "{html}");
     assert!(html.contains("Replay the table"), "an ingestion offers its replay: {html}");
+    assert!(html.contains("&#34;schedule&#34;"), "and shows its definition as the API answers it: {html}");
     let (status, html) = browser.get(&format!("/connections/{}/tables", Uuid::new_v4())).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
     world.finish().await;
@@ -489,5 +490,54 @@ async fn alert_rules_are_set_on_the_flow_s_page_every_problem_said_at_once() {
         html.contains(r#"name="lagMinutes" inputmode="decimal" value="10""#),
         "the form shows the rules kept: {html}"
     );
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn an_activation_flow_s_mappings_are_changed_on_its_page_and_a_stale_page_is_refused() {
+    let Some(world) = World::start(Backend::Sqlite).await else { return };
+    let (_, target) = world.loyalty_destination().await;
+    let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
+    let browser = Browser::sign_in(&world, &world.service.token).await;
+    let (status, html) = browser.get(&format!("/flows/{flow}/edit")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(r#"value="seg-silver""#) && html.contains(r#"value="firstname""#),
+        "the form holds the flow: {html}"
+    );
+    let etag = world.get(&format!("flows/{flow}")).await.json()["items"][0]["etag"].as_str().unwrap().to_string();
+    let own = world.service.url.clone();
+    let form = |last: &'static str, etag: String| {
+        vec![
+            ("target", target.clone()),
+            ("etag", etag),
+            ("name", "Loyalty audiences".to_string()),
+            ("audience.0.id", "seg-gold".to_string()),
+            ("audience.0.mapping", "gold".to_string()),
+            ("mapping.0.source", "contactId".to_string()),
+            ("mapping.0.target", "contactid".to_string()),
+            ("mapping.1.source", "person.name.lastName".to_string()),
+            ("mapping.1.target", last.to_string()),
+        ]
+    };
+    let path = format!("/flows/{flow}/edit");
+    let post = |fields: Vec<(&'static str, String)>| {
+        let (browser, own, path) = (&browser, own.clone(), path.clone());
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            browser.post(&path, &own, &fields).await
+        }
+    };
+    let (status, html) = post(form("lastnme", etag.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Closest columns: lastname"), "the mistake, beside its row: {html}");
+    let (status, location) = post(form("lastname", etag.clone())).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, format!("/flows/{flow}?done=changed").as_str()));
+    let saved = world.get(&format!("flows/{flow}")).await.json();
+    assert_eq!(saved["items"][0]["mappings"][1]["target"], "lastname", "{saved}");
+    assert_eq!(saved["items"][0]["audiences"].as_array().unwrap().len(), 1, "{saved}");
+    // The page read before that save is stale now.
+    let (_, html) = post(form("lastname", etag)).await;
+    assert!(html.contains("the flow was changed since this page was read"), "{html}");
     world.finish().await;
 }

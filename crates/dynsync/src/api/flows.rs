@@ -268,13 +268,26 @@ pub async fn replace(
         }
     };
     if_match(&headers, "the flow", &current.etag)?;
-    let definition = parse_body::<FlowDefinition>(&body)?.normalized();
-    check(&state, &caller, &definition).await?;
+    let updated = replace_activation(&state, &caller, current, parse_body::<FlowDefinition>(&body)?).await?;
+    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+}
+
+/// Replaces an activation flow's definition, checked again as when it was made; its state stays. Refused as stale
+/// when the flow changed since `current` was read.
+pub async fn replace_activation(
+    state: &AppState,
+    caller: &Caller,
+    current: ActivationFlow,
+    definition: FlowDefinition,
+) -> ApiResult<ActivationFlow> {
+    caller.may(Role::Manage)?;
+    let definition = definition.normalized();
+    check(state, caller, &definition).await?;
     let updated = ActivationFlow { definition, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
     state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
     state.supervisor.flows_changed();
-    caller.made(&state, Changed::from(&updated), ChangeAction::Changed).await;
-    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+    caller.made(state, Changed::from(&updated), ChangeAction::Changed).await;
+    Ok(updated)
 }
 
 /// `POST /flows/{id}/action?op=enable|disable`, as Flow Service enables and disables flows.

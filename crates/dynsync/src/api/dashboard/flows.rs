@@ -371,6 +371,8 @@ struct FlowPage {
     problem: Option<String>,
     changes: Vec<ChangeView>,
     rules: Vec<RuleView>,
+    /// The flow as `GET /flows/{id}` answers it, laid out to read.
+    definition: String,
     alert_form: AlertForm,
     alerts: Vec<AlertEventView>,
 }
@@ -378,6 +380,18 @@ struct FlowPage {
 #[derive(Deserialize)]
 pub struct FlowQuery {
     done: Option<String>,
+}
+
+/// The flow as the API answers `GET /flows/{id}` — every job's definition, its secrets left out as the API leaves
+/// them out — laid out to read.
+async fn definition_shown(state: &Arc<AppState>, viewer: &Viewer, flow: &FlowRecord) -> Result<String, ApiError> {
+    let caller = crate::api::Caller { sandbox: viewer.caller.sandbox.clone(), grant: viewer.caller.grant.clone() };
+    let answer = crate::api::flows::get(State(state.clone()), caller, Path(flow.id.to_string())).await?;
+    let body = axum::body::to_bytes(answer.into_body(), crate::api::MAX_BODY_BYTES).await.unwrap_or_default();
+    Ok(match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// What an action that went through says on the page it comes back to.
@@ -388,13 +402,14 @@ fn done_message(done: &str) -> Option<&'static str> {
         "replayed" => "Replayed: the failed records were sent again; those that failed again are listed below.",
         "replay-requested" => "Replay requested: the next load reads the whole table and sends every row again.",
         "created" => "Created and enabled: the flow runs, and takes profiles at its inlet.",
+        "changed" => "Saved: the flow runs with its new definition from its next batch.",
         "alerts-saved" => "Alert rules saved: they are checked every few seconds from now on.",
         _ => return None,
     })
 }
 
 async fn flow_page(
-    state: &AppState,
+    state: &Arc<AppState>,
     viewer: &Viewer,
     id: &str,
     done: Option<String>,
@@ -411,6 +426,7 @@ async fn flow_page(
         _ => None,
     };
     let alert_rules = crate::api::alerts::view(state, flow.id).await?.rules;
+    let definition = definition_shown(state, viewer, &flow).await?;
     let template = FlowPage {
         nav: Nav::new("flows", viewer),
         flow: status(state, &flow, &runs).await?,
@@ -440,6 +456,7 @@ async fn flow_page(
         done,
         problem: problem.map(|p| p.detail),
         rules: alert_rules.iter().map(RuleView::from).collect(),
+        definition,
         alert_form: AlertForm::of(&alert_rules),
         alerts: state
             .store

@@ -10,14 +10,15 @@
 use super::session::Viewer;
 use super::{Nav, page, problem_page};
 use crate::access::Role;
+use crate::activation::ActivationFlow;
 use crate::activation::{AttributeMapping, AudienceMapping, EmptyValues, FlowDefinition, StatusValues};
 use crate::api::targets::{CreateTarget, create_target};
 use crate::api::{ApiError, AppState};
 use crate::checks::{Problem, Problems};
-use crate::ids::TargetConnectionId;
+use crate::ids::{FlowId, TargetConnectionId};
 use crate::specs;
 use askama::Template;
-use axum::extract::{Query, RawForm, State};
+use axum::extract::{Path, Query, RawForm, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -125,6 +126,12 @@ pub struct MappingRow {
 #[template(path = "flow_new.html")]
 struct FlowFormPage {
     nav: Option<Nav>,
+    /// Where the form posts: `/flows/new`, or `/flows/{id}/edit`.
+    action: String,
+    /// The page's title.
+    title: &'static str,
+    /// The etag of the flow being changed, to refuse a save over a change made meanwhile.
+    etag: String,
     name: String,
     targets: Vec<Choice>,
     /// The chosen target's id.
@@ -149,6 +156,8 @@ pub struct FlowFormQuery {
 /// What the form says, as typed.
 #[derive(Default)]
 struct FlowForm {
+    /// The flow being changed, and its etag as read; none for a new flow.
+    editing: Option<(String, String)>,
     name: String,
     target: String,
     audiences: Vec<(String, String, String)>,
@@ -179,7 +188,7 @@ impl FlowForm {
             .map(|i| (get(format!("mapping.{i}.source")), get(format!("mapping.{i}.target"))))
             .filter(|(source, target)| !(source.is_empty() && target.is_empty()))
             .collect();
-        FlowForm { name: get("name".into()), target: get("target".into()), audiences, mappings }
+        FlowForm { editing: None, name: get("name".into()), target: get("target".into()), audiences, mappings }
     }
 
     fn definition(&self) -> Result<FlowDefinition, Problem> {
@@ -304,6 +313,12 @@ async fn flow_form(
         StatusCode::OK,
         &FlowFormPage {
             nav: Nav::new("flows", viewer),
+            action: match &form.editing {
+                Some((id, _)) => format!("/flows/{id}/edit"),
+                None => "/flows/new".into(),
+            },
+            title: if form.editing.is_some() { "Change the activation flow" } else { "New activation flow" },
+            etag: form.editing.as_ref().map(|(_, etag)| etag.clone()).unwrap_or_default(),
             name: form.name.clone(),
             targets,
             target: chosen.map(|t| t.id.to_string()).unwrap_or_default(),
@@ -342,17 +357,18 @@ pub async fn create_flow_from(State(state): State<Arc<AppState>>, viewer: Viewer
     };
     match crate::api::flows::create_activation(&state, &viewer.caller, definition).await {
         Ok(flow) => Redirect::to(&format!("/flows/{}?done=created", flow.id)).into_response(),
-        Err(e) => {
-            let problems = e
-                .report
-                .clone()
-                .and_then(|r| serde_json::from_value::<Problems>(r).ok())
-                .map(|r| r.problems)
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| vec![Problem::new("", e.detail.clone())]);
-            flow_form(&state, &viewer, &form, problems, MORE_ROWS).await
-        }
+        Err(e) => flow_form(&state, &viewer, &form, problems_of(e), MORE_ROWS).await,
     }
+}
+
+/// The problems of a refused definition, each with its field; or the refusal itself.
+fn problems_of(e: ApiError) -> Vec<Problem> {
+    e.report
+        .clone()
+        .and_then(|r| serde_json::from_value::<Problems>(r).ok())
+        .map(|r| r.problems)
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| vec![Problem::new("", e.detail)])
 }
 
 #[cfg(test)]
@@ -380,5 +396,71 @@ mod tests {
         );
         assert_eq!(form.audiences, vec![("seg-gold".into(), "Gold".into(), "gold".into())]);
         assert_eq!(form.definition().unwrap_err().field, "targetConnectionIds[0]");
+    }
+}
+
+/// The activation flow `id` of the viewer's sandbox.
+async fn activation_flow(state: &AppState, viewer: &Viewer, id: &str) -> Result<ActivationFlow, ApiError> {
+    let not_found = || ApiError::not_found("activation flow", id, &viewer.caller.sandbox);
+    let flow_id: FlowId = id.parse().map_err(|_| not_found())?;
+    let record = state.store.flow(&viewer.caller.sandbox, flow_id).await?.ok_or_else(not_found)?;
+    if record.job != crate::activation::job::JOB {
+        return Err(ApiError::bad_request(format!(
+            "flow {id} is not an activation flow: its definition is changed with PUT /flows/{id}"
+        )));
+    }
+    Ok(ActivationFlow::try_from(&record)?)
+}
+
+pub async fn edit_page(State(state): State<Arc<AppState>>, viewer: Viewer, Path(id): Path<String>) -> Response {
+    if let Err(e) = viewer.caller.may(Role::Manage) {
+        return problem_page(&viewer, e);
+    }
+    let flow = match activation_flow(&state, &viewer, &id).await {
+        Ok(flow) => flow,
+        Err(e) => return problem_page(&viewer, e),
+    };
+    let d = &flow.definition;
+    let form = FlowForm {
+        editing: Some((id, flow.etag.0.clone())),
+        name: d.name.clone(),
+        target: d.target_connection_id().map(|t| t.to_string()).unwrap_or_default(),
+        audiences: d
+            .audiences
+            .iter()
+            .map(|a| (a.id.clone(), a.name.clone().unwrap_or_default(), a.mapping_id.clone()))
+            .collect(),
+        mappings: d.mappings.iter().map(|m| (m.source.clone(), m.target.clone())).collect(),
+    };
+    flow_form(&state, &viewer, &form, Vec::new(), MORE_ROWS).await
+}
+
+pub async fn save_edit(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    RawForm(body): RawForm,
+) -> Response {
+    let mut form = FlowForm::parse(&body);
+    let read_etag = fields(&body).remove("etag").unwrap_or_default();
+    form.editing = Some((id.clone(), read_etag.clone()));
+    let current = match activation_flow(&state, &viewer, &id).await {
+        Ok(flow) => flow,
+        Err(e) => return problem_page(&viewer, e),
+    };
+    if current.etag.0 != read_etag {
+        let problem = Problem::new(
+            "",
+            "the flow was changed since this page was read: open it again, and make your change over the other one",
+        );
+        return flow_form(&state, &viewer, &form, vec![problem], MORE_ROWS).await;
+    }
+    let definition = match form.definition() {
+        Ok(definition) => definition,
+        Err(problem) => return flow_form(&state, &viewer, &form, vec![problem], MORE_ROWS).await,
+    };
+    match crate::api::flows::replace_activation(&state, &viewer.caller, current, definition).await {
+        Ok(flow) => Redirect::to(&format!("/flows/{}?done=changed", flow.id)).into_response(),
+        Err(e) => flow_form(&state, &viewer, &form, problems_of(e), MORE_ROWS).await,
     }
 }
