@@ -371,34 +371,6 @@ fn problems_of(e: ApiError) -> Vec<Problem> {
         .unwrap_or_else(|| vec![Problem::new("", e.detail)])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_problem_is_shown_beside_the_row_its_field_names() {
-        assert_eq!(row_of("mappings[2].target", "mappings"), Some(2));
-        assert_eq!(row_of("audiences[0].mappingId", "audiences"), Some(0));
-        assert_eq!(row_of("name", "mappings"), None);
-        assert_eq!(row_of("mappingsX[1]", "mappings"), None);
-    }
-
-    #[test]
-    fn the_form_s_empty_rows_are_left_out_and_its_rows_keep_their_order() {
-        let body = b"name=Loyalty&target=x&mapping.0.source=contactId&mapping.0.target=contactid\
-&mapping.1.source=&mapping.1.target=&mapping.2.source=person.name.firstName&mapping.2.target=firstname\
-&audience.0.id=seg-gold&audience.0.name=Gold&audience.0.mapping=gold&audience.1.id=&audience.1.name=&audience.1.mapping=";
-        let form = FlowForm::parse(body);
-        assert_eq!(form.name, "Loyalty");
-        assert_eq!(
-            form.mappings,
-            vec![("contactId".into(), "contactid".into()), ("person.name.firstName".into(), "firstname".into())]
-        );
-        assert_eq!(form.audiences, vec![("seg-gold".into(), "Gold".into(), "gold".into())]);
-        assert_eq!(form.definition().unwrap_err().field, "targetConnectionIds[0]");
-    }
-}
-
 /// The activation flow `id` of the viewer's sandbox.
 async fn activation_flow(state: &AppState, viewer: &Viewer, id: &str) -> Result<ActivationFlow, ApiError> {
     let not_found = || ApiError::not_found("activation flow", id, &viewer.caller.sandbox);
@@ -462,5 +434,33 @@ pub async fn save_edit(
     match crate::api::flows::replace_activation(&state, &viewer.caller, current, definition).await {
         Ok(flow) => Redirect::to(&format!("/flows/{}?done=changed", flow.id)).into_response(),
         Err(e) => flow_form(&state, &viewer, &form, problems_of(e), MORE_ROWS).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_is_shown_beside_the_row_its_field_names() {
+        assert_eq!(row_of("mappings[2].target", "mappings"), Some(2));
+        assert_eq!(row_of("audiences[0].mappingId", "audiences"), Some(0));
+        assert_eq!(row_of("name", "mappings"), None);
+        assert_eq!(row_of("mappingsX[1]", "mappings"), None);
+    }
+
+    #[test]
+    fn the_form_s_empty_rows_are_left_out_and_its_rows_keep_their_order() {
+        let body = b"name=Loyalty&target=x&mapping.0.source=contactId&mapping.0.target=contactid\
+&mapping.1.source=&mapping.1.target=&mapping.2.source=person.name.firstName&mapping.2.target=firstname\
+&audience.0.id=seg-gold&audience.0.name=Gold&audience.0.mapping=gold&audience.1.id=&audience.1.name=&audience.1.mapping=";
+        let form = FlowForm::parse(body);
+        assert_eq!(form.name, "Loyalty");
+        assert_eq!(
+            form.mappings,
+            vec![("contactId".into(), "contactid".into()), ("person.name.firstName".into(), "firstname".into())]
+        );
+        assert_eq!(form.audiences, vec![("seg-gold".into(), "Gold".into(), "gold".into())]);
+        assert_eq!(form.definition().unwrap_err().field, "targetConnectionIds[0]");
     }
 }
