@@ -186,6 +186,15 @@ async function replay() {
   const run = await newestRun();
   expect(run.received === "4" && run.written === "4" && run.failed === "0", `the run now: 4 received, 4 written: ${JSON.stringify(run)}`);
   await checked("13-replayed");
+  // The replayed contact's activation data, as Dynamics holds it now.
+  await page.click("text=A contact's activation data");
+  await page.fill("#contact-id", env("FAILED_KEY"));
+  await page.click("main form button[type=submit]");
+  await page.waitForSelector("#contact-values");
+  const values = await page.textContent("#contact-values");
+  expect(values.includes("new_gold") && values.includes("realized") && values.includes("Absent"),
+    `the contact holds the audience's status and its name: ${values}`);
+  await checked("14-contact-activation-data");
   // Who did what: the connection made in the browser, the flow, its replay.
   await page.click("text=Timeline");
   await page.waitForURL(`${base}/timeline`);
@@ -193,7 +202,7 @@ async function replay() {
   for (const seen of ["Connection Contoso sales", "Flow Loyalty audiences", "replayed", "operator"]) {
     expect(changes.includes(seen), `the timeline shows ${seen}: ${changes}`);
   }
-  await checked("14-timeline");
+  await checked("15-timeline");
 }
 
 const steps = { connect, flow, runs, replay };

@@ -223,3 +223,95 @@ pub async fn dataset(State(state): State<Arc<AppState>>, viewer: Viewer, Path(id
         Err(e) => problem_page(&viewer, e),
     }
 }
+
+/// A column of a contact, as the flow writes it.
+pub struct ContactValue {
+    /// What the flow writes there: `audience 'Gold'`, or the profile attribute.
+    pub from: String,
+    pub column: String,
+    pub value: String,
+}
+
+#[derive(Template)]
+#[template(path = "contact.html")]
+struct ContactPage {
+    nav: Option<Nav>,
+    flow: String,
+    flow_name: String,
+    contact: String,
+    values: Vec<ContactValue>,
+    problem: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct ContactQuery {
+    id: Option<String>,
+}
+
+/// `GET /flows/{id}/contact?id=<contact id>`: a contact's activation data — what the activation flow writes onto
+/// it (each audience's status column and each mapped attribute), as Dynamics holds it now.
+pub async fn contact(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<ContactQuery>,
+) -> Response {
+    let shown = async {
+        let not_found = || ApiError::not_found("activation flow", &id, &viewer.caller.sandbox);
+        let flow_id: crate::ids::FlowId = id.parse().map_err(|_| not_found())?;
+        let record = state.store.flow(&viewer.caller.sandbox, flow_id).await?.ok_or_else(not_found)?;
+        if record.job != crate::activation::job::JOB {
+            return Err(not_found());
+        }
+        let flow = crate::activation::ActivationFlow::try_from(&record)?;
+        let contact_text = query.id.unwrap_or_default();
+        let mut page = ContactPage {
+            nav: Nav::new("flows", &viewer),
+            flow: id.clone(),
+            flow_name: flow.definition.name.clone(),
+            contact: contact_text.trim().to_string(),
+            values: Vec::new(),
+            problem: None,
+        };
+        if page.contact.is_empty() {
+            return Ok(page);
+        }
+        let Ok(contact) = page.contact.parse::<uuid::Uuid>() else {
+            page.problem =
+                Some(format!("'{}' is not a contact id: give the contact's GUID (its contactid)", page.contact));
+            return Ok(page);
+        };
+        let target_id = flow.definition.target_connection_id().ok_or_else(not_found)?;
+        let gone = || ApiError::bad_request("the flow's destination is gone: the contact cannot be read through it");
+        let target = state.store.target_connection(&viewer.caller.sandbox, target_id).await?.ok_or_else(gone)?;
+        let connection = state.store.connection(&viewer.caller.sandbox, target.base_connection_id).await?;
+        let client = connection.as_ref().and_then(|c| state.clients.client(c)).ok_or_else(gone)?;
+        let mut wanted: Vec<(String, String)> =
+            flow.definition.audiences.iter().map(|a| (a.label(), a.column(&target.customization_prefix))).collect();
+        wanted.extend(
+            flow.definition.mappings.iter().filter(|m| !m.is_identity()).map(|m| (m.source.clone(), m.target.clone())),
+        );
+        let select: Vec<&str> = wanted.iter().map(|(_, column)| column.as_str()).collect();
+        match client.retrieve(&dataverse::Table::contact(), contact, &select).await {
+            Ok(found) => {
+                page.values = wanted
+                    .into_iter()
+                    .map(|(from, column)| ContactValue {
+                        value: found.get(&column).map(cell).unwrap_or_default(),
+                        from,
+                        column,
+                    })
+                    .collect();
+            }
+            Err(e) if e.kind() == dataverse::ErrorKind::NotFound => {
+                page.problem = Some(format!("Dynamics has no contact {contact}: check the id"));
+            }
+            Err(e) => page.problem = Some(format!("the contact cannot be read from Dynamics now: {e}")),
+        }
+        Ok::<_, ApiError>(page)
+    };
+    match shown.await {
+        Ok(template) => page(StatusCode::OK, &template),
+        Err(e) => problem_page(&viewer, e),
+    }
+}

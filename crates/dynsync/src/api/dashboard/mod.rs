@@ -44,6 +44,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/flows", get(flows::list))
         .route("/flows/{id}", get(flows::page_of_flow))
         .route("/flows/{id}/edit", get(setup::edit_page).post(setup::save_edit))
+        .route("/flows/{id}/contact", get(browse::contact))
         .route("/flows/{id}/{action}", post(flows::act))
         .route("/timeline", get(timeline))
         .route("/assets/{name}", get(assets::serve))
