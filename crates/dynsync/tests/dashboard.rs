@@ -541,3 +541,50 @@ async fn an_activation_flow_s_mappings_are_changed_on_its_page_and_a_stale_page_
     assert!(html.contains("the flow was changed since this page was read"), "{html}");
     world.finish().await;
 }
+
+#[tokio::test]
+async fn a_lead_intake_s_settings_are_saved_on_its_page_and_validate_sends_a_test_lead_through() {
+    let Some(world) = World::start(Backend::Sqlite).await else { return };
+    let (_, target) = world.destination("new").await;
+    let body = json!({
+        "name": "Marketplace leads",
+        "flowSpec": {"id": dynsync::specs::LEAD_INTAKE_FLOW_SPEC, "version": "1.0"},
+        "targetConnectionIds": [target],
+    });
+    let reply = world.post("flows", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let intake = reply.json()["id"].as_str().unwrap().to_string();
+    let browser = Browser::sign_in(&world, &world.service.token).await;
+    let (status, html) = browser.get(&format!("/flows/{intake}/settings")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let etag = world.get(&format!("flows/{intake}")).await.json()["items"][0]["etag"].as_str().unwrap().to_string();
+    let own = world.service.url.clone();
+    let path = format!("/flows/{intake}/settings");
+    let form = |source: &'static str| {
+        vec![
+            ("etag", etag.clone()),
+            ("name", "Marketplace leads".to_string()),
+            ("notify", String::new()),
+            ("dedupWindowDays", "14".to_string()),
+            ("columns.source", source.to_string()),
+        ]
+    };
+    let as_refs = |f: &[(&'static str, String)]| f.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let fields = as_refs(&form("new_nosuch"));
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, html) = browser.post(&path, &own, &fields).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("new_nosuch"), "the column the lead table lacks is named: {html}");
+    let fields = as_refs(&form("subject"));
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, location) = browser.post(&path, &own, &fields).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, format!("{path}?saved").as_str()), "{location}");
+    let saved = world.get(&format!("flows/{intake}")).await.json();
+    assert_eq!(saved["items"][0]["dedupWindowDays"], 14, "{saved}");
+
+    let (status, html) = browser.post(&format!("{path}/validate"), &own, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(r#"Validate <span class="badge ok">passed</span>"#), "{html}");
+    assert!(html.contains("<td>written</td>") && html.contains("in Dynamics"), "{html}");
+    world.finish().await;
+}

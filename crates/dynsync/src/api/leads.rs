@@ -23,7 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ pub const PREVIOUS_SECRET_VALID: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long Validate waits for each step.
 const VALIDATE_WAIT: Duration = Duration::from_secs(60);
 
-fn intake_path(id: FlowId) -> String {
+pub fn intake_path(id: FlowId) -> String {
     format!("/leads/{id}")
 }
 
@@ -121,13 +121,25 @@ pub async fn create(state: &AppState, caller: Caller, body: &[u8]) -> ApiResult<
 
 /// `PUT /flows/{id}` of a lead intake: the definition replaced, checked again; the state and the secret stay.
 pub async fn replace(state: &AppState, caller: Caller, current: LeadIntake, body: &[u8]) -> ApiResult<Response> {
-    let definition = parse_body::<IntakeDefinition>(body)?.normalized();
-    check(state, &caller, &definition).await?;
+    let updated = replace_intake(state, &caller, current, parse_body::<IntakeDefinition>(body)?).await?;
+    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+}
+
+/// Replaces a lead intake's definition, checked again; its state and secret stay.
+pub async fn replace_intake(
+    state: &AppState,
+    caller: &Caller,
+    current: LeadIntake,
+    definition: IntakeDefinition,
+) -> ApiResult<LeadIntake> {
+    caller.may(crate::access::Role::Manage)?;
+    let definition = definition.normalized();
+    check(state, caller, &definition).await?;
     let updated = LeadIntake { definition, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
     state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
     state.supervisor.flows_changed();
     caller.made(state, Changed::from(&updated), ChangeAction::Changed).await;
-    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+    Ok(updated)
 }
 
 /// `GET /flows/{id}` of a lead intake: with its backlog, what it refused, and how its notifications stand.
@@ -251,17 +263,50 @@ pub async fn rotate_inlet_secret(
 }
 
 /// One step of Validate.
-fn step(name: &str, passed: bool, detail: String, extra: Json) -> Json {
-    let mut step = json!({"step": name, "status": if passed { "passed" } else { "failed" }, "detail": detail});
-    if let (Json::Object(s), Json::Object(e)) = (&mut step, extra) {
-        s.extend(e);
-    }
-    step
+/// How a step of Validate went, and how Validate went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+/// A step of Validate: `accepted`, `written`, `notified`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidateStep {
+    pub step: String,
+    pub status: CheckStatus,
+    pub detail: String,
+    /// The test lead's id in the intake's log (`accepted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<uuid::Uuid>,
+    /// The lead it became in Dynamics (`written`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_id: Option<String>,
+}
+
+/// What `op=validate` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidateReport {
+    pub status: CheckStatus,
+    pub steps: Vec<ValidateStep>,
+}
+
+fn step(name: &str, passed: bool, detail: String) -> ValidateStep {
+    let status = if passed { CheckStatus::Passed } else { CheckStatus::Failed };
+    ValidateStep { step: name.to_string(), status, detail, id: None, lead_id: None }
 }
 
 /// `POST /flows/{id}/action?op=validate`: sends a test lead, as Partner Center's Validate button does, through
 /// the whole path, and reports each step: accepted, written to Dynamics (with the lead's id), notification sent.
 pub async fn validate(state: &AppState, intake: &LeadIntake) -> ApiResult<Response> {
+    Ok(AxumJson(validate_report(state, intake).await?).into_response())
+}
+
+/// Validate's steps, each with how it went.
+pub async fn validate_report(state: &AppState, intake: &LeadIntake) -> ApiResult<ValidateReport> {
     let tag = format!("{TEST_MARKER}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let lead = json!({
         "UserDetails": {
@@ -274,35 +319,38 @@ pub async fn validate(state: &AppState, intake: &LeadIntake) -> ApiResult<Respon
         "Description": "Partner Center's test lead, sent by dynsync's Validate",
     });
     let posted = accept(state, intake.id, lead.to_string().as_bytes()).await?;
-    let mut steps =
-        vec![step("accepted", true, "the test lead is in the intake's log".into(), json!({"id": posted.id}))];
+    let mut steps = vec![ValidateStep {
+        id: Some(posted.id),
+        ..step("accepted", true, "the test lead is in the intake's log".into())
+    }];
     let deadline = Instant::now() + VALIDATE_WAIT;
     let written = wait_written(state, intake, posted.id, deadline).await;
     let lead_id = match written {
         Ok(lead_id) => {
-            steps.push(step(
-                "written",
-                true,
-                format!("the test lead is lead {lead_id} in Dynamics"),
-                json!({"leadId": lead_id}),
-            ));
+            steps.push(ValidateStep {
+                lead_id: Some(lead_id.clone()),
+                ..step("written", true, format!("the test lead is lead {lead_id} in Dynamics"))
+            });
             Some(lead_id)
         }
         Err(detail) => {
-            steps.push(step("written", false, detail, json!({})));
+            steps.push(step("written", false, detail));
             None
         }
     };
     if let Some(lead_id) = lead_id {
         if intake.definition.notify.is_empty() {
-            steps.push(json!({"step": "notified", "status": "skipped", "detail": "the intake notifies no one (notify is empty)"}));
+            steps.push(ValidateStep {
+                status: CheckStatus::Skipped,
+                ..step("notified", true, "the intake notifies no one (notify is empty)".into())
+            });
         } else {
             let (sent, detail) = wait_notified(state, &lead_id, deadline).await;
-            steps.push(step("notified", sent, detail, json!({})));
+            steps.push(step("notified", sent, detail));
         }
     }
-    let passed = steps.iter().all(|s| s["status"] != "failed");
-    Ok(AxumJson(json!({"status": if passed { "passed" } else { "failed" }, "steps": steps})).into_response())
+    let passed = steps.iter().all(|s| s.status != CheckStatus::Failed);
+    Ok(ValidateReport { status: if passed { CheckStatus::Passed } else { CheckStatus::Failed }, steps })
 }
 
 /// Waits for the test lead's note in Dynamics; the lead's id, or why it is not there.

@@ -11,6 +11,7 @@ mod browse;
 mod catalog;
 mod chart;
 mod flows;
+mod intake;
 mod session;
 mod setup;
 
@@ -45,6 +46,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/flows/{id}", get(flows::page_of_flow))
         .route("/flows/{id}/edit", get(setup::edit_page).post(setup::save_edit))
         .route("/flows/{id}/contact", get(browse::contact))
+        .route("/flows/{id}/settings", get(intake::settings).post(intake::save))
+        .route("/flows/{id}/settings/validate", post(intake::validate))
         .route("/flows/{id}/{action}", post(flows::act))
         .route("/timeline", get(timeline))
         .route("/assets/{name}", get(assets::serve))

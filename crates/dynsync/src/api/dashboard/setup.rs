@@ -362,7 +362,7 @@ pub async fn create_flow_from(State(state): State<Arc<AppState>>, viewer: Viewer
 }
 
 /// The problems of a refused definition, each with its field; or the refusal itself.
-fn problems_of(e: ApiError) -> Vec<Problem> {
+pub(super) fn problems_of(e: ApiError) -> Vec<Problem> {
     e.report
         .clone()
         .and_then(|r| serde_json::from_value::<Problems>(r).ok())

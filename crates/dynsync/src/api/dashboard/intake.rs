@@ -1,0 +1,207 @@
+//! A lead intake's settings page, as Partner Center's lead settings go: who is told of each new lead, how long a
+//! later step of the same person for the same offer updates the lead rather than making another, whether a lead is
+//! matched to an account by its email's domain, the custom columns for what the lead table has no column for — and
+//! **Validate**, which sends a test lead through and says how each step went. Saving checks the columns against the
+//! lead table, as the API does, and shows every problem beside its field.
+
+use super::session::Viewer;
+use super::{Nav, page, problem_page};
+use crate::access::Role;
+use crate::api::leads::{CheckStatus, ValidateReport, replace_intake, validate_report};
+use crate::api::{ApiError, AppState};
+use crate::checks::Problem;
+use crate::ids::FlowId;
+use crate::leads::intake::{IntakeDefinition, LeadIntake};
+use askama::Template;
+use axum::extract::{Path, Query, RawForm, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A text field of the form: its name, label, value and problems.
+pub struct TextField {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub value: String,
+    pub problems: Vec<String>,
+}
+
+/// A step of Validate, as shown.
+pub struct StepView {
+    pub step: String,
+    pub class: &'static str,
+    pub status: &'static str,
+    pub detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "intake.html")]
+struct IntakePage {
+    nav: Option<Nav>,
+    id: String,
+    etag: String,
+    intake_url: String,
+    fields: Vec<TextField>,
+    match_accounts: bool,
+    /// Problems of no field.
+    problems: Vec<String>,
+    may_manage: bool,
+    may_activate: bool,
+    report: Option<(bool, Vec<StepView>)>,
+    saved: bool,
+}
+
+async fn intake(state: &AppState, viewer: &Viewer, id: &str) -> Result<LeadIntake, ApiError> {
+    let not_found = || ApiError::not_found("lead intake", id, &viewer.caller.sandbox);
+    let flow_id: FlowId = id.parse().map_err(|_| not_found())?;
+    let record = state.store.flow(&viewer.caller.sandbox, flow_id).await?.ok_or_else(not_found)?;
+    if record.job != crate::leads::intake::JOB {
+        return Err(not_found());
+    }
+    Ok(LeadIntake::try_from(&record)?)
+}
+
+/// The form's fields, from a definition and the problems its save met.
+fn fields(d: &IntakeDefinition, problems: &[Problem]) -> Vec<TextField> {
+    let column = |c: &Option<String>| c.clone().unwrap_or_default();
+    let c = &d.columns;
+    let field = |name: &'static str, label: &'static str, value: String| TextField {
+        name,
+        label,
+        value,
+        problems: problems.iter().filter(|p| p.field == name).map(|p| p.message.clone()).collect(),
+    };
+    vec![
+        field("name", "Name", d.name.clone()),
+        field("notify", "Notify of each new lead (addresses separated by semicolons)", d.notify.clone()),
+        field("dedupWindowDays", "Days a later step updates the lead", d.dedup_window_days.to_string()),
+        field("columns.source", "Lead source column", column(&c.source)),
+        field("columns.action", "Action code column", column(&c.action)),
+        field("columns.publisher", "Publisher column", column(&c.publisher)),
+        field("columns.offer", "Offer column", column(&c.offer)),
+        field("columns.countryCode", "Country code column", column(&c.country_code)),
+        field("columns.testFlag", "Test lead flag column (Yes/No)", column(&c.test_flag)),
+    ]
+}
+
+fn intake_page(
+    viewer: &Viewer,
+    intake: &LeadIntake,
+    shown: &IntakeDefinition,
+    problems: Vec<Problem>,
+    report: Option<ValidateReport>,
+    saved: bool,
+) -> Response {
+    let known: Vec<&str> = fields(shown, &[]).iter().map(|f| f.name).collect();
+    let general = problems.iter().filter(|p| !known.contains(&p.field.as_str())).map(|p| p.message.clone()).collect();
+    let report = report.map(|r| {
+        let steps = r
+            .steps
+            .into_iter()
+            .map(|s| {
+                let (class, status) = match s.status {
+                    CheckStatus::Passed => ("ok", "passed"),
+                    CheckStatus::Failed => ("bad", "failed"),
+                    CheckStatus::Skipped => ("idle", "skipped"),
+                };
+                StepView { step: s.step, class, status, detail: s.detail }
+            })
+            .collect();
+        (r.status == CheckStatus::Passed, steps)
+    });
+    let template = IntakePage {
+        nav: Nav::new("flows", viewer),
+        id: intake.id.to_string(),
+        etag: intake.etag.0.clone(),
+        intake_url: crate::api::leads::intake_path(intake.id),
+        fields: fields(shown, &problems),
+        match_accounts: shown.match_accounts_by_domain,
+        problems: general,
+        may_manage: viewer.may(Role::Manage),
+        may_activate: viewer.may(Role::Activate),
+        report,
+        saved,
+    };
+    page(StatusCode::OK, &template)
+}
+
+pub async fn settings(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let saved = query.contains_key("saved");
+    match intake(&state, &viewer, &id).await {
+        Ok(intake) => intake_page(&viewer, &intake, &intake.definition, Vec::new(), None, saved),
+        Err(e) => problem_page(&viewer, e),
+    }
+}
+
+/// The definition the form describes, over the intake's own (the parts the form does not show stay).
+fn posted(current: &IntakeDefinition, body: &[u8]) -> Result<IntakeDefinition, Problem> {
+    let form: HashMap<String, String> =
+        url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.trim().to_string())).collect();
+    let get = |name: &str| form.get(name).cloned().unwrap_or_default();
+    let column = |name: &str| Some(get(name)).filter(|v| !v.is_empty());
+    let mut d = current.clone();
+    d.name = get("name");
+    d.notify = get("notify");
+    d.match_accounts_by_domain = get("matchAccountsByDomain") == "on";
+    d.dedup_window_days = get("dedupWindowDays").parse().map_err(|_| {
+        Problem::new(
+            "dedupWindowDays",
+            format!("'{}' is not a number of days: give a whole number, 30 by default", get("dedupWindowDays")),
+        )
+    })?;
+    d.columns.source = column("columns.source");
+    d.columns.action = column("columns.action");
+    d.columns.publisher = column("columns.publisher");
+    d.columns.offer = column("columns.offer");
+    d.columns.country_code = column("columns.countryCode");
+    d.columns.test_flag = column("columns.testFlag");
+    Ok(d)
+}
+
+pub async fn save(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    RawForm(body): RawForm,
+) -> Response {
+    let current = match intake(&state, &viewer, &id).await {
+        Ok(intake) => intake,
+        Err(e) => return problem_page(&viewer, e),
+    };
+    let read_etag = url::form_urlencoded::parse(&body).find(|(k, _)| k == "etag").map(|(_, v)| v.into_owned());
+    let definition = match posted(&current.definition, &body) {
+        Ok(d) => d,
+        Err(problem) => return intake_page(&viewer, &current, &current.definition, vec![problem], None, false),
+    };
+    if read_etag.as_deref() != Some(current.etag.0.as_str()) {
+        let stale = Problem::new(
+            "",
+            "the intake was changed since this page was read: open it again, and make your change over the other one",
+        );
+        return intake_page(&viewer, &current, &definition, vec![stale], None, false);
+    }
+    match replace_intake(&state, &viewer.caller, current.clone(), definition.clone()).await {
+        Ok(updated) => Redirect::to(&format!("/flows/{}/settings?saved", updated.id)).into_response(),
+        Err(e) => intake_page(&viewer, &current, &definition, super::setup::problems_of(e), None, false),
+    }
+}
+
+pub async fn validate(State(state): State<Arc<AppState>>, viewer: Viewer, Path(id): Path<String>) -> Response {
+    let intake = match intake(&state, &viewer, &id).await {
+        Ok(intake) => intake,
+        Err(e) => return problem_page(&viewer, e),
+    };
+    if let Err(e) = viewer.caller.may(Role::Activate) {
+        return problem_page(&viewer, e);
+    }
+    match validate_report(&state, &intake).await {
+        Ok(report) => intake_page(&viewer, &intake, &intake.definition, Vec::new(), Some(report), false),
+        Err(e) => problem_page(&viewer, e),
+    }
+}
