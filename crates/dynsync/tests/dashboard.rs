@@ -588,3 +588,44 @@ async fn a_lead_intake_s_settings_are_saved_on_its_page_and_validate_sends_a_tes
     assert!(html.contains("<td>written</td>") && html.contains("in Dynamics"), "{html}");
     world.finish().await;
 }
+
+#[tokio::test]
+async fn an_email_events_flow_s_settings_are_saved_on_its_page_and_its_mailgun_key_never_shown() {
+    let Some(world) = World::start(Backend::Sqlite).await else { return };
+    let tables = dynsync::engagement::install::EngagementTables::new("new".parse().unwrap());
+    dynsync::engagement::install::install(&world.dynamics(), &tables).await.unwrap();
+    let (_, target) = world.destination("new").await;
+    let body = json!({
+        "name": "Newsletter events",
+        "flowSpec": {"id": dynsync::specs::ENGAGEMENT_EVENTS_FLOW_SPEC, "version": "1.0"},
+        "targetConnectionIds": [target],
+        "provider": "mailgun",
+        "signingKey": "key-0123456789abcdef0123",
+    });
+    let reply = world.post("flows", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let flow = reply.json()["id"].as_str().unwrap().to_string();
+    let browser = Browser::sign_in(&world, &world.service.token).await;
+    let path = format!("/flows/{flow}/events");
+    let (status, html) = browser.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(r#"value="donotbulkemail""#) && !html.contains("key-0123456789abcdef0123"), "{html}");
+    let etag = world.get(&format!("flows/{flow}")).await.json()["items"][0]["etag"].as_str().unwrap().to_string();
+    let own = world.service.url.clone();
+    let (_, html) = browser
+        .post(&path, &own, &[("etag", etag.as_str()), ("name", "Newsletter events"), ("optOutColumns", "donotmail")])
+        .await;
+    assert!(html.contains("optOutColumns[0]") && html.contains("donotemail"), "the closest column is offered: {html}");
+    let form = [
+        ("etag", etag.as_str()),
+        ("name", "Newsletter events"),
+        ("optOutColumns", "donotbulkemail, donotemail"),
+        ("onClick", "on"),
+    ];
+    let (status, location) = browser.post(&path, &own, &form).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, format!("{path}?saved").as_str()));
+    let saved = world.get(&format!("flows/{flow}")).await.json();
+    assert_eq!(saved["items"][0]["optOutColumns"], json!(["donotbulkemail", "donotemail"]), "{saved}");
+    assert_eq!(saved["items"][0]["followUp"]["onClick"], true, "{saved}");
+    world.finish().await;
+}

@@ -118,8 +118,21 @@ pub async fn create(state: &AppState, caller: Caller, body: &[u8]) -> ApiResult<
 
 /// `PUT /flows/{id}` of an email events flow: the definition replaced, checked again; the state and the code stay.
 pub async fn replace(state: &AppState, caller: Caller, current: EventsFlow, body: &[u8]) -> ApiResult<Response> {
-    let definition = parse_body::<EventsDefinition>(body)?.normalized();
-    check(state, &caller, &definition).await?;
+    let updated = replace_events(state, &caller, current, parse_body::<EventsDefinition>(body)?).await?;
+    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+}
+
+/// Replaces an email events flow's definition, checked again; its state and code stay, and so does its Mailgun
+/// key when the definition gives none.
+pub async fn replace_events(
+    state: &AppState,
+    caller: &Caller,
+    current: EventsFlow,
+    definition: EventsDefinition,
+) -> ApiResult<EventsFlow> {
+    caller.may(crate::access::Role::Manage)?;
+    let definition = definition.normalized();
+    check(state, caller, &definition).await?;
     let updated = EventsFlow { definition, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
     state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
     // A key left out keeps the one stored: it is never shown, so it cannot be sent back.
@@ -128,7 +141,7 @@ pub async fn replace(state: &AppState, caller: Caller, current: EventsFlow, body
     }
     state.supervisor.flows_changed();
     caller.made(state, Changed::from(&updated), ChangeAction::Changed).await;
-    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+    Ok(updated)
 }
 
 /// `GET /flows/{id}` of an email events flow: with its backlog and how many bodies it refused.

@@ -10,6 +10,7 @@ mod assets;
 mod browse;
 mod catalog;
 mod chart;
+mod events;
 mod flows;
 mod intake;
 mod session;
@@ -48,6 +49,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/flows/{id}/contact", get(browse::contact))
         .route("/flows/{id}/settings", get(intake::settings).post(intake::save))
         .route("/flows/{id}/settings/validate", post(intake::validate))
+        .route("/flows/{id}/events", get(events::settings).post(events::save))
         .route("/flows/{id}/{action}", post(flows::act))
         .route("/timeline", get(timeline))
         .route("/assets/{name}", get(assets::serve))
