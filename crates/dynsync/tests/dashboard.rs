@@ -543,7 +543,7 @@ async fn an_activation_flow_s_mappings_are_changed_on_its_page_and_a_stale_page_
 }
 
 #[tokio::test]
-async fn a_lead_intake_s_settings_are_saved_on_its_page_and_validate_sends_a_test_lead_through() {
+async fn a_lead_intake_s_settings_are_saved_on_its_page_validate_sends_a_test_lead_and_its_leads_are_listed() {
     let Some(world) = World::start(Backend::Sqlite).await else { return };
     let (_, target) = world.destination("new").await;
     let body = json!({
@@ -554,6 +554,7 @@ async fn a_lead_intake_s_settings_are_saved_on_its_page_and_validate_sends_a_tes
     let reply = world.post("flows", body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let intake = reply.json()["id"].as_str().unwrap().to_string();
+    let intake_url = reply.json()["intakeUrl"].as_str().unwrap().to_string();
     let browser = Browser::sign_in(&world, &world.service.token).await;
     let (status, html) = browser.get(&format!("/flows/{intake}/settings")).await;
     assert_eq!(status, StatusCode::OK, "{html}");
@@ -586,6 +587,15 @@ async fn a_lead_intake_s_settings_are_saved_on_its_page_and_validate_sends_a_tes
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains(r#"Validate <span class="badge ok">passed</span>"#), "{html}");
     assert!(html.contains("<td>written</td>") && html.contains("in Dynamics"), "{html}");
+
+    // Its leads: Validate's test lead, handled; and a body that is no lead, refused with why.
+    let refused =
+        world.http.post(format!("{}{intake_url}", world.service.url)).body("{\"UserDetails\": 42}").send().await;
+    assert_eq!(refused.unwrap().status(), StatusCode::BAD_REQUEST);
+    let (status, html) = browser.get(&format!("/flows/{intake}/leads")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(r#"<span class="badge idle">test</span>"#) && html.contains(">handled<"), "{html}");
+    assert!(html.contains("UserDetails"), "the refused body, with why: {html}");
     world.finish().await;
 }
 

@@ -75,6 +75,23 @@ impl Store {
             .collect()
     }
 
+    /// A flow's newest `limit` entries still in its log (acknowledged ones stay for the log's retention), newest
+    /// first.
+    pub async fn log_newest(&self, flow: FlowId, limit: usize) -> Result<Vec<LogEntry>> {
+        let rows: Vec<LogRow> = self
+            .engine
+            .fetch_as(
+                "SELECT seq, received_at, body FROM inlet_log WHERE flow_id = $1 ORDER BY seq DESC LIMIT $2",
+                &[flow.to_string().into(), (limit as i64).into()],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(LogEntry { seq: r.seq, received_at: timestamp(&r.received_at).map_err(corrupt)?, body: r.body })
+            })
+            .collect()
+    }
+
     /// How many entries of a flow's log come after `after`, and when the oldest of them arrived.
     pub async fn log_backlog(&self, flow: FlowId, after: i64) -> Result<Backlog> {
         let rows: Vec<BacklogRow> = self

@@ -205,3 +205,89 @@ pub async fn validate(State(state): State<Arc<AppState>>, viewer: Viewer, Path(i
         Err(e) => problem_page(&viewer, e),
     }
 }
+
+/// Leads the leads page shows, newest first, and refused bodies.
+pub const LEADS_SHOWN: usize = 50;
+const REFUSED_SHOWN: i64 = 20;
+
+/// A lead received, as the leads page shows it.
+pub struct LeadView {
+    pub received_at: String,
+    pub name: String,
+    pub email: String,
+    pub company: String,
+    pub offer: String,
+    pub action: String,
+    pub test: bool,
+    /// Whether the intake has written it yet.
+    pub handled: bool,
+}
+
+/// A body the intake refused, with why.
+pub struct RefusedView {
+    pub received_at: String,
+    pub problems: String,
+    pub body: String,
+}
+
+#[derive(Template)]
+#[template(path = "leads.html")]
+struct LeadsPage {
+    nav: Option<Nav>,
+    id: String,
+    name: String,
+    leads: Vec<LeadView>,
+    refused: Vec<RefusedView>,
+}
+
+/// `GET /flows/{id}/leads`: the leads a lead intake received (as long as its log keeps them), newest first, each
+/// with whether it is written yet, and the bodies it refused with why.
+pub async fn leads(State(state): State<Arc<AppState>>, viewer: Viewer, Path(id): Path<String>) -> Response {
+    let shown = async {
+        let intake = intake(&state, &viewer, &id).await?;
+        let handled_up_to: i64 = state.store.cursor(intake.id).await?.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let leads = state
+            .store
+            .log_newest(intake.id, LEADS_SHOWN)
+            .await?
+            .into_iter()
+            .filter_map(|entry| {
+                let posted: crate::leads::job::PostedLead = serde_json::from_str(&entry.body).ok()?;
+                let lead = crate::leads::Lead::from_json(posted.lead.to_string().as_bytes()).ok()?;
+                let name = [lead.first_name(), lead.last_name()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+                Some(LeadView {
+                    received_at: super::shown_time(posted.received_at),
+                    name,
+                    email: lead.email().map(ToString::to_string).unwrap_or_default(),
+                    company: lead.company().unwrap_or_default().to_string(),
+                    offer: lead.offer().unwrap_or_default(),
+                    action: lead.action().map(ToString::to_string).unwrap_or_default(),
+                    test: lead.is_test(),
+                    handled: entry.seq <= handled_up_to,
+                })
+            })
+            .collect();
+        let refused = state
+            .store
+            .inlet_rejects(intake.id, REFUSED_SHOWN)
+            .await?
+            .into_iter()
+            .map(|r| RefusedView {
+                received_at: super::shown_time(r.received_at),
+                problems: r.problems,
+                body: crate::text::clip(&r.body, 2_000).into_owned(),
+            })
+            .collect();
+        Ok::<_, ApiError>(LeadsPage {
+            nav: Nav::new("flows", &viewer),
+            id: intake.id.to_string(),
+            name: intake.definition.name.clone(),
+            leads,
+            refused,
+        })
+    };
+    match shown.await {
+        Ok(template) => page(StatusCode::OK, &template),
+        Err(e) => problem_page(&viewer, e),
+    }
+}

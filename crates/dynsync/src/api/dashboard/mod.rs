@@ -49,6 +49,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/flows/{id}/contact", get(browse::contact))
         .route("/flows/{id}/settings", get(intake::settings).post(intake::save))
         .route("/flows/{id}/settings/validate", post(intake::validate))
+        .route("/flows/{id}/leads", get(intake::leads))
         .route("/flows/{id}/events", get(events::settings).post(events::save))
         .route("/flows/{id}/{action}", post(flows::act))
         .route("/timeline", get(timeline))
