@@ -372,6 +372,30 @@ async fn a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it(backend
     assert!(html.contains("&#34;schedule&#34;"), "and shows its definition as the API answers it: {html}");
     let (status, html) = browser.get(&format!("/connections/{}/tables", Uuid::new_v4())).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
+
+    // The table loaded from its page: a schedule Flow Service refuses makes nothing; a good one makes the flow.
+    let own = world.service.url.clone();
+    let load = format!("/connections/{connection}/tables/contact/load");
+    let sources = || async { world.get("sourceConnections").await.json()["items"].as_array().unwrap().len() };
+    let before = sources().await;
+    let form = [
+        ("name", "Contacts every 5 minutes"),
+        ("dataset", "contacts_often"),
+        ("frequency", "minute"),
+        ("interval", "5"),
+    ];
+    let (status, html) = browser.post(&load, &own, &form).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("id=\"load-problem\"") && html.contains("15"), "the schedule's minimum is said: {html}");
+    assert_eq!(sources().await, before, "nothing was made");
+    let form = [("name", "Contacts daily"), ("dataset", "contacts_daily"), ("frequency", "day"), ("interval", "1")];
+    let (status, location) = browser.post(&load, &own, &form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
+    assert!(location.ends_with("?done=loading"), "{location}");
+    let made = location.trim_start_matches("/flows/").trim_end_matches("?done=loading").to_string();
+    let flow = world.get(&format!("flows/{made}")).await.json();
+    assert_eq!(flow["items"][0]["name"], "Contacts daily", "{flow}");
+    assert_eq!(sources().await, before + 1);
     world.finish().await;
 }
 

@@ -172,9 +172,10 @@ async fn find_view(client: &dataverse::Client, name: &str) -> ApiResult<datavers
 
 // ------------------------------------------------------------------------------------------- source connections
 
+/// `POST /sourceConnections`'s body, and what the dashboard's load form makes.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CreateSource {
+pub struct CreateSource {
     name: Option<String>,
     #[serde(default)]
     description: String,
@@ -195,14 +196,37 @@ struct SourceParams {
     entity_type: Option<String>,
 }
 
+impl CreateSource {
+    /// The table `table` of the connection `base_connection_id`, by its primary key.
+    pub fn table(base_connection_id: String, table: String) -> CreateSource {
+        CreateSource {
+            name: None,
+            description: String::new(),
+            base_connection_id,
+            params: SourceParams { table_name: Some(table), primary_key: None, entity_type: None },
+            _data: None,
+            _connection_spec: None,
+        }
+    }
+}
+
 /// `POST /sourceConnections`: which table (or view) of a Dynamics connection to read. The table is checked now.
 pub async fn create_source(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    let source = create_source_connection(&state, &caller, parse_body(&body)?).await?;
+    Ok(id_and_etag(StatusCode::CREATED, source.id, &source.etag))
+}
+
+/// Makes a source connection, its table or view checked now.
+pub async fn create_source_connection(
+    state: &AppState,
+    caller: &Caller,
+    request: CreateSource,
+) -> ApiResult<SourceConnection> {
     caller.may(Role::Manage)?;
-    let request: CreateSource = parse_body(&body)?;
     let base: ConnectionId = request.base_connection_id.parse().map_err(|_| {
         ApiError::bad_request(format!("baseConnectionId {} is not a connection id", request.base_connection_id))
     })?;
-    let client = client_of(&state, &caller, base).await?;
+    let client = client_of(state, caller, base).await?;
     let name = request.params.table_name.as_deref().map(str::trim).filter(|n| !n.is_empty()).ok_or_else(|| {
         ApiError::bad_request("params.tableName is missing: name the table (contact) or view to read")
     })?;
@@ -251,8 +275,8 @@ pub async fn create_source(State(state): State<Arc<AppState>>, caller: Caller, b
     };
     state.store.insert_source_connection(&source).await?;
     let what = Changed { kind: ResourceKind::SourceConnection, id: source.id.0, name: &source.name };
-    caller.made(&state, what, ChangeAction::Created).await;
-    Ok(id_and_etag(StatusCode::CREATED, source.id, &source.etag))
+    caller.made(state, what, ChangeAction::Created).await;
+    Ok(source)
 }
 
 fn source_json(s: &SourceConnection) -> Json {
@@ -330,9 +354,10 @@ async fn ingestion_flows(state: &AppState, caller: &Caller) -> ApiResult<Vec<Ing
 
 // ---------------------------------------------------------------------------------------------- dataset targets
 
+/// `POST /targetConnections`'s body for a dataset, and what the dashboard's load form makes.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CreateDataset {
+pub struct CreateDataset {
     name: Option<String>,
     #[serde(default)]
     description: String,
@@ -490,8 +515,21 @@ impl DatasetParams {
 
 /// `POST /targetConnections` with the data lake's connection spec: a dataset, and where it is kept.
 pub async fn create_dataset_target(state: &AppState, caller: Caller, body: &[u8]) -> ApiResult<Response> {
+    let target = create_dataset(state, &caller, parse_body(body)?).await?;
+    Ok(id_and_etag(StatusCode::CREATED, target.id, &target.etag))
+}
+
+impl CreateDataset {
+    /// The dataset `data_set_id`, as Parquet files in the data directory.
+    pub fn parquet(data_set_id: String) -> CreateDataset {
+        let params = DatasetParams { data_set_id: Some(data_set_id), ..DatasetParams::default() };
+        CreateDataset { name: None, description: String::new(), params, _data: None, _connection_spec: None }
+    }
+}
+
+/// Makes a dataset target, refused now if the dataset cannot be opened.
+pub async fn create_dataset(state: &AppState, caller: &Caller, request: CreateDataset) -> ApiResult<DatasetTarget> {
     caller.may(Role::Manage)?;
-    let request: CreateDataset = parse_body(body)?;
     let mut problems = Vec::new();
     let dataset = match request.params.data_set_id.clone().map(DatasetName::try_from) {
         Some(Ok(name)) => Some(name),
@@ -528,7 +566,7 @@ pub async fn create_dataset_target(state: &AppState, caller: Caller, body: &[u8]
     state.store.insert_dataset_target(&target).await?;
     let what = Changed { kind: ResourceKind::TargetConnection, id: target.id.0, name: &target.name };
     caller.made(state, what, ChangeAction::Created).await;
-    Ok(id_and_etag(StatusCode::CREATED, target.id, &target.etag))
+    Ok(target)
 }
 
 pub fn dataset_target_json(t: &DatasetTarget) -> Json {
@@ -612,8 +650,14 @@ pub async fn dataset_rows(
 
 /// `POST /flows` with the ingestion's flow spec. The source, the target and the columns are checked now.
 pub async fn create_flow(state: &AppState, caller: Caller, body: &[u8]) -> ApiResult<Response> {
+    let flow = create_ingestion(state, &caller, parse_body(body)?).await?;
+    Ok(id_and_etag(StatusCode::CREATED, flow.id, &flow.etag))
+}
+
+/// Makes an ingestion flow: its source, target, columns and outbound rules checked now, every problem with its
+/// field.
+pub async fn create_ingestion(state: &AppState, caller: &Caller, request: FlowRequest) -> ApiResult<IngestionFlow> {
     caller.may(Role::Manage)?;
-    let request: FlowRequest = parse_body(body)?;
     let definition = request.definition(Utc::now()).map_err(|problems| {
         let listed: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
         ApiError::new(StatusCode::BAD_REQUEST, "flow-validation", listed.join("; "))
@@ -644,7 +688,7 @@ pub async fn create_flow(state: &AppState, caller: Caller, body: &[u8]) -> ApiRe
             ),
         ));
     };
-    let client = client_of(state, &caller, source.base_connection_id).await?;
+    let client = client_of(state, caller, source.base_connection_id).await?;
     let table = client
         .table(source.object.table())
         .await
@@ -686,7 +730,7 @@ pub async fn create_flow(state: &AppState, caller: Caller, body: &[u8]) -> ApiRe
     state.store.insert_flow(&FlowRecord::from(&flow)).await?;
     state.supervisor.flows_changed();
     caller.made(state, Changed::from(&flow), ChangeAction::Created).await;
-    Ok(id_and_etag(StatusCode::CREATED, flow.id, &flow.etag))
+    Ok(flow)
 }
 
 /// Checks a flow's outbound rules against its table and dataset: the columns they name, the values of

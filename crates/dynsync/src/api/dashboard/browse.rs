@@ -12,7 +12,7 @@ use crate::ingestion::explore;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 use std::sync::Arc;
 
@@ -109,7 +109,30 @@ struct TablePage {
     /// The preview, one row of cells a line, in the columns' order.
     rows: Vec<Vec<String>>,
     preview_problem: Option<String>,
+    may_manage: bool,
+    frequencies: &'static [(&'static str, &'static str)],
+    /// The load form, as typed, and why it was not taken.
+    load: LoadForm,
+    load_problem: Option<String>,
 }
+
+/// The form that loads a table into a dataset, as typed.
+pub struct LoadForm {
+    pub name: String,
+    pub dataset: String,
+    pub frequency: String,
+    pub interval: String,
+}
+
+/// The schedules the load form offers: Flow Service's frequencies, and dynsync's continuous.
+pub const FREQUENCIES: [(&str, &str); 6] = [
+    ("once", "once"),
+    ("continuous", "continuously (every few seconds)"),
+    ("minute", "every N minutes (15 or more)"),
+    ("hour", "every N hours"),
+    ("day", "every N days"),
+    ("week", "every N weeks"),
+];
 
 /// A value as a cell shows it.
 fn cell(value: &Json) -> String {
@@ -125,9 +148,26 @@ pub async fn table(
     viewer: Viewer,
     Path((id, table)): Path<(String, String)>,
 ) -> Response {
+    let load = LoadForm {
+        name: format!("{table} into a dataset"),
+        dataset: table.clone(),
+        frequency: "hour".into(),
+        interval: "1".into(),
+    };
+    table_page(&state, &viewer, &id, &table, load, None).await
+}
+
+async fn table_page(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+    table: &str,
+    load: LoadForm,
+    load_problem: Option<String>,
+) -> Response {
     let shown = async {
-        let (id, name, client) = client(&state, &viewer, &id).await?;
-        let definition = client.table(&table).await.map_err(|e| unreachable(&format!("table {table}"), e))?;
+        let (id, name, client) = client(state, viewer, id).await?;
+        let definition = client.table(table).await.map_err(|e| unreachable(&format!("table {table}"), e))?;
         let columns = explore::columns(&definition, None);
         let (rows, preview_problem) = match explore::preview(&client, &definition, None, PREVIEW_ROWS).await {
             Ok(rows) => (
@@ -139,7 +179,7 @@ pub async fn table(
             Err(e) => (Vec::new(), Some(format!("the preview cannot be read now: {e}"))),
         };
         Ok::<_, ApiError>(TablePage {
-            nav: Nav::new("connections", &viewer),
+            nav: Nav::new("connections", viewer),
             connection: id.to_string(),
             connection_name: name,
             table: definition.logical_name.clone(),
@@ -151,11 +191,88 @@ pub async fn table(
             not_loadable: columns.not_loadable,
             rows,
             preview_problem,
+            may_manage: viewer.may(crate::access::Role::Manage),
+            frequencies: &FREQUENCIES,
+            load,
+            load_problem,
         })
     };
     match shown.await {
         Ok(template) => page(StatusCode::OK, &template),
-        Err(e) => problem_page(&viewer, e),
+        Err(e) => problem_page(viewer, e),
+    }
+}
+
+/// `POST /connections/{id}/tables/{table}/load`: the table loaded into a new Parquet dataset on a schedule, as
+/// Flow Service's source workflow ends — a source, a dataset and a flow made through the API's own functions, and
+/// none of them kept when the flow is refused.
+pub async fn load(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path((id, table)): Path<(String, String)>,
+    axum::extract::RawForm(body): axum::extract::RawForm,
+) -> Response {
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.trim().to_string())).collect();
+    let get = |name: &str| form.get(name).cloned().unwrap_or_default();
+    let typed =
+        LoadForm { name: get("name"), dataset: get("dataset"), frequency: get("frequency"), interval: get("interval") };
+    match made_load(&state, &viewer, &id, &table, &typed).await {
+        Ok(flow) => axum::response::Redirect::to(&format!("/flows/{flow}?done=loading")).into_response(),
+        Err(e) => table_page(&state, &viewer, &id, &table, typed, Some(e.detail)).await,
+    }
+}
+
+async fn made_load(
+    state: &AppState,
+    viewer: &Viewer,
+    connection: &str,
+    table: &str,
+    form: &LoadForm,
+) -> Result<crate::ids::FlowId, ApiError> {
+    use crate::api::ingestion::{
+        CreateDataset, CreateSource, create_dataset, create_ingestion, create_source_connection,
+    };
+    let caller = &viewer.caller;
+    let interval = match form.frequency.as_str() {
+        "once" => None,
+        _ => Some(serde_json::Value::String(form.interval.clone())),
+    };
+    let schedule = crate::ingestion::schedule::ScheduleParams {
+        start_time: None,
+        frequency: Some(form.frequency.clone()),
+        interval,
+    };
+    // What can be checked before anything is made, is.
+    crate::ingestion::schedule::Schedule::from_params(Some(&schedule), chrono::Utc::now()).map_err(|problems| {
+        let listed: Vec<String> = problems.into_iter().map(|(field, message)| format!("{field}: {message}")).collect();
+        ApiError::bad_request(listed.join("; "))
+    })?;
+    let source =
+        create_source_connection(state, caller, CreateSource::table(connection.to_string(), table.to_string())).await?;
+    let dataset = match create_dataset(state, caller, CreateDataset::parquet(form.dataset.clone())).await {
+        Ok(dataset) => dataset,
+        Err(e) => {
+            let _ = state.store.delete_source_connection(&caller.sandbox, source.id).await;
+            return Err(e);
+        }
+    };
+    let request = crate::ingestion::definition::FlowRequest {
+        name: Some(form.name.clone()),
+        description: String::new(),
+        source_connection_ids: vec![source.id.to_string()],
+        target_connection_ids: vec![dataset.id.to_string()],
+        transformations: Vec::new(),
+        schedule_params: Some(schedule),
+    };
+    match create_ingestion(state, caller, request).await {
+        Ok(flow) => Ok(flow.id),
+        Err(e) => {
+            // Neither is kept for a flow that was refused: the form is sent again, and makes them again.
+            let _ = state.store.delete_dataset_target(&caller.sandbox, dataset.id).await;
+            let _ = state.store.delete_source_connection(&caller.sandbox, source.id).await;
+            Err(e)
+        }
     }
 }
 

@@ -402,6 +402,7 @@ fn done_message(done: &str) -> Option<&'static str> {
         "replayed" => "Replayed: the failed records were sent again; those that failed again are listed below.",
         "replay-requested" => "Replay requested: the next load reads the whole table and sends every row again.",
         "created" => "Created and enabled: the flow runs, and takes profiles at its inlet.",
+        "loading" => "Created: its first load starts now, and its runs show here as it goes.",
         "changed" => "Saved: the flow runs with its new definition from its next batch.",
         "alerts-saved" => "Alert rules saved: they are checked every few seconds from now on.",
         _ => return None,

@@ -40,6 +40,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/connections/new", get(catalog::connect_page).post(catalog::connect))
         .route("/connections/{id}/tables", get(browse::tables))
         .route("/connections/{id}/tables/{table}", get(browse::table))
+        .route("/connections/{id}/tables/{table}/load", post(browse::load))
         .route("/datasets/{id}", get(browse::dataset))
         .route("/targets/new", get(setup::target_page).post(setup::create_target_from))
         .route("/flows/new", get(setup::flow_page).post(setup::create_flow_from))
