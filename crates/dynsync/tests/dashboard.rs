@@ -12,7 +12,7 @@ mod common;
 use common::{Backend, World, bounded_for, found, profile};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -372,6 +372,35 @@ async fn a_table_is_previewed_and_a_dataset_browsed_as_the_flow_wrote_it(backend
     assert!(html.contains("&#34;schedule&#34;"), "and shows its definition as the API answers it: {html}");
     let (status, html) = browser.get(&format!("/connections/{}/tables", Uuid::new_v4())).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
+
+    // Its schedule changed: through the API as Flow Service does (JSON Patch, If-Match), then on its page.
+    let etag = world.get(&format!("flows/{flow}")).await.json()["items"][0]["etag"].as_str().unwrap().to_string();
+    let every_two_hours = json!([{"op": "replace", "path": "/scheduleParams/interval", "value": 2}]);
+    let patch = |etag: &str, body: Json| {
+        world
+            .http
+            .patch(format!("{}/flows/{flow}", world.service.api()))
+            .header("Authorization", format!("Bearer {}", world.service.token))
+            .header("x-sandbox-name", &world.sandbox)
+            .header("If-Match", etag.to_string())
+            .json(&body)
+            .send()
+    };
+    assert_eq!(patch("stale", every_two_hours.clone()).await.unwrap().status(), StatusCode::PRECONDITION_FAILED);
+    let wrong = json!([{"op": "replace", "path": "/name", "value": "x"}]);
+    assert_eq!(patch(&etag, wrong).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(patch(&etag, every_two_hours).await.unwrap().status(), StatusCode::OK);
+    let params = world.get(&format!("flows/{flow}")).await.json()["items"][0]["scheduleParams"].clone();
+    assert_eq!((params["frequency"].as_str(), params["interval"].as_str()), (Some("hour"), Some("2")), "{params}");
+    let (status, location) = browser
+        .post(&format!("/flows/{flow}/schedule"), &world.service.url, &[("frequency", "day"), ("interval", "1")])
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, format!("/flows/{flow}?done=rescheduled").as_str())
+    );
+    let params = world.get(&format!("flows/{flow}")).await.json()["items"][0]["scheduleParams"].clone();
+    assert_eq!(params["frequency"], "day", "{params}");
 
     // The table loaded from its page: a schedule Flow Service refuses makes nothing; a good one makes the flow.
     let own = world.service.url.clone();

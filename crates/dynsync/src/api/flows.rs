@@ -290,6 +290,58 @@ pub async fn replace_activation(
     Ok(updated)
 }
 
+/// One operation of `PATCH /flows/{id}`.
+#[derive(Deserialize)]
+struct FlowPatch {
+    op: String,
+    path: String,
+    #[serde(default)]
+    value: Json,
+}
+
+/// `PATCH /flows/{id}`: JSON Patch `replace` operations on `/scheduleParams/frequency`, `/scheduleParams/interval`
+/// and `/scheduleParams/startTime` of an ingestion flow, with `If-Match`, as Flow Service changes a dataflow's
+/// schedule. Every other change of a flow is a `PUT`.
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.may(Role::Manage)?;
+    let AnyFlow::Ingestion(current) = find_any(&state, &caller, &id).await? else {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-patchable",
+            "only an ingestion flow's schedule is patched: change this flow with PUT /flows/{id}",
+        ));
+    };
+    if_match(&headers, "the flow", &current.etag)?;
+    let operations: Vec<FlowPatch> = parse_body(&body)?;
+    let mut params = current.definition.schedule.params();
+    let mut problems = Vec::new();
+    for (i, o) in operations.iter().enumerate() {
+        match (o.op.as_str(), o.path.as_str()) {
+            ("replace", "/scheduleParams/frequency") => params.frequency = o.value.as_str().map(str::to_string),
+            ("replace", "/scheduleParams/interval") => params.interval = Some(o.value.clone()),
+            ("replace", "/scheduleParams/startTime") => params.start_time = Some(o.value.clone()),
+            (op, path) => problems.push(format!(
+                "[{i}] {op} {path}: a flow's patch replaces /scheduleParams/frequency, /scheduleParams/interval or \
+                 /scheduleParams/startTime"
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::bad_request(problems.join("; ")));
+    }
+    if params.frequency.as_deref() == Some("once") {
+        params.interval = None;
+    }
+    let updated = ingestion::reschedule(&state, &caller, current, &params).await?;
+    Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))
+}
+
 /// `POST /flows/{id}/action?op=enable|disable`, as Flow Service enables and disables flows.
 pub async fn action(
     State(state): State<Arc<AppState>>,

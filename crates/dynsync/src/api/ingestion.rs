@@ -733,6 +733,31 @@ pub async fn create_ingestion(state: &AppState, caller: &Caller, request: FlowRe
     Ok(flow)
 }
 
+/// Changes an ingestion flow's schedule — the one part of it changed in place, since it changes no row of its
+/// dataset — checked as when the flow was made; the next load comes by the new schedule.
+pub async fn reschedule(
+    state: &AppState,
+    caller: &Caller,
+    current: IngestionFlow,
+    params: &crate::ingestion::schedule::ScheduleParams,
+) -> ApiResult<IngestionFlow> {
+    caller.may(Role::Manage)?;
+    let schedule = crate::ingestion::schedule::Schedule::from_params(Some(params), Utc::now()).map_err(|problems| {
+        let listed: Vec<String> = problems
+            .iter()
+            .map(|(f, m)| format!("scheduleParams.{}: {m}", f.trim_start_matches("scheduleParams.")))
+            .collect();
+        ApiError::bad_request(listed.join("; "))
+    })?;
+    let mut definition = current.definition.clone();
+    definition.schedule = schedule;
+    let updated = IngestionFlow { definition, etag: Etag::new(), updated_at: Utc::now(), ..current.clone() };
+    state.store.update_flow(&FlowRecord::from(&updated), &current.etag).await?;
+    state.supervisor.flows_changed();
+    caller.made(state, Changed::from(&updated), ChangeAction::Changed).await;
+    Ok(updated)
+}
+
 /// Checks a flow's outbound rules against its table and dataset: the columns they name, the values of
 /// replacements (a choice's among its options, whose label is kept for the swap), "apply updates" off only where
 /// the destination keeps values. Answers every problem, each with its field.

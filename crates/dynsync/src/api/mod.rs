@@ -126,7 +126,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(&format!("{BASE_PATH}/flowSpecs"), get(flow_specs))
         .route(&format!("{BASE_PATH}/flows"), post(flows::create).get(flows::list))
-        .route(&format!("{BASE_PATH}/flows/{{id}}"), get(flows::get).put(flows::replace).delete(flows::delete))
+        .route(
+            &format!("{BASE_PATH}/flows/{{id}}"),
+            get(flows::get).put(flows::replace).patch(flows::patch).delete(flows::delete),
+        )
         .route(&format!("{BASE_PATH}/flows/{{id}}/action"), post(flows::action))
         .route(&format!("{BASE_PATH}/flows/{{id}}/rejects"), get(flows::rejects))
         .route(&format!("{BASE_PATH}/flows/{{id}}/alerts"), get(alerts::get).put(alerts::put))

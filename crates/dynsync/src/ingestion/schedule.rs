@@ -32,11 +32,14 @@ pub struct Schedule {
 }
 
 /// `scheduleParams` as Flow Service takes them: numbers may come as text (`"startTime": "1567411548"`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub frequency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<Json>,
 }
 
@@ -133,6 +136,11 @@ impl Schedule {
 
     /// As `scheduleParams`, for the API.
     pub fn to_params(&self) -> Json {
+        serde_json::to_value(self.params()).expect("schedule params serialise")
+    }
+
+    /// As `scheduleParams`, typed: what a change of the schedule starts from.
+    pub fn params(&self) -> ScheduleParams {
         let (frequency, interval) = match self.every {
             Every::Once => ("once", None),
             Every::Continuous(s) => ("continuous", Some(s)),
@@ -141,13 +149,11 @@ impl Schedule {
             Every::Interval(s) if s % 3_600 == 0 => ("hour", Some(s / 3_600)),
             Every::Interval(s) => ("minute", Some(s / 60)),
         };
-        let mut params = serde_json::Map::new();
-        params.insert("startTime".into(), Json::String(self.start.timestamp().to_string()));
-        params.insert("frequency".into(), Json::String(frequency.into()));
-        if let Some(n) = interval {
-            params.insert("interval".into(), Json::String(n.to_string()));
+        ScheduleParams {
+            start_time: Some(Json::String(self.start.timestamp().to_string())),
+            frequency: Some(frequency.into()),
+            interval: interval.map(|n| Json::String(n.to_string())),
         }
-        Json::Object(params)
     }
 }
 

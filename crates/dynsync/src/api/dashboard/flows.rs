@@ -371,6 +371,9 @@ struct FlowPage {
     problem: Option<String>,
     changes: Vec<ChangeView>,
     rules: Vec<RuleView>,
+    /// An ingestion's schedule: its frequency and interval, for the form that changes them.
+    schedule: Option<(String, String)>,
+    frequencies: &'static [(&'static str, &'static str)],
     /// The flow as `GET /flows/{id}` answers it, laid out to read.
     definition: String,
     alert_form: AlertForm,
@@ -403,6 +406,7 @@ fn done_message(done: &str) -> Option<&'static str> {
         "replay-requested" => "Replay requested: the next load reads the whole table and sends every row again.",
         "created" => "Created and enabled: the flow runs, and takes profiles at its inlet.",
         "loading" => "Created: its first load starts now, and its runs show here as it goes.",
+        "rescheduled" => "Schedule changed: the next load comes by it.",
         "changed" => "Saved: the flow runs with its new definition from its next batch.",
         "alerts-saved" => "Alert rules saved: they are checked every few seconds from now on.",
         _ => return None,
@@ -457,6 +461,19 @@ async fn flow_page(
         done,
         problem: problem.map(|p| p.detail),
         rules: alert_rules.iter().map(RuleView::from).collect(),
+        schedule: match flow.job.as_str() {
+            crate::ingestion::JOB => {
+                let params = IngestionFlow::try_from(&flow)?.definition.schedule.params();
+                let text = |v: Option<serde_json::Value>| match v {
+                    Some(serde_json::Value::String(s)) => s,
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                Some((params.frequency.unwrap_or_default(), text(params.interval)))
+            }
+            _ => None,
+        },
+        frequencies: &super::browse::FREQUENCIES,
         definition,
         alert_form: AlertForm::of(&alert_rules),
         alerts: state
@@ -526,6 +543,26 @@ pub async fn act(
             crate::api::flows::action(State(state.clone()), caller(), Path(id.clone()), op("retry-failed")).await,
             "replayed",
         ),
+        "schedule" => {
+            let current = match IngestionFlow::try_from(&flow) {
+                Ok(current) => current,
+                Err(e) => return problem_page(&viewer, e.into()),
+            };
+            let form: HashMap<String, String> =
+                url::form_urlencoded::parse(&form).map(|(k, v)| (k.into_owned(), v.trim().to_string())).collect();
+            let mut params = current.definition.schedule.params();
+            params.frequency = form.get("frequency").cloned();
+            params.interval = match params.frequency.as_deref() {
+                Some("once") => None,
+                _ => form.get("interval").cloned().map(serde_json::Value::String),
+            };
+            return match crate::api::ingestion::reschedule(&state, &viewer.caller, current, &params).await {
+                Ok(_) => Redirect::to(&format!("/flows/{id}?done=rescheduled")).into_response(),
+                Err(e) => {
+                    flow_page(&state, &viewer, &id, None, Some(e)).await.unwrap_or_else(|e| problem_page(&viewer, e))
+                }
+            };
+        }
         "alerts" => {
             let settings = AlertForm::settings(&form);
             return match crate::api::alerts::replace(&state, &viewer.caller, flow.id, &settings).await {
