@@ -29,7 +29,16 @@ async fn flow_with_runs(store: &Store, sandbox: &Sandbox, runs: usize) -> FlowId
         sandbox: sandbox.clone(),
         job: "activation".into(),
         name: "Loyalty audiences".into(),
-        definition: "{}".into(),
+        definition: serde_json::to_string(&dynsync::activation::FlowDefinition {
+            name: "Loyalty audiences".into(),
+            description: String::new(),
+            target_connection_ids: vec![dynsync::TargetConnectionId::new()],
+            audiences: Vec::new(),
+            mappings: Vec::new(),
+            status_values: Default::default(),
+            empty_values: Default::default(),
+        })
+        .unwrap(),
         state: FlowState::Disabled,
         target_connection_id: None,
         etag: dynsync::ids::Etag::new(),
