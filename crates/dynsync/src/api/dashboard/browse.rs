@@ -375,12 +375,7 @@ pub async fn contact(
 ) -> Response {
     let shown = async {
         let not_found = || ApiError::not_found("activation flow", &id, &viewer.caller.sandbox);
-        let flow_id: crate::ids::FlowId = id.parse().map_err(|_| not_found())?;
-        let record = state.store.flow(&viewer.caller.sandbox, flow_id).await?.ok_or_else(not_found)?;
-        if record.job != crate::activation::job::JOB {
-            return Err(not_found());
-        }
-        let flow = crate::activation::ActivationFlow::try_from(&record)?;
+        let flow: crate::activation::ActivationFlow = super::flow_of(&state, &viewer, &id, "activation flow").await?;
         let contact_text = query.id.unwrap_or_default();
         let mut page = ContactPage {
             nav: Nav::new("flows", &viewer),

@@ -10,7 +10,6 @@ use crate::access::Role;
 use crate::api::AppState;
 use crate::checks::Problem;
 use crate::engagement::definition::{EventsDefinition, EventsFlow};
-use crate::ids::FlowId;
 use crate::secrets::Secret;
 use askama::Template;
 use axum::extract::{Path, Query, RawForm, State};
@@ -37,13 +36,7 @@ struct EventsPage {
 }
 
 async fn events_flow(state: &AppState, viewer: &Viewer, id: &str) -> Result<EventsFlow, crate::api::ApiError> {
-    let not_found = || crate::api::ApiError::not_found("email events flow", id, &viewer.caller.sandbox);
-    let flow_id: FlowId = id.parse().map_err(|_| not_found())?;
-    let record = state.store.flow(&viewer.caller.sandbox, flow_id).await?.ok_or_else(not_found)?;
-    if record.job != crate::engagement::definition::JOB {
-        return Err(not_found());
-    }
-    Ok(EventsFlow::try_from(&record)?)
+    super::flow_of(state, viewer, id, "email events flow").await
 }
 
 fn events_page(
@@ -108,10 +101,7 @@ pub async fn save(
     // The key kept is never shown, so an empty field keeps it.
     definition.signing_key = Some(get("signingKey")).filter(|k| !k.is_empty()).map(Secret::new);
     if get("etag") != current.etag.0 {
-        let stale = Problem::new(
-            "",
-            "the flow was changed since this page was read: open it again, and make your change over the other one",
-        );
+        let stale = super::stale("flow");
         return events_page(&viewer, &current, &definition, vec![stale], false);
     }
     match crate::api::engagement::replace_events(&state, &viewer.caller, current.clone(), definition.clone()).await {

@@ -10,7 +10,6 @@ use crate::access::Role;
 use crate::api::leads::{CheckStatus, ValidateReport, replace_intake, validate_report};
 use crate::api::{ApiError, AppState};
 use crate::checks::Problem;
-use crate::ids::FlowId;
 use crate::leads::intake::{IntakeDefinition, LeadIntake};
 use askama::Template;
 use axum::extract::{Path, Query, RawForm, State};
@@ -53,13 +52,7 @@ struct IntakePage {
 }
 
 async fn intake(state: &AppState, viewer: &Viewer, id: &str) -> Result<LeadIntake, ApiError> {
-    let not_found = || ApiError::not_found("lead intake", id, &viewer.caller.sandbox);
-    let flow_id: FlowId = id.parse().map_err(|_| not_found())?;
-    let record = state.store.flow(&viewer.caller.sandbox, flow_id).await?.ok_or_else(not_found)?;
-    if record.job != crate::leads::intake::JOB {
-        return Err(not_found());
-    }
-    Ok(LeadIntake::try_from(&record)?)
+    super::flow_of(state, viewer, id, "lead intake").await
 }
 
 /// The form's fields, from a definition and the problems its save met.
@@ -180,10 +173,7 @@ pub async fn save(
         Err(problem) => return intake_page(&viewer, &current, &current.definition, vec![problem], None, false),
     };
     if read_etag.as_deref() != Some(current.etag.0.as_str()) {
-        let stale = Problem::new(
-            "",
-            "the intake was changed since this page was read: open it again, and make your change over the other one",
-        );
+        let stale = super::stale("intake");
         return intake_page(&viewer, &current, &definition, vec![stale], None, false);
     }
     match replace_intake(&state, &viewer.caller, current.clone(), definition.clone()).await {

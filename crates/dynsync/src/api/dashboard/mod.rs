@@ -237,6 +237,32 @@ async fn timeline(State(state): State<Arc<AppState>>, viewer: Viewer) -> Respons
     }
 }
 
+/// The flow `id` of the viewer's sandbox, as the job `D` reads it; not found when another job runs it.
+async fn flow_of<D: crate::pipeline::JobDefinition>(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+    what: &str,
+) -> Result<crate::pipeline::Flow<D>, ApiError> {
+    let not_found = || ApiError::not_found(what, id, &viewer.caller.sandbox);
+    let flow_id: crate::ids::FlowId = id.parse().map_err(|_| not_found())?;
+    let record = state.store.flow(&viewer.caller.sandbox, flow_id).await?.ok_or_else(not_found)?;
+    if record.job != D::JOB {
+        return Err(not_found());
+    }
+    Ok(crate::pipeline::Flow::<D>::try_from(&record)?)
+}
+
+/// Why a form read before someone else's save is not saved over it.
+fn stale(what: &str) -> crate::checks::Problem {
+    crate::checks::Problem::new(
+        "",
+        format!(
+            "the {what} was changed since this page was read: open it again, and make your change over the other one"
+        ),
+    )
+}
+
 /// A time as the pages show it.
 fn shown_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()

@@ -421,10 +421,7 @@ pub async fn save_edit(
         Err(e) => return problem_page(&viewer, e),
     };
     if current.etag.0 != read_etag {
-        let problem = Problem::new(
-            "",
-            "the flow was changed since this page was read: open it again, and make your change over the other one",
-        );
+        let problem = super::stale("flow");
         return flow_form(&state, &viewer, &form, vec![problem], MORE_ROWS).await;
     }
     let definition = match form.definition() {
