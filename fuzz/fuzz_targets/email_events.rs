@@ -1,10 +1,11 @@
 //! `POST /events/{flow}`: an email service's body from the internet, read as each service's format, each event
-//! kept in the flow's log as JSON and read again by the engagement job; the signatures checked over it.
+//! kept in the flow's log as JSON and read again by the engagement job; the signatures checked over it, and the
+//! Amazon SNS envelopes and signing certificates read from it.
 #![no_main]
 
 use chrono::{TimeDelta, TimeZone, Utc};
 use dynsync::engagement::event::{EmailEvent, EventKey};
-use dynsync::engagement::formats::{self, Provider, Received, mailgun, sendgrid};
+use dynsync::engagement::formats::{self, Provider, Received, mailgun, sendgrid, sns};
 use dynsync::engagement::job::ReceivedEvent;
 use libfuzzer_sys::fuzz_target;
 
@@ -43,4 +44,15 @@ fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
     let mailgun_key = mailgun::MailgunKey::parse("key-3ax6xnjp29jd6fds4gc373sgvjxteol0").unwrap();
     let now = Utc.timestamp_opt(1_764_500_000, 0).unwrap();
     let _ = mailgun::verify_body(&mailgun_key, data, now, TimeDelta::minutes(15));
+    // Amazon SNS: an envelope is read or refused, and whatever arrives as a signing certificate (fetched, or pasted
+    // on a flow) is read or refused — never a panic.
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data)
+        && let Ok(Some(envelope)) = sns::Envelope::read(&value)
+    {
+        assert!(sns::is_sns_certificate_address(&envelope.certificate_url));
+        assert!(envelope.string_to_sign().ends_with(&format!("Type\n{}\n", envelope.message_type)));
+    }
+    if let Ok(certificate) = sns::SigningCertificate::from_pem(data) {
+        assert!(certificate.bits >= sns::MIN_KEY_BITS);
+    }
 });

@@ -692,3 +692,64 @@ async fn an_email_events_flow_s_settings_are_saved_on_its_page_and_its_mailgun_k
     assert_eq!(saved["items"][0]["followUp"]["onClick"], true, "{saved}");
     world.finish().await;
 }
+
+/// A self-signed RSA certificate, standing for Amazon SNS's signing certificate.
+fn sns_certificate() -> String {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    let key = aws_lc_rs::signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let pkcs8 = AsDer::<Pkcs8V1Der>::as_der(&key).unwrap().as_ref().to_vec();
+    let signer = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["sns.eu-west-1.amazonaws.com".to_string()]).unwrap();
+    params.self_signed(&signer).unwrap().pem()
+}
+
+#[tokio::test]
+async fn an_ses_flow_s_pinned_sns_certificates_are_shown_and_changed_on_its_page() {
+    let Some(world) = World::start(Backend::Sqlite).await else { return };
+    let tables = dynsync::engagement::install::EngagementTables::new("new".parse().unwrap());
+    dynsync::engagement::install::install(&world.dynamics(), &tables).await.unwrap();
+    let (_, target) = world.destination("new").await;
+    let (first, second) = (sns_certificate(), sns_certificate());
+    let body = json!({
+        "name": "SES events",
+        "flowSpec": {"id": dynsync::specs::ENGAGEMENT_EVENTS_FLOW_SPEC, "version": "1.0"},
+        "targetConnectionIds": [target],
+        "provider": "ses",
+        "snsCertificates": [first],
+    });
+    let reply = world.post("flows", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let flow = reply.json()["id"].as_str().unwrap().to_string();
+    let browser = Browser::sign_in(&world, &world.service.token).await;
+    let path = format!("/flows/{flow}/events");
+    let (status, html) = browser.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let shown = html.split(r#"name="snsCertificates""#).nth(1).expect("an SES flow's page has the certificates box");
+    assert!(shown.contains(first.lines().nth(1).unwrap()), "the pinned certificate is shown: {html}");
+
+    let etag = world.get(&format!("flows/{flow}")).await.json()["items"][0]["etag"].as_str().unwrap().to_string();
+    let own = world.service.url.clone();
+    let form = |certificates: &str| {
+        [
+            ("etag", etag.clone()),
+            ("name", "SES events".to_string()),
+            ("optOutColumns", "donotbulkemail".to_string()),
+            ("snsCertificates", certificates.to_string()),
+        ]
+    };
+    let send = |form: [(&'static str, String); 4]| {
+        let (browser, path, own) = (&browser, &path, &own);
+        async move {
+            let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            browser.post(path, own, &fields).await
+        }
+    };
+    let (_, html) =
+        send(form(&format!("{first}\n-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----"))).await;
+    assert!(html.contains("snsCertificates[1]: is not PEM text"), "the bad one is named: {html}");
+    let (status, location) = send(form(&format!("{first}\n{second}"))).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, format!("{path}?saved").as_str()));
+    let saved = world.get(&format!("flows/{flow}")).await.json();
+    assert_eq!(saved["items"][0]["snsCertificates"], json!([first.trim(), second.trim()]), "{saved}");
+    world.finish().await;
+}

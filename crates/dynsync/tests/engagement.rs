@@ -16,6 +16,7 @@ use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::EncodePublicKey;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -29,6 +30,8 @@ on_both_stores!(
     events_accepted_while_dynamics_is_down_are_written_once_it_is_back,
     a_flow_is_refused_until_the_email_event_table_is_installed,
     a_mailgun_post_is_taken_only_with_mailgun_s_signature_and_its_key_is_never_shown,
+    an_ses_event_through_sns_is_taken_only_with_a_valid_sns_signature,
+    an_ses_flow_whose_pinned_sns_certificate_is_not_one_is_refused_naming_its_place,
 );
 
 /// SendGrid's signing key in these tests, and the verification key SendGrid would show for it.
@@ -527,5 +530,253 @@ async fn a_mailgun_post_is_taken_only_with_mailgun_s_signature_and_its_key_is_ne
     let shown = world.get(&format!("flows/{id}")).await;
     assert!(!shown.text.contains("3ax6xnjp"), "the key is never shown: {}", shown.text);
     assert!(shown.json()["items"][0]["signingKey"].as_str().unwrap().contains("stored"), "{}", shown.text);
+    world.finish().await;
+}
+
+/// An RSA key and a self-signed certificate of it, standing for Amazon SNS's signing certificate.
+struct SnsKey {
+    pkcs8: Vec<u8>,
+    certificate_pem: String,
+}
+
+/// RSA keys take a moment to make in a debug build: two for this binary.
+static SNS_KEY: LazyLock<SnsKey> = LazyLock::new(SnsKey::generate);
+static STRANGER_KEY: LazyLock<SnsKey> = LazyLock::new(SnsKey::generate);
+
+const SNS_CERT_URL: &str =
+    "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem";
+
+impl SnsKey {
+    fn generate() -> SnsKey {
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+        let key = aws_lc_rs::signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8 = AsDer::<Pkcs8V1Der>::as_der(&key).unwrap().as_ref().to_vec();
+        let signer = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["sns.eu-west-1.amazonaws.com".to_string()]).unwrap();
+        SnsKey { certificate_pem: params.self_signed(&signer).unwrap().pem(), pkcs8 }
+    }
+
+    /// `text` signed as SNS signs with `version` ("1": SHA-1, else SHA-256), in base64. aws-lc-rs signs with SHA-2
+    /// only, so SHA-1 is made from the key's numbers: EMSA-PKCS1-v1_5 (RFC 8017, 9.2), then the private operation.
+    fn sign(&self, version: &str, text: &str) -> String {
+        use num_bigint::BigUint;
+        let signature = if version == "1" {
+            const SHA1_DIGEST_INFO: [u8; 15] =
+                [0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14];
+            // PrivateKeyInfo { version, algorithm, OCTET STRING { RSAPrivateKey { version, n, e, d, … } } }
+            fn element(input: &[u8]) -> (&[u8], &[u8]) {
+                let (length, start) = match input[1] {
+                    short if short < 0x80 => (short as usize, 2),
+                    long => {
+                        let count = (long & 0x7f) as usize;
+                        (input[2..2 + count].iter().fold(0, |length, &b| length << 8 | b as usize), 2 + count)
+                    }
+                };
+                (&input[start..start + length], &input[start + length..])
+            }
+            let (info, _) = element(&self.pkcs8);
+            let (_, rest) = element(info);
+            let (_, rest) = element(rest);
+            let (octets, _) = element(rest);
+            let (key, _) = element(octets);
+            let (_, rest) = element(key);
+            let (n, rest) = element(rest);
+            let (_, rest) = element(rest);
+            let (d, _) = element(rest);
+            let (n, d) = (BigUint::from_bytes_be(n), BigUint::from_bytes_be(d));
+            let size = n.bits().div_ceil(8) as usize;
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, text.as_bytes());
+            let t = [&SHA1_DIGEST_INFO[..], digest.as_ref()].concat();
+            let mut encoded = vec![0xff; size];
+            encoded[0] = 0;
+            encoded[1] = 1;
+            encoded[size - t.len() - 1] = 0;
+            encoded[size - t.len()..].copy_from_slice(&t);
+            let s = BigUint::from_bytes_be(&encoded).modpow(&d, &n).to_bytes_be();
+            [vec![0; size - s.len()], s].concat()
+        } else {
+            let key = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&self.pkcs8).unwrap();
+            let mut signature = vec![0; key.public_modulus_len()];
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            key.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, text.as_bytes(), &mut signature).unwrap();
+            signature
+        };
+        BASE64.encode(signature)
+    }
+
+    /// An SNS message of `fields`, signed with `version` as AWS documents: the signed keys in byte order, each as
+    /// `Key\nValue\n` — a notification's Subject only when it has one.
+    fn signed(&self, fields: Json, version: &str) -> Json {
+        let keys: &[&str] = match fields["Type"].as_str().unwrap() {
+            "Notification" => &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"],
+            _ => &["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"],
+        };
+        let text: String =
+            keys.iter().filter_map(|key| fields[*key].as_str().map(|value| format!("{key}\n{value}\n"))).collect();
+        let mut message = fields;
+        message["SignatureVersion"] = json!(version);
+        message["Signature"] = json!(self.sign(version, &text));
+        message["SigningCertURL"] = json!(SNS_CERT_URL);
+        message
+    }
+}
+
+const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:ses-events";
+
+/// An SES event of `event_type` for `email`, about the "Winter sale" message, with its own part.
+fn ses_event(event_type: &str, email: &str, part: (&str, Json)) -> Json {
+    let mut event = json!({
+        "eventType": event_type,
+        "mail": {
+            "timestamp": "2026-11-30T10:00:00.000Z", "source": "news@contoso.com",
+            "messageId": "0102019a-ses-winter-sale", "destination": [email],
+            "commonHeaders": {"subject": "Winter sale"}, "tags": {"campaign": ["Winter"]}
+        }
+    });
+    event[part.0] = part.1;
+    event
+}
+
+/// An SNS notification carrying `event`, unsigned.
+fn sns_notification(event: &Json) -> Json {
+    json!({
+        "Type": "Notification",
+        "MessageId": Uuid::new_v4().to_string(),
+        "TopicArn": TOPIC,
+        "Subject": "Amazon SES Email Event Notification",
+        "Message": event.to_string(),
+        "Timestamp": "2026-11-30T10:05:00.123Z",
+        "UnsubscribeURL": format!("https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={TOPIC}:1"),
+    })
+}
+
+fn sns_confirmation(message_type: &str) -> Json {
+    json!({
+        "Type": message_type,
+        "MessageId": Uuid::new_v4().to_string(),
+        "Token": "2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a747ba6f3beb71854e285d6ad",
+        "TopicArn": TOPIC,
+        "Message": format!("You have chosen to subscribe to the topic {TOPIC}.\nTo confirm the subscription, visit the SubscribeURL included in this message."),
+        "SubscribeURL": format!("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token=2336412f37"),
+        "Timestamp": "2026-11-30T09:00:00.000Z",
+    })
+}
+
+async fn an_ses_event_through_sns_is_taken_only_with_a_valid_sns_signature(backend: Backend) {
+    let Some(world) = installed(backend, free()).await else { return };
+    let pinned = json!({"snsCertificates": [SNS_KEY.certificate_pem]});
+    let (id, url) = flow(&world, "ses", pinned).await;
+    let ana = create_contact(&world, "Lima", "ana@contoso.com").await;
+    let delivery = ses_event(
+        "Delivery",
+        "ana@contoso.com",
+        ("delivery", json!({"timestamp": "2026-11-30T10:00:05.000Z", "recipients": ["ana@contoso.com"]})),
+    );
+    let good = SNS_KEY.signed(sns_notification(&delivery), "1");
+    let refused = |message: &Json, expected: &str| {
+        let (world, url, message, expected) = (&world, &url, message.to_string(), expected.to_string());
+        async move {
+            let (status, answer) = post(world, url, &message, &[]).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{message}: {answer}");
+            assert_eq!(answer["type"], "dynsync:unauthorized", "{answer}");
+            let detail = answer["detail"].as_str().unwrap();
+            assert!(detail.contains(&expected), "'{expected}' is said: {detail}");
+        }
+    };
+
+    // Anything changed on the way, or signed otherwise, is refused, and nothing is kept.
+    let mut tampered = good.clone();
+    let open = ses_event("Open", "ana@contoso.com", ("open", json!({"timestamp": "2026-11-30T10:09:00.000Z"})));
+    tampered["Message"] = json!(open.to_string());
+    refused(&tampered, "matches none of the 1 certificates pinned on the flow").await;
+    let mut version = good.clone();
+    version["SignatureVersion"] = json!("3");
+    refused(&version, "set the topic's SignatureVersion attribute to 1 or 2").await;
+    let mut elsewhere = good.clone();
+    elsewhere["SigningCertURL"] = json!("https://certs.example.com/SimpleNotificationService-1.pem");
+    refused(&elsewhere, "is not an Amazon SNS certificate address").await;
+    let mut unsigned = good.clone();
+    unsigned.as_object_mut().unwrap().remove("Signature");
+    refused(&unsigned, "has no `Signature`").await;
+    refused(&STRANGER_KEY.signed(sns_notification(&delivery), "1"), "pin the one at https://sns.eu-west-1").await;
+    let shown = world.get(&format!("flows/{id}")).await.json();
+    assert_eq!(shown["items"][0]["backlog"]["events"], 0, "{shown}");
+    assert_eq!(shown["items"][0]["rejected"], 0, "a refused post is not kept: {shown}");
+
+    // Signed by SNS, with SHA-1 (version 1) or SHA-256 (version 2): taken, and on Ana's timeline.
+    let (status, answer) = post(&world, &url, &good.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let opened = SNS_KEY.signed(sns_notification(&open), "2");
+    let (status, answer) = post(&world, &url, &opened.to_string(), &[]).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{answer}");
+    let rows = timeline_of(&world, ana, 2).await;
+    let subjects: Vec<&str> = rows.iter().map(|r| r["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, ["Delivered: Winter sale", "Opened: Winter sale"]);
+    let mut no_subject = sns_notification(&open);
+    no_subject.as_object_mut().unwrap().remove("Subject");
+    let (status, answer) = post(&world, &url, &SNS_KEY.signed(no_subject, "1").to_string(), &[]).await;
+    assert_eq!(status, StatusCode::OK, "a notification without a subject is signed without one: {answer}");
+
+    // SNS raw message delivery carries no signature: the SES event itself is taken on the URL's code alone.
+    let click = ses_event(
+        "Click",
+        "ana@contoso.com",
+        ("click", json!({"timestamp": "2026-11-30T10:10:00.000Z", "link": "https://contoso.com/sale"})),
+    );
+    let (status, answer) = post(&world, &url, &click.to_string(), &[]).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{answer}");
+    let wrong_code = format!("{}?code=evs_wrong", url.split('?').next().unwrap());
+    let (status, _) = post(&world, &wrong_code, &click.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "not without the code");
+    assert_eq!(timeline_of(&world, ana, 3).await.len(), 3);
+
+    // The subscription's confirmation is answered only when SNS signed it.
+    let confirmation = SNS_KEY.signed(sns_confirmation("SubscriptionConfirmation"), "1");
+    let (status, answer) = post(&world, &url, &confirmation.to_string(), &[]).await;
+    assert_eq!((status, answer["status"].as_str()), (StatusCode::OK, Some("confirmation-needed")), "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("Action=ConfirmSubscription"), "{answer}");
+    let mut forged = confirmation.clone();
+    forged["SubscribeURL"] = json!("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=other");
+    refused(&forged, "matches none of the 1 certificates").await;
+    refused(&STRANGER_KEY.signed(sns_confirmation("SubscriptionConfirmation"), "2"), "matches none").await;
+    let ended = SNS_KEY.signed(sns_confirmation("UnsubscribeConfirmation"), "2");
+    let (status, answer) = post(&world, &url, &ended.to_string(), &[]).await;
+    assert_eq!((status, answer["status"].as_str()), (StatusCode::OK, Some("unsubscribed")), "{answer}");
+
+    let totals = world.settled(&id, 4).await;
+    assert_eq!((totals.received, totals.written, totals.failed), (4, 4, 0), "{totals:?}");
+    let shown = world.get(&format!("flows/{id}")).await.json();
+    let certificates = &shown["items"][0]["snsCertificates"];
+    assert_eq!(certificates[0].as_str(), Some(SNS_KEY.certificate_pem.trim()), "public, so shown: {shown}");
+
+    // Without pinned certificates, a certificate address that is not Amazon SNS's is refused before any fetch.
+    let (_, fetching) = flow(&world, "ses", json!({})).await;
+    let mut elsewhere = SNS_KEY.signed(sns_notification(&delivery), "1");
+    elsewhere["SigningCertURL"] = json!("https://127.0.0.1:1/SimpleNotificationService-1.pem");
+    let (status, answer) = post(&world, &fetching, &elsewhere.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("the certificate is not fetched"), "{answer}");
+    world.finish().await;
+}
+
+async fn an_ses_flow_whose_pinned_sns_certificate_is_not_one_is_refused_naming_its_place(backend: Backend) {
+    let Some(world) = World::start_with(backend, free()).await else { return };
+    let (_, target) = world.destination("new").await;
+    let body = json!({
+        "name": "SES events",
+        "flowSpec": {"id": dynsync::specs::ENGAGEMENT_EVENTS_FLOW_SPEC},
+        "targetConnectionIds": [target],
+        "provider": "ses",
+        "snsCertificates": [SNS_KEY.certificate_pem, "MIIC…pasted without its lines", SNS_KEY.certificate_pem.replace("CERTIFICATE", "RSA PUBLIC KEY")],
+    });
+    let reply = world.post("flows", body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    let problems = reply.json()["report"]["problems"].as_array().unwrap().clone();
+    let fields: Vec<&str> = problems.iter().map(|p| p["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["snsCertificates[1]", "snsCertificates[2]"], "{}", reply.text);
+    assert!(problems[0]["message"].as_str().unwrap().contains("-----BEGIN CERTIFICATE-----"), "{}", reply.text);
+    assert!(problems[1]["message"].as_str().unwrap().contains("not a CERTIFICATE"), "{}", reply.text);
+    assert_eq!(world.get("flows").await.json()["items"].as_array().map(Vec::len), Some(0), "no flow was made");
     world.finish().await;
 }

@@ -2,11 +2,14 @@
 //! spec), and their endpoint, `POST /events/{flowId}`, where the email service posts events. The endpoint is opened
 //! by the flow's secret in the URL (`?code=…`, as the services send no header of ours; rotated with
 //! `op=rotate-secret`) or by an API token; a SendGrid flow with a verification key also requires SendGrid's
-//! signature, and a Mailgun flow with a signing key Mailgun's (its key kept sealed in the store, never shown). Events are answered 200 only once they are in the flow's durable log; the events of a body that do
-//! not read are listed in the answer and kept to be inspected (`GET /flows/{id}/rejects`), without failing the
-//! others — a service would otherwise post the whole body again for a day. A body that cannot be read at all is
-//! answered 400 and kept the same way. A wrong code or signature is answered 401 and stores nothing. The consent
-//! changes a flow decided are browsed at `GET /flows/{id}/consent`.
+//! signature, a Mailgun flow with a signing key Mailgun's (its key kept sealed in the store, never shown), and an
+//! Amazon SES flow Amazon SNS's on every SNS message (see [`super::sns_certificates`]; a raw SES event, which SNS
+//! does not sign, is opened by the code alone). Events are answered 200 only once they are in the flow's durable
+//! log; the events of a body that do not read are listed in the answer and kept to be inspected
+//! (`GET /flows/{id}/rejects`), without failing the others — a service would otherwise post the whole body again for
+//! a day. A body that cannot be read at all is answered 400 and kept the same way. A wrong code or signature is
+//! answered 401 and stores nothing; an Amazon SNS certificate that cannot be fetched, 502 (SNS posts again later).
+//! The consent changes a flow decided are browsed at `GET /flows/{id}/consent`.
 
 use super::leads::rotate_inlet_secret;
 use super::timeline::Changed;
@@ -212,6 +215,9 @@ pub async fn post_events(
         let key = MailgunKey::parse(key.expose()).map_err(|e| unauthorized(e.to_string()))?;
         mailgun::verify_body(&key, &body, Utc::now(), mailgun::REPLAY_WINDOW)
             .map_err(|e| unauthorized(e.to_string()))?;
+    }
+    if provider == Provider::Ses {
+        super::sns_certificates::check_ses(&state.sns_certificates, &flow, &body).await?;
     }
     let received_at = Utc::now();
     let parsed = match formats::parse(provider, &body) {

@@ -12,6 +12,7 @@ mod governance;
 mod health;
 mod ingestion;
 mod leads;
+mod sns_certificates;
 mod targets;
 mod timeline;
 pub use timeline::{ChangeBody, Timeline};
@@ -53,6 +54,8 @@ pub struct AppState {
     pub datasets: crate::ingestion::job::OpenDatasets,
     /// SHA-256 digests of the accepted API tokens.
     token_digests: Vec<[u8; 32]>,
+    /// The Amazon SNS signing certificates fetched for SES flows' posts.
+    sns_certificates: sns_certificates::SnsCertificates,
 }
 
 /// The flows being replayed, each at most once at a time.
@@ -98,6 +101,7 @@ impl AppState {
             smtp_configured: false,
             hosts: crate::hosts::AllowedHosts::default(),
             token_digests: tokens.iter().map(|t| digest(t)).collect(),
+            sns_certificates: Default::default(),
         }
     }
 }

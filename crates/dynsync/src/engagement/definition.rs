@@ -7,6 +7,7 @@
 use super::formats::Provider;
 use super::formats::mailgun::MailgunKey;
 use super::formats::sendgrid::SendGridKey;
+use super::formats::sns::SigningCertificate;
 use crate::checks::Problem;
 use crate::governance::ExportedField;
 use crate::ids::TargetConnectionId;
@@ -43,6 +44,11 @@ pub struct EventsDefinition {
     /// from the definition, and never shown again. Once a flow has one, every post must carry Mailgun's signature.
     #[serde(default, skip_serializing, deserialize_with = "secret")]
     pub signing_key: Option<Secret>,
+    /// Amazon SNS signing certificates (PEM) an SES flow trusts instead of fetching the one each message names, for
+    /// environments that cannot reach AWS. Once given, every SNS message must be signed with one of them. Public
+    /// certificates, not secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sns_certificates: Vec<String>,
     /// The contact's Yes/No columns an unsubscribe, a spam complaint or a hard bounce sets, and a resubscribe
     /// clears; empty to leave consent alone.
     #[serde(default = "default_opt_out_columns")]
@@ -97,6 +103,9 @@ impl EventsDefinition {
     pub fn normalized(mut self) -> EventsDefinition {
         self.name = self.name.trim().to_string();
         self.verification_key = self.verification_key.map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+        for certificate in &mut self.sns_certificates {
+            *certificate = certificate.trim().to_string();
+        }
         for column in &mut self.opt_out_columns {
             *column = column.trim().to_ascii_lowercase();
         }
@@ -106,6 +115,12 @@ impl EventsDefinition {
     /// SendGrid's key, read; `None` when the flow has none (or it does not read, which a saved flow never has).
     pub fn sendgrid_key(&self) -> Option<SendGridKey> {
         self.verification_key.as_deref().and_then(|k| SendGridKey::parse(k).ok())
+    }
+
+    /// The Amazon SNS certificates pinned on the flow, read (a saved flow's all read); empty when the flow fetches
+    /// the certificate each message names.
+    pub fn sns_certificates(&self) -> Vec<SigningCertificate> {
+        self.sns_certificates.iter().filter_map(|pem| SigningCertificate::from_pem(pem.as_bytes()).ok()).collect()
     }
 
     /// Mailgun's signing key as given, checked; `None` when the definition brings none.
@@ -164,6 +179,24 @@ impl EventsDefinition {
                 format!("a signing key is Mailgun's; {} posts are not signed so: leave it out", other.name()),
             ),
             (None, _) => {}
+        }
+        match (self.sns_certificates.is_empty(), self.provider) {
+            (true, _) => {}
+            (false, Provider::Ses) => {
+                for (i, pem) in self.sns_certificates.iter().enumerate() {
+                    if let Err(e) = SigningCertificate::from_pem(pem.as_bytes()) {
+                        problem(&format!("snsCertificates[{i}]"), e.to_string());
+                    }
+                }
+            }
+            (false, other) => problem(
+                "snsCertificates",
+                format!(
+                    "Amazon SNS certificates check the signatures of SES flows; {} posts are not signed by Amazon SNS: \
+                     leave them out",
+                    other.name()
+                ),
+            ),
         }
         problems
     }
@@ -263,6 +296,30 @@ mod tests {
         assert!(!format!("{d:?}").contains("3ax6xnjp"), "the key is redacted in Debug");
         let sendgrid = definition(serde_json::json!({"signingKey": "abc"}));
         assert_eq!(sendgrid.check_shape()[0].field, "signingKey");
+    }
+
+    #[test]
+    fn every_pinned_sns_certificate_that_does_not_read_is_named_by_its_place_when_the_flow_is_saved() {
+        let good = crate::engagement::formats::sns::tests::KEY.certificate_pem.clone();
+        let d = definition(serde_json::json!({
+            "provider": "ses",
+            "snsCertificates": [format!("  {good}\n"), "not a certificate", good.replace("CERTIFICATE", "PUBLIC KEY")]
+        }));
+        assert_eq!(d.sns_certificates[0], good.trim(), "trimmed");
+        let problems = d.check_shape();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["snsCertificates[1]", "snsCertificates[2]"]);
+        assert!(problems[0].message.starts_with("is not PEM text"), "{}", problems[0].message);
+        assert!(problems[0].message.contains("-----BEGIN CERTIFICATE-----"), "it says what to give");
+        assert_eq!(d.sns_certificates().len(), 1);
+        let shown = serde_json::to_value(&d).unwrap();
+        assert_eq!(shown["snsCertificates"][0], good.trim(), "public: shown with the definition");
+
+        let sendgrid = definition(serde_json::json!({"snsCertificates": [good]}));
+        assert_eq!(sendgrid.check_shape()[0].field, "snsCertificates");
+        let none = definition(serde_json::json!({"provider": "ses"}));
+        assert!(none.check_shape().is_empty());
+        assert!(!serde_json::to_string(&none).unwrap().contains("snsCertificates"), "left out when empty");
     }
 
     #[test]

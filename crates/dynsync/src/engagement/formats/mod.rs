@@ -3,8 +3,8 @@
 //!
 //! The contract:
 //! - Each service has its module: [`sendgrid`] (a JSON list of events, ECDSA-signed), [`mailgun`] (one event per
-//!   request, HMAC-signed in the body), [`ses`] (Amazon SES events inside Amazon SNS messages, opened by the
-//!   inlet's secret URL) and [`own`] (dynsync's own JSON, strict). [`parse`] picks the module by [`Provider`].
+//!   request, HMAC-signed in the body), [`ses`] (Amazon SES events inside Amazon SNS messages, whose signatures
+//!   [`sns`] checks) and [`own`] (dynsync's own JSON, strict). [`parse`] picks the module by [`Provider`].
 //! - One bad event never fails the others of its body: the events that read go into [`Parsed::events`], and each
 //!   bad one becomes [`EventProblem`]s naming its place in the body, the field as the service names it, and what
 //!   to do. Every event type a service documents is mapped (or refused with the reason, for the few that are not
@@ -14,8 +14,9 @@
 //! - The sender can pass dynsync's contact id along with a message: `dynsync_contact_id` (a GUID) and `campaign`
 //!   in SendGrid's custom args, Mailgun's `user-variables`, or Amazon SES's message tags. An id that is not a GUID
 //!   is a problem, not a silent fall-back to the address: it means the sender is set up wrong.
-//! - Keys are checked when they are saved ([`sendgrid::SendGridKey::parse`], [`mailgun::MailgunKey::parse`]), so a
-//!   wrong key is refused while the user is there to fix it, not at the first event.
+//! - Keys are checked when they are saved ([`sendgrid::SendGridKey::parse`], [`mailgun::MailgunKey::parse`], and
+//!   Amazon SNS certificates pinned on a flow with [`sns::SigningCertificate::from_pem`]), so a wrong key is refused
+//!   while the user is there to fix it, not at the first event.
 //!
 //! Why: a service retries a body it gets an error for, sometimes for days; refusing a thousand good events for one
 //! bad address would replay them all, and still lose the bad one.
@@ -24,6 +25,7 @@ pub mod mailgun;
 pub mod own;
 pub mod sendgrid;
 pub mod ses;
+pub mod sns;
 
 pub use ses::SnsConfirmation;
 

@@ -16,14 +16,19 @@
 //!   address of `mail.destination`. A problem's index is the recipient's place in that list.
 //! - The message id is `mail.messageId`, the subject `mail.commonHeaders.subject`; `dynsync_contact_id` and
 //!   `campaign` are message tags (`mail.tags`, whose values are lists: the first is taken).
+//! - Signatures: every SNS message (a body with `Type`: a notification and both confirmations) is signed by SNS,
+//!   and the inlet refuses one whose signature does not verify before this module reads it ([`super::sns`] says
+//!   how: the string SNS signs, RSA with SHA-1 or SHA-256, a `SigningCertURL` that must be one of Amazon SNS's own
+//!   addresses). The certificate is fetched from that address over HTTPS and kept a day, or, where AWS cannot be
+//!   reached, pinned on the flow (`snsCertificates`). A body that is the SES event itself — SNS "raw message
+//!   delivery" — carries no signature: it is let in by the inlet's secret URL alone, so turn raw message delivery
+//!   off on the subscription to have every message verified.
 //!
-//! Why no signature check: SNS signs its messages with a certificate that must be fetched from AWS
-//! (`SigningCertURL`) and checked against AWS's chain, which this pure module cannot do and which would make the
-//! inlet depend on reaching AWS at every request. The SES inlet is opened instead by the inlet's secret in its
-//! URL, as the SNS subscription's endpoint: only SNS, which was given that URL, knows it. For the same reason a
-//! `SubscribeURL` is only ever one of Amazon SNS's own addresses, so that a forged confirmation cannot make dynsync
-//! call an address a stranger chose.
+//! Why the inlet, not this module, checks signatures: the certificate may have to be fetched, and this module is
+//! pure. Why a `SubscribeURL` is only ever one of Amazon SNS's own addresses, even in a signed message: so that
+//! dynsync never calls an address a stranger chose, should a signature check ever be bypassed.
 
+use super::sns::is_sns_address;
 use super::{BodyError, Draft, EventReader, Parsed, Provider, Received, at, check_count, describe, read_json};
 use crate::engagement::event::{EmailEvent, EventKind, EventProblem};
 use serde_json::Value;
@@ -117,16 +122,6 @@ fn confirmation(value: &Value) -> Result<SnsConfirmation, BodyError> {
         ))
     })?;
     Ok(SnsConfirmation { topic_arn, subscribe_url, token: text("Token"), message: text("Message") })
-}
-
-/// `https://sns.<region>.amazonaws.com` (or `.amazonaws.com.cn`), on the default port.
-fn is_sns_address(url: &Url) -> bool {
-    let host = url.host_str().unwrap_or_default();
-    url.scheme() == "https"
-        && url.port().is_none()
-        && url.username().is_empty()
-        && host.starts_with("sns.")
-        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
 }
 
 /// Where the recipients of an event are, and the per-recipient object when there is one.
