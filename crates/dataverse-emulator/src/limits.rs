@@ -18,6 +18,11 @@ pub struct Limits {
     pub concurrent: u32,
     /// The degree of parallelism the server recommends in `x-ms-dop-hint`.
     pub dop_hint: u32,
+    /// Requests the web server runs at full speed at once, whoever sends them. Beyond it they share it: with
+    /// twice as many in flight each takes twice as long, and counts twice the execution time. Microsoft warns
+    /// that sending more parallel requests than `x-ms-dop-hint` recommends degrades performance; this is how
+    /// the emulator makes bursting cost what it costs.
+    pub capacity: u32,
 }
 
 impl Default for Limits {
@@ -28,6 +33,7 @@ impl Default for Limits {
             execution_time: Duration::from_secs(1200),
             concurrent: 52,
             dop_hint: 4,
+            capacity: 8,
         }
     }
 }
@@ -128,6 +134,8 @@ pub struct Limiter {
     users: Mutex<HashMap<Uuid, Usage>>,
     /// Requests refused with a 429 so far, for tests and benchmarks to report.
     refused: std::sync::atomic::AtomicU64,
+    /// Requests admitted and not yet answered, of every user.
+    running: std::sync::atomic::AtomicU32,
 }
 
 /// A request admitted under the limits. Dropping it (when the request ends, or is abandoned) records its
@@ -149,6 +157,7 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        self.limiter.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let mut users = self.limiter.users.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(usage) = users.get_mut(&self.user) {
             usage.in_flight = usage.in_flight.saturating_sub(1);
@@ -168,7 +177,19 @@ impl Limiter {
             limits: std::sync::RwLock::new(limits),
             users: Mutex::new(HashMap::new()),
             refused: std::sync::atomic::AtomicU64::new(0),
+            running: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+
+    /// How long work of `cost` takes, and counts, with the requests now running: as long as its cost while
+    /// the web server runs no more than its capacity, proportionally longer beyond.
+    pub fn shared(&self, cost: Duration) -> Duration {
+        let running = self.running.load(std::sync::atomic::Ordering::Relaxed);
+        let capacity = self.limits().capacity.max(1);
+        match running > capacity {
+            true => cost.mul_f64(f64::from(running) / f64::from(capacity)),
+            false => cost,
+        }
     }
 
     pub fn limits(&self) -> Limits {
@@ -248,6 +269,7 @@ impl Limiter {
         usage.refused_in_a_row = 0;
         usage.requests.push_back(now);
         usage.in_flight += 1;
+        self.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let remaining_requests = l.requests.saturating_sub(usage.requests.len() as u32);
         let remaining_execution = l.execution_time.saturating_sub(usage.execution_total);
         Ok(Admission { limiter: self.clone(), user, cost: Duration::ZERO, remaining_requests, remaining_execution })
@@ -287,6 +309,7 @@ mod tests {
             execution_time: Duration::from_secs(2),
             concurrent: 2,
             dop_hint: 1,
+            capacity: 8,
         }
     }
 

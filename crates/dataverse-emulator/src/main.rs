@@ -60,6 +60,10 @@ struct Cli {
     /// The degree of parallelism recommended in x-ms-dop-hint.
     #[arg(long, default_value_t = 4)]
     dop_hint: u32,
+    /// Requests the web server runs at full speed at once; beyond it, each takes (and counts) proportionally
+    /// longer.
+    #[arg(long, default_value_t = 8)]
+    capacity: u32,
     /// Execution time every request costs (and takes to answer).
     #[arg(long, default_value = "115ms", value_parser = parse_duration)]
     cost_per_request: Duration,
@@ -127,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
             execution_time: cli.limit_exec_time,
             concurrent: cli.limit_concurrent,
             dop_hint: cli.dop_hint,
+            capacity: cli.capacity,
         },
         cost: if cli.free {
             CostModel::free()

@@ -52,6 +52,7 @@ fn lifted_limits() -> Limits {
         execution_time: Duration::from_secs(u32::MAX as u64),
         concurrent: u32::MAX,
         dop_hint: 16,
+        capacity: u32::MAX,
     }
 }
 

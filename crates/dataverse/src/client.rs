@@ -259,6 +259,10 @@ impl Client {
                     Ok::<_, reqwest::Error>((status, headers, body))
                 })
                 .await;
+                if !matches!(&answer, Ok(Ok((status, _, _))) if *status == StatusCode::TOO_MANY_REQUESTS) {
+                    // A refused request costs no execution time; any other may have run, whatever came back.
+                    executor.spent(started.elapsed());
+                }
                 match answer {
                     Err(_) => {
                         executor.count_transient();
@@ -287,6 +291,14 @@ impl Client {
                             .and_then(|v| v.trim().parse::<usize>().ok())
                         {
                             executor.observe_dop_hint(hint);
+                        }
+                        if let Some(remaining_ms) = headers
+                            .get("x-ms-ratelimit-time-remaining-xrm-requests")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                            .filter(|ms| (0.0..1e12).contains(ms))
+                        {
+                            permit.server_remaining(Duration::from_secs_f64(remaining_ms / 1000.0));
                         }
                         let multipart = headers
                             .get("content-type")
@@ -333,6 +345,7 @@ impl Client {
         match error.kind {
             ErrorKind::Throttled(limit) => {
                 executor.count_throttle(limit);
+                executor.learn_limits(&error.message);
                 let retry_after = error.retry_after.unwrap_or(Duration::from_secs(1));
                 match limit {
                     ThrottleLimit::Concurrency => {

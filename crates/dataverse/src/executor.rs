@@ -8,13 +8,23 @@
 //!   wait, so the whole client pauses, not just the slot that was refused.
 //!
 //! The concurrency limit starts at one request, jumps to the server's `x-ms-dop-hint` as soon as an answer
-//! carries it, and never goes above it (Microsoft: sending more than the hint degrades throughput).
+//! carries it, and stays under it (Microsoft: sending more than the hint degrades throughput).
+//!
+//! Rather than learning the window's limits from 429s, the executor keeps its own account of the window
+//! ([`Budget`]): it holds every request while the user's requests or execution time in the window are at their
+//! share of the limit, so that the server has no reason to refuse one. And since that account says how much
+//! of the window is left, it also sends a few requests beyond the hint ([`ExecutorOptions::burst`]) while the
+//! window has room for all that is in flight: time the flow left idle (between batches, while it read) is
+//! spent later rather than lost, and the steady rate is the limit's. A 429 still pauses the client for its
+//! `Retry-After` (the model was wrong: another client, other limits) and states the limits, which replace the
+//! model's.
 //!
 //! It also counts what it did, for [`Metrics`]: attempts, throttles by limit, retries, answers by HTTP status
 //! and a histogram of how long the answered attempts took. Counting costs an atomic add or a short lock, so it
 //! is always on.
 
 use crate::backoff::Backoff;
+use crate::budget::{Budget, WindowLimits};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +46,11 @@ pub struct ExecutorOptions {
     /// One attempt that takes longer is abandoned and retried. Bulk requests of 1,000 records can take
     /// minutes on a busy environment (the SDK's own default is 4 minutes).
     pub attempt_timeout: Duration,
+    /// Requests sent beyond the concurrency limit while the window has room for all in flight, as a share of
+    /// the hint (0.5: two more for a hint of 4). Zero never goes beyond the limit.
+    pub burst: f64,
+    /// The window's limits, if known; `None` assumes Dynamics 365's until a 429 states the environment's.
+    pub window_limits: Option<WindowLimits>,
 }
 
 impl Default for ExecutorOptions {
@@ -47,6 +62,8 @@ impl Default for ExecutorOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(15),
             attempt_timeout: Duration::from_secs(240),
+            burst: 0.5,
+            window_limits: None,
         }
     }
 }
@@ -68,6 +85,12 @@ pub struct Metrics {
     pub in_flight: usize,
     /// The server's `x-ms-dop-hint`, once seen.
     pub dop_hint: Option<usize>,
+    /// Times a request waited for the window to have room, by the executor's own account.
+    pub held: u64,
+    /// Requests sent beyond the concurrency limit, while the window had room for them.
+    pub burst_requests: u64,
+    /// The window's limits as the executor knows them.
+    pub window_limits: WindowLimits,
     /// Answers received, by HTTP status: one per attempt that got an answer, whatever it said (a 429 or 401
     /// that was retried counts too). Attempts that got none (timeouts, dropped connections) are not here: they
     /// are in `transient_failures`.
@@ -151,8 +174,11 @@ struct Limit {
     full_successes: usize,
     last_decrease: Option<Instant>,
     /// Smoothed round-trip time, to allow at most one decrease per round trip (a burst of refusals from one
-    /// flight of requests is one signal, not many).
+    /// flight of requests is one signal, not many), and to foresee what the requests in flight will spend.
     rtt: Option<Duration>,
+    /// Requests allowed beyond `limit` while the window has room: `burst` of the hint.
+    burst: usize,
+    budget: Budget,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +189,8 @@ struct Counters {
     throttled_concurrency: AtomicU64,
     retries: AtomicU64,
     transient_failures: AtomicU64,
+    held: AtomicU64,
+    burst_requests: AtomicU64,
     responses: Mutex<BTreeMap<u16, u64>>,
     latency_counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     /// Nanoseconds: a u64 holds 584 years of them.
@@ -184,6 +212,9 @@ pub struct Executor {
 pub struct Permit<'a> {
     executor: &'a Executor,
     at_full_concurrency: bool,
+    /// What the server may have counted for this client when it admits the request: what it spent in the
+    /// window, and what was in flight (which may have ended by then).
+    counted_at_send: Duration,
 }
 
 impl Drop for Permit<'_> {
@@ -213,6 +244,14 @@ impl Permit<'_> {
             }
         }
     }
+
+    /// The server's `x-ms-ratelimit-time-remaining-xrm-requests` on this request's answer: what remained of the
+    /// user's execution time when it was admitted. More counted than this client accounts for is another
+    /// client's spending.
+    pub fn server_remaining(&self, remaining: Duration) {
+        let mut limit = self.executor.lock_limit();
+        limit.budget.server_remaining(Instant::now(), remaining, self.counted_at_send);
+    }
 }
 
 impl Executor {
@@ -226,6 +265,8 @@ impl Executor {
             full_successes: 0,
             last_decrease: None,
             rtt: None,
+            burst: 0,
+            budget: Budget::new(options.window_limits),
         };
         Executor {
             options,
@@ -244,29 +285,76 @@ impl Executor {
         self.limit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits out any pause, then for a free slot under the current limit.
+    /// Waits out any pause and until the window has room, then for a free slot under the current limit (or a
+    /// burst slot, if the window has room for every request in flight).
     pub async fn acquire(&self) -> Permit<'_> {
         loop {
             self.wait_for_pause().await;
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            {
+            let held_until = {
                 let mut limit = self.lock_limit();
-                if limit.in_flight < limit.limit {
-                    limit.in_flight += 1;
-                    let at_full_concurrency = limit.in_flight >= limit.limit;
-                    drop(limit);
-                    // A pause may have begun while this request queued for its slot.
-                    if self.paused_until().is_none() {
-                        return Permit { executor: self, at_full_concurrency };
+                let now = Instant::now();
+                match limit.budget.hold(now, Duration::ZERO) {
+                    Some(until) => Some(until),
+                    None => {
+                        let typical = limit.rtt.unwrap_or_default();
+                        let in_flight = limit.in_flight;
+                        // Only while nothing says "fewer at a time": back-pressure shrank the limit below the hint.
+                        let burst = limit.limit >= limit.cap
+                            && in_flight >= limit.limit
+                            && in_flight < limit.limit + limit.burst
+                            && limit.budget.hold(now, typical * (in_flight as u32 + 1)).is_none();
+                        if in_flight < limit.limit || burst {
+                            limit.in_flight += 1;
+                            limit.budget.sent(now);
+                            let counted_at_send = limit.budget.own(now) + typical * in_flight as u32;
+                            let at_full_concurrency = limit.in_flight >= limit.limit;
+                            drop(limit);
+                            if burst {
+                                self.counters.burst_requests.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // A pause may have begun while this request queued for its slot.
+                            if self.paused_until().is_none() {
+                                return Permit { executor: self, at_full_concurrency, counted_at_send };
+                            }
+                            self.lock_limit().in_flight -= 1;
+                            self.freed.notify_waiters();
+                            continue;
+                        }
+                        None
                     }
-                    self.lock_limit().in_flight -= 1;
-                    self.freed.notify_waiters();
-                    continue;
+                }
+            };
+            match held_until {
+                Some(until) => {
+                    self.counters.held.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until.into()) => {}
+                        _ = freed => {}
+                    }
+                }
+                // A burst slot may open as the window frees, without any request ending.
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), freed).await;
                 }
             }
-            freed.await;
+        }
+    }
+
+    /// An answered request, or one that timed out or lost its connection (the server may have run it): it
+    /// spent `took` of the window's execution time.
+    pub fn spent(&self, took: Duration) {
+        self.lock_limit().budget.ended(Instant::now(), took);
+        self.freed.notify_waiters();
+    }
+
+    /// The limits a 429's message states replace the model's.
+    pub fn learn_limits(&self, message: &str) {
+        let mut limit = self.lock_limit();
+        if limit.budget.learn(message) {
+            tracing::debug!(limits = ?limit.budget.limits(), "the server states its limits");
         }
     }
 
@@ -315,6 +403,8 @@ impl Executor {
         let first = limit.dop_hint.is_none();
         limit.dop_hint = Some(hint);
         limit.cap = hint.min(self.options.max_concurrency.max(1));
+        let burst = (hint as f64 * self.options.burst.max(0.0)).round() as usize;
+        limit.burst = burst.min(self.options.max_concurrency.saturating_sub(limit.cap));
         if first {
             limit.limit = limit.cap;
         }
@@ -378,6 +468,9 @@ impl Executor {
             concurrency: limit.limit,
             in_flight: limit.in_flight,
             dop_hint: limit.dop_hint,
+            held: c.held.load(Ordering::Relaxed),
+            burst_requests: c.burst_requests.load(Ordering::Relaxed),
+            window_limits: limit.budget.limits(),
             responses,
             latency,
         }
@@ -456,6 +549,59 @@ mod tests {
         assert_eq!(buckets[12], (60.0, 3));
         assert_eq!(buckets[13], (f64::INFINITY, 4), "the last bucket holds everything");
         assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    }
+
+    fn budgeted(limits: WindowLimits) -> Executor {
+        let e = Executor::new(ExecutorOptions { window_limits: Some(limits), ..Default::default() });
+        e.observe_dop_hint(4);
+        e
+    }
+
+    async fn acquired(e: &Executor, count: usize) -> Vec<Permit<'_>> {
+        let mut permits = Vec::new();
+        for _ in 0..count {
+            match tokio::time::timeout(Duration::from_millis(30), e.acquire()).await {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        permits
+    }
+
+    #[tokio::test]
+    async fn burst_slots_open_beyond_the_hint_only_while_the_window_has_room() {
+        let limits =
+            WindowLimits { requests: 1000, execution_time: Duration::from_secs(40), window: Duration::from_secs(10) };
+        let e = budgeted(limits);
+        assert_eq!(acquired(&e, 10).await.len(), 6, "the hint's 4 and half as many again");
+        assert_eq!(e.metrics().burst_requests, 2);
+
+        // 36 s of the window's 40 spent: room for the hint's slots, not for more in flight.
+        let e = budgeted(limits);
+        e.spent(Duration::from_secs(36));
+        let permits = acquired(&e, 4).await;
+        permits[0].succeeded(Duration::from_secs(1));
+        assert_eq!(permits.len(), 4);
+        assert_eq!(acquired(&e, 1).await.len(), 0, "4 s more in flight would pass the window's share");
+        drop(permits);
+
+        // Back-pressure shrank the limit: no burst until it is back at the hint.
+        let e = budgeted(limits);
+        e.back_off();
+        assert_eq!(acquired(&e, 10).await.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_spent_window_holds_every_request_until_its_oldest_time_leaves_it() {
+        let limits =
+            WindowLimits { requests: 1000, execution_time: Duration::from_secs(1), window: Duration::from_millis(300) };
+        let e = budgeted(limits);
+        e.spent(Duration::from_secs(1));
+        let started = Instant::now();
+        assert_eq!(acquired(&e, 1).await.len(), 0, "the window is spent");
+        drop(e.acquire().await);
+        assert!(started.elapsed() >= Duration::from_millis(250), "held until the spending left the window");
+        assert!(e.metrics().held > 0);
     }
 
     #[tokio::test]

@@ -32,6 +32,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod batch;
+pub mod budget;
 pub mod bulk;
 pub mod changes;
 pub mod client;
@@ -60,6 +61,7 @@ pub mod fuzzing {
 pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};
+pub use budget::WindowLimits;
 pub use bulk::{BulkOperation, BulkOptions, BulkReport, Isolation, RecordOutcome};
 pub use changes::{Change, ChangeLink, ChangePage, ChangePageItem, DeltaToken, PageNext};
 pub use client::{Client, Reply, Request, WhoAmI};

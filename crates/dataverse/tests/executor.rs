@@ -25,6 +25,7 @@ async fn twenty_thousand_records_are_written_exactly_once_through_limits_and_fau
             execution_time: Duration::from_millis(400),
             concurrent: 2,
             dop_hint: 4,
+            capacity: 8,
         },
         cost: CostModel {
             per_request: Duration::from_millis(10),

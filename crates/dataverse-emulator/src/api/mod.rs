@@ -205,7 +205,7 @@ async fn web_api(
                 };
                 // The request takes as long as its work costs, and that cost counts against the limits.
                 let work = response.extensions_mut().remove::<Work>().unwrap_or_default();
-                let cost = env.cost.of(work);
+                let cost = env.limiter.shared(env.cost.of(work));
                 admission.set_cost(cost);
                 if let Some(wait) = cost.checked_sub(started.elapsed()) {
                     tokio::time::sleep(wait).await;

@@ -18,6 +18,7 @@ fn small_limits() -> Limits {
         execution_time: Duration::from_secs(60),
         concurrent: 52,
         dop_hint: 3,
+        capacity: 8,
     }
 }
 
@@ -105,4 +106,33 @@ async fn s9_1_concurrency_limit_refuses_at_once() {
         reply.assert_error(429, "0x80072326", "Number of concurrent requests exceeded the limit of 2.");
     }
     recovers(&env, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn s9_2_requests_beyond_the_web_server_s_capacity_take_and_count_proportionally_longer() {
+    let limits = Limits { capacity: 2, requests: 1000, execution_time: Duration::from_secs(60), ..small_limits() };
+    let cost = CostModel { per_request: Duration::from_millis(200), ..CostModel::free() };
+    let env = Env::with(limited(limits, cost)).await;
+    // Within the capacity, a request takes its cost.
+    let two = futures::future::join_all((0..2).map(|_| timed(&env))).await;
+    assert!(two.iter().all(|d| *d >= Duration::from_millis(200)), "{two:?}");
+    // Six at once share a capacity of two: the last admitted takes three times its cost, and the server counts
+    // it so (the window's remaining time falls by more than six costs).
+    let before = env.get("WhoAmI").await;
+    let six = futures::future::join_all((0..6).map(|_| timed(&env))).await;
+    let slowest = six.iter().max().copied().unwrap_or_default();
+    assert!(slowest >= Duration::from_millis(550), "beyond the capacity a request is slower: {six:?}");
+    let after = env.get("WhoAmI").await;
+    let remaining = |reply: &Reply| -> f64 {
+        reply.header("x-ms-ratelimit-time-remaining-xrm-requests").expect("the header").parse().expect("milliseconds")
+    };
+    let counted = remaining(&before) - remaining(&after);
+    assert!(counted > 6.0 * 200.0 + 200.0, "six requests sharing the server count more than six costs: {counted} ms");
+}
+
+async fn timed(env: &Env) -> Duration {
+    let started = Instant::now();
+    let reply = env.get("WhoAmI").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    started.elapsed()
 }

@@ -1,0 +1,299 @@
+//! Dataverse's sliding window, as the client keeps it: what this application user spent of the request-count
+//! and execution-time limits over the last window, so that the executor sends what fits rather than learning
+//! the limits from 429s.
+//!
+//! Dataverse checks both limits when a request arrives, against what already happened in the window: a request
+//! counts when it is admitted, its execution time when it ends (so requests admitted under the limit can take
+//! it over, by at most what is in flight). The client mirrors that, erring on the side of having spent more:
+//! - a request counts from the moment it is sent (before the server admits it), refused or not;
+//! - its execution time is what the client waited for the answer (more than the server counts: the network is
+//!   in it), recorded when the answer ends (after the server recorded it);
+//! - a request is held while the window's requests or execution time are at [`SHARE`] of their limit, until
+//!   the oldest of them leaves the window.
+//!
+//! The limits start as Dynamics 365's (6,000 requests and 1,200 s of execution time per 300 s, per user and
+//! per web server); a 429 states the environment's own in its message, and they replace them. Another client
+//! of the same user (another process, another tool) spends the same budget: the server's
+//! `x-ms-ratelimit-time-remaining-xrm-requests` says what it had counted for the user when it admitted a
+//! request, and what it counted beyond this client's own spending is kept as spent by others, for a window —
+//! once the limits are known (stated by a 429 or given): against a limit assumed too high, what remains would
+//! read as others' spending.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The share of each limit the client spends before it holds requests: the rest absorbs what the server
+/// counts that the client cannot see (the requests in flight at another client of the same user, a clock's
+/// drift).
+pub const SHARE: f64 = 0.97;
+
+/// A web server's limits for one user over its sliding window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimits {
+    pub requests: u32,
+    pub execution_time: Duration,
+    pub window: Duration,
+}
+
+impl Default for WindowLimits {
+    /// Dynamics 365's: 6,000 requests and 20 minutes of execution time per 5-minute window.
+    fn default() -> Self {
+        WindowLimits { requests: 6000, execution_time: Duration::from_secs(1200), window: Duration::from_secs(300) }
+    }
+}
+
+impl WindowLimits {
+    /// The limits a 429's message states, over these:
+    /// - `Number of requests exceeded the limit of 6000 over time window of 300 seconds.`
+    /// - `Combined execution time of incoming requests exceeded limit of 1,200,000  milliseconds over time window
+    ///   of 300 seconds. …`
+    ///
+    /// A message that states neither leaves them as they are.
+    pub fn stated_in(self, message: &str) -> WindowLimits {
+        let number_after = |marker: &str| -> Option<u64> {
+            let rest = &message[message.find(marker)? + marker.len()..];
+            let digits: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ',')
+                .filter(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        };
+        let mut limits = self;
+        let Some(window) = number_after("time window of").filter(|s| *s > 0) else {
+            return limits;
+        };
+        limits.window = Duration::from_secs(window);
+        if message.starts_with("Number of requests") {
+            if let Some(requests) = number_after("limit of").and_then(|n| u32::try_from(n).ok()) {
+                limits.requests = requests.max(1);
+            }
+        } else if message.starts_with("Combined execution time")
+            && let Some(ms) = number_after("limit of").filter(|ms| *ms > 0)
+        {
+            limits.execution_time = Duration::from_millis(ms);
+        }
+        limits
+    }
+}
+
+/// What this user spent over the window, by this client's account.
+#[derive(Debug)]
+pub struct Budget {
+    limits: WindowLimits,
+    /// When each request was sent, oldest first.
+    sent: VecDeque<Instant>,
+    /// When each answered request ended, and how long it took, oldest first.
+    ended: VecDeque<(Instant, Duration)>,
+    spent: Duration,
+    /// Execution time the server had counted beyond this client's, and when it said so.
+    others: Option<(Instant, Duration)>,
+    /// Whether the execution-time limit is the environment's (a 429 stated it, or it was given) rather than
+    /// assumed.
+    known: bool,
+}
+
+impl Budget {
+    /// A budget under `limits` as given, or Dynamics 365's until a 429 states the environment's.
+    pub fn new(limits: Option<WindowLimits>) -> Self {
+        Budget {
+            limits: limits.unwrap_or_default(),
+            sent: VecDeque::new(),
+            ended: VecDeque::new(),
+            spent: Duration::ZERO,
+            others: None,
+            known: limits.is_some(),
+        }
+    }
+
+    pub fn limits(&self) -> WindowLimits {
+        self.limits
+    }
+
+    /// Takes the limits a 429's message states; whether they changed.
+    pub fn learn(&mut self, message: &str) -> bool {
+        let stated = self.limits.stated_in(message);
+        let execution = WindowLimits { execution_time: Duration::ZERO, ..self.limits }.stated_in(message);
+        self.known |= !execution.execution_time.is_zero();
+        let changed = stated != self.limits;
+        self.limits = stated;
+        changed
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let window = self.limits.window;
+        while self.sent.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            self.sent.pop_front();
+        }
+        while let Some(&(t, took)) = self.ended.front() {
+            if now.duration_since(t) < window {
+                break;
+            }
+            self.ended.pop_front();
+            self.spent = self.spent.saturating_sub(took);
+        }
+        if self.others.is_some_and(|(t, _)| now.duration_since(t) >= window) {
+            self.others = None;
+        }
+    }
+
+    /// A request sent now.
+    pub fn sent(&mut self, now: Instant) {
+        self.expire(now);
+        self.sent.push_back(now);
+    }
+
+    /// A request answered now, after `took`.
+    pub fn ended(&mut self, now: Instant, took: Duration) {
+        self.expire(now);
+        self.ended.push_back((now, took));
+        self.spent += took;
+    }
+
+    /// Execution time spent in the window: this client's, and others' as the server last said.
+    pub fn spent(&mut self, now: Instant) -> Duration {
+        self.expire(now);
+        self.spent + self.others.map_or(Duration::ZERO, |(_, d)| d)
+    }
+
+    /// The server's word on what remained of the execution time when it admitted a request, which this client
+    /// sent when it had itself spent `own_at_send`.
+    pub fn server_remaining(&mut self, now: Instant, remaining: Duration, own_at_send: Duration) {
+        if !self.known {
+            return;
+        }
+        self.expire(now);
+        let counted = self.limits.execution_time.saturating_sub(remaining);
+        let others = counted.saturating_sub(own_at_send);
+        self.others = (!others.is_zero()).then_some((now, others));
+    }
+
+    /// This client's own execution time in the window.
+    pub fn own(&mut self, now: Instant) -> Duration {
+        self.expire(now);
+        self.spent
+    }
+
+    /// `None` when a request may be sent now with `in_flight` more execution time expected before it ends;
+    /// otherwise the instant before which it may not.
+    pub fn hold(&mut self, now: Instant, in_flight: Duration) -> Option<Instant> {
+        self.expire(now);
+        let limits = self.limits;
+        let most_requests = ((f64::from(limits.requests) * SHARE) as usize).max(1);
+        let most_time = limits.execution_time.mul_f64(SHARE);
+        let mut until: Option<Instant> = None;
+        let mut later = |t: Instant| until = Some(until.map_or(t, |u| u.max(t)));
+        if self.sent.len() >= most_requests {
+            later(self.sent[self.sent.len() - most_requests] + limits.window);
+        }
+        let others = self.others.map_or(Duration::ZERO, |(_, d)| d);
+        let wanted = self.spent + others + in_flight;
+        if wanted >= most_time {
+            // The oldest entries leave the window first: wait until enough of them have.
+            let mut over = wanted - most_time;
+            let mut free_at = None;
+            for (t, took) in &self.ended {
+                free_at = Some(*t + limits.window);
+                if *took > over {
+                    break;
+                }
+                over -= *took;
+            }
+            match free_at {
+                Some(t) if over < self.spent => later(t),
+                // Not even the whole window's own spending makes room (others', or what is in flight): wait
+                // for the next answer or the others' share to lapse.
+                _ => later(now + Duration::from_millis(50)),
+            }
+        }
+        until.filter(|u| *u > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> WindowLimits {
+        WindowLimits { requests: 100, execution_time: Duration::from_secs(40), window: Duration::from_secs(10) }
+    }
+
+    #[test]
+    fn a_refusal_s_message_states_the_limits() {
+        let limits = WindowLimits::default();
+        let time = limits.stated_in(
+            "Combined execution time of incoming requests exceeded limit of 40,000  milliseconds over time window of \
+             10 seconds. Decrease number of concurrent requests or reduce the duration of requests and try again later.",
+        );
+        assert_eq!(
+            time,
+            WindowLimits { execution_time: Duration::from_secs(40), window: Duration::from_secs(10), ..limits }
+        );
+        let requests = time.stated_in("Number of requests exceeded the limit of 200 over time window of 10 seconds.");
+        assert_eq!(requests.requests, 200);
+        assert_eq!(requests.execution_time, Duration::from_secs(40), "what a message does not state is kept");
+        assert_eq!(limits.stated_in("Number of concurrent requests exceeded the limit of 52."), limits);
+        assert_eq!(limits.stated_in("limit of ,,, over time window of 0 seconds"), limits);
+    }
+
+    #[test]
+    fn execution_time_is_held_at_the_share_until_the_oldest_leaves_the_window() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        for i in 0..10 {
+            budget.ended(start + Duration::from_secs(i), Duration::from_secs(4));
+        }
+        let now = start + Duration::from_secs(9);
+        assert_eq!(budget.spent(now), Duration::from_secs(40));
+        // 40 s spent, 38.8 s allowed: the first 4 s must leave (at 0 + 10 s).
+        assert_eq!(budget.hold(now, Duration::ZERO), Some(start + Duration::from_secs(10)));
+        // With 4 s in flight, two must leave.
+        assert_eq!(budget.hold(now, Duration::from_secs(4)), Some(start + Duration::from_secs(11)));
+        let later = start + Duration::from_secs(11);
+        assert_eq!(budget.hold(later, Duration::ZERO), None, "two left the window: 32 s spent");
+    }
+
+    #[test]
+    fn requests_are_held_at_the_share_of_their_count() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        for i in 0..97 {
+            budget.sent(start + Duration::from_millis(i * 10));
+        }
+        let now = start + Duration::from_secs(1);
+        assert_eq!(budget.hold(now, Duration::ZERO), Some(start + Duration::from_secs(10)));
+        assert_eq!(budget.hold(start + Duration::from_secs(10), Duration::ZERO), None);
+    }
+
+    #[test]
+    fn what_the_server_counted_beyond_this_client_is_another_s_until_the_window_passes() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        budget.ended(start, Duration::from_secs(5));
+        // The server had counted 30 s when this client had spent 5 s.
+        budget.server_remaining(start, Duration::from_secs(10), Duration::from_secs(5));
+        assert_eq!(budget.spent(start), Duration::from_secs(30));
+        assert!(budget.hold(start, Duration::from_secs(9)).is_some());
+        assert_eq!(budget.hold(start, Duration::from_secs(8)), None);
+        assert_eq!(budget.spent(start + Duration::from_secs(10)), Duration::ZERO);
+    }
+
+    #[test]
+    fn what_remains_is_not_read_as_others_spending_until_the_limits_are_known() {
+        let start = Instant::now();
+        // Dynamics' 1,200 s assumed, where the environment allows 40 s: 30 s remaining is not 1,170 s spent.
+        let mut budget = Budget::new(None);
+        budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO);
+        assert_eq!(budget.spent(start), Duration::ZERO);
+        assert!(budget.learn("Number of requests exceeded the limit of 100 over time window of 10 seconds."));
+        budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO);
+        assert_eq!(budget.spent(start), Duration::ZERO, "a request limit says nothing of the execution time");
+        assert!(budget.learn(
+            "Combined execution time of incoming requests exceeded limit of 40,000  milliseconds over time window of \
+             10 seconds."
+        ));
+        budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO);
+        assert_eq!(budget.spent(start), Duration::from_secs(10));
+    }
+}
