@@ -187,6 +187,11 @@ impl Client {
         self.inner.tokens.set_credentials(credentials);
     }
 
+    /// The most requests the client sends at once now ([`crate::executor::Executor::parallelism`]).
+    pub fn parallelism(&self) -> usize {
+        self.inner.executor.parallelism()
+    }
+
     /// Requests, throttles by kind, retries, answers by status, latencies and the current concurrency.
     pub fn metrics(&self) -> Metrics {
         self.inner.executor.metrics()

@@ -343,6 +343,14 @@ impl Executor {
         }
     }
 
+    /// The most requests the executor sends at once now: its limit, and the burst slots while back-pressure
+    /// does not hold the limit under the hint. A caller splitting work into requests makes a multiple of it,
+    /// so that no round leaves slots idle.
+    pub fn parallelism(&self) -> usize {
+        let limit = self.lock_limit();
+        limit.limit + if limit.limit >= limit.cap { limit.burst } else { 0 }
+    }
+
     /// An answered request, or one that timed out or lost its connection (the server may have run it): it
     /// spent `took` of the window's execution time.
     pub fn spent(&self, took: Duration) {

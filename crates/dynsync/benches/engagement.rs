@@ -182,6 +182,10 @@ async fn main() {
     }
     let drained = started.elapsed();
     let events_per_second = total as f64 / drained.as_secs_f64();
+    let metrics = http.get(format!("{}/metrics", service.url)).send().await.unwrap().text().await.unwrap();
+    let dataverse: Vec<&str> =
+        metrics.lines().filter(|l| l.starts_with("dynsync_dataverse_") && !l.contains("duration_seconds")).collect();
+    eprintln!("the connection's Dataverse client after the day's events:\n  {}", dataverse.join("\n  "));
 
     // 2. A steady stream, with unsubscribes in it.
     let steady_rate = env_number("STEADY_RATE", 300).max(1);

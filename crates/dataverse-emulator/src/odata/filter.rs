@@ -8,7 +8,7 @@ use crate::value::{Row, Value, compare_text, parse_date, parse_date_time, parse_
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value as Json;
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -588,6 +588,58 @@ pub enum Predicate {
     Columns(String, CmpOp, String),
     Like(String, String),
     Const(bool),
+    /// `column eq a or column eq b or …` over text or ids: one set looked up per row rather than a comparison
+    /// per value, as a database answers an `IN` list. Same answers as the `or` it replaces.
+    AnyOf(String, AnyOf),
+}
+
+/// The values of an [`Predicate::AnyOf`]: text folded to lower case (text compares case-insensitively), or ids.
+#[derive(Debug, Clone)]
+pub enum AnyOf {
+    Text(HashSet<String>),
+    Ids(HashSet<Uuid>),
+}
+
+/// The fewest `or`ed equalities worth a set.
+const ANY_OF_FROM: usize = 4;
+
+/// An `or` of equalities of one column to text or ids (four or more), as a set; `None` for any other `or`.
+fn as_set(or: &Expr, table: &Table) -> ApiResult<Option<Predicate>> {
+    fn leaves<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+        match e {
+            Expr::Or(a, b) => {
+                leaves(a, out);
+                leaves(b, out);
+            }
+            other => out.push(other),
+        }
+    }
+    let mut all = Vec::new();
+    leaves(or, &mut all);
+    let Some(Expr::Compare(CmpOp::Eq, Operand::Member(path), Operand::Literal(_))) = all.first() else {
+        return Ok(None);
+    };
+    let same = |e: &&Expr| matches!(e, Expr::Compare(CmpOp::Eq, Operand::Member(p), Operand::Literal(_)) if p == path);
+    if all.len() < ANY_OF_FROM || !all.iter().all(same) {
+        return Ok(None);
+    }
+    let attribute = column(table, path)?;
+    let mut text = HashSet::new();
+    let mut ids = HashSet::new();
+    for leaf in all {
+        let Expr::Compare(op, _, Operand::Literal(literal)) = leaf else { return Ok(None) };
+        match literal_for(&attribute.kind, literal, *op)? {
+            Some(Value::Text(t)) => text.insert(t.to_lowercase()),
+            Some(Value::Guid(id)) => ids.insert(id),
+            _ => return Ok(None),
+        };
+    }
+    let name = attribute.logical_name.clone();
+    Ok(match (text.is_empty(), ids.is_empty()) {
+        (false, true) => Some(Predicate::AnyOf(name, AnyOf::Text(text))),
+        (true, false) => Some(Predicate::AnyOf(name, AnyOf::Ids(ids))),
+        _ => None,
+    })
 }
 
 fn incompatible(left: &str, right: &str, op: CmpOp) -> ApiError {
@@ -652,7 +704,10 @@ impl Predicate {
     pub fn bind(expr: &Expr, table: &Table) -> ApiResult<Predicate> {
         Ok(match expr {
             Expr::And(a, b) => Predicate::And(Box::new(Self::bind(a, table)?), Box::new(Self::bind(b, table)?)),
-            Expr::Or(a, b) => Predicate::Or(Box::new(Self::bind(a, table)?), Box::new(Self::bind(b, table)?)),
+            Expr::Or(a, b) => match as_set(expr, table)? {
+                Some(set) => set,
+                None => Predicate::Or(Box::new(Self::bind(a, table)?), Box::new(Self::bind(b, table)?)),
+            },
             Expr::Not(a) => Predicate::Not(Box::new(Self::bind(a, table)?)),
             Expr::Compare(op, Operand::Member(l), Operand::Member(r)) => {
                 let (l, r) = (column(table, l)?, column(table, r)?);
@@ -747,6 +802,11 @@ impl Predicate {
             },
             Predicate::Like(column, pattern) => match row.get(column) {
                 Some(Value::Text(t)) => like(t, pattern),
+                _ => false,
+            },
+            Predicate::AnyOf(column, values) => match (row.get(column), values) {
+                (Some(Value::Text(t)), AnyOf::Text(set)) => set.contains(&t.to_lowercase()),
+                (Some(Value::Guid(id) | Value::Lookup { id, .. }), AnyOf::Ids(set)) => set.contains(id),
                 _ => false,
             },
         }
@@ -950,6 +1010,40 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(evaluated, [true, true, true, true]);
+    }
+
+    #[test]
+    fn an_or_of_equalities_on_one_column_is_a_set_with_the_same_answers() {
+        let table = crate::schema::builtin_tables().into_iter().find(|t| t.logical_name == "contact").unwrap();
+        let id = Uuid::new_v4();
+        let row = |email: &str| {
+            Row::from([
+                ("emailaddress1".to_string(), Value::Text(email.into())),
+                ("contactid".to_string(), Value::Guid(id)),
+            ])
+        };
+        let emails = "emailaddress1 eq 'a@x.com' or emailaddress1 eq 'B@X.com' or emailaddress1 eq 'c@x.com' or \
+                      emailaddress1 eq 'd@x.com'";
+        let set = Predicate::bind(&p(emails).unwrap(), &table).unwrap();
+        assert!(matches!(set, Predicate::AnyOf(_, AnyOf::Text(_))), "{set:?}");
+        assert!(set.matches(&row("b@x.com")), "text compares without case");
+        assert!(set.matches(&row("A@X.COM")));
+        assert!(!set.matches(&row("e@x.com")));
+        assert!(!set.matches(&Row::new()), "a null is none of them");
+
+        let ids = (0..4).map(|_| format!("contactid eq {}", Uuid::new_v4())).collect::<Vec<_>>().join(" or ");
+        let set = Predicate::bind(&p(&format!("{ids} or contactid eq {id}")).unwrap(), &table).unwrap();
+        assert!(matches!(set, Predicate::AnyOf(_, AnyOf::Ids(_))), "{set:?}");
+        assert!(set.matches(&row("a@x.com")));
+
+        // Too few, two columns, or another operator: the or as it is.
+        for kept in [
+            "emailaddress1 eq 'a@x.com' or emailaddress1 eq 'b@x.com'",
+            "emailaddress1 eq 'a@x.com' or emailaddress1 eq 'b@x.com' or lastname eq 'c' or emailaddress1 eq 'd'",
+            "emailaddress1 eq 'a@x.com' or emailaddress1 eq 'b@x.com' or emailaddress1 ne 'c' or emailaddress1 eq 'd'",
+        ] {
+            assert!(matches!(Predicate::bind(&p(kept).unwrap(), &table).unwrap(), Predicate::Or(_, _)), "{kept}");
+        }
     }
 
     #[test]

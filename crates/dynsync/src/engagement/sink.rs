@@ -53,9 +53,7 @@ const FILTER_CHARS: usize = 16_000;
 const IDS_PER_QUERY: usize = 250;
 /// Contact queries in flight at once.
 const QUERIES_IN_FLIGHT: usize = 4;
-/// The requests Dynamics runs at once for one application user at its execution-time limit (1,200 s a 300 s
-/// window, its `x-ms-dop-hint`), and the most records one bulk request carries.
-const SLOTS: usize = 4;
+/// The most records one bulk request carries.
 const MOST_PER_REQUEST: usize = 1000;
 
 /// The timeline of an environment's contacts, as an email events flow writes it.
@@ -80,6 +78,11 @@ struct ContactByEmail {
 }
 
 impl TimelineSink {
+    /// Bulk options for `records` in full rounds of the requests the client sends at once now.
+    fn chunked(&self, records: usize) -> BulkOptions {
+        in_rounds(records, self.client.parallelism())
+    }
+
     /// The sink of a flow, once the environment's Email event table is there as the job writes it.
     pub async fn resolve(
         client: Client,
@@ -296,7 +299,8 @@ impl TimelineSink {
             .map(|&(c, i)| self.consent_record(c, opted_out_by(writes[i].1.kind).expect("a consent event")))
             .collect();
         let outcomes =
-            write_all(&self.client, BulkOperation::Update, &Table::contact(), &records, chunked(records.len())).await?;
+            write_all(&self.client, BulkOperation::Update, &Table::contact(), &records, self.chunked(records.len()))
+                .await?;
         let mut applied: HashMap<usize, bool> = HashMap::new();
         let mut refused: HashMap<Uuid, Refusal> = HashMap::new();
         for (&(contact, i), outcome) in applying.iter().zip(outcomes) {
@@ -377,7 +381,8 @@ impl TimelineSink {
             })
             .collect();
         let outcomes =
-            write_all(&self.client, BulkOperation::Upsert, &journeys.table, &records, chunked(records.len())).await?;
+            write_all(&self.client, BulkOperation::Upsert, &journeys.table, &records, self.chunked(records.len()))
+                .await?;
         Ok(applied
             .iter()
             .zip(outcomes)
@@ -446,11 +451,13 @@ impl TimelineSink {
     }
 }
 
-/// Bulk options that split `records` into a multiple of [`SLOTS`] requests of equal size, at most
-/// [`MOST_PER_REQUEST`] each: 5,000 activities go as 8 requests of 625, two full rounds, rather than 5 of 1,000,
-/// whose second round would keep one slot of four busy while the next batch waits.
-fn chunked(records: usize) -> BulkOptions {
-    let requests = SLOTS * records.div_ceil(SLOTS * MOST_PER_REQUEST).max(1);
+/// Bulk options that split `records` into a multiple of `slots` (the requests the client sends at once) requests
+/// of equal size, at most [`MOST_PER_REQUEST`] each: with 4 slots 5,000 activities go as 8 requests of 625, two
+/// full rounds, rather than 5 of 1,000, whose second round would keep one slot of four busy while the next batch
+/// waits; with 6, as 6 of 834, one round.
+fn in_rounds(records: usize, slots: usize) -> BulkOptions {
+    let slots = slots.max(1);
+    let requests = slots * records.div_ceil(slots * MOST_PER_REQUEST).max(1);
     BulkOptions { chunk_size: records.div_ceil(requests).max(1), ..BulkOptions::default() }
 }
 
@@ -541,7 +548,8 @@ impl Sink<EventKey, EmailEvent> for TimelineSink {
             }
         }
         let outcomes =
-            write_all(&self.client, BulkOperation::Upsert, &self.activity, &records, chunked(records.len())).await?;
+            write_all(&self.client, BulkOperation::Upsert, &self.activity, &records, self.chunked(records.len()))
+                .await?;
         refuse(&mut results, &positions, outcomes);
 
         // Tasks and consent follow the events whose activity is on the timeline.
@@ -556,7 +564,8 @@ impl Sink<EventKey, EmailEvent> for TimelineSink {
         if !tasks.is_empty() {
             let task =
                 Table { logical_name: "task".into(), entity_set: "tasks".into(), primary_id: "activityid".into() };
-            let outcomes = write_all(&self.client, BulkOperation::Upsert, &task, &tasks, chunked(tasks.len())).await?;
+            let outcomes =
+                write_all(&self.client, BulkOperation::Upsert, &task, &tasks, self.chunked(tasks.len())).await?;
             refuse(&mut results, &task_positions, outcomes);
         }
 
@@ -674,12 +683,14 @@ mod tests {
 
     #[test]
     fn a_batch_is_written_in_full_rounds_of_equal_requests() {
-        assert_eq!(chunked(5000).chunk_size, 625);
-        assert_eq!(chunked(4000).chunk_size, 1000);
-        assert_eq!(chunked(4001).chunk_size, 501);
-        assert_eq!(chunked(100).chunk_size, 25);
-        assert_eq!(chunked(1).chunk_size, 1);
-        assert_eq!(chunked(0).chunk_size, 1);
+        assert_eq!(in_rounds(5000, 4).chunk_size, 625);
+        assert_eq!(in_rounds(4000, 4).chunk_size, 1000);
+        assert_eq!(in_rounds(4001, 4).chunk_size, 501);
+        assert_eq!(in_rounds(100, 4).chunk_size, 25);
+        assert_eq!(in_rounds(1, 4).chunk_size, 1);
+        assert_eq!(in_rounds(0, 4).chunk_size, 1);
+        assert_eq!(in_rounds(5000, 6).chunk_size, 834, "six slots: one round");
+        assert_eq!(in_rounds(5000, 0).chunk_size, 1000, "no slot known: one a round");
     }
 
     /// The conflict rule, case by case: a change against the one the contact stands on.

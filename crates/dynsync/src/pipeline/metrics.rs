@@ -135,6 +135,22 @@ pub async fn render(store: &Store, supervisor: &Supervisor, clients: &Clients) -
     for (id, m) in &per_connection {
         f.sample("dynsync_dataverse_retries_total", &[("connection", id)], m.retries);
     }
+    f.header(
+        "dynsync_dataverse_held_total",
+        "counter",
+        "Times a request waited for Dataverse's window to have room, by the client's own account of it.",
+    );
+    for (id, m) in &per_connection {
+        f.sample("dynsync_dataverse_held_total", &[("connection", id)], m.held);
+    }
+    f.header(
+        "dynsync_dataverse_burst_requests_total",
+        "counter",
+        "Requests sent beyond the concurrency limit while Dataverse's window had room for them.",
+    );
+    for (id, m) in &per_connection {
+        f.sample("dynsync_dataverse_burst_requests_total", &[("connection", id)], m.burst_requests);
+    }
     f.header("dynsync_dataverse_concurrency", "gauge", "The adaptive concurrency limit of the connection's client.");
     for (id, m) in &per_connection {
         f.sample("dynsync_dataverse_concurrency", &[("connection", id)], m.concurrency);
