@@ -282,6 +282,9 @@ struct Parser<'a> {
 pub const MAX_FILTER_DEPTH: usize = 100;
 
 const UNSUPPORTED_OPERATORS: &[&str] = &["add", "sub", "mul", "div", "divby", "mod", "has", "in"];
+/// The words `$filter` reads as operators: never a property's name (a Dataverse column cannot be named so), so that
+/// `'' eq not` is refused as `not eq ''` would be.
+const OPERATOR_WORDS: &[&str] = &["and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le"];
 
 impl Parser<'_> {
     fn peek(&self) -> Option<&Token> {
@@ -393,7 +396,9 @@ impl Parser<'_> {
                 self.pos += 1;
                 Ok(Operand::Literal(l))
             }
-            Some(Token::Word(w)) => {
+            Some(Token::Word(w))
+                if !OPERATOR_WORDS.contains(&w.as_str()) && !UNSUPPORTED_OPERATORS.contains(&w.as_str()) =>
+            {
                 self.pos += 1;
                 Ok(Operand::Member(w.split('/').map(str::to_string).collect()))
             }
@@ -1044,6 +1049,15 @@ mod tests {
         ] {
             assert!(matches!(Predicate::bind(&p(kept).unwrap(), &table).unwrap(), Predicate::Or(_, _)), "{kept}");
         }
+    }
+
+    #[test]
+    fn an_operator_s_word_is_never_read_as_a_property() {
+        for text in ["'' eq not", "'' eq and", "firstname eq or", "1 eq eq", "'a' eq in"] {
+            let e = p(text).expect_err(text);
+            assert!(e.message.starts_with("Syntax error"), "{text}: {}", e.message);
+        }
+        assert!(p("'' eq firstname").is_ok());
     }
 
     #[test]
