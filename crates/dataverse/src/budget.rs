@@ -92,6 +92,17 @@ pub struct Budget {
     /// Whether the execution-time limit is the environment's (a 429 stated it, or it was given) rather than
     /// assumed.
     known: bool,
+    /// While the limits are assumed: the server's latest word on what remained.
+    said: Option<Said>,
+}
+
+/// What the server said remained of the execution time when it admitted a request, and this client's own
+/// spending when it sent it: what this client spent since comes off what remained.
+#[derive(Debug, Clone, Copy)]
+struct Said {
+    sent: Instant,
+    remaining: Duration,
+    own: Duration,
 }
 
 impl Budget {
@@ -104,6 +115,7 @@ impl Budget {
             spent: Duration::ZERO,
             others: None,
             known: limits.is_some(),
+            said: None,
         }
     }
 
@@ -158,15 +170,36 @@ impl Budget {
     }
 
     /// The server's word on what remained of the execution time when it admitted a request, which this client
-    /// sent when it had itself spent `own_at_send`.
-    pub fn server_remaining(&mut self, now: Instant, remaining: Duration, own_at_send: Duration) {
+    /// sent at `sent`, when it had itself spent `own` and may have been counted for `own_at_send` (`own` and
+    /// what it had in flight).
+    pub fn server_remaining(
+        &mut self,
+        now: Instant,
+        remaining: Duration,
+        own_at_send: Duration,
+        sent: Instant,
+        own: Duration,
+    ) {
         if !self.known {
+            if self.said.is_none_or(|said| said.sent <= sent) {
+                self.said = Some(Said { sent, remaining, own });
+            }
             return;
         }
         self.expire(now);
         let counted = self.limits.execution_time.saturating_sub(remaining);
         let others = counted.saturating_sub(own_at_send);
         self.others = (!others.is_zero()).then_some((now, others));
+    }
+
+    /// While the limits are assumed (the server's word on them is all there is): whether what the server last
+    /// said remained, less what this client spent since, leaves nothing for `in_flight` more. The executor then
+    /// sends one request at a time, until an answer says more remains or a 429 states the limits: several
+    /// refused at once would lengthen the wait each refusal asks for.
+    pub fn spent_by_the_server_s_word(&mut self, now: Instant, in_flight: Duration) -> bool {
+        let Some(said) = self.said.filter(|_| !self.known) else { return false };
+        let since = self.own(now).saturating_sub(said.own);
+        said.remaining <= since + in_flight
     }
 
     /// This client's own execution time in the window.
@@ -272,7 +305,7 @@ mod tests {
         let mut budget = Budget::new(Some(small()));
         budget.ended(start, Duration::from_secs(5));
         // The server had counted 30 s when this client had spent 5 s.
-        budget.server_remaining(start, Duration::from_secs(10), Duration::from_secs(5));
+        budget.server_remaining(start, Duration::from_secs(10), Duration::from_secs(5), start, Duration::from_secs(5));
         assert_eq!(budget.spent(start), Duration::from_secs(30));
         assert!(budget.hold(start, Duration::from_secs(9)).is_some());
         assert_eq!(budget.hold(start, Duration::from_secs(8)), None);
@@ -284,16 +317,45 @@ mod tests {
         let start = Instant::now();
         // Dynamics' 1,200 s assumed, where the environment allows 40 s: 30 s remaining is not 1,170 s spent.
         let mut budget = Budget::new(None);
-        budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO);
+        budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO, start, Duration::ZERO);
         assert_eq!(budget.spent(start), Duration::ZERO);
         assert!(budget.learn("Number of requests exceeded the limit of 100 over time window of 10 seconds."));
-        budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO);
+        budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO, start, Duration::ZERO);
         assert_eq!(budget.spent(start), Duration::ZERO, "a request limit says nothing of the execution time");
         assert!(budget.learn(
             "Combined execution time of incoming requests exceeded limit of 40,000  milliseconds over time window of \
              10 seconds."
         ));
-        budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO);
+        budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO, start, Duration::ZERO);
         assert_eq!(budget.spent(start), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn while_the_limits_are_assumed_the_server_s_word_that_nothing_remains_holds_all_but_one_request() {
+        let start = Instant::now();
+        let mut budget = Budget::new(None);
+        // Admitted with 30 s remaining, when this client had spent 2 s.
+        budget.ended(start, Duration::from_secs(2));
+        budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO, start, Duration::from_secs(2));
+        assert!(!budget.spent_by_the_server_s_word(start, Duration::from_secs(20)), "20 s in flight fit in 30");
+        assert!(budget.spent_by_the_server_s_word(start, Duration::from_secs(30)));
+        // Six requests of 5 s ended since: the server has nothing left, as far as it said.
+        let later = start + Duration::from_secs(6);
+        for _ in 0..6 {
+            budget.ended(later, Duration::from_secs(5));
+        }
+        assert!(budget.spent_by_the_server_s_word(later, Duration::ZERO));
+        // A later answer says more remains (the window moved on).
+        budget.server_remaining(later, Duration::from_secs(25), Duration::ZERO, later, Duration::from_secs(32));
+        assert!(!budget.spent_by_the_server_s_word(later, Duration::from_secs(20)));
+        // An earlier request's answer, arriving late, does not overrule it.
+        budget.server_remaining(later, Duration::from_secs(1), Duration::ZERO, start, Duration::from_secs(2));
+        assert!(!budget.spent_by_the_server_s_word(later, Duration::from_secs(20)));
+        // Once a 429 states the limits, the model decides.
+        budget.learn(
+            "Combined execution time of incoming requests exceeded limit of 40,000  milliseconds over time window of \
+             10 seconds.",
+        );
+        assert!(!budget.spent_by_the_server_s_word(later, Duration::from_secs(100)));
     }
 }

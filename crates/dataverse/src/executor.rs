@@ -215,6 +215,9 @@ pub struct Permit<'a> {
     /// What the server may have counted for this client when it admits the request: what it spent in the
     /// window, and what was in flight (which may have ended by then).
     counted_at_send: Duration,
+    /// When it was sent, and what this client had spent of the window then.
+    sent: Instant,
+    own_at_send: Duration,
 }
 
 impl Drop for Permit<'_> {
@@ -250,7 +253,7 @@ impl Permit<'_> {
     /// client's spending.
     pub fn server_remaining(&self, remaining: Duration) {
         let mut limit = self.executor.lock_limit();
-        limit.budget.server_remaining(Instant::now(), remaining, self.counted_at_send);
+        limit.budget.server_remaining(Instant::now(), remaining, self.counted_at_send, self.sent, self.own_at_send);
     }
 }
 
@@ -306,10 +309,16 @@ impl Executor {
                             && in_flight >= limit.limit
                             && in_flight < limit.limit + limit.burst
                             && limit.budget.hold(now, typical * (in_flight as u32 + 1)).is_none();
-                        if in_flight < limit.limit || burst {
+                        // What the server said remains is spent: one at a time until it says more.
+                        let probing =
+                            in_flight > 0 && limit.budget.spent_by_the_server_s_word(now, typical * in_flight as u32);
+                        if probing {
+                            Some(now + Duration::from_millis(100))
+                        } else if in_flight < limit.limit || burst {
                             limit.in_flight += 1;
                             limit.budget.sent(now);
-                            let counted_at_send = limit.budget.own(now) + typical * in_flight as u32;
+                            let own_at_send = limit.budget.own(now);
+                            let counted_at_send = own_at_send + typical * in_flight as u32;
                             let at_full_concurrency = limit.in_flight >= limit.limit;
                             drop(limit);
                             if burst {
@@ -317,13 +326,20 @@ impl Executor {
                             }
                             // A pause may have begun while this request queued for its slot.
                             if self.paused_until().is_none() {
-                                return Permit { executor: self, at_full_concurrency, counted_at_send };
+                                return Permit {
+                                    executor: self,
+                                    at_full_concurrency,
+                                    counted_at_send,
+                                    sent: now,
+                                    own_at_send,
+                                };
                             }
                             self.lock_limit().in_flight -= 1;
                             self.freed.notify_waiters();
                             continue;
+                        } else {
+                            None
                         }
-                        None
                     }
                 }
             };
