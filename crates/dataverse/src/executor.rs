@@ -776,6 +776,15 @@ impl Executor {
         }
     }
 
+    /// Back-pressure that names no server: every lane's limit shrinks, at most once a round trip each. An
+    /// answer's back-pressure is its own server's ([`Permit::back_off`]).
+    pub fn back_off(&self) {
+        let now = Instant::now();
+        for lane in self.lock().users.iter_mut().flat_map(|u| u.lanes.iter_mut()) {
+            lane.limit.back_off(now);
+        }
+    }
+
     /// The server's recommended degree of parallelism: it seeds each lane's limit once and caps it always.
     pub fn observe_dop_hint(&self, hint: usize) {
         let hint = hint.max(1);
