@@ -388,8 +388,7 @@ impl Lanes {
         }
     }
 
-    /// A server an answer named: known from now on, with a lane for every user who has had an answer (one
-    /// who has not yet names its first lane by it). Whether it was new.
+    /// A server an answer named: known from now on, with a lane on it for every user. Whether it was new.
     fn learn_server(&mut self, server: &str, options: &ExecutorOptions) -> bool {
         let new = !self.servers.iter().any(|s| s == server);
         if new {
@@ -398,8 +397,9 @@ impl Lanes {
             tracing::debug!(server, "a web server more");
         }
         for user in self.users.iter_mut() {
-            if user.lanes.first().is_none_or(|lane| lane.server.is_none()) {
-                continue;
+            // A user who has had no answer yet sends its first lane's requests to the first server known.
+            if let Some(first) = user.lanes.first_mut().filter(|lane| lane.server.is_none()) {
+                first.server = Some(self.servers[0].clone());
             }
             for server in &self.servers {
                 if !user.lanes.iter().any(|lane| lane.server.as_deref() == Some(server)) {
@@ -1082,6 +1082,21 @@ mod tests {
         let more = tokio::time::timeout(Duration::from_millis(50), e.acquire()).await;
         assert!(more.is_err(), "the only server's slot is taken and there is nothing more to find");
         assert_eq!(lanes_of(&e), [(0, Some("only".to_string()))]);
+    }
+
+    #[tokio::test]
+    async fn a_web_server_one_user_found_opens_a_lane_on_it_for_every_user() {
+        let e = Executor::with_users(Default::default(), 2);
+        e.observe_dop_hint(1);
+        let mut first = e.acquire().await;
+        let finder = first.user();
+        first.answered_by(Some("a"));
+        drop(first);
+        let a = Some("a".to_string());
+        assert_eq!(lanes_of(&e), [(0, a.clone()), (1, a)]);
+        let other = e.acquire().await;
+        assert_ne!(other.user(), finder, "the user whose window is least spent");
+        assert_eq!(other.affinity(), Some("a"), "to the server the other user found");
     }
 
     #[tokio::test]
