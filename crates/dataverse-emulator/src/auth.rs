@@ -50,6 +50,22 @@ pub struct UserLogin {
     pub object_id: Uuid,
 }
 
+/// An app registration besides the first, as configured: its client id and secret.
+#[derive(Debug, Clone)]
+pub struct AppRegistration {
+    pub client_id: Uuid,
+    pub client_secret: Secret,
+}
+
+/// An app registration besides the first: it signs in as an application user of its own.
+#[derive(Debug)]
+pub struct Application {
+    pub client_id: Uuid,
+    pub client_secret: Secret,
+    /// Its application user's object id.
+    pub object_id: Uuid,
+}
+
 /// Who may get tokens, and for how long they last.
 #[derive(Debug)]
 pub struct Directory {
@@ -59,6 +75,8 @@ pub struct Directory {
     pub client_secrets: RwLock<Vec<Secret>>,
     /// The application user's object id.
     pub app_object_id: Uuid,
+    /// The other app registrations, each its own application user (and so its own budget under the limits).
+    pub applications: Vec<Application>,
     pub users: Vec<UserLogin>,
     pub token_lifetime: Duration,
     /// The key tokens are signed with; replacing it revokes every token issued with the old one.
@@ -289,7 +307,8 @@ impl Directory {
             ));
         }
         let client_id = field("client_id").ok_or_else(|| TokenError::missing("client_id"))?;
-        if !client_id.eq_ignore_ascii_case(&self.client_id.to_string()) {
+        let other = self.applications.iter().find(|a| client_id.eq_ignore_ascii_case(&a.client_id.to_string()));
+        if other.is_none() && !client_id.eq_ignore_ascii_case(&self.client_id.to_string()) {
             return Err(TokenError::new(
                 400,
                 "unauthorized_client",
@@ -302,6 +321,8 @@ impl Directory {
                 ),
             ));
         }
+        let (app_id, app_object_id) =
+            other.map_or((self.client_id, self.app_object_id), |a| (a.client_id, a.object_id));
         let secret = field("client_secret");
         let wrong_secret = || {
             TokenError::new(
@@ -310,12 +331,15 @@ impl Directory {
                 7000215,
                 format!(
                     "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the \
-                     client secret ID, for a secret added to app '{}'.",
-                    self.client_id
+                     client secret ID, for a secret added to app '{app_id}'."
                 ),
             )
         };
-        if secret.is_some_and(|s| !self.has_client_secret(s)) {
+        let known_secret = |s: &str| match other {
+            Some(app) => app.client_secret.expose() == s,
+            None => self.has_client_secret(s),
+        };
+        if secret.is_some_and(|s| !known_secret(s)) {
             return Err(wrong_secret());
         }
         let now = Utc::now().timestamp();
@@ -325,7 +349,7 @@ impl Directory {
             iat: now,
             nbf: now,
             exp: now + self.token_lifetime.as_secs() as i64,
-            appid: self.client_id.to_string(),
+            appid: app_id.to_string(),
             oid,
             tid: self.tenant_id,
             sub: oid.to_string(),
@@ -346,7 +370,7 @@ impl Directory {
                 }
                 let scope = field("scope").ok_or_else(|| TokenError::missing("scope"))?;
                 self.check_scope(scope, resource, &[".default"], true)?;
-                Ok(Grant { claims: base(self.app_object_id, None, None), scope: scope.to_string(), refresh: false })
+                Ok(Grant { claims: base(app_object_id, None, None), scope: scope.to_string(), refresh: false })
             }
             "password" => {
                 let username = field("username").ok_or_else(|| TokenError::missing("username"))?;
@@ -476,6 +500,11 @@ mod tests {
             client_id: Uuid::new_v4(),
             client_secrets: RwLock::new(vec![Secret::new("s3cret")]),
             app_object_id: Uuid::new_v4(),
+            applications: vec![Application {
+                client_id: Uuid::new_v4(),
+                client_secret: Secret::new("0ther"),
+                object_id: Uuid::new_v4(),
+            }],
             users: vec![UserLogin {
                 username: "ann@contoso.com".into(),
                 password: Secret::new("pw"),
@@ -580,7 +609,35 @@ mod tests {
     }
 
     #[test]
+    fn each_app_registration_signs_in_with_its_own_secret_as_its_own_application_user() {
+        let d = directory();
+        let t = d.tenant_id.to_string();
+        let ask = |client_id: &Uuid, secret: &str| {
+            d.token(
+                &t,
+                &form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &client_id.to_string()),
+                    ("client_secret", secret),
+                    ("scope", "http://127.0.0.1:5555/.default"),
+                ]),
+                URL,
+            )
+        };
+        let other = &d.applications[0];
+        let answer = ask(&other.client_id, "0ther").unwrap();
+        let claims = d.verify(answer["access_token"].as_str().unwrap(), URL, "access").unwrap();
+        assert_eq!(claims.oid, other.object_id);
+        assert_eq!(claims.appid, other.client_id.to_string());
+        let refused = ask(&other.client_id, "s3cret").unwrap_err();
+        assert_eq!(refused.code, 7000215, "the first registration's secret is not this one's");
+        assert!(refused.description.contains(&other.client_id.to_string()), "{}", refused.description);
+        assert_eq!(ask(&d.client_id, "0ther").unwrap_err().code, 7000215);
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug() {
-        assert_eq!(format!("{:?}", directory()).matches("s3cret").count(), 0);
+        let shown = format!("{:?}", directory());
+        assert_eq!(shown.matches("s3cret").count() + shown.matches("0ther").count(), 0);
     }
 }

@@ -6,7 +6,7 @@
 //! client's handling of secret rotation can be tested. With a state file these changes are kept (the
 //! settings `client_secrets` and `signing_key`) and outlive a restart, as the credentials themselves do.
 
-use crate::auth::{Directory, Secret, UserLogin};
+use crate::auth::{AppRegistration, Application, Directory, Secret, UserLogin};
 use crate::faults::{FaultPlan, Faults};
 use crate::limits::{CostModel, Limiter, Limits};
 use crate::store::Store;
@@ -36,9 +36,16 @@ pub struct EmulatorConfig {
     pub client_secret: Option<Secret>,
     /// Users for the password grant: (user name, password).
     pub users: Vec<(String, Secret)>,
+    /// More app registrations besides the first (`client_id`), each with its own client id, secret and
+    /// application user — and so its own service protection budget.
+    pub applications: Vec<AppRegistration>,
     pub token_lifetime: Duration,
-    /// Service protection limits, per user (Dynamics 365's by default).
+    /// Service protection limits, per user and per web server (Dynamics 365's by default).
     pub limits: Limits,
+    /// The web servers the environment runs on (at least one), each counting every user's usage on its own
+    /// and with its own capacity; a client is pinned to one by the `ARRAffinity` cookie, and spread over them
+    /// without it.
+    pub web_servers: usize,
     /// What each request costs in execution time, and so how long it takes to answer.
     pub cost: CostModel,
     /// Faults to inject, for resilience tests.
@@ -70,8 +77,10 @@ impl Default for EmulatorConfig {
             client_id: None,
             client_secret: None,
             users: Vec::new(),
+            applications: Vec::new(),
             token_lifetime: Duration::from_secs(3599),
             limits: Limits::default(),
+            web_servers: 1,
             cost: CostModel::default(),
             faults: FaultPlan::default(),
             tls_certificate: None,
@@ -93,7 +102,8 @@ pub struct Environment {
     /// Directory object id → the systemuser row that acts for it.
     pub callers: HashMap<Uuid, Uuid>,
     pub limiter: Arc<Limiter>,
-    pub cost: CostModel,
+    /// Behind a lock: a test may change the costs while clients run (see [`Environment::set_cost`]).
+    cost: RwLock<CostModel>,
     pub change_retention: Duration,
 }
 
@@ -106,6 +116,8 @@ pub struct RunningEmulator {
     pub client_id: Uuid,
     /// The client secret the application started with; it stays here when rotated out.
     pub client_secret: Secret,
+    /// The other app registrations, as configured.
+    pub applications: Vec<AppRegistration>,
     pub environment: Arc<Environment>,
     /// The faults being injected; `faults.inject(plan)` changes them while the emulator runs.
     pub faults: Arc<Faults>,
@@ -123,6 +135,10 @@ impl RunningEmulator {
             "tenant_id": self.tenant_id,
             "client_id": self.client_id,
             "client_secret": self.client_secret.expose(),
+            "applications": self.applications.iter().map(|a| serde_json::json!({
+                "client_id": a.client_id,
+                "client_secret": a.client_secret.expose(),
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -169,6 +185,17 @@ impl RunningEmulator {
 }
 
 impl Environment {
+    /// What each request costs now.
+    pub fn cost(&self) -> CostModel {
+        *self.cost.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes what requests cost while the emulator runs: a client that modelled the old costs must
+    /// adapt to the new ones.
+    pub fn set_cost(&self, cost: CostModel) {
+        *self.cost.write().unwrap_or_else(|e| e.into_inner()) = cost;
+    }
+
     /// Changes the application's client secrets and keeps the new set in the state file. The set stays
     /// locked until the change is queued for the file, so concurrent changes reach it in order.
     fn change_client_secrets<T>(&self, change: impl FnOnce(&mut Vec<Secret>) -> T) -> T {
@@ -328,6 +355,24 @@ impl EmulatorConfig {
             })
             .await?;
         let mut callers = HashMap::from([(app_object_id, app_user_id)]);
+        let mut applications = Vec::new();
+        for app in &self.applications {
+            if app.client_id == client_id || applications.iter().any(|a: &Application| a.client_id == app.client_id) {
+                anyhow::bail!(
+                    "application {} is registered twice: give each registration its own client id",
+                    app.client_id
+                );
+            }
+            let object_id = setting_id(&store, &format!("application_object_id:{}", app.client_id), None).await?;
+            let user_id = setting_id(&store, &format!("application_user_id:{}", app.client_id), None).await?;
+            ensure_user(&store, user_id, &format!("# {}", app.client_id), object_id, Some(app.client_id)).await?;
+            callers.insert(object_id, user_id);
+            applications.push(Application {
+                client_id: app.client_id,
+                client_secret: app.client_secret.clone(),
+                object_id,
+            });
+        }
         let mut users = Vec::new();
         for (name, password) in self.users {
             let object_id = setting_id(&store, &format!("user_object_id:{name}"), None).await?;
@@ -352,6 +397,7 @@ impl EmulatorConfig {
             client_id,
             client_secrets: RwLock::new(client_secrets),
             app_object_id,
+            applications,
             users,
             token_lifetime: self.token_lifetime,
             signing_key: RwLock::new(signing_key),
@@ -363,8 +409,8 @@ impl EmulatorConfig {
             organization_id,
             business_unit_id,
             callers,
-            limiter: Limiter::new(self.limits),
-            cost: self.cost,
+            limiter: Limiter::with_web_servers(self.limits, self.web_servers, organization_id),
+            cost: RwLock::new(self.cost),
             change_retention: self.change_retention,
         });
         let router = crate::api::router(environment.clone());
@@ -379,6 +425,7 @@ impl EmulatorConfig {
             tenant_id,
             client_id,
             client_secret,
+            applications: self.applications,
             environment,
             faults,
             shutdown: Some(shutdown),

@@ -21,7 +21,7 @@ pub mod fuzzing {
     pub use crate::api::batch::{Item as BatchItem, Operation as BatchOperation, boundary_of, parse_batch};
 }
 
-pub use auth::Secret;
+pub use auth::{AppRegistration, Secret};
 pub use environment::{DEFAULT_CHANGE_RETENTION, EmulatorConfig, Environment, RunningEmulator};
 pub use faults::{Fault, FaultPlan, FaultRule, Faults, When};
 pub use limits::{CostModel, Limits};

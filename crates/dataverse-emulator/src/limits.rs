@@ -1,7 +1,13 @@
-//! Service protection limits and the cost of work, as Dataverse applies them to each user: requests and
-//! combined execution time over a sliding window, and concurrent requests. Every request costs execution
-//! time from a [`CostModel`] and takes that long to answer, so the best throughput any client can reach is
-//! computable from the limits and the costs (see the README).
+//! Service protection limits and the cost of work, as Dataverse applies them to each user on each web
+//! server: requests and combined execution time over a sliding window, and concurrent requests. Every request
+//! costs execution time from a [`CostModel`] and takes that long to answer, so the best throughput any client
+//! can reach is computable from the limits and the costs (see the README).
+//!
+//! An environment runs on one or more web servers behind a load balancer, as Dataverse does on Azure App
+//! Service. Each server counts every user's usage on its own and has its own capacity: a user whose requests
+//! spread over three servers has three budgets. The balancer pins a client to a server by the
+//! `ARRAffinity` cookie it hands out with every answer; a request without it (or with an id no server has)
+//! goes to the next server in turn.
 
 use crate::value::group_thousands;
 use std::collections::{HashMap, VecDeque};
@@ -110,6 +116,23 @@ struct Usage {
     /// Requests refused in a row: each one lengthens the next `Retry-After`, as Dataverse does with clients
     /// that keep pushing.
     refused_in_a_row: u32,
+    /// Requests admitted so far, and the most the window ever held (see [`UsagePeak`]).
+    admitted: u64,
+    peak_requests: u32,
+    peak_execution: Duration,
+}
+
+/// What one user did on one web server: requests admitted, and the most requests and execution time its
+/// window ever held — which a client that keeps its own account of the window keeps under the limits, but
+/// for the execution time of what it had in flight when the window was nearly spent (Dataverse, as the
+/// emulator, counts a request's time when it ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsagePeak {
+    pub server: WebServerIndex,
+    pub user: Uuid,
+    pub admitted: u64,
+    pub requests: u32,
+    pub execution: Duration,
 }
 
 impl Usage {
@@ -127,21 +150,36 @@ impl Usage {
     }
 }
 
-/// Tracks each user's usage against the limits.
+/// One web server: every user's usage on it, and the requests it runs.
+#[derive(Debug)]
+struct WebServer {
+    /// What its `ARRAffinity` cookie carries: 64 hexadecimal digits, as Azure App Service's.
+    id: String,
+    users: Mutex<HashMap<Uuid, Usage>>,
+    /// Requests admitted and not yet answered, of every user.
+    running: std::sync::atomic::AtomicU32,
+}
+
+/// A web server of the environment, by its position (from 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WebServerIndex(pub usize);
+
+/// Tracks each user's usage against the limits, on each web server.
 #[derive(Debug)]
 pub struct Limiter {
     limits: std::sync::RwLock<Limits>,
-    users: Mutex<HashMap<Uuid, Usage>>,
-    /// Requests refused with a 429 so far, for tests and benchmarks to report.
+    servers: Vec<WebServer>,
+    /// Requests refused with a 429 so far, on every server, for tests and benchmarks to report.
     refused: std::sync::atomic::AtomicU64,
-    /// Requests admitted and not yet answered, of every user.
-    running: std::sync::atomic::AtomicU32,
+    /// The next server a request without affinity goes to.
+    next: std::sync::atomic::AtomicUsize,
 }
 
 /// A request admitted under the limits. Dropping it (when the request ends, or is abandoned) records its
 /// execution time and frees its concurrency slot.
 pub struct Admission {
     limiter: Arc<Limiter>,
+    server: WebServerIndex,
     user: Uuid,
     cost: Duration,
     pub remaining_requests: u32,
@@ -157,12 +195,14 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.limiter.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let mut users = self.limiter.users.lock().unwrap_or_else(|e| e.into_inner());
+        let server = &self.limiter.servers[self.server.0];
+        server.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let mut users = server.users.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(usage) = users.get_mut(&self.user) {
             usage.in_flight = usage.in_flight.saturating_sub(1);
             usage.execution.push_back((Instant::now(), self.cost));
             usage.execution_total += self.cost;
+            usage.peak_execution = usage.peak_execution.max(usage.execution_total);
         }
     }
 }
@@ -172,19 +212,53 @@ fn seconds_up(d: Duration) -> Duration {
 }
 
 impl Limiter {
+    /// One web server.
     pub fn new(limits: Limits) -> Arc<Self> {
+        Self::with_web_servers(limits, 1, Uuid::nil())
+    }
+
+    /// `count` web servers (at least one), each with these limits and capacity of its own. Their ids derive
+    /// from `environment` and their position, so that a client's affinity cookie stays valid across restarts.
+    pub fn with_web_servers(limits: Limits, count: usize, environment: Uuid) -> Arc<Self> {
+        use sha2::Digest;
+        let servers = (0..count.max(1))
+            .map(|i| WebServer {
+                id: format!("{:x}", sha2::Sha256::digest(format!("{environment}/web-server/{i}"))),
+                users: Mutex::new(HashMap::new()),
+                running: std::sync::atomic::AtomicU32::new(0),
+            })
+            .collect();
         Arc::new(Limiter {
             limits: std::sync::RwLock::new(limits),
-            users: Mutex::new(HashMap::new()),
+            servers,
             refused: std::sync::atomic::AtomicU64::new(0),
-            running: std::sync::atomic::AtomicU32::new(0),
+            next: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
-    /// How long work of `cost` takes, and counts, with the requests now running: as long as its cost while
-    /// the web server runs no more than its capacity, proportionally longer beyond.
-    pub fn shared(&self, cost: Duration) -> Duration {
-        let running = self.running.load(std::sync::atomic::Ordering::Relaxed);
+    /// How many web servers the environment runs on.
+    pub fn web_servers(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// The id a server's `ARRAffinity` cookie carries.
+    pub fn web_server_id(&self, server: WebServerIndex) -> &str {
+        &self.servers[server.0].id
+    }
+
+    /// The server a request goes to: the one its `ARRAffinity` cookie names, else the next in turn.
+    pub fn route(&self, affinity: Option<&str>) -> WebServerIndex {
+        if let Some(i) = affinity.and_then(|id| self.servers.iter().position(|s| s.id.eq_ignore_ascii_case(id))) {
+            return WebServerIndex(i);
+        }
+        let next = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        WebServerIndex(next % self.servers.len())
+    }
+
+    /// How long work of `cost` takes, and counts, on `server` with the requests now running there: as long as
+    /// its cost while the web server runs no more than its capacity, proportionally longer beyond.
+    pub fn shared(&self, server: WebServerIndex, cost: Duration) -> Duration {
+        let running = self.servers[server.0].running.load(std::sync::atomic::Ordering::Relaxed);
         let capacity = self.limits().capacity.max(1);
         match running > capacity {
             true => cost.mul_f64(f64::from(running) / f64::from(capacity)),
@@ -201,18 +275,35 @@ impl Limiter {
         *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
     }
 
-    /// How many requests were refused with a 429.
+    /// Every user's usage on every web server so far.
+    pub fn peaks(&self) -> Vec<UsagePeak> {
+        let mut peaks = Vec::new();
+        for (i, server) in self.servers.iter().enumerate() {
+            let users = server.users.lock().unwrap_or_else(|e| e.into_inner());
+            peaks.extend(users.iter().map(|(user, usage)| UsagePeak {
+                server: WebServerIndex(i),
+                user: *user,
+                admitted: usage.admitted,
+                requests: usage.peak_requests,
+                execution: usage.peak_execution,
+            }));
+        }
+        peaks
+    }
+
+    /// How many requests were refused with a 429, on every server.
     pub fn refused(&self) -> u64 {
         self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Admits a request of `user`, or refuses it with the limit it hit. Concurrency is checked at once;
-    /// request count and execution time are checked against what already happened, so a burst can
-    /// overshoot them a little before they bite — as in Dataverse.
-    pub fn admit(self: &Arc<Self>, user: Uuid) -> Result<Admission, Throttled> {
+    /// Admits a request of `user` on `server`, or refuses it with the limit it hit there. Concurrency is
+    /// checked at once; request count and execution time are checked against what already happened, so a
+    /// burst can overshoot them a little before they bite — as in Dataverse.
+    pub fn admit(self: &Arc<Self>, server: WebServerIndex, user: Uuid) -> Result<Admission, Throttled> {
         let now = Instant::now();
         let l = self.limits();
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let web_server = &self.servers[server.0];
+        let mut users = web_server.users.lock().unwrap_or_else(|e| e.into_inner());
         let usage = users.entry(user).or_default();
         usage.expire(now, l.window);
         let refusal = if usage.in_flight >= l.concurrent {
@@ -268,11 +359,20 @@ impl Limiter {
         }
         usage.refused_in_a_row = 0;
         usage.requests.push_back(now);
+        usage.admitted += 1;
+        usage.peak_requests = usage.peak_requests.max(usage.requests.len() as u32);
         usage.in_flight += 1;
-        self.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        web_server.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let remaining_requests = l.requests.saturating_sub(usage.requests.len() as u32);
         let remaining_execution = l.execution_time.saturating_sub(usage.execution_total);
-        Ok(Admission { limiter: self.clone(), user, cost: Duration::ZERO, remaining_requests, remaining_execution })
+        Ok(Admission {
+            limiter: self.clone(),
+            server,
+            user,
+            cost: Duration::ZERO,
+            remaining_requests,
+            remaining_execution,
+        })
     }
 }
 
@@ -302,6 +402,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    const ONE: WebServerIndex = WebServerIndex(0);
+
     fn small() -> Limits {
         Limits {
             requests: 3,
@@ -317,13 +419,13 @@ mod tests {
     fn concurrency_is_refused_at_once() {
         let limiter = Limiter::new(small());
         let user = Uuid::new_v4();
-        let a = limiter.admit(user).unwrap();
-        let _b = limiter.admit(user).unwrap();
-        assert_eq!(limiter.admit(user).err().unwrap().code, "0x80072326");
+        let a = limiter.admit(ONE, user).unwrap();
+        let _b = limiter.admit(ONE, user).unwrap();
+        assert_eq!(limiter.admit(ONE, user).err().unwrap().code, "0x80072326");
         drop(a);
-        assert!(limiter.admit(user).is_ok(), "a finished request frees its slot");
+        assert!(limiter.admit(ONE, user).is_ok(), "a finished request frees its slot");
         // Another user has limits of their own.
-        assert!(limiter.admit(Uuid::new_v4()).is_ok());
+        assert!(limiter.admit(ONE, Uuid::new_v4()).is_ok());
     }
 
     #[test]
@@ -331,12 +433,12 @@ mod tests {
         let limiter = Limiter::new(small());
         let user = Uuid::new_v4();
         for _ in 0..3 {
-            drop(limiter.admit(user).unwrap());
+            drop(limiter.admit(ONE, user).unwrap());
         }
-        let first = limiter.admit(user).err().unwrap();
+        let first = limiter.admit(ONE, user).err().unwrap();
         assert_eq!(first.code, "0x80072322");
         assert_eq!(first.message, "Number of requests exceeded the limit of 3 over time window of 60 seconds.");
-        let second = limiter.admit(user).err().unwrap();
+        let second = limiter.admit(ONE, user).err().unwrap();
         assert!(second.retry_after > first.retry_after, "{second:?} after {first:?}");
     }
 
@@ -344,10 +446,10 @@ mod tests {
     fn execution_time_is_refused_once_spent() {
         let limiter = Limiter::new(Limits { requests: 100, ..small() });
         let user = Uuid::new_v4();
-        let mut a = limiter.admit(user).unwrap();
+        let mut a = limiter.admit(ONE, user).unwrap();
         a.set_cost(Duration::from_millis(2500));
         drop(a);
-        let refused = limiter.admit(user).err().unwrap();
+        let refused = limiter.admit(ONE, user).err().unwrap();
         assert_eq!(refused.code, "0x80072321");
         assert!(
             refused
@@ -355,6 +457,25 @@ mod tests {
                 .starts_with("Combined execution time of incoming requests exceeded limit of 2,000  milliseconds")
         );
         assert!(refused.retry_after >= Duration::from_secs(59));
+    }
+
+    #[test]
+    fn each_web_server_counts_a_user_s_requests_on_its_own() {
+        let limiter = Limiter::with_web_servers(small(), 3, Uuid::new_v4());
+        let user = Uuid::new_v4();
+        let spread: Vec<_> = (0..6).map(|_| limiter.route(None)).collect();
+        assert_eq!(spread.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2], "in turn without affinity");
+        let second = WebServerIndex(1);
+        assert_eq!(limiter.route(Some(limiter.web_server_id(second))), second, "the cookie pins");
+        assert_eq!(limiter.route(Some("not-a-server")), WebServerIndex(0), "an unknown id is spread");
+        for _ in 0..3 {
+            drop(limiter.admit(second, user).unwrap());
+        }
+        assert_eq!(limiter.admit(second, user).err().unwrap().code, "0x80072322");
+        assert!(limiter.admit(WebServerIndex(2), user).is_ok(), "another server has its own count");
+        let ids: std::collections::HashSet<_> = (0..3).map(|i| limiter.web_server_id(WebServerIndex(i))).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(ids.iter().all(|id| id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())));
     }
 
     #[test]

@@ -9,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use dataverse_emulator::limits::parse_duration;
-use dataverse_emulator::{CostModel, EmulatorConfig, FaultPlan, FaultRule, Limits, Secret};
+use dataverse_emulator::{AppRegistration, CostModel, EmulatorConfig, FaultPlan, FaultRule, Limits, Secret};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use uuid::Uuid;
     name = "dataverse-emulator",
     version,
     about = "A local Microsoft Dataverse (Dynamics 365) environment: token endpoint, Web API, metadata and state.",
-    after_help = "On start, prints one JSON line: {\"url\", \"web_api\", \"token_url\", \"tenant_id\", \"client_id\", \"client_secret\"}.\n\
+    after_help = "On start, prints one JSON line: {\"url\", \"web_api\", \"token_url\", \"tenant_id\", \"client_id\", \"client_secret\", \"applications\"}.\n\
                   Credentials left out are generated; with --state they are kept in the state file for the next start."
 )]
 struct Cli {
@@ -39,12 +39,20 @@ struct Cli {
     /// Client secret of the application user.
     #[arg(long, env = "DATAVERSE_EMULATOR_CLIENT_SECRET", hide_env_values = true)]
     client_secret: Option<String>,
+    /// Another app registration, as CLIENT_ID:SECRET: it signs in as an application user of its own, with
+    /// its own budget under the limits. Repeat for more.
+    #[arg(long = "application", value_name = "CLIENT_ID:SECRET")]
+    applications: Vec<String>,
     /// A user for the password grant, as NAME:PASSWORD. Repeat for more users.
     #[arg(long = "user", value_name = "NAME:PASSWORD")]
     users: Vec<String>,
     /// Lifetime of access tokens, in seconds.
     #[arg(long, default_value_t = 3599)]
     token_lifetime: u64,
+    /// Web servers the environment runs on, each with its own limits per user and its own capacity. A client
+    /// is pinned to one by the ARRAffinity cookie every answer sets; without it, requests go to each in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    web_servers: u16,
     /// Requests each user may make per window (service protection limit).
     #[arg(long, default_value_t = 6000)]
     limit_requests: u32,
@@ -107,6 +115,14 @@ fn parse_user(text: &str) -> anyhow::Result<(String, Secret)> {
     Ok((name.to_string(), Secret::new(password)))
 }
 
+fn parse_application(text: &str) -> anyhow::Result<AppRegistration> {
+    let usage =
+        "--application takes CLIENT_ID:SECRET, for example --application 6f1c1a52-4b55-4a8e-9f0e-2c3a5b7d9e01:S3cret";
+    let (id, secret) = text.split_once(':').filter(|(_, s)| !s.is_empty()).with_context(|| usage.to_string())?;
+    let client_id = id.parse().with_context(|| format!("'{id}' is not a GUID: {usage}"))?;
+    Ok(AppRegistration { client_id, client_secret: Secret::new(secret) })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -124,6 +140,8 @@ async fn main() -> anyhow::Result<()> {
         client_id: cli.client_id,
         client_secret: cli.client_secret.map(Secret::new),
         users: cli.users.iter().map(|u| parse_user(u)).collect::<anyhow::Result<_>>()?,
+        applications: cli.applications.iter().map(|a| parse_application(a)).collect::<anyhow::Result<_>>()?,
+        web_servers: usize::from(cli.web_servers),
         token_lifetime: Duration::from_secs(cli.token_lifetime),
         limits: Limits {
             requests: cli.limit_requests,

@@ -95,6 +95,15 @@ impl From<PasswordCredentials> for Credentials {
 }
 
 impl Credentials {
+    /// Who signs in, for messages: the client id, or the user name for the password grant. Never a secret.
+    pub fn who(&self) -> &str {
+        match self {
+            Credentials::ClientSecret(c) => &c.client_id,
+            Credentials::Password(c) => &c.username,
+            Credentials::Token(_) => "a caller-supplied token",
+        }
+    }
+
     fn client_id(&self) -> &str {
         match self {
             Credentials::ClientSecret(c) => &c.client_id,

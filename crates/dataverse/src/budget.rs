@@ -1,5 +1,5 @@
-//! Dataverse's sliding window, as the client keeps it: what this application user spent of the request-count
-//! and execution-time limits over the last window, so that the executor sends what fits rather than learning
+//! Dataverse's sliding window, as the client keeps it: what one application user spent on one web server of
+//! the request-count and execution-time limits over the last window, so that the executor sends what fits rather than learning
 //! the limits from 429s.
 //!
 //! Dataverse checks both limits when a request arrives, against what already happened in the window: a request
@@ -200,6 +200,15 @@ impl Budget {
         let Some(said) = self.said.filter(|_| !self.known) else { return false };
         let since = self.own(now).saturating_sub(said.own);
         said.remaining <= since + in_flight
+    }
+
+    /// How much of the window is spent: the larger of its requests and execution time (this client's and
+    /// others') as a share of their limits.
+    pub fn share(&mut self, now: Instant) -> f64 {
+        let spent = self.spent(now);
+        let requests = self.sent.len() as f64 / f64::from(self.limits.requests.max(1));
+        let time = spent.as_secs_f64() / self.limits.execution_time.as_secs_f64().max(1e-9);
+        requests.max(time)
     }
 
     /// This client's own execution time in the window.

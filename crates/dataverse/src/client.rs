@@ -1,10 +1,17 @@
 //! The Web API client: every request goes through the [`Executor`] (throttling, retries, concurrency),
 //! carries a fresh token, and gets one retry with a new token after a 401.
+//!
+//! A client may sign in as several app registrations ([`Client::with_registrations`]), each an application user
+//! of its own with its own budget under Dataverse's limits: the executor sends each request as the user (and
+//! to the web server) whose window has most room. A registration whose sign-in is refused (a wrong or expired
+//! secret, an app removed) is taken out of rotation, logged with its client id and kept in
+//! [`Client::registrations`] with the reason, while the others carry its load; with none left, the request
+//! fails with that reason. Records a request creates are owned by the application user it went out as.
 
 use crate::auth::{AuthError, Credentials, TokenProvider};
 use crate::environment::Environment;
 use crate::error::{ApiError, Error, ErrorKind, ThrottleLimit};
-use crate::executor::{Executor, ExecutorOptions, Metrics};
+use crate::executor::{Executor, ExecutorOptions, Metrics, Permit};
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -124,10 +131,53 @@ impl Reply {
     }
 }
 
+/// One app registration (or person) the client signs in as.
+struct Registration {
+    tokens: TokenProvider,
+    /// Who it is, for messages: its client id (the user name for the password grant). Never a secret.
+    name: String,
+    /// Why its sign-in was refused, while it is out of rotation.
+    refused: std::sync::Mutex<Option<AuthError>>,
+}
+
+impl Registration {
+    fn new(http: &reqwest::Client, credentials: Credentials, environment: &Environment) -> Self {
+        Registration {
+            name: credentials.who().to_string(),
+            tokens: TokenProvider::new(http.clone(), credentials, environment),
+            refused: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn refused(&self) -> std::sync::MutexGuard<'_, Option<AuthError>> {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One of the client's registrations, as [`Client::registrations`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationStatus {
+    /// The app registration's client id (the user name for the password grant).
+    pub name: String,
+    /// Why its sign-in was refused, if it was: it is out of rotation until its credentials are replaced.
+    pub refused: Option<AuthError>,
+}
+
+/// The `ARRAffinity` cookie's value in an answer's `Set-Cookie`: the web server that answered.
+fn affinity_of(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|cookie| cookie.split(';').next()?.trim().split_once('='))
+        .find(|(name, _)| *name == "ARRAffinity")
+        .map(|(_, value)| value.trim())
+}
+
 struct Inner {
     http: reqwest::Client,
     environment: Environment,
-    tokens: TokenProvider,
+    registrations: Vec<Registration>,
     executor: Executor,
 }
 
@@ -143,7 +193,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("environment", &self.inner.environment)
-            .field("tokens", &self.inner.tokens)
+            .field("registrations", &self.inner.registrations.iter().map(|r| &r.tokens).collect::<Vec<_>>())
             .field("metrics", &self.metrics())
             .finish()
     }
@@ -165,13 +215,43 @@ impl Client {
         credentials: impl Into<Credentials>,
         options: ExecutorOptions,
     ) -> Self {
+        Self::build(environment, vec![credentials.into()], options)
+    }
+
+    /// A client that signs in as each of these app registrations (each an application user with its own
+    /// budget under the limits) and spreads its requests over them. At least one is needed.
+    pub fn with_registrations(
+        environment: Environment,
+        registrations: impl IntoIterator<Item = Credentials>,
+        options: ExecutorOptions,
+    ) -> Result<Self, Error> {
+        let registrations: Vec<Credentials> = registrations.into_iter().collect();
+        if registrations.is_empty() {
+            return Err(Error::InvalidRequest(
+                "a client needs at least one app registration to sign in as: give its credentials".into(),
+            ));
+        }
+        Ok(Self::build(environment, registrations, options))
+    }
+
+    fn build(environment: Environment, registrations: Vec<Credentials>, options: ExecutorOptions) -> Self {
+        let users = registrations.len();
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(options.max_concurrency.max(1))
+            .pool_max_idle_per_host(options.max_concurrency.max(1) * users)
             .build()
             .expect("the HTTP client builds with its default TLS settings");
-        let tokens = TokenProvider::new(http.clone(), credentials, &environment);
-        let inner = Inner { http, environment, tokens, executor: Executor::new(options) };
+        let registrations = registrations.into_iter().map(|c| Registration::new(&http, c, &environment)).collect();
+        let inner = Inner { http, environment, registrations, executor: Executor::with_users(options, users) };
         Client { inner: Arc::new(inner), metadata: Default::default() }
+    }
+
+    /// Each registration the client signs in as, in the order given, and why it is out of rotation if it is.
+    pub fn registrations(&self) -> Vec<RegistrationStatus> {
+        let registrations = &self.inner.registrations;
+        registrations
+            .iter()
+            .map(|r| RegistrationStatus { name: r.name.clone(), refused: r.refused().clone() })
+            .collect()
     }
 
     pub fn environment(&self) -> &Environment {
@@ -183,8 +263,19 @@ impl Client {
     /// Everything else stays, in this client and its clones: the concurrency limit, a pause after a throttle,
     /// the counters of [`metrics`](Self::metrics) and the metadata cache. A request already in flight finishes
     /// with the token it was sent with.
+    ///
+    /// With several registrations, this replaces the first one's ([`set_registration_credentials`](Self::set_registration_credentials)).
     pub fn set_credentials(&self, credentials: impl Into<Credentials>) {
-        self.inner.tokens.set_credentials(credentials);
+        self.set_registration_credentials(0, credentials);
+    }
+
+    /// Replaces the credentials of registration number `index` (from 0, in the order given), and puts it back
+    /// into rotation if its sign-in had been refused. An index past the last changes nothing.
+    pub fn set_registration_credentials(&self, index: usize, credentials: impl Into<Credentials>) {
+        let Some(registration) = self.inner.registrations.get(index) else { return };
+        registration.tokens.set_credentials(credentials);
+        *registration.refused() = None;
+        self.inner.executor.reinstate(index);
     }
 
     /// The most requests the client sends at once now ([`crate::executor::Executor::parallelism`]).
@@ -224,8 +315,9 @@ impl Client {
         let mut renewed_token = false;
         loop {
             let next = {
-                let permit = executor.acquire().await;
-                let token = match self.inner.tokens.token().await {
+                let mut permit = executor.acquire().await;
+                let registration = &self.inner.registrations[permit.user()];
+                let token = match registration.tokens.token().await {
                     Ok(token) => token,
                     // An authority that answers "temporarily unavailable" is waited for; one that cannot be
                     // reached at all is most often a wrong authority URL, which the caller should hear at once.
@@ -235,6 +327,16 @@ impl Client {
                         drop(permit);
                         executor.count_retry();
                         tokio::time::sleep(executor.backoff(transient_retries)).await;
+                        continue;
+                    }
+                    // A registration refused for good: the others carry on, if there are others.
+                    Err(e) if !e.is_transient() && executor.retire(permit.user()) => {
+                        tracing::warn!(
+                            registration = %registration.name,
+                            error = %e,
+                            "sign-in refused: this app registration is out of rotation, the others carry its requests"
+                        );
+                        *registration.refused() = Some(e);
                         continue;
                     }
                     Err(e) => return Err(e.into()),
@@ -247,6 +349,9 @@ impl Client {
                     .header("OData-MaxVersion", "4.0")
                     .header("OData-Version", "4.0")
                     .header("Accept", "application/json");
+                if let Some(server) = permit.affinity() {
+                    builder = builder.header(reqwest::header::COOKIE, format!("ARRAffinity={server}"));
+                }
                 for (name, value) in &request.headers {
                     builder = builder.header(*name, value);
                 }
@@ -264,14 +369,18 @@ impl Client {
                     Ok::<_, reqwest::Error>((status, headers, body))
                 })
                 .await;
+                if let Ok(Ok((_, headers, _))) = &answer {
+                    // The server that answered is the one whose budget the request counts in.
+                    permit.answered_by(affinity_of(headers));
+                }
                 if !matches!(&answer, Ok(Ok((status, _, _))) if *status == StatusCode::TOO_MANY_REQUESTS) {
                     // A refused request costs no execution time; any other may have run, whatever came back.
-                    executor.spent(started.elapsed());
+                    permit.spent(started.elapsed());
                 }
                 match answer {
                     Err(_) => {
                         executor.count_transient();
-                        executor.back_off();
+                        permit.back_off();
                         if !request.idempotent {
                             return Err(Error::Timeout { url, timeout });
                         }
@@ -279,7 +388,7 @@ impl Client {
                     }
                     Ok(Err(source)) => {
                         executor.count_transient();
-                        executor.back_off();
+                        permit.back_off();
                         // Only a connection never made is surely not acted on.
                         let safe = request.idempotent || source.is_connect();
                         let error = Error::Transport { url: url.clone(), source };
@@ -316,12 +425,12 @@ impl Client {
                         if status == StatusCode::UNAUTHORIZED && !renewed_token {
                             // The token may have been revoked or expired early: sign in again, once.
                             renewed_token = true;
-                            self.inner.tokens.invalidate().await?;
+                            registration.tokens.invalidate().await?;
                             executor.count_retry();
                             continue;
                         }
                         let error = ApiError::from_parts(status.as_u16(), &headers, &body);
-                        self.after_error(error, request, &mut transient_retries)
+                        self.after_error(error, request, &permit, &mut transient_retries)
                     }
                 }
             };
@@ -345,7 +454,13 @@ impl Client {
         Next::RetryAfter(executor.backoff(*retries))
     }
 
-    fn after_error(&self, error: ApiError, request: &Request, transient_retries: &mut u32) -> Next {
+    fn after_error(
+        &self,
+        error: ApiError,
+        request: &Request,
+        permit: &Permit<'_>,
+        transient_retries: &mut u32,
+    ) -> Next {
         let executor = &self.inner.executor;
         match error.kind {
             ErrorKind::Throttled(limit) => {
@@ -355,20 +470,21 @@ impl Client {
                 match limit {
                     ThrottleLimit::Concurrency => {
                         // Too many at once: fewer slots, and this request alone waits a little.
-                        executor.back_off();
+                        permit.back_off();
                         Next::RetryAfter(executor.backoff(1).max(retry_after.min(Duration::from_secs(1))))
                     }
                     ThrottleLimit::Requests | ThrottleLimit::ExecutionTime => {
-                        // The window's budget is spent: nobody sends until it has room again.
-                        tracing::debug!(?limit, ?retry_after, "throttled: pausing the client");
-                        executor.pause_for(retry_after);
+                        // The window's budget is spent: nothing more goes to this server as this user until it
+                        // has room again.
+                        tracing::debug!(?limit, ?retry_after, "throttled: pausing this user on this server");
+                        permit.pause_for(retry_after);
                         Next::RetryAfter(Duration::ZERO)
                     }
                 }
             }
             ErrorKind::Transient => {
                 executor.count_transient();
-                executor.back_off();
+                permit.back_off();
                 // A 500 may come after the work was done; a 503 comes from a server that did not take it.
                 if !request.idempotent && error.status != 503 {
                     return Next::Fail(Error::Api(error));

@@ -19,6 +19,32 @@
 //! `Retry-After` (the model was wrong: another client, other limits) and states the limits, which replace the
 //! model's.
 //!
+//! Dataverse counts the limits **per user and per web server**, so the executor keeps one such account, and
+//! one concurrency limit, per *lane*: an application user (an app registration: [`Executor::with_users`])
+//! on a web server. A load spread over several app registrations, over several servers, has that many
+//! budgets. Web servers are told apart as Azure App Service's load balancer tells them apart: by the
+//! `ARRAffinity` cookie each answer sets. The client does not keep one cookie, as a browser would (which pins
+//! it to one server); it chooses the server for each request, by sending that server's cookie:
+//! - a user's first requests go without a cookie, and the first answer names the server they are counted
+//!   on — with one server (and behind a server that sets no cookie) that is the only lane, and everything
+//!   behaves as with no lanes at all;
+//! - once every slot of a user's known lanes is taken while their windows all have room, one request at a time
+//!   goes without a cookie (a *probe*): the balancer gives it to the next server in turn, and an answer from a
+//!   server not known yet opens a lane on it, seeded at the hint, for every user — a server is the
+//!   environment's, whoever found it. Probing stops once three probes a known server (and a few) came back
+//!   from servers already known;
+//! - each request goes to the lane that can send whose window is least spent: under its limit first, then a
+//!   probe, then a burst slot.
+//!
+//! Routing by cookie rather than counting each answer where it landed is the simpler account: a request is
+//! held or sent by the one budget it is counted in, which the client knows before it sends it. Spreading
+//! without cookies would leave the client guessing which server's budget the next request spends, and hold
+//! (or be refused) by the fullest. The answer's cookie still decides where a request counts: a server taken
+//! out of the farm sends its clients elsewhere, with a new cookie. A 429 for the request count or the
+//! execution time pauses that lane (that user on that server) until `Retry-After`; the limits its message
+//! states hold for every lane. A user whose sign-in is refused is taken out of rotation ([`Executor::retire`])
+//! and the others carry its load.
+//!
 //! It also counts what it did, for [`Metrics`]: attempts, throttles by limit, retries, answers by HTTP status
 //! and a histogram of how long the answered attempts took. Counting costs an atomic add or a short lock, so it
 //! is always on.
@@ -89,8 +115,12 @@ pub struct Metrics {
     pub held: u64,
     /// Requests sent beyond the concurrency limit, while the window had room for them.
     pub burst_requests: u64,
+    /// Requests sent without affinity, to find more web servers.
+    pub probes: u64,
     /// The window's limits as the executor knows them.
     pub window_limits: WindowLimits,
+    /// Each user on each web server it knows.
+    pub lanes: Vec<LaneMetrics>,
     /// Answers received, by HTTP status: one per attempt that got an answer, whatever it said (a 429 or 401
     /// that was retried counts too). Attempts that got none (timeouts, dropped connections) are not here: they
     /// are in `transient_failures`.
@@ -99,7 +129,28 @@ pub struct Metrics {
     pub latency: LatencyHistogram,
 }
 
+/// One application user on one web server, as the executor sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaneMetrics {
+    /// The user's position among the client's registrations.
+    pub user: usize,
+    /// The server's `ARRAffinity` id, once an answer named it.
+    pub web_server: Option<String>,
+    /// The user is out of rotation (its sign-in was refused).
+    pub retired: bool,
+    pub concurrency: usize,
+    pub in_flight: usize,
+    /// The larger of the window's requests and execution time, as a share of its limit, in thousandths.
+    pub window_share_permille: u32,
+}
+
 impl Metrics {
+    /// The web servers the executor has found, whatever the user.
+    pub fn web_servers(&self) -> usize {
+        let servers: std::collections::BTreeSet<_> = self.lanes.iter().filter_map(|l| l.web_server.as_ref()).collect();
+        servers.len()
+    }
+
     pub fn throttled(&self) -> u64 {
         self.throttled_requests + self.throttled_execution_time + self.throttled_concurrency
     }
@@ -163,12 +214,17 @@ fn bucket_of(latency: Duration) -> usize {
     LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(LATENCY_BUCKETS.len())
 }
 
+/// Requests sent without affinity (probes, by any user) that must all be answered by servers already known
+/// before the client stops looking for more: three a server known, and a few.
+fn enough_probes(servers: usize) -> u32 {
+    3 * servers as u32 + 4
+}
+
 #[derive(Debug)]
 struct Limit {
     limit: usize,
     cap: usize,
     in_flight: usize,
-    dop_hint: Option<usize>,
     /// Successes seen at full concurrency since the limit last changed: one limit's worth of them is one
     /// round trip with every slot busy and no back-pressure, which earns one more slot.
     full_successes: usize,
@@ -181,6 +237,193 @@ struct Limit {
     budget: Budget,
 }
 
+impl Limit {
+    fn new(options: &ExecutorOptions, dop_hint: Option<usize>, limits: Option<WindowLimits>) -> Self {
+        let max = options.max_concurrency.max(1);
+        let mut limit = Limit {
+            limit: options.initial_concurrency.clamp(1, max),
+            cap: max,
+            in_flight: 0,
+            full_successes: 0,
+            last_decrease: None,
+            rtt: None,
+            burst: 0,
+            budget: Budget::new(limits),
+        };
+        if let Some(hint) = dop_hint {
+            limit.observe_dop_hint(options, hint, true);
+        }
+        limit
+    }
+
+    fn observe_dop_hint(&mut self, options: &ExecutorOptions, hint: usize, first: bool) {
+        self.cap = hint.min(options.max_concurrency.max(1));
+        let burst = (hint as f64 * options.burst.max(0.0)).round() as usize;
+        self.burst = burst.min(options.max_concurrency.saturating_sub(self.cap));
+        if first {
+            self.limit = self.cap;
+        }
+        self.limit = self.limit.min(self.cap);
+    }
+
+    fn back_off(&mut self, now: Instant) {
+        let interval = self.rtt.unwrap_or(Duration::from_millis(100));
+        if self.last_decrease.is_some_and(|t| now.duration_since(t) < interval) {
+            return;
+        }
+        self.limit = (self.limit * 3 / 4).max(1);
+        self.full_successes = 0;
+        self.last_decrease = Some(now);
+    }
+}
+
+/// One user's requests to one web server: a budget of their own, as Dataverse keeps one per user and server.
+#[derive(Debug)]
+struct Lane {
+    /// The server's `ARRAffinity` id; `None` until an answer names it (and for good, behind a server that
+    /// sets no cookie).
+    server: Option<String>,
+    limit: Limit,
+    /// After a 429 for the request count or execution time: this user sends nothing to this server before.
+    paused_until: Option<Instant>,
+}
+
+/// One application user (an app registration) and the web servers it knows.
+#[derive(Debug)]
+struct User {
+    /// Out of rotation: its sign-in was refused, and other users carry the load.
+    retired: bool,
+    /// The first is the server the user's first answer named; more are found by probes. Never removed, so
+    /// that an index stays valid.
+    lanes: Vec<Lane>,
+    probe_in_flight: bool,
+}
+
+#[derive(Debug)]
+struct Lanes {
+    users: Vec<User>,
+    /// Every web server an answer named, whichever user it answered: a server is the environment's, so each
+    /// user gets a lane on it.
+    servers: Vec<String>,
+    /// Probe answers, of any user, from servers already known since the last new one.
+    probes_without_news: u32,
+    dop_hint: Option<usize>,
+    /// The limits a 429 stated, for lanes found later.
+    learned: Option<WindowLimits>,
+}
+
+/// What [`Executor::acquire`] found it can do now.
+enum Choice {
+    Lane {
+        user: usize,
+        lane: usize,
+        burst: bool,
+    },
+    Probe {
+        user: usize,
+    },
+    /// Nothing: wait for a slot to free, or until this instant (a hold or a pause ends); `held` when the
+    /// window's budget (not a slot) is what stops every lane.
+    Wait {
+        until: Option<Instant>,
+        held: bool,
+    },
+}
+
+impl Lanes {
+    fn choose(&mut self, now: Instant) -> Choice {
+        // The best of each kind: a slot under a lane's limit, a probe for an unknown server, a burst slot.
+        let mut normal: Option<(f64, usize, usize)> = None;
+        let mut burst: Option<(f64, usize, usize)> = None;
+        let mut probe: Option<usize> = None;
+        let mut until: Option<Instant> = None;
+        let mut held = false;
+        let looking = self.probes_without_news < enough_probes(self.servers.len());
+        let sooner = |t: Instant, until: &mut Option<Instant>| *until = Some(until.map_or(t, |u| u.min(t)));
+        for (u, user) in self.users.iter_mut().enumerate().filter(|(_, user)| !user.retired) {
+            let mut all_have_room = true;
+            let mut any_slot = false;
+            for (l, lane) in user.lanes.iter_mut().enumerate() {
+                if let Some(p) = lane.paused_until.filter(|p| *p > now) {
+                    sooner(p, &mut until);
+                    all_have_room = false;
+                    continue;
+                }
+                let limit = &mut lane.limit;
+                if let Some(t) = limit.budget.hold(now, Duration::ZERO) {
+                    held = true;
+                    sooner(t, &mut until);
+                    all_have_room = false;
+                    continue;
+                }
+                let typical = limit.rtt.unwrap_or_default();
+                // What the server said remains is spent: one at a time until it says more.
+                if limit.in_flight > 0 && limit.budget.spent_by_the_server_s_word(now, typical * limit.in_flight as u32)
+                {
+                    held = true;
+                    all_have_room = false;
+                    continue;
+                }
+                let room_for_one_more = limit.budget.hold(now, typical * (limit.in_flight as u32 + 1)).is_none();
+                all_have_room &= room_for_one_more;
+                let share = limit.budget.share(now);
+                let better = |best: &Option<(f64, usize, usize)>| best.is_none_or(|(s, _, _)| share < s);
+                if limit.in_flight < limit.limit {
+                    any_slot = true;
+                    if better(&normal) {
+                        normal = Some((share, u, l));
+                    }
+                // Only while nothing says "fewer at a time": back-pressure shrank the limit below the hint.
+                } else if limit.limit >= limit.cap
+                    && limit.in_flight < limit.limit + limit.burst
+                    && room_for_one_more
+                    && better(&burst)
+                {
+                    burst = Some((share, u, l));
+                }
+            }
+            let named = user.lanes.first().is_some_and(|lane| lane.server.is_some());
+            if named && looking && !user.probe_in_flight && !any_slot && all_have_room && probe.is_none() {
+                probe = Some(u);
+            }
+        }
+        match (normal, probe, burst) {
+            (Some((_, user, lane)), _, _) => Choice::Lane { user, lane, burst: false },
+            (None, Some(user), _) => Choice::Probe { user },
+            (None, None, Some((_, user, lane))) => Choice::Lane { user, lane, burst: true },
+            (None, None, None) => Choice::Wait { until, held },
+        }
+    }
+
+    /// A server an answer named: known from now on, with a lane on it for every user. Whether it was new.
+    fn learn_server(&mut self, server: &str, options: &ExecutorOptions) -> bool {
+        let new = !self.servers.iter().any(|s| s == server);
+        if new {
+            self.servers.push(server.to_string());
+            self.probes_without_news = 0;
+            tracing::debug!(server, "a web server more");
+        }
+        for user in self.users.iter_mut() {
+            // A user who has had no answer yet sends its first lane's requests to the first server known.
+            if let Some(first) = user.lanes.first_mut().filter(|lane| lane.server.is_none()) {
+                first.server = Some(self.servers[0].clone());
+            }
+            for server in &self.servers {
+                if !user.lanes.iter().any(|lane| lane.server.as_deref() == Some(server)) {
+                    let limit = Limit::new(options, self.dop_hint, self.learned);
+                    user.lanes.push(Lane { server: Some(server.clone()), limit, paused_until: None });
+                }
+            }
+        }
+        new
+    }
+
+    fn active(&self) -> impl Iterator<Item = &User> {
+        let any_active = self.users.iter().any(|u| !u.retired);
+        self.users.iter().filter(move |u| !u.retired || !any_active)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     requests: AtomicU64,
@@ -191,6 +434,7 @@ struct Counters {
     transient_failures: AtomicU64,
     held: AtomicU64,
     burst_requests: AtomicU64,
+    probes: AtomicU64,
     responses: Mutex<BTreeMap<u16, u64>>,
     latency_counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     /// Nanoseconds: a u64 holds 584 years of them.
@@ -200,80 +444,197 @@ struct Counters {
 #[derive(Debug)]
 pub struct Executor {
     options: ExecutorOptions,
-    limit: Mutex<Limit>,
+    lanes: Mutex<Lanes>,
     freed: Notify,
     pause_until: Mutex<Option<Instant>>,
     counters: Counters,
 }
 
-/// A slot among the requests in flight. Dropping it (request done, failed or abandoned) frees the slot, so
-/// a cancelled request never leaks one.
+/// A slot among the requests in flight, for one user on one web server. Dropping it (request done, failed or
+/// abandoned) frees the slot, so a cancelled request never leaks one.
+///
+/// The request it stands for goes out as [`user`](Self::user), with [`affinity`](Self::affinity) as its
+/// `ARRAffinity` cookie; the server named by its answer's cookie ([`answered_by`](Self::answered_by)) is the one
+/// whose budget the rest (time spent, the rate-limit header, a 429) is counted in.
 #[derive(Debug)]
 pub struct Permit<'a> {
     executor: &'a Executor,
+    user: usize,
+    /// The lane whose slot this is; `None` for a probe.
+    slot: Option<usize>,
+    /// The lane the answer is counted in: the slot's, until an answer names another server.
+    lane: Option<usize>,
+    affinity: Option<String>,
+    sent_at: Instant,
     at_full_concurrency: bool,
     /// What the server may have counted for this client when it admits the request: what it spent in the
     /// window, and what was in flight (which may have ended by then).
     counted_at_send: Duration,
-    /// When it was sent, and what this client had spent of the window then.
-    sent: Instant,
+    /// What this client had spent of the window when it sent the request.
     own_at_send: Duration,
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let mut limit = self.executor.lock_limit();
-        limit.in_flight -= 1;
-        drop(limit);
+        let mut lanes = self.executor.lock();
+        let user = &mut lanes.users[self.user];
+        match self.slot {
+            Some(slot) => user.lanes[slot].limit.in_flight -= 1,
+            None => user.probe_in_flight = false,
+        }
+        drop(lanes);
         self.executor.freed.notify_waiters();
     }
 }
 
 impl Permit<'_> {
+    /// The application user the request goes out as: an index into the executor's users.
+    pub fn user(&self) -> usize {
+        self.user
+    }
+
+    /// The web server to send the request to, as the value of its `ARRAffinity` cookie; `None` sends it
+    /// without one (a probe, or before any server named itself).
+    pub fn affinity(&self) -> Option<&str> {
+        self.affinity.as_deref()
+    }
+
+    /// The answer came from the web server its `ARRAffinity` cookie names (`None`: it set none). A server not
+    /// known yet gets a budget of its own; a probe's request is counted in it from when it was sent.
+    pub fn answered_by(&mut self, server: Option<&str>) {
+        let options = &self.executor.options;
+        let mut lanes = self.executor.lock();
+        let lanes = &mut *lanes;
+        let new = match server {
+            None => false,
+            Some(id) => {
+                // The first answer names the server the user's requests have gone to.
+                let user = &mut lanes.users[self.user];
+                let known = user.lanes.iter().any(|l| l.server.as_deref() == Some(id));
+                if let Some(slot) = self.slot.filter(|s| !known && user.lanes[*s].server.is_none()) {
+                    user.lanes[slot].server = Some(id.to_string());
+                }
+                lanes.learn_server(id, options)
+            }
+        };
+        let user = &mut lanes.users[self.user];
+        let lane = match server {
+            None => self.lane.unwrap_or(0),
+            Some(id) => user.lanes.iter().position(|l| l.server.as_deref() == Some(id)).unwrap_or(0),
+        };
+        if self.slot.is_none() {
+            user.lanes[lane].limit.budget.sent(self.sent_at);
+            if !new {
+                lanes.probes_without_news += 1;
+            }
+        }
+        self.lane = Some(lane);
+    }
+
+    fn with_lane<T>(&self, f: impl FnOnce(&mut Lane) -> T) -> T {
+        let mut lanes = self.executor.lock();
+        let user = &mut lanes.users[self.user];
+        let lane = self.lane.or(self.slot).unwrap_or(0).min(user.lanes.len() - 1);
+        f(&mut user.lanes[lane])
+    }
+
     /// A success: records the round trip and may widen the limit.
     pub fn succeeded(&self, rtt: Duration) {
-        let mut limit = self.executor.lock_limit();
-        limit.rtt = Some(match limit.rtt {
-            Some(past) => past.mul_f64(0.6) + rtt.mul_f64(0.4),
-            None => rtt,
-        });
-        if self.at_full_concurrency && limit.limit < limit.cap {
-            limit.full_successes += 1;
-            if limit.full_successes >= limit.limit {
-                limit.limit += 1;
-                limit.full_successes = 0;
-                drop(limit);
-                self.executor.freed.notify_waiters();
+        let grew = self.with_lane(|lane| {
+            let limit = &mut lane.limit;
+            limit.rtt = Some(match limit.rtt {
+                Some(past) => past.mul_f64(0.6) + rtt.mul_f64(0.4),
+                None => rtt,
+            });
+            if self.at_full_concurrency && limit.limit < limit.cap {
+                limit.full_successes += 1;
+                if limit.full_successes >= limit.limit {
+                    limit.limit += 1;
+                    limit.full_successes = 0;
+                    return true;
+                }
             }
+            false
+        });
+        if grew {
+            self.executor.freed.notify_waiters();
         }
     }
 
+    /// The request was answered, or timed out or lost its connection (the server may have run it): it spent
+    /// `took` of its server's window.
+    pub fn spent(&self, took: Duration) {
+        self.with_lane(|lane| lane.limit.budget.ended(Instant::now(), took));
+        self.executor.freed.notify_waiters();
+    }
+
     /// The server's `x-ms-ratelimit-time-remaining-xrm-requests` on this request's answer: what remained of the
-    /// user's execution time when it was admitted. More counted than this client accounts for is another
-    /// client's spending.
+    /// user's execution time on that server when it was admitted. More counted than this client accounts for
+    /// is another client's spending.
     pub fn server_remaining(&self, remaining: Duration) {
-        let mut limit = self.executor.lock_limit();
-        limit.budget.server_remaining(Instant::now(), remaining, self.counted_at_send, self.sent, self.own_at_send);
+        // Only for a request sent on the lane that answered: what a probe or a stray request was counted
+        // against is not known.
+        if self.slot.is_none() || self.lane != self.slot {
+            return;
+        }
+        self.with_lane(|lane| {
+            lane.limit.budget.server_remaining(
+                Instant::now(),
+                remaining,
+                self.counted_at_send,
+                self.sent_at,
+                self.own_at_send,
+            )
+        });
+    }
+
+    /// Back-pressure from this request's server (a concurrency refusal, a 5xx, a timeout): its lane's limit
+    /// shrinks, at most once a round trip.
+    pub fn back_off(&self) {
+        self.with_lane(|lane| lane.limit.back_off(Instant::now()));
+    }
+
+    /// A 429 for the request count or execution time: this user sends nothing more to this server before
+    /// `retry_after` from now.
+    pub fn pause_for(&self, retry_after: Duration) {
+        let until = Instant::now() + retry_after;
+        self.with_lane(|lane| {
+            if lane.paused_until.is_none_or(|p| p < until) {
+                lane.paused_until = Some(until);
+            }
+        });
     }
 }
 
 impl Executor {
     pub fn new(options: ExecutorOptions) -> Self {
-        let max = options.max_concurrency.max(1);
-        let limit = Limit {
-            limit: options.initial_concurrency.clamp(1, max),
-            cap: max,
-            in_flight: 0,
+        Self::with_users(options, 1)
+    }
+
+    /// An executor for `users` application users (at least one), each with a budget of its own on each web
+    /// server.
+    pub fn with_users(options: ExecutorOptions, users: usize) -> Self {
+        let users = (0..users.max(1))
+            .map(|_| User {
+                retired: false,
+                lanes: vec![Lane {
+                    server: None,
+                    limit: Limit::new(&options, None, options.window_limits),
+                    paused_until: None,
+                }],
+                probe_in_flight: false,
+            })
+            .collect();
+        let lanes = Lanes {
+            users,
+            servers: Vec::new(),
+            probes_without_news: 0,
             dop_hint: None,
-            full_successes: 0,
-            last_decrease: None,
-            rtt: None,
-            burst: 0,
-            budget: Budget::new(options.window_limits),
+            learned: options.window_limits,
         };
         Executor {
             options,
-            limit: Mutex::new(limit),
+            lanes: Mutex::new(lanes),
             freed: Notify::new(),
             pause_until: Mutex::new(None),
             counters: Counters::default(),
@@ -284,102 +645,133 @@ impl Executor {
         &self.options
     }
 
-    fn lock_limit(&self) -> std::sync::MutexGuard<'_, Limit> {
-        self.limit.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits out any pause and until the window has room, then for a free slot under the current limit (or a
-    /// burst slot, if the window has room for every request in flight).
+    /// Waits out any pause and until some user's window on some server has room, then takes a free slot
+    /// there: under that lane's limit, or a probe for a server not known yet, or a burst slot if the window
+    /// has room for every request in flight. Of the lanes that can send, the one whose window is least
+    /// spent.
     pub async fn acquire(&self) -> Permit<'_> {
         loop {
             self.wait_for_pause().await;
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            let held_until = {
-                let mut limit = self.lock_limit();
-                let now = Instant::now();
-                match limit.budget.hold(now, Duration::ZERO) {
-                    Some(until) => Some(until),
-                    None => {
+            let now = Instant::now();
+            let permit = {
+                let mut lanes = self.lock();
+                match lanes.choose(now) {
+                    Choice::Lane { user, lane, burst } => {
+                        let entry = &mut lanes.users[user].lanes[lane];
+                        let limit = &mut entry.limit;
                         let typical = limit.rtt.unwrap_or_default();
                         let in_flight = limit.in_flight;
-                        // Only while nothing says "fewer at a time": back-pressure shrank the limit below the hint.
-                        let burst = limit.limit >= limit.cap
-                            && in_flight >= limit.limit
-                            && in_flight < limit.limit + limit.burst
-                            && limit.budget.hold(now, typical * (in_flight as u32 + 1)).is_none();
-                        // What the server said remains is spent: one at a time until it says more.
-                        let probing =
-                            in_flight > 0 && limit.budget.spent_by_the_server_s_word(now, typical * in_flight as u32);
-                        if probing {
-                            Some(now + Duration::from_millis(100))
-                        } else if in_flight < limit.limit || burst {
-                            limit.in_flight += 1;
-                            limit.budget.sent(now);
-                            let own_at_send = limit.budget.own(now);
-                            let counted_at_send = own_at_send + typical * in_flight as u32;
-                            let at_full_concurrency = limit.in_flight >= limit.limit;
-                            drop(limit);
-                            if burst {
-                                self.counters.burst_requests.fetch_add(1, Ordering::Relaxed);
-                            }
-                            // A pause may have begun while this request queued for its slot.
-                            if self.paused_until().is_none() {
-                                return Permit {
-                                    executor: self,
-                                    at_full_concurrency,
-                                    counted_at_send,
-                                    sent: now,
-                                    own_at_send,
-                                };
-                            }
-                            self.lock_limit().in_flight -= 1;
-                            self.freed.notify_waiters();
-                            continue;
-                        } else {
-                            None
+                        limit.in_flight += 1;
+                        limit.budget.sent(now);
+                        let own_at_send = limit.budget.own(now);
+                        let counted_at_send = own_at_send + typical * in_flight as u32;
+                        let at_full_concurrency = limit.in_flight >= limit.limit;
+                        if burst {
+                            self.counters.burst_requests.fetch_add(1, Ordering::Relaxed);
                         }
+                        Ok(Permit {
+                            executor: self,
+                            user,
+                            slot: Some(lane),
+                            lane: Some(lane),
+                            affinity: entry.server.clone(),
+                            sent_at: now,
+                            at_full_concurrency,
+                            counted_at_send,
+                            own_at_send,
+                        })
                     }
+                    Choice::Probe { user } => {
+                        lanes.users[user].probe_in_flight = true;
+                        self.counters.probes.fetch_add(1, Ordering::Relaxed);
+                        Ok(Permit {
+                            executor: self,
+                            user,
+                            slot: None,
+                            lane: None,
+                            affinity: None,
+                            sent_at: now,
+                            at_full_concurrency: false,
+                            counted_at_send: Duration::ZERO,
+                            own_at_send: Duration::ZERO,
+                        })
+                    }
+                    Choice::Wait { until, held } => Err((until, held)),
                 }
             };
-            match held_until {
-                Some(until) => {
-                    self.counters.held.fetch_add(1, Ordering::Relaxed);
+            match permit {
+                // A pause may have begun while this request queued for its slot.
+                Ok(permit) if self.paused_until().is_none() => return permit,
+                Ok(permit) => drop(permit),
+                Err((until, held)) => {
+                    if held {
+                        self.counters.held.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // A burst slot may open as the window frees, without any request ending.
+                    let until = until.unwrap_or(now + Duration::from_millis(100));
                     tokio::select! {
                         _ = tokio::time::sleep_until(until.into()) => {}
                         _ = freed => {}
                     }
                 }
-                // A burst slot may open as the window frees, without any request ending.
-                None => {
-                    let _ = tokio::time::timeout(Duration::from_millis(100), freed).await;
-                }
             }
         }
     }
 
-    /// The most requests the executor sends at once now: its limit, and the burst slots while back-pressure
-    /// does not hold the limit under the hint. A caller splitting work into requests makes a multiple of it,
-    /// so that no round leaves slots idle.
+    /// The most requests the executor sends at once now: over every user in rotation and every server it
+    /// knows, its limit, and the burst slots while back-pressure does not hold the limit under the hint. A
+    /// caller splitting work into requests makes a multiple of it, so that no round leaves slots idle.
     pub fn parallelism(&self) -> usize {
-        let limit = self.lock_limit();
-        limit.limit + if limit.limit >= limit.cap { limit.burst } else { 0 }
+        let lanes = self.lock();
+        let total: usize = lanes
+            .active()
+            .flat_map(|u| &u.lanes)
+            .map(|l| l.limit.limit + if l.limit.limit >= l.limit.cap { l.limit.burst } else { 0 })
+            .sum();
+        total.max(1)
     }
 
-    /// An answered request, or one that timed out or lost its connection (the server may have run it): it
-    /// spent `took` of the window's execution time.
-    pub fn spent(&self, took: Duration) {
-        self.lock_limit().budget.ended(Instant::now(), took);
+    /// Takes a user out of rotation (its sign-in was refused): its requests go to the others. The last user in
+    /// rotation stays: there is nobody else to send them as, and the caller hears why they fail.
+    pub fn retire(&self, user: usize) -> bool {
+        let mut lanes = self.lock();
+        let others = lanes.users.iter().enumerate().any(|(i, u)| i != user && !u.retired);
+        if others {
+            lanes.users[user].retired = true;
+        }
+        drop(lanes);
+        self.freed.notify_waiters();
+        others
+    }
+
+    /// Puts a user back into rotation (its credentials were replaced).
+    pub fn reinstate(&self, user: usize) {
+        if let Some(u) = self.lock().users.get_mut(user) {
+            u.retired = false;
+        }
         self.freed.notify_waiters();
     }
 
-    /// The limits a 429's message states replace the model's.
+    /// The limits a 429's message states replace the model's, for every user and server: Dataverse applies the
+    /// same limits to each.
     pub fn learn_limits(&self, message: &str) {
-        let mut limit = self.lock_limit();
-        if limit.budget.learn(message) {
-            tracing::debug!(limits = ?limit.budget.limits(), "the server states its limits");
+        let mut lanes = self.lock();
+        let mut changed = false;
+        for lane in lanes.users.iter_mut().flat_map(|u| u.lanes.iter_mut()) {
+            changed |= lane.limit.budget.learn(message);
         }
+        let learned = lanes.users[0].lanes[0].limit.budget.limits();
+        if changed {
+            tracing::debug!(limits = ?learned, "the server states its limits");
+        }
+        lanes.learned = Some(learned);
     }
 
     fn paused_until(&self) -> Option<Instant> {
@@ -395,7 +787,7 @@ impl Executor {
         }
     }
 
-    /// Pauses the whole client: no request starts before `retry_after` from now.
+    /// Pauses the whole client, every user and server: no request starts before `retry_after` from now.
     pub fn pause_for(&self, retry_after: Duration) {
         let until = Instant::now() + retry_after;
         let mut pause = self.pause_until.lock().unwrap_or_else(|e| e.into_inner());
@@ -404,36 +796,28 @@ impl Executor {
         }
     }
 
-    /// Back-pressure (a concurrency refusal, a 5xx, a timeout): shrink the limit, at most once a round trip.
+    /// Back-pressure that names no server: every lane's limit shrinks, at most once a round trip each. An
+    /// answer's back-pressure is its own server's ([`Permit::back_off`]).
     pub fn back_off(&self) {
-        let mut limit = self.lock_limit();
         let now = Instant::now();
-        let interval = limit.rtt.unwrap_or(Duration::from_millis(100));
-        if limit.last_decrease.is_some_and(|t| now.duration_since(t) < interval) {
-            return;
+        for lane in self.lock().users.iter_mut().flat_map(|u| u.lanes.iter_mut()) {
+            lane.limit.back_off(now);
         }
-        limit.limit = (limit.limit * 3 / 4).max(1);
-        limit.full_successes = 0;
-        limit.last_decrease = Some(now);
     }
 
-    /// The server's recommended degree of parallelism: it seeds the limit once and caps it always.
+    /// The server's recommended degree of parallelism: it seeds each lane's limit once and caps it always.
     pub fn observe_dop_hint(&self, hint: usize) {
         let hint = hint.max(1);
-        let mut limit = self.lock_limit();
-        if limit.dop_hint == Some(hint) {
+        let mut lanes = self.lock();
+        if lanes.dop_hint == Some(hint) {
             return;
         }
-        let first = limit.dop_hint.is_none();
-        limit.dop_hint = Some(hint);
-        limit.cap = hint.min(self.options.max_concurrency.max(1));
-        let burst = (hint as f64 * self.options.burst.max(0.0)).round() as usize;
-        limit.burst = burst.min(self.options.max_concurrency.saturating_sub(limit.cap));
-        if first {
-            limit.limit = limit.cap;
+        let first = lanes.dop_hint.is_none();
+        lanes.dop_hint = Some(hint);
+        for lane in lanes.users.iter_mut().flat_map(|u| u.lanes.iter_mut()) {
+            lane.limit.observe_dop_hint(&self.options, hint, first);
         }
-        limit.limit = limit.limit.min(limit.cap);
-        drop(limit);
+        drop(lanes);
         self.freed.notify_waiters();
     }
 
@@ -481,7 +865,33 @@ impl Executor {
             counts: std::array::from_fn(|i| c.latency_counts[i].load(Ordering::Relaxed)),
             sum: Duration::from_nanos(c.latency_sum_nanos.load(Ordering::Relaxed)),
         };
-        let limit = self.lock_limit();
+        let now = Instant::now();
+        let mut lanes = self.lock();
+        let in_flight = lanes
+            .users
+            .iter()
+            .map(|u| u.lanes.iter().map(|l| l.limit.in_flight).sum::<usize>() + usize::from(u.probe_in_flight))
+            .sum();
+        let concurrency = lanes.active().flat_map(|u| &u.lanes).map(|l| l.limit.limit).sum();
+        let window_limits = lanes.users[0].lanes[0].limit.budget.limits();
+        let dop_hint = lanes.dop_hint;
+        let per_lane = lanes
+            .users
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(user, u)| {
+                let retired = u.retired;
+                u.lanes.iter_mut().map(move |l| LaneMetrics {
+                    user,
+                    web_server: l.server.clone(),
+                    retired,
+                    concurrency: l.limit.limit,
+                    in_flight: l.limit.in_flight,
+                    window_share_permille: (l.limit.budget.share(now) * 1000.0).round() as u32,
+                })
+            })
+            .collect();
+        drop(lanes);
         Metrics {
             requests: c.requests.load(Ordering::Relaxed),
             throttled_requests: c.throttled_requests.load(Ordering::Relaxed),
@@ -489,12 +899,14 @@ impl Executor {
             throttled_concurrency: c.throttled_concurrency.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             transient_failures: c.transient_failures.load(Ordering::Relaxed),
-            concurrency: limit.limit,
-            in_flight: limit.in_flight,
-            dop_hint: limit.dop_hint,
+            concurrency,
+            in_flight,
+            dop_hint,
             held: c.held.load(Ordering::Relaxed),
             burst_requests: c.burst_requests.load(Ordering::Relaxed),
-            window_limits: limit.budget.limits(),
+            probes: c.probes.load(Ordering::Relaxed),
+            window_limits,
+            lanes: per_lane,
             responses,
             latency,
         }
@@ -504,6 +916,16 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Back-pressure, as an answer on a slot brings it.
+    async fn back_off(e: &Executor) {
+        e.acquire().await.back_off();
+    }
+
+    /// Execution time spent, as an answer on a slot reports it.
+    async fn spend(e: &Executor, took: Duration) {
+        e.acquire().await.spent(took);
+    }
 
     fn executor(max: usize) -> Executor {
         Executor::new(ExecutorOptions { max_concurrency: max, ..Default::default() })
@@ -531,9 +953,9 @@ mod tests {
     async fn back_pressure_shrinks_and_successes_grow_the_limit() {
         let e = executor(52);
         e.observe_dop_hint(8);
-        e.back_off();
+        back_off(&e).await;
         assert_eq!(e.metrics().concurrency, 6);
-        e.back_off();
+        back_off(&e).await;
         assert_eq!(e.metrics().concurrency, 6, "one decrease per round trip");
         for _ in 0..6 {
             let permits: Vec<_> = futures::future::join_all((0..6).map(|_| e.acquire())).await;
@@ -602,7 +1024,7 @@ mod tests {
 
         // 36 s of the window's 40 spent: room for the hint's slots, not for more in flight.
         let e = budgeted(limits);
-        e.spent(Duration::from_secs(36));
+        spend(&e, Duration::from_secs(36)).await;
         let permits = acquired(&e, 4).await;
         permits[0].succeeded(Duration::from_secs(1));
         assert_eq!(permits.len(), 4);
@@ -611,7 +1033,7 @@ mod tests {
 
         // Back-pressure shrank the limit: no burst until it is back at the hint.
         let e = budgeted(limits);
-        e.back_off();
+        back_off(&e).await;
         assert_eq!(acquired(&e, 10).await.len(), 3);
     }
 
@@ -620,7 +1042,7 @@ mod tests {
         let limits =
             WindowLimits { requests: 1000, execution_time: Duration::from_secs(1), window: Duration::from_millis(300) };
         let e = budgeted(limits);
-        e.spent(Duration::from_secs(1));
+        spend(&e, Duration::from_secs(1)).await;
         let started = Instant::now();
         assert_eq!(acquired(&e, 1).await.len(), 0, "the window is spent");
         drop(e.acquire().await);
@@ -637,5 +1059,93 @@ mod tests {
         e.pause_for(Duration::ZERO);
         *e.pause_until.lock().unwrap() = None;
         let _permit = e.acquire().await;
+    }
+
+    fn lanes_of(e: &Executor) -> Vec<(usize, Option<String>)> {
+        e.metrics().lanes.into_iter().map(|l| (l.user, l.web_server)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_probe_finds_another_web_server_and_requests_go_to_the_least_spent_window() {
+        let e = Executor::new(ExecutorOptions { burst: 0.0, ..Default::default() });
+        e.observe_dop_hint(1);
+        let mut first = e.acquire().await;
+        assert_eq!(first.affinity(), None, "no server is known yet");
+        first.answered_by(Some("a"));
+        assert_eq!(lanes_of(&e), [(0, Some("a".to_string()))]);
+        let mut probe = tokio::time::timeout(Duration::from_millis(50), e.acquire()).await.expect("a probe goes out");
+        assert_eq!(probe.affinity(), None, "a probe goes without affinity");
+        probe.answered_by(Some("b"));
+        assert_eq!(e.metrics().probes, 1);
+        assert_eq!(e.metrics().web_servers(), 2);
+        first.spent(Duration::from_secs(100));
+        drop((first, probe));
+        assert_eq!(e.parallelism(), 2, "a slot on each server");
+        let next = e.acquire().await;
+        assert_eq!(next.affinity(), Some("b"), "b's window is less spent than a's");
+        let other = e.acquire().await;
+        assert_eq!(other.affinity(), Some("a"));
+    }
+
+    #[tokio::test]
+    async fn a_probe_answered_by_known_servers_is_counted_there_and_probing_stops() {
+        let e = Executor::new(ExecutorOptions { burst: 0.0, ..Default::default() });
+        e.observe_dop_hint(1);
+        let mut held = e.acquire().await;
+        held.answered_by(Some("only"));
+        for _ in 0..enough_probes(1) {
+            let mut probe = e.acquire().await;
+            assert_eq!(probe.affinity(), None);
+            probe.answered_by(Some("only"));
+        }
+        assert_eq!(e.metrics().probes, u64::from(enough_probes(1)));
+        let more = tokio::time::timeout(Duration::from_millis(50), e.acquire()).await;
+        assert!(more.is_err(), "the only server's slot is taken and there is nothing more to find");
+        assert_eq!(lanes_of(&e), [(0, Some("only".to_string()))]);
+    }
+
+    #[tokio::test]
+    async fn a_web_server_one_user_found_opens_a_lane_on_it_for_every_user() {
+        let e = Executor::with_users(Default::default(), 2);
+        e.observe_dop_hint(1);
+        let mut first = e.acquire().await;
+        let finder = first.user();
+        first.answered_by(Some("a"));
+        drop(first);
+        let a = Some("a".to_string());
+        assert_eq!(lanes_of(&e), [(0, a.clone()), (1, a)]);
+        let other = e.acquire().await;
+        assert_ne!(other.user(), finder, "the user whose window is least spent");
+        assert_eq!(other.affinity(), Some("a"), "to the server the other user found");
+    }
+
+    #[tokio::test]
+    async fn a_retired_user_sends_nothing_but_the_last_one_stays() {
+        let e = Executor::with_users(Default::default(), 2);
+        e.observe_dop_hint(2);
+        assert!(e.retire(0));
+        let permits: Vec<_> = futures::future::join_all((0..2).map(|_| e.acquire())).await;
+        assert!(permits.iter().all(|p| p.user() == 1), "only the user in rotation sends");
+        assert_eq!(e.parallelism(), 3, "its hint and burst: {:?}", e.metrics());
+        assert!(!e.retire(1), "nobody else is left to send as");
+        e.reinstate(0);
+        drop(permits);
+        let both: Vec<_> = futures::future::join_all((0..4).map(|_| e.acquire())).await;
+        assert_eq!(both.iter().filter(|p| p.user() == 0).count(), 2, "each user's slots are used");
+    }
+
+    #[tokio::test]
+    async fn a_throttle_pauses_its_user_on_its_server_only() {
+        let e = Executor::with_users(Default::default(), 2);
+        e.observe_dop_hint(1);
+        let (a, b) = (e.acquire().await, e.acquire().await);
+        assert_ne!(a.user(), b.user());
+        let paused = a.user();
+        a.pause_for(Duration::from_secs(60));
+        drop((a, b));
+        for _ in 0..3 {
+            let p = tokio::time::timeout(Duration::from_millis(50), e.acquire()).await.expect("the other user sends");
+            assert_ne!(p.user(), paused);
+        }
     }
 }

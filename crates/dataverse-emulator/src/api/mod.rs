@@ -192,9 +192,10 @@ async fn web_api(
     body: Bytes,
 ) -> Response {
     let request_id = Uuid::new_v4().to_string();
+    let server = env.limiter.route(affinity(&headers).as_deref());
     let mut response = match authenticate(&env, &headers) {
         Err(problem) => unauthorized(&env, problem),
-        Ok(caller) => match env.limiter.admit(caller) {
+        Ok(caller) => match env.limiter.admit(server, caller) {
             Err(throttled) => throttled_response(&throttled),
             Ok(mut admission) => {
                 let started = Instant::now();
@@ -205,7 +206,7 @@ async fn web_api(
                 };
                 // The request takes as long as its work costs, and that cost counts against the limits.
                 let work = response.extensions_mut().remove::<Work>().unwrap_or_default();
-                let cost = env.limiter.shared(env.cost.of(work));
+                let cost = env.limiter.shared(server, env.cost().of(work));
                 admission.set_cost(cost);
                 if let Some(wait) = cost.checked_sub(started.elapsed()) {
                     tokio::time::sleep(wait).await;
@@ -225,10 +226,32 @@ async fn web_api(
         },
     };
     set_header(&mut response, "x-ms-dop-hint", &env.limiter.limits().dop_hint.to_string());
+    // As Azure App Service's load balancer: the server that answered, for the client to come back to.
+    let secure = if env.url.starts_with("https:") { "; Secure" } else { "" };
+    set_header(
+        &mut response,
+        "set-cookie",
+        &format!("{AFFINITY_COOKIE}={}; Path=/; HttpOnly{secure}", env.limiter.web_server_id(server)),
+    );
     set_header(&mut response, "odata-version", "4.0");
     set_header(&mut response, "req_id", &request_id);
     set_header(&mut response, "x-ms-service-request-id", &request_id);
     response
+}
+
+/// The cookie Azure App Service's load balancer pins a client to a web server with.
+pub const AFFINITY_COOKIE: &str = "ARRAffinity";
+
+/// The web server the request's `ARRAffinity` cookie names, if it carries one.
+fn affinity(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == AFFINITY_COOKIE)
+        .map(|(_, value)| value.trim().to_string())
 }
 
 /// `scheme://host:port` as the client called it, for the links the answer carries: the host from `Host`

@@ -136,3 +136,141 @@ async fn timed(env: &Env) -> Duration {
     assert_eq!(reply.status, StatusCode::OK);
     started.elapsed()
 }
+
+/// The web server an answer came from, by the `ARRAffinity` cookie it sets.
+fn web_server(reply: &Reply) -> String {
+    let cookie = reply.header("set-cookie").expect("every answer sets the affinity cookie");
+    let (pair, attributes) = cookie.split_once(';').expect("a cookie with attributes");
+    assert!(attributes.contains("Path=/"), "{cookie}");
+    pair.strip_prefix("ARRAffinity=").expect("the ARRAffinity cookie").to_string()
+}
+
+async fn get_on(env: &Env, server: &str) -> Reply {
+    env.send(env.request(reqwest::Method::GET, "WhoAmI").header("Cookie", format!("ARRAffinity={server}"))).await
+}
+
+fn on_three_servers(limits: Limits) -> EmulatorConfig {
+    EmulatorConfig { web_servers: 3, ..limited(limits, CostModel::free()) }
+}
+
+#[tokio::test]
+async fn s9_1_the_arr_affinity_cookie_pins_a_client_to_one_web_server() {
+    let env = Env::with(on_three_servers(Limits { requests: 1000, ..small_limits() })).await;
+    let first = env.get("WhoAmI").await;
+    let server = web_server(&first);
+    assert_eq!(server.len(), 64, "an id as Azure App Service's: {server}");
+    let mut remaining = Vec::new();
+    for _ in 0..6 {
+        let reply = get_on(&env, &server).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(web_server(&reply), server, "the cookie's server answers");
+        remaining.push(reply.header("x-ms-ratelimit-burst-remaining-xrm-requests").unwrap().parse::<u32>().unwrap());
+    }
+    // One server counts them all: what remains falls by one a request.
+    assert!(remaining.windows(2).all(|w| w[1] + 1 == w[0]), "{remaining:?}");
+    // An id no server has is answered by one of them, which says which.
+    let stray = get_on(&env, "0000").await;
+    assert_eq!(stray.status, StatusCode::OK);
+    assert_eq!(web_server(&stray).len(), 64);
+}
+
+#[tokio::test]
+async fn s9_1_without_the_cookie_requests_are_spread_over_the_web_servers() {
+    let env = Env::with(on_three_servers(Limits { requests: 1000, ..small_limits() })).await;
+    let mut servers = Vec::new();
+    for _ in 0..9 {
+        let reply = env.get("WhoAmI").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        servers.push(web_server(&reply));
+    }
+    let distinct: std::collections::HashSet<_> = servers.iter().collect();
+    assert_eq!(distinct.len(), 3, "{servers:?}");
+    for server in &distinct {
+        assert_eq!(servers.iter().filter(|s| s == server).count(), 3, "in turn: {servers:?}");
+    }
+    let one = Env::with(limited(small_limits(), CostModel::free())).await;
+    let a = web_server(&one.get("WhoAmI").await);
+    assert_eq!(web_server(&one.get("WhoAmI").await), a, "a single server answers everything");
+}
+
+#[tokio::test]
+async fn s9_1_three_web_servers_give_a_user_three_budgets() {
+    // 10 requests per window and server: 30 over three servers, and the 11th on any one is refused.
+    let env = Env::with(on_three_servers(small_limits())).await;
+    let mut servers = std::collections::HashSet::new();
+    while servers.len() < 3 {
+        servers.insert(web_server(&env.get("WhoAmI").await));
+        assert!(servers.len() <= 3);
+    }
+    let servers: Vec<String> = servers.into_iter().collect();
+    let started = Instant::now();
+    for server in &servers {
+        let mut served = 0;
+        loop {
+            let reply = get_on(&env, server).await;
+            if reply.status == StatusCode::TOO_MANY_REQUESTS {
+                reply.assert_error(429, "0x80072322", "exceeded the limit of 10 over time window of 2 seconds");
+                assert_eq!(web_server(&reply), *server, "the refusal says whose budget is spent");
+                break;
+            }
+            assert_eq!(reply.status, StatusCode::OK);
+            served += 1;
+            assert!(served <= 10, "no server serves more than its limit");
+        }
+        assert!(served >= 7, "each server has its own budget: {served} served on {server}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "all within one window");
+}
+
+#[tokio::test]
+async fn s9_1_each_app_registration_is_an_application_user_with_a_budget_of_its_own() {
+    let other = dataverse_emulator::AppRegistration {
+        client_id: uuid::Uuid::new_v4(),
+        client_secret: dataverse_emulator::Secret::new("an0ther-s3cret"),
+    };
+    let config = EmulatorConfig { applications: vec![other.clone()], ..limited(small_limits(), CostModel::free()) };
+    let env = Env::with(config).await;
+    let answer: serde_json::Value = env
+        .http
+        .post(&env.emulator.token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &other.client_id.to_string()),
+            ("client_secret", other.client_secret.expose()),
+            ("scope", &format!("{}/.default", env.emulator.url)),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let other_token = answer["access_token"].as_str().expect("the other registration signs in").to_string();
+    let as_other = || env.send(env.http.get(env.api("WhoAmI")).bearer_auth(&other_token));
+    let first_user = env.get("WhoAmI").await.json()["UserId"].clone();
+    let other_user = as_other().await.json()["UserId"].clone();
+    assert_ne!(first_user, other_user, "each registration acts as its own application user");
+    let user: serde_json::Value =
+        env.get(&format!("systemusers({})?$select=applicationid", other_user.as_str().unwrap())).await.json();
+    assert_eq!(user["applicationid"], other.client_id.to_string());
+    // The first user spends its window; the other still has its own.
+    while env.get("WhoAmI").await.status != StatusCode::TOO_MANY_REQUESTS {}
+    assert_eq!(as_other().await.status, StatusCode::OK);
+    // A wrong secret names the registration, never a secret.
+    let refused = env
+        .http
+        .post(&env.emulator.token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &other.client_id.to_string()),
+            ("client_secret", env.emulator.client_secret.expose()),
+            ("scope", &format!("{}/.default", env.emulator.url)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("AADSTS7000215") && text.contains(&other.client_id.to_string()), "{text}");
+    assert!(!text.contains(env.emulator.client_secret.expose()) && !text.contains("an0ther-s3cret"), "{text}");
+}
