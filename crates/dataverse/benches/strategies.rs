@@ -28,8 +28,10 @@
 //! parallelism of the fixed strategy; `STRATEGIES=patch-fixed,adaptive-bulk,sdk-16` runs a subset (keys:
 //! patch-sequential, patch-fixed, batch, update-multiple, adaptive-bulk, adaptive-patch, sdk-sequential,
 //! sdk-16).
-//! On this project's 2-core machine the adaptive executor wrote 637 records/s against a ceiling of 654 (0.97×)
-//! with one 429, where 16 PATCHes in parallel got 32; BENCHMARKS.md has the whole table.
+//! On this project's 2-core machine, over 60 s, the adaptive executor wrote 656 records/s against a ceiling of
+//! 654 (1.00×) with one 429, where 16 PATCHes in parallel got 32 429s and Microsoft's SDK with 16 callers wrote
+//! 619 records/s with 24; over ten windows (300 s) 617 (0.94×, one 429) against the SDK's 566 (123 429s).
+//! BENCHMARKS.md has the whole tables.
 
 use bytes::Bytes;
 use dataverse::batch::{self, Batch, Operation};
