@@ -1,7 +1,18 @@
 //! Ways of writing to Dynamics, side by side: one `PATCH` per record sent one after another (what most
 //! connectors do), the same with a fixed number of requests in flight, `$batch` of 1,000, `UpdateMultiple` of
-//! 1,000 sent one after another, and dynsync's adaptive executor (with `UpdateMultiple` of 1,000, as
-//! activation writes, and with one `PATCH` per record, to compare its 429s with fixed parallelism's).
+//! 1,000 sent one after another, dynsync's adaptive executor (with `UpdateMultiple` of 1,000, as
+//! activation writes, and with one `PATCH` per record, to compare its 429s with fixed parallelism's), and
+//! Microsoft's Python Dataverse SDK (PyPI `powerplatform-dataverse-client`), one call at a time and with 16
+//! concurrent callers.
+//!
+//! The SDK's rows run `bench/dataverse_sdk.py` with the interpreter named by `DATAVERSE_SDK_PYTHON`, which
+//! `bench/run strategies` sets after installing the pinned SDK into `bench/.venv`; without it, those rows are
+//! skipped with a line saying so. Each caller calls `records.update("contact", ids, changes)` with 1,000 ids
+//! (one `UpdateMultiple` request) one call after another, and on a 429 waits the `Retry-After` the SDK hands
+//! it and calls again, as the SDK's users must: the SDK retries network errors only. The SDK refuses any
+//! URL but `https://`, so its emulator serves TLS with a certificate of its own, trusted through
+//! `REQUESTS_CA_BUNDLE`; nothing in the SDK is changed, and its records are read back from the emulator's
+//! store rather than through the Web API (the dataverse client trusts the system's roots only).
 //!
 //! Each strategy gets an emulator of its own (so that one strategy's usage never throttles the next) with the
 //! default cost model and Dynamics 365's limits scaled to a 30 s window (a tenth of the requests and of the
@@ -14,18 +25,26 @@
 //! and `d = cost_per_request + N × cost_per_record_written`.
 //!
 //! `cargo bench -p dataverse --bench strategies [-- --json FILE]`; `FIXED_PARALLELISM` (16) sets the
-//! parallelism of the fixed strategy; `STRATEGIES=patch-fixed,adaptive-bulk` runs a subset.
-//! On this project's 2-core machine the adaptive executor wrote 637 records/s against a ceiling of 654 (0.97×)
-//! with one 429, where 16 PATCHes in parallel got 32; BENCHMARKS.md has the whole table.
+//! parallelism of the fixed strategy; `STRATEGIES=patch-fixed,adaptive-bulk,sdk-16` runs a subset (keys:
+//! patch-sequential, patch-fixed, batch, update-multiple, adaptive-bulk, adaptive-patch, sdk-sequential,
+//! sdk-16).
+//! On this project's 2-core machine, over 60 s, the adaptive executor wrote 656 records/s against a ceiling of
+//! 654 (1.00×) with one 429, where 16 PATCHes in parallel got 32 429s and Microsoft's SDK with 16 callers wrote
+//! 619 records/s with 24; over ten windows (300 s) 617 (0.94×, one 429) against the SDK's 566 (123 429s).
+//! BENCHMARKS.md has the whole tables.
 
 use bytes::Bytes;
 use dataverse::batch::{self, Batch, Operation};
 use dataverse::{BulkOperation, BulkOptions, Client, Environment, Query, Record, Table, TokenProvider};
+use dataverse_emulator::value::Value;
 use dataverse_emulator::{CostModel, EmulatorConfig, Limits, RunningEmulator};
 use futures::{StreamExt, TryStreamExt, stream};
 use reqwest::{Method, StatusCode};
+use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::{credentials, env_number, json_file, seed_contacts};
@@ -64,6 +83,8 @@ enum Kind {
     UpdateMultipleSequential,
     AdaptiveBulk,
     AdaptivePatch,
+    /// Microsoft's Python SDK, `records.update` of `per_request` ids by each of `in_flight` callers.
+    PythonSdk,
 }
 
 struct Strategy {
@@ -91,6 +112,8 @@ fn strategies(fixed: usize, dop_hint: usize) -> Vec<Strategy> {
         s("update-multiple", "UpdateMultiple of 1,000, sequential", Kind::UpdateMultipleSequential, 1000, 1),
         s("adaptive-bulk", "dynsync: adaptive executor, UpdateMultiple of 1,000", Kind::AdaptiveBulk, 1000, dop_hint),
         s("adaptive-patch", "dynsync: adaptive executor, one PATCH per record", Kind::AdaptivePatch, 1, dop_hint),
+        s("sdk-sequential", "Microsoft's Python SDK, one call at a time", Kind::PythonSdk, 1000, 1),
+        s("sdk-16", "Microsoft's Python SDK, 16 concurrent callers", Kind::PythonSdk, 1000, 16),
     ]
 }
 
@@ -108,6 +131,8 @@ struct Measured {
     elapsed: Duration,
     requests: u64,
     throttled: u64,
+    /// 429s the client itself counted, where it reports them (the SDK's script).
+    client_throttled: Option<u64>,
     lost: usize,
     ceiling: f64,
 }
@@ -281,6 +306,7 @@ async fn write_until(
             }
             (done, client.requests.load(Ordering::Relaxed))
         }
+        Kind::PythonSdk => unreachable!("the SDK's rows are run by python_sdk"),
         Kind::AdaptiveBulk | Kind::AdaptivePatch => {
             let environment = Environment::from_url(&emulator.url).expect("the emulator's URL");
             let client = Client::new(environment, credentials(emulator));
@@ -353,10 +379,92 @@ async fn read_back(emulator: &RunningEmulator) -> HashMap<Uuid, String> {
         .expect("every contact reads back")
 }
 
-async fn measure(strategy: &Strategy, seconds: f64) -> Measured {
+/// What `bench/dataverse_sdk.py` prints: one JSON line.
+#[derive(Deserialize)]
+struct SdkReport {
+    records: usize,
+    /// `(first update, count)` of every call the SDK acknowledged.
+    chunks: Vec<(usize, usize)>,
+    failed_calls: u64,
+    failures: Vec<String>,
+    /// Web API requests and 429s, counted by the script from the HTTP answers.
+    requests: u64,
+    throttled: u64,
+    elapsed_seconds: f64,
+}
+
+/// The Python script that drives Microsoft's SDK.
+fn sdk_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/dataverse_sdk.py")
+}
+
+/// Runs `bench/dataverse_sdk.py` with `python` against `emulator` (on HTTPS, its certificate at `certificate`):
+/// `strategy.in_flight` callers, `records.update` of `strategy.per_request` contacts a call, for `seconds`.
+/// The script writes the same values as the other strategies (`<key>-<index>`), and times itself from
+/// before sign-in to its last call's end, as the other strategies are timed from before their client exists.
+async fn python_sdk(
+    strategy: &Strategy,
+    emulator: &RunningEmulator,
+    updates: &[(Uuid, String)],
+    seconds: f64,
+    python: &Path,
+    certificate: &Path,
+) -> SdkReport {
+    let ids_file = certificate.with_file_name("contacts.txt");
+    let ids: String = updates.iter().map(|(id, _)| format!("{id}\n")).collect();
+    std::fs::write(&ids_file, ids).expect("writing the contact ids for the SDK's script");
+    let mut command = tokio::process::Command::new(python);
+    command
+        .arg(sdk_script())
+        .args(["--url", &emulator.url, "--ids"])
+        .arg(&ids_file)
+        .args(["--callers", &strategy.in_flight.to_string(), "--per-call", &strategy.per_request.to_string()])
+        .args(["--seconds", &seconds.to_string(), "--prefix", strategy.key])
+        .env("DATAVERSE_TENANT_ID", emulator.tenant_id.to_string())
+        .env("DATAVERSE_CLIENT_ID", emulator.client_id.to_string())
+        .env("DATAVERSE_CLIENT_SECRET", emulator.client_secret.expose())
+        // How a requests user trusts a certificate of their own; the SDK is not changed.
+        .env("REQUESTS_CA_BUNDLE", certificate)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let child = command.spawn().unwrap_or_else(|e| {
+        panic!("{} could not start: {e}; DATAVERSE_SDK_PYTHON must name a Python interpreter", python.display())
+    });
+    // Calls started before the deadline finish, with their retries; a run far beyond that is a fault.
+    let limit = Duration::from_secs_f64(seconds * 2.0 + 600.0);
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the SDK's script ran over {} s and was stopped", limit.as_secs()))
+        .expect("the SDK's script can be waited for");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the SDK's script failed ({}); its output:\n{stdout}", output.status);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("the SDK's script printed {line:?}, not its JSON report: {e}"))
+}
+
+/// Reads every contact's `jobtitle` from the emulator's store: for the SDK's rows, whose emulator serves HTTPS
+/// with a certificate of its own, which the dataverse client (the system's roots only) does not trust.
+fn read_back_from_store(emulator: &RunningEmulator) -> HashMap<Uuid, String> {
+    let data = emulator.environment.store.read();
+    let text = |value: Option<&Value>| match value {
+        Some(Value::Text(text)) => text.clone(),
+        _ => String::new(),
+    };
+    data.rows("contact").rows.iter().map(|(id, row)| (*id, text(row.get("jobtitle")))).collect()
+}
+
+async fn measure(strategy: &Strategy, seconds: f64, python: Option<&Path>) -> Measured {
     let limits = scaled_limits();
     let cost = CostModel::default();
-    let emulator = EmulatorConfig { limits, cost, ..Default::default() }.start().await.expect("the emulator starts");
+    // The SDK refuses any URL but https://: its emulator serves TLS, with a certificate the script trusts.
+    let directory = std::env::temp_dir().join(format!("dynsync-strategies-{}", Uuid::new_v4()));
+    let certificate = (strategy.kind == Kind::PythonSdk).then(|| {
+        std::fs::create_dir_all(&directory).expect("a temporary directory");
+        directory.join("emulator.pem")
+    });
+    let config = EmulatorConfig { limits, cost, tls_certificate: certificate.clone(), ..Default::default() };
+    let emulator = config.start().await.expect("the emulator starts");
     // Enough contacts that no strategy runs out: its requests in flight, each as short as it can be, for the
     // whole run, plus one more round.
     let d = (cost.per_request + cost.per_record_written * strategy.per_request as u32).as_secs_f64();
@@ -366,19 +474,32 @@ async fn measure(strategy: &Strategy, seconds: f64) -> Measured {
     let updates: Vec<(Uuid, String)> =
         ids.iter().enumerate().map(|(i, id)| (*id, format!("{}-{i}", strategy.key))).collect();
 
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(seconds);
-    let (done, requests) = write_until(strategy, &emulator, &updates, deadline).await;
-    let elapsed = started.elapsed();
+    let (done, requests, elapsed, client_throttled) = if let Some(certificate) = &certificate {
+        let python = python.expect("the SDK's rows are selected only with DATAVERSE_SDK_PYTHON");
+        let report = python_sdk(strategy, &emulator, &updates, seconds, python, certificate).await;
+        let _ = std::fs::remove_dir_all(&directory);
+        if report.failed_calls > 0 {
+            eprintln!("  {} calls not acknowledged, for example: {:?}", report.failed_calls, report.failures);
+        }
+        let done: Vec<usize> = report.chunks.iter().flat_map(|&(start, count)| start..start + count).collect();
+        assert_eq!(done.len(), report.records, "the SDK's script counts the records of the chunks it reports");
+        (done, report.requests, Duration::from_secs_f64(report.elapsed_seconds), Some(report.throttled))
+    } else {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(seconds);
+        let (done, requests) = write_until(strategy, &emulator, &updates, deadline).await;
+        (done, requests, started.elapsed(), None)
+    };
     let throttled = emulator.environment.limiter.refused();
 
-    let found = read_back(&emulator).await;
+    let found = if certificate.is_some() { read_back_from_store(&emulator) } else { read_back(&emulator).await };
     let lost = done.iter().filter(|&&i| found.get(&updates[i].0) != Some(&updates[i].1)).count();
     Measured {
         written: done.len(),
         elapsed,
         requests,
         throttled,
+        client_throttled,
         lost,
         ceiling: ceiling(&limits, &cost, strategy.per_request),
     }
@@ -392,20 +513,29 @@ fn main() {
         std::env::var("STRATEGIES").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let limits = scaled_limits();
     let all = strategies(fixed, limits.dop_hint as usize);
-    let selected: Vec<&Strategy> =
+    let mut selected: Vec<&Strategy> =
         all.iter().filter(|s| chosen.as_ref().is_none_or(|c| c.iter().any(|k| k == s.key))).collect();
+    let python = std::env::var_os("DATAVERSE_SDK_PYTHON").filter(|v| !v.is_empty()).map(PathBuf::from);
+    if python.is_none() && selected.iter().any(|s| s.kind == Kind::PythonSdk) {
+        eprintln!(
+            "Microsoft's Python SDK rows skipped: `bench/run strategies` installs the SDK from PyPI and runs them \
+             (or set DATAVERSE_SDK_PYTHON to a Python that has powerplatform-dataverse-client)."
+        );
+        selected.retain(|s| s.kind != Kind::PythonSdk);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
 
     let mut results = Vec::new();
     for strategy in &selected {
         eprintln!("{}: {seconds} s…", strategy.name);
-        let measured = runtime.block_on(measure(strategy, seconds));
+        let measured = runtime.block_on(measure(strategy, seconds, python.as_deref()));
         eprintln!(
-            "  {} records in {:.1} s: {:.1}/s, {} 429s, {} lost",
+            "  {} records in {:.1} s: {:.1}/s, {} 429s{}, {} lost",
             measured.written,
             measured.elapsed.as_secs_f64(),
             measured.per_second(),
             measured.throttled,
+            measured.client_throttled.map_or(String::new(), |n| format!(" ({n} seen by the client)")),
             measured.lost
         );
         results.push((*strategy, measured));
@@ -450,6 +580,7 @@ fn main() {
             "ratio_to_ceiling": m.per_second() / m.ceiling,
             "speedup_over_sequential_patch": speedup,
             "throttled": m.throttled,
+            "throttled_seen_by_client": m.client_throttled,
             "requests": m.requests,
             "records_written": m.written,
             "records_lost": m.lost,
