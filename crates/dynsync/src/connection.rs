@@ -1,16 +1,27 @@
 //! Dynamics 365 connections: how each signs in, and testing one the way dynsync uses it — sign in, then `WhoAmI`
 //! in the environment. A failure says, in plain words, what is wrong and what to change.
+//!
+//! A destination connection may sign in as several app registrations of one tenant (`additionalRegistrations`),
+//! each an application user with its own budget under Dataverse's service protection limits: its client spreads
+//! the load over them. Each one's secret is as secret as the main one: sealed at rest, never shown, never logged.
 
 use crate::hosts::{AllowedHosts, HostRefused};
 use crate::ids::{ConnectionId, ConnectionSpecId, Etag, Sandbox};
 use crate::specs;
 use chrono::{DateTime, Utc};
 use dataverse::{
-    AuthError, Client, ClientCredentials, Credentials, Environment, Error, PasswordCredentials, Region, Secret, WhoAmI,
+    AuthError, Client, ClientCredentials, Credentials, Environment, Error, ExecutorOptions, PasswordCredentials,
+    Region, Secret, WhoAmI,
 };
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// The most app registrations a connection may add to its main one.
+pub const MAX_ADDITIONAL_REGISTRATIONS: usize = 16;
+
+/// The auth parameter that lists a destination's app registrations besides the main one.
+pub const ADDITIONAL_REGISTRATIONS: &str = "additionalRegistrations";
 
 /// Microsoft's public sample app, which Dataverse accepts for the password sign-in when the user names no app.
 pub const PUBLIC_CLIENT_ID: &str = "51f81489-12ee-4a9e-aaae-a2591f45987d";
@@ -64,6 +75,15 @@ pub struct DestinationAuth {
     pub region: Option<String>,
     pub environment_url: String,
     pub authority_host: Option<String>,
+    /// More app registrations of the same tenant, each an application user of the environment.
+    pub additional: Vec<AdditionalRegistration>,
+}
+
+/// An app registration a destination signs in as besides its main one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdditionalRegistration {
+    pub client_id: uuid::Uuid,
+    pub client_secret: Secret,
 }
 
 /// A destination connection ready to use: the environment and the credentials a [`Client`] needs.
@@ -74,11 +94,22 @@ pub struct DestinationConnection {
     pub environment: Environment,
     /// An app registration's, or a user's (the password grant).
     pub credentials: Credentials,
+    /// The other app registrations it signs in as, in the order of `additionalRegistrations`.
+    pub additional: Vec<Credentials>,
 }
 
 impl DestinationConnection {
+    /// Every registration the connection signs in as, the main one first.
+    pub fn registrations(&self) -> Vec<Credentials> {
+        std::iter::once(self.credentials.clone()).chain(self.additional.iter().cloned()).collect()
+    }
+
     pub fn client(&self) -> Client {
-        Client::new(self.environment.clone(), self.credentials.clone())
+        if self.additional.is_empty() {
+            return Client::new(self.environment.clone(), self.credentials.clone());
+        }
+        Client::with_registrations(self.environment.clone(), self.registrations(), ExecutorOptions::default())
+            .expect("the main registration is always there")
     }
 }
 
@@ -95,6 +126,9 @@ pub enum AuthParamsError {
     Unknown(String, String, String),
     #[error("auth.params: {0}")]
     Environment(#[from] dataverse::EnvironmentError),
+    /// Every problem of `additionalRegistrations`, each starting with its place.
+    #[error("{}", .0.join("; "))]
+    Registrations(Vec<String>),
 }
 
 impl ConnectionAuth {
@@ -118,7 +152,13 @@ impl ConnectionAuth {
             known: specs::auth_spec_names(spec).iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
         })?;
         let mut values = BTreeMap::new();
+        let mut additional = Vec::new();
         for (name, value) in params {
+            if name == ADDITIONAL_REGISTRATIONS && spec_name == specs::CLIENT_CREDENTIALS_AUTH {
+                let main = params.get("clientId").and_then(Json::as_str).unwrap_or_default();
+                additional = additional_registrations(value, main).map_err(AuthParamsError::Registrations)?;
+                continue;
+            }
             if !definition.iter().any(|p| p.name == name) {
                 let names = definition.iter().map(|p| p.name).collect::<Vec<_>>().join(", ");
                 return Err(AuthParamsError::Unknown(name.clone(), spec_name.to_string(), names));
@@ -156,14 +196,16 @@ impl ConnectionAuth {
                 region: take("region"),
                 environment_url: take("environmentUrl").unwrap_or_default(),
                 authority_host: take("authorityHost"),
+                additional,
             }),
         };
         auth.environment()?;
         Ok(auth)
     }
 
-    /// The parameters that may be shown, and the secret ones, by name.
-    pub fn to_params(&self) -> (Map<String, Json>, BTreeMap<&'static str, Secret>) {
+    /// The parameters that may be shown, and the secret ones, by place (`clientSecret`,
+    /// `additionalRegistrations[1].clientSecret`); [`with_secrets`] puts them back.
+    pub fn to_params(&self) -> (Map<String, Json>, BTreeMap<String, Secret>) {
         let mut public = Map::new();
         let mut secret = BTreeMap::new();
         let mut put = |name: &str, value: &Option<String>| {
@@ -178,14 +220,21 @@ impl ConnectionAuth {
                 put("region", &d.region);
                 put("environmentUrl", &Some(d.environment_url.clone()));
                 put("authorityHost", &d.authority_host);
-                secret.insert("clientSecret", d.client_secret.clone());
+                secret.insert("clientSecret".to_string(), d.client_secret.clone());
+                if !d.additional.is_empty() {
+                    let ids = d.additional.iter().map(|r| json_object([("clientId", r.client_id.to_string())]));
+                    public.insert(ADDITIONAL_REGISTRATIONS.to_string(), Json::Array(ids.collect()));
+                    for (i, r) in d.additional.iter().enumerate() {
+                        secret.insert(format!("{ADDITIONAL_REGISTRATIONS}[{i}].clientSecret"), r.client_secret.clone());
+                    }
+                }
             }
             ConnectionAuth::Password { service_uri, username, password, client_id, authority_host } => {
                 put("serviceUri", &Some(service_uri.clone()));
                 put("username", &Some(username.clone()));
                 put("clientId", client_id);
                 put("authorityHost", authority_host);
-                secret.insert("password", password.clone());
+                secret.insert("password".to_string(), password.clone());
             }
             ConnectionAuth::ServicePrincipal {
                 service_uri,
@@ -198,7 +247,7 @@ impl ConnectionAuth {
                 put("servicePrincipalId", &Some(service_principal_id.clone()));
                 put("tenantId", tenant_id);
                 put("authorityHost", authority_host);
-                secret.insert("servicePrincipalKey", service_principal_key.clone());
+                secret.insert("servicePrincipalKey".to_string(), service_principal_key.clone());
             }
         }
         (public, secret)
@@ -249,6 +298,118 @@ impl ConnectionAuth {
     }
 }
 
+/// The parameters of [`ConnectionAuth::to_params`] with the secrets put back in their places, as
+/// [`ConnectionAuth::from_params`] reads them.
+pub fn with_secrets(mut params: Map<String, Json>, secrets: &BTreeMap<String, Secret>) -> Map<String, Json> {
+    for (place, secret) in secrets {
+        let value = Json::String(secret.expose().to_string());
+        let nested = place
+            .strip_prefix(ADDITIONAL_REGISTRATIONS)
+            .and_then(|rest| rest.strip_prefix('['))
+            .and_then(|rest| rest.split_once("]."))
+            .and_then(|(index, name)| Some((index.parse::<usize>().ok()?, name)));
+        match nested {
+            Some((index, name)) => {
+                let entry = params.get_mut(ADDITIONAL_REGISTRATIONS).and_then(|list| list.get_mut(index));
+                if let Some(Json::Object(entry)) = entry {
+                    entry.insert(name.to_string(), value);
+                }
+            }
+            None => {
+                params.insert(place.clone(), value);
+            }
+        }
+    }
+    params
+}
+
+/// The parameter a secret's place belongs to: `additionalRegistrations` for each of its secrets.
+pub fn param_of(place: &str) -> &str {
+    place.split(['[', '.']).next().unwrap_or(place)
+}
+
+fn json_object<const N: usize>(fields: [(&str, String); N]) -> Json {
+    Json::Object(fields.into_iter().map(|(k, v)| (k.to_string(), Json::String(v))).collect())
+}
+
+/// Reads `additionalRegistrations`: a list of `{clientId, clientSecret}`, each client id a GUID, none twice and
+/// none the main `clientId`. Every problem is returned, each named by its place.
+fn additional_registrations(value: &Json, main_client_id: &str) -> Result<Vec<AdditionalRegistration>, Vec<String>> {
+    let place = format!("auth.params.{ADDITIONAL_REGISTRATIONS}");
+    let Json::Array(list) = value else {
+        return Err(vec![format!("{place} must be a list of {{clientId, clientSecret}}, one per app registration")]);
+    };
+    let mut problems = Vec::new();
+    if list.len() > MAX_ADDITIONAL_REGISTRATIONS {
+        problems.push(format!(
+            "{place} has {} app registrations: at most {MAX_ADDITIONAL_REGISTRATIONS} may be added to the main one;              split the load over several connections instead",
+            list.len()
+        ));
+    }
+    let main = main_client_id.trim().parse::<uuid::Uuid>().ok();
+    let mut seen: Vec<(usize, uuid::Uuid)> = Vec::new();
+    let mut found = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        let at = format!("{place}[{i}]");
+        let Json::Object(entry) = entry else {
+            problems.push(format!("{at} must be an object {{clientId, clientSecret}}"));
+            continue;
+        };
+        for name in entry.keys().filter(|k| *k != "clientId" && *k != "clientSecret") {
+            problems
+                .push(format!("{at}.{name} is not a parameter of an app registration: give clientId and clientSecret"));
+        }
+        let text = |name: &str| entry.get(name).and_then(Json::as_str).map(str::trim).filter(|t| !t.is_empty());
+        let client_id = match (entry.get("clientId"), text("clientId")) {
+            (_, Some(id)) => match id.parse::<uuid::Uuid>() {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    problems.push(format!(
+                        "{at}.clientId {id} is not a GUID: give the Application (client) ID of the app registration"
+                    ));
+                    None
+                }
+            },
+            (Some(v), None) if !v.is_string() => {
+                problems.push(format!("{at}.clientId must be a string"));
+                None
+            }
+            _ => {
+                problems.push(format!(
+                    "{at}.clientId is missing: give the Application (client) ID of the app registration"
+                ));
+                None
+            }
+        };
+        let client_secret = match (entry.get("clientSecret"), text("clientSecret")) {
+            (_, Some(secret)) => Some(Secret::new(secret)),
+            (Some(v), None) if !v.is_string() => {
+                problems.push(format!("{at}.clientSecret must be a string"));
+                None
+            }
+            _ => {
+                problems.push(format!("{at}.clientSecret is missing: give a client secret of the app registration"));
+                None
+            }
+        };
+        if let Some(id) = client_id {
+            if Some(id) == main {
+                problems.push(format!(
+                    "{at}.clientId {id} is the connection's clientId: each additional registration must be another app"
+                ));
+            } else if let Some((first, _)) = seen.iter().find(|(_, s)| *s == id) {
+                problems
+                    .push(format!("{at}.clientId {id} is given twice (also at {place}[{first}]): give each app once"));
+            }
+            seen.push((i, id));
+        }
+        if let (Some(client_id), Some(client_secret)) = (client_id, client_secret) {
+            found.push(AdditionalRegistration { client_id, client_secret });
+        }
+    }
+    if problems.is_empty() { Ok(found) } else { Err(problems) }
+}
+
 /// The sign-in authority to use: the one given, else the region's cloud.
 fn authority_for(given: Option<&str>, environment: &Environment) -> String {
     given
@@ -265,6 +426,19 @@ impl DestinationAuth {
             client_secret: self.client_secret.clone(),
             authority: authority_for(self.authority_host.as_deref(), environment),
         }
+    }
+
+    /// The credentials of each additional registration, in their order: same tenant, same authority.
+    pub fn additional_credentials(&self, environment: &Environment) -> Vec<ClientCredentials> {
+        let main = self.credentials(environment);
+        self.additional
+            .iter()
+            .map(|r| ClientCredentials {
+                client_id: r.client_id.to_string(),
+                client_secret: r.client_secret.clone(),
+                ..main.clone()
+            })
+            .collect()
     }
 }
 
@@ -300,7 +474,13 @@ impl Connection {
             }),
             ConnectionAuth::ServicePrincipal { tenant_id: None, .. } => return None,
         };
-        Some(DestinationConnection { id: self.id, name: self.name.clone(), credentials, environment })
+        let additional = match &self.auth {
+            ConnectionAuth::ClientCredentials(auth) => {
+                auth.additional_credentials(&environment).into_iter().map(Credentials::ClientSecret).collect()
+            }
+            _ => Vec::new(),
+        };
+        Some(DestinationConnection { id: self.id, name: self.name.clone(), credentials, additional, environment })
     }
 }
 
@@ -322,6 +502,11 @@ enum Reason {
     Discovery(String),
     /// A URL the credentials may not be sent to.
     Refused(Box<HostRefused>),
+    /// Additional app registrations that do not work (each with its place and why), and those that do.
+    Registrations {
+        failed: Vec<(String, uuid::Uuid, ConnectionProblem)>,
+        signed_in: Vec<String>,
+    },
 }
 
 impl ConnectionProblem {
@@ -332,6 +517,7 @@ impl ConnectionProblem {
             Reason::Dataverse(Error::Transport { .. }) => true,
             Reason::Dataverse(Error::Api(api)) => api.status >= 500 || api.status == 429,
             Reason::Discovery(_) => true,
+            Reason::Registrations { failed, .. } => failed.iter().all(|(_, _, problem)| problem.is_transient()),
             _ => false,
         }
     }
@@ -376,6 +562,17 @@ impl fmt::Display for ConnectionProblem {
             ),
             Reason::PasswordSignIn { code, detail, .. } => write!(f, "sign-in failed with AADSTS{code}: {detail}"),
             Reason::Refused(refused) => write!(f, "{refused}"),
+            Reason::Registrations { failed, signed_in } => {
+                for (i, (place, client_id, problem)) in failed.iter().enumerate() {
+                    let separator = if i == 0 { "" } else { "; " };
+                    write!(
+                        f,
+                        "{separator}app registration {client_id} ({place}) does not work: {problem} (fix {place}, or \
+                         remove it from the list)"
+                    )?;
+                }
+                write!(f, "; these signed in: {}", signed_in.join(", "))
+            }
             Reason::Discovery(detail) => write!(
                 f,
                 "could not find the sign-in authority of {env} ({detail}): check the service URI, or give authorityHost"
@@ -430,7 +627,21 @@ pub async fn test(
     // An authority the environment named is checked as one given would be.
     let allowed = |authority: &str| hosts.check("authorityHost", authority).map_err(Box::new);
     match auth {
-        ConnectionAuth::ClientCredentials(d) => check(environment.clone(), d.credentials(&environment)).await,
+        ConnectionAuth::ClientCredentials(d) => {
+            let who = check(environment.clone(), d.credentials(&environment)).await?;
+            let mut failed = Vec::new();
+            let mut signed_in = vec![d.client_id.clone()];
+            for (i, credentials) in d.additional_credentials(&environment).into_iter().enumerate() {
+                let client_id = d.additional[i].client_id;
+                match check(environment.clone(), credentials).await {
+                    Ok(_) => signed_in.push(client_id.to_string()),
+                    Err(problem) => {
+                        failed.push((format!("auth.params.{ADDITIONAL_REGISTRATIONS}[{i}]"), client_id, problem))
+                    }
+                }
+            }
+            if failed.is_empty() { Ok(who) } else { Err(problem(Reason::Registrations { failed, signed_in })) }
+        }
         ConnectionAuth::ServicePrincipal {
             service_principal_id,
             service_principal_key,
@@ -590,5 +801,33 @@ mod tests {
         let (public, secret) = auth(params("x", Some("crm"))).unwrap().to_params();
         assert!(!public.contains_key("clientSecret"));
         assert_eq!(secret["clientSecret"].expose(), "s");
+    }
+
+    #[test]
+    fn additional_registrations_round_trip_with_their_secrets_apart() {
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let params = json!({
+            "clientId": "c", "clientSecret": "s", "tenantId": "t", "environmentUrl": "https://contoso.crm4.dynamics.com",
+            "additionalRegistrations": [{"clientId": a.to_string(), "clientSecret": "secret-of-a"}, {"clientId": b.to_string(), "clientSecret": "secret-of-b"}]
+        });
+        let read = |p: &Map<String, Json>| {
+            ConnectionAuth::from_params(specs::DYNAMICS_DESTINATION, specs::CLIENT_CREDENTIALS_AUTH, p).unwrap()
+        };
+        let auth = read(params.as_object().unwrap());
+        let (public, secrets) = auth.to_params();
+        assert_eq!(
+            public["additionalRegistrations"],
+            json!([{"clientId": a.to_string()}, {"clientId": b.to_string()}])
+        );
+        assert_eq!(secrets["additionalRegistrations[1].clientSecret"].expose(), "secret-of-b");
+        assert_eq!(param_of("additionalRegistrations[1].clientSecret"), "additionalRegistrations");
+        let again = read(&with_secrets(public, &secrets));
+        let ConnectionAuth::ClientCredentials(d) = &again else { panic!("{again:?}") };
+        assert_eq!(
+            d.additional.iter().map(|r| (r.client_id, r.client_secret.expose())).collect::<Vec<_>>(),
+            [(a, "secret-of-a"), (b, "secret-of-b")]
+        );
+        let shown = format!("{again:?}");
+        assert!(!shown.contains("secret-of-a") && !shown.contains("secret-of-b"), "no secret in Debug: {shown}");
     }
 }

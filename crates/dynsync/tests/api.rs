@@ -3,10 +3,12 @@
 
 mod common;
 
-use common::{Backend, World};
-use dataverse_emulator::{CostModel, EmulatorConfig, Secret};
+use common::{Backend, World, profile, read_contact};
+use dataverse::{Client, ClientCredentials, Environment};
+use dataverse_emulator::{AppRegistration, CostModel, EmulatorConfig, Secret};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
+use uuid::Uuid;
 
 on_both_stores!(
     the_seed_003_request_creates_a_dynamics_connection,
@@ -15,6 +17,9 @@ on_both_stores!(
     resources_of_one_sandbox_are_not_found_in_another,
     secrets_are_never_returned_nor_stored_in_clear,
     stores_opened_together_migrate_once,
+    a_connection_signs_in_as_each_app_registration_and_names_the_one_that_fails,
+    additional_registrations_are_validated_with_every_problem_named_by_its_place,
+    a_flow_writes_every_record_while_one_app_registration_is_refused,
 );
 
 async fn the_seed_003_request_creates_a_dynamics_connection(backend: Backend) {
@@ -465,6 +470,248 @@ async fn stores_opened_together_migrate_once(backend: Backend) {
     for store in futures::future::join_all(opens).await {
         let store = store.expect("every process opens the store");
         assert!(store.flows(&"prod".parse().unwrap()).await.unwrap().is_empty());
+    }
+    world.finish().await;
+}
+
+/// A world whose emulator has two app registrations besides the first, each an application user of its own.
+async fn world_with_registrations(backend: Backend) -> Option<World> {
+    let applications = (1..=2)
+        .map(|i| AppRegistration {
+            client_id: Uuid::new_v4(),
+            client_secret: Secret::new(format!("abcde~app-{i}-secret")),
+        })
+        .collect();
+    World::start_with(backend, EmulatorConfig { cost: CostModel::free(), applications, ..Default::default() }).await
+}
+
+/// The destination params of `world`, with `additionalRegistrations` listing the emulator's other apps, the
+/// secret of app number `wrong` (if any) replaced by a wrong one.
+fn params_with_registrations(world: &World, wrong: Option<usize>) -> Json {
+    let mut params = world.destination_params(world.emulator.client_secret.expose());
+    let registrations: Vec<Json> = world
+        .emulator
+        .applications
+        .iter()
+        .enumerate()
+        .map(|(i, app)| {
+            let secret = if Some(i) == wrong { "abcde~a-wrong-secret-xyz" } else { app.client_secret.expose() };
+            json!({"clientId": app.client_id.to_string(), "clientSecret": secret})
+        })
+        .collect();
+    params["additionalRegistrations"] = Json::Array(registrations);
+    params
+}
+
+/// Every secret of the world's emulator, and the wrong one the tests give.
+fn every_secret(world: &World) -> Vec<String> {
+    let mut secrets: Vec<String> =
+        world.emulator.applications.iter().map(|a| a.client_secret.expose().to_string()).collect();
+    secrets.push(world.emulator.client_secret.expose().to_string());
+    secrets.push("abcde~a-wrong-secret-xyz".into());
+    secrets
+}
+
+async fn a_connection_signs_in_as_each_app_registration_and_names_the_one_that_fails(backend: Backend) {
+    let Some(world) = world_with_registrations(backend).await else { return };
+    let apps: Vec<String> = world.emulator.applications.iter().map(|a| a.client_id.to_string()).collect();
+    let mut answers = Vec::new();
+
+    let reply = world.post("connections", world.destination_body(params_with_registrations(&world, None))).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let id = reply.json()["id"].as_str().unwrap().to_string();
+    answers.push(reply.text);
+    let got = world.get(&format!("connections/{id}")).await;
+    let listed = &got.json()["items"][0]["auth"]["params"]["additionalRegistrations"];
+    assert_eq!(listed, &json!([{"clientId": apps[0]}, {"clientId": apps[1]}]), "client ids only: {}", got.text);
+    answers.push(got.text);
+
+    // The second app's secret is wrong: the test names it, by client id and place, and the others signed in.
+    let reply = world.post("connections", world.destination_body(params_with_registrations(&world, Some(1)))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert_eq!(reply.json()["type"], "dynsync:connection-test-failed");
+    let detail = reply.detail();
+    assert!(
+        detail
+            .contains(&format!("app registration {} (auth.params.additionalRegistrations[1]) does not work", apps[1])),
+        "{detail}"
+    );
+    assert!(detail.contains("client secret is wrong"), "{detail}");
+    assert!(detail.contains("fix auth.params.additionalRegistrations[1], or remove it from the list"), "{detail}");
+    let signed_in = format!("these signed in: {}, {}", world.emulator.client_id, apps[0]);
+    assert!(detail.contains(&signed_in), "{detail}");
+    answers.push(reply.text);
+
+    // PATCH replaces the list; new credentials are tested before they are kept.
+    let path = format!("connections/{id}");
+    let patch = |ops: Json| world.send(Method::PATCH, &path, Some(ops));
+    let wrong = params_with_registrations(&world, Some(0))["additionalRegistrations"].clone();
+    let reply = patch(json!([{"op": "replace", "path": "/auth/params/additionalRegistrations", "value": wrong}])).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(reply.detail().contains("keeps its old ones") && reply.detail().contains(&apps[0]), "{}", reply.text);
+    answers.push(reply.text);
+    let only_second =
+        json!([{"clientId": apps[1], "clientSecret": world.emulator.applications[1].client_secret.expose()}]);
+    let reply =
+        patch(json!([{"op": "replace", "path": "/auth/params/additionalRegistrations", "value": only_second}])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let got = world.get(&format!("connections/{id}")).await;
+    assert_eq!(got.json()["items"][0]["auth"]["params"]["additionalRegistrations"], json!([{"clientId": apps[1]}]));
+    answers.push(got.text);
+    // Changing another parameter keeps the stored secrets of the list: the connection still signs in as both.
+    let reply = patch(json!([{"op": "replace", "path": "/auth/params/region", "value": "crm"}])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    answers.push(world.get("connections").await.text);
+
+    for answer in &answers {
+        for secret in every_secret(&world) {
+            assert!(!answer.contains(&secret), "a secret in {answer}");
+        }
+    }
+    let second_secret = world.emulator.applications[1].client_secret.expose().to_string();
+    match backend {
+        Backend::Sqlite => {
+            for entry in std::fs::read_dir(world.data_dir.path()).unwrap() {
+                let path = entry.unwrap().path();
+                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).to_string();
+                assert!(!text.contains(&second_secret), "a secret in clear in {}", path.display());
+            }
+        }
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let mut db = sqlx::PgConnection::connect(&world.database.as_ref().unwrap().url).await.unwrap();
+            let rows: Vec<(String,)> =
+                sqlx::query_as("SELECT body || secrets FROM connections").fetch_all(&mut db).await.unwrap();
+            assert_eq!(rows.len(), 1);
+            assert!(!rows[0].0.contains(&second_secret), "a secret in clear in PostgreSQL");
+            assert!(rows[0].0.contains("additionalRegistrations[0].clientSecret"), "sealed by place: {}", rows[0].0);
+        }
+    }
+    // Restarted on the same store, dynsync opens the sealed secrets again: a change of a parameter tests the
+    // connection, each registration signing in with its stored secret.
+    let world = world.restart().await;
+    let path = format!("connections/{id}");
+    let reply = world.send(
+        Method::PATCH,
+        &path,
+        Some(json!([{"op": "replace", "path": "/auth/params/region", "value": "crm4"}])),
+    );
+    let reply = reply.await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let got = world.get(&path).await;
+    assert_eq!(got.json()["items"][0]["auth"]["params"]["additionalRegistrations"], json!([{"clientId": apps[1]}]));
+    world.finish().await;
+}
+
+async fn additional_registrations_are_validated_with_every_problem_named_by_its_place(backend: Backend) {
+    let Some(world) = world_with_registrations(backend).await else { return };
+    let main = world.emulator.client_id.to_string();
+    let app = world.emulator.applications[0].client_id.to_string();
+    let mut params = world.destination_params(world.emulator.client_secret.expose());
+    params["additionalRegistrations"] = json!([
+        {"clientId": "not-a-guid", "clientSecret": "abcde~s0"},
+        {"clientId": main},
+        {"clientId": app, "clientSecret": "abcde~s2"},
+        {"clientId": app, "clientSecret": "abcde~s3", "tenantId": "x"},
+        "a string",
+    ]);
+    let reply = world.post("connections", world.destination_body(params)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    let detail = reply.detail();
+    for expected in [
+        "auth.params.additionalRegistrations[0].clientId not-a-guid is not a GUID".to_string(),
+        "auth.params.additionalRegistrations[1].clientSecret is missing".to_string(),
+        format!("auth.params.additionalRegistrations[1].clientId {main} is the connection's clientId"),
+        format!(
+            "auth.params.additionalRegistrations[3].clientId {app} is given twice (also at auth.params.additionalRegistrations[2])"
+        ),
+        "auth.params.additionalRegistrations[3].tenantId is not a parameter of an app registration".to_string(),
+        "auth.params.additionalRegistrations[4] must be an object".to_string(),
+    ] {
+        assert!(detail.contains(&expected), "{expected} in {detail}");
+    }
+    assert!(!detail.contains("abcde~"), "no secret in {detail}");
+
+    let mut params = world.destination_params(world.emulator.client_secret.expose());
+    let many: Vec<Json> =
+        (0..17).map(|_| json!({"clientId": Uuid::new_v4().to_string(), "clientSecret": "abcde~s"})).collect();
+    params["additionalRegistrations"] = Json::Array(many);
+    let reply = world.post("connections", world.destination_body(params)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(
+        reply.detail().contains("auth.params.additionalRegistrations has 17 app registrations: at most 16"),
+        "{}",
+        reply.text
+    );
+    let mut params = world.destination_params(world.emulator.client_secret.expose());
+    params["additionalRegistrations"] = json!({"clientId": app});
+    let reply = world.post("connections", world.destination_body(params)).await;
+    assert!(reply.detail().contains("auth.params.additionalRegistrations must be a list"), "{}", reply.text);
+    assert_eq!(world.get("connections").await.json()["items"], json!([]));
+    world.finish().await;
+}
+
+async fn a_flow_writes_every_record_while_one_app_registration_is_refused(backend: Backend) {
+    let Some(world) = world_with_registrations(backend).await else { return };
+    let reply = world.post("connections", world.destination_body(params_with_registrations(&world, None))).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let connection = reply.json()["id"].as_str().unwrap().to_string();
+    let reply = world
+        .post(
+            "targetConnections",
+            json!({"name": "Contacts", "baseConnectionId": connection, "params": {"customizationPrefix": "new"}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let target = reply.json()["id"].as_str().unwrap().to_string();
+    world.add_text_column("new_Gold", 20).await;
+    world.add_text_column("new_Silver", 20).await;
+    let flow = world.loyalty_flow(&target, "Loyalty audiences", &[]).await;
+    let mut contacts = Vec::new();
+    for i in 0..40 {
+        contacts.push(world.create_contact(&format!("C{i}")).await);
+    }
+
+    // The main app's secret is removed in the tenant and every token revoked: its sign-in is now refused.
+    assert!(world.emulator.remove_client_secret(world.emulator.client_secret.expose()));
+    world.emulator.revoke_tokens();
+    let messages: Vec<Json> =
+        contacts.iter().map(|c| profile(&c.to_string(), Some("Loyal"), &[("seg-gold", "realized")])).collect();
+    world.stream_all(&flow, messages).await;
+    let totals = world.settled(&flow, 40).await;
+    assert_eq!((totals.written, totals.failed), (40, 0), "every record is written: {totals:?}");
+
+    // Read back as the first additional app (the main one no longer signs in).
+    let app = &world.emulator.applications[0];
+    let reader = Client::new(
+        Environment::from_url(&world.emulator.url).unwrap(),
+        ClientCredentials {
+            tenant_id: world.emulator.tenant_id.to_string(),
+            client_id: app.client_id.to_string(),
+            client_secret: dataverse::Secret::new(app.client_secret.expose()),
+            authority: world.emulator.url.clone(),
+        },
+    );
+    for contact in &contacts {
+        assert_eq!(read_contact(&reader, contact).await["new_gold"], "realized", "contact {contact}");
+    }
+
+    // The refused registration shows on the connection, named by client id, with the fix; the others are in rotation.
+    let got = world.get(&format!("connections/{connection}")).await;
+    let registrations = got.json()["items"][0]["registrations"].clone();
+    let states: Vec<(String, bool)> = registrations
+        .as_array()
+        .unwrap_or_else(|| panic!("registrations shown: {}", got.text))
+        .iter()
+        .map(|r| (r["clientId"].as_str().unwrap().to_string(), r["inRotation"].as_bool().unwrap()))
+        .collect();
+    let mut expected = vec![(world.emulator.client_id.to_string(), false)];
+    expected.extend(world.emulator.applications.iter().map(|a| (a.client_id.to_string(), true)));
+    assert_eq!(states, expected, "{}", got.text);
+    let problem = registrations[0]["problem"].as_str().unwrap();
+    assert!(problem.contains("PATCH /connections/{id}"), "{problem}");
+    for secret in every_secret(&world) {
+        assert!(!got.text.contains(&secret), "a secret in {}", got.text);
     }
     world.finish().await;
 }

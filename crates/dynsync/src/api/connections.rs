@@ -129,15 +129,51 @@ fn parse_id(id: &str, caller: &Caller) -> ApiResult<ConnectionId> {
     id.parse().map_err(|_| ApiError::not_found("connection", id, &caller.sandbox))
 }
 
+/// A connection as GET answers it: with, once its client has been used since dynsync started, each app
+/// registration it signs in as and whether it is in rotation (a refused one says why and what to fix).
+fn connection_with_registrations(state: &AppState, c: &Connection) -> Json {
+    let mut body = connection_json(c);
+    if let Some(registrations) = state.clients.registrations(c.id) {
+        let registrations: Vec<RegistrationState> = registrations.into_iter().map(RegistrationState::from).collect();
+        body["registrations"] = serde_json::to_value(registrations).expect("registration states serialize");
+    }
+    body
+}
+
+/// One app registration of a connection's client, as GET /connections shows it: never its secret.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RegistrationState {
+    client_id: String,
+    in_rotation: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+impl From<dataverse::RegistrationStatus> for RegistrationState {
+    fn from(status: dataverse::RegistrationStatus) -> RegistrationState {
+        RegistrationState {
+            in_rotation: status.refused.is_none(),
+            problem: status.refused.map(|refused| {
+                format!(
+                    "its sign-in was refused, so requests go through the other registrations: {refused}; replace its \
+                     secret with PATCH /connections/{{id}} to put it back"
+                )
+            }),
+            client_id: status.name,
+        }
+    }
+}
+
 pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
     let all = state.store.connections(&caller.sandbox).await?;
-    Ok(items(all.iter().map(connection_json).collect()))
+    Ok(items(all.iter().map(|c| connection_with_registrations(&state, c)).collect()))
 }
 
 pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let found = state.store.connection(&caller.sandbox, parse_id(&id, &caller)?).await?;
     let c = found.ok_or_else(|| ApiError::not_found("connection", &id, &caller.sandbox))?;
-    Ok(items(vec![connection_json(&c)]))
+    Ok(items(vec![connection_with_registrations(&state, &c)]))
 }
 
 #[derive(Deserialize)]
@@ -168,10 +204,7 @@ pub async fn patch(
     let operations: Vec<PatchOperation> = parse_body(&body)?;
     let mut updated = current.clone();
     let (public, secrets) = current.auth.to_params();
-    let mut params = public;
-    for (name, secret) in &secrets {
-        params.insert(name.to_string(), Json::String(secret.expose().to_string()));
-    }
+    let mut params = connection::with_secrets(public, &secrets);
     let mut credentials_changed = false;
     for (i, operation) in operations.iter().enumerate() {
         if operation.op != "replace" && operation.op != "add" {
@@ -207,8 +240,10 @@ pub async fn patch(
         updated.auth = ConnectionAuth::from_params(current.spec, current.auth.spec_name(), &params)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         // The stored secret goes only where it was given for: sending it somewhere new takes it given again.
-        let secret_given =
-            secrets.keys().all(|name| operations.iter().any(|o| o.path.strip_prefix("/auth/params/") == Some(*name)));
+        let secret_params: std::collections::BTreeSet<&str> = secrets.keys().map(|p| connection::param_of(p)).collect();
+        let secret_given = secret_params
+            .iter()
+            .all(|name| operations.iter().any(|o| o.path.strip_prefix("/auth/params/") == Some(*name)));
         let moved: Vec<&str> = updated
             .auth
             .places()
@@ -217,7 +252,7 @@ pub async fn patch(
             .map(|(param, _)| param)
             .collect();
         if !moved.is_empty() && !secret_given {
-            let secret = secrets.keys().copied().collect::<Vec<_>>().join(", ");
+            let secret = secret_params.iter().copied().collect::<Vec<_>>().join(", /auth/params/");
             return Err(ApiError::bad_request(format!(
                 "this change moves where the connection signs in or which environment it reaches ({}), and dynsync \
                  sends a stored secret only where it was given for: give /auth/params/{secret} again in the same \

@@ -1,7 +1,8 @@
 //! One Dataverse client per connection, shared by every flow and by the API: flows that write through the same
 //! application user share its token, its adaptive concurrency and its `Retry-After` pause, as Dataverse counts
 //! them together. When a connection's credentials change (a rotated secret), the next use of its client signs
-//! in with the new ones; the client keeps its throttling state.
+//! in with the new ones (each registration's, a refused one back in rotation); the client keeps its throttling
+//! state. A connection that now lists another number of app registrations gets a new client.
 
 use super::StepError;
 use crate::connection::Connection;
@@ -34,8 +35,13 @@ impl Clients {
         let mut entries = self.entries.lock().expect("clients lock");
         match entries.get_mut(&connection.id) {
             Some(entry) if entry.etag == connection.etag => Some(entry.client.clone()),
-            Some(entry) if entry.client.environment() == &destination.environment => {
-                entry.client.set_credentials(destination.credentials.clone());
+            Some(entry)
+                if entry.client.environment() == &destination.environment
+                    && entry.client.registrations().len() == 1 + destination.additional.len() =>
+            {
+                for (index, credentials) in destination.registrations().into_iter().enumerate() {
+                    entry.client.set_registration_credentials(index, credentials);
+                }
                 entry.etag = connection.etag.clone();
                 tracing::info!(connection = %connection.id, "the connection changed: its client signs in with the new credentials");
                 Some(entry.client.clone())
@@ -62,6 +68,12 @@ impl Clients {
             (Some(c), Some(entry)) => c.etag != entry.etag,
             _ => true,
         })
+    }
+
+    /// Each app registration the connection's client signs in as and whether it is in rotation; `None` while the
+    /// connection has no client in this process yet.
+    pub fn registrations(&self, id: ConnectionId) -> Option<Vec<dataverse::RegistrationStatus>> {
+        self.entries.lock().expect("clients lock").get(&id).map(|entry| entry.client.registrations())
     }
 
     pub fn forget(&self, id: ConnectionId) {

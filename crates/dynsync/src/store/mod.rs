@@ -22,7 +22,7 @@ mod tokens;
 
 use crate::connection::{Connection, ConnectionAuth};
 use crate::ids::{ConnectionId, ConnectionSpecId, Etag, Sandbox, TargetConnectionId};
-use crate::secrets::{Secret, SecretError, SecretKey};
+use crate::secrets::{SecretError, SecretKey};
 use crate::target::TargetConnection;
 use chrono::{DateTime, Utc};
 use engine::{Arg, Engine};
@@ -217,12 +217,12 @@ impl Store {
         let body: StoredConnection = serde_json::from_str(&row.body).map_err(|e| corrupt(e.to_string()))?;
         let sealed: BTreeMap<String, String> =
             serde_json::from_str(&row.secrets).map_err(|e| corrupt(e.to_string()))?;
-        let mut params = body.params;
         let context = format!("connection:{id}");
-        for (name, sealed) in &sealed {
-            let secret: Secret = self.key.open(sealed, &context)?;
-            params.insert(name.clone(), Json::String(secret.expose().to_string()));
+        let mut secrets = BTreeMap::new();
+        for (place, sealed) in &sealed {
+            secrets.insert(place.clone(), self.key.open(sealed, &context)?);
         }
+        let params = crate::connection::with_secrets(body.params, &secrets);
         let auth = ConnectionAuth::from_params(body.connection_spec, &body.auth_spec, &params)
             .map_err(|e| corrupt(e.to_string()))?;
         Ok(Connection {
