@@ -115,6 +115,25 @@ fn auth_spec_json(spec: ConnectionSpecId, name: &str, kind: &str, settings: Json
         }
         properties.insert(p.name.to_string(), property);
     }
+    if name == CLIENT_CREDENTIALS_AUTH {
+        properties.insert(
+            crate::connection::ADDITIONAL_REGISTRATIONS.to_string(),
+            json!({
+                "type": "array",
+                "description": "Other app registrations of the same tenant, each an application user of the environment: \
+                                the connection spreads its requests over them, each with its own budget under the limits.",
+                "maxItems": crate::connection::MAX_ADDITIONAL_REGISTRATIONS,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "clientId": {"type": "string", "format": "uuid"},
+                        "clientSecret": {"type": "string", "format": "password"},
+                    },
+                    "required": ["clientId", "clientSecret"],
+                },
+            }),
+        );
+    }
     let required: Vec<&str> = params.iter().filter(|p| p.required).map(|p| p.name).collect();
     json!({
         "name": name,

@@ -516,6 +516,9 @@ async fn a_connection_signs_in_as_each_app_registration_and_names_the_one_that_f
     let Some(world) = world_with_registrations(backend).await else { return };
     let apps: Vec<String> = world.emulator.applications.iter().map(|a| a.client_id.to_string()).collect();
     let mut answers = Vec::new();
+    let spec = world.get(&format!("connectionSpecs/{}", dynsync::specs::DYNAMICS_DESTINATION)).await.json();
+    let listed = &spec["items"][0]["authSpec"][0]["spec"]["properties"]["additionalRegistrations"];
+    assert_eq!(listed["maxItems"], 16, "the auth spec lists additionalRegistrations: {spec}");
 
     let reply = world.post("connections", world.destination_body(params_with_registrations(&world, None))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
