@@ -716,5 +716,14 @@ async fn a_flow_writes_every_record_while_one_app_registration_is_refused(backen
     for secret in every_secret(&world) {
         assert!(!got.text.contains(&secret), "a secret in {}", got.text);
     }
+    // And in /metrics, as a scraper reads it.
+    let scrape = world.http.get(format!("{}/metrics", world.service.url)).send().await.unwrap().text().await.unwrap();
+    for (client_id, in_rotation) in expected {
+        let sample = format!(
+            "dynsync_dataverse_registration_in_rotation{{connection=\"{connection}\",client_id=\"{client_id}\"}} {}",
+            u8::from(in_rotation)
+        );
+        assert!(scrape.lines().any(|line| line == sample), "{sample} in {scrape}");
+    }
     world.finish().await;
 }

@@ -1,7 +1,8 @@
 //! `GET /metrics` in Prometheus' text format (version 0.0.4). Per flow: records received, written, excluded and
 //! failed (from its runs, so every process reports the same figures), backlog, lag, and which process owns it.
 //! Per connection: Dataverse requests by status, throttles, retries, current concurrency and request latency, as
-//! this process's shared client of that connection saw them.
+//! this process's shared client of that connection saw them, and whether each of its app registrations is in
+//! rotation.
 
 use super::clients::Clients;
 use super::supervisor::Supervisor;
@@ -164,6 +165,18 @@ pub async fn render(store: &Store, supervisor: &Supervisor, clients: &Clients) -
         }
         f.sample(&format!("{name}_sum"), &[("connection", id)], m.latency.sum().as_secs_f64());
         f.sample(&format!("{name}_count"), &[("connection", id)], m.latency.count());
+    }
+    f.header(
+        "dynsync_dataverse_registration_in_rotation",
+        "gauge",
+        "1 while an app registration of the connection signs in, 0 once its sign-in was refused (until its secret is replaced).",
+    );
+    for (id, client) in &connections {
+        let id = id.to_string();
+        for registration in client.registrations() {
+            let labels = [("connection", id.as_str()), ("client_id", registration.name.as_str())];
+            f.sample("dynsync_dataverse_registration_in_rotation", &labels, u8::from(registration.refused.is_none()));
+        }
     }
     Ok(out)
 }
