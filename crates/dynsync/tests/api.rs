@@ -725,5 +725,17 @@ async fn a_flow_writes_every_record_while_one_app_registration_is_refused(backen
         );
         assert!(scrape.lines().any(|line| line == sample), "{sample} in {scrape}");
     }
+
+    // The fix the problem names: a new secret for the main app, given with PATCH, puts it back in rotation.
+    let secret = world.emulator.add_client_secret();
+    let path = format!("connections/{connection}");
+    let change = json!([{"op": "replace", "path": "/auth/params/clientSecret", "value": secret.expose()}]);
+    let reply = world.send(Method::PATCH, &path, Some(change)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let got = world.get(&path).await;
+    let registrations = got.json()["items"][0]["registrations"].clone();
+    let in_rotation: Vec<bool> =
+        registrations.as_array().unwrap().iter().map(|r| r["inRotation"].as_bool().unwrap()).collect();
+    assert_eq!(in_rotation, [true, true, true], "{}", got.text);
     world.finish().await;
 }

@@ -274,6 +274,7 @@ pub async fn patch(
     updated.etag = Etag::new();
     updated.updated_at = Utc::now();
     state.store.update_connection(&updated, &current.etag).await?;
+    state.clients.refresh(&updated);
     let what = Changed { kind: ResourceKind::Connection, id: updated.id.0, name: &updated.name };
     caller.made(&state, what, ChangeAction::Changed).await;
     Ok(id_and_etag(StatusCode::OK, updated.id, &updated.etag))

@@ -70,6 +70,15 @@ impl Clients {
         })
     }
 
+    /// Gives the connection's client, if it has one in this process, the connection's credentials as they are now:
+    /// a registration refused for a secret just replaced is back in rotation at once.
+    pub fn refresh(&self, connection: &Connection) {
+        let present = self.entries.lock().expect("clients lock").contains_key(&connection.id);
+        if present {
+            self.client(connection);
+        }
+    }
+
     /// Each app registration the connection's client signs in as and whether it is in rotation; `None` while the
     /// connection has no client in this process yet.
     pub fn registrations(&self, id: ConnectionId) -> Option<Vec<dataverse::RegistrationStatus>> {
