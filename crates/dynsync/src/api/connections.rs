@@ -1,4 +1,6 @@
-//! `connectionSpecs` and `connections`. Creating a connection tests it: a token, then `WhoAmI`.
+//! `connectionSpecs` and `connections`. Creating a connection tests it: a token, then `WhoAmI`, for each app
+//! registration it signs in as. GET shows no secret, and each registration's state (in rotation or refused) once the
+//! connection's client has been used, so that a refused one is seen where the connection is.
 
 use super::timeline::Changed;
 use super::{ApiError, ApiResult, AppState, Caller, id_and_etag, if_match, items, parse_body};
