@@ -24,8 +24,11 @@ use std::time::{Duration, Instant};
 
 /// The share of each limit the client spends before it holds requests: the rest absorbs what the server
 /// counts that the client cannot see (the requests in flight at another client of the same user, a clock's
-/// drift).
-pub const SHARE: f64 = 0.97;
+/// drift). It can be small: the client already counts more than the server does (a request from when it is
+/// sent, its execution time with the network in it), and others' spending from the server's own word. Over
+/// ten windows of `UpdateMultiple` of 1,000, 0.99 wrote at 0.955 of the steady rate where 0.97 wrote at 0.918,
+/// with the same single 429 (BENCHMARKS.md, write strategies).
+pub const SHARE: f64 = 0.99;
 
 /// A web server's limits for one user over its sliding window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,7 +291,7 @@ mod tests {
         }
         let now = start + Duration::from_secs(9);
         assert_eq!(budget.spent(now), Duration::from_secs(40));
-        // 40 s spent, 38.8 s allowed: the first 4 s must leave (at 0 + 10 s).
+        // 40 s spent, 39.6 s allowed: the first 4 s must leave (at 0 + 10 s).
         assert_eq!(budget.hold(now, Duration::ZERO), Some(start + Duration::from_secs(10)));
         // With 4 s in flight, two must leave.
         assert_eq!(budget.hold(now, Duration::from_secs(4)), Some(start + Duration::from_secs(11)));
@@ -300,7 +303,7 @@ mod tests {
     fn requests_are_held_at_the_share_of_their_count() {
         let start = Instant::now();
         let mut budget = Budget::new(Some(small()));
-        for i in 0..97 {
+        for i in 0..99 {
             budget.sent(start + Duration::from_millis(i * 10));
         }
         let now = start + Duration::from_secs(1);
@@ -316,8 +319,8 @@ mod tests {
         // The server had counted 30 s when this client had spent 5 s.
         budget.server_remaining(start, Duration::from_secs(10), Duration::from_secs(5), start, Duration::from_secs(5));
         assert_eq!(budget.spent(start), Duration::from_secs(30));
-        assert!(budget.hold(start, Duration::from_secs(9)).is_some());
-        assert_eq!(budget.hold(start, Duration::from_secs(8)), None);
+        assert!(budget.hold(start, Duration::from_secs(10)).is_some());
+        assert_eq!(budget.hold(start, Duration::from_secs(9)), None);
         assert_eq!(budget.spent(start + Duration::from_secs(10)), Duration::ZERO);
     }
 
