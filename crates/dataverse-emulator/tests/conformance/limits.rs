@@ -230,22 +230,7 @@ async fn s9_1_each_app_registration_is_an_application_user_with_a_budget_of_its_
     };
     let config = EmulatorConfig { applications: vec![other.clone()], ..limited(small_limits(), CostModel::free()) };
     let env = Env::with(config).await;
-    let answer: serde_json::Value = env
-        .http
-        .post(&env.emulator.token_url)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &other.client_id.to_string()),
-            ("client_secret", other.client_secret.expose()),
-            ("scope", &format!("{}/.default", env.emulator.url)),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let other_token = answer["access_token"].as_str().expect("the other registration signs in").to_string();
+    let other_token = crate::token_as(&env.http, &env.emulator, other.client_id, &other.client_secret).await;
     let as_other = || env.send(env.http.get(env.api("WhoAmI")).bearer_auth(&other_token));
     let first_user = env.get("WhoAmI").await.json()["UserId"].clone();
     let other_user = as_other().await.json()["UserId"].clone();

@@ -126,12 +126,22 @@ impl Env {
 }
 
 pub async fn token_for(http: &reqwest::Client, emulator: &RunningEmulator) -> String {
+    token_as(http, emulator, emulator.client_id, &emulator.client_secret).await
+}
+
+/// A token for the app registration `client_id`, signed in with the client credentials grant.
+pub async fn token_as(
+    http: &reqwest::Client,
+    emulator: &RunningEmulator,
+    client_id: uuid::Uuid,
+    client_secret: &dataverse_emulator::Secret,
+) -> String {
     let answer: Json = http
         .post(&emulator.token_url)
         .form(&[
             ("grant_type", "client_credentials"),
-            ("client_id", &emulator.client_id.to_string()),
-            ("client_secret", emulator.client_secret.expose()),
+            ("client_id", &client_id.to_string()),
+            ("client_secret", client_secret.expose()),
             ("scope", &format!("{}/.default", emulator.url)),
         ])
         .send()
