@@ -5,7 +5,7 @@
 //!   so the concurrency limit shrinks (AIMD, as Vector's adaptive request concurrency) and the request is retried;
 //! - the **request-count** and **execution-time** limits (`0x80072322`, `0x80072321`) say "your budget for this
 //!   window is spent, come back in `Retry-After`": any request sent before then is refused too and lengthens the
-//!   wait, so the whole client pauses, not just the slot that was refused.
+//!   wait, so every request of that user to that web server pauses, not just the slot that was refused.
 //!
 //! The concurrency limit starts at one request, jumps to the server's `x-ms-dop-hint` as soon as an answer
 //! carries it, and stays under it (Microsoft: sending more than the hint degrades throughput).
@@ -17,7 +17,9 @@
 //! window has room for all that is in flight: time the flow left idle (between batches, while it read) is
 //! spent later rather than lost, and the steady rate is the limit's. A 429 still pauses the client for its
 //! `Retry-After` (the model was wrong: another client, other limits) and states the limits, which replace the
-//! model's.
+//! model's. Until one does, the server's `x-ms-ratelimit-time-remaining-xrm-requests` is its word on what
+//! remains: when that, less what the client spent since, leaves nothing for what is in flight, requests go one
+//! at a time, so that the first refusal is one, not every request in flight at once.
 //!
 //! Dataverse counts the limits **per user and per web server**, so the executor keeps one such account, and
 //! one concurrency limit, per *lane*: an application user (an app registration: [`Executor::with_users`])
