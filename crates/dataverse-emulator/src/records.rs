@@ -2,6 +2,7 @@
 //! navigation properties, create/update/upsert with their preconditions, server-set columns, and rows
 //! written back as JSON with `$select` and annotations.
 
+use crate::api::WriteJson;
 use crate::error::{ApiError, ApiResult, code};
 use crate::odata::path::{Key, KeyValue};
 use crate::odata::query::Prefer;
@@ -10,9 +11,7 @@ use crate::store::{Change, Data, TableRows};
 use crate::value::{Row, Target, Value};
 use axum::http::StatusCode;
 use chrono::Utc;
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value as Json};
-use std::fmt;
 use uuid::Uuid;
 
 pub const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
@@ -48,25 +47,20 @@ pub struct WriteOutcome {
 
 /// A row's weak etag, `W/"<versionnumber>"`, as `@odata.etag` and the `ETag` header carry it.
 pub fn etag(row: &Row) -> String {
-    Etag(row).to_string()
+    etag_of(row.get("versionnumber"))
 }
 
-/// Writes [`etag`] without allocating, for rows serialized into a page.
-struct Etag<'a>(&'a Row);
-
-impl fmt::Display for Etag<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.get("versionnumber") {
-            Some(Value::Int(v)) => write!(f, "W/\"{v}\""),
-            _ => f.write_str("W/\"0\""),
-        }
-    }
-}
-
-impl Serialize for Etag<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
+/// The etag of a row whose `versionnumber` is `version`.
+fn etag_of(version: Option<&Value>) -> String {
+    let version = match version {
+        Some(Value::Int(v)) => *v,
+        _ => 0,
+    };
+    let mut text = String::with_capacity(24);
+    text.push_str("W/\"");
+    text.push_str(&version.to_string());
+    text.push('"');
+    text
 }
 
 /// Resolves a key from a URL to a row id: the primary key, or a defined alternate key.
@@ -569,17 +563,32 @@ struct LookupRows<'a> {
     named: Option<NamedRows<'a>>,
 }
 
+/// The name a row's entry is written under: as text, for a JSON object, and as JSON ready to write into a
+/// response (`"name":`), escaped once for every row rather than for each.
+struct EntryKey {
+    name: String,
+    json: Box<[u8]>,
+}
+
+impl EntryKey {
+    fn new(name: String) -> EntryKey {
+        let mut json = serde_json::to_vec(&name).expect("a string serializes");
+        json.push(b':');
+        EntryKey { name, json: json.into_boxed_slice() }
+    }
+}
+
 /// One column of a [`Projection`], with the property and annotation names it is written under.
 struct Column<'a> {
     attribute: &'a Attribute,
-    property: String,
+    property: EntryKey,
     /// `<property>@OData.Community.Display.V1.FormattedValue`, when the request asked for it.
-    formatted: Option<String>,
+    formatted: Option<EntryKey>,
     /// `<property>@Microsoft.Dynamics.CRM.associatednavigationproperty`, when the request asked for it and the
     /// column is a lookup to more than one table (or an owner).
-    navigation: Option<String>,
+    navigation: Option<EntryKey>,
     /// `<property>@Microsoft.Dynamics.CRM.lookuplogicalname`, when the request asked for it.
-    lookup_table: Option<String>,
+    lookup_table: Option<EntryKey>,
     /// The tables a lookup column points at.
     targets: Vec<LookupRows<'a>>,
 }
@@ -594,8 +603,12 @@ pub struct Projection<'a> {
     data: &'a Data,
     columns: Vec<Column<'a>>,
     /// The index of each column in `columns`, by logical name in a row's order, so that a row's values are
-    /// found in one pass over it rather than by a search per column.
+    /// found in one pass over it rather than by a search per column; `versionnumber`, for the etag, at
+    /// `columns.len()` when it is not a column.
     by_name: Vec<(&'a str, usize)>,
+    /// Where the row's `versionnumber` is among its values.
+    version_at: usize,
+    etag: EntryKey,
 }
 
 impl<'a> Projection<'a> {
@@ -614,7 +627,7 @@ impl<'a> Projection<'a> {
             .into_iter()
             .map(|attribute| {
                 let property = attribute.property_name();
-                let annotation = |wanted: bool, term: &str| wanted.then(|| format!("{property}@{term}"));
+                let annotation = |wanted: bool, term: &str| wanted.then(|| EntryKey::new(format!("{property}@{term}")));
                 let has_many_targets = attribute.lookup_targets().len() > 1
                     || matches!(attribute.kind, AttributeKind::Lookup { lookup_type: LookupType::Owner, .. });
                 Column {
@@ -627,20 +640,27 @@ impl<'a> Projection<'a> {
                         .iter()
                         .map(|target| LookupRows { target, named: NamedRows::of(data, &target.table) })
                         .collect(),
-                    property,
+                    property: EntryKey::new(property),
                 }
             })
             .collect::<Vec<_>>();
         let mut by_name: Vec<(&str, usize)> =
             columns.iter().enumerate().map(|(i, c)| (c.attribute.logical_name.as_str(), i)).collect();
+        let version_at = match by_name.iter().find(|(name, _)| *name == "versionnumber") {
+            Some((_, i)) => *i,
+            None => {
+                by_name.push(("versionnumber", columns.len()));
+                columns.len()
+            }
+        };
         by_name.sort_unstable();
-        Projection { data, columns, by_name }
+        Projection { data, columns, by_name, version_at, etag: EntryKey::new("@odata.etag".into()) }
     }
 
-    /// The row's value of each column, in the order of `columns`: a merge of the row's columns, which it keeps
-    /// sorted by logical name, with `by_name`.
+    /// The row's value of each column, in the order of `columns`, then its `versionnumber` when that is not
+    /// a column: a merge of the row's columns, which it keeps sorted by logical name, with `by_name`.
     fn values<'r>(&self, row: &'r Row) -> Vec<Option<&'r Value>> {
-        let mut values = vec![None; self.columns.len()];
+        let mut values = vec![None; self.columns.len() + 1];
         let mut wanted = self.by_name.iter().peekable();
         for (name, value) in row {
             while wanted.next_if(|(w, _)| *w < name.as_str()).is_some() {}
@@ -660,10 +680,92 @@ impl<'a> Projection<'a> {
 
     /// The row as a JSON object, for answers that add to it.
     pub fn map(&self, row: &Row) -> Map<String, Json> {
-        match serde_json::to_value(self.row(row)) {
-            Ok(Json::Object(map)) => map,
-            other => unreachable!("a row is written as a JSON object, not {other:?}"),
+        let mut map = Map::new();
+        self.write(row, &mut map);
+        map
+    }
+
+    /// Writes the row's entries as the Web API does: `@odata.etag` first, then each column, preceded by the
+    /// annotations asked for (a value's formatted value; a lookup's formatted value, navigation property and
+    /// table, in that order).
+    fn write(&self, row: &Row, sink: &mut impl RowSink) {
+        let values = self.values(row);
+        sink.text(&self.etag, &etag_of(values[self.version_at]));
+        for (column, value) in self.columns.iter().zip(values) {
+            match value {
+                Some(Value::Lookup { id, table: target }) => {
+                    let known = column.targets.iter().find(|t| &t.target.table == target);
+                    if let Some(key) = &column.formatted {
+                        let named = match known {
+                            Some(known) => known.named,
+                            None => NamedRows::of(self.data, target),
+                        };
+                        if let Some(name) = named.and_then(|n| n.name(id)) {
+                            sink.text(key, name);
+                        }
+                    }
+                    if let (Some(key), Some(known)) = (&column.navigation, known) {
+                        sink.text(key, &known.target.navigation_property);
+                    }
+                    if let Some(key) = &column.lookup_table {
+                        sink.text(key, target);
+                    }
+                }
+                Some(v) => {
+                    if let Some(key) = &column.formatted
+                        && let Some(text) = v.formatted(&column.attribute.kind)
+                    {
+                        sink.text(key, &text);
+                    }
+                }
+                None => {}
+            }
+            sink.value(&column.property, value);
         }
+    }
+}
+
+/// Where a row's entries go: a JSON object, or a response's bytes.
+trait RowSink {
+    fn text(&mut self, key: &EntryKey, text: &str);
+    fn value(&mut self, key: &EntryKey, value: Option<&Value>);
+}
+
+impl RowSink for Map<String, Json> {
+    fn text(&mut self, key: &EntryKey, text: &str) {
+        self.insert(key.name.clone(), Json::String(text.to_string()));
+    }
+
+    fn value(&mut self, key: &EntryKey, value: Option<&Value>) {
+        let json = serde_json::to_value(value.map(Value::json_form)).expect("a value serializes");
+        self.insert(key.name.clone(), json);
+    }
+}
+
+/// A JSON object written into a response's bytes, entry by entry.
+struct ObjectWriter<'w> {
+    out: &'w mut Vec<u8>,
+    first: bool,
+}
+
+impl ObjectWriter<'_> {
+    fn key(&mut self, key: &EntryKey) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(&key.json);
+    }
+}
+
+impl RowSink for ObjectWriter<'_> {
+    fn text(&mut self, key: &EntryKey, text: &str) {
+        self.key(key);
+        serde_json::to_writer(&mut *self.out, text).expect("writing to memory does not fail");
+    }
+
+    fn value(&mut self, key: &EntryKey, value: Option<&Value>) {
+        self.key(key);
+        serde_json::to_writer(&mut *self.out, &value.map(Value::json_form)).expect("writing to memory does not fail");
     }
 }
 
@@ -673,41 +775,10 @@ pub struct ProjectedRow<'a> {
     row: &'a Row,
 }
 
-impl Serialize for ProjectedRow<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("@odata.etag", &Etag(self.row))?;
-        for (column, value) in self.projection.columns.iter().zip(self.projection.values(self.row)) {
-            match value {
-                Some(Value::Lookup { id, table: target }) => {
-                    let known = column.targets.iter().find(|t| &t.target.table == target);
-                    if let Some(key) = &column.formatted {
-                        let named = match known {
-                            Some(known) => known.named,
-                            None => NamedRows::of(self.projection.data, target),
-                        };
-                        if let Some(name) = named.and_then(|n| n.name(id)) {
-                            map.serialize_entry(key, name)?;
-                        }
-                    }
-                    if let (Some(key), Some(known)) = (&column.navigation, known) {
-                        map.serialize_entry(key, &known.target.navigation_property)?;
-                    }
-                    if let Some(key) = &column.lookup_table {
-                        map.serialize_entry(key, target)?;
-                    }
-                }
-                Some(v) => {
-                    if let Some(key) = &column.formatted
-                        && let Some(text) = v.formatted(&column.attribute.kind)
-                    {
-                        map.serialize_entry(key, &text)?;
-                    }
-                }
-                None => {}
-            }
-            map.serialize_entry(&column.property, &value.map(Value::json_form))?;
-        }
-        map.end()
+impl WriteJson for ProjectedRow<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        self.projection.write(self.row, &mut ObjectWriter { out, first: true });
+        out.push(b'}');
     }
 }

@@ -4,14 +4,12 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{Attribute, AttributeKind, DateFormat};
-use chrono::format::{Item, StrftimeItems};
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 use uuid::Uuid;
 
 /// The one-letter tags keep the state file small: it holds every version of every row.
@@ -262,31 +260,91 @@ impl Value {
             (AttributeKind::Decimal { precision, .. } | AttributeKind::Double { precision, .. }, Value::Number(n)) => {
                 Some(format_number(*n, *precision))
             }
-            (AttributeKind::DateTime { .. }, Value::DateTime(d)) => {
-                Some(d.format_with_items(FORMATTED_DATE_TIME.iter()).to_string())
-            }
-            (AttributeKind::DateTime { .. }, Value::Date(d)) => {
-                Some(d.format_with_items(FORMATTED_DATE.iter()).to_string())
-            }
+            (AttributeKind::DateTime { .. }, Value::DateTime(d)) => Some(formatted_date_time(d)),
+            (AttributeKind::DateTime { .. }, Value::Date(d)) => Some(formatted_date(*d)),
             _ => None,
         };
         text.map(Cow::Owned)
     }
 }
 
-/// A strftime format parsed once, rather than each time a value is written.
-type Format = LazyLock<Vec<Item<'static>>>;
+// Dates and times are written by hand: chrono's formatter interprets its format for each value, and a page
+// writes thousands. A year outside 0–9999 (which Dataverse does not hold) goes through chrono.
 
-fn parse_format(format: &'static str) -> Vec<Item<'static>> {
-    StrftimeItems::new(format).collect()
+fn in_four_digits(date: NaiveDate) -> bool {
+    (0..=9999).contains(&date.year())
 }
 
-/// A date's JSON form.
-static JSON_DATE: Format = LazyLock::new(|| parse_format("%Y-%m-%d"));
-/// The formatted value of a date and time, as an en-US user sees it.
-static FORMATTED_DATE_TIME: Format = LazyLock::new(|| parse_format("%-m/%-d/%Y %-I:%M %p"));
-/// The formatted value of a date-only column, as an en-US user sees it.
-static FORMATTED_DATE: Format = LazyLock::new(|| parse_format("%-m/%-d/%Y"));
+fn push_number(text: &mut String, n: u32, width: usize) {
+    let digits = n.to_string();
+    text.extend(std::iter::repeat_n('0', width.saturating_sub(digits.len())));
+    text.push_str(&digits);
+}
+
+/// `2026-11-30`.
+fn push_iso_date(text: &mut String, date: NaiveDate) {
+    push_number(text, date.year() as u32, 4);
+    text.push('-');
+    push_number(text, date.month(), 2);
+    text.push('-');
+    push_number(text, date.day(), 2);
+}
+
+/// A date and time in the Web API's JSON form, `2026-11-30T10:00:00Z`.
+pub fn format_date_time(d: &DateTime<Utc>) -> String {
+    if !in_four_digits(d.date_naive()) || d.nanosecond() >= 1_000_000_000 {
+        return d.to_rfc3339_opts(SecondsFormat::Secs, true);
+    }
+    let mut text = String::with_capacity(20);
+    push_iso_date(&mut text, d.date_naive());
+    text.push('T');
+    push_number(&mut text, d.hour(), 2);
+    text.push(':');
+    push_number(&mut text, d.minute(), 2);
+    text.push(':');
+    push_number(&mut text, d.second(), 2);
+    text.push('Z');
+    text
+}
+
+/// A date-only value in the Web API's JSON form, `2026-11-30`.
+fn json_date(d: NaiveDate) -> String {
+    if !in_four_digits(d) {
+        return d.format("%Y-%m-%d").to_string();
+    }
+    let mut text = String::with_capacity(10);
+    push_iso_date(&mut text, d);
+    text
+}
+
+/// A date as an en-US user sees it, `11/30/2026`.
+fn formatted_date(d: NaiveDate) -> String {
+    if !in_four_digits(d) {
+        return d.format("%-m/%-d/%Y").to_string();
+    }
+    let mut text = String::with_capacity(10);
+    push_number(&mut text, d.month(), 1);
+    text.push('/');
+    push_number(&mut text, d.day(), 1);
+    text.push('/');
+    push_number(&mut text, d.year() as u32, 4);
+    text
+}
+
+/// A date and time as an en-US user in UTC sees it, `11/30/2026 10:00 PM`.
+fn formatted_date_time(d: &DateTime<Utc>) -> String {
+    if !in_four_digits(d.date_naive()) {
+        return d.format("%-m/%-d/%Y %-I:%M %p").to_string();
+    }
+    let mut text = formatted_date(d.date_naive());
+    let (pm, hour) = d.hour12();
+    text.push(' ');
+    push_number(&mut text, hour, 1);
+    text.push(':');
+    push_number(&mut text, d.minute(), 2);
+    text.push_str(if pm { " PM" } else { " AM" });
+    text
+}
 
 /// A [`Value`] in the Web API's JSON form; see [`Value::json_form`].
 pub struct JsonForm<'a>(&'a Value);
@@ -303,13 +361,9 @@ impl Serialize for JsonForm<'_> {
                 serializer.serialize_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
             }
             Value::DateTime(d) => serializer.serialize_str(&format_date_time(d)),
-            Value::Date(d) => serializer.collect_str(&d.format_with_items(JSON_DATE.iter())),
+            Value::Date(d) => serializer.serialize_str(&json_date(*d)),
         }
     }
-}
-
-pub fn format_date_time(d: &DateTime<Utc>) -> String {
-    d.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 pub fn compare_text(a: &str, b: &str) -> Ordering {
@@ -361,7 +415,6 @@ trait TruncSubsecs {
 
 impl TruncSubsecs for DateTime<Utc> {
     fn trunc_subsecs(self) -> Self {
-        use chrono::Timelike;
         self.with_nanosecond(0).unwrap_or(self)
     }
 }
@@ -369,6 +422,25 @@ impl TruncSubsecs for DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_written_by_hand_read_as_chrono_writes_them() {
+        use chrono::TimeZone;
+        let mut seconds: i64 = -62_135_596_800; // 0001-01-01
+        while seconds < 253_402_300_799 {
+            let d = Utc.timestamp_opt(seconds, 0).unwrap();
+            assert_eq!(format_date_time(&d), d.to_rfc3339_opts(SecondsFormat::Secs, true));
+            assert_eq!(json_date(d.date_naive()), d.format("%Y-%m-%d").to_string());
+            assert_eq!(formatted_date(d.date_naive()), d.format("%-m/%-d/%Y").to_string());
+            assert_eq!(formatted_date_time(&d), d.format("%-m/%-d/%Y %-I:%M %p").to_string());
+            seconds += 7_919_311; // about three months, at every hour and minute in turn
+        }
+        let d = Utc.with_ymd_and_hms(2026, 11, 30, 0, 5, 9).unwrap();
+        assert_eq!(
+            (format_date_time(&d).as_str(), formatted_date_time(&d).as_str()),
+            ("2026-11-30T00:05:09Z", "11/30/2026 12:05 AM")
+        );
+    }
 
     #[test]
     fn numbers_are_formatted_for_en_us() {

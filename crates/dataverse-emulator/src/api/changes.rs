@@ -6,7 +6,7 @@
 //! environment's retention are refused, and the client must read the table whole again.
 
 use super::records::page_size;
-use super::{CollectionBody, Request, json_response, set_header, with_work};
+use super::{Request, WriteJson, collection_response, set_header, with_work};
 use crate::error::{ApiError, ApiResult, code};
 use crate::limits::Work;
 use crate::odata::paging::MAX_PAGE;
@@ -17,7 +17,6 @@ use crate::store::Data;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::Serialize;
 use serde_json::{Map, Value as Json, json};
 use std::ops::Bound;
 use uuid::Uuid;
@@ -179,7 +178,7 @@ pub fn query(request: &Request, table: &Table, options: &QueryOptions) -> ApiRes
             tail.insert("@odata.deltaLink".into(), Json::String(link(request, table, &query)));
         }
     }
-    let response = json_response(StatusCode::OK, &CollectionBody { head, value: values, tail });
+    let response = collection_response(&head, &values, &tail);
     drop(data);
     let mut response = with_work(response, Work::read(returned));
     let mut applied = vec!["odata.track-changes".to_string()];
@@ -200,11 +199,18 @@ fn link(request: &Request, table: &Table, query: &[(String, String)]) -> String 
 }
 
 /// An entry of a tracked read's page: a row created or changed, or a row deleted (`$deletedEntity`).
-#[derive(Serialize)]
-#[serde(untagged)]
 enum Entry<'a> {
     Row(ProjectedRow<'a>),
     Deleted(Json),
+}
+
+impl WriteJson for Entry<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Entry::Row(row) => row.write_json(out),
+            Entry::Deleted(json) => serde_json::to_writer(out, json).expect("writing to memory does not fail"),
+        }
+    }
 }
 
 type Page<'a> = (Vec<Entry<'a>>, Option<(Resume, u32)>);

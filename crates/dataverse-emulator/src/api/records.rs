@@ -1,7 +1,7 @@
 //! Entity sets: queries with paging, and create, retrieve, update, upsert and delete of single rows and
 //! single properties.
 
-use super::{CollectionBody, Request, empty_response, json_response, set_header, with_work};
+use super::{Request, collection_response, empty_response, json_response, set_header, with_work};
 use crate::error::{ApiError, ApiResult};
 use crate::limits::Work;
 use crate::odata::fetchxml;
@@ -442,7 +442,7 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
         );
         tail.insert("@odata.nextLink".into(), Json::String(link));
     }
-    let response = json_response(StatusCode::OK, &CollectionBody { head, value: values, tail });
+    let response = collection_response(&head, &values, &tail);
     drop(data);
     let response = with_work(response, Work::read(returned));
     Ok(preferences_applied(request, response, requested_page))
