@@ -413,29 +413,13 @@ async fn secrets_are_never_returned_nor_stored_in_clear(backend: Backend) {
     }
     assert!(answers[1].contains("clientId"), "the other params are returned: {}", answers[1]);
 
-    match backend {
-        Backend::Sqlite => {
-            // The database file and its write-ahead log, as anyone who can read the data directory sees them.
-            let mut files = 0;
-            for entry in std::fs::read_dir(world.data_dir.path()).unwrap() {
-                let path = entry.unwrap().path();
-                let bytes = std::fs::read(&path).unwrap();
-                let text = String::from_utf8_lossy(&bytes);
-                assert!(!text.contains(&secret), "the secret in clear in {}", path.display());
-                files += usize::from(path.to_string_lossy().contains("dynsync.db"));
-            }
-            assert!(files >= 1);
-        }
-        Backend::Postgres => {
-            use sqlx::Connection;
-            let url = &world.database.as_ref().unwrap().url;
-            let mut db = sqlx::PgConnection::connect(url).await.unwrap();
-            let rows: Vec<(String,)> =
-                sqlx::query_as("SELECT body || secrets FROM connections").fetch_all(&mut db).await.unwrap();
-            assert_eq!(rows.len(), 1);
-            assert!(!rows[0].0.contains(&secret), "the secret in clear in PostgreSQL");
-            assert!(rows[0].0.contains("v1:"), "sealed: {}", rows[0].0);
-        }
+    let stored = stored_connections(&world, backend).await;
+    for (place, text) in &stored {
+        assert!(!text.contains(&secret), "the secret in clear in {place}");
+    }
+    if backend == Backend::Postgres {
+        assert_eq!(stored.len(), 1);
+        assert!(stored[0].1.contains("v1:"), "sealed: {}", stored[0].1);
     }
     // Restarted on the same store and key, dynsync still opens the secret: checking a flow signs in with it.
     let world = world.restart().await;
@@ -572,23 +556,13 @@ async fn a_connection_signs_in_as_each_app_registration_and_names_the_one_that_f
         }
     }
     let second_secret = world.emulator.applications[1].client_secret.expose().to_string();
-    match backend {
-        Backend::Sqlite => {
-            for entry in std::fs::read_dir(world.data_dir.path()).unwrap() {
-                let path = entry.unwrap().path();
-                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).to_string();
-                assert!(!text.contains(&second_secret), "a secret in clear in {}", path.display());
-            }
-        }
-        Backend::Postgres => {
-            use sqlx::Connection;
-            let mut db = sqlx::PgConnection::connect(&world.database.as_ref().unwrap().url).await.unwrap();
-            let rows: Vec<(String,)> =
-                sqlx::query_as("SELECT body || secrets FROM connections").fetch_all(&mut db).await.unwrap();
-            assert_eq!(rows.len(), 1);
-            assert!(!rows[0].0.contains(&second_secret), "a secret in clear in PostgreSQL");
-            assert!(rows[0].0.contains("additionalRegistrations[0].clientSecret"), "sealed by place: {}", rows[0].0);
-        }
+    let stored = stored_connections(&world, backend).await;
+    for (place, text) in &stored {
+        assert!(!text.contains(&second_secret), "a secret in clear in {place}");
+    }
+    if backend == Backend::Postgres {
+        assert_eq!(stored.len(), 1);
+        assert!(stored[0].1.contains("additionalRegistrations[0].clientSecret"), "sealed by place: {}", stored[0].1);
     }
     // Restarted on the same store, dynsync opens the sealed secrets again: a change of a parameter tests the
     // connection, each registration signing in with its stored secret.
@@ -738,4 +712,30 @@ async fn a_flow_writes_every_record_while_one_app_registration_is_refused(backen
         registrations.as_array().unwrap().iter().map(|r| r["inRotation"].as_bool().unwrap()).collect();
     assert_eq!(in_rotation, [true, true, true], "{}", got.text);
     world.finish().await;
+}
+
+/// Where stored connections rest, as text anyone with access to the store reads them, each named by its place:
+/// every file of the SQLite store's data directory (the database and its write-ahead log), or every PostgreSQL
+/// connection row (its body and its sealed secrets).
+async fn stored_connections(world: &World, backend: Backend) -> Vec<(String, String)> {
+    match backend {
+        Backend::Sqlite => {
+            let stored: Vec<(String, String)> = std::fs::read_dir(world.data_dir.path())
+                .unwrap()
+                .map(|entry| {
+                    let path = entry.unwrap().path();
+                    (path.display().to_string(), String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned())
+                })
+                .collect();
+            assert!(stored.iter().any(|(place, _)| place.contains("dynsync.db")), "no database file");
+            stored
+        }
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let mut db = sqlx::PgConnection::connect(&world.database.as_ref().unwrap().url).await.unwrap();
+            let rows: Vec<(String,)> =
+                sqlx::query_as("SELECT body || secrets FROM connections").fetch_all(&mut db).await.unwrap();
+            rows.into_iter().map(|(text,)| ("PostgreSQL".to_string(), text)).collect()
+        }
+    }
 }

@@ -453,7 +453,10 @@ pub fn file_name(generation: u32, rows: &[&DatasetRow]) -> String {
         hash.update(row.id.as_bytes());
         hash.update(row.operation.as_str().as_bytes());
         match row.version {
-            Some(v) => hash.update([1u8].iter().chain(v.to_le_bytes().iter()).copied().collect::<Vec<u8>>()),
+            Some(v) => {
+                hash.update([1u8]);
+                hash.update(v.to_le_bytes());
+            }
             None => hash.update([0u8]),
         }
         let significant = row.values.iter().rposition(|v| *v != Value::Null).map_or(0, |p| p + 1);

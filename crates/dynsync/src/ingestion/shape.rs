@@ -176,6 +176,9 @@ struct LoadedFields {
     formatted: Option<usize>,
     /// The table a lookup points into.
     lookup_table: Option<usize>,
+    /// Whether this column is the last to read each of its places (value, label, table), and may take the
+    /// text there rather than copy it: a property loaded twice (under two names) is copied for the first.
+    last: [bool; 3],
 }
 
 /// The properties of a record a shape reads — each loaded column's value and annotations, the primary key, the
@@ -204,7 +207,15 @@ impl FieldNames {
                 value: place(l.property.clone()),
                 formatted: labelled.then(|| place(format!("{}{FORMATTED}", l.property))),
                 lookup_table: lookup.then(|| place(format!("{}{LOOKUP_TABLE}", l.property))),
+                last: [false; 3],
             };
+        }
+        let mut read_later = std::collections::HashSet::new();
+        for l in loaded.iter_mut().rev() {
+            let f = &mut l.fields;
+            for (last, at) in f.last.iter_mut().zip([Some(f.value), f.formatted, f.lookup_table]) {
+                *last = at.is_some_and(|at| read_later.insert(at));
+            }
         }
         let (id, version) = (place(primary_key.to_string()), place("versionnumber".to_string()));
         let mut sorted: Vec<(String, usize)> = names.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
@@ -225,6 +236,14 @@ pub struct Fields(Vec<Json>);
 impl Fields {
     fn at(&self, place: usize) -> &Json {
         &self.0[place]
+    }
+
+    /// The property at `place`: taken when no column reads it after (`last`), copied otherwise.
+    fn take(&mut self, place: usize, last: bool) -> Json {
+        match last {
+            true => std::mem::take(&mut self.0[place]),
+            false => self.0[place].clone(),
+        }
     }
 }
 
@@ -530,13 +549,13 @@ impl TableShape {
                 fields[*place] = value.clone();
             }
         }
-        self.row_of(&Fields(fields), operation, synced_at)
+        self.row_of(Fields(fields), operation, synced_at)
     }
 
-    /// A record's [`Fields`] as a dataset row, with what could not be read of it.
+    /// A record's [`Fields`] as a dataset row, with what could not be read of it. Its text moves into the row.
     pub fn row_of(
         &self,
-        fields: &Fields,
+        mut fields: Fields,
         operation: Operation,
         synced_at: DateTime<Utc>,
     ) -> Result<(DatasetRow, Vec<String>), String> {
@@ -546,14 +565,15 @@ impl TableShape {
         let mut notes = Vec::new();
         let mut values = vec![Value::Null; self.schema.columns.len()];
         for loaded in &self.loaded {
-            let value = fields.at(loaded.fields.value);
-            let annotation = |place: Option<usize>| place.and_then(|p| fields.at(p).as_str());
-            let (main, extra) = read_value(
-                &loaded.reader,
-                value,
-                annotation(loaded.fields.formatted),
-                annotation(loaded.fields.lookup_table),
-            );
+            let places = loaded.fields;
+            let mut annotation = |place: Option<usize>, last: bool| match place.map(|p| fields.take(p, last)) {
+                Some(Json::String(text)) => Some(text),
+                _ => None,
+            };
+            let formatted = annotation(places.formatted, places.last[1]);
+            let lookup_table = annotation(places.lookup_table, places.last[2]);
+            let mut value = fields.take(places.value, places.last[0]);
+            let (main, extra) = read_value(&loaded.reader, &mut value, formatted, lookup_table);
             if main == Value::Null && !value.is_null() {
                 notes.push(format!(
                     "column {} of record {id}: {value} is not a {} value; it is left null",
@@ -594,16 +614,20 @@ fn version_of(value: &Json) -> Option<i64> {
     value.as_i64().or_else(|| value.as_str().and_then(|s| s.parse().ok()))
 }
 
-/// Reads one value, and the values of the columns that come with it (a label, a table).
+/// Reads one value, and the values of the columns that come with it (a label, a table). Text is taken from
+/// `value`; a value that does not read as `reader`'s type is left as it is.
 fn read_value(
     reader: &Reader,
-    value: &Json,
-    formatted: Option<&str>,
-    lookup_table: Option<&str>,
+    value: &mut Json,
+    formatted: Option<String>,
+    lookup_table: Option<String>,
 ) -> (Value, Vec<Value>) {
-    let text = |t: Option<&str>| t.map_or(Value::Null, |t| Value::Text(t.to_string()));
+    let text = |t: Option<String>| t.map_or(Value::Null, Value::Text);
     match reader {
-        Reader::Text => (value.as_str().map_or(Value::Null, |s| Value::Text(s.into())), vec![]),
+        Reader::Text => match value {
+            Json::String(s) => (Value::Text(std::mem::take(s)), vec![]),
+            _ => (Value::Null, vec![]),
+        },
         Reader::Boolean => (value.as_bool().map_or(Value::Null, Value::Boolean), vec![]),
         Reader::Integer => (whole(value).map_or(Value::Null, Value::Integer), vec![]),
         Reader::BigInt => (value.as_i64().map_or(Value::Null, Value::BigInt), vec![]),
@@ -634,7 +658,7 @@ fn read_value(
         Reader::Choices => {
             // The Web API gives several choices as "1,3", or as numbers.
             let v = match value {
-                Json::String(s) => Value::Text(s.clone()),
+                Json::String(s) => Value::Text(std::mem::take(s)),
                 Json::Number(n) => Value::Text(n.to_string()),
                 _ => Value::Null,
             };
@@ -771,7 +795,7 @@ mod tests {
         assert!(text.contains("first\\u006eame"));
         let page = shape.page_fields();
         let fields = (&page).deserialize(&mut serde_json::Deserializer::from_str(&text)).unwrap();
-        let (from_body, _) = shape.row_of(&fields, Operation::Read, row.synced_at).unwrap();
+        let (from_body, _) = shape.row_of(fields, Operation::Read, row.synced_at).unwrap();
         assert_eq!(from_body, row);
         // The next record of the page, its properties in another order and one missing: read as such.
         body.remove("gendercode");
@@ -779,10 +803,34 @@ mod tests {
         reordered.reverse();
         let text = serde_json::to_string(&reordered.into_iter().collect::<serde_json::Map<_, _>>()).unwrap();
         let fields = (&page).deserialize(&mut serde_json::Deserializer::from_str(&text)).unwrap();
-        let (next, _) = shape.row_of(&fields, Operation::Read, row.synced_at).unwrap();
+        let (next, _) = shape.row_of(fields, Operation::Read, row.synced_at).unwrap();
         assert_eq!((next.values[1].clone(), next.values[2].clone()), (Value::Null, Value::Null));
         assert_eq!(next.values[0], row.values[0]);
         assert_eq!(next.values[3..], row.values[3..]);
+    }
+
+    #[test]
+    fn a_column_loaded_under_two_names_fills_both() {
+        let shape = TableShape::new(
+            &contact(),
+            "contactid",
+            &mapped(&[
+                ("firstname", "first_name"),
+                ("gendercode", "gender"),
+                ("firstname", "given_name"),
+                ("gendercode", "sex"),
+            ]),
+            "mappings",
+        )
+        .unwrap();
+        let record = json!({
+            "contactid": Uuid::new_v4().to_string(), "firstname": "Ada",
+            "gendercode": 2, "gendercode@OData.Community.Display.V1.FormattedValue": "Female",
+        });
+        let (row, _) = shape.row(record.as_object().unwrap(), Operation::Read, Utc::now()).unwrap();
+        let ada = Value::Text("Ada".into());
+        let (two, female) = (Value::Integer(2), Value::Text("Female".into()));
+        assert_eq!(row.values, [ada.clone(), two.clone(), female.clone(), ada, two, female]);
     }
 
     #[test]

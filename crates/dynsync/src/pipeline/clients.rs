@@ -37,7 +37,7 @@ impl Clients {
             Some(entry) if entry.etag == connection.etag => Some(entry.client.clone()),
             Some(entry)
                 if entry.client.environment() == &destination.environment
-                    && entry.client.registrations().len() == 1 + destination.additional.len() =>
+                    && entry.client.registrations().len() == destination.registrations().len() =>
             {
                 for (index, credentials) in destination.registrations().into_iter().enumerate() {
                     entry.client.set_registration_credentials(index, credentials);
