@@ -126,6 +126,12 @@ impl Budget {
         self.limits
     }
 
+    /// Whether the execution-time limit is the environment's (a 429 stated it, or it was given) rather than
+    /// assumed.
+    pub fn known(&self) -> bool {
+        self.known
+    }
+
     /// Takes the limits a 429's message states; whether they changed.
     pub fn learn(&mut self, message: &str) -> bool {
         let stated = self.limits.stated_in(message);

@@ -14,8 +14,13 @@
 //! ([`Budget`]): it holds every request while the user's requests or execution time in the window are at their
 //! share of the limit, so that the server has no reason to refuse one. And since that account says how much
 //! of the window is left, it also sends a few requests beyond the hint ([`ExecutorOptions::burst`]) while the
-//! window has room for all that is in flight: time the flow left idle (between batches, while it read) is
-//! spent later rather than lost, and the steady rate is the limit's. A 429 still pauses the client for its
+//! window is under its share. Dataverse counts a request's execution time when it ends, and admits a request
+//! against the window as it is when it arrives: what is in flight when the window fills lands on top of it, as
+//! the server allows, and the next request waits until the window is back under its share. Time the flow left
+//! idle (between batches, while it read) is spent later rather than lost, and the rate is the limit's: holding
+//! the burst back until the window could also take all in flight left a slot idle each time a request left the
+//! window. While the limits are assumed rather than known, a burst goes out only with room for all in flight,
+//! lest the environment's own limits be lower. A 429 still pauses the client for its
 //! `Retry-After` (the model was wrong: another client, other limits) and states the limits, which replace the
 //! model's. Until one does, the server's `x-ms-ratelimit-time-remaining-xrm-requests` is its word on what
 //! remains: when that, less what the client spent since, leaves nothing for what is in flight, requests go one
@@ -74,8 +79,9 @@ pub struct ExecutorOptions {
     /// One attempt that takes longer is abandoned and retried. Bulk requests of 1,000 records can take
     /// minutes on a busy environment (the SDK's own default is 4 minutes).
     pub attempt_timeout: Duration,
-    /// Requests sent beyond the concurrency limit while the window has room for all in flight, as a share of
-    /// the hint (0.5: two more for a hint of 4). Zero never goes beyond the limit.
+    /// Requests sent beyond the concurrency limit while the window is under its share (and, while the limits are
+    /// assumed, has room for all in flight), as a share of the hint (0.5: two more for a hint of 4). Zero never
+    /// goes beyond the limit.
     pub burst: f64,
     /// The window's limits, if known; `None` assumes Dynamics 365's until a 429 states the environment's.
     pub window_limits: Option<WindowLimits>,
@@ -234,7 +240,7 @@ struct Limit {
     /// Smoothed round-trip time, to allow at most one decrease per round trip (a burst of refusals from one
     /// flight of requests is one signal, not many), and to foresee what the requests in flight will spend.
     rtt: Option<Duration>,
-    /// Requests allowed beyond `limit` while the window has room: `burst` of the hint.
+    /// Requests allowed beyond `limit` while the window is under its share: `burst` of the hint.
     burst: usize,
     budget: Budget,
 }
@@ -375,10 +381,12 @@ impl Lanes {
                     if better(&normal) {
                         normal = Some((share, u, l));
                     }
-                // Only while nothing says "fewer at a time": back-pressure shrank the limit below the hint.
+                // Only while nothing says "fewer at a time": back-pressure shrank the limit below the hint. While
+                // the limits are assumed, only with room for all in flight; once they are known, while the window
+                // is under its share (checked above), as the server admits them.
                 } else if limit.limit >= limit.cap
                     && limit.in_flight < limit.limit + limit.burst
-                    && room_for_one_more
+                    && (room_for_one_more || limit.budget.known())
                     && better(&burst)
                 {
                     burst = Some((share, u, l));
@@ -1017,20 +1025,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn burst_slots_open_beyond_the_hint_only_while_the_window_has_room() {
+    async fn burst_slots_open_beyond_the_hint_while_the_window_is_under_its_share() {
         let limits =
             WindowLimits { requests: 1000, execution_time: Duration::from_secs(40), window: Duration::from_secs(10) };
         let e = budgeted(limits);
         assert_eq!(acquired(&e, 10).await.len(), 6, "the hint's 4 and half as many again");
         assert_eq!(e.metrics().burst_requests, 2);
 
-        // 36 s of the window's 40 spent: room for the hint's slots, not for more in flight.
+        // 36 s of the window's 40 spent, the limits known: what is in flight lands on a window the server admitted
+        // it to, so the burst slots stay open while the window is under its share.
         let e = budgeted(limits);
         spend(&e, Duration::from_secs(36)).await;
         let permits = acquired(&e, 4).await;
         permits[0].succeeded(Duration::from_secs(1));
         assert_eq!(permits.len(), 4);
-        assert_eq!(acquired(&e, 1).await.len(), 0, "4 s more in flight would pass the window's share");
+        assert_eq!(acquired(&e, 3).await.len(), 2, "the burst's two, past 40 s with what is in flight");
+        drop(permits);
+        // At the share, nothing more.
+        spend(&e, Duration::from_secs(4)).await;
+        assert_eq!(acquired(&e, 1).await.len(), 0, "40 s of 40 spent");
+
+        // While the limits are assumed (Dynamics 365's, until a 429 states the environment's), a burst slot
+        // opens only with room in the window for all in flight: 1,185 s of the 1,200 assumed spent, the hint's
+        // slots open, not more.
+        let e = executor(52);
+        e.observe_dop_hint(4);
+        spend(&e, Duration::from_secs(1185)).await;
+        let permits = acquired(&e, 4).await;
+        permits[0].succeeded(Duration::from_secs(1));
+        assert_eq!(permits.len(), 4);
+        assert_eq!(acquired(&e, 1).await.len(), 0, "5 s more in flight would pass the window's share");
         drop(permits);
 
         // Back-pressure shrank the limit: no burst until it is back at the hint.
