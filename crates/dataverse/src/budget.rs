@@ -12,12 +12,18 @@
 //!   the oldest of them leaves the window.
 //!
 //! The limits start as Dynamics 365's (6,000 requests and 1,200 s of execution time per 300 s, per user and
-//! per web server); a 429 states the environment's own in its message, and they replace them. Another client
-//! of the same user (another process, another tool) spends the same budget: the server's
-//! `x-ms-ratelimit-time-remaining-xrm-requests` says what it had counted for the user when it admitted a
-//! request, and what it counted beyond this client's own spending is kept as spent by others, for a window —
-//! once the limits are known (stated by a 429 or given): against a limit assumed too high, what remains would
-//! read as others' spending.
+//! per web server); a 429 states the environment's own in its message, and they replace them.
+//!
+//! Other clients of the same user (another process, another tool) spend the same budget. The budget hears of
+//! them two ways, and counts the larger (they describe the same others, so adding them would count them twice):
+//! - the server's `x-ms-ratelimit-time-remaining-xrm-requests` says what it had counted for the user when it
+//!   admitted a request, and what it counted beyond this client's own spending is others' execution time, for a
+//!   window — once the limits are known (stated by a 429 or given): against a limit assumed too high, what
+//!   remains would read as others' spending. It says nothing of their requests, and only after the fact;
+//! - the others' own word ([`Budget::others_report`]): the requests and execution time they counted in their
+//!   window, as processes sharing a store publish it to each other. Their requests count as this client's do,
+//!   and the report lapses a window after it was made (its maker stopped reporting: what it spent has left the
+//!   window by then). What they send between two reports is not in it: [`SHARE`]'s margin absorbs part of it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -81,6 +87,24 @@ impl WindowLimits {
     }
 }
 
+/// What was spent of one user's budget on one web server over a window: requests sent, and their execution
+/// time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spending {
+    pub requests: u32,
+    pub execution_time: Duration,
+}
+
+impl std::ops::Add for Spending {
+    type Output = Spending;
+    fn add(self, other: Spending) -> Spending {
+        Spending {
+            requests: self.requests.saturating_add(other.requests),
+            execution_time: self.execution_time + other.execution_time,
+        }
+    }
+}
+
 /// What this user spent over the window, by this client's account.
 #[derive(Debug)]
 pub struct Budget {
@@ -92,6 +116,8 @@ pub struct Budget {
     spent: Duration,
     /// Execution time the server had counted beyond this client's, and when it said so.
     others: Option<(Instant, Duration)>,
+    /// What other clients of the user reported spending in their window, and when the report came.
+    reported: Option<(Instant, Spending)>,
     /// Whether the execution-time limit is the environment's (a 429 stated it, or it was given) rather than
     /// assumed.
     known: bool,
@@ -117,6 +143,7 @@ impl Budget {
             ended: VecDeque::new(),
             spent: Duration::ZERO,
             others: None,
+            reported: None,
             known: limits.is_some(),
             said: None,
         }
@@ -151,6 +178,32 @@ impl Budget {
         if self.others.is_some_and(|(t, _)| now.duration_since(t) >= window) {
             self.others = None;
         }
+        if self.reported.is_some_and(|(t, _)| now.duration_since(t) >= window) {
+            self.reported = None;
+        }
+    }
+
+    /// Others' spending in the window: their requests as they reported them, and the larger of the execution
+    /// time they reported and what the server counted beyond this client's.
+    pub fn others(&mut self, now: Instant) -> Spending {
+        self.expire(now);
+        let reported = self.reported.map(|(_, s)| s).unwrap_or_default();
+        let said = self.others.map_or(Duration::ZERO, |(_, d)| d);
+        Spending { requests: reported.requests, execution_time: reported.execution_time.max(said) }
+    }
+
+    /// What other clients of this user on this server reported spending in their window, now: it replaces
+    /// their previous report, and lapses a window from now unless another replaces it. Nothing spent (or
+    /// nothing heard) is an empty report.
+    pub fn others_report(&mut self, now: Instant, spending: Spending) {
+        self.expire(now);
+        self.reported = (spending != Spending::default()).then_some((now, spending));
+    }
+
+    /// This client's own requests and execution time in the window, as it reports them to others.
+    pub fn own_spending(&mut self, now: Instant) -> Spending {
+        self.expire(now);
+        Spending { requests: u32::try_from(self.sent.len()).unwrap_or(u32::MAX), execution_time: self.spent }
     }
 
     /// A request sent now.
@@ -166,10 +219,10 @@ impl Budget {
         self.spent += took;
     }
 
-    /// Execution time spent in the window: this client's, and others' as the server last said.
+    /// Execution time spent in the window: this client's, and others' ([`others`](Self::others)).
     pub fn spent(&mut self, now: Instant) -> Duration {
-        self.expire(now);
-        self.spent + self.others.map_or(Duration::ZERO, |(_, d)| d)
+        let others = self.others(now).execution_time;
+        self.spent + others
     }
 
     /// The server's word on what remained of the execution time when it admitted a request, which this client
@@ -209,7 +262,8 @@ impl Budget {
     /// others') as a share of their limits.
     pub fn share(&mut self, now: Instant) -> f64 {
         let spent = self.spent(now);
-        let requests = self.sent.len() as f64 / f64::from(self.limits.requests.max(1));
+        let others = self.others(now).requests as usize;
+        let requests = (self.sent.len() + others) as f64 / f64::from(self.limits.requests.max(1));
         let time = spent.as_secs_f64() / self.limits.execution_time.as_secs_f64().max(1e-9);
         requests.max(time)
     }
@@ -223,17 +277,22 @@ impl Budget {
     /// `None` when a request may be sent now with `in_flight` more execution time expected before it ends;
     /// otherwise the instant before which it may not.
     pub fn hold(&mut self, now: Instant, in_flight: Duration) -> Option<Instant> {
-        self.expire(now);
+        let others = self.others(now);
         let limits = self.limits;
         let most_requests = ((f64::from(limits.requests) * SHARE) as usize).max(1);
         let most_time = limits.execution_time.mul_f64(SHARE);
         let mut until: Option<Instant> = None;
         let mut later = |t: Instant| until = Some(until.map_or(t, |u| u.max(t)));
-        if self.sent.len() >= most_requests {
-            later(self.sent[self.sent.len() - most_requests] + limits.window);
+        let requests = self.sent.len() + others.requests as usize;
+        if requests >= most_requests {
+            // This client's oldest requests must leave the window until one more fits beside the others'.
+            match self.sent.get(requests - most_requests) {
+                Some(t) => later(*t + limits.window),
+                // The others' alone fill it: wait for their next report, or for it to lapse.
+                None => later(now + Duration::from_millis(50)),
+            }
         }
-        let others = self.others.map_or(Duration::ZERO, |(_, d)| d);
-        let wanted = self.spent + others + in_flight;
+        let wanted = self.spent + others.execution_time + in_flight;
         if wanted >= most_time {
             // The oldest entries leave the window first: wait until enough of them have.
             let mut over = wanted - most_time;
@@ -322,6 +381,72 @@ mod tests {
         assert!(budget.hold(start, Duration::from_secs(10)).is_some());
         assert_eq!(budget.hold(start, Duration::from_secs(9)), None);
         assert_eq!(budget.spent(start + Duration::from_secs(10)), Duration::ZERO);
+    }
+
+    #[test]
+    fn requests_others_reported_count_as_this_client_s_own() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        for i in 0..40 {
+            budget.sent(start + Duration::from_millis(i * 10));
+        }
+        assert_eq!(budget.hold(start + Duration::from_secs(1), Duration::ZERO), None, "40 of 99 requests");
+        // Another process sent 59 in its window: 99 together, the share of 100.
+        budget.others_report(start + Duration::from_secs(1), Spending { requests: 59, ..Spending::default() });
+        let now = start + Duration::from_secs(1);
+        assert_eq!(budget.hold(now, Duration::ZERO), Some(start + Duration::from_secs(10)), "the oldest must leave");
+        assert!((budget.share(now) - 0.99).abs() < 1e-9, "{}", budget.share(now));
+        // 70: twelve of this client's must leave for one more to fit, the twelfth sent at 110 ms.
+        budget.others_report(now, Spending { requests: 70, ..Spending::default() });
+        assert_eq!(budget.hold(now, Duration::ZERO), Some(start + Duration::from_millis(10_110)));
+        // The others' alone fill the window: nothing of this client's leaving makes room.
+        budget.others_report(now, Spending { requests: 99, ..Spending::default() });
+        assert!(budget.hold(now, Duration::ZERO).is_some_and(|t| t > now && t < now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn execution_time_others_reported_holds_requests() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        budget.ended(start, Duration::from_secs(5));
+        budget.others_report(start, Spending { requests: 1, execution_time: Duration::from_secs(30) });
+        assert_eq!(budget.spent(start), Duration::from_secs(35));
+        assert_eq!(budget.hold(start, Duration::from_secs(4)), None, "39 s of the 39.6 s allowed");
+        assert_eq!(budget.hold(start, Duration::from_secs(5)), Some(start + Duration::from_secs(10)));
+        assert_eq!(budget.own_spending(start), Spending { requests: 0, execution_time: Duration::from_secs(5) });
+    }
+
+    #[test]
+    fn a_report_lapses_a_window_after_it_was_made_unless_another_replaces_it() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        let full = Spending { requests: 99, execution_time: Duration::from_secs(39) };
+        budget.others_report(start, full);
+        assert!(budget.hold(start + Duration::from_secs(9), Duration::ZERO).is_some());
+        assert_eq!(budget.hold(start + Duration::from_secs(10), Duration::ZERO), None, "its maker stopped reporting");
+        assert_eq!(budget.others(start + Duration::from_secs(10)), Spending::default());
+        let later = start + Duration::from_secs(11);
+        budget.others_report(later, full);
+        budget.others_report(later + Duration::from_secs(5), Spending { requests: 10, ..Spending::default() });
+        assert_eq!(budget.hold(later + Duration::from_secs(5), Duration::ZERO), None, "the newer report replaced it");
+        budget.others_report(later + Duration::from_secs(6), Spending::default());
+        assert_eq!(budget.others(later + Duration::from_secs(6)), Spending::default(), "nothing spent");
+    }
+
+    #[test]
+    fn the_server_s_word_and_others_report_are_not_added() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        // The server counted 20 s beyond this client's; the others say they spent 15 s: the same 20 s.
+        budget.server_remaining(start, Duration::from_secs(20), Duration::ZERO, start, Duration::ZERO);
+        budget.others_report(start, Spending { requests: 30, execution_time: Duration::from_secs(15) });
+        assert_eq!(budget.others(start), Spending { requests: 30, execution_time: Duration::from_secs(20) });
+        assert_eq!(budget.spent(start), Duration::from_secs(20));
+        assert_eq!(budget.hold(start, Duration::from_secs(19)), None, "20 + 19 s fit in 39.6 s");
+        // They now say 25 s: more than the server had counted when it last said.
+        budget.others_report(start, Spending { requests: 30, execution_time: Duration::from_secs(25) });
+        assert_eq!(budget.spent(start), Duration::from_secs(25));
+        assert!(budget.hold(start, Duration::from_secs(19)).is_some());
     }
 
     #[test]

@@ -11,7 +11,8 @@
 use crate::auth::{AuthError, Credentials, TokenProvider};
 use crate::environment::Environment;
 use crate::error::{ApiError, Error, ErrorKind, ThrottleLimit};
-use crate::executor::{Executor, ExecutorOptions, Metrics, Permit};
+use crate::budget::Spending;
+use crate::executor::{Executor, ExecutorOptions, LaneSpending, Metrics, Permit};
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -163,6 +164,18 @@ pub struct RegistrationStatus {
     pub refused: Option<AuthError>,
 }
 
+/// What one application user spent on one web server over the window, named as every client of the environment
+/// names them: the app registration's client id (the user name for the password grant) and the server's
+/// `ARRAffinity` id (`None`: no answer named one yet — the only server, as far as the client knows). Processes
+/// that write as the same users exchange these to share their budget ([`Client::spending`],
+/// [`Client::set_others_spending`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpending {
+    pub client_id: String,
+    pub web_server: Option<String>,
+    pub spending: Spending,
+}
+
 /// The `ARRAffinity` cookie's value in an answer's `Set-Cookie`: the web server that answered.
 fn affinity_of(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -286,6 +299,44 @@ impl Client {
     /// Requests, throttles by kind, retries, answers by status, latencies and the current concurrency.
     pub fn metrics(&self) -> Metrics {
         self.inner.executor.metrics()
+    }
+
+    /// The window Dataverse counts the limits over, as the client knows it (Dynamics 365's 300 s until a 429
+    /// states the environment's).
+    pub fn window(&self) -> Duration {
+        self.inner.executor.window()
+    }
+
+    /// This client's own requests and execution time over the window, per application user and web server.
+    pub fn spending(&self) -> Vec<UserSpending> {
+        let registrations = &self.inner.registrations;
+        self.inner
+            .executor
+            .spending()
+            .into_iter()
+            .map(|lane| UserSpending {
+                client_id: registrations[lane.user].name.clone(),
+                web_server: lane.web_server,
+                spending: lane.spending,
+            })
+            .collect()
+    }
+
+    /// What other clients writing as this client's users (other processes) reported spending in their window:
+    /// the requests and execution time each user's lane on each server counts as spent beside its own, in
+    /// place of any earlier report, until a window has passed. A user or server none of them names spent
+    /// nothing, as far as they know.
+    pub fn set_others_spending(&self, others: &[UserSpending]) {
+        let registrations = &self.inner.registrations;
+        let lanes: Vec<LaneSpending> = others
+            .iter()
+            .flat_map(|other| {
+                registrations.iter().enumerate().filter(|(_, r)| r.name == other.client_id).map(|(user, _)| {
+                    LaneSpending { user, web_server: other.web_server.clone(), spending: other.spending }
+                })
+            })
+            .collect();
+        self.inner.executor.set_others_spending(&lanes);
     }
 
     /// Sends a request to a Web API path (relative to `…/api/data/v9.2/`) and returns the answer when it
