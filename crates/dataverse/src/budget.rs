@@ -23,7 +23,16 @@
 //! - the others' own word ([`Budget::others_report`]): the requests and execution time they counted in their
 //!   window, as processes sharing a store publish it to each other. Their requests count as this client's do,
 //!   and the report lapses a window after it was made (its maker stopped reporting: what it spent has left the
-//!   window by then). What they send between two reports is not in it: [`SHARE`]'s margin absorbs part of it.
+//!   window by then).
+//!
+//! What the others send between two reports is not in the last one. Most of it takes the place of what left
+//! their window (as this client's own sending does), but room that opens — a client idle for a moment, the
+//! window's oldest leaving — would be seen by every client at once, and each would fill it before hearing that
+//! the others did. So the room is shared: until the next report, this client takes only its part of it (one of
+//! the report's clients and itself) and holds the rest as the others'. The room is what the limit leaves of the
+//! others' report and of this client's spending as they last heard of it (its spending at the previous report):
+//! that is the room they take their part of, so that the parts add up to it. What remains unseen (reports that
+//! cross, what is in flight) is [`SHARE`]'s margin to absorb.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -116,13 +125,25 @@ pub struct Budget {
     spent: Duration,
     /// Execution time the server had counted beyond this client's, and when it said so.
     others: Option<(Instant, Duration)>,
-    /// What other clients of the user reported spending in their window, and when the report came.
-    reported: Option<(Instant, Spending)>,
+    /// What other clients of the user last reported spending in their window.
+    reported: Option<Report>,
+    /// This client's own spending when the last report came: what the others heard of it at their next.
+    published: Option<(Instant, Spending)>,
     /// Whether the execution-time limit is the environment's (a 429 stated it, or it was given) rather than
     /// assumed.
     known: bool,
     /// While the limits are assumed: the server's latest word on what remained.
     said: Option<Said>,
+}
+
+/// Other clients' report of what they spent in their window: when it came, how many clients it adds up, and what
+/// they had heard this client spent (the room is shared from that).
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    at: Instant,
+    others: Spending,
+    clients: u32,
+    own: Spending,
 }
 
 /// What the server said remained of the execution time when it admitted a request, and this client's own
@@ -144,6 +165,7 @@ impl Budget {
             spent: Duration::ZERO,
             others: None,
             reported: None,
+            published: None,
             known: limits.is_some(),
             said: None,
         }
@@ -178,7 +200,7 @@ impl Budget {
         if self.others.is_some_and(|(t, _)| now.duration_since(t) >= window) {
             self.others = None;
         }
-        if self.reported.is_some_and(|(t, _)| now.duration_since(t) >= window) {
+        if self.reported.is_some_and(|r| now.duration_since(r.at) >= window) {
             self.reported = None;
         }
     }
@@ -187,17 +209,37 @@ impl Budget {
     /// time they reported and what the server counted beyond this client's.
     pub fn others(&mut self, now: Instant) -> Spending {
         self.expire(now);
-        let reported = self.reported.map(|(_, s)| s).unwrap_or_default();
+        let reported = self.reported.map(|r| r.others).unwrap_or_default();
         let said = self.others.map_or(Duration::ZERO, |(_, d)| d);
         Spending { requests: reported.requests, execution_time: reported.execution_time.max(said) }
     }
 
-    /// What other clients of this user on this server reported spending in their window, now: it replaces
-    /// their previous report, and lapses a window from now unless another replaces it. Nothing spent (or
-    /// nothing heard) is an empty report.
-    pub fn others_report(&mut self, now: Instant, spending: Spending) {
-        self.expire(now);
-        self.reported = (spending != Spending::default()).then_some((now, spending));
+    /// What `clients` other clients of this user on this server reported spending in their window, now: it
+    /// replaces their previous report, and lapses a window from now unless another replaces it. No client is
+    /// an empty report.
+    pub fn others_report(&mut self, now: Instant, spending: Spending, clients: u32) {
+        let current = self.own_spending(now);
+        let window = self.limits.window;
+        // Reports come once a tick, and this client's own went out just before this one came in.
+        let heard = self.published.filter(|(t, _)| now.duration_since(*t) < window).map_or(current, |(_, s)| s);
+        self.published = Some((now, current));
+        self.reported = (clients > 0).then_some(Report { at: now, others: spending, clients, own: heard });
+    }
+
+    /// The part of the room the last report left that is the other clients': each of them may take its part
+    /// before this client hears of it, as this client may.
+    fn reserved(&self) -> Spending {
+        let Some(report) = self.reported else { return Spending::default() };
+        let (theirs, all) = (report.clients, report.clients.saturating_add(1));
+        let most_requests = ((f64::from(self.limits.requests) * SHARE) as u32).max(1);
+        let room = most_requests.saturating_sub(report.own.requests.saturating_add(report.others.requests));
+        let said = self.others.map_or(Duration::ZERO, |(_, d)| d);
+        let spent = report.own.execution_time + report.others.execution_time.max(said);
+        let room_time = self.limits.execution_time.mul_f64(SHARE).saturating_sub(spent);
+        Spending {
+            requests: u32::try_from((u64::from(room) * u64::from(theirs)).div_ceil(u64::from(all))).unwrap_or(room),
+            execution_time: room_time.mul_f64(f64::from(theirs) / f64::from(all)),
+        }
     }
 
     /// This client's own requests and execution time in the window, as it reports them to others.
@@ -277,7 +319,7 @@ impl Budget {
     /// `None` when a request may be sent now with `in_flight` more execution time expected before it ends;
     /// otherwise the instant before which it may not.
     pub fn hold(&mut self, now: Instant, in_flight: Duration) -> Option<Instant> {
-        let others = self.others(now);
+        let others = self.others(now) + self.reserved();
         let limits = self.limits;
         let most_requests = ((f64::from(limits.requests) * SHARE) as usize).max(1);
         let most_time = limits.execution_time.mul_f64(SHARE);
@@ -285,7 +327,8 @@ impl Budget {
         let mut later = |t: Instant| until = Some(until.map_or(t, |u| u.max(t)));
         let requests = self.sent.len() + others.requests as usize;
         if requests >= most_requests {
-            // This client's oldest requests must leave the window until one more fits beside the others'.
+            // This client's oldest requests must leave the window until one more fits beside the others' (and
+            // their part of the room).
             match self.sent.get(requests - most_requests) {
                 Some(t) => later(*t + limits.window),
                 // The others' alone fill it: wait for their next report, or for it to lapse.
@@ -392,15 +435,15 @@ mod tests {
         }
         assert_eq!(budget.hold(start + Duration::from_secs(1), Duration::ZERO), None, "40 of 99 requests");
         // Another process sent 59 in its window: 99 together, the share of 100.
-        budget.others_report(start + Duration::from_secs(1), Spending { requests: 59, ..Spending::default() });
+        budget.others_report(start + Duration::from_secs(1), Spending { requests: 59, ..Spending::default() }, 1);
         let now = start + Duration::from_secs(1);
         assert_eq!(budget.hold(now, Duration::ZERO), Some(start + Duration::from_secs(10)), "the oldest must leave");
         assert!((budget.share(now) - 0.99).abs() < 1e-9, "{}", budget.share(now));
         // 70: twelve of this client's must leave for one more to fit, the twelfth sent at 110 ms.
-        budget.others_report(now, Spending { requests: 70, ..Spending::default() });
+        budget.others_report(now, Spending { requests: 70, ..Spending::default() }, 1);
         assert_eq!(budget.hold(now, Duration::ZERO), Some(start + Duration::from_millis(10_110)));
         // The others' alone fill the window: nothing of this client's leaving makes room.
-        budget.others_report(now, Spending { requests: 99, ..Spending::default() });
+        budget.others_report(now, Spending { requests: 99, ..Spending::default() }, 1);
         assert!(budget.hold(now, Duration::ZERO).is_some_and(|t| t > now && t < now + Duration::from_secs(1)));
     }
 
@@ -409,10 +452,11 @@ mod tests {
         let start = Instant::now();
         let mut budget = Budget::new(Some(small()));
         budget.ended(start, Duration::from_secs(5));
-        budget.others_report(start, Spending { requests: 1, execution_time: Duration::from_secs(30) });
+        budget.others_report(start, Spending { requests: 1, execution_time: Duration::from_secs(30) }, 1);
         assert_eq!(budget.spent(start), Duration::from_secs(35));
-        assert_eq!(budget.hold(start, Duration::from_secs(4)), None, "39 s of the 39.6 s allowed");
-        assert_eq!(budget.hold(start, Duration::from_secs(5)), Some(start + Duration::from_secs(10)));
+        // Of the 4.6 s left of the 39.6 s allowed, half is the other client's until it is heard of again.
+        assert_eq!(budget.hold(start, Duration::from_secs(2)), None, "35 + 2.3 + 2 s");
+        assert_eq!(budget.hold(start, Duration::from_secs(3)), Some(start + Duration::from_secs(10)));
         assert_eq!(budget.own_spending(start), Spending { requests: 0, execution_time: Duration::from_secs(5) });
     }
 
@@ -421,15 +465,15 @@ mod tests {
         let start = Instant::now();
         let mut budget = Budget::new(Some(small()));
         let full = Spending { requests: 99, execution_time: Duration::from_secs(39) };
-        budget.others_report(start, full);
+        budget.others_report(start, full, 1);
         assert!(budget.hold(start + Duration::from_secs(9), Duration::ZERO).is_some());
         assert_eq!(budget.hold(start + Duration::from_secs(10), Duration::ZERO), None, "its maker stopped reporting");
         assert_eq!(budget.others(start + Duration::from_secs(10)), Spending::default());
         let later = start + Duration::from_secs(11);
-        budget.others_report(later, full);
-        budget.others_report(later + Duration::from_secs(5), Spending { requests: 10, ..Spending::default() });
+        budget.others_report(later, full, 1);
+        budget.others_report(later + Duration::from_secs(5), Spending { requests: 10, ..Spending::default() }, 1);
         assert_eq!(budget.hold(later + Duration::from_secs(5), Duration::ZERO), None, "the newer report replaced it");
-        budget.others_report(later + Duration::from_secs(6), Spending::default());
+        budget.others_report(later + Duration::from_secs(6), Spending::default(), 1);
         assert_eq!(budget.others(later + Duration::from_secs(6)), Spending::default(), "nothing spent");
     }
 
@@ -439,14 +483,57 @@ mod tests {
         let mut budget = Budget::new(Some(small()));
         // The server counted 20 s beyond this client's; the others say they spent 15 s: the same 20 s.
         budget.server_remaining(start, Duration::from_secs(20), Duration::ZERO, start, Duration::ZERO);
-        budget.others_report(start, Spending { requests: 30, execution_time: Duration::from_secs(15) });
+        budget.others_report(start, Spending { requests: 30, execution_time: Duration::from_secs(15) }, 1);
         assert_eq!(budget.others(start), Spending { requests: 30, execution_time: Duration::from_secs(20) });
         assert_eq!(budget.spent(start), Duration::from_secs(20));
-        assert_eq!(budget.hold(start, Duration::from_secs(19)), None, "20 + 19 s fit in 39.6 s");
+        // 20 s the others', and half of the 19.6 s left theirs: 9 s more fit, as they would not with 35 s.
+        assert_eq!(budget.hold(start, Duration::from_secs(9)), None);
         // They now say 25 s: more than the server had counted when it last said.
-        budget.others_report(start, Spending { requests: 30, execution_time: Duration::from_secs(25) });
+        budget.others_report(start, Spending { requests: 30, execution_time: Duration::from_secs(25) }, 1);
         assert_eq!(budget.spent(start), Duration::from_secs(25));
-        assert!(budget.hold(start, Duration::from_secs(19)).is_some());
+        assert!(budget.hold(start, Duration::from_secs(9)).is_some(), "25 + 7.3 + 9 s");
+    }
+
+    /// Requests sent at `now` until the budget holds one.
+    fn sent_until_held(budget: &mut Budget, now: Instant) -> usize {
+        let mut sent = 0;
+        while budget.hold(now, Duration::ZERO).is_none() && sent < 1000 {
+            budget.sent(now);
+            sent += 1;
+        }
+        sent
+    }
+
+    #[test]
+    fn the_room_a_report_leaves_is_shared_with_the_clients_that_may_take_it_before_the_next() {
+        let start = Instant::now();
+        let others = Spending { requests: 30, ..Spending::default() };
+        let mut budget = Budget::new(Some(small()));
+        for _ in 0..20 {
+            budget.sent(start);
+        }
+        // One other client sent 30: 49 of the 99 are left, and 25 of them are its to take.
+        budget.others_report(start, others, 1);
+        assert_eq!(sent_until_held(&mut budget, start), 24);
+        // Two others: two thirds of the room are theirs.
+        let mut budget = Budget::new(Some(small()));
+        for _ in 0..20 {
+            budget.sent(start);
+        }
+        budget.others_report(start, others, 2);
+        assert_eq!(sent_until_held(&mut budget, start), 16);
+        // They say the same at the next report, made before they heard of this client's 16: they may have taken
+        // their part of the room since, as this client took its own. Nothing more until they have heard.
+        let next = start + Duration::from_secs(1);
+        budget.others_report(next, others, 2);
+        assert_eq!(sent_until_held(&mut budget, next), 0);
+        // They have heard, and took none of it: a third of what is left is this client's.
+        let after = start + Duration::from_secs(2);
+        budget.others_report(after, others, 2);
+        assert_eq!(sent_until_held(&mut budget, after), 11);
+        // No report, no share: the whole room is this client's.
+        let mut budget = Budget::new(Some(small()));
+        assert_eq!(sent_until_held(&mut budget, start), 99);
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //! fails with that reason. Records a request creates are owned by the application user it went out as.
 
 use crate::auth::{AuthError, Credentials, TokenProvider};
+use crate::budget::Spending;
 use crate::environment::Environment;
 use crate::error::{ApiError, Error, ErrorKind, ThrottleLimit};
-use crate::budget::Spending;
 use crate::executor::{Executor, ExecutorOptions, LaneSpending, Metrics, Permit};
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
@@ -174,6 +174,9 @@ pub struct UserSpending {
     pub client_id: String,
     pub web_server: Option<String>,
     pub spending: Spending,
+    /// How many clients spent it (one for this client's own): each of them may send more before it is heard of
+    /// again, and takes its part of the room the report leaves.
+    pub clients: u32,
 }
 
 /// The `ARRAffinity` cookie's value in an answer's `Set-Cookie`: the web server that answered.
@@ -318,6 +321,7 @@ impl Client {
                 client_id: registrations[lane.user].name.clone(),
                 web_server: lane.web_server,
                 spending: lane.spending,
+                clients: lane.clients,
             })
             .collect()
     }
@@ -332,7 +336,12 @@ impl Client {
             .iter()
             .flat_map(|other| {
                 registrations.iter().enumerate().filter(|(_, r)| r.name == other.client_id).map(|(user, _)| {
-                    LaneSpending { user, web_server: other.web_server.clone(), spending: other.spending }
+                    LaneSpending {
+                        user,
+                        web_server: other.web_server.clone(),
+                        spending: other.spending,
+                        clients: other.clients,
+                    }
                 })
             })
             .collect();

@@ -165,6 +165,9 @@ pub struct LaneSpending {
     /// The server's `ARRAffinity` id; `None` for a lane no answer named yet (the only server, as far as known).
     pub web_server: Option<String>,
     pub spending: Spending,
+    /// How many clients spent it: one for this client's own; for others', each may send more before it is
+    /// heard of again, and takes its part of the room the report leaves.
+    pub clients: u32,
 }
 
 impl Metrics {
@@ -811,7 +814,7 @@ impl Executor {
         for (user, u) in lanes.users.iter_mut().enumerate() {
             for lane in u.lanes.iter_mut() {
                 let own = lane.limit.budget.own_spending(now);
-                spending.push(LaneSpending { user, web_server: lane.server.clone(), spending: own });
+                spending.push(LaneSpending { user, web_server: lane.server.clone(), spending: own, clients: 1 });
             }
         }
         spending
@@ -825,8 +828,8 @@ impl Executor {
     pub fn set_others_spending(&self, reports: &[LaneSpending]) {
         let now = Instant::now();
         let mut lanes = self.lock();
-        let mut sums: Vec<Vec<Spending>> =
-            lanes.users.iter().map(|u| vec![Spending::default(); u.lanes.len()]).collect();
+        let mut sums: Vec<Vec<(Spending, u32)>> =
+            lanes.users.iter().map(|u| vec![(Spending::default(), 0); u.lanes.len()]).collect();
         for report in reports {
             let Some(user) = lanes.users.get(report.user) else { continue };
             let lane = user
@@ -835,12 +838,14 @@ impl Executor {
                 .position(|l| l.server == report.web_server)
                 .or_else(|| report.web_server.is_none().then_some(0));
             if let Some(lane) = lane {
-                sums[report.user][lane] = sums[report.user][lane] + report.spending;
+                let (spending, clients) = &mut sums[report.user][lane];
+                *spending = *spending + report.spending;
+                *clients = clients.saturating_add(report.clients);
             }
         }
         for (user, sums) in lanes.users.iter_mut().zip(sums) {
-            for (lane, sum) in user.lanes.iter_mut().zip(sums) {
-                lane.limit.budget.others_report(now, sum);
+            for (lane, (spending, clients)) in user.lanes.iter_mut().zip(sums) {
+                lane.limit.budget.others_report(now, spending, clients);
             }
         }
         drop(lanes);
@@ -1138,17 +1143,18 @@ mod tests {
             user: 0,
             web_server: server.map(str::to_string),
             spending: Spending { requests, execution_time: Duration::ZERO },
+            clients: 1,
         };
         let own = e.spending();
         assert_eq!(own.len(), 1);
         assert_eq!((own[0].web_server.as_deref(), own[0].spending.requests), (Some("a"), 1));
         assert_eq!(own[0].spending.execution_time, Duration::from_millis(5));
 
-        // Another process sent 7 to server a: with this client's 2, the 9 of 10 it holds at.
-        e.set_others_spending(&[on(Some("a"), 7)]);
-        assert_eq!(e.metrics().lanes[0].others.requests, 7);
+        // Another process sent 6 to server a: 2 of the 9 it holds at are left, and it may take one of them.
+        e.set_others_spending(&[on(Some("a"), 6)]);
+        assert_eq!(e.metrics().lanes[0].others.requests, 6);
         let permits = acquired(&e, 5).await;
-        assert_eq!(permits.len(), 1, "one more fits beside the others' 7");
+        assert_eq!(permits.len(), 1, "one more fits beside the others' 6 and their part of the room");
         drop(permits);
         // Their report on a server this client has not found is not counted here.
         e.set_others_spending(&[on(Some("b"), 9)]);
