@@ -105,3 +105,50 @@ impl Store {
         Ok(rows.into_iter().map(ReportedSpending::from).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[tokio::test]
+    async fn a_process_reads_the_others_reports_of_the_window_and_its_own_replace_each_other() {
+        for (store, _dir) in crate::store::test_stores().await {
+            let environment = format!("https://{}.crm4.dynamics.com/", uuid::Uuid::new_v4().simple());
+            let report = |web_server: Option<&str>, requests: u32| SpendingReport {
+                environment: environment.clone(),
+                client_id: "11111111-2222-3333-4444-555555555555".into(),
+                web_server: web_server.map(str::to_string),
+                requests,
+                execution_time: Duration::from_micros(1_500_250),
+            };
+            let heard = |rows: Vec<ReportedSpending>| -> BTreeSet<(Option<String>, u32)> {
+                rows.into_iter()
+                    .filter(|r| r.report.environment == environment)
+                    .map(|r| (r.report.web_server, r.report.requests))
+                    .collect()
+            };
+            let (a, b) = (ProcessId::new(), ProcessId::new());
+            let now = chrono::Utc::now().timestamp_millis();
+            store.report_spending(a, now - 1_000, &[report(Some("s1"), 5)], now - 5_000).await.unwrap();
+            store.report_spending(a, now, &[report(Some("s1"), 7), report(None, 1)], now - 5_000).await.unwrap();
+            store.report_spending(b, now, &[report(Some("s1"), 3)], now - 5_000).await.unwrap();
+
+            let a_said = store.others_spending(b, now - 5_000).await.unwrap();
+            assert_eq!(heard(a_said.clone()), BTreeSet::from([(Some("s1".into()), 7), (None, 1)]), "a's latest");
+            let one = a_said.iter().find(|r| r.report.environment == environment).unwrap();
+            assert_eq!(one.report.execution_time, Duration::from_micros(1_500_250));
+            assert_eq!(one.reported_at_ms, now);
+            assert_eq!(
+                heard(store.others_spending(a, now - 5_000).await.unwrap()),
+                BTreeSet::from([(Some("s1".into()), 3)])
+            );
+            assert!(heard(store.others_spending(a, now + 1).await.unwrap()).is_empty(), "older than asked for");
+
+            // A window later, b's next report forgets a's rows: a stopped reporting.
+            store.report_spending(b, now + 6_000, &[report(Some("s1"), 0)], now + 1_000).await.unwrap();
+            assert!(heard(store.others_spending(b, 0).await.unwrap()).is_empty());
+            assert_eq!(heard(store.others_spending(a, 0).await.unwrap()), BTreeSet::from([(Some("s1".into()), 0)]));
+        }
+    }
+}
