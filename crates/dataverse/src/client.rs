@@ -135,8 +135,9 @@ impl Reply {
 /// One app registration (or person) the client signs in as.
 struct Registration {
     tokens: TokenProvider,
-    /// Who it is, for messages: its client id (the user name for the password grant). Never a secret.
-    name: String,
+    /// Who it is, for messages and for other clients of the same user: its client id (the user name for the
+    /// password grant). Never a secret. Replaced with the credentials.
+    name: std::sync::Mutex<String>,
     /// Why its sign-in was refused, while it is out of rotation.
     refused: std::sync::Mutex<Option<AuthError>>,
 }
@@ -144,7 +145,7 @@ struct Registration {
 impl Registration {
     fn new(http: &reqwest::Client, credentials: Credentials, environment: &Environment) -> Self {
         Registration {
-            name: credentials.who().to_string(),
+            name: std::sync::Mutex::new(credentials.who().to_string()),
             tokens: TokenProvider::new(http.clone(), credentials, environment),
             refused: std::sync::Mutex::new(None),
         }
@@ -152,6 +153,10 @@ impl Registration {
 
     fn refused(&self) -> std::sync::MutexGuard<'_, Option<AuthError>> {
         self.refused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn name(&self) -> String {
+        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -264,10 +269,7 @@ impl Client {
     /// Each registration the client signs in as, in the order given, and why it is out of rotation if it is.
     pub fn registrations(&self) -> Vec<RegistrationStatus> {
         let registrations = &self.inner.registrations;
-        registrations
-            .iter()
-            .map(|r| RegistrationStatus { name: r.name.clone(), refused: r.refused().clone() })
-            .collect()
+        registrations.iter().map(|r| RegistrationStatus { name: r.name(), refused: r.refused().clone() }).collect()
     }
 
     pub fn environment(&self) -> &Environment {
@@ -289,6 +291,8 @@ impl Client {
     /// into rotation if its sign-in had been refused. An index past the last changes nothing.
     pub fn set_registration_credentials(&self, index: usize, credentials: impl Into<Credentials>) {
         let Some(registration) = self.inner.registrations.get(index) else { return };
+        let credentials = credentials.into();
+        *registration.name.lock().unwrap_or_else(|e| e.into_inner()) = credentials.who().to_string();
         registration.tokens.set_credentials(credentials);
         *registration.refused() = None;
         self.inner.executor.reinstate(index);
@@ -318,7 +322,7 @@ impl Client {
             .spending()
             .into_iter()
             .map(|lane| UserSpending {
-                client_id: registrations[lane.user].name.clone(),
+                client_id: registrations[lane.user].name(),
                 web_server: lane.web_server,
                 spending: lane.spending,
                 clients: lane.clients,
@@ -335,7 +339,7 @@ impl Client {
         let lanes: Vec<LaneSpending> = others
             .iter()
             .flat_map(|other| {
-                registrations.iter().enumerate().filter(|(_, r)| r.name == other.client_id).map(|(user, _)| {
+                registrations.iter().enumerate().filter(|(_, r)| r.name() == other.client_id).map(|(user, _)| {
                     LaneSpending {
                         user,
                         web_server: other.web_server.clone(),
@@ -392,7 +396,7 @@ impl Client {
                     // A registration refused for good: the others carry on, if there are others.
                     Err(e) if !e.is_transient() && executor.retire(permit.user()) => {
                         tracing::warn!(
-                            registration = %registration.name,
+                            registration = %registration.name(),
                             error = %e,
                             "sign-in refused: this app registration is out of rotation, the others carry its requests"
                         );
