@@ -5,7 +5,10 @@
 //! Dataverse checks both limits when a request arrives, against what already happened in the window: a request
 //! counts when it is admitted, its execution time when it ends (so requests admitted under the limit can take
 //! it over, by at most what is in flight). The client mirrors that, erring on the side of having spent more:
-//! - a request counts from the moment it is sent (before the server admits it), refused or not;
+//! - a request counts from the moment it is sent (before the server admits it), refused or not, and once
+//!   answered, for a window from the end of its answer (after the server admitted it): it never leaves the
+//!   client's account of the window before it leaves the server's, so that the request that takes its place
+//!   does not reach the server a moment too soon;
 //! - its execution time is what the client waited for the answer (more than the server counts: the network is
 //!   in it), recorded when the answer ends (after the server recorded it);
 //! - a request is held while the window's requests or execution time are at [`SHARE`] of their limit, until
@@ -254,6 +257,17 @@ impl Budget {
         self.sent.push_back(now);
     }
 
+    /// The request sent at `sent` was answered now: the server admitted it in between, so it counts for a
+    /// window from now.
+    pub fn answered(&mut self, sent: Instant, now: Instant) {
+        self.expire(now);
+        if let Some(i) = self.sent.iter().rposition(|t| *t == sent) {
+            self.sent.remove(i);
+            let at = self.sent.iter().rposition(|t| *t <= now).map_or(0, |p| p + 1);
+            self.sent.insert(at, now);
+        }
+    }
+
     /// A request answered now, after `took`.
     pub fn ended(&mut self, now: Instant, took: Duration) {
         self.expire(now);
@@ -424,6 +438,25 @@ mod tests {
         assert!(budget.hold(start, Duration::from_secs(10)).is_some());
         assert_eq!(budget.hold(start, Duration::from_secs(9)), None);
         assert_eq!(budget.spent(start + Duration::from_secs(10)), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_answered_request_counts_for_a_window_from_its_answer() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        for i in 0..99 {
+            budget.sent(start + Duration::from_millis(i));
+        }
+        // The first, answered after 300 ms, is counted by the server from some time before that.
+        budget.answered(start, start + Duration::from_millis(300));
+        assert_eq!(
+            budget.hold(start + Duration::from_secs(1), Duration::ZERO),
+            Some(start + Duration::from_millis(10_001)),
+            "the second sent is now the first to leave"
+        );
+        assert_eq!(budget.hold(start + Duration::from_millis(10_001), Duration::ZERO), None);
+        assert_eq!(budget.own_spending(start + Duration::from_millis(10_299)).requests, 1);
+        assert_eq!(budget.own_spending(start + Duration::from_millis(10_300)).requests, 0);
     }
 
     #[test]

@@ -590,7 +590,11 @@ impl Permit<'_> {
     /// The request was answered, or timed out or lost its connection (the server may have run it): it spent
     /// `took` of its server's window.
     pub fn spent(&self, took: Duration) {
-        self.with_lane(|lane| lane.limit.budget.ended(Instant::now(), took));
+        self.with_lane(|lane| {
+            let now = Instant::now();
+            lane.limit.budget.ended(now, took);
+            lane.limit.budget.answered(self.sent_at, now);
+        });
         self.executor.freed.notify_waiters();
     }
 
