@@ -5,19 +5,37 @@
 //! Dataverse checks both limits when a request arrives, against what already happened in the window: a request
 //! counts when it is admitted, its execution time when it ends (so requests admitted under the limit can take
 //! it over, by at most what is in flight). The client mirrors that, erring on the side of having spent more:
-//! - a request counts from the moment it is sent (before the server admits it), refused or not;
+//! - a request counts from the moment it is sent (before the server admits it), refused or not, and once
+//!   answered, for a window from the end of its answer (after the server admitted it): it never leaves the
+//!   client's account of the window before it leaves the server's, so that the request that takes its place
+//!   does not reach the server a moment too soon;
 //! - its execution time is what the client waited for the answer (more than the server counts: the network is
 //!   in it), recorded when the answer ends (after the server recorded it);
 //! - a request is held while the window's requests or execution time are at [`SHARE`] of their limit, until
 //!   the oldest of them leaves the window.
 //!
 //! The limits start as Dynamics 365's (6,000 requests and 1,200 s of execution time per 300 s, per user and
-//! per web server); a 429 states the environment's own in its message, and they replace them. Another client
-//! of the same user (another process, another tool) spends the same budget: the server's
-//! `x-ms-ratelimit-time-remaining-xrm-requests` says what it had counted for the user when it admitted a
-//! request, and what it counted beyond this client's own spending is kept as spent by others, for a window —
-//! once the limits are known (stated by a 429 or given): against a limit assumed too high, what remains would
-//! read as others' spending.
+//! per web server); a 429 states the environment's own in its message, and they replace them.
+//!
+//! Other clients of the same user (another process, another tool) spend the same budget. The budget hears of
+//! them two ways, and counts the larger (they describe the same others, so adding them would count them twice):
+//! - the server's `x-ms-ratelimit-time-remaining-xrm-requests` says what it had counted for the user when it
+//!   admitted a request, and what it counted beyond this client's own spending is others' execution time, for a
+//!   window — once the limits are known (stated by a 429 or given): against a limit assumed too high, what
+//!   remains would read as others' spending. It says nothing of their requests, and only after the fact;
+//! - the others' own word ([`Budget::others_report`]): the requests and execution time they counted in their
+//!   window, as processes sharing a store publish it to each other. Their requests count as this client's do,
+//!   and the report lapses a window after it was made (its maker stopped reporting: what it spent has left the
+//!   window by then).
+//!
+//! What the others send between two reports is not in the last one. Most of it takes the place of what left
+//! their window (as this client's own sending does), but room that opens — a client idle for a moment, the
+//! window's oldest leaving — would be seen by every client at once, and each would fill it before hearing that
+//! the others did. So the room is shared: until the next report, this client takes only its part of it (one of
+//! the report's clients and itself) and holds the rest as the others'. The room is what the limit leaves of the
+//! others' report and of this client's spending as they last heard of it (its spending at the previous report):
+//! that is the room they take their part of, so that the parts add up to it. What remains unseen (reports that
+//! cross, what is in flight) is [`SHARE`]'s margin to absorb.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -81,6 +99,24 @@ impl WindowLimits {
     }
 }
 
+/// What was spent of one user's budget on one web server over a window: requests sent, and their execution
+/// time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spending {
+    pub requests: u32,
+    pub execution_time: Duration,
+}
+
+impl std::ops::Add for Spending {
+    type Output = Spending;
+    fn add(self, other: Spending) -> Spending {
+        Spending {
+            requests: self.requests.saturating_add(other.requests),
+            execution_time: self.execution_time + other.execution_time,
+        }
+    }
+}
+
 /// What this user spent over the window, by this client's account.
 #[derive(Debug)]
 pub struct Budget {
@@ -92,11 +128,25 @@ pub struct Budget {
     spent: Duration,
     /// Execution time the server had counted beyond this client's, and when it said so.
     others: Option<(Instant, Duration)>,
+    /// What other clients of the user last reported spending in their window.
+    reported: Option<Report>,
+    /// This client's own spending when the last report came: what the others heard of it at their next.
+    published: Option<(Instant, Spending)>,
     /// Whether the execution-time limit is the environment's (a 429 stated it, or it was given) rather than
     /// assumed.
     known: bool,
     /// While the limits are assumed: the server's latest word on what remained.
     said: Option<Said>,
+}
+
+/// Other clients' report of what they spent in their window: when it came, how many clients it adds up, and what
+/// they had heard this client spent (the room is shared from that).
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    at: Instant,
+    others: Spending,
+    clients: u32,
+    own: Spending,
 }
 
 /// What the server said remained of the execution time when it admitted a request, and this client's own
@@ -117,6 +167,8 @@ impl Budget {
             ended: VecDeque::new(),
             spent: Duration::ZERO,
             others: None,
+            reported: None,
+            published: None,
             known: limits.is_some(),
             said: None,
         }
@@ -157,12 +209,69 @@ impl Budget {
         if self.others.is_some_and(|(t, _)| now.duration_since(t) >= window) {
             self.others = None;
         }
+        if self.reported.is_some_and(|r| now.duration_since(r.at) >= window) {
+            self.reported = None;
+        }
+    }
+
+    /// Others' spending in the window: their requests as they reported them, and the larger of the execution
+    /// time they reported and what the server counted beyond this client's.
+    pub fn others(&mut self, now: Instant) -> Spending {
+        self.expire(now);
+        let reported = self.reported.map(|r| r.others).unwrap_or_default();
+        let said = self.others.map_or(Duration::ZERO, |(_, d)| d);
+        Spending { requests: reported.requests, execution_time: reported.execution_time.max(said) }
+    }
+
+    /// What `clients` other clients of this user on this server reported spending in their window, now: it
+    /// replaces their previous report, and lapses a window from now unless another replaces it. No client is
+    /// an empty report.
+    pub fn others_report(&mut self, now: Instant, spending: Spending, clients: u32) {
+        let current = self.own_spending(now);
+        let window = self.limits.window;
+        // Reports come once a tick, and this client's own went out just before this one came in.
+        let heard = self.published.filter(|(t, _)| now.duration_since(*t) < window).map_or(current, |(_, s)| s);
+        self.published = Some((now, current));
+        self.reported = (clients > 0).then_some(Report { at: now, others: spending, clients, own: heard });
+    }
+
+    /// The part of the room the last report left that is the other clients': each of them may take its part
+    /// before this client hears of it, as this client may.
+    fn reserved(&self) -> Spending {
+        let Some(report) = self.reported else { return Spending::default() };
+        let (theirs, all) = (report.clients, report.clients.saturating_add(1));
+        let most_requests = ((f64::from(self.limits.requests) * SHARE) as u32).max(1);
+        let room = most_requests.saturating_sub(report.own.requests.saturating_add(report.others.requests));
+        let said = self.others.map_or(Duration::ZERO, |(_, d)| d);
+        let spent = report.own.execution_time + report.others.execution_time.max(said);
+        let room_time = self.limits.execution_time.mul_f64(SHARE).saturating_sub(spent);
+        Spending {
+            requests: u32::try_from((u64::from(room) * u64::from(theirs)).div_ceil(u64::from(all))).unwrap_or(room),
+            execution_time: room_time.mul_f64(f64::from(theirs) / f64::from(all)),
+        }
+    }
+
+    /// This client's own requests and execution time in the window, as it reports them to others.
+    pub fn own_spending(&mut self, now: Instant) -> Spending {
+        self.expire(now);
+        Spending { requests: u32::try_from(self.sent.len()).unwrap_or(u32::MAX), execution_time: self.spent }
     }
 
     /// A request sent now.
     pub fn sent(&mut self, now: Instant) {
         self.expire(now);
         self.sent.push_back(now);
+    }
+
+    /// The request sent at `sent` was answered now: the server admitted it in between, so it counts for a
+    /// window from now.
+    pub fn answered(&mut self, sent: Instant, now: Instant) {
+        self.expire(now);
+        if let Some(i) = self.sent.iter().rposition(|t| *t == sent) {
+            self.sent.remove(i);
+            let at = self.sent.iter().rposition(|t| *t <= now).map_or(0, |p| p + 1);
+            self.sent.insert(at, now);
+        }
     }
 
     /// A request answered now, after `took`.
@@ -172,10 +281,10 @@ impl Budget {
         self.spent += took;
     }
 
-    /// Execution time spent in the window: this client's, and others' as the server last said.
+    /// Execution time spent in the window: this client's, and others' ([`others`](Self::others)).
     pub fn spent(&mut self, now: Instant) -> Duration {
-        self.expire(now);
-        self.spent + self.others.map_or(Duration::ZERO, |(_, d)| d)
+        let others = self.others(now).execution_time;
+        self.spent + others
     }
 
     /// The server's word on what remained of the execution time when it admitted a request, which this client
@@ -215,7 +324,8 @@ impl Budget {
     /// others') as a share of their limits.
     pub fn share(&mut self, now: Instant) -> f64 {
         let spent = self.spent(now);
-        let requests = self.sent.len() as f64 / f64::from(self.limits.requests.max(1));
+        let others = self.others(now).requests as usize;
+        let requests = (self.sent.len() + others) as f64 / f64::from(self.limits.requests.max(1));
         let time = spent.as_secs_f64() / self.limits.execution_time.as_secs_f64().max(1e-9);
         requests.max(time)
     }
@@ -229,17 +339,23 @@ impl Budget {
     /// `None` when a request may be sent now with `in_flight` more execution time expected before it ends;
     /// otherwise the instant before which it may not.
     pub fn hold(&mut self, now: Instant, in_flight: Duration) -> Option<Instant> {
-        self.expire(now);
+        let others = self.others(now) + self.reserved();
         let limits = self.limits;
         let most_requests = ((f64::from(limits.requests) * SHARE) as usize).max(1);
         let most_time = limits.execution_time.mul_f64(SHARE);
         let mut until: Option<Instant> = None;
         let mut later = |t: Instant| until = Some(until.map_or(t, |u| u.max(t)));
-        if self.sent.len() >= most_requests {
-            later(self.sent[self.sent.len() - most_requests] + limits.window);
+        let requests = self.sent.len() + others.requests as usize;
+        if requests >= most_requests {
+            // This client's oldest requests must leave the window until one more fits beside the others' (and
+            // their part of the room).
+            match self.sent.get(requests - most_requests) {
+                Some(t) => later(*t + limits.window),
+                // The others' alone fill it: wait for their next report, or for it to lapse.
+                None => later(now + Duration::from_millis(50)),
+            }
         }
-        let others = self.others.map_or(Duration::ZERO, |(_, d)| d);
-        let wanted = self.spent + others + in_flight;
+        let wanted = self.spent + others.execution_time + in_flight;
         if wanted >= most_time {
             // The oldest entries leave the window first: wait until enough of them have.
             let mut over = wanted - most_time;
@@ -328,6 +444,135 @@ mod tests {
         assert!(budget.hold(start, Duration::from_secs(10)).is_some());
         assert_eq!(budget.hold(start, Duration::from_secs(9)), None);
         assert_eq!(budget.spent(start + Duration::from_secs(10)), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_answered_request_counts_for_a_window_from_its_answer() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        for i in 0..99 {
+            budget.sent(start + Duration::from_millis(i));
+        }
+        // The first, answered after 300 ms, is counted by the server from some time before that.
+        budget.answered(start, start + Duration::from_millis(300));
+        assert_eq!(
+            budget.hold(start + Duration::from_secs(1), Duration::ZERO),
+            Some(start + Duration::from_millis(10_001)),
+            "the second sent is now the first to leave"
+        );
+        assert_eq!(budget.hold(start + Duration::from_millis(10_001), Duration::ZERO), None);
+        assert_eq!(budget.own_spending(start + Duration::from_millis(10_299)).requests, 1);
+        assert_eq!(budget.own_spending(start + Duration::from_millis(10_300)).requests, 0);
+    }
+
+    #[test]
+    fn requests_others_reported_count_as_this_client_s_own() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        for i in 0..40 {
+            budget.sent(start + Duration::from_millis(i * 10));
+        }
+        assert_eq!(budget.hold(start + Duration::from_secs(1), Duration::ZERO), None, "40 of 99 requests");
+        // Another process sent 59 in its window: 99 together, the share of 100.
+        budget.others_report(start + Duration::from_secs(1), Spending { requests: 59, ..Spending::default() }, 1);
+        let now = start + Duration::from_secs(1);
+        assert_eq!(budget.hold(now, Duration::ZERO), Some(start + Duration::from_secs(10)), "the oldest must leave");
+        assert!((budget.share(now) - 0.99).abs() < 1e-9, "{}", budget.share(now));
+        // 70: twelve of this client's must leave for one more to fit, the twelfth sent at 110 ms.
+        budget.others_report(now, Spending { requests: 70, ..Spending::default() }, 1);
+        assert_eq!(budget.hold(now, Duration::ZERO), Some(start + Duration::from_millis(10_110)));
+        // The others' alone fill the window: nothing of this client's leaving makes room.
+        budget.others_report(now, Spending { requests: 99, ..Spending::default() }, 1);
+        assert!(budget.hold(now, Duration::ZERO).is_some_and(|t| t > now && t < now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn execution_time_others_reported_holds_requests() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        budget.ended(start, Duration::from_secs(5));
+        budget.others_report(start, Spending { requests: 1, execution_time: Duration::from_secs(30) }, 1);
+        assert_eq!(budget.spent(start), Duration::from_secs(35));
+        // Of the 4.6 s left of the 39.6 s allowed, half is the other client's until it is heard of again.
+        assert_eq!(budget.hold(start, Duration::from_secs(2)), None, "35 + 2.3 + 2 s");
+        assert_eq!(budget.hold(start, Duration::from_secs(3)), Some(start + Duration::from_secs(10)));
+        assert_eq!(budget.own_spending(start), Spending { requests: 0, execution_time: Duration::from_secs(5) });
+    }
+
+    #[test]
+    fn a_report_lapses_a_window_after_it_was_made_unless_another_replaces_it() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        let full = Spending { requests: 99, execution_time: Duration::from_secs(39) };
+        budget.others_report(start, full, 1);
+        assert!(budget.hold(start + Duration::from_secs(9), Duration::ZERO).is_some());
+        assert_eq!(budget.hold(start + Duration::from_secs(10), Duration::ZERO), None, "its maker stopped reporting");
+        assert_eq!(budget.others(start + Duration::from_secs(10)), Spending::default());
+        let later = start + Duration::from_secs(11);
+        budget.others_report(later, full, 1);
+        budget.others_report(later + Duration::from_secs(5), Spending { requests: 10, ..Spending::default() }, 1);
+        assert_eq!(budget.hold(later + Duration::from_secs(5), Duration::ZERO), None, "the newer report replaced it");
+        budget.others_report(later + Duration::from_secs(6), Spending::default(), 1);
+        assert_eq!(budget.others(later + Duration::from_secs(6)), Spending::default(), "nothing spent");
+    }
+
+    #[test]
+    fn the_server_s_word_and_others_report_are_not_added() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        // The server counted 20 s beyond this client's; the others say they spent 15 s: the same 20 s.
+        budget.server_remaining(start, Duration::from_secs(20), Duration::ZERO, start, Duration::ZERO);
+        budget.others_report(start, Spending { requests: 30, execution_time: Duration::from_secs(15) }, 1);
+        assert_eq!(budget.others(start), Spending { requests: 30, execution_time: Duration::from_secs(20) });
+        assert_eq!(budget.spent(start), Duration::from_secs(20));
+        // 20 s the others', and half of the 19.6 s left theirs: 9 s more fit, as they would not with 35 s.
+        assert_eq!(budget.hold(start, Duration::from_secs(9)), None);
+        // They now say 25 s: more than the server had counted when it last said.
+        budget.others_report(start, Spending { requests: 30, execution_time: Duration::from_secs(25) }, 1);
+        assert_eq!(budget.spent(start), Duration::from_secs(25));
+        assert!(budget.hold(start, Duration::from_secs(9)).is_some(), "25 + 7.3 + 9 s");
+    }
+
+    /// Requests sent at `now` until the budget holds one.
+    fn sent_until_held(budget: &mut Budget, now: Instant) -> usize {
+        let mut sent = 0;
+        while budget.hold(now, Duration::ZERO).is_none() && sent < 1000 {
+            budget.sent(now);
+            sent += 1;
+        }
+        sent
+    }
+
+    #[test]
+    fn the_room_a_report_leaves_is_shared_with_the_clients_that_may_take_it_before_the_next() {
+        let start = Instant::now();
+        let others = Spending { requests: 30, ..Spending::default() };
+        let mut budget = Budget::new(Some(small()));
+        for _ in 0..20 {
+            budget.sent(start);
+        }
+        // One other client sent 30: 49 of the 99 are left, and 25 of them are its to take.
+        budget.others_report(start, others, 1);
+        assert_eq!(sent_until_held(&mut budget, start), 24);
+        // Two others: two thirds of the room are theirs.
+        let mut budget = Budget::new(Some(small()));
+        for _ in 0..20 {
+            budget.sent(start);
+        }
+        budget.others_report(start, others, 2);
+        assert_eq!(sent_until_held(&mut budget, start), 16);
+        // They say the same at the next report, made before they heard of this client's 16: they may have taken
+        // their part of the room since, as this client took its own. Nothing more until they have heard.
+        let next = start + Duration::from_secs(1);
+        budget.others_report(next, others, 2);
+        assert_eq!(sent_until_held(&mut budget, next), 0);
+        // They have heard, and took none of it: a third of what is left is this client's.
+        let after = start + Duration::from_secs(2);
+        budget.others_report(after, others, 2);
+        assert_eq!(sent_until_held(&mut budget, after), 11);
+        // No report, no share: the whole room is this client's.
+        let mut budget = Budget::new(Some(small()));
+        assert_eq!(sent_until_held(&mut budget, start), 99);
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //! fails with that reason. Records a request creates are owned by the application user it went out as.
 
 use crate::auth::{AuthError, Credentials, TokenProvider};
+use crate::budget::Spending;
 use crate::environment::Environment;
 use crate::error::{ApiError, Error, ErrorKind, ThrottleLimit};
-use crate::executor::{Executor, ExecutorOptions, Metrics, Permit};
+use crate::executor::{Executor, ExecutorOptions, LaneSpending, Metrics, Permit};
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -134,8 +135,9 @@ impl Reply {
 /// One app registration (or person) the client signs in as.
 struct Registration {
     tokens: TokenProvider,
-    /// Who it is, for messages: its client id (the user name for the password grant). Never a secret.
-    name: String,
+    /// Who it is, for messages and for other clients of the same user: its client id (the user name for the
+    /// password grant). Never a secret. Replaced with the credentials.
+    name: std::sync::Mutex<String>,
     /// Why its sign-in was refused, while it is out of rotation.
     refused: std::sync::Mutex<Option<AuthError>>,
 }
@@ -143,7 +145,7 @@ struct Registration {
 impl Registration {
     fn new(http: &reqwest::Client, credentials: Credentials, environment: &Environment) -> Self {
         Registration {
-            name: credentials.who().to_string(),
+            name: std::sync::Mutex::new(credentials.who().to_string()),
             tokens: TokenProvider::new(http.clone(), credentials, environment),
             refused: std::sync::Mutex::new(None),
         }
@@ -151,6 +153,10 @@ impl Registration {
 
     fn refused(&self) -> std::sync::MutexGuard<'_, Option<AuthError>> {
         self.refused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn name(&self) -> String {
+        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -161,6 +167,21 @@ pub struct RegistrationStatus {
     pub name: String,
     /// Why its sign-in was refused, if it was: it is out of rotation until its credentials are replaced.
     pub refused: Option<AuthError>,
+}
+
+/// What one application user spent on one web server over the window, named as every client of the environment
+/// names them: the app registration's client id (the user name for the password grant) and the server's
+/// `ARRAffinity` id (`None`: no answer named one yet — the only server, as far as the client knows). Processes
+/// that write as the same users exchange these to share their budget ([`Client::spending`],
+/// [`Client::set_others_spending`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpending {
+    pub client_id: String,
+    pub web_server: Option<String>,
+    pub spending: Spending,
+    /// How many clients spent it (one for this client's own): each of them may send more before it is heard of
+    /// again, and takes its part of the room the report leaves.
+    pub clients: u32,
 }
 
 /// The `ARRAffinity` cookie's value in an answer's `Set-Cookie`: the web server that answered.
@@ -248,10 +269,7 @@ impl Client {
     /// Each registration the client signs in as, in the order given, and why it is out of rotation if it is.
     pub fn registrations(&self) -> Vec<RegistrationStatus> {
         let registrations = &self.inner.registrations;
-        registrations
-            .iter()
-            .map(|r| RegistrationStatus { name: r.name.clone(), refused: r.refused().clone() })
-            .collect()
+        registrations.iter().map(|r| RegistrationStatus { name: r.name(), refused: r.refused().clone() }).collect()
     }
 
     pub fn environment(&self) -> &Environment {
@@ -273,6 +291,8 @@ impl Client {
     /// into rotation if its sign-in had been refused. An index past the last changes nothing.
     pub fn set_registration_credentials(&self, index: usize, credentials: impl Into<Credentials>) {
         let Some(registration) = self.inner.registrations.get(index) else { return };
+        let credentials = credentials.into();
+        *registration.name.lock().unwrap_or_else(|e| e.into_inner()) = credentials.who().to_string();
         registration.tokens.set_credentials(credentials);
         *registration.refused() = None;
         self.inner.executor.reinstate(index);
@@ -286,6 +306,50 @@ impl Client {
     /// Requests, throttles by kind, retries, answers by status, latencies and the current concurrency.
     pub fn metrics(&self) -> Metrics {
         self.inner.executor.metrics()
+    }
+
+    /// The window Dataverse counts the limits over, as the client knows it (Dynamics 365's 300 s until a 429
+    /// states the environment's).
+    pub fn window(&self) -> Duration {
+        self.inner.executor.window()
+    }
+
+    /// This client's own requests and execution time over the window, per application user and web server.
+    pub fn spending(&self) -> Vec<UserSpending> {
+        let registrations = &self.inner.registrations;
+        self.inner
+            .executor
+            .spending()
+            .into_iter()
+            .map(|lane| UserSpending {
+                client_id: registrations[lane.user].name(),
+                web_server: lane.web_server,
+                spending: lane.spending,
+                clients: lane.clients,
+            })
+            .collect()
+    }
+
+    /// What other clients writing as this client's users (other processes) reported spending in their window:
+    /// the requests and execution time each user's lane on each server counts as spent beside its own, in
+    /// place of any earlier report, until a window has passed. A user or server none of them names spent
+    /// nothing, as far as they know.
+    pub fn set_others_spending(&self, others: &[UserSpending]) {
+        let registrations = &self.inner.registrations;
+        let lanes: Vec<LaneSpending> = others
+            .iter()
+            .flat_map(|other| {
+                registrations.iter().enumerate().filter(|(_, r)| r.name() == other.client_id).map(|(user, _)| {
+                    LaneSpending {
+                        user,
+                        web_server: other.web_server.clone(),
+                        spending: other.spending,
+                        clients: other.clients,
+                    }
+                })
+            })
+            .collect();
+        self.inner.executor.set_others_spending(&lanes);
     }
 
     /// Sends a request to a Web API path (relative to `…/api/data/v9.2/`) and returns the answer when it
@@ -332,7 +396,7 @@ impl Client {
                     // A registration refused for good: the others carry on, if there are others.
                     Err(e) if !e.is_transient() && executor.retire(permit.user()) => {
                         tracing::warn!(
-                            registration = %registration.name,
+                            registration = %registration.name(),
                             error = %e,
                             "sign-in refused: this app registration is out of rotation, the others carry its requests"
                         );

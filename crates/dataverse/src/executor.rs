@@ -26,6 +26,14 @@
 //! remains: when that, less what the client spent since, leaves nothing for what is in flight, requests go one
 //! at a time, so that the first refusal is one, not every request in flight at once.
 //!
+//! Other clients of the same user (other processes) spend the same budget. The server's
+//! `x-ms-ratelimit-time-remaining-xrm-requests` tells of their execution time, after the fact; processes that
+//! can talk tell each other more: each publishes its own spending per user and web server
+//! ([`Executor::spending`]) and hands the executor what the others published ([`Executor::set_others_spending`]),
+//! which each lane counts as spent beside its own, requests and execution time ([`Budget`]). The executor only
+//! keeps the numbers: exchanging them is its caller's business (dynsync shares them through its store), and
+//! nothing of it waits under the executor's lock.
+//!
 //! Dataverse counts the limits **per user and per web server**, so the executor keeps one such account, and
 //! one concurrency limit, per *lane*: an application user (an app registration: [`Executor::with_users`])
 //! on a web server. A load spread over several app registrations, over several servers, has that many
@@ -57,7 +65,7 @@
 //! is always on.
 
 use crate::backoff::Backoff;
-use crate::budget::{Budget, WindowLimits};
+use crate::budget::{Budget, Spending, WindowLimits};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,6 +158,22 @@ pub struct LaneMetrics {
     pub in_flight: usize,
     /// The larger of the window's requests and execution time, as a share of its limit, in thousandths.
     pub window_share_permille: u32,
+    /// What other clients of the user spent in the window, as they reported it or the server said it.
+    pub others: Spending,
+}
+
+/// What one application user spent on one web server over the window: this client's own
+/// ([`Executor::spending`]), or other clients' as they reported it ([`Executor::set_others_spending`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneSpending {
+    /// The user's position among the client's registrations.
+    pub user: usize,
+    /// The server's `ARRAffinity` id; `None` for a lane no answer named yet (the only server, as far as known).
+    pub web_server: Option<String>,
+    pub spending: Spending,
+    /// How many clients spent it: one for this client's own; for others', each may send more before it is
+    /// heard of again, and takes its part of the room the report leaves.
+    pub clients: u32,
 }
 
 impl Metrics {
@@ -574,7 +598,11 @@ impl Permit<'_> {
     /// The request was answered, or timed out or lost its connection (the server may have run it): it spent
     /// `took` of its server's window.
     pub fn spent(&self, took: Duration) {
-        self.with_lane(|lane| lane.limit.budget.ended(Instant::now(), took));
+        self.with_lane(|lane| {
+            let now = Instant::now();
+            lane.limit.budget.ended(now, took);
+            lane.limit.budget.answered(self.sent_at, now);
+        });
         self.executor.freed.notify_waiters();
     }
 
@@ -784,6 +812,59 @@ impl Executor {
         lanes.learned = Some(learned);
     }
 
+    /// The window the limits are counted over, as the executor knows it.
+    pub fn window(&self) -> Duration {
+        self.lock().users[0].lanes[0].limit.budget.limits().window
+    }
+
+    /// This client's own requests and execution time in the window, per user and web server: what it reports
+    /// to the other clients of the same users.
+    pub fn spending(&self) -> Vec<LaneSpending> {
+        let now = Instant::now();
+        let mut lanes = self.lock();
+        let mut spending = Vec::new();
+        for (user, u) in lanes.users.iter_mut().enumerate() {
+            for lane in u.lanes.iter_mut() {
+                let own = lane.limit.budget.own_spending(now);
+                spending.push(LaneSpending { user, web_server: lane.server.clone(), spending: own, clients: 1 });
+            }
+        }
+        spending
+    }
+
+    /// What the other clients of these users reported spending in their window, all of it: each lane counts
+    /// the reports of its user and server as spent ([`Budget::others_report`]), and a lane no report names
+    /// heard that nothing was. A report that names no server is counted on the user's lane that names none,
+    /// else on its first lane (the server its first answer named); one for a server this client has not found
+    /// is left out: its requests go elsewhere.
+    pub fn set_others_spending(&self, reports: &[LaneSpending]) {
+        let now = Instant::now();
+        let mut lanes = self.lock();
+        let mut sums: Vec<Vec<(Spending, u32)>> =
+            lanes.users.iter().map(|u| vec![(Spending::default(), 0); u.lanes.len()]).collect();
+        for report in reports {
+            let Some(user) = lanes.users.get(report.user) else { continue };
+            let lane = user
+                .lanes
+                .iter()
+                .position(|l| l.server == report.web_server)
+                .or_else(|| report.web_server.is_none().then_some(0));
+            if let Some(lane) = lane {
+                let (spending, clients) = &mut sums[report.user][lane];
+                *spending = *spending + report.spending;
+                *clients = clients.saturating_add(report.clients);
+            }
+        }
+        for (user, sums) in lanes.users.iter_mut().zip(sums) {
+            for (lane, (spending, clients)) in user.lanes.iter_mut().zip(sums) {
+                lane.limit.budget.others_report(now, spending, clients);
+            }
+        }
+        drop(lanes);
+        // Less reported than before may leave room.
+        self.freed.notify_waiters();
+    }
+
     fn paused_until(&self) -> Option<Instant> {
         let until = *self.pause_until.lock().unwrap_or_else(|e| e.into_inner());
         until.filter(|u| *u > Instant::now())
@@ -898,6 +979,7 @@ impl Executor {
                     concurrency: l.limit.limit,
                     in_flight: l.limit.in_flight,
                     window_share_permille: (l.limit.budget.share(now) * 1000.0).round() as u32,
+                    others: l.limit.budget.others(now),
                 })
             })
             .collect();
@@ -1074,6 +1156,42 @@ mod tests {
         drop(e.acquire().await);
         assert!(started.elapsed() >= Duration::from_millis(250), "held until the spending left the window");
         assert!(e.metrics().held > 0);
+    }
+
+    #[tokio::test]
+    async fn requests_other_clients_of_the_user_reported_on_its_server_hold_its_own() {
+        let limits =
+            WindowLimits { requests: 10, execution_time: Duration::from_secs(1000), window: Duration::from_secs(60) };
+        let e = budgeted(limits);
+        let mut first = e.acquire().await;
+        first.answered_by(Some("a"));
+        first.spent(Duration::from_millis(5));
+        drop(first);
+        let on = |server: Option<&str>, requests: u32| LaneSpending {
+            user: 0,
+            web_server: server.map(str::to_string),
+            spending: Spending { requests, execution_time: Duration::ZERO },
+            clients: 1,
+        };
+        let own = e.spending();
+        assert_eq!(own.len(), 1);
+        assert_eq!((own[0].web_server.as_deref(), own[0].spending.requests), (Some("a"), 1));
+        assert_eq!(own[0].spending.execution_time, Duration::from_millis(5));
+
+        // Another process sent 6 to server a: 2 of the 9 it holds at are left, and it may take one of them.
+        e.set_others_spending(&[on(Some("a"), 6)]);
+        assert_eq!(e.metrics().lanes[0].others.requests, 6);
+        let permits = acquired(&e, 5).await;
+        assert_eq!(permits.len(), 1, "one more fits beside the others' 6 and their part of the room");
+        drop(permits);
+        // Their report on a server this client has not found is not counted here.
+        e.set_others_spending(&[on(Some("b"), 9)]);
+        assert_eq!(e.metrics().lanes[0].others.requests, 0);
+        assert_eq!(acquired(&e, 3).await.len(), 3);
+        // A report that names no server is counted on the first.
+        e.set_others_spending(&[on(None, 3), on(Some("a"), 2)]);
+        assert_eq!(e.metrics().lanes[0].others.requests, 5);
+        assert_eq!(acquired(&e, 5).await.len(), 0, "5 of this client's and 5 of the others'");
     }
 
     #[tokio::test]

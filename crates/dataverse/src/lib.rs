@@ -61,15 +61,15 @@ pub mod fuzzing {
 pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};
-pub use budget::WindowLimits;
+pub use budget::{Spending, WindowLimits};
 pub use bulk::{BulkOperation, BulkOptions, BulkReport, Isolation, RecordOutcome};
 pub use changes::{Change, ChangeLink, ChangePage, ChangePageItem, DeltaToken, PageNext};
-pub use client::{Client, RegistrationStatus, Reply, Request, WhoAmI};
+pub use client::{Client, RegistrationStatus, Reply, Request, UserSpending, WhoAmI};
 pub use customize::{NewColumn, NewColumnType, NewKey, NewTable, Ownership};
 pub use entity::{KeyValue, Record, RecordId, RecordKey, Table};
 pub use environment::{Environment, EnvironmentError, Region};
 pub use error::{ApiError, Error, ErrorKind, ThrottleLimit};
-pub use executor::{ExecutorOptions, LATENCY_BUCKETS, LaneMetrics, LatencyHistogram, Metrics};
+pub use executor::{ExecutorOptions, LATENCY_BUCKETS, LaneMetrics, LaneSpending, LatencyHistogram, Metrics};
 pub use fetch::FetchPage;
 pub use metadata::{ChoiceOption, ColumnDefinition, ColumnType, SystemView, TableDefinition, TableSummary};
 pub use query::{Filter, Literal, Order, Page, PageReply, Query};

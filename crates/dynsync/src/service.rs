@@ -45,6 +45,9 @@ pub struct ServiceConfig {
     pub allowed_hosts: AllowedHosts,
     /// How often flows' alert rules are evaluated.
     pub alert_interval: Duration,
+    /// How often this process tells the others sharing the store what it spent of each application user's
+    /// Dataverse budget, and hears what they spent (see `pipeline/budgets.rs`).
+    pub budget_interval: Duration,
 }
 
 /// Acknowledged inlet entries are kept a week by default, to replay or inspect.
@@ -63,6 +66,7 @@ impl ServiceConfig {
             smtp: None,
             allowed_hosts: AllowedHosts::default(),
             alert_interval: crate::alerts::DEFAULT_INTERVAL,
+            budget_interval: crate::pipeline::budgets::DEFAULT_INTERVAL,
         }
     }
 }
@@ -149,6 +153,7 @@ impl Service {
         let alert_mailer = config.smtp.as_ref().map(Mailer::new).transpose().map_err(StartError::Smtp)?;
         let notifying = mailer.map(|mailer| tokio::spawn(send_notices(store.clone(), mailer)));
         let supervisor = Supervisor::new(store.clone(), clients.clone(), jobs, config.lease, config.log_retention);
+        let budget_clients = clients.clone();
         let mut state = AppState::new(store.clone(), &tokens, supervisor.clone(), clients, config.data_dir.clone());
         state.smtp_configured = config.smtp.is_some();
         state.hosts = config.allowed_hosts.clone();
@@ -161,6 +166,13 @@ impl Service {
         let (shutdown, stopped) = oneshot::channel::<()>();
         let alerting =
             tokio::spawn(crate::alerts::run(store.clone(), supervisor.clone(), alert_mailer, config.alert_interval));
+        // Processes writing as the same application user share its budget.
+        let sharing = tokio::spawn(crate::pipeline::budgets::run(
+            store.clone(),
+            budget_clients,
+            supervisor.process(),
+            config.budget_interval,
+        ));
         let router = api::router(state);
         let task = tokio::spawn(async move {
             let server = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -172,6 +184,7 @@ impl Service {
             // Work not acknowledged yet stays in the log for the next start.
             supervising.abort();
             alerting.abort();
+            sharing.abort();
             if let Some(notifying) = notifying {
                 notifying.abort();
             }

@@ -156,6 +156,24 @@ pub async fn render(store: &Store, supervisor: &Supervisor, clients: &Clients) -
     for (id, m) in &per_connection {
         f.sample("dynsync_dataverse_concurrency", &[("connection", id)], m.concurrency);
     }
+    f.header(
+        "dynsync_dataverse_others_requests",
+        "gauge",
+        "Requests other clients of the connection's app registrations (other processes) sent in Dataverse's window, as they reported them.",
+    );
+    for (id, m) in &per_connection {
+        let requests: u64 = m.lanes.iter().map(|l| u64::from(l.others.requests)).sum();
+        f.sample("dynsync_dataverse_others_requests", &[("connection", id)], requests);
+    }
+    f.header(
+        "dynsync_dataverse_others_execution_seconds",
+        "gauge",
+        "Execution time other clients of the connection's app registrations spent in Dataverse's window, as they reported it or the server said it.",
+    );
+    for (id, m) in &per_connection {
+        let seconds: f64 = m.lanes.iter().map(|l| l.others.execution_time.as_secs_f64()).sum();
+        f.sample("dynsync_dataverse_others_execution_seconds", &[("connection", id)], seconds);
+    }
     f.header("dynsync_dataverse_request_duration_seconds", "histogram", "Dataverse request latency, per attempt.");
     for (id, m) in &per_connection {
         let name = "dynsync_dataverse_request_duration_seconds";

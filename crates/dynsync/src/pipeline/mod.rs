@@ -11,6 +11,7 @@
 //! run counts them once. The supervisor gives each enabled flow one owner among the processes sharing the
 //! store, and the flows of one connection share one Dataverse client, so one throttling budget.
 
+pub mod budgets;
 pub mod clients;
 pub mod flow;
 pub mod inlet;

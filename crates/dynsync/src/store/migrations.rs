@@ -195,6 +195,17 @@ const MIGRATIONS: &[Migration] = &[(
             PRIMARY KEY (flow_id, minute))",
         "CREATE INDEX IF NOT EXISTS lag_samples_minute ON lag_samples (minute)",
     ],
+), (
+    "0013_budget_spending",
+    &[
+        // What each process spent of each application user's budget on each web server over Dataverse's window
+        // (see store/spending.rs): web_server '' for the server no answer named yet; times in milliseconds.
+        "CREATE TABLE IF NOT EXISTS budget_spending (
+            process_id TEXT NOT NULL, environment TEXT NOT NULL, client_id TEXT NOT NULL, web_server TEXT NOT NULL,
+            requests BIGINT NOT NULL, execution_us BIGINT NOT NULL, reported_at BIGINT NOT NULL,
+            PRIMARY KEY (process_id, environment, client_id, web_server))",
+        "CREATE INDEX IF NOT EXISTS budget_spending_reported ON budget_spending (reported_at)",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

@@ -17,6 +17,7 @@ mod migrations;
 mod outbox;
 mod runs;
 mod sources;
+mod spending;
 mod timeline;
 mod tokens;
 
@@ -48,6 +49,7 @@ pub use runs::{
     Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, REPLAYED, Recovered, Replayed, RunRecord,
     RunTally, hour_of,
 };
+pub use spending::{ReportedSpending, SpendingReport};
 pub use timeline::{CHANGES_SHOWN, Change, ChangeAction, ResourceKind};
 pub use tokens::ApiToken;
 
