@@ -14,7 +14,8 @@
 //! ([`Budget`]): it holds every request while the user's requests or execution time in the window are at their
 //! share of the limit, so that the server has no reason to refuse one. And since that account says how much
 //! of the window is left, it also sends a few requests beyond the hint ([`ExecutorOptions::burst`]) while the
-//! window is under its share. Dataverse counts a request's execution time when it ends, and admits a request
+//! window is under its share, with room for one request's time (an answer the server has counted may not have
+//! reached the client yet). Dataverse counts a request's execution time when it ends, and admits a request
 //! against the window as it is when it arrives: what is in flight when the window fills lands on top of it, as
 //! the server allows, and the next request waits until the window is back under its share. Time the flow left
 //! idle (between batches, while it read) is spent later rather than lost, and the rate is the limit's: holding
@@ -406,11 +407,11 @@ impl Lanes {
                         normal = Some((share, u, l));
                     }
                 // Only while nothing says "fewer at a time": back-pressure shrank the limit below the hint. While
-                // the limits are assumed, only with room for all in flight; once they are known, while the window
-                // is under its share (checked above), as the server admits them.
+                // the limits are assumed, only with room for all in flight; once they are known, with room for one
+                // request's time: an answer the server has counted may not have reached the client yet.
                 } else if limit.limit >= limit.cap
                     && limit.in_flight < limit.limit + limit.burst
-                    && (room_for_one_more || limit.budget.known())
+                    && (room_for_one_more || (limit.budget.known() && limit.budget.hold(now, typical).is_none()))
                     && better(&burst)
                 {
                     burst = Some((share, u, l));
@@ -1126,6 +1127,16 @@ mod tests {
         // At the share, nothing more.
         spend(&e, Duration::from_secs(4)).await;
         assert_eq!(acquired(&e, 1).await.len(), 0, "40 s of 40 spent");
+
+        // Under the share but without room for one more request's time: the hint's slots, no burst — an answer
+        // the server has counted may not have reached the client yet.
+        let e = budgeted(limits);
+        spend(&e, Duration::from_millis(38_700)).await;
+        let permits = acquired(&e, 4).await;
+        permits[0].succeeded(Duration::from_secs(1));
+        assert_eq!(permits.len(), 4);
+        assert_eq!(acquired(&e, 1).await.len(), 0, "38.7 s and a 1 s request pass the window's share");
+        drop(permits);
 
         // While the limits are assumed (Dynamics 365's, until a 429 states the environment's), a burst slot
         // opens only with room in the window for all in flight: 1,185 s of the 1,200 assumed spent, the hint's

@@ -16,9 +16,10 @@
 //! takes the place of what left its window; room that opens in the window is seen by every process at once, so
 //! each takes only its part of it (one of the processes reporting, and itself) until the next tick. What remains
 //! unseen is absorbed by the 1% of the limits each client keeps in reserve (`dataverse::budget::SHARE`: 60
-//! requests of Dynamics' 6,000 a window), and a 429 still pauses the lane for its `Retry-After` as before. A process that stops reporting (stopped, crashed) is counted
-//! for a window after its last report: what it spent leaves the server's window by then. A tick that cannot reach
-//! the store changes nothing: what each client last heard lapses a window after it heard it.
+//! requests of Dynamics' 6,000 a window), and a 429 still pauses the lane for its `Retry-After` as before. A
+//! process that stops reporting (stopped, crashed) is counted for a window after its last report: what it spent
+//! leaves the server's window by then. A tick that cannot reach the store changes nothing: what each client last
+//! heard lapses a window after it heard it.
 
 use super::clients::Clients;
 use crate::store::{ProcessId, ReportedSpending, SpendingReport, Store, StoreError};
