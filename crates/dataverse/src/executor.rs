@@ -1107,6 +1107,16 @@ mod tests {
         permits
     }
 
+    /// The hint's four slots taken once `spent` of the window is spent, one of them answered after 1 s (the
+    /// round trip the executor then expects of each request in flight).
+    async fn at_the_hint_after(e: &Executor, spent: Duration) -> Vec<Permit<'_>> {
+        spend(e, spent).await;
+        let permits = acquired(e, 4).await;
+        assert_eq!(permits.len(), 4);
+        permits[0].succeeded(Duration::from_secs(1));
+        permits
+    }
+
     #[tokio::test]
     async fn burst_slots_open_beyond_the_hint_while_the_window_is_under_its_share() {
         let limits =
@@ -1118,10 +1128,7 @@ mod tests {
         // 36 s of the window's 40 spent, the limits known: what is in flight lands on a window the server admitted
         // it to, so the burst slots stay open while the window is under its share.
         let e = budgeted(limits);
-        spend(&e, Duration::from_secs(36)).await;
-        let permits = acquired(&e, 4).await;
-        permits[0].succeeded(Duration::from_secs(1));
-        assert_eq!(permits.len(), 4);
+        let permits = at_the_hint_after(&e, Duration::from_secs(36)).await;
         assert_eq!(acquired(&e, 3).await.len(), 2, "the burst's two, past 40 s with what is in flight");
         drop(permits);
         // At the share, nothing more.
@@ -1131,24 +1138,16 @@ mod tests {
         // Under the share but without room for one more request's time: the hint's slots, no burst — an answer
         // the server has counted may not have reached the client yet.
         let e = budgeted(limits);
-        spend(&e, Duration::from_millis(38_700)).await;
-        let permits = acquired(&e, 4).await;
-        permits[0].succeeded(Duration::from_secs(1));
-        assert_eq!(permits.len(), 4);
+        let _permits = at_the_hint_after(&e, Duration::from_millis(38_700)).await;
         assert_eq!(acquired(&e, 1).await.len(), 0, "38.7 s and a 1 s request pass the window's share");
-        drop(permits);
 
         // While the limits are assumed (Dynamics 365's, until a 429 states the environment's), a burst slot
         // opens only with room in the window for all in flight: 1,185 s of the 1,200 assumed spent, the hint's
         // slots open, not more.
         let e = executor(52);
         e.observe_dop_hint(4);
-        spend(&e, Duration::from_secs(1185)).await;
-        let permits = acquired(&e, 4).await;
-        permits[0].succeeded(Duration::from_secs(1));
-        assert_eq!(permits.len(), 4);
+        let _permits = at_the_hint_after(&e, Duration::from_secs(1185)).await;
         assert_eq!(acquired(&e, 1).await.len(), 0, "5 s more in flight would pass the window's share");
-        drop(permits);
 
         // Back-pressure shrank the limit: no burst until it is back at the hint.
         let e = budgeted(limits);
