@@ -737,8 +737,7 @@ impl RowSink for Map<String, Json> {
     }
 
     fn value(&mut self, key: &EntryKey, value: Option<&Value>) {
-        let json = serde_json::to_value(value.map(Value::json_form)).expect("a value serializes");
-        self.insert(key.name.clone(), json);
+        self.insert(key.name.clone(), value.map_or(Json::Null, Value::to_json));
     }
 }
 
