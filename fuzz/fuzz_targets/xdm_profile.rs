@@ -1,27 +1,37 @@
-//! `POST /collection/{inletId}` and `/collection/batch/{inletId}`: bytes from the internet → JSON → an XDM
-//! profile, stored as JSON text and read again by the activation job.
+//! `POST /collection/{inletId}` and `/collection/batch/{inletId}`: bytes from the internet, checked as text by
+//! the inlet, stored as they came, and read into an XDM profile by the activation job.
 #![no_main]
 
-use dynsync::activation::profile::{CONTACT_NAMESPACE, Profile};
+use dynsync::activation::profile::{CONTACT_NAMESPACE, MalformedProfile, Paths, Profile};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value as Json;
 
 fuzz_target!(init: dynsync_fuzz::report_stack_overflows(), |data: &[u8]| {
-    let Ok(message) = serde_json::from_slice::<Json>(data) else { return };
-    let checked = Profile::validate(&message);
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let checked = Profile::check(text);
+    // The API accepts with `check` and stores the text; the job reads it with `from_message`: they must agree.
+    let Ok(message) = serde_json::from_str::<Json>(text) else {
+        assert!(matches!(checked, Err(MalformedProfile::NotJson(_))), "text that is not JSON was {checked:?}");
+        return;
+    };
     let read = Profile::from_message(message.clone());
-    // The API accepts with `validate`; the job reads with `from_message`: they must agree.
-    assert_eq!(checked.is_ok(), read.is_ok(), "validate and from_message disagree: {checked:?} / {read:?}");
+    assert_eq!(checked.is_ok(), read.is_ok(), "check and from_message disagree: {checked:?} / {read:?}");
     if let (Err(a), Err(b)) = (&checked, &read) {
         assert_eq!(a, b);
         let _ = a.to_string();
     }
     let Ok(profile) = read else { return };
 
-    // The service stores `message.to_string()` and the job parses that text again: the same profile comes back.
-    let stored = message.to_string();
-    let again: Json = serde_json::from_str(&stored).expect("an accepted message, written as JSON, reads back");
-    assert_eq!(Profile::from_message(again).as_ref(), Ok(&profile), "the stored message reads as another profile");
+    // The job reads only what its flow names: the same answers for those paths as the whole profile gives.
+    let named = ["person.name.firstName", "person", "a", "a.b"];
+    let paths = Paths::new(named, ["aud-1", "a"]);
+    let pruned = Profile::read(text, &paths).expect("what the whole reading takes, the pruned one takes");
+    for path in named.iter().chain(&["identityMap"]) {
+        assert_eq!(pruned.value(path), profile.value(path), "{path}");
+    }
+    assert_eq!(pruned.identity(CONTACT_NAMESPACE), profile.identity(CONTACT_NAMESPACE));
+    let listed: Vec<_> = profile.memberships().filter(|(a, _)| *a == "aud-1" || *a == "a").collect();
+    assert_eq!(pruned.memberships().collect::<Vec<_>>(), listed);
 
     // A wrapped message's entity, posted bare, is the same profile when it has an identityMap.
     if let Some(entity) = message.get("body").and_then(|b| b.get("xdmEntity"))

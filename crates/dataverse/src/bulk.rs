@@ -13,7 +13,6 @@ use crate::error::{ApiError, Error, ErrorKind};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt, stream};
 use reqwest::Method;
-use serde_json::Value as Json;
 use std::sync::Arc;
 
 /// Which bulk message.
@@ -106,6 +105,33 @@ fn named_target(api: &ApiError) -> Option<(usize, String)> {
     Some((index, api.message[..start].to_string()))
 }
 
+/// The body of a bulk message: `{"Targets": [...]}`, written from the records as they are.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct BulkBody<'a> {
+    targets: Vec<Target<'a>>,
+}
+
+/// One target of a bulk message: the record's columns and its `@odata.type` (the table's, whatever the record says).
+struct Target<'a> {
+    record: &'a Record,
+    odata_type: &'a str,
+}
+
+impl serde::Serialize for Target<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const ODATA_TYPE: &str = "@odata.type";
+        let columns = self.record.iter().filter(|(column, _)| *column != ODATA_TYPE);
+        let mut map = serializer.serialize_map(None)?;
+        for (column, value) in columns {
+            map.serialize_entry(column, value)?;
+        }
+        map.serialize_entry(ODATA_TYPE, self.odata_type)?;
+        map.end()
+    }
+}
+
 impl Client {
     /// One bulk request of `records` (one chunk). Returns the ids of created records.
     async fn bulk_request(
@@ -114,21 +140,14 @@ impl Client {
         table: &Table,
         records: &[&Record],
     ) -> Result<Vec<RecordId>, Error> {
-        let odata_type = Json::String(table.odata_type());
-        let targets: Vec<Json> = records
-            .iter()
-            .map(|r| {
-                let mut target = (*r).clone();
-                target.insert("@odata.type".into(), odata_type.clone());
-                Json::Object(target)
-            })
-            .collect();
+        let odata_type = table.odata_type();
+        let body =
+            BulkBody { targets: records.iter().map(|record| Target { record, odata_type: &odata_type }).collect() };
         // A create is safe to send twice only when every target carries its own id.
         let idempotent = op != BulkOperation::Create
             || records.iter().all(|r| r.get(&table.primary_id).is_some_and(|v| !v.is_null()));
         let path = format!("{}/Microsoft.Dynamics.CRM.{}", table.entity_set, op.message());
-        let request =
-            Request::new(Method::POST, path).json(&serde_json::json!({ "Targets": targets })).idempotent(idempotent);
+        let request = Request::new(Method::POST, path).json(&body).idempotent(idempotent);
         let reply = self.execute(&request).await?;
         if op != BulkOperation::Create {
             return Ok(Vec::new());

@@ -68,8 +68,8 @@ impl Request {
         Request::new(Method::GET, target)
     }
 
-    pub fn json(mut self, body: &serde_json::Value) -> Self {
-        let bytes = serde_json::to_vec(body).expect("a JSON value serializes");
+    pub fn json(mut self, body: &impl serde::Serialize) -> Self {
+        let bytes = serde_json::to_vec(body).expect("a request body serializes");
         self.body = Some(("application/json".into(), Bytes::from(bytes)));
         self
     }

@@ -2,8 +2,10 @@
 //! to the Dynamics write at a fixed offered load, and dynsync's peak memory.
 //!
 //! `cargo bench -p dynsync --bench activation` (`PROFILES` sets the size, 1,000,000 by default; `-- --json FILE`
-//! also writes the figures as JSON). The emulator runs at zero cost in a process of its own — this binary,
-//! started again with `--emulator` — so that the memory measured is dynsync's and the load generator's.
+//! also writes the figures as JSON). The emulator runs at zero cost in a process of its own, and so does the load
+//! generator — this binary, started again with `--emulator` or `--load` — so that the memory and the CPU measured
+//! are dynsync's alone; the other two processes' CPU is reported beside it. The generator writes each batch's body
+//! as text, so that it takes as little of the two cores it shares with dynsync as it can.
 
 use dataverse::{Client, ClientCredentials, Environment, NewColumn, NewColumnType, Secret};
 use dataverse_emulator::{CostModel, EmulatorConfig, Limits};
@@ -32,6 +34,72 @@ fn peak_memory_mb() -> f64 {
     kb / 1024.0
 }
 
+/// What the load generator is told on its standard input, as one JSON line.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Load {
+    inlet: String,
+    token: String,
+    profiles: usize,
+    senders: usize,
+    contacts: Vec<Uuid>,
+}
+
+/// The body of one batch of the throughput run: profiles `first..end`, as [`message`] shapes them.
+fn batch_body(load: &Load, first: usize, end: usize) -> String {
+    use std::fmt::Write;
+    let mut body = String::with_capacity((end - first) * 200 + 16);
+    body.push_str("{\"messages\":[");
+    for i in first..end {
+        if i > first {
+            body.push(',');
+        }
+        let status = if i % 7 == 0 { "exited" } else { "realized" };
+        write!(
+            body,
+            "{{\"body\":{{\"xdmEntity\":{{\"identityMap\":{{\"contactId\":[{{\"id\":\"{}\"}}]}},\
+             \"person\":{{\"name\":{{\"firstName\":\"P{i}\"}}}},\
+             \"segmentMembership\":{{\"ups\":{{\"seg-gold\":{{\"status\":\"{status}\"}}}}}}}}}}}}",
+            load.contacts[i % load.contacts.len()]
+        )
+        .expect("writing to a string");
+    }
+    body.push_str("]}");
+    body
+}
+
+/// The load generator: sends the throughput run's profiles in batches of 1,000 from `senders` tasks, then prints
+/// its CPU seconds.
+async fn run_load() {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    let load: std::sync::Arc<Load> = std::sync::Arc::new(serde_json::from_str(&line).unwrap());
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for s in 0..load.senders {
+        let (http, load) = (http.clone(), load.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = s * 1000;
+            while n < load.profiles {
+                let body = batch_body(&load, n, (n + 1000).min(load.profiles));
+                let response = http
+                    .post(&load.inlet)
+                    .bearer_auth(&load.token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                n += load.senders * 1000;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    println!("{}", cpu_seconds("self"));
+}
+
 fn message(contact: Uuid, audience: &str, status: &str, name: &str) -> Json {
     json!({"body": {"xdmEntity": {
         "identityMap": {"contactId": [{"id": contact.to_string()}]},
@@ -53,6 +121,9 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--emulator") {
         return run_emulator().await;
+    }
+    if args.iter().any(|a| a == "--load") {
+        return run_load().await;
     }
     let json_out = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
     let profiles = env_number("PROFILES", 1_000_000);
@@ -155,41 +226,38 @@ async fn main() {
     };
 
     // Throughput: every profile from the first POST to its acknowledged Dynamics write.
-    let started = Instant::now();
-    let cpu_started = cpu_seconds();
-    let senders = 4;
-    let mut tasks = Vec::new();
-    for s in 0..senders {
-        let (http, inlet, ids) = (http.clone(), inlet.clone(), ids.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut n = s * 1000;
-            while n < profiles {
-                let messages: Vec<Json> = (n..(n + 1000).min(profiles))
-                    .map(|i| {
-                        message(
-                            ids[i % ids.len()],
-                            "seg-gold",
-                            if i % 7 == 0 { "exited" } else { "realized" },
-                            &format!("P{i}"),
-                        )
-                    })
-                    .collect();
-                let response =
-                    http.post(&inlet).bearer_auth(TOKEN).json(&json!({"messages": messages})).send().await.unwrap();
-                assert!(response.status().is_success());
-                n += senders * 1000;
-            }
-        }));
+    let mut generator = Command::new(std::env::current_exe().unwrap())
+        .arg("--load")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = Load { inlet: inlet.clone(), token: TOKEN.into(), profiles, senders: 4, contacts: ids.clone() };
+    // The generator's text is the messages the latency run builds as JSON.
+    let written: Json = serde_json::from_str(&batch_body(&load, 6, 8)).unwrap();
+    let built: Vec<Json> = (6..8)
+        .map(|i| {
+            message(ids[i % ids.len()], "seg-gold", if i % 7 == 0 { "exited" } else { "realized" }, &format!("P{i}"))
+        })
+        .collect();
+    assert_eq!(written, json!({"messages": built}));
+    let (started, cpu_started, emulator_cpu_started) =
+        (Instant::now(), cpu_seconds("self"), cpu_seconds(&child.id().to_string()));
+    {
+        use std::io::Write;
+        let mut stdin = generator.stdin.take().unwrap();
+        writeln!(stdin, "{}", serde_json::to_string(&load).unwrap()).unwrap();
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let generator_output = tokio::task::spawn_blocking(move || generator.wait_with_output().unwrap()).await.unwrap();
+    assert!(generator_output.status.success(), "the load generator failed");
+    let generator_cpu: f64 = String::from_utf8_lossy(&generator_output.stdout).trim().parse().unwrap();
     let accepted_in = started.elapsed();
     while handled().await < profiles as u64 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
-    let cpu = cpu_seconds() - cpu_started;
+    let cpu = cpu_seconds("self") - cpu_started;
+    let emulator_cpu = cpu_seconds(&child.id().to_string()) - emulator_cpu_started;
     let rate = profiles as f64 / elapsed.as_secs_f64();
     eprintln!(
         "{profiles} profiles accepted in {:.1}s, all written in {:.1}s",
@@ -241,7 +309,8 @@ async fn main() {
         |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
     let (p50, p99) = (percentile(0.50), percentile(0.99));
     let memory = peak_memory_mb();
-    let cpu_per_100k = cpu * 100_000.0 / profiles as f64;
+    let per_100k = |seconds: f64| seconds * 100_000.0 / profiles as f64;
+    let cpu_per_100k = per_100k(cpu);
 
     println!("| benchmark | figure | target | ratio |");
     println!("|---|---|---|---|");
@@ -254,11 +323,14 @@ async fn main() {
         "| latency acceptance → Dynamics at 1,000 profiles/s, p99 | {p99:.0} ms | 1,000 | {:.2}× |",
         1000.0 / p99.max(1.0)
     );
-    println!("| CPU seconds per 100,000 profiles (dynsync and load generator) | {cpu_per_100k:.2} s | | |");
-    println!("| peak memory (dynsync and load generator) | {memory:.0} MB | 256 | {:.2}× |", 256.0 / memory.max(1.0));
+    println!("| CPU seconds per 100,000 profiles, dynsync | {cpu_per_100k:.2} s | | |");
+    println!("| CPU seconds per 100,000 profiles, the emulator | {:.2} s | | |", per_100k(emulator_cpu));
+    println!("| CPU seconds per 100,000 profiles, the load generator | {:.2} s | | |", per_100k(generator_cpu));
+    println!("| peak memory, dynsync | {memory:.0} MB | 256 | {:.2}× |", 256.0 / memory.max(1.0));
     if let Some(path) = json_out {
         let figures = json!({"profiles": profiles, "profiles_per_second": rate, "latency_p50_ms": p50, "latency_p99_ms": p99,
-            "cpu_seconds_per_100k": cpu_per_100k, "peak_memory_mb": memory});
+            "cpu_seconds_per_100k": cpu_per_100k, "emulator_cpu_seconds_per_100k": per_100k(emulator_cpu),
+            "load_generator_cpu_seconds_per_100k": per_100k(generator_cpu), "peak_memory_mb": memory});
         std::fs::write(&path, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
     }
     service.stop().await;
@@ -308,9 +380,9 @@ impl Raw {
     }
 }
 
-/// CPU time this process has used, in seconds.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU time a process (`self`, or a pid) has used, in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
     let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);

@@ -25,7 +25,7 @@ impl Job for Activation {
     type Write = Map<String, Json>;
 
     fn decide(&self, record: SourceRecord) -> Decision<ContactId, Map<String, Json>> {
-        let profile = serde_json::from_str(&record.body).ok().and_then(|m| Profile::from_message(m).ok());
+        let profile = Profile::read(&record.body, self.paths()).ok();
         let Some(profile) = profile else {
             // Ingestion accepts only well-formed profiles; a log entry that is not one was written by hand.
             let e = super::patch::Exclusion::NoContactId;

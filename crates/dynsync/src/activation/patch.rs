@@ -5,7 +5,7 @@
 //! the update and noted on the record's outcome: Dynamics refuses an update for one bad value, and the contact
 //! would lose its audience statuses with it.
 
-use super::profile::{CONTACT_NAMESPACE, MembershipStatus, Profile};
+use super::profile::{CONTACT_NAMESPACE, MembershipStatus, Paths, Profile};
 use super::{EmptyValues, FlowDefinition, StatusValues};
 use crate::pipeline::Note;
 use crate::target::CustomizationPrefix;
@@ -99,6 +99,8 @@ enum LeftOut {
 /// A flow made ready to transform profiles: column names and types resolved once.
 #[derive(Debug, Clone)]
 pub struct Activation {
+    /// What of a profile the flow reads.
+    paths: Paths,
     audiences: Vec<(String, String)>,
     columns: Vec<Column>,
     status_values: StatusValues,
@@ -110,7 +112,7 @@ impl Activation {
     /// that has since disappeared is written anyway, and Dynamics' error names it.
     pub fn new(flow: &FlowDefinition, prefix: &CustomizationPrefix, contact: &TableDefinition) -> Activation {
         let audiences = flow.audiences.iter().map(|a| (a.id.clone(), prefix.column(&a.mapping_id))).collect();
-        let columns = flow
+        let columns: Vec<Column> = flow
             .mappings
             .iter()
             .filter(|m| !m.is_identity())
@@ -125,7 +127,19 @@ impl Activation {
                 }
             })
             .collect();
-        Activation { audiences, columns, status_values: flow.status_values.clone(), empty_values: flow.empty_values }
+        let paths = Paths::new(columns.iter().map(|c| c.source.as_str()), flow.audiences.iter().map(|a| a.id.as_str()));
+        Activation {
+            paths,
+            audiences,
+            columns,
+            status_values: flow.status_values.clone(),
+            empty_values: flow.empty_values,
+        }
+    }
+
+    /// What of a profile the flow reads: [`Profile::read`] builds only that.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
     }
 
     /// The number columns the flow writes, and their types: those whose own range is worth reading.

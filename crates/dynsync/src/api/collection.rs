@@ -6,7 +6,7 @@
 use super::{ApiError, ApiResult, AppState, authenticate};
 use crate::access::{Grant, Role};
 use crate::activation::ActivationFlow;
-use crate::activation::profile::Profile;
+use crate::activation::profile::{MalformedProfile, Profile};
 use crate::ids::{FlowId, Sandbox};
 use crate::text::clip;
 use axum::Json as AxumJson;
@@ -16,7 +16,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeSeed;
-use serde_json::{Value as Json, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -56,10 +57,13 @@ pub async fn one(
     body: Bytes,
 ) -> ApiResult<Response> {
     let flow = inlet(&state, &headers, &inlet_id).await?;
-    let message: Json =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the message is not JSON: {e}")))?;
-    Profile::validate(&message).map_err(|e| ApiError::bad_request(format!("the message is not a profile: {e}")))?;
-    state.store.append_log(flow.id, &[message.to_string()]).await?;
+    let message = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request(format!("the message is not JSON: it is not UTF-8 ({e})")))?;
+    Profile::check(message).map_err(|e| match e {
+        MalformedProfile::NotJson(_) => ApiError::bad_request(e.to_string()),
+        e => ApiError::bad_request(format!("the message is not a profile: {e}")),
+    })?;
+    state.store.append_log(flow.id, &[message.trim()]).await?;
     state.supervisor.wake(flow.id);
     Ok(AxumJson(json!({"inletId": inlet_id, "xactionId": Uuid::new_v4().to_string(), "receivedTimeMs": received_ms()}))
         .into_response())
@@ -98,17 +102,18 @@ enum MessageAnswer {
     },
 }
 
-/// The messages of a batch, checked one at a time as the body is read, so that no more than one message's tree
-/// is held at once and a batch over [`MAX_BATCH_MESSAGES`] is refused before it is read whole.
+/// The messages of a batch, checked one at a time as the body is read — each message's text is checked where
+/// it lies in the body, and kept as it came — so that a batch over [`MAX_BATCH_MESSAGES`] is refused before it
+/// is read whole.
 #[derive(Default)]
-struct Messages {
-    accepted: Vec<String>,
+struct Messages<'b> {
+    accepted: Vec<&'b str>,
     responses: Vec<MessageAnswer>,
     /// Set when the batch held more messages than a batch may.
     too_many: bool,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for &mut Messages {
+impl<'de> serde::de::DeserializeSeed<'de> for &mut Messages<'de> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -116,7 +121,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for &mut Messages {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for &mut Messages {
+impl<'de> serde::de::Visitor<'de> for &mut Messages<'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -124,15 +129,15 @@ impl<'de> serde::de::Visitor<'de> for &mut Messages {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(message) = seq.next_element::<Json>()? {
+        while let Some(message) = seq.next_element::<&'de RawValue>()? {
             let index = self.responses.len();
             if index == MAX_BATCH_MESSAGES {
                 self.too_many = true;
                 return Err(serde::de::Error::custom("too many messages"));
             }
-            match Profile::validate(&message) {
+            match Profile::check(message.get()) {
                 Ok(()) => {
-                    self.accepted.push(message.to_string());
+                    self.accepted.push(message.get());
                     self.responses.push(MessageAnswer::Accepted { xaction_id: Uuid::new_v4() });
                 }
                 Err(e) => self.responses.push(MessageAnswer::Refused {
@@ -147,9 +152,9 @@ impl<'de> serde::de::Visitor<'de> for &mut Messages {
 }
 
 /// The envelope `{"messages": [...]}`; other members are ignored, as Adobe's are.
-struct Envelope<'a>(&'a mut Messages);
+struct Envelope<'a, 'de>(&'a mut Messages<'de>);
 
-impl<'de> serde::de::DeserializeSeed<'de> for Envelope<'_> {
+impl<'de> serde::de::DeserializeSeed<'de> for Envelope<'_, 'de> {
     type Value = bool;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
@@ -157,7 +162,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Envelope<'_> {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Envelope<'_> {
+impl<'de> serde::de::Visitor<'de> for Envelope<'_, 'de> {
     type Value = bool;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {

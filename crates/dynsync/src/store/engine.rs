@@ -204,46 +204,28 @@ impl Engine {
         })
     }
 
-    /// Appends entries to an inlet log in one transaction, numbered after the last one. Rows go a few
-    /// hundred to a statement; on PostgreSQL the append lock makes appends commit in the order they are
+    /// Appends a row of `messages` entries to an inlet log, numbered after the last one (the row takes the
+    /// numbers up to its `seq`). On PostgreSQL the append lock makes appends commit in the order they are
     /// numbered, so a reader never passes a number a slower writer has yet to commit.
     pub async fn append_log(
         &self,
         lock: i64,
         inlet: &str,
         received_at: &str,
-        bodies: &[String],
+        messages: i64,
+        body: &str,
     ) -> Result<(), StoreError> {
-        const LAST: &str = "SELECT COALESCE(MAX(seq), 0) FROM inlet_log";
-        const INSERT: &str = "INSERT INTO inlet_log (seq, flow_id, received_at, body) ";
-        macro_rules! append_in {
-            ($tx:expr, $builder:ty) => {{
-                let last: i64 = sqlx::query_scalar(LAST).fetch_one(&mut *$tx).await?;
-                for (chunk_index, chunk) in bodies.chunks(200).enumerate() {
-                    let first = last + 1 + (chunk_index * 200) as i64;
-                    let mut insert = <$builder>::new(INSERT);
-                    insert.push_values(chunk.iter().enumerate(), |mut row, (i, body)| {
-                        row.push_bind(first + i as i64)
-                            .push_bind(inlet)
-                            .push_bind(received_at)
-                            .push_bind(body.as_str());
-                    });
-                    insert.build().execute(&mut *$tx).await?;
-                }
-            }};
-        }
+        const INSERT: &str = "INSERT INTO inlet_log (seq, flow_id, received_at, messages, body)
+             SELECT COALESCE(MAX(seq), 0) + $1, $2, $3, $1, $4 FROM inlet_log";
         match self {
             Engine::Sqlite(pool) => {
-                // Take the write lock first: a transaction that reads and then writes fails at once, without
-                // waiting, when another connection wrote in between.
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                append_in!(tx, sqlx::QueryBuilder<sqlx::Sqlite>);
-                tx.commit().await?;
+                let insert = sqlx::query(AssertSqlSafe(for_sqlite(INSERT)));
+                insert.bind(messages).bind(inlet).bind(received_at).bind(body).execute(pool).await?;
             }
             Engine::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock).execute(&mut *tx).await?;
-                append_in!(tx, sqlx::QueryBuilder<sqlx::Postgres>);
+                sqlx::query(INSERT).bind(messages).bind(inlet).bind(received_at).bind(body).execute(&mut *tx).await?;
                 tx.commit().await?;
             }
         }

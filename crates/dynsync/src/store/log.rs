@@ -1,5 +1,10 @@
 //! Inlet logs: what a flow's inlet accepted over HTTP, durable before the sender hears "accepted", read by the
 //! flow's owner in order, and pruned once acknowledged and older than the retention.
+//!
+//! Every message has a sequence number, but what one request accepted is kept as one row: its messages as a JSON
+//! list, numbered up to the row's `seq` (the row holds `seq - messages + 1 ..= seq`). One row for a batch of a
+//! thousand profiles rather than a thousand rows is what keeps the store's share of an inlet's cost small. A reader
+//! takes whole rows, so a flow's cursor — the last number it acknowledged — is always a row's last.
 
 use super::{Result, Store, StoreError, timestamp};
 use crate::ids::FlowId;
@@ -20,8 +25,41 @@ pub struct LogEntry {
 #[derive(sqlx::FromRow)]
 struct LogRow {
     seq: i64,
+    messages: i64,
     received_at: String,
     body: String,
+}
+
+impl LogRow {
+    /// The row's messages, oldest first.
+    fn entries(self) -> Result<Vec<LogEntry>> {
+        let received_at = timestamp(&self.received_at).map_err(corrupt)?;
+        if self.messages == 1 {
+            return Ok(vec![LogEntry { seq: self.seq, received_at, body: self.body }]);
+        }
+        let listed: Vec<&serde_json::value::RawValue> = serde_json::from_str(&self.body)
+            .map_err(|e| corrupt(format!("log row {} is not a list of messages: {e}", self.seq)))?;
+        if listed.len() as i64 != self.messages {
+            return Err(corrupt(format!(
+                "log row {} lists {} messages where it counts {}",
+                self.seq,
+                listed.len(),
+                self.messages
+            )));
+        }
+        let first = self.seq - self.messages + 1;
+        Ok(listed
+            .into_iter()
+            .enumerate()
+            .map(|(i, message)| LogEntry { seq: first + i as i64, received_at, body: message.get().to_string() })
+            .collect())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RowSize {
+    seq: i64,
+    messages: i64,
 }
 
 /// How far behind a flow is.
@@ -54,25 +92,60 @@ fn corrupt(detail: String) -> StoreError {
 }
 
 impl Store {
-    /// Appends accepted messages to a flow's log; they are durable when this returns.
-    pub async fn append_log(&self, flow: FlowId, bodies: &[String]) -> Result<()> {
-        self.engine.append_log(LOG_APPEND_LOCK, &flow.to_string(), &Utc::now().to_rfc3339(), bodies).await
+    /// Appends messages one request accepted to a flow's log, as one row; they are durable when this returns.
+    pub async fn append_log(&self, flow: FlowId, messages: &[impl AsRef<str>]) -> Result<()> {
+        let body = match messages {
+            [] => return Ok(()),
+            [one] => one.as_ref().to_string(),
+            many => {
+                let mut list = String::with_capacity(many.iter().map(|m| m.as_ref().len() + 1).sum::<usize>() + 1);
+                for message in many {
+                    list.push(if list.is_empty() { '[' } else { ',' });
+                    list.push_str(message.as_ref());
+                }
+                list.push(']');
+                list
+            }
+        };
+        let (inlet, received_at) = (flow.to_string(), Utc::now().to_rfc3339());
+        self.engine.append_log(LOG_APPEND_LOCK, &inlet, &received_at, messages.len() as i64, &body).await
     }
 
-    /// Up to `limit` entries of a flow's log after sequence number `after`, oldest first.
+    /// The entries of a flow's log after sequence number `after`, oldest first, in whole rows: up to `limit`
+    /// entries, or the first row's when it alone holds more.
     pub async fn log_after(&self, flow: FlowId, after: i64, limit: usize) -> Result<Vec<LogEntry>> {
-        let rows: Vec<LogRow> = self
+        let sizes: Vec<RowSize> = self
             .engine
             .fetch_as(
-                "SELECT seq, received_at, body FROM inlet_log WHERE flow_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                "SELECT seq, messages FROM inlet_log WHERE flow_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 &[flow.to_string().into(), after.into(), (limit as i64).into()],
             )
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(LogEntry { seq: r.seq, received_at: timestamp(&r.received_at).map_err(corrupt)?, body: r.body })
+        let mut taken = 0;
+        let Some(last) = sizes
+            .iter()
+            .take_while(|row| {
+                taken += row.messages;
+                taken == row.messages || taken <= limit as i64
             })
-            .collect()
+            .last()
+            .map(|row| row.seq)
+        else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<LogRow> = self
+            .engine
+            .fetch_as(
+                "SELECT seq, messages, received_at, body FROM inlet_log WHERE flow_id = $1 AND seq > $2 AND seq <= $3
+                 ORDER BY seq",
+                &[flow.to_string().into(), after.into(), last.into()],
+            )
+            .await?;
+        let mut entries = Vec::with_capacity(taken.max(0) as usize);
+        for row in rows {
+            entries.extend(row.entries()?);
+        }
+        Ok(entries)
     }
 
     /// A flow's newest `limit` entries still in its log (acknowledged ones stay for the log's retention), newest
@@ -81,15 +154,19 @@ impl Store {
         let rows: Vec<LogRow> = self
             .engine
             .fetch_as(
-                "SELECT seq, received_at, body FROM inlet_log WHERE flow_id = $1 ORDER BY seq DESC LIMIT $2",
+                "SELECT seq, messages, received_at, body FROM inlet_log WHERE flow_id = $1 ORDER BY seq DESC LIMIT $2",
                 &[flow.to_string().into(), (limit as i64).into()],
             )
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(LogEntry { seq: r.seq, received_at: timestamp(&r.received_at).map_err(corrupt)?, body: r.body })
-            })
-            .collect()
+        let mut entries = Vec::new();
+        for row in rows {
+            entries.extend(row.entries()?.into_iter().rev());
+            if entries.len() >= limit {
+                break;
+            }
+        }
+        entries.truncate(limit);
+        Ok(entries)
     }
 
     /// How many entries of a flow's log come after `after`, and when the oldest of them arrived.
@@ -97,7 +174,8 @@ impl Store {
         let rows: Vec<BacklogRow> = self
             .engine
             .fetch_as(
-                "SELECT COUNT(*) AS records, MIN(received_at) AS oldest FROM inlet_log WHERE flow_id = $1 AND seq > $2",
+                "SELECT CAST(COALESCE(SUM(messages), 0) AS BIGINT) AS records, MIN(received_at) AS oldest FROM inlet_log
+                 WHERE flow_id = $1 AND seq > $2",
                 &[flow.to_string().into(), after.into()],
             )
             .await?;

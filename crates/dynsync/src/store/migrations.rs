@@ -206,6 +206,13 @@ const MIGRATIONS: &[Migration] = &[(
             PRIMARY KEY (process_id, environment, client_id, web_server))",
         "CREATE INDEX IF NOT EXISTS budget_spending_reported ON budget_spending (reported_at)",
     ],
+), (
+    "0014_log_rows",
+    &[
+        // An inlet log row holds what one request accepted: `messages` entries, numbered up to its seq, as a
+        // JSON list when there are several (see store/log.rs).
+        "ALTER TABLE inlet_log ADD COLUMN messages BIGINT NOT NULL DEFAULT 1",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {
