@@ -136,12 +136,20 @@ pub struct Data {
     pub version: i64,
     /// Before-images of the rows changed inside [`Data::atomically`], to put back if it fails.
     undo: Option<Vec<(String, Uuid, Option<Row>)>>,
+    /// Whether a state file keeps the changes: a row written is serialized for it only then.
+    journaled: bool,
 }
 
 impl Data {
-    fn new(schema: Schema) -> Self {
+    fn new(schema: Schema, journaled: bool) -> Self {
         let tables = schema.tables().map(|t| (t.logical_name.clone(), TableRows::default())).collect();
-        Data { schema, tables, version: 0, undo: None }
+        Data { schema, tables, version: 0, undo: None, journaled }
+    }
+
+    /// An empty environment whose every change is journaled, for tests that count the changes.
+    #[cfg(test)]
+    pub(crate) fn journaled() -> Data {
+        Data { journaled: true, ..Data::default() }
     }
 
     /// Runs `f` as one unit: if it fails, every row it changed is put back and its journal entries are
@@ -207,8 +215,10 @@ impl Data {
             .then(|| self.schema.table(activities::POINTER))
             .flatten()
             .map(|pointer| activities::pointer_row(pointer, definition, &row));
-        let json = serde_json::to_string(&row).expect("rows serialize");
-        changes.push(Change::Row { table: table.to_string(), id, json: Some(json) });
+        if self.journaled {
+            let json = serde_json::to_string(&row).expect("rows serialize");
+            changes.push(Change::Row { table: table.to_string(), id, json: Some(json) });
+        }
         let before = self.tables.entry(table.to_string()).or_default().put(definition, id, row);
         if let Some(undo) = self.undo.as_mut() {
             undo.push((table.to_string(), id, before));
@@ -354,7 +364,7 @@ impl Store {
     /// An environment that lives in memory only.
     pub fn in_memory() -> Store {
         Store {
-            data: RwLock::new(Data::new(Schema::new(builtin_tables()))),
+            data: RwLock::new(Data::new(Schema::new(builtin_tables()), false)),
             journal: None,
             settings: RwLock::default(),
         }
@@ -395,7 +405,7 @@ impl Store {
                 serde_json::from_str(&json).with_context(|| format!("reading the definition of table {name}"))?;
             schema.insert(table);
         }
-        let mut data = Data::new(schema);
+        let mut data = Data::new(schema, true);
         let mut entries = 0usize;
         {
             let mut log = sqlx::query("SELECT tbl, id, data FROM row_log ORDER BY seq").fetch(&pool);
@@ -642,7 +652,7 @@ mod tests {
     use crate::schema::activities::{POINTER, TYPE_CODE};
 
     fn data() -> Data {
-        Data::new(Schema::new(builtin_tables()))
+        Data::new(Schema::new(builtin_tables()), true)
     }
 
     fn task(data: &mut Data, changes: &mut Vec<Change>, subject: &str, regarding: Option<Uuid>) -> Uuid {

@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn installing_writes_the_tables_and_default_purposes_once() {
-        let (mut data, mut changes) = (Data::default(), Vec::new());
+        let (mut data, mut changes) = (Data::journaled(), Vec::new());
         let owner = Uuid::new_v4();
         install(&mut data, &mut changes, owner);
         let purposes = data.rows(PURPOSE);
