@@ -29,16 +29,19 @@ async fn get_unauthenticated(world: &World, path: &str) -> Reply {
     Reply { status: response.status(), text: response.text().await.unwrap() }
 }
 
-/// How many entries of a flow's inlet log the store holds, read with SQL beside the service.
+/// How many entries of a flow's inlet log the store holds (the messages its rows hold), read with SQL beside the
+/// service.
 async fn inlet_rows(world: &World, flow: &str) -> i64 {
     match &world.database {
         Some(db) => {
             let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inlet_log WHERE flow_id = $1")
-                .bind(flow)
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
+            let count: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(messages), 0) AS BIGINT) FROM inlet_log WHERE flow_id = $1",
+            )
+            .bind(flow)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
             conn.close().await.unwrap();
             count
         }
@@ -47,11 +50,13 @@ async fn inlet_rows(world: &World, flow: &str) -> i64 {
                 .filename(world.data_dir.path().join("dynsync.db"))
                 .busy_timeout(Duration::from_secs(10));
             let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
-            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inlet_log WHERE flow_id = ?")
-                .bind(flow)
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
+            let count: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(messages), 0) AS BIGINT) FROM inlet_log WHERE flow_id = ?",
+            )
+            .bind(flow)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
             conn.close().await.unwrap();
             count
         }

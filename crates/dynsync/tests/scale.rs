@@ -152,15 +152,23 @@ async fn scale_out() {
 
     // The last profile accepted for each contact is the one with the highest log sequence number.
     let mut db = sqlx::PgConnection::connect(&database.url).await.unwrap();
-    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, body FROM inlet_log WHERE flow_id = $1 ORDER BY seq")
-        .bind(&flow)
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(rows.len() as u64, accepted, "the log holds every accepted profile, once");
+    let rows: Vec<(i64, i64, String)> =
+        sqlx::query_as("SELECT seq, messages, body FROM inlet_log WHERE flow_id = $1 ORDER BY seq")
+            .bind(&flow)
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    // A row holds what one request accepted: one message, or a list of them in order.
+    let messages: Vec<Json> = rows
+        .into_iter()
+        .flat_map(|(_, count, body)| {
+            let body: Json = serde_json::from_str(&body).unwrap();
+            if count == 1 { vec![body] } else { body.as_array().unwrap().clone() }
+        })
+        .collect();
+    assert_eq!(messages.len() as u64, accepted, "the log holds every accepted profile, once");
     let mut last: HashMap<Uuid, (String, String)> = HashMap::new();
-    for (_, body) in rows {
-        let m: Json = serde_json::from_str(&body).unwrap();
+    for m in messages {
         let entity = &m["body"]["xdmEntity"];
         let id: Uuid = entity["identityMap"]["contactId"][0]["id"].as_str().unwrap().parse().unwrap();
         let name = entity["person"]["name"]["firstName"].as_str().unwrap().to_string();
