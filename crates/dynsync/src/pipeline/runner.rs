@@ -240,6 +240,18 @@ pub(super) async fn reconcile_failed<J: Job>(
     Ok(recovered)
 }
 
+/// A batch's acknowledgement under way: it goes on while the next batch is written.
+type Acknowledging<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, StoreError>> + Send + 'a>>;
+
+/// What became of a batch's acknowledgement, for the runner's next step.
+enum Settled {
+    Acknowledged,
+    /// It failed: the cursor is read again from the store, and what came after it is read and written again.
+    ReadAgain,
+    /// Another process owns the flow now.
+    Stop,
+}
+
 /// One flow's runner, owned by the process that holds `lease`.
 pub struct Runner<J, S, K> {
     pub store: Store,
@@ -272,8 +284,20 @@ where
         let mut cursor: Option<Option<String>> = None;
         // The next batch, read and decided while the current one was being written.
         let mut next: Option<Prepared<J::Key, J::Write>> = None;
+        // The acknowledgement of the batch written last, recorded while the next one is written. Batches are
+        // acknowledged in order, each once the one before it is: a crash in between reads both again.
+        let mut acking: Option<Acknowledging<'_>> = None;
         let mut paused = false;
         loop {
+            if next.is_none()
+                && let Some(ack) = acking.take()
+            {
+                // What to read next follows the last acknowledgement.
+                match self.settle(ack, &mut cursor, &mut paused, &mut backoff).await {
+                    Settled::Stop => return,
+                    Settled::Acknowledged | Settled::ReadAgain => {}
+                }
+            }
             let after = match &cursor {
                 Some(c) => c.clone(),
                 None => match self.store.cursor(self.flow).await {
@@ -304,19 +328,38 @@ where
             if let Some(Err(e)) = self.refresh().await {
                 if let StepError::ConnectionMoved(_) = e {
                     tracing::warn!(flow = %self.flow, error = %e, "the flow starts again against its connection's new environment");
+                    if let Some(ack) = acking.take() {
+                        self.settle(ack, &mut cursor, &mut paused, &mut backoff).await;
+                    }
                     return;
                 }
                 next = Some(current);
                 self.trouble(&e, &mut backoff).await;
                 continue;
             }
-            // Write this batch while reading the next, in a task of its own so that both use a core: the next is
-            // acknowledged only after this one.
+            // Write this batch while reading the next, in a task of its own so that both use a core, and while the
+            // batch before is acknowledged.
             let reading = {
                 let (runner, after) = (self.clone(), current.cursor.clone());
                 AbortOnDrop::spawn(async move { runner.prepare(Some(&after)).await })
             };
-            let (written, following) = tokio::join!(self.sink.write(&current.writes), reading.finished());
+            let previous = acking.take();
+            let (written, following, before) =
+                tokio::join!(self.sink.write(&current.writes), reading.finished(), async {
+                    match previous {
+                        Some(ack) => Some(self.settle(ack, &mut cursor, &mut paused, &mut backoff).await),
+                        None => None,
+                    }
+                });
+            match before {
+                Some(Settled::Stop) => return,
+                Some(Settled::ReadAgain) => {
+                    // The batch before is not acknowledged: this one is read again after it, and written again.
+                    next = None;
+                    continue;
+                }
+                Some(Settled::Acknowledged) | None => {}
+            }
             let results = match written {
                 Ok(results) => results,
                 Err(pause) => {
@@ -327,27 +370,38 @@ where
                 }
             };
             next = following.and_then(Result::ok).flatten();
-            match self.acknowledge(current, results).await {
-                Ok(acked) => {
-                    cursor = Some(Some(acked));
-                    backoff.reset();
-                    if std::mem::take(&mut paused) {
-                        let _ = self.store.set_flow_status(&self.lease, RuntimeStatus::Running, "").await;
-                        tracing::info!(flow = %self.flow, "the flow signs in again and runs");
-                    }
-                }
-                Err(StoreError::Fenced) => {
-                    tracing::warn!(flow = %self.flow, "another process owns the flow now: this one stops running it");
-                    return;
-                }
-                Err(e) => {
-                    // Read the cursor again: the acknowledgement may have been recorded before the error.
-                    next = None;
-                    cursor = None;
-                    self.trouble(&e.into(), &mut backoff).await;
-                }
-            }
+            acking = Some(Box::pin(self.acknowledge(current, results)));
         }
+    }
+
+    /// Waits for a batch's acknowledgement and takes its cursor; or, when it failed, has the cursor read again
+    /// from the store (the acknowledgement may have been recorded before the error).
+    async fn settle(
+        &self,
+        ack: Acknowledging<'_>,
+        cursor: &mut Option<Option<String>>,
+        paused: &mut bool,
+        backoff: &mut Backoff,
+    ) -> Settled {
+        let failed: StepError = match ack.await {
+            Ok(acked) => {
+                *cursor = Some(Some(acked));
+                backoff.reset();
+                if std::mem::take(paused) {
+                    let _ = self.store.set_flow_status(&self.lease, RuntimeStatus::Running, "").await;
+                    tracing::info!(flow = %self.flow, "the flow signs in again and runs");
+                }
+                return Settled::Acknowledged;
+            }
+            Err(StoreError::Fenced) => {
+                tracing::warn!(flow = %self.flow, "another process owns the flow now: this one stops running it");
+                return Settled::Stop;
+            }
+            Err(e) => e.into(),
+        };
+        *cursor = None;
+        self.trouble(&failed, backoff).await;
+        Settled::ReadAgain
     }
 
     async fn refresh(&self) -> Option<Result<dataverse::Client, StepError>> {
