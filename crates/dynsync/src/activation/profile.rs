@@ -266,6 +266,23 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
+/// The last value an object gives for its member `name`, read through `seed`; the other members are read past.
+fn last_member<'de, A, S>(mut map: A, name: &str, seed: impl Fn() -> S) -> Result<Option<S::Value>, A::Error>
+where
+    A: MapAccess<'de>,
+    S: de::DeserializeSeed<'de>,
+{
+    let mut last = None;
+    while let Some(Key(key)) = map.next_key()? {
+        if key == name {
+            last = Some(map.next_value_seed(seed())?);
+        } else {
+            map.next_value::<Skip>()?;
+        }
+    }
+    Ok(last)
+}
+
 /// Runs a visitor that answers for any JSON value: the value's shape for objects, `other` for the rest.
 macro_rules! any_value {
     ($visitor:ident, $value:ty, $other:expr) => {
@@ -353,17 +370,8 @@ impl<'de> Visitor<'de> for BodyShape {
         f.write_str("a message body")
     }
     not_an_object!();
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entity = None;
-        while let Some(Key(key)) = map.next_key()? {
-            match key.as_ref() {
-                "xdmEntity" => entity = map.next_value_seed(EntityShape)?,
-                _ => {
-                    map.next_value::<Skip>()?;
-                }
-            }
-        }
-        Ok(entity)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok(last_member(map, "xdmEntity", || EntityShape)?.flatten())
     }
 }
 
@@ -377,17 +385,8 @@ impl<'de> Visitor<'de> for EntityShape {
         f.write_str("an XDM entity")
     }
     not_an_object!();
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut identities = Identities::Absent;
-        while let Some(Key(key)) = map.next_key()? {
-            match key.as_ref() {
-                "identityMap" => identities = map.next_value_seed(IdentityShape)?,
-                _ => {
-                    map.next_value::<Skip>()?;
-                }
-            }
-        }
-        Ok(Some(identities))
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok(Some(last_member(map, "identityMap", || IdentityShape)?.unwrap_or_default()))
     }
 }
 
@@ -450,16 +449,8 @@ impl<'de> Visitor<'de> for IdShape {
         f.write_str("an id")
     }
     not_an_object!();
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let mut text = false;
-        while let Some(Key(key)) = map.next_key()? {
-            if key == "id" {
-                text = map.next_value_seed(IsText)?;
-            } else {
-                map.next_value::<Skip>()?;
-            }
-        }
-        Ok(text)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+        Ok(last_member(map, "id", || IsText)?.unwrap_or(false))
     }
 }
 
@@ -641,19 +632,12 @@ impl<'de> Visitor<'de> for PrunedBody<'_> {
         f.write_str("a message body")
     }
     not_an_object!();
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entity = None;
-        while let Some(Key(key)) = map.next_key()? {
-            if key == "xdmEntity" {
-                entity = match map.next_value_seed(Pruned(self.0))? {
-                    Some(Json::Object(kept)) => Some(kept),
-                    _ => None,
-                };
-            } else {
-                map.next_value::<Skip>()?;
-            }
-        }
-        Ok(entity)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let entity = last_member(map, "xdmEntity", || Pruned(self.0))?.flatten();
+        Ok(match entity {
+            Some(Json::Object(kept)) => Some(kept),
+            _ => None,
+        })
     }
 }
 

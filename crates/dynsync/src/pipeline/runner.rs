@@ -1,7 +1,9 @@
 //! The runner of one flow, held by the flow's owner: read after the cursor → decide → fold writes of one key
-//! → write while the next batch is read → acknowledge. It never skips a record: a batch is acknowledged only
-//! once the sink answered for each of its writes, and a paused sink (sign-in refused) is waited out with the
-//! batch kept. Replays of failed records go through the same sink and are counted the same way.
+//! → write while the next batch is read → acknowledge while the next batch is written. It never skips a record: a
+//! batch is acknowledged only once the sink answered for each of its writes, and only after the batch before it;
+//! a failed acknowledgement has the cursor read again, so what came after it is read and written again (a write
+//! lands twice at worst, never out of order). A paused sink (sign-in refused) is waited out with the batch kept.
+//! Replays of failed records go through the same sink and are counted the same way.
 
 use super::clients::Clients;
 use super::sink::{Paused, Refusal};
