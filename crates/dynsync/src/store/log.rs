@@ -121,18 +121,15 @@ impl Store {
                 &[flow.to_string().into(), after.into(), (limit as i64).into()],
             )
             .await?;
-        let mut taken = 0;
-        let Some(last) = sizes
-            .iter()
-            .take_while(|row| {
-                taken += row.messages;
-                taken == row.messages || taken <= limit as i64
-            })
-            .last()
-            .map(|row| row.seq)
-        else {
-            return Ok(Vec::new());
-        };
+        let (mut taken, mut last) = (0, None);
+        for row in &sizes {
+            if last.is_some() && taken + row.messages > limit as i64 {
+                break;
+            }
+            taken += row.messages;
+            last = Some(row.seq);
+        }
+        let Some(last) = last else { return Ok(Vec::new()) };
         let rows: Vec<LogRow> = self
             .engine
             .fetch_as(
@@ -141,7 +138,7 @@ impl Store {
                 &[flow.to_string().into(), after.into(), last.into()],
             )
             .await?;
-        let mut entries = Vec::with_capacity(taken.max(0) as usize);
+        let mut entries = Vec::with_capacity(taken as usize);
         for row in rows {
             entries.extend(row.entries()?);
         }
@@ -226,5 +223,48 @@ impl Store {
             }
         }
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bodies(entries: &[LogEntry]) -> Vec<&str> {
+        entries.iter().map(|e| e.body.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_request_s_messages_are_one_row_read_back_one_entry_each_in_whole_rows() {
+        for (store, _dir) in crate::store::test_stores().await {
+            let flow = FlowId::new();
+            store.append_log(flow, &[r#"{"m":"a"}"#]).await.unwrap();
+            store.append_log(flow, &[r#"{"m":"b"}"#, r#"{"m":"c"}"#, r#"{"m":"d"}"#]).await.unwrap();
+            store.append_log(flow, &[r#"{"m":"e"}"#, r#"{"m":"f"}"#]).await.unwrap();
+            store.append_log(flow, &[] as &[&str]).await.unwrap();
+
+            let all = store.log_after(flow, 0, 100).await.unwrap();
+            assert_eq!(
+                bodies(&all),
+                [r#"{"m":"a"}"#, r#"{"m":"b"}"#, r#"{"m":"c"}"#, r#"{"m":"d"}"#, r#"{"m":"e"}"#, r#"{"m":"f"}"#]
+            );
+            let numbers: Vec<i64> = all.iter().map(|e| e.seq).collect();
+            assert!(numbers.windows(2).all(|w| w[0] < w[1]), "each message has its own number, in order: {numbers:?}");
+            // Numbers are the store's, shared by every flow: a row's messages are consecutive, rows may not be.
+            assert_eq!([numbers[2] - numbers[1], numbers[3] - numbers[2], numbers[5] - numbers[4]], [1, 1, 1]);
+
+            // Whole rows: a row that would pass the limit waits for the next read, unless it is the first.
+            assert_eq!(bodies(&store.log_after(flow, 0, 2).await.unwrap()), [r#"{"m":"a"}"#]);
+            assert_eq!(store.log_after(flow, 0, 4).await.unwrap().len(), 4);
+            let row = store.log_after(flow, numbers[0], 1).await.unwrap();
+            assert_eq!(bodies(&row), [r#"{"m":"b"}"#, r#"{"m":"c"}"#, r#"{"m":"d"}"#], "a row larger than the limit");
+            assert_eq!(row.last().unwrap().seq, numbers[3], "the cursor after a batch is its last row's last number");
+            assert!(store.log_after(flow, numbers[5], 10).await.unwrap().is_empty());
+
+            let backlog = store.log_backlog(flow, numbers[0]).await.unwrap();
+            assert_eq!(backlog.records, 5, "the backlog counts messages, not rows");
+            let newest = store.log_newest(flow, 3).await.unwrap();
+            assert_eq!(bodies(&newest), [r#"{"m":"f"}"#, r#"{"m":"e"}"#, r#"{"m":"d"}"#]);
+        }
     }
 }
