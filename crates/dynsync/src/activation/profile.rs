@@ -195,6 +195,58 @@ impl Identities {
     }
 }
 
+/// Runs a visitor that answers for any JSON value: the value's shape for objects, `other` for the rest.
+macro_rules! any_value {
+    ($visitor:ty, $value:ty, $other:expr) => {
+        impl<'de> de::DeserializeSeed<'de> for $visitor {
+            type Value = $value;
+            fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<$value, D::Error> {
+                deserializer.deserialize_any(self)
+            }
+        }
+        impl $visitor {
+            fn other<E>(self) -> Result<$value, E> {
+                Ok($other)
+            }
+        }
+    };
+}
+
+/// Visits of numbers, booleans and null that answer `other()`.
+macro_rules! numbers {
+    () => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            self.other()
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            self.other()
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            self.other()
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            self.other()
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            self.other()
+        }
+    };
+}
+
+/// Every visit but the object's one answers `other()`: scalars, and lists read past.
+macro_rules! not_an_object {
+    () => {
+        numbers!();
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            self.other()
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            SkipVisitor.visit_seq(seq)?;
+            self.other()
+        }
+    };
+}
+
 /// Reads a value past, as `IgnoredAny` does, but through `deserialize_any`, so that JSON's nesting limit and its
 /// rules for text apply as they do when the job reads the message.
 struct Skip;
@@ -207,27 +259,19 @@ impl<'de> de::Deserialize<'de> for Skip {
 
 struct SkipVisitor;
 
+impl SkipVisitor {
+    fn other<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
 impl<'de> Visitor<'de> for SkipVisitor {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
+    numbers!();
     fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -281,58 +325,6 @@ where
         }
     }
     Ok(last)
-}
-
-/// Runs a visitor that answers for any JSON value: the value's shape for objects, `other` for the rest.
-macro_rules! any_value {
-    ($visitor:ident, $value:ty, $other:expr) => {
-        impl<'de> de::DeserializeSeed<'de> for $visitor {
-            type Value = $value;
-            fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<$value, D::Error> {
-                deserializer.deserialize_any(self)
-            }
-        }
-        impl $visitor {
-            fn other<E>(self) -> Result<$value, E> {
-                Ok($other)
-            }
-        }
-    };
-}
-
-/// Visits of numbers, booleans and null that answer `other()`.
-macro_rules! numbers {
-    () => {
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            self.other()
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            self.other()
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            self.other()
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            self.other()
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            self.other()
-        }
-    };
-}
-
-/// Every visit but the object's one answers `other()`: scalars, and lists read past.
-macro_rules! not_an_object {
-    () => {
-        numbers!();
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            self.other()
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-            SkipVisitor.visit_seq(seq)?;
-            self.other()
-        }
-    };
 }
 
 /// A whole message.
@@ -528,12 +520,22 @@ impl Pruned<'_> {
         Ok(None)
     }
 
-    /// The members of an object the paths name, the last given of each, in order of first appearance.
-    fn members<'de, A: MapAccess<'de>>(&self, map: &mut A, key: &str) -> Result<Option<Json>, A::Error> {
-        match self.0.members.get(key) {
-            Some(paths) => map.next_value_seed(Pruned(paths)),
-            None => map.next_value::<Skip>().map(|Skip| None),
-        }
+    /// Reads the value of member `key` into `kept` when the paths name it (the last given wins, in the place of
+    /// the first), and past it when they do not.
+    fn keep<'de, A: MapAccess<'de>>(
+        &self,
+        map: &mut A,
+        key: Cow<'_, str>,
+        kept: &mut Map<String, Json>,
+    ) -> Result<(), A::Error> {
+        let Some(paths) = self.0.members.get(key.as_ref()) else {
+            return map.next_value::<Skip>().map(|Skip| ());
+        };
+        match map.next_value_seed(Pruned(paths))? {
+            Some(value) => kept.insert(key.into_owned(), value),
+            None => kept.remove(key.as_ref()),
+        };
+        Ok(())
     }
 }
 
@@ -546,16 +548,7 @@ impl<'de> Visitor<'de> for Pruned<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Json>, A::Error> {
         let mut kept = Map::new();
         while let Some(Key(key)) = map.next_key()? {
-            let named = self.0.members.contains_key(key.as_ref());
-            match self.members(&mut map, &key)? {
-                Some(value) => {
-                    kept.insert(key.into_owned(), value);
-                }
-                None if named => {
-                    kept.remove(key.as_ref());
-                }
-                None => {}
-            }
+            self.keep(&mut map, key, &mut kept)?;
         }
         Ok(Some(Json::Object(kept)))
     }
@@ -566,18 +559,7 @@ impl<'de> Visitor<'de> for Pruned<'_> {
 struct PrunedMessage<'p>(&'p Paths);
 type MessageRead = Option<(Option<Option<Map<String, Json>>>, Map<String, Json>)>;
 
-impl<'de> de::DeserializeSeed<'de> for PrunedMessage<'_> {
-    type Value = MessageRead;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<MessageRead, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl PrunedMessage<'_> {
-    fn other<E>(self) -> Result<MessageRead, E> {
-        Ok(None)
-    }
-}
+any_value!(PrunedMessage<'_>, MessageRead, None);
 
 impl<'de> Visitor<'de> for PrunedMessage<'_> {
     type Value = MessageRead;
@@ -595,16 +577,7 @@ impl<'de> Visitor<'de> for PrunedMessage<'_> {
                 body = Some(entity);
                 continue;
             }
-            let named = self.0.members.contains_key(key.as_ref());
-            match as_bare.members(&mut map, &key)? {
-                Some(value) => {
-                    bare.insert(key.into_owned(), value);
-                }
-                None if named => {
-                    bare.remove(key.as_ref());
-                }
-                None => {}
-            }
+            as_bare.keep(&mut map, key, &mut bare)?;
         }
         Ok(Some((body, bare)))
     }
@@ -613,18 +586,7 @@ impl<'de> Visitor<'de> for PrunedMessage<'_> {
 /// A message's `body`: its `xdmEntity`, kept as the paths say, when that is an object.
 struct PrunedBody<'p>(&'p Paths);
 
-impl<'de> de::DeserializeSeed<'de> for PrunedBody<'_> {
-    type Value = Option<Map<String, Json>>;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl PrunedBody<'_> {
-    fn other<E>(self) -> Result<Option<Map<String, Json>>, E> {
-        Ok(None)
-    }
-}
+any_value!(PrunedBody<'_>, Option<Map<String, Json>>, None);
 
 impl<'de> Visitor<'de> for PrunedBody<'_> {
     type Value = Option<Map<String, Json>>;
