@@ -582,11 +582,12 @@ async fn a_tracked_table_is_read_in_partitions_then_followed_from_a_baseline_sca
     let connection = source_connection(&world).await;
     let (flow, target) =
         ingestion_flow(&world, &connection, "contacts_parts", json!({"frequency": "continuous", "interval": 1})).await;
-    // The full load reads each row once; the baseline scan through change tracking then writes nothing: nothing
-    // changed.
-    let runs = runs_after(&world, &flow, "scan").await;
+    // The full load reads each row once, and is shown completed only once each is counted; the baseline scan
+    // through change tracking then writes nothing: nothing changed.
+    let runs = runs_after(&world, &flow, "full").await;
     let full = runs.iter().find(|r| r["load"]["loadType"] == "full").unwrap();
     assert_eq!(full["metrics"]["recordSummary"]["outputRecordCount"], 12_000, "each row read once: {full}");
+    let runs = runs_after(&world, &flow, "scan").await;
     let scan = runs.iter().find(|r| r["load"]["loadType"] == "scan").unwrap();
     assert_eq!(scan["metrics"]["recordSummary"]["outputRecordCount"], 0, "{scan}");
     let rows = rows_when(&world, &target, "the full load", |rows| rows.len() == 1000).await;

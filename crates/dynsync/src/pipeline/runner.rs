@@ -2,8 +2,10 @@
 //! → write while the next batch is read → acknowledge while the next batch is written. It never skips a record: a
 //! batch is acknowledged only once the sink answered for each of its writes, and only after the batch before it;
 //! a failed acknowledgement has the cursor read again, so what came after it is read and written again (a write
-//! lands twice at worst, never out of order). A paused sink (sign-in refused) is waited out with the batch kept.
-//! Replays of failed records go through the same sink and are counted the same way.
+//! lands twice at worst, never out of order). What follows a batch is read only once the batch before it is
+//! acknowledged, so a source may rely on everything two batches back being counted. A paused sink (sign-in
+//! refused) is waited out with the batch kept. Replays of failed records go through the same sink and are counted
+//! the same way.
 
 use super::clients::Clients;
 use super::sink::{Paused, Refusal};
@@ -339,20 +341,25 @@ where
                 self.trouble(&e, &mut backoff).await;
                 continue;
             }
-            // Write this batch while reading the next, in a task of its own so that both use a core, and while the
-            // batch before is acknowledged.
-            let reading = {
-                let (runner, after) = (self.clone(), current.cursor.clone());
-                AbortOnDrop::spawn(async move { runner.prepare(Some(&after)).await })
-            };
+            // Write this batch while the batch before is acknowledged and, once it is, the next is read (in a task
+            // of its own, so that both use a core). A source is asked for what follows a batch only once the batch
+            // before that one is acknowledged: its barriers (an empty batch after a load's last page) rely on it.
             let previous = acking.take();
-            let (written, following, before) =
-                tokio::join!(self.sink.write(&current.writes), reading.finished(), async {
-                    match previous {
-                        Some(ack) => Some(self.settle(ack, &mut cursor, &mut paused, &mut backoff).await),
-                        None => None,
+            let after = current.cursor.clone();
+            let (written, (before, following)) = tokio::join!(self.sink.write(&current.writes), async {
+                let before = match previous {
+                    Some(ack) => Some(self.settle(ack, &mut cursor, &mut paused, &mut backoff).await),
+                    None => None,
+                };
+                let following = match before {
+                    Some(Settled::Stop | Settled::ReadAgain) => None,
+                    Some(Settled::Acknowledged) | None => {
+                        let runner = self.clone();
+                        AbortOnDrop::spawn(async move { runner.prepare(Some(&after)).await }).finished().await
                     }
-                });
+                };
+                (before, following)
+            });
             match before {
                 Some(Settled::Stop) => return,
                 Some(Settled::ReadAgain) => {
