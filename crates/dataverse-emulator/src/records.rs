@@ -8,7 +8,7 @@ use crate::odata::path::{Key, KeyValue};
 use crate::odata::query::Prefer;
 use crate::schema::{Attribute, AttributeKind, LookupTarget, LookupType, Table, activities, journeys};
 use crate::store::{Change, Data, TableRows};
-use crate::value::{Row, Target, Value};
+use crate::value::{Name, Row, Target, Value};
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::{Map, Value as Json};
@@ -296,13 +296,13 @@ fn record_entity_names(table: &Table, row: &mut Row) {
             // Written by the client (a view's `returnedtypecode`), not kept in step with a lookup.
             continue;
         }
-        match row.get(lookup) {
+        match row.get(lookup.as_str()) {
             Some(Value::Lookup { table: target, .. }) => {
                 let name = Value::Text(target.clone());
-                row.insert(attribute.logical_name.clone(), name);
+                row.insert(attribute.logical_name.as_str().into(), name);
             }
             _ => {
-                row.remove(&attribute.logical_name);
+                row.remove(attribute.logical_name.as_str());
             }
         }
     }
@@ -398,10 +398,10 @@ pub fn write(data: &mut Data, journal: &mut Vec<Change>, request: WriteRequest<'
             let mut row = Row::new();
             for attribute in &table.attributes {
                 if let AttributeKind::Boolean { default, .. } = &attribute.kind {
-                    row.insert(attribute.logical_name.clone(), Value::Bool(*default));
+                    row.insert(attribute.logical_name.as_str().into(), Value::Bool(*default));
                 }
                 if let AttributeKind::Picklist { default: Some(d), .. } = &attribute.kind {
-                    row.insert(attribute.logical_name.clone(), Value::Int(*d as i64));
+                    row.insert(attribute.logical_name.as_str().into(), Value::Int(*d as i64));
                 }
             }
             // Creating through an alternate key copies the key's values into the new row.
@@ -420,11 +420,11 @@ pub fn write(data: &mut Data, journal: &mut Vec<Change>, request: WriteRequest<'
                         &json,
                         Target { table: &table.logical_name, entity_set: &table.entity_set_name },
                     )? {
-                        row.insert(name.clone(), v);
+                        row.insert(name.as_str().into(), v);
                     }
                 }
             }
-            row.insert(table.primary_id.clone(), Value::Guid(id));
+            row.insert(table.primary_id.as_str().into(), Value::Guid(id));
             row.insert("createdon".into(), now.clone());
             row.insert("createdby".into(), caller_ref.clone());
             if table.attribute("ownerid").is_some() {
@@ -450,8 +450,8 @@ pub fn write(data: &mut Data, journal: &mut Vec<Change>, request: WriteRequest<'
         state_set |= column == "statecode";
         status_set |= column == "statuscode";
         match value {
-            Some(v) => row.insert(column, v),
-            None => row.remove(&column),
+            Some(v) => row.insert(column.into(), v),
+            None => row.remove(column.as_str()),
         };
     }
     if let Some(Value::Date(d)) = row.get("overriddencreatedon").cloned().filter(|_| created) {
@@ -464,7 +464,8 @@ pub fn write(data: &mut Data, journal: &mut Vec<Change>, request: WriteRequest<'
     compute_file_size(table, &mut row);
     journeys::check_row(table, &row)?;
     if let Some(key) = data.rows(&table.logical_name).key_conflict(table, id, &row) {
-        let values: Vec<String> = key.attributes.iter().filter_map(|a| row.get(a).map(Value::to_text)).collect();
+        let values: Vec<String> =
+            key.attributes.iter().filter_map(|a| row.get(a.as_str()).map(Value::to_text)).collect();
         return Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             code::DUPLICATE_ENTITY_KEY,
@@ -605,7 +606,7 @@ pub struct Projection<'a> {
     /// The index of each column in `columns`, by logical name in a row's order, so that a row's values are
     /// found in one pass over it rather than by a search per column; `versionnumber`, for the etag, at
     /// `columns.len()` when it is not a column.
-    by_name: Vec<(&'a str, usize)>,
+    by_name: Vec<(Name, usize)>,
     /// Where the row's `versionnumber` is among its values.
     version_at: usize,
     etag: EntryKey,
@@ -644,12 +645,12 @@ impl<'a> Projection<'a> {
                 }
             })
             .collect::<Vec<_>>();
-        let mut by_name: Vec<(&str, usize)> =
-            columns.iter().enumerate().map(|(i, c)| (c.attribute.logical_name.as_str(), i)).collect();
-        let version_at = match by_name.iter().find(|(name, _)| *name == "versionnumber") {
+        let mut by_name: Vec<(Name, usize)> =
+            columns.iter().enumerate().map(|(i, c)| (Name::new(&c.attribute.logical_name), i)).collect();
+        let version_at = match by_name.iter().find(|(name, _)| name.as_str() == "versionnumber") {
             Some((_, i)) => *i,
             None => {
-                by_name.push(("versionnumber", columns.len()));
+                by_name.push((Name::new("versionnumber"), columns.len()));
                 columns.len()
             }
         };
@@ -663,9 +664,9 @@ impl<'a> Projection<'a> {
         let mut values = vec![None; self.columns.len() + 1];
         let mut wanted = self.by_name.iter().peekable();
         for (name, value) in row {
-            while wanted.next_if(|(w, _)| *w < name.as_str()).is_some() {}
+            while wanted.next_if(|(w, _)| w < name).is_some() {}
             match wanted.peek() {
-                Some((w, i)) if *w == name.as_str() => values[*i] = Some(value),
+                Some((w, i)) if w == name => values[*i] = Some(value),
                 Some(_) => {}
                 None => break,
             }

@@ -56,7 +56,7 @@ impl TableRows {
 
     /// The values of one alternate key in a row, or `None` when a part is null (such rows are not keyed).
     pub fn key_values(row: &Row, attributes: &[String]) -> Option<Vec<String>> {
-        attributes.iter().map(|a| row.get(a).map(Value::key_text)).collect()
+        attributes.iter().map(|a| row.get(a.as_str()).map(Value::key_text)).collect()
     }
 
     pub fn find_by_key(&self, key_name: &str, values: &[String]) -> Option<Uuid> {
@@ -250,7 +250,7 @@ impl Data {
                 .rows
                 .iter()
                 .filter(|(_, row)| {
-                    matches!(row.get(&lookup), Some(Value::Lookup { id: to, table: target }) if *to == id && target == table)
+                    matches!(row.get(lookup.as_str()), Some(Value::Lookup { id: to, table: target }) if *to == id && target == table)
                 })
                 .map(|(child, _)| *child)
                 .collect();
@@ -658,9 +658,9 @@ mod tests {
     fn task(data: &mut Data, changes: &mut Vec<Change>, subject: &str, regarding: Option<Uuid>) -> Uuid {
         let id = Uuid::new_v4();
         let mut row = Row::from([
-            ("activityid".to_string(), Value::Guid(id)),
-            ("subject".to_string(), Value::Text(subject.into())),
-            (TYPE_CODE.to_string(), Value::Text("task".into())),
+            ("activityid".into(), Value::Guid(id)),
+            ("subject".into(), Value::Text(subject.into())),
+            (TYPE_CODE.into(), Value::Text("task".into())),
         ]);
         if let Some(contact) = regarding {
             row.insert("regardingobjectid".into(), Value::Lookup { id: contact, table: "contact".into() });
@@ -692,7 +692,7 @@ mod tests {
     fn deleting_a_contact_deletes_the_activities_regarding_it() {
         let (mut data, mut changes) = (data(), Vec::new());
         let contact = Uuid::new_v4();
-        let row = Row::from([("contactid".to_string(), Value::Guid(contact))]);
+        let row = Row::from([("contactid".into(), Value::Guid(contact))]);
         data.put_row(&mut changes, "contact", contact, row);
         task(&mut data, &mut changes, "About the contact", Some(contact));
         let other = task(&mut data, &mut changes, "About nobody", None);

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, LazyLock, RwLock};
 use uuid::Uuid;
 
 /// The one-letter tags keep the state file small: it holds every version of every row.
@@ -36,7 +37,124 @@ pub enum Value {
 }
 
 /// One row: its non-null column values by logical name.
-pub type Row = BTreeMap<String, Value>;
+pub type Row = BTreeMap<Name, Value>;
+
+/// A column's logical name as a row holds it. Names are interned: every row of every table holds the same copy of
+/// a name, so that writing a page of rows finds each row's columns by comparing pointers to text already in the
+/// cache rather than text of its own scattered through memory. Ordered, compared and hashed as its text.
+///
+/// Only names of columns are interned (a row holds nothing else), so the set stays as small as the schema.
+#[derive(Clone)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    pub fn new(text: &str) -> Name {
+        static NAMES: LazyLock<RwLock<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+        if let Some(name) = NAMES.read().expect("names lock").get(text) {
+            return Name(name.clone());
+        }
+        let mut names = NAMES.write().expect("names lock");
+        if let Some(name) = names.get(text) {
+            return Name(name.clone());
+        }
+        let name: Arc<str> = Arc::from(text);
+        names.insert(name.clone());
+        Name(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Name {
+    fn from(text: &str) -> Name {
+        Name::new(text)
+    }
+}
+
+impl From<String> for Name {
+    fn from(text: String) -> Name {
+        Name::new(&text)
+    }
+}
+
+impl From<&String> for Name {
+    fn from(text: &String) -> Name {
+        Name::new(text)
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Two names are the same text exactly when they are the same interned copy.
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) { Ordering::Equal } else { self.0.cmp(&other.0) }
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
+        let text = <Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(Name::new(&text))
+    }
+}
 
 /// The name of a table and its entity set, for error messages.
 #[derive(Clone, Copy)]
@@ -422,6 +540,20 @@ impl TruncSubsecs for DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_one_shared_copy_ordered_and_looked_up_as_its_text() {
+        let (made, owned) = (Name::new("firstname"), Name::from("firstname".to_string()));
+        assert!(Arc::ptr_eq(&made.0, &owned.0), "one copy of a name");
+        assert_eq!(made, owned);
+        assert_ne!(made, Name::new("lastname"));
+        assert!(Name::new("emailaddress1") < made && made < Name::new("lastname"), "ordered as text");
+        let read: Name = serde_json::from_str(r#""firstname""#).unwrap();
+        assert!(Arc::ptr_eq(&made.0, &read.0), "a name read from a state file is the same copy");
+        let row: Row = serde_json::from_str(r#"{"lastname": {"s": "Smith"}, "firstname": {"i": 1}}"#).unwrap();
+        assert_eq!(row.get("firstname"), Some(&Value::Int(1)));
+        assert_eq!(row.keys().map(Name::as_str).collect::<Vec<_>>(), ["firstname", "lastname"]);
+    }
 
     #[test]
     fn dates_written_by_hand_read_as_chrono_writes_them() {

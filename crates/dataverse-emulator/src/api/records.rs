@@ -300,7 +300,7 @@ fn property_request(request: &Request, table: &Table, key: &Key, property: &str)
         let related = {
             let data = request.env.store.read();
             let id = resolve_key(&data, table, key)?.ok_or_else(|| not_found(table, key))?;
-            match data.rows(&table.logical_name).get(&id).and_then(|r| r.get(&attribute.logical_name)) {
+            match data.rows(&table.logical_name).get(&id).and_then(|r| r.get(attribute.logical_name.as_str())) {
                 Some(Value::Lookup { id, table: target })
                     if table.navigation(property).is_some_and(|(_, t)| &t.table == target) =>
                 {
@@ -322,7 +322,7 @@ fn property_request(request: &Request, table: &Table, key: &Key, property: &str)
     let data = request.env.store.read();
     let id = resolve_key(&data, table, key)?.ok_or_else(|| not_found(table, key))?;
     let row = data.rows(&table.logical_name).get(&id).expect("resolved");
-    match row.get(&attribute.logical_name) {
+    match row.get(attribute.logical_name.as_str()) {
         None => Ok(empty_response(StatusCode::NO_CONTENT)),
         Some(value) => Ok(json_response(
             StatusCode::OK,
@@ -430,7 +430,11 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
         let (last_id, last_row) = *page_rows.last().expect("a page with more after it has rows");
         let next = Cursor {
             page: cursor.as_ref().map_or(1, |c| c.page + 1),
-            sort_values: order.columns.iter().map(|(c, _)| (c.clone(), last_row.get(c).map(Value::to_text))).collect(),
+            sort_values: order
+                .columns
+                .iter()
+                .map(|(c, _)| (c.clone(), last_row.get(c.as_str()).map(Value::to_text)))
+                .collect(),
             last_id,
             first_id: page_rows[0].0,
         };

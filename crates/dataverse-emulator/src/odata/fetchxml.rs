@@ -569,7 +569,7 @@ const MAX_LINKS: usize = 15;
 fn link_matches<'d>(row: &Row, links: &[BoundLink<'d>]) -> Option<Vec<Vec<Option<&'d Row>>>> {
     links
         .iter()
-        .map(|link| match row.get(&link.link.to).and_then(|v| link.by_key.get(&v.key_text())) {
+        .map(|link| match row.get(link.link.to.as_str()).and_then(|v| link.by_key.get(&v.key_text())) {
             Some(found) => Some(found.iter().map(|other| Some(*other)).collect()),
             None if link.link.outer => Some(vec![None]),
             None => None,
@@ -643,7 +643,7 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
         let mut by_key: HashMap<String, Vec<&Row>> = HashMap::new();
         for row in data.rows(&linked.logical_name).rows.values() {
             if predicate.as_ref().is_none_or(|p| p.matches(row))
-                && let Some(value) = row.get(&from)
+                && let Some(value) = row.get(from.as_str())
             {
                 by_key.entry(value.key_text()).or_default().push(row);
             }
@@ -723,7 +723,11 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
     let cursor = match (result.first(), result.last()) {
         (Some(first), Some(last)) => Some(Cursor {
             page: page_number,
-            sort_values: order.columns.iter().map(|(c, _)| (c.clone(), last.1.get(c).map(|v| v.to_text()))).collect(),
+            sort_values: order
+                .columns
+                .iter()
+                .map(|(c, _)| (c.clone(), last.1.get(c.as_str()).map(|v| v.to_text())))
+                .collect(),
             last_id: last.0,
             first_id: first.0,
         }),

@@ -794,22 +794,22 @@ impl Predicate {
             Predicate::Not(a) => !a.matches(row),
             Predicate::Const(b) => *b,
             Predicate::Compare(column, op, None) => match op {
-                CmpOp::Eq => !row.contains_key(column),
-                CmpOp::Ne => row.contains_key(column),
+                CmpOp::Eq => !row.contains_key(column.as_str()),
+                CmpOp::Ne => row.contains_key(column.as_str()),
                 _ => false,
             },
             Predicate::Compare(column, op, Some(value)) => {
-                row.get(column).and_then(|v| v.compare(value)).is_some_and(|o| op.holds(o))
+                row.get(column.as_str()).and_then(|v| v.compare(value)).is_some_and(|o| op.holds(o))
             }
-            Predicate::Columns(l, op, r) => match (row.get(l), row.get(r)) {
+            Predicate::Columns(l, op, r) => match (row.get(l.as_str()), row.get(r.as_str())) {
                 (Some(a), Some(b)) => a.compare(b).is_some_and(|o| op.holds(o)),
                 _ => false,
             },
-            Predicate::Like(column, pattern) => match row.get(column) {
+            Predicate::Like(column, pattern) => match row.get(column.as_str()) {
                 Some(Value::Text(t)) => like(t, pattern),
                 _ => false,
             },
-            Predicate::AnyOf(column, values) => match (row.get(column), values) {
+            Predicate::AnyOf(column, values) => match (row.get(column.as_str()), values) {
                 (Some(Value::Text(t)), AnyOf::Text(set)) => set.contains(&t.to_lowercase()),
                 (Some(Value::Guid(id) | Value::Lookup { id, .. }), AnyOf::Ids(set)) => set.contains(id),
                 _ => false,
@@ -988,7 +988,7 @@ mod tests {
     #[test]
     fn a_filter_at_the_depth_limit_is_read_bound_and_evaluated_on_a_worker_thread_stack() {
         let table = crate::schema::builtin_tables().into_iter().find(|t| t.logical_name == "contact").unwrap();
-        let row = Row::from([("statecode".to_string(), Value::Int(0))]);
+        let row = Row::from([("statecode".into(), Value::Int(0))]);
         let chain = "statecode eq 1 or ".repeat(6_000);
         let filters = [
             format!("{}statecode eq 0{}", "(".repeat(MAX_FILTER_DEPTH), ")".repeat(MAX_FILTER_DEPTH)),
@@ -1022,10 +1022,7 @@ mod tests {
         let table = crate::schema::builtin_tables().into_iter().find(|t| t.logical_name == "contact").unwrap();
         let id = Uuid::new_v4();
         let row = |email: &str| {
-            Row::from([
-                ("emailaddress1".to_string(), Value::Text(email.into())),
-                ("contactid".to_string(), Value::Guid(id)),
-            ])
+            Row::from([("emailaddress1".into(), Value::Text(email.into())), ("contactid".into(), Value::Guid(id))])
         };
         let emails = "emailaddress1 eq 'a@x.com' or emailaddress1 eq 'B@X.com' or emailaddress1 eq 'c@x.com' or \
                       emailaddress1 eq 'd@x.com'";

@@ -54,7 +54,7 @@ impl Order {
     }
 
     fn values<'r>(&self, row: &'r Row) -> Vec<Option<&'r Value>> {
-        self.columns.iter().map(|(c, _)| row.get(c)).collect()
+        self.columns.iter().map(|(c, _)| row.get(c.as_str())).collect()
     }
 }
 
@@ -265,10 +265,8 @@ mod tests {
         let mut rows = TableRows::default();
         for i in 0..n {
             let id = Uuid::from_u128(((i * 7919) % n) as u128 + 1);
-            let row = Row::from([
-                (VERSION.to_string(), Value::Int(1000 + i)),
-                ("firstname".to_string(), Value::Text(format!("c{i}"))),
-            ]);
+            let row =
+                Row::from([(VERSION.into(), Value::Int(1000 + i)), ("firstname".into(), Value::Text(format!("c{i}")))]);
             rows.put(&table, id, row);
         }
         (table, rows)
@@ -287,7 +285,11 @@ mod tests {
             let (last_id, last) = *page_rows.last().unwrap();
             cursor = Some(Cursor {
                 page: pages.len() as u32 + 1,
-                sort_values: order.columns.iter().map(|(c, _)| (c.clone(), last.get(c).map(Value::to_text))).collect(),
+                sort_values: order
+                    .columns
+                    .iter()
+                    .map(|(c, _)| (c.clone(), last.get(c.as_str()).map(Value::to_text)))
+                    .collect(),
                 last_id,
                 first_id: page_rows[0].0,
             });

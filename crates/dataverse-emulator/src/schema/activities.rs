@@ -286,10 +286,10 @@ mod tests {
         let (pointer, task) = (activitypointer(), task());
         let id = Uuid::new_v4();
         let row = Row::from([
-            (PRIMARY_KEY.to_string(), Value::Guid(id)),
-            ("subject".to_string(), Value::Text("Call back".into())),
-            ("statuscode".to_string(), Value::Int(5)),
-            ("new_extra".to_string(), Value::Int(1)),
+            (PRIMARY_KEY.into(), Value::Guid(id)),
+            ("subject".into(), Value::Text("Call back".into())),
+            ("statuscode".into(), Value::Int(5)),
+            ("new_extra".into(), Value::Int(1)),
         ]);
         let mirrored = pointer_row(&pointer, &task, &row);
         assert_eq!(mirrored.get("subject"), Some(&Value::Text("Call back".into())));

@@ -355,19 +355,19 @@ fn value(attribute: &Attribute, position: usize, seed: u64) -> Option<Value> {
 fn generated_row(table: &Table, position: usize, owner: Uuid, version: i64) -> Row {
     let mut row = Row::new();
     let id = row_id(&table.logical_name, position);
-    row.insert(table.primary_id.clone(), Value::Guid(id));
+    row.insert(table.primary_id.as_str().into(), Value::Guid(id));
     for (column, attribute) in table.attributes.iter().enumerate().filter(|(_, a)| a.is_custom) {
         let seed = ((position as u64) << 32) | column as u64;
         if let Some(target) = attribute.lookup_targets().first() {
             // Lookups to contact and account stay empty: those tables start without rows.
             if target.table != "contact" && target.table != "account" {
                 row.insert(
-                    attribute.logical_name.clone(),
+                    attribute.logical_name.as_str().into(),
                     Value::Lookup { id: row_id(&target.table, position), table: target.table.clone() },
                 );
             }
         } else if let Some(v) = value(attribute, position, seed) {
-            row.insert(attribute.logical_name.clone(), v);
+            row.insert(attribute.logical_name.as_str().into(), v);
         }
     }
     let created = Utc.with_ymd_and_hms(2024, 1, 1 + position as u32 % 28, 8, 0, 0).single().unwrap_or_default();

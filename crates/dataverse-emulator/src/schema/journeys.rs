@@ -409,7 +409,7 @@ mod tests {
         let table = purpose();
         for (name, value) in &commercial {
             let attribute = table.attribute(name).unwrap_or_else(|| panic!("{name}"));
-            if attribute.is_lookup() || attribute.is_read_only() || *name == table.primary_id {
+            if attribute.is_lookup() || attribute.is_read_only() || name.as_str() == table.primary_id {
                 continue;
             }
             let target = crate::value::Target { entity_set: &table.entity_set_name, table: PURPOSE };
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn a_consent_or_topic_without_a_purpose_is_refused() {
         let (consent, topic) = (contact_point_consent(), topic());
-        let mut row = Row::from([("msdynmkt_contactpointvalue".to_string(), Value::Text("ann@example.com".into()))]);
+        let mut row = Row::from([("msdynmkt_contactpointvalue".into(), Value::Text("ann@example.com".into()))]);
         let refused = check_row(&consent, &row).unwrap_err();
         assert_eq!(refused.code, crate::error::code::INVALID_ARGUMENT);
         assert!(check_row(&topic, &Row::new()).is_err());
