@@ -23,9 +23,9 @@ fn refused(e: &dataverse_emulator::error::ApiError) {
 
 fn evaluated(predicate: &Predicate) {
     let row = Row::from([
-        ("name".to_string(), Value::Text("Contoso".into())),
-        ("lastname".to_string(), Value::Text("Lee".into())),
-        ("numberofemployees".to_string(), Value::Int(10)),
+        ("name".into(), Value::Text("Contoso".into())),
+        ("lastname".into(), Value::Text("Lee".into())),
+        ("numberofemployees".into(), Value::Int(10)),
     ]);
     let _ = predicate.matches(&row);
 }
