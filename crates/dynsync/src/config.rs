@@ -27,6 +27,11 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const MAX_LEASE_HEARTBEAT: Duration = Duration::from_secs(10);
 /// A dead process's flows are taken over within this long.
 pub const MAX_LEASE_TTL: Duration = Duration::from_secs(30);
+/// Processes that share an application user's budget publish their spending at least this often and at most
+/// this often: what another process sends between two ticks is not seen until the next, and each client keeps 1%
+/// of the limits in reserve for it (60 requests of 6,000 a window, three seconds of another process sending at the
+/// whole rate); more often than 50ms is a write and a read of the store twenty times a second for nothing.
+pub const BUDGET_INTERVAL_RANGE: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
 /// A hundred years, more than any inlet log is kept; without a bound, a retention of millennia would overflow the
 /// date arithmetic of pruning and stop the process.
 pub const MAX_LOG_RETENTION: Duration = Duration::from_secs(36_500 * 86_400);
@@ -41,6 +46,7 @@ pub struct Layer {
     pub log_retention: Option<String>,
     pub lease_heartbeat: Option<String>,
     pub lease_ttl: Option<String>,
+    pub budget_interval: Option<String>,
     pub log_level: Option<String>,
     /// Comma-separated `host[:port]`s; the file's list is joined so.
     pub allowed_hosts: Option<String>,
@@ -111,6 +117,8 @@ struct FileSettings {
     allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
     lease: FileLease,
+    #[serde(default)]
+    budget: FileBudget,
     smtp: Option<FileSmtp>,
 }
 
@@ -148,6 +156,12 @@ impl FileSmtp {
 struct FileLease {
     heartbeat: Option<String>,
     ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBudget {
+    interval: Option<String>,
 }
 
 /// Keys a file must not have, and the environment variable that gives each instead.
@@ -219,6 +233,7 @@ impl ConfigFile {
                     log_retention: s.log_retention,
                     lease_heartbeat: s.lease.heartbeat,
                     lease_ttl: s.lease.ttl,
+                    budget_interval: s.budget.interval,
                     log_level: s.log_level,
                     allowed_hosts: s.allowed_hosts.map(|hosts| hosts.join(",")),
                 },
@@ -247,6 +262,8 @@ const LOG_RETENTION: Spelling =
 const LEASE_HEARTBEAT: Spelling =
     Spelling { flag: "--lease-heartbeat", env: "DYNSYNC_LEASE_HEARTBEAT", key: "[lease] heartbeat", echo: true };
 const LEASE_TTL: Spelling = Spelling { flag: "--lease-ttl", env: "DYNSYNC_LEASE_TTL", key: "[lease] ttl", echo: true };
+const BUDGET_INTERVAL: Spelling =
+    Spelling { flag: "--budget-interval", env: "DYNSYNC_BUDGET_INTERVAL", key: "[budget] interval", echo: true };
 const LOG_LEVEL: Spelling = Spelling { flag: "--log-level", env: "DYNSYNC_LOG_LEVEL", key: "log_level", echo: true };
 const ALLOWED_HOSTS: Spelling =
     Spelling { flag: "--allowed-hosts", env: "DYNSYNC_ALLOWED_HOSTS", key: "allowed_hosts", echo: true };
@@ -382,6 +399,13 @@ pub fn resolve(flags: &Layer, env: &Layer, file: Option<&ConfigFile>) -> Result<
         parse_ttl,
         &mut problems,
     );
+    let budget_interval = layers.resolve(
+        &BUDGET_INTERVAL,
+        |l| l.budget_interval.as_deref(),
+        (crate::pipeline::budgets::DEFAULT_INTERVAL, show_duration(crate::pipeline::budgets::DEFAULT_INTERVAL)),
+        parse_budget_interval,
+        &mut problems,
+    );
     let log_level = layers.resolve(
         &LOG_LEVEL,
         |l| l.log_level.as_deref(),
@@ -407,15 +431,22 @@ pub fn resolve(flags: &Layer, env: &Layer, file: Option<&ConfigFile>) -> Result<
             show_duration(h * 2)
         ));
     }
-    match (listen.value, database_url.value, log_retention.value, heartbeat.value, ttl.value, log_level.value) {
-        (Some(listen), Some(database_url), Some(log_retention), Some(heartbeat), Some(ttl), Some(log_level))
-            if problems.is_empty() =>
-        {
+    let lease = heartbeat.value.zip(ttl.value).map(|(heartbeat, ttl)| LeaseTimings { heartbeat, ttl });
+    match (listen.value, database_url.value, log_retention.value, lease, budget_interval.value, log_level.value) {
+        (
+            Some(listen),
+            Some(database_url),
+            Some(log_retention),
+            Some(lease),
+            Some(budget_interval),
+            Some(log_level),
+        ) if problems.is_empty() => {
             let mut service = ServiceConfig::new(data_dir);
             service.listen = listen;
             service.database_url = database_url;
             service.log_retention = log_retention;
-            service.lease = LeaseTimings { heartbeat, ttl };
+            service.lease = lease;
+            service.budget_interval = budget_interval;
             service.smtp = file.and_then(|f| f.smtp.clone());
             service.allowed_hosts = allowed_hosts.value.unwrap_or_default();
             Ok(ServeSettings { service, log_level })
@@ -484,6 +515,21 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_budget_interval(text: &str) -> Result<Duration, String> {
+    let (least, most) = BUDGET_INTERVAL_RANGE;
+    match parse_duration(text) {
+        Ok(d) if d < least || d > most => Err(format!(
+            "is out of range: processes that write through one application user publish what they spent every \
+             interval, so that each holds back for the others; give {} to {} (the longer, the more each may send \
+             unseen)",
+            show_duration(least),
+            show_duration(most)
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("is {e}")),
+    }
+}
+
 fn parse_log_level(text: &str) -> Result<String, String> {
     use tracing_subscriber::filter::LevelFilter;
     let advice = "write a level (error, warn, info, debug, trace or off), or directives like info,dynsync=debug";
@@ -500,39 +546,37 @@ fn parse_log_level(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-/// A duration as the settings write it: a whole number and one unit, `s`, `m`, `h` or `d` (`30s`, `15m`, `12h`,
-/// `7d`). Nothing else, so that `1.5h`, `90 s` or `1h30m` are refused rather than read as something unintended.
+/// A duration as the settings write it: a whole number and one unit, `ms`, `s`, `m`, `h` or `d` (`500ms`, `30s`,
+/// `15m`, `12h`, `7d`). Nothing else, so that `1.5h`, `90 s` or `1h30m` are refused rather than read as something unintended.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let Some(unit) = text.chars().last() else { return Err(DurationError::NotADuration) };
-    let digits = &text[..text.len() - unit.len_utf8()];
-    let seconds_per_unit = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(DurationError::NotADuration),
-    };
+    let (digits, millis_per_unit) = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        .into_iter()
+        .find_map(|(unit, millis)| text.strip_suffix(unit).map(|digits| (digits, millis)))
+        .ok_or(DurationError::NotADuration)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(DurationError::NotADuration);
     }
     // Only digits are left, so a number that does not parse is one too large for a u64.
     let count: u64 = digits.parse().map_err(|_| DurationError::TooLong)?;
-    count.checked_mul(seconds_per_unit).map(Duration::from_secs).ok_or(DurationError::TooLong)
+    count.checked_mul(millis_per_unit).map(Duration::from_millis).ok_or(DurationError::TooLong)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
-    #[error("not a duration: write a whole number and a unit (s, m, h or d), like 30s, 15m, 12h or 7d")]
+    #[error("not a duration: write a whole number and a unit (ms, s, m, h or d), like 500ms, 30s, 15m, 12h or 7d")]
     NotADuration,
     #[error("too long a duration to count in seconds")]
     TooLong,
 }
 
-/// A duration the way the settings write it, in the largest unit that is exact: `7d`, `15s`.
+/// A duration the way the settings write it, in the largest unit that is exact: `7d`, `15s`, `500ms`.
 pub fn show_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if d.subsec_nanos() != 0 {
-        return format!("{d:?}");
+        return match d.subsec_nanos() % 1_000_000 {
+            0 => format!("{}ms", d.as_millis()),
+            _ => format!("{d:?}"),
+        };
     }
     let unit =
         [(86_400, 'd'), (3600, 'h'), (60, 'm')].into_iter().find(|&(per, _)| secs != 0 && secs.is_multiple_of(per));
@@ -575,6 +619,7 @@ mod tests {
             log_retention: Some(format!("{value}h")),
             lease_heartbeat: Some(format!("{}s", value.parse::<u64>().unwrap() % 10 + 1)),
             lease_ttl: Some(format!("{}s", value.parse::<u64>().unwrap() % 10 + 20)),
+            budget_interval: Some(format!("{}ms", value.parse::<u64>().unwrap() % 1000 + 100)),
             log_level: Some(format!("dynsync={}", ["error", "warn", "info", "debug"][value.len() % 4])),
             allowed_hosts: Some(format!("127.0.0.{}", value.len())),
         }
@@ -589,6 +634,7 @@ mod tests {
         assert_eq!(Some(show_duration(s.log_retention)), source.log_retention);
         assert_eq!(Some(show_duration(s.lease.heartbeat)), source.lease_heartbeat);
         assert_eq!(Some(show_duration(s.lease.ttl)), source.lease_ttl);
+        assert_eq!(Some(show_duration(s.budget_interval)), source.budget_interval);
         assert_eq!(Some(&settings.log_level), source.log_level.as_ref());
     }
 
@@ -608,6 +654,7 @@ mod tests {
         assert_eq!(defaults.service.database_url, None);
         assert_eq!(defaults.service.log_retention, DEFAULT_LOG_RETENTION);
         assert_eq!(defaults.service.lease, LeaseTimings::default());
+        assert_eq!(defaults.service.budget_interval, crate::pipeline::budgets::DEFAULT_INTERVAL);
         assert_eq!(defaults.log_level, "info");
         assert_eq!(defaults.service.secret_key, None);
         assert!(defaults.service.api_tokens.is_empty());
@@ -646,30 +693,33 @@ mod tests {
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("007m"), Ok(Duration::from_secs(7 * 60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
     }
 
     #[test]
     fn anything_else_is_not_a_duration() {
         for text in [
-            "", "s", "7", "7 d", " 7d", "7d ", "7D", "7w", "1.5h", "-1s", "+1s", "1h30m", "100ms", "7é", "PT5S", "5sec",
+            "", "s", "7", "7 d", " 7d", "7d ", "7D", "7w", "1.5h", "-1s", "+1s", "1h30m", "100 ms", "1.5ms", "ms",
+            "7é", "PT5S", "5sec",
         ] {
             assert_eq!(parse_duration(text), Err(DurationError::NotADuration), "{text:?}");
         }
         assert_eq!(parse_duration("99999999999999999999s"), Err(DurationError::TooLong));
         assert_eq!(parse_duration("999999999999999999d"), Err(DurationError::TooLong));
         assert!(
-            DurationError::NotADuration.to_string().contains("30s, 15m, 12h or 7d"),
+            DurationError::NotADuration.to_string().contains("500ms, 30s, 15m, 12h or 7d"),
             "the error shows how to write one"
         );
     }
 
     #[test]
     fn durations_show_as_they_are_written() {
-        for text in ["30s", "15m", "12h", "7d", "0s", "90s", "25h"] {
+        for text in ["30s", "15m", "12h", "7d", "0s", "90s", "25h", "500ms", "1500ms"] {
             assert_eq!(show_duration(parse_duration(text).unwrap()), text);
         }
         assert_eq!(show_duration(Duration::from_secs(3600)), "1h");
-        assert_eq!(show_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(show_duration(Duration::from_millis(2000)), "2s");
+        assert_eq!(show_duration(Duration::from_micros(1500)), "1.5ms");
     }
 
     #[test]
@@ -709,6 +759,25 @@ mod tests {
         assert!(resolve(&Layer::default(), &env, None).is_ok(), "exactly twice the heartbeat is enough");
         let env = Layer { lease_ttl: Some("30s".into()), lease_heartbeat: Some("10s".into()), ..Layer::default() };
         assert!(resolve(&Layer::default(), &env, None).is_ok(), "the limits themselves are allowed");
+    }
+
+    #[test]
+    fn a_budget_interval_is_50ms_to_2s() {
+        for text in ["50ms", "250ms", "1s", "2s", "2000ms"] {
+            let flags = Layer { budget_interval: Some(text.into()), ..Layer::default() };
+            let settings = resolve(&flags, &Layer::default(), None).unwrap();
+            assert_eq!(settings.service.budget_interval, parse_duration(text).unwrap(), "{text}");
+        }
+        for text in ["0s", "49ms", "2001ms", "3s", "1m"] {
+            let env = Layer { budget_interval: Some(text.into()), ..Layer::default() };
+            let problems = problems(&Layer::default(), &env, None);
+            assert_eq!(problems.len(), 1, "{problems:#?}");
+            let expected = format!("DYNSYNC_BUDGET_INTERVAL={text} is out of range");
+            assert!(problems[0].starts_with(&expected) && problems[0].contains("give 50ms to 2s"), "{}", problems[0]);
+        }
+        let in_file = file("[budget]\ninterval = \"half a second\"\n");
+        let problems = problems(&Layer::default(), &Layer::default(), Some(&in_file));
+        assert!(problems[0].starts_with("[budget] interval = \"half a second\" in dynsync.toml is not a duration"));
     }
 
     #[test]
@@ -841,6 +910,7 @@ mod tests {
                 && layer.log_retention.is_some()
                 && layer.lease_heartbeat.is_some()
                 && layer.lease_ttl.is_some()
+                && layer.budget_interval.is_some()
                 && layer.log_level.is_some(),
             "the example shows every key: {layer:?}"
         );

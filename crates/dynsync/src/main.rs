@@ -143,6 +143,10 @@ struct ServeArgs {
     /// After how long a lease not renewed is taken over by another process: twice the heartbeat to 30s.
     #[arg(long, env = "DYNSYNC_LEASE_TTL", value_name = "DURATION")]
     lease_ttl: Option<String>,
+    /// How often this process tells the others on the store what it spent of each application user's budget under
+    /// Dataverse's limits, and hears what they spent: 50ms to 2s.
+    #[arg(long, env = "DYNSYNC_BUDGET_INTERVAL", value_name = "DURATION")]
+    budget_interval: Option<String>,
     /// What to log: a level (error, warn, info, debug, trace) or directives like info,dynsync=debug; RUST_LOG wins.
     #[arg(long, env = "DYNSYNC_LOG_LEVEL", value_name = "FILTER")]
     log_level: Option<String>,
@@ -164,6 +168,7 @@ impl ServeArgs {
         (flags.log_retention, env.log_retention) = split(self.log_retention, from_env("log_retention"));
         (flags.lease_heartbeat, env.lease_heartbeat) = split(self.lease_heartbeat, from_env("lease_heartbeat"));
         (flags.lease_ttl, env.lease_ttl) = split(self.lease_ttl, from_env("lease_ttl"));
+        (flags.budget_interval, env.budget_interval) = split(self.budget_interval, from_env("budget_interval"));
         (flags.log_level, env.log_level) = split(self.log_level, from_env("log_level"));
         (flags.allowed_hosts, env.allowed_hosts) = split(self.allowed_hosts, from_env("allowed_hosts"));
         (flags, env)
@@ -189,6 +194,7 @@ fn show_serve_defaults(command: clap::Command) -> clap::Command {
         ("log_retention", config::show_duration(DEFAULT_LOG_RETENTION)),
         ("lease_heartbeat", config::show_duration(lease.heartbeat)),
         ("lease_ttl", config::show_duration(lease.ttl)),
+        ("budget_interval", config::show_duration(dynsync::pipeline::budgets::DEFAULT_INTERVAL)),
         ("log_level", config::DEFAULT_LOG_LEVEL.to_string()),
     ];
     command.mut_subcommand("serve", |serve| {

@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The variables that would change how `dynsync serve` starts.
-const VARIABLES: [&str; 10] = [
+const VARIABLES: [&str; 11] = [
     "DYNSYNC_LISTEN",
     "DYNSYNC_DATA_DIR",
     "DYNSYNC_DATABASE_URL",
     "DYNSYNC_LOG_RETENTION",
     "DYNSYNC_LEASE_HEARTBEAT",
     "DYNSYNC_LEASE_TTL",
+    "DYNSYNC_BUDGET_INTERVAL",
     "DYNSYNC_LOG_LEVEL",
     "DYNSYNC_SECRET_KEY",
     "DYNSYNC_API_TOKENS",
@@ -207,20 +208,21 @@ async fn wrong_values_stop_the_start_listing_every_problem_and_where_it_came_fro
 
     let mut serve = Serve::start(
         dir.path(),
-        &["--config", config.to_str().unwrap(), "--lease-ttl", "1m"],
+        &["--config", config.to_str().unwrap(), "--lease-ttl", "1m", "--budget-interval", "5s"],
         &[("DYNSYNC_LOG_RETENTION", "1w")],
     );
     let status = serve.wait_for_exit().await;
 
     let stderr = serve.stderr();
     assert!(!status.success(), "{stderr}");
-    assert!(stderr.contains("3 problems in the settings"), "{stderr}");
+    assert!(stderr.contains("4 problems in the settings"), "{stderr}");
     assert!(stderr.contains("DYNSYNC_LOG_RETENTION=1w is not a duration"), "{stderr}");
     assert!(
         stderr.contains(&format!("[lease] heartbeat = \"20s\" in {} is longer than 10s", config.display())),
         "{stderr}"
     );
     assert!(stderr.contains("--lease-ttl 1m is longer than 30s"), "{stderr}");
+    assert!(stderr.contains("--budget-interval 5s is out of range"), "{stderr}");
 }
 
 #[tokio::test]
