@@ -86,6 +86,51 @@ pub struct AdditionalRegistration {
     pub client_secret: Secret,
 }
 
+/// A destination connection as a client of the API asks for one (`POST /connections`, seed 002's parameters):
+/// what `dynsync connections create` and `dynsync apply -f` send. The secrets are read from the environment by
+/// the caller and go to dynsync's API only.
+#[derive(Debug)]
+pub struct DestinationRequest {
+    pub name: String,
+    pub description: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub environment_url: String,
+    pub region: Option<String>,
+    pub authority_host: Option<String>,
+    /// Other app registrations of the tenant: client id and secret.
+    pub additional: Vec<(String, Secret)>,
+}
+
+impl DestinationRequest {
+    /// The request's body.
+    pub fn body(&self) -> Json {
+        let mut params = serde_json::json!({
+            "clientId": self.client_id, "clientSecret": self.client_secret.expose(), "tenantId": self.tenant_id,
+            "environmentUrl": self.environment_url,
+        });
+        if let Some(region) = &self.region {
+            params["region"] = region.as_str().into();
+        }
+        if let Some(authority) = &self.authority_host {
+            params["authorityHost"] = authority.as_str().into();
+        }
+        if !self.additional.is_empty() {
+            let registrations = self
+                .additional
+                .iter()
+                .map(|(client_id, secret)| serde_json::json!({"clientId": client_id, "clientSecret": secret.expose()}));
+            params[ADDITIONAL_REGISTRATIONS] = Json::Array(registrations.collect());
+        }
+        serde_json::json!({
+            "name": self.name, "description": self.description,
+            "auth": {"specName": specs::CLIENT_CREDENTIALS_AUTH, "params": params},
+            "connectionSpec": {"id": specs::DYNAMICS_DESTINATION, "version": "1.0"},
+        })
+    }
+}
+
 /// A destination connection ready to use: the environment and the credentials a [`Client`] needs.
 #[derive(Debug, Clone)]
 pub struct DestinationConnection {

@@ -3,8 +3,10 @@
 //! variable that holds each one.
 
 use crate::activation::{AttributeMapping, AudienceMapping, EmptyValues, StatusValues};
+use crate::connection::DestinationRequest;
 use crate::remote::{Remote, RemoteError};
 use crate::specs;
+use dataverse::Secret;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -29,6 +31,18 @@ pub struct ConnectionDeclaration {
     pub environment_url: String,
     pub region: Option<String>,
     pub authority_host: Option<String>,
+    /// Other app registrations of the tenant the connection signs in as, each an application user with a budget
+    /// of its own under Dataverse's limits.
+    #[serde(default)]
+    pub additional_registrations: Vec<RegistrationDeclaration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationDeclaration {
+    pub client_id: String,
+    /// The environment variable that holds its client secret.
+    pub client_secret_env: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,10 +98,9 @@ pub struct StatusValuesDeclaration {
 pub enum ApplyError {
     #[error("{path} is not a flow file: {detail}")]
     Parse { path: String, detail: String },
-    #[error(
-        "the environment variable {0} is not set: it holds the client secret of connection '{1}' (the file names the variable, never the secret)"
-    )]
-    MissingSecret(String, String),
+    /// Every variable not set, each with whose secret it holds.
+    #[error("{}; the file names each variable, never the secret", .0.join("; "))]
+    MissingSecrets(Vec<String>),
     #[error(
         "target connection '{name}' exists with the customization prefix {existing}, not {wanted}: rename the target in the file, or delete the old one with `dynsync targets delete {id}`"
     )]
@@ -121,23 +134,40 @@ pub async fn apply(remote: &Remote, declaration: &Declaration) -> Result<Vec<Str
             id_of(existing)
         }
         None => {
-            let secret = std::env::var(&c.client_secret_env)
-                .map_err(|_| ApplyError::MissingSecret(c.client_secret_env.clone(), c.name.clone()))?;
-            let mut params = json!({
-                "clientId": c.client_id, "clientSecret": secret, "tenantId": c.tenant_id, "environmentUrl": c.environment_url,
-            });
-            if let Some(region) = &c.region {
-                params["region"] = json!(region);
+            let mut missing = Vec::new();
+            let mut secret = |variable: &str, whose: String| match std::env::var(variable) {
+                Ok(secret) => Secret::new(secret),
+                Err(_) => {
+                    missing.push(format!(
+                        "the environment variable {variable} is not set: it holds the client secret of {whose}"
+                    ));
+                    Secret::new("")
+                }
+            };
+            let client_secret = secret(&c.client_secret_env, format!("connection '{}'", c.name));
+            let additional: Vec<(String, Secret)> = c
+                .additional_registrations
+                .iter()
+                .map(|r| {
+                    let whose = format!("app registration {} of connection '{}'", r.client_id, c.name);
+                    (r.client_id.clone(), secret(&r.client_secret_env, whose))
+                })
+                .collect();
+            if !missing.is_empty() {
+                return Err(ApplyError::MissingSecrets(missing));
             }
-            if let Some(authority) = &c.authority_host {
-                params["authorityHost"] = json!(authority);
-            }
-            let body = json!({
-                "name": c.name, "description": c.description,
-                "auth": {"specName": specs::CLIENT_CREDENTIALS_AUTH, "params": params},
-                "connectionSpec": {"id": specs::DYNAMICS_DESTINATION, "version": "1.0"},
-            });
-            let id = id_of(&remote.post("connections", &body).await?);
+            let request = DestinationRequest {
+                name: c.name.clone(),
+                description: c.description.clone(),
+                tenant_id: c.tenant_id.clone(),
+                client_id: c.client_id.clone(),
+                client_secret,
+                environment_url: c.environment_url.clone(),
+                region: c.region.clone(),
+                authority_host: c.authority_host.clone(),
+                additional,
+            };
+            let id = id_of(&remote.post("connections", &request.body()).await?);
             report.push(format!("connection '{}' created and tested ({id})", c.name));
             id
         }
@@ -219,4 +249,25 @@ pub async fn apply(remote: &Remote, declaration: &Declaration) -> Result<Vec<Str
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_s_flow_file_is_a_declaration() {
+        let readme = include_str!("../../../README.md");
+        let example = readme
+            .split("For mappings kept in git")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("the README shows a flow file");
+        let declaration = Declaration::parse("README.md", example).unwrap();
+        let registrations = &declaration.connection.additional_registrations;
+        assert_eq!(registrations.len(), 1);
+        assert_eq!(registrations[0].client_secret_env, "DYNAMICS_SECOND_SECRET");
+        assert_eq!(declaration.flow.mappings.len(), 2, "{declaration:?}");
+    }
 }

@@ -4,11 +4,12 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dataverse::{ClientCredentials, Environment, Region, Secret};
+use dynsync::Service;
 use dynsync::config::{self, ConfigFile, Layer};
+use dynsync::connection::DestinationRequest;
 use dynsync::declarative::{self, Declaration};
 use dynsync::remote::Remote;
 use dynsync::service::{DEFAULT_LOG_RETENTION, LeaseTimings};
-use dynsync::{Service, specs};
 use serde_json::{Value as Json, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -291,6 +292,10 @@ struct CreateConnectionArgs {
     /// The sign-in authority, for a sovereign cloud or the emulator.
     #[arg(long, env = "DYNSYNC_AUTHORITY")]
     authority: Option<String>,
+    /// Another app registration of the tenant to sign in as, with a budget of its own under Dataverse's limits:
+    /// its client id and the environment variable that holds its secret, CLIENT_ID:VARIABLE. Repeat for more.
+    #[arg(long = "additional-registration", value_name = "CLIENT_ID:VARIABLE")]
+    additional_registrations: Vec<String>,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -595,23 +600,43 @@ async fn connections(command: ConnectionsCommand) -> anyhow::Result<ExitCode> {
             println!("connection {} deleted", a.id);
         }
         ConnectionsCommand::Create(a) => {
-            let secret = std::env::var("DYNSYNC_CLIENT_SECRET")
-                .context("set DYNSYNC_CLIENT_SECRET to the client secret of the app registration")?;
-            let mut params = json!({
-                "clientId": a.client_id, "clientSecret": secret, "tenantId": a.tenant_id, "environmentUrl": a.environment_url,
+            let mut problems = Vec::new();
+            let client_secret = std::env::var("DYNSYNC_CLIENT_SECRET").unwrap_or_else(|_| {
+                problems.push("set DYNSYNC_CLIENT_SECRET to the client secret of the app registration".to_string());
+                String::new()
             });
-            if let Some(r) = a.region {
-                params["region"] = json!(r);
+            let mut additional = Vec::new();
+            for given in &a.additional_registrations {
+                let Some((client_id, variable)) = given.split_once(':') else {
+                    problems.push(format!(
+                        "--additional-registration {given} is not CLIENT_ID:VARIABLE: give the registration's client \
+                         id and the environment variable that holds its secret, like 1b2c…:DYNAMICS_SECOND_SECRET"
+                    ));
+                    continue;
+                };
+                match std::env::var(variable) {
+                    Ok(secret) => additional.push((client_id.to_string(), Secret::new(secret))),
+                    Err(_) => problems.push(format!(
+                        "set {variable} to the client secret of app registration {client_id} \
+                         (--additional-registration names the variable, never the secret)"
+                    )),
+                }
             }
-            if let Some(h) = a.authority {
-                params["authorityHost"] = json!(h);
+            if !problems.is_empty() {
+                anyhow::bail!("{}", problems.join("; "));
             }
-            let body = json!({
-                "name": a.name,
-                "auth": {"specName": specs::CLIENT_CREDENTIALS_AUTH, "params": params},
-                "connectionSpec": {"id": specs::DYNAMICS_DESTINATION, "version": "1.0"},
-            });
-            let created = a.remote.remote()?.post("connections", &body).await?;
+            let request = DestinationRequest {
+                name: a.name,
+                description: String::new(),
+                tenant_id: a.tenant_id,
+                client_id: a.client_id,
+                client_secret: Secret::new(client_secret),
+                environment_url: a.environment_url,
+                region: a.region,
+                authority_host: a.authority,
+                additional,
+            };
+            let created = a.remote.remote()?.post("connections", &request.body()).await?;
             println!("connected; connection {} created", created["id"].as_str().unwrap_or_default());
         }
     }

@@ -4,19 +4,25 @@
 mod common;
 
 use common::{Backend, World};
+use dataverse_emulator::{AppRegistration, CostModel, EmulatorConfig, Secret};
 use tokio::process::Command;
+use uuid::Uuid;
 
 async fn dynsync(world: &World, args: &[&str], secret: Option<&str>) -> (bool, String, String) {
+    let variables: Vec<(&str, &str)> = secret.map(|s| ("LOYALTY_DYNAMICS_SECRET", s)).into_iter().collect();
+    dynsync_with(world, args, &variables).await
+}
+
+/// Runs dynsync against the world's service with `variables` set.
+async fn dynsync_with(world: &World, args: &[&str], variables: &[(&str, &str)]) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dynsync"));
     command
         .args(args)
         .args(["--url", &world.service.url, "--sandbox", &world.sandbox])
         .env("DYNSYNC_DATA_DIR", world.data_dir.path())
         .env_remove("DYNSYNC_TOKEN")
-        .env_remove("DYNSYNC_CLIENT_SECRET");
-    if let Some(secret) = secret {
-        command.env("LOYALTY_DYNAMICS_SECRET", secret);
-    }
+        .env_remove("DYNSYNC_CLIENT_SECRET")
+        .envs(variables.iter().copied());
     let output = command.output().await.expect("dynsync runs");
     (
         output.status.success(),
@@ -112,6 +118,88 @@ async fn apply_creates_then_updates_from_a_file() {
         let (ok, out, _) = dynsync(&world, &["connections", "list"], None).await;
         assert!(ok && out.contains("connected  Contoso Dynamics"), "{out}");
         assert!(!out.contains(&secret));
+        world.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_from_the_command_line_or_a_file_signs_in_as_each_app_registration_it_names() {
+    common::bounded(async {
+        let apps: Vec<AppRegistration> = (1..=2)
+            .map(|i| AppRegistration {
+                client_id: Uuid::new_v4(),
+                client_secret: Secret::new(format!("abcde~app-{i}-secret")),
+            })
+            .collect();
+        let emulator = EmulatorConfig { cost: CostModel::free(), applications: apps.clone(), ..Default::default() };
+        let world = World::start_with(Backend::Sqlite, emulator).await.unwrap();
+        world.add_text_column("new_Gold", 100).await;
+        let (main, first, second) =
+            (world.emulator.client_secret.expose(), apps[0].client_secret.expose(), apps[1].client_secret.expose());
+        let (first_id, second_id) = (apps[0].client_id.to_string(), apps[1].client_id.to_string());
+
+        // From the command line: each registration's secret in a variable the flag names.
+        let tenant = world.emulator.tenant_id.to_string();
+        let client = world.emulator.client_id.to_string();
+        let create = |name: &'static str| {
+            let mut args =
+                vec!["connections", "create", "--name", name, "--tenant-id", &tenant, "--client-id", &client];
+            args.extend(["--environment-url", &world.emulator.url, "--authority", &world.emulator.url]);
+            args
+        };
+        let first_flag = format!("{first_id}:FIRST_APP_SECRET");
+        let second_flag = format!("{second_id}:SECOND_APP_SECRET");
+        let mut args = create("Two users");
+        args.extend(["--additional-registration", &first_flag, "--additional-registration", &second_flag]);
+        let (ok, out, err) = dynsync_with(&world, &args, &[("DYNSYNC_CLIENT_SECRET", main)]).await;
+        assert!(!ok, "{out}");
+        assert!(err.contains("set FIRST_APP_SECRET to the client secret of app registration"), "{err}");
+        assert!(err.contains("set SECOND_APP_SECRET"), "every missing variable at once: {err}");
+        let variables = [("DYNSYNC_CLIENT_SECRET", main), ("FIRST_APP_SECRET", first), ("SECOND_APP_SECRET", second)];
+        let (ok, out, err) = dynsync_with(&world, &args, &variables).await;
+        assert!(ok, "{out}{err}");
+        let id = out.split_whitespace().find(|w| w.parse::<Uuid>().is_ok()).expect("the new connection's id");
+        let (ok, shown, err) = dynsync_with(&world, &["connections", "get", id], &[]).await;
+        assert!(ok, "{err}");
+        for app in [&first_id, &second_id] {
+            assert!(shown.contains(app.as_str()), "each registration is listed: {shown}");
+        }
+        assert!(![main, first, second].iter().any(|s| shown.contains(s)), "no secret is shown: {shown}");
+        let mut args = create("Half given");
+        args.extend(["--additional-registration", &first_id]);
+        let (ok, _, err) = dynsync_with(&world, &args, &[("DYNSYNC_CLIENT_SECRET", main)]).await;
+        assert!(!ok && err.contains("is not CLIENT_ID:VARIABLE"), "{err}");
+
+        // From a file: the same, under [[connection.additional_registrations]].
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flow.toml");
+        let text = flow_file(&world, "firstname").replace(
+            "\n[target]",
+            &format!(
+                "\n[[connection.additional_registrations]]\nclient_id = \"{second_id}\"\n\
+                 client_secret_env = \"SECOND_APP_SECRET\"\n\n[target]"
+            ),
+        );
+        std::fs::write(&file, text).unwrap();
+        let path = file.to_str().unwrap();
+        let (ok, _, err) = dynsync(&world, &["apply", "-f", path], Some(main)).await;
+        assert!(!ok);
+        assert!(
+            err.contains(&format!(
+                "SECOND_APP_SECRET is not set: it holds the client secret of app registration {second_id}"
+            )),
+            "{err}"
+        );
+        let variables = [("LOYALTY_DYNAMICS_SECRET", main), ("SECOND_APP_SECRET", second)];
+        let (ok, out, err) = dynsync_with(&world, &["apply", "-f", path], &variables).await;
+        assert!(ok, "{out}{err}");
+        assert!(out.contains("connection 'Contoso Dynamics' created and tested"), "{out}");
+        let connections = world.get("connections").await.json();
+        let applied =
+            connections["items"].as_array().unwrap().iter().find(|c| c["name"] == "Contoso Dynamics").unwrap();
+        let listed = &applied["auth"]["params"]["additionalRegistrations"];
+        assert_eq!(listed, &serde_json::json!([{"clientId": second_id}]), "{applied}");
         world.finish().await;
     })
     .await;
