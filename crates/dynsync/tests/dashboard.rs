@@ -10,6 +10,7 @@
 mod common;
 
 use common::{Backend, World, bounded_for, found, profile};
+use dataverse_emulator::{AppRegistration, CostModel, EmulatorConfig, Secret};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
@@ -229,6 +230,77 @@ async fn a_page_offers_only_what_its_token_may_do_and_a_revoked_token_signs_out_
 #[tokio::test]
 async fn a_page_offers_only_what_its_token_may_do_and_a_revoked_token_signs_out_on_postgres() {
     a_page_offers_only_what_its_token_may_do_and_a_revoked_token_signs_out(Backend::Postgres).await;
+}
+
+async fn the_connect_form_signs_in_as_more_app_registrations_and_names_the_one_that_fails(backend: Backend) {
+    let apps: Vec<AppRegistration> = (1..=2)
+        .map(|i| AppRegistration {
+            client_id: Uuid::new_v4(),
+            client_secret: Secret::new(format!("abcde~app-{i}-secret")),
+        })
+        .collect();
+    let emulator = EmulatorConfig { cost: CostModel::free(), applications: apps.clone(), ..Default::default() };
+    let Some(world) = World::start_with(backend, emulator).await else { return };
+    let browser = Browser::sign_in(&world, &world.service.token).await;
+    let (spec, auth) = (dynsync::specs::DYNAMICS_DESTINATION.to_string(), dynsync::specs::CLIENT_CREDENTIALS_AUTH);
+    let form_path = format!("/connections/new?spec={spec}&auth={}", auth.replace(' ', "+"));
+    let (status, html) = browser.get(&form_path).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("App registration 3: client secret"), "three rows of more registrations: {html}");
+
+    let main = world.emulator.client_secret.expose().to_string();
+    let params = world.destination_params(&main);
+    let mut form: Vec<(String, String)> =
+        vec![("spec".into(), spec.clone()), ("auth".into(), auth.into()), ("name".into(), "Three users".into())];
+    for (key, value) in params.as_object().unwrap() {
+        form.push((format!("param.{key}"), value.as_str().unwrap().to_string()));
+    }
+    let (first, second) = (apps[0].client_id.to_string(), apps[1].client_id.to_string());
+    // The second row's secret is wrong, and the third row left empty.
+    let with_rows = |second_secret: &str| {
+        let mut form = form.clone();
+        form.extend([
+            ("registration.0.clientId".into(), first.clone()),
+            ("registration.0.clientSecret".into(), apps[0].client_secret.expose().to_string()),
+            ("registration.1.clientId".into(), second.clone()),
+            ("registration.1.clientSecret".into(), second_secret.to_string()),
+            ("registration.2.clientId".into(), String::new()),
+            ("registration.2.clientSecret".into(), String::new()),
+        ]);
+        form
+    };
+    let own = world.service.url.clone();
+    let post = |form: Vec<(String, String)>| {
+        let browser = &browser;
+        let own = own.clone();
+        async move {
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            browser.post("/connections/new", &own, &pairs).await
+        }
+    };
+    let (status, html) = post(with_rows("abcde~a-wrong-secret-xyz")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(&format!("app registration {second}")) && html.contains("client secret is wrong"), "{html}");
+    assert!(html.contains(&format!("value=\"{second}\"")), "the client ids typed are kept: {html}");
+    assert!(!html.contains("abcde~"), "no secret is shown again: {html}");
+    assert!(world.get("connections").await.json()["items"].as_array().unwrap().is_empty());
+
+    let (status, location) = post(with_rows(apps[1].client_secret.expose())).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/connections?done=connected"));
+    let connections = world.get("connections").await.json();
+    let listed = &connections["items"][0]["auth"]["params"]["additionalRegistrations"];
+    assert_eq!(listed, &json!([{"clientId": first}, {"clientId": second}]), "{connections}");
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn the_connect_form_signs_in_as_more_app_registrations_and_names_the_one_that_fails_on_sqlite() {
+    the_connect_form_signs_in_as_more_app_registrations_and_names_the_one_that_fails(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_connect_form_signs_in_as_more_app_registrations_and_names_the_one_that_fails_on_postgres() {
+    the_connect_form_signs_in_as_more_app_registrations_and_names_the_one_that_fails(Backend::Postgres).await;
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use super::{Nav, page, problem_page, shown_time};
 use crate::access::Role;
 use crate::api::AppState;
 use crate::api::connections::{AuthBody, CreateConnection, SpecRef, create_connection};
+use crate::connection::ADDITIONAL_REGISTRATIONS;
 use crate::ids::ConnectionSpecId;
 use crate::specs;
 use askama::Template;
@@ -16,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A job of the catalog.
@@ -180,8 +182,15 @@ struct ConnectPage {
     auth: &'static str,
     name: String,
     fields: Vec<Field>,
+    /// For a destination: the client id typed in each row of more app registrations (empty rows included); none
+    /// for the other auth specs.
+    registrations: Vec<String>,
     problem: Option<String>,
 }
+
+/// Empty rows of more app registrations the connect form offers; the API takes up to
+/// [`crate::connection::MAX_ADDITIONAL_REGISTRATIONS`].
+const REGISTRATION_ROWS: usize = 3;
 
 #[derive(Deserialize)]
 pub struct ConnectQuery {
@@ -217,6 +226,12 @@ fn connect_form(
             },
         })
         .collect();
+    let mut registrations = Vec::new();
+    if auth == specs::CLIENT_CREDENTIALS_AUTH {
+        let typed = typed.get(ADDITIONAL_REGISTRATIONS).and_then(Json::as_array).map(Vec::as_slice).unwrap_or_default();
+        registrations = typed.iter().map(|r| r["clientId"].as_str().unwrap_or_default().to_string()).collect();
+        registrations.resize(registrations.len().max(REGISTRATION_ROWS), String::new());
+    }
     ConnectPage {
         nav: Nav::new("connections", viewer),
         spec_id: spec,
@@ -224,6 +239,7 @@ fn connect_form(
         auth,
         name,
         fields,
+        registrations,
         problem,
     }
 }
@@ -246,19 +262,32 @@ pub async fn connect_page(viewer: Viewer, Query(query): Query<ConnectQuery>) -> 
 /// Tests and saves the connection the form describes; shows the form again, with why, when it does not work.
 pub async fn connect(State(state): State<Arc<AppState>>, viewer: Viewer, RawForm(body): RawForm) -> Response {
     let (mut spec, mut auth, mut name, mut params) = (String::new(), String::new(), String::new(), Map::new());
+    // Rows of more app registrations by their number: client id, secret.
+    let mut registrations: BTreeMap<usize, Map<String, Json>> = BTreeMap::new();
     for (key, value) in url::form_urlencoded::parse(&body) {
+        let value = value.trim();
         match key.as_ref() {
-            "spec" => spec = value.into_owned(),
-            "auth" => auth = value.into_owned(),
-            "name" => name = value.into_owned(),
+            "spec" => spec = value.to_string(),
+            "auth" => auth = value.to_string(),
+            "name" => name = value.to_string(),
+            _ if value.is_empty() => {}
             other => {
-                if let Some(param) = other.strip_prefix("param.")
-                    && !value.trim().is_empty()
+                if let Some(param) = other.strip_prefix("param.") {
+                    params.insert(param.to_string(), Json::String(value.to_string()));
+                } else if let Some((row, field @ ("clientId" | "clientSecret"))) =
+                    other.strip_prefix("registration.").and_then(|r| r.split_once('.'))
+                    && let Ok(row) = row.parse::<usize>()
+                    && row < crate::connection::MAX_ADDITIONAL_REGISTRATIONS
                 {
-                    params.insert(param.to_string(), Json::String(value.trim().to_string()));
+                    registrations.entry(row).or_default().insert(field.to_string(), Json::String(value.to_string()));
                 }
             }
         }
+    }
+    // A row with either field typed is a registration; the API names what such a row lacks.
+    if !registrations.is_empty() {
+        let listed = registrations.into_values().map(Json::Object).collect();
+        params.insert(ADDITIONAL_REGISTRATIONS.to_string(), Json::Array(listed));
     }
     let Some(known) = known_auth(&spec, &auth) else {
         return unknown_auth(&viewer, &spec, &auth);
