@@ -5,7 +5,7 @@ mod common;
 
 use common::{Backend, World, profile, read_contact};
 use dataverse::{Client, ClientCredentials, Environment};
-use dataverse_emulator::{AppRegistration, CostModel, EmulatorConfig, Secret};
+use dataverse_emulator::{CostModel, EmulatorConfig, Secret};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
@@ -458,17 +458,6 @@ async fn stores_opened_together_migrate_once(backend: Backend) {
     world.finish().await;
 }
 
-/// A world whose emulator has two app registrations besides the first, each an application user of its own.
-async fn world_with_registrations(backend: Backend) -> Option<World> {
-    let applications = (1..=2)
-        .map(|i| AppRegistration {
-            client_id: Uuid::new_v4(),
-            client_secret: Secret::new(format!("abcde~app-{i}-secret")),
-        })
-        .collect();
-    World::start_with(backend, EmulatorConfig { cost: CostModel::free(), applications, ..Default::default() }).await
-}
-
 /// The destination params of `world`, with `additionalRegistrations` listing the emulator's other apps, the
 /// secret of app number `wrong` (if any) replaced by a wrong one.
 fn params_with_registrations(world: &World, wrong: Option<usize>) -> Json {
@@ -497,7 +486,7 @@ fn every_secret(world: &World) -> Vec<String> {
 }
 
 async fn a_connection_signs_in_as_each_app_registration_and_names_the_one_that_fails(backend: Backend) {
-    let Some(world) = world_with_registrations(backend).await else { return };
+    let Some(world) = World::start_with_registrations(backend).await else { return };
     let apps: Vec<String> = world.emulator.applications.iter().map(|a| a.client_id.to_string()).collect();
     let mut answers = Vec::new();
     let spec = world.get(&format!("connectionSpecs/{}", dynsync::specs::DYNAMICS_DESTINATION)).await.json();
@@ -581,7 +570,7 @@ async fn a_connection_signs_in_as_each_app_registration_and_names_the_one_that_f
 }
 
 async fn additional_registrations_are_validated_with_every_problem_named_by_its_place(backend: Backend) {
-    let Some(world) = world_with_registrations(backend).await else { return };
+    let Some(world) = World::start_with_registrations(backend).await else { return };
     let main = world.emulator.client_id.to_string();
     let app = world.emulator.applications[0].client_id.to_string();
     let mut params = world.destination_params(world.emulator.client_secret.expose());
@@ -629,7 +618,7 @@ async fn additional_registrations_are_validated_with_every_problem_named_by_its_
 }
 
 async fn a_flow_writes_every_record_while_one_app_registration_is_refused(backend: Backend) {
-    let Some(world) = world_with_registrations(backend).await else { return };
+    let Some(world) = World::start_with_registrations(backend).await else { return };
     let reply = world.post("connections", world.destination_body(params_with_registrations(&world, None))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let connection = reply.json()["id"].as_str().unwrap().to_string();

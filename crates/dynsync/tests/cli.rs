@@ -4,7 +4,6 @@
 mod common;
 
 use common::{Backend, World};
-use dataverse_emulator::{AppRegistration, CostModel, EmulatorConfig, Secret};
 use tokio::process::Command;
 use uuid::Uuid;
 
@@ -126,14 +125,8 @@ async fn apply_creates_then_updates_from_a_file() {
 #[tokio::test]
 async fn a_connection_from_the_command_line_or_a_file_signs_in_as_each_app_registration_it_names() {
     common::bounded(async {
-        let apps: Vec<AppRegistration> = (1..=2)
-            .map(|i| AppRegistration {
-                client_id: Uuid::new_v4(),
-                client_secret: Secret::new(format!("abcde~app-{i}-secret")),
-            })
-            .collect();
-        let emulator = EmulatorConfig { cost: CostModel::free(), applications: apps.clone(), ..Default::default() };
-        let world = World::start_with(Backend::Sqlite, emulator).await.unwrap();
+        let world = World::start_with_registrations(Backend::Sqlite).await.unwrap();
+        let apps = &world.emulator.applications;
         world.add_text_column("new_Gold", 100).await;
         let (main, first, second) =
             (world.emulator.client_secret.expose(), apps[0].client_secret.expose(), apps[1].client_secret.expose());

@@ -10,7 +10,6 @@
 mod common;
 
 use common::{Backend, World, bounded_for, found, profile};
-use dataverse_emulator::{AppRegistration, CostModel, EmulatorConfig, Secret};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
@@ -233,14 +232,8 @@ async fn a_page_offers_only_what_its_token_may_do_and_a_revoked_token_signs_out_
 }
 
 async fn the_connect_form_signs_in_as_more_app_registrations_and_names_the_one_that_fails(backend: Backend) {
-    let apps: Vec<AppRegistration> = (1..=2)
-        .map(|i| AppRegistration {
-            client_id: Uuid::new_v4(),
-            client_secret: Secret::new(format!("abcde~app-{i}-secret")),
-        })
-        .collect();
-    let emulator = EmulatorConfig { cost: CostModel::free(), applications: apps.clone(), ..Default::default() };
-    let Some(world) = World::start_with(backend, emulator).await else { return };
+    let Some(world) = World::start_with_registrations(backend).await else { return };
+    let apps = &world.emulator.applications;
     let browser = Browser::sign_in(&world, &world.service.token).await;
     let (spec, auth) = (dynsync::specs::DYNAMICS_DESTINATION.to_string(), dynsync::specs::CLIENT_CREDENTIALS_AUTH);
     let form_path = format!("/connections/new?spec={spec}&auth={}", auth.replace(' ', "+"));

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use dataverse::{Client, NewColumn, NewColumnType};
-use dataverse_emulator::{CostModel, EmulatorConfig, RunningEmulator};
+use dataverse_emulator::{AppRegistration, CostModel, EmulatorConfig, RunningEmulator};
 use dynsync::{RunningService, Service, ServiceConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
@@ -113,6 +113,18 @@ impl World {
     /// `None` when the backend is PostgreSQL and none is there to use.
     pub async fn start(backend: Backend) -> Option<World> {
         Self::start_with(backend, EmulatorConfig { cost: CostModel::free(), ..Default::default() }).await
+    }
+
+    /// A world whose emulator has two app registrations besides the first (`emulator.applications`), each an
+    /// application user of its own.
+    pub async fn start_with_registrations(backend: Backend) -> Option<World> {
+        let applications = (1..=2)
+            .map(|i| AppRegistration {
+                client_id: Uuid::new_v4(),
+                client_secret: dataverse_emulator::Secret::new(format!("abcde~app-{i}-secret")),
+            })
+            .collect();
+        Self::start_with(backend, EmulatorConfig { cost: CostModel::free(), applications, ..Default::default() }).await
     }
 
     pub async fn start_with(backend: Backend, emulator: EmulatorConfig) -> Option<World> {
