@@ -672,14 +672,15 @@ impl Azurite {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = std::process::Command::new(dir.join("node_modules/.bin/azurite-blob"))
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--silent"])
+            // Without telemetry: the tests reach 127.0.0.1 only, and Azurite's start waits on sending it.
+            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry", "--silent"])
             .current_dir(std::env::temp_dir())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("Azurite starts");
         let mut azurite = Azurite { child, authority: format!("127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
         while std::net::TcpStream::connect(&azurite.authority).is_err() {
             if let Some(status) = azurite.child.try_wait().expect("Azurite can be waited for") {
                 panic!(
@@ -687,7 +688,7 @@ impl Azurite {
                     dir.join("node_modules/.bin/azurite-blob").display()
                 );
             }
-            assert!(Instant::now() < deadline, "Azurite listens on {} within 30 s", azurite.authority);
+            assert!(Instant::now() < deadline, "Azurite listens on {} within 90 s", azurite.authority);
             std::thread::sleep(Duration::from_millis(50));
         }
         azurite
