@@ -79,12 +79,6 @@ impl From<String> for Name {
     }
 }
 
-impl From<&String> for Name {
-    fn from(text: &String) -> Name {
-        Name::new(text)
-    }
-}
-
 impl std::ops::Deref for Name {
     type Target = str;
     fn deref(&self) -> &str {

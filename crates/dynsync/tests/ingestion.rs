@@ -159,20 +159,20 @@ async fn explore_and_load_a_table_fully_then_incrementally(backend: Backend) {
     assert_eq!(rows.len(), 31);
 
     // The runs: the full load, then the changes (a continuous flow counts them in its run of the hour).
-    let runs = world.runs(&flow).await;
+    let changes = |runs: &[Json]| -> u64 {
+        runs.iter()
+            .filter(|r| r["load"].is_null())
+            .map(|r| {
+                r["metrics"]["recordSummary"]["deletedRecordCount"].as_u64().unwrap_or(0)
+                    + r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap()
+            })
+            .sum()
+    };
+    let runs = world.runs_when(&flow, "the three changes counted", |runs| changes(runs) >= 3).await;
     let full = runs.iter().find(|r| r["load"]["loadType"] == "full").unwrap_or_else(|| panic!("{runs:?}"));
     assert_eq!(full["metrics"]["recordSummary"]["inputRecordCount"], 30, "{full}");
     assert_eq!(full["metrics"]["recordSummary"]["outputRecordCount"], 30, "{full}");
     assert!(full["load"]["completedAt"].is_string(), "{full}");
-    let changes: u64 = runs
-        .iter()
-        .filter(|r| r["load"].is_null())
-        .map(|r| {
-            r["metrics"]["recordSummary"]["deletedRecordCount"].as_u64().unwrap_or(0)
-                + r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap()
-        })
-        .sum();
-    assert!(changes >= 3, "{runs:?}");
     world.finish().await;
 }
 
@@ -203,9 +203,8 @@ async fn a_flow_resyncs_when_dynamics_forgot_its_delta_token(backend: Backend) {
     })
     .await;
     assert_eq!(rows.len(), 12);
-    let runs = world.runs(&flow).await;
-    let resync =
-        runs.iter().find(|r| r["load"]["loadType"] == "resync").unwrap_or_else(|| panic!("a resync run: {runs:?}"));
+    let runs = runs_after(&world, &flow, "resync").await;
+    let resync = runs.iter().find(|r| r["load"]["loadType"] == "resync").unwrap();
     // Only the changed row is written again, and the deleted one marked.
     assert_eq!(resync["metrics"]["recordSummary"]["outputRecordCount"], 2, "{resync}");
     assert_eq!(resync["metrics"]["recordSummary"]["deletedRecordCount"], 1, "{resync}");
@@ -291,8 +290,7 @@ async fn a_table_without_change_tracking_loads_by_its_delta_column_and_scans_for
     .await;
     assert_eq!(row(&rows, ids[0])["operation"], "u");
     assert_eq!(rows.iter().filter(|r| r["deleted"] == false).count(), 7);
-    let runs = world.runs(&flow).await;
-    assert!(runs.iter().any(|r| r["load"]["loadType"] == "scan"), "{runs:?}");
+    world.runs_when(&flow, "a scan run", |runs| runs.iter().any(|r| r["load"]["loadType"] == "scan")).await;
     world.finish().await;
 }
 
@@ -532,13 +530,14 @@ async fn a_view_is_loaded_whole_each_time_and_rows_that_leave_it_are_deleted(bac
     })
     .await;
     assert_eq!(row(&rows, ids[3])["operation"], "u");
-    let runs = world.runs(&flow).await;
-    let written: u64 = runs
-        .iter()
-        .filter(|r| r["load"]["loadType"] == "scan")
-        .map(|r| r["metrics"]["recordSummary"]["outputRecordCount"].as_u64().unwrap())
-        .sum();
-    assert_eq!(written, 2, "scans write only what changed: the renamed row and the deletion: {runs:?}");
+    let written = |runs: &[Json]| -> u64 {
+        runs.iter()
+            .filter(|r| r["load"]["loadType"] == "scan")
+            .map(|r| r["metrics"]["recordSummary"]["outputRecordCount"].as_u64().unwrap())
+            .sum()
+    };
+    let runs = world.runs_when(&flow, "the scan's two rows counted", |runs| written(runs) >= 2).await;
+    assert_eq!(written(&runs), 2, "scans write only what changed: the renamed row and the deletion: {runs:?}");
     world.finish().await;
 }
 
@@ -565,15 +564,11 @@ async fn many_contacts(world: &World, count: usize) -> Vec<Uuid> {
 
 /// The flow's runs once one of `load_type` has completed.
 async fn runs_after(world: &World, flow: &str, load_type: &str) -> Vec<Json> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let runs = world.runs(flow).await;
-        if runs.iter().any(|r| r["load"]["loadType"] == load_type && r["load"]["completedAt"].is_string()) {
-            return runs;
-        }
-        assert!(Instant::now() < deadline, "no {load_type} load completed: {runs:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    world
+        .runs_when(flow, &format!("a {load_type} load completed"), |runs| {
+            runs.iter().any(|r| r["load"]["loadType"] == load_type && r["load"]["completedAt"].is_string())
+        })
+        .await
 }
 
 async fn a_tracked_table_is_read_in_partitions_then_followed_from_a_baseline_scan(backend: Backend) {
@@ -600,20 +595,19 @@ async fn a_tracked_table_is_read_in_partitions_then_followed_from_a_baseline_sca
         .await
         .unwrap();
     dynamics.send(Method::DELETE, &format!("contacts({deleted})"), None).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let runs = world.runs(&flow).await;
-        let changes = runs.iter().filter(|r| r["load"].is_null());
-        let (updated, removed) = changes.fold((0, 0), |(u, d), r| {
-            let summary = &r["metrics"]["recordSummary"];
-            (u + summary["updatedRecordCount"].as_u64().unwrap(), d + summary["deletedRecordCount"].as_u64().unwrap())
-        });
-        if (updated, removed) == (1, 1) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the changes did not come as an update and a deletion: {runs:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    world
+        .runs_when(&flow, "the changes come as an update and a deletion", |runs| {
+            let changes = runs.iter().filter(|r| r["load"].is_null());
+            let (updated, removed) = changes.fold((0, 0), |(u, d), r| {
+                let summary = &r["metrics"]["recordSummary"];
+                (
+                    u + summary["updatedRecordCount"].as_u64().unwrap(),
+                    d + summary["deletedRecordCount"].as_u64().unwrap(),
+                )
+            });
+            (updated, removed) == (1, 1)
+        })
+        .await;
     let rows =
         rows_when(&world, &target, "the rename", |rows| row(rows, renamed)["values"]["first_name"] == "Renamed").await;
     assert_eq!(row(&rows, renamed)["operation"], "u");

@@ -333,6 +333,20 @@ impl World {
         reply.json()["items"].as_array().unwrap().clone()
     }
 
+    /// The flow's runs once `ready` says they are what the test waits for: a batch is counted in its run once it is
+    /// acknowledged, which may be just after its rows are seen written.
+    pub async fn runs_when(&self, flow: &str, what: &str, ready: impl Fn(&[Json]) -> bool) -> Vec<Json> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let runs = self.runs(flow).await;
+            if ready(&runs) {
+                return runs;
+            }
+            assert!(Instant::now() < deadline, "{what}: the runs have not come to it: {runs:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The flow's runs, once every accepted profile has been handled.
     pub async fn settled_runs(&self, flow: &str, accepted: u64) -> Vec<Json> {
         let deadline = Instant::now() + Duration::from_secs(60);
