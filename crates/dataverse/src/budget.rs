@@ -64,13 +64,35 @@ impl Default for WindowLimits {
 }
 
 impl WindowLimits {
-    /// The limits a 429's message states, over these:
+    /// The limits a 429's message states, over these (a message that states neither leaves them as they are).
+    pub fn stated_in(self, message: &str) -> WindowLimits {
+        LimitStatement::in_message(message).map_or(self, |statement| self.with(statement))
+    }
+
+    /// These limits with what `statement` states in place of theirs.
+    pub fn with(self, statement: LimitStatement) -> WindowLimits {
+        match statement {
+            LimitStatement::Requests { limit, window } => WindowLimits { requests: limit, window, ..self },
+            LimitStatement::ExecutionTime { limit, window } => WindowLimits { execution_time: limit, window, ..self },
+        }
+    }
+}
+
+/// One limit as a 429 states it: each message names the one that was exceeded, and the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitStatement {
+    Requests { limit: u32, window: Duration },
+    ExecutionTime { limit: Duration, window: Duration },
+}
+
+impl LimitStatement {
+    /// The limit a 429's message states:
     /// - `Number of requests exceeded the limit of 6000 over time window of 300 seconds.`
     /// - `Combined execution time of incoming requests exceeded limit of 1,200,000  milliseconds over time window
     ///   of 300 seconds. …`
     ///
-    /// A message that states neither leaves them as they are.
-    pub fn stated_in(self, message: &str) -> WindowLimits {
+    /// `None` for any other message (the concurrency limit's names no window), or numbers that cannot be limits.
+    pub fn in_message(message: &str) -> Option<LimitStatement> {
         let number_after = |marker: &str| -> Option<u64> {
             let rest = &message[message.find(marker)? + marker.len()..];
             let digits: String = rest
@@ -81,22 +103,31 @@ impl WindowLimits {
                 .collect();
             digits.parse().ok()
         };
-        let mut limits = self;
-        let Some(window) = number_after("time window of").filter(|s| *s > 0) else {
-            return limits;
-        };
-        limits.window = Duration::from_secs(window);
+        let window = Duration::from_secs(number_after("time window of").filter(|s| *s > 0)?);
         if message.starts_with("Number of requests") {
-            if let Some(requests) = number_after("limit of").and_then(|n| u32::try_from(n).ok()) {
-                limits.requests = requests.max(1);
-            }
-        } else if message.starts_with("Combined execution time")
-            && let Some(ms) = number_after("limit of").filter(|ms| *ms > 0)
-        {
-            limits.execution_time = Duration::from_millis(ms);
+            let limit = number_after("limit of").and_then(|n| u32::try_from(n).ok())?.max(1);
+            Some(LimitStatement::Requests { limit, window })
+        } else if message.starts_with("Combined execution time") {
+            let limit = Duration::from_millis(number_after("limit of").filter(|ms| *ms > 0)?);
+            Some(LimitStatement::ExecutionTime { limit, window })
+        } else {
+            None
         }
-        limits
     }
+
+    /// Whether both state the same limit (not necessarily the same value).
+    pub fn same_limit(&self, other: &LimitStatement) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+/// A limit a 429 stated, and when: processes writing to one environment share what each was told, and the latest
+/// statement of each limit holds (Dataverse applies the same limits to every user and web server of an
+/// environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatedLimit {
+    pub statement: LimitStatement,
+    pub at: std::time::SystemTime,
 }
 
 /// What was spent of one user's budget on one web server over a window: requests sent, and their execution
@@ -184,11 +215,10 @@ impl Budget {
         self.known
     }
 
-    /// Takes the limits a 429's message states; whether they changed.
-    pub fn learn(&mut self, message: &str) -> bool {
-        let stated = self.limits.stated_in(message);
-        let execution = WindowLimits { execution_time: Duration::ZERO, ..self.limits }.stated_in(message);
-        self.known |= !execution.execution_time.is_zero();
+    /// Takes the limit a 429 stated; whether the limits changed.
+    pub fn learn(&mut self, statement: LimitStatement) -> bool {
+        self.known |= matches!(statement, LimitStatement::ExecutionTime { .. });
+        let stated = self.limits.with(statement);
         let changed = stated != self.limits;
         self.limits = stated;
         changed
@@ -381,6 +411,10 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stated(message: &str) -> LimitStatement {
+        LimitStatement::in_message(message).unwrap()
+    }
 
     fn small() -> WindowLimits {
         WindowLimits { requests: 100, execution_time: Duration::from_secs(40), window: Duration::from_secs(10) }
@@ -582,13 +616,13 @@ mod tests {
         let mut budget = Budget::new(None);
         budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO, start, Duration::ZERO);
         assert_eq!(budget.spent(start), Duration::ZERO);
-        assert!(budget.learn("Number of requests exceeded the limit of 100 over time window of 10 seconds."));
+        assert!(budget.learn(stated("Number of requests exceeded the limit of 100 over time window of 10 seconds.")));
         budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO, start, Duration::ZERO);
         assert_eq!(budget.spent(start), Duration::ZERO, "a request limit says nothing of the execution time");
-        assert!(budget.learn(
+        assert!(budget.learn(stated(
             "Combined execution time of incoming requests exceeded limit of 40,000  milliseconds over time window of \
              10 seconds."
-        ));
+        )));
         budget.server_remaining(start, Duration::from_secs(30), Duration::ZERO, start, Duration::ZERO);
         assert_eq!(budget.spent(start), Duration::from_secs(10));
     }
@@ -615,10 +649,10 @@ mod tests {
         budget.server_remaining(later, Duration::from_secs(1), Duration::ZERO, start, Duration::from_secs(2));
         assert!(!budget.spent_by_the_server_s_word(later, Duration::from_secs(20)));
         // Once a 429 states the limits, the model decides.
-        budget.learn(
+        budget.learn(stated(
             "Combined execution time of incoming requests exceeded limit of 40,000  milliseconds over time window of \
              10 seconds.",
-        );
+        ));
         assert!(!budget.spent_by_the_server_s_word(later, Duration::from_secs(100)));
     }
 }

@@ -9,7 +9,7 @@
 //! fails with that reason. Records a request creates are owned by the application user it went out as.
 
 use crate::auth::{AuthError, Credentials, TokenProvider};
-use crate::budget::Spending;
+use crate::budget::{Spending, StatedLimit};
 use crate::environment::Environment;
 use crate::error::{ApiError, Error, ErrorKind, ThrottleLimit};
 use crate::executor::{Executor, ExecutorOptions, LaneSpending, Metrics, Permit};
@@ -312,6 +312,19 @@ impl Client {
     /// states the environment's).
     pub fn window(&self) -> Duration {
         self.inner.executor.window()
+    }
+
+    /// The latest statement of each limit this client holds: from its own 429s, or adopted from another client's
+    /// ([`Client::adopt_limits`]).
+    pub fn stated_limits(&self) -> Vec<StatedLimit> {
+        self.inner.executor.stated_limits()
+    }
+
+    /// Limits other clients of this environment were told by 429s (other processes): each replaces the model's
+    /// unless this client holds a later statement of the same limit, so that a client need not be refused to
+    /// learn what another already was. How many were taken.
+    pub fn adopt_limits(&self, stated: &[StatedLimit]) -> usize {
+        stated.iter().filter(|s| self.inner.executor.adopt_limit(**s)).count()
     }
 
     /// This client's own requests and execution time over the window, per application user and web server.

@@ -66,11 +66,11 @@
 //! is always on.
 
 use crate::backoff::Backoff;
-use crate::budget::{Budget, Spending, WindowLimits};
+use crate::budget::{Budget, LimitStatement, Spending, StatedLimit, WindowLimits};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 /// How the executor behaves. The defaults suit a production environment.
@@ -343,6 +343,8 @@ struct Lanes {
     dop_hint: Option<usize>,
     /// The limits a 429 stated, for lanes found later.
     learned: Option<WindowLimits>,
+    /// The latest statement of each limit, this client's own or another's.
+    stated: Vec<StatedLimit>,
 }
 
 /// What [`Executor::acquire`] found it can do now.
@@ -670,6 +672,7 @@ impl Executor {
             probes_without_news: 0,
             dop_hint: None,
             learned: options.window_limits,
+            stated: Vec::new(),
         };
         Executor {
             options,
@@ -798,19 +801,45 @@ impl Executor {
         self.freed.notify_waiters();
     }
 
-    /// The limits a 429's message states replace the model's, for every user and server: Dataverse applies the
+    /// The limit a 429's message states replaces the model's, for every user and server: Dataverse applies the
     /// same limits to each.
     pub fn learn_limits(&self, message: &str) {
+        if let Some(statement) = LimitStatement::in_message(message) {
+            self.take_limit(StatedLimit { statement, at: SystemTime::now() }, false);
+        }
+    }
+
+    /// A limit another client of the environment was told by a 429 (another process): taken unless this client
+    /// holds a later statement of the same limit. Whether it was taken.
+    pub fn adopt_limit(&self, stated: StatedLimit) -> bool {
+        self.take_limit(stated, true)
+    }
+
+    fn take_limit(&self, stated: StatedLimit, unless_later_held: bool) -> bool {
         let mut lanes = self.lock();
+        let held = lanes.stated.iter().position(|s| s.statement.same_limit(&stated.statement));
+        if unless_later_held && held.is_some_and(|i| lanes.stated[i].at >= stated.at) {
+            return false;
+        }
+        match held {
+            Some(i) => lanes.stated[i] = stated,
+            None => lanes.stated.push(stated),
+        }
         let mut changed = false;
         for lane in lanes.users.iter_mut().flat_map(|u| u.lanes.iter_mut()) {
-            changed |= lane.limit.budget.learn(message);
+            changed |= lane.limit.budget.learn(stated.statement);
         }
         let learned = lanes.users[0].lanes[0].limit.budget.limits();
         if changed {
             tracing::debug!(limits = ?learned, "the server states its limits");
         }
         lanes.learned = Some(learned);
+        true
+    }
+
+    /// The latest statement of each limit this client holds, its own or adopted.
+    pub fn stated_limits(&self) -> Vec<StatedLimit> {
+        self.lock().stated.clone()
     }
 
     /// The window the limits are counted over, as the executor knows it.
@@ -1022,6 +1051,36 @@ mod tests {
 
     fn executor(max: usize) -> Executor {
         Executor::new(ExecutorOptions { max_concurrency: max, ..Default::default() })
+    }
+
+    #[test]
+    fn a_limit_another_client_was_told_is_taken_unless_a_later_statement_of_it_is_held() {
+        let e = executor(52);
+        let requests = |limit, at| StatedLimit {
+            statement: LimitStatement::Requests { limit, window: Duration::from_secs(10) },
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(at),
+        };
+        e.learn_limits("Number of requests exceeded the limit of 100 over time window of 10 seconds.");
+        let own = e.stated_limits();
+        assert_eq!(own.len(), 1);
+        assert_eq!(e.metrics().window_limits.requests, 100);
+        assert!(!e.adopt_limit(requests(50, 1_000)), "an earlier statement than this client's own is not taken");
+        assert_eq!(e.metrics().window_limits.requests, 100);
+
+        let other = executor(52);
+        assert!(other.adopt_limit(requests(50, 1_000)));
+        assert_eq!(other.metrics().window_limits.requests, 50);
+        assert_eq!(other.metrics().window_limits.window, Duration::from_secs(10));
+        assert_eq!(
+            other.metrics().window_limits.execution_time,
+            WindowLimits::default().execution_time,
+            "a statement of the request limit leaves the execution time's"
+        );
+        assert!(!other.adopt_limit(requests(50, 1_000)), "the same statement again changes nothing");
+        assert!(other.adopt_limit(requests(80, 2_000)), "a later one replaces it");
+        assert_eq!(other.metrics().window_limits.requests, 80);
+        assert!(other.adopt_limit(own[0]));
+        assert_eq!(other.stated_limits(), own);
     }
 
     #[tokio::test]

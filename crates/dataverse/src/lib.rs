@@ -61,7 +61,7 @@ pub mod fuzzing {
 pub use auth::{AuthError, ClientCredentials, Credentials, PasswordCredentials, Secret, TokenProvider};
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchItem, Operation, OperationOutcome, PartResponse};
-pub use budget::{Spending, WindowLimits};
+pub use budget::{LimitStatement, Spending, StatedLimit, WindowLimits};
 pub use bulk::{BulkOperation, BulkOptions, BulkReport, Isolation, RecordOutcome};
 pub use changes::{Change, ChangeLink, ChangePage, ChangePageItem, DeltaToken, PageNext};
 pub use client::{Client, RegistrationStatus, Reply, Request, UserSpending, WhoAmI};

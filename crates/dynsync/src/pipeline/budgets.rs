@@ -20,9 +20,14 @@
 //! process that stops reporting (stopped, crashed) is counted for a window after its last report: what it spent
 //! leaves the server's window by then. A tick that cannot reach the store changes nothing: what each client last
 //! heard lapses a window after it heard it.
+//!
+//! The limits are shared too: each tick writes the limits 429s stated to this process's clients (the latest of
+//! each, per environment) and reads what the others were told, and each client takes a statement later than its
+//! own. A process that starts, or a client that has not been refused yet, counts against the environment's own
+//! limits from the next tick on, rather than against Dynamics 365's defaults until a 429 of its own.
 
 use super::clients::Clients;
-use crate::store::{ProcessId, ReportedSpending, SpendingReport, Store, StoreError};
+use crate::store::{EnvironmentLimit, ProcessId, ReportedSpending, SpendingReport, Store, StoreError};
 use dataverse::{Spending, UserSpending};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -144,9 +149,21 @@ pub async fn share(store: &Store, clients: &Clients, process: ProcessId) -> Resu
             execution_time: s.execution_time,
         })
         .collect();
-    store.report_spending(process, now_ms, &reports, since).await?;
+    let stated: Vec<EnvironmentLimit> = own
+        .iter()
+        .flat_map(|(client, environment, _)| {
+            client
+                .stated_limits()
+                .into_iter()
+                .map(|stated| EnvironmentLimit { environment: environment.clone(), stated })
+        })
+        .collect();
+    store.report_spending(process, now_ms, &reports, &stated, since).await?;
     let others = store.others_spending(process, since).await?;
+    let limits = store.stated_limits().await?;
     for (client, environment, mine) in &own {
+        let told: Vec<_> = limits.iter().filter(|l| &l.environment == environment).map(|l| l.stated).collect();
+        client.adopt_limits(&told);
         let since = now_ms.saturating_sub(millis(client.window()));
         client.set_others_spending(&heard_by(environment, mine, &here, &others, since));
     }

@@ -174,6 +174,21 @@ pub async fn render(store: &Store, supervisor: &Supervisor, clients: &Clients) -
         let seconds: f64 = m.lanes.iter().map(|l| l.others.execution_time.as_secs_f64()).sum();
         f.sample("dynsync_dataverse_others_execution_seconds", &[("connection", id)], seconds);
     }
+    f.header(
+        "dynsync_dataverse_window_limit",
+        "gauge",
+        "Dataverse's service protection limits the connection's client counts against, per user and web server: Dynamics 365's until a 429 states the environment's (to this process or another on the same store).",
+    );
+    for (id, m) in &per_connection {
+        let limits = m.window_limits;
+        for (limit, value) in [
+            ("requests", f64::from(limits.requests)),
+            ("execution_seconds", limits.execution_time.as_secs_f64()),
+            ("window_seconds", limits.window.as_secs_f64()),
+        ] {
+            f.sample("dynsync_dataverse_window_limit", &[("connection", id), ("limit", limit)], value);
+        }
+    }
     f.header("dynsync_dataverse_request_duration_seconds", "histogram", "Dataverse request latency, per attempt.");
     for (id, m) in &per_connection {
         let name = "dynsync_dataverse_request_duration_seconds";

@@ -213,6 +213,16 @@ const MIGRATIONS: &[Migration] = &[(
         // JSON list when there are several (see store/log.rs).
         "ALTER TABLE inlet_log ADD COLUMN messages BIGINT NOT NULL DEFAULT 1",
     ],
+), (
+    "0015_stated_limits",
+    &[
+        // The latest limit of each kind a 429 stated for an environment, shared by the processes writing to it
+        // (see store/spending.rs): kind 'requests' (a count) or 'execution_time' (limit in milliseconds); the
+        // window in seconds; stated_at in milliseconds since 1970.
+        "CREATE TABLE IF NOT EXISTS stated_limits (
+            environment TEXT NOT NULL, kind TEXT NOT NULL, limit_value BIGINT NOT NULL, window_s BIGINT NOT NULL,
+            stated_at BIGINT NOT NULL, PRIMARY KEY (environment, kind))",
+    ],
 )];
 
 pub async fn run(engine: &Engine) -> Result<(), StoreError> {

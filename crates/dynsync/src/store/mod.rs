@@ -49,7 +49,7 @@ pub use runs::{
     Acknowledgement, FailedRecord, FlowTotals, Outcome, OutcomeGroup, REPLAYED, Recovered, Replayed, RunRecord,
     RunTally, hour_of,
 };
-pub use spending::{ReportedSpending, SpendingReport};
+pub use spending::{EnvironmentLimit, ReportedSpending, SpendingReport};
 pub use timeline::{CHANGES_SHOWN, Change, ChangeAction, ResourceKind};
 pub use tokens::ApiToken;
 

@@ -4,11 +4,16 @@
 //! it, and counts for a window after that: a process that stopped (or crashed) still spent what it spent, and
 //! that leaves the server's window a window later. Times are milliseconds since the epoch, from the processes'
 //! clocks, as the leases' are.
+//!
+//! Beside it, the limits 429s stated for each environment (`stated_limits`): the latest statement of each limit,
+//! whichever process was told, so that a process learns an environment's limits without being refused first.
+//! They hold until a later 429 states them again (Dataverse's limits change rarely, and a 429 restates them).
 
 use super::engine::Arg;
 use super::{Result, Store};
 use crate::store::ProcessId;
-use std::time::Duration;
+use dataverse::{LimitStatement, StatedLimit};
+use std::time::{Duration, SystemTime};
 
 /// One process's spending of one application user's budget on one web server, over its window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,14 +60,63 @@ impl From<SpendingRow> for ReportedSpending {
     }
 }
 
+/// A limit a 429 stated for an environment (its URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentLimit {
+    pub environment: String,
+    pub stated: StatedLimit,
+}
+
+#[derive(sqlx::FromRow)]
+struct StatedLimitRow {
+    environment: String,
+    kind: String,
+    limit_value: i64,
+    window_s: i64,
+    stated_at: i64,
+}
+
+const REQUESTS: &str = "requests";
+const EXECUTION_TIME: &str = "execution_time";
+
+impl StatedLimitRow {
+    /// The statement this row holds; `None` for a kind this version does not know (a later version's).
+    fn statement(&self) -> Option<LimitStatement> {
+        let window = Duration::from_secs(u64::try_from(self.window_s).ok().filter(|s| *s > 0)?);
+        let value = u64::try_from(self.limit_value).ok().filter(|v| *v > 0)?;
+        match self.kind.as_str() {
+            REQUESTS => Some(LimitStatement::Requests { limit: u32::try_from(value).ok()?, window }),
+            EXECUTION_TIME => Some(LimitStatement::ExecutionTime { limit: Duration::from_millis(value), window }),
+            _ => None,
+        }
+    }
+}
+
+fn since_epoch_ms(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The statement as a row's kind, value (a count, or milliseconds) and window in seconds.
+fn as_row(statement: LimitStatement) -> (&'static str, i64, i64) {
+    let seconds = |window: Duration| i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    match statement {
+        LimitStatement::Requests { limit, window } => (REQUESTS, i64::from(limit), seconds(window)),
+        LimitStatement::ExecutionTime { limit, window } => {
+            (EXECUTION_TIME, i64::try_from(limit.as_millis()).unwrap_or(i64::MAX), seconds(window))
+        }
+    }
+}
+
 impl Store {
-    /// Writes this process's spending as of `now_ms`, in one transaction, and forgets every process's rows
-    /// older than `forget_before_ms` (they no longer count).
+    /// Writes this process's spending as of `now_ms` and the limits its clients were told, in one transaction,
+    /// and forgets every process's spending older than `forget_before_ms` (it no longer counts). A limit replaces
+    /// the one stored only if it was stated later.
     pub async fn report_spending(
         &self,
         process: ProcessId,
         now_ms: i64,
         reports: &[SpendingReport],
+        stated: &[EnvironmentLimit],
         forget_before_ms: i64,
     ) -> Result<()> {
         let process = process.to_string();
@@ -88,8 +142,40 @@ impl Store {
                 (sql, args)
             })
             .collect();
+        for limit in stated {
+            let (kind, value, window_s) = as_row(limit.stated.statement);
+            let sql = "INSERT INTO stated_limits (environment, kind, limit_value, window_s, stated_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (environment, kind) DO UPDATE SET
+                   limit_value = excluded.limit_value, window_s = excluded.window_s, stated_at = excluded.stated_at
+                 WHERE excluded.stated_at > stated_limits.stated_at";
+            let args = vec![
+                limit.environment.as_str().into(),
+                kind.into(),
+                value.into(),
+                window_s.into(),
+                since_epoch_ms(limit.stated.at).into(),
+            ];
+            statements.push((sql, args));
+        }
         statements.push(("DELETE FROM budget_spending WHERE reported_at < $1", vec![forget_before_ms.into()]));
         self.engine.transaction(None, &statements).await
+    }
+
+    /// The latest statement of each limit for each environment, whichever process was told it.
+    pub async fn stated_limits(&self) -> Result<Vec<EnvironmentLimit>> {
+        let rows: Vec<StatedLimitRow> = self
+            .engine
+            .fetch_as("SELECT environment, kind, limit_value, window_s, stated_at FROM stated_limits", &[])
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let statement = row.statement()?;
+                let at = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(row.stated_at).ok()?);
+                Some(EnvironmentLimit { environment: row.environment, stated: StatedLimit { statement, at } })
+            })
+            .collect())
     }
 
     /// The other processes' reports made since `since_ms`.
@@ -130,9 +216,9 @@ mod tests {
             };
             let (a, b) = (ProcessId::new(), ProcessId::new());
             let now = chrono::Utc::now().timestamp_millis();
-            store.report_spending(a, now - 1_000, &[report(Some("s1"), 5)], now - 5_000).await.unwrap();
-            store.report_spending(a, now, &[report(Some("s1"), 7), report(None, 1)], now - 5_000).await.unwrap();
-            store.report_spending(b, now, &[report(Some("s1"), 3)], now - 5_000).await.unwrap();
+            store.report_spending(a, now - 1_000, &[report(Some("s1"), 5)], &[], now - 5_000).await.unwrap();
+            store.report_spending(a, now, &[report(Some("s1"), 7), report(None, 1)], &[], now - 5_000).await.unwrap();
+            store.report_spending(b, now, &[report(Some("s1"), 3)], &[], now - 5_000).await.unwrap();
 
             let a_said = store.others_spending(b, now - 5_000).await.unwrap();
             assert_eq!(heard(a_said.clone()), BTreeSet::from([(Some("s1".into()), 7), (None, 1)]), "a's latest");
@@ -146,9 +232,41 @@ mod tests {
             assert!(heard(store.others_spending(a, now + 1).await.unwrap()).is_empty(), "older than asked for");
 
             // A window later, b's next report forgets a's rows: a stopped reporting.
-            store.report_spending(b, now + 6_000, &[report(Some("s1"), 0)], now + 1_000).await.unwrap();
+            store.report_spending(b, now + 6_000, &[report(Some("s1"), 0)], &[], now + 1_000).await.unwrap();
             assert!(heard(store.others_spending(b, 0).await.unwrap()).is_empty());
             assert_eq!(heard(store.others_spending(a, 0).await.unwrap()), BTreeSet::from([(Some("s1".into()), 0)]));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_latest_statement_of_each_limit_is_kept_per_environment() {
+        for (store, _dir) in crate::store::test_stores().await {
+            let environment = format!("https://{}.crm4.dynamics.com/", uuid::Uuid::new_v4().simple());
+            let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+            let window = Duration::from_secs(10);
+            let stated = |statement, ms| EnvironmentLimit {
+                environment: environment.clone(),
+                stated: StatedLimit { statement, at: at(ms) },
+            };
+            let requests = |limit| LimitStatement::Requests { limit, window };
+            let time = LimitStatement::ExecutionTime { limit: Duration::from_millis(40_500), window };
+            let (a, b) = (ProcessId::new(), ProcessId::new());
+            let now = chrono::Utc::now().timestamp_millis();
+            let ours = |all: Vec<EnvironmentLimit>| -> Vec<EnvironmentLimit> {
+                let mut ours: Vec<_> = all.into_iter().filter(|l| l.environment == environment).collect();
+                ours.sort_by_key(|l| l.stated.at);
+                ours
+            };
+            store.report_spending(a, now, &[], &[stated(requests(100), 2_000)], now).await.unwrap();
+            // An earlier statement, from a process that was told later than it reports: the later one stays.
+            store.report_spending(b, now, &[], &[stated(requests(50), 1_000), stated(time, 3_000)], now).await.unwrap();
+            assert_eq!(
+                ours(store.stated_limits().await.unwrap()),
+                [stated(requests(100), 2_000), stated(time, 3_000)],
+                "each limit as last stated, the execution time to the millisecond"
+            );
+            store.report_spending(a, now, &[], &[stated(requests(80), 4_000)], now).await.unwrap();
+            assert_eq!(ours(store.stated_limits().await.unwrap()), [stated(time, 3_000), stated(requests(80), 4_000)]);
         }
     }
 }
