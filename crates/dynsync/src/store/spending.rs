@@ -80,15 +80,18 @@ const REQUESTS: &str = "requests";
 const EXECUTION_TIME: &str = "execution_time";
 
 impl StatedLimitRow {
-    /// The statement this row holds; `None` for a kind this version does not know (a later version's).
-    fn statement(&self) -> Option<LimitStatement> {
+    /// The limit this row holds; `None` for a kind this version does not know (a later version's) or numbers that
+    /// cannot be limits.
+    fn limit(self) -> Option<EnvironmentLimit> {
         let window = Duration::from_secs(u64::try_from(self.window_s).ok().filter(|s| *s > 0)?);
         let value = u64::try_from(self.limit_value).ok().filter(|v| *v > 0)?;
-        match self.kind.as_str() {
-            REQUESTS => Some(LimitStatement::Requests { limit: u32::try_from(value).ok()?, window }),
-            EXECUTION_TIME => Some(LimitStatement::ExecutionTime { limit: Duration::from_millis(value), window }),
-            _ => None,
-        }
+        let statement = match self.kind.as_str() {
+            REQUESTS => LimitStatement::Requests { limit: u32::try_from(value).ok()?, window },
+            EXECUTION_TIME => LimitStatement::ExecutionTime { limit: Duration::from_millis(value), window },
+            _ => return None,
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(self.stated_at).ok()?);
+        Some(EnvironmentLimit { environment: self.environment, stated: StatedLimit { statement, at } })
     }
 }
 
@@ -168,14 +171,7 @@ impl Store {
             .engine
             .fetch_as("SELECT environment, kind, limit_value, window_s, stated_at FROM stated_limits", &[])
             .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let statement = row.statement()?;
-                let at = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(row.stated_at).ok()?);
-                Some(EnvironmentLimit { environment: row.environment, stated: StatedLimit { statement, at } })
-            })
-            .collect())
+        Ok(rows.into_iter().filter_map(StatedLimitRow::limit).collect())
     }
 
     /// The other processes' reports made since `since_ms`.
