@@ -10,6 +10,7 @@ pub mod faults;
 pub mod limits;
 pub mod odata;
 pub mod records;
+pub mod row;
 pub mod schema;
 mod serve;
 pub mod store;

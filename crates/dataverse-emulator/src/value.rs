@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, RwLock};
 use uuid::Uuid;
 
@@ -36,8 +36,7 @@ pub enum Value {
     Lookup { id: Uuid, table: String },
 }
 
-/// One row: its non-null column values by logical name.
-pub type Row = BTreeMap<Name, Value>;
+pub use crate::row::Row;
 
 /// A column's logical name as a row holds it. Names are interned: every row of every table holds the same copy of
 /// a name, so that writing a page of rows finds each row's columns by comparing pointers to text already in the
@@ -387,10 +386,20 @@ fn in_four_digits(date: NaiveDate) -> bool {
     (0..=9999).contains(&date.year())
 }
 
-fn push_number(text: &mut String, n: u32, width: usize) {
-    let digits = n.to_string();
-    text.extend(std::iter::repeat_n('0', width.saturating_sub(digits.len())));
-    text.push_str(&digits);
+/// `n` in decimal, padded with zeros to `width` digits.
+fn push_number(text: &mut String, mut n: u32, width: usize) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    text.extend(std::iter::repeat_n('0', width.saturating_sub(digits.len() - start)));
+    text.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
 }
 
 /// `2026-11-30`.
@@ -510,15 +519,13 @@ pub fn group_thousands(digits: &str) -> String {
 
 fn format_number(n: f64, precision: u8) -> String {
     let text = format!("{:.*}", precision as usize, n);
-    let (int, frac) = match text.split_once('.') {
-        Some((i, f)) => (i.to_string(), Some(f.to_string())),
-        None => (text, None),
-    };
-    let int = group_thousands(&int);
-    match frac {
-        Some(f) => format!("{int}.{f}"),
-        None => int,
+    let (int, fraction) = text.split_once('.').map_or((text.as_str(), None), |(int, fraction)| (int, Some(fraction)));
+    let mut out = group_thousands(int);
+    if let Some(fraction) = fraction {
+        out.push('.');
+        out.push_str(fraction);
     }
+    out
 }
 
 trait TruncSubsecs {

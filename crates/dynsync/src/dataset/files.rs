@@ -31,7 +31,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as PhysicalType};
-use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, FixedLenByteArray, FixedLenByteArrayType};
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, FixedLenByteArrayType};
 use parquet::data_type::{Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -573,9 +573,10 @@ pub fn encode(schema: &DatasetSchema, rows: &[&DatasetRow]) -> Result<Vec<u8>, S
     for (index, column) in schema.columns.iter().enumerate() {
         write_mapped(&mut group, column, index, rows)?;
     }
-    let ids: Vec<FixedLenByteArray> = rows.iter().map(|r| uuid_bytes(r.id)).collect();
-    write_column::<FixedLenByteArrayType>(&mut group, &ids, None)?;
-    let ops: Vec<ByteArray> = rows.iter().map(|r| ByteArray::from(r.operation.as_str())).collect();
+    let ids: Vec<&[u8]> = rows.iter().map(|r| r.id.as_bytes().as_slice()).collect();
+    write_column::<FixedLenByteArrayType>(&mut group, &sliced(&ids), None)?;
+    let ops: Vec<&[u8]> = rows.iter().map(|r| r.operation.as_str().as_bytes()).collect();
+    let ops: Vec<ByteArray> = sliced(&ops);
     write_column::<ByteArrayType>(&mut group, &ops, None)?;
     let versions: Vec<i64> = rows.iter().filter_map(|r| r.version).collect();
     let defined: Vec<i16> = rows.iter().map(|r| i16::from(r.version.is_some())).collect();
@@ -600,17 +601,29 @@ fn write_column<T: parquet::data_type::DataType>(
     column.close().map_err(encoding)
 }
 
-fn uuid_bytes(id: Uuid) -> FixedLenByteArray {
-    FixedLenByteArray::from(id.as_bytes().to_vec())
+/// Byte values cut from one buffer: a column's values are copied once, into one allocation, rather than into one
+/// each.
+fn sliced<T: From<ByteArray>>(parts: &[impl AsRef<[u8]>]) -> Vec<T> {
+    let mut buffer = Vec::with_capacity(parts.iter().map(|p| p.as_ref().len()).sum());
+    let mut ends = Vec::with_capacity(parts.len());
+    for part in parts {
+        buffer.extend_from_slice(part.as_ref());
+        ends.push(buffer.len());
+    }
+    let buffer = Bytes::from(buffer);
+    let mut start = 0;
+    ends.into_iter()
+        .map(|end| T::from(ByteArray::from(buffer.slice(std::mem::replace(&mut start, end)..end))))
+        .collect()
 }
 
 /// The non-null values of a mapped column, and a definition level per row (1 for a value, 0 for null): a row
 /// with fewer values than the schema has columns reads null.
-fn gather<T>(
+fn gather<'r, T>(
     column: &DatasetColumn,
     index: usize,
-    rows: &[&DatasetRow],
-    convert: impl Fn(&Value) -> Option<Result<T, String>>,
+    rows: &[&'r DatasetRow],
+    convert: impl Fn(&'r Value) -> Option<Result<T, String>>,
 ) -> Result<(Vec<T>, Vec<i16>), String> {
     let mut values = Vec::with_capacity(rows.len());
     let mut definitions = Vec::with_capacity(rows.len());
@@ -657,16 +670,20 @@ fn write_mapped(
     rows: &[&DatasetRow],
 ) -> Result<(), String> {
     macro_rules! column {
-        ($parquet:ty, $pattern:pat => $value:expr) => {{
+        ($parquet:ty, $pattern:pat => $value:expr) => {
+            column!($parquet, $pattern => $value; |values| values)
+        };
+        // Byte values gathered, then written as slices of one buffer.
+        ($parquet:ty, $pattern:pat => $value:expr; $finish:expr) => {{
             let (values, definitions) = gather(column, index, rows, |v| match v {
                 $pattern => Some($value),
                 _ => None,
             })?;
-            write_column::<$parquet>(group, &values, Some(&definitions))
+            write_column::<$parquet>(group, &$finish(values), Some(&definitions))
         }};
     }
     match column.kind {
-        ColumnKind::Text => column!(ByteArrayType, Value::Text(s) => Ok(ByteArray::from(s.as_str()))),
+        ColumnKind::Text => column!(ByteArrayType, Value::Text(s) => Ok(s.as_bytes()); |v: Vec<&[u8]>| sliced(&v)),
         ColumnKind::Boolean => column!(BoolType, Value::Boolean(b) => Ok(*b)),
         ColumnKind::Integer => column!(Int32Type, Value::Integer(n) => Ok(*n)),
         ColumnKind::BigInt => column!(Int64Type, Value::BigInt(n) => Ok(*n)),
@@ -675,12 +692,14 @@ fn write_mapped(
             if n.unsigned_abs() > DECIMAL_MAX as u128 {
                 Err(format!("the unscaled value {n} has more than 38 digits"))
             } else {
-                Ok(FixedLenByteArray::from(n.to_be_bytes().to_vec()))
+                Ok(n.to_be_bytes())
             }
-        }),
+        }; |v: Vec<[u8; 16]>| sliced(&v)),
         ColumnKind::Timestamp => column!(Int64Type, Value::Timestamp(t) => Ok(t.timestamp_micros())),
         ColumnKind::Date => column!(Int32Type, Value::Date(d) => Ok(days_since_epoch(*d))),
-        ColumnKind::Uuid => column!(FixedLenByteArrayType, Value::Uuid(u) => Ok(uuid_bytes(*u))),
+        ColumnKind::Uuid => {
+            column!(FixedLenByteArrayType, Value::Uuid(u) => Ok(*u.as_bytes()); |v: Vec<[u8; 16]>| sliced(&v))
+        }
     }
 }
 

@@ -631,12 +631,16 @@ impl Feed {
         Ok(Some(parts))
     }
 
-    /// The query of one partition: its range of `versionnumber`, in the table's own order (by id), which pages
-    /// without sorting.
+    /// The query of one partition: its range of `versionnumber`, in that order, so that each page is the next
+    /// stretch of the version index (as change tracking reads it) rather than the range sorted again by id.
     fn partition_query(&self, reading: &Reading, part: &Partition) -> Query {
         let select = reading.shape.select();
         let select: Vec<&str> = select.iter().map(String::as_str).collect();
-        let mut query = Query::new(&reading.table).select(&select).page_size(PAGE_SIZE).annotated();
+        let mut query = Query::new(&reading.table)
+            .select(&select)
+            .order_by("versionnumber", Order::Ascending)
+            .page_size(PAGE_SIZE)
+            .annotated();
         let range =
             [part.from.map(|f| Filter::ge("versionnumber", f)), part.until.map(|u| Filter::lt("versionnumber", u))];
         if let Some(filter) = range.into_iter().flatten().reduce(Filter::and) {

@@ -642,13 +642,7 @@ fn read_value(
                 .map_or(Value::Null, |t| Value::Timestamp(t.with_timezone(&Utc))),
             vec![],
         ),
-        Reader::Date => (
-            value
-                .as_str()
-                .and_then(|s| NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d").ok())
-                .map_or(Value::Null, Value::Date),
-            vec![],
-        ),
+        Reader::Date => (value.as_str().and_then(date).map_or(Value::Null, Value::Date), vec![]),
         Reader::Uuid => (uuid(value), vec![]),
         Reader::Choice => {
             let v = whole(value).map_or(Value::Null, Value::Integer);
@@ -685,21 +679,40 @@ fn uuid(value: &Json) -> Value {
 /// A number as an exact decimal of `scale` digits after the point: the shortest text that reads back as the
 /// number (what Dynamics wrote), scaled. `None` when it has more digits than the scale or is out of range.
 pub fn decimal(n: f64, scale: u8) -> Option<i128> {
+    use std::io::Write;
     if !n.is_finite() {
         return None;
     }
-    let text = format!("{n}");
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.as_str()),
+    // 38 digits, a point and the scale's fit; a number whose text does not is out of range or too precise.
+    let mut buffer = [0u8; 64];
+    let mut unwritten = &mut buffer[..];
+    write!(unwritten, "{}", n.abs()).ok()?;
+    let written = 64 - unwritten.len();
+    let text = &buffer[..written];
+    let (whole, fraction) = match text.iter().position(|&b| b == b'.') {
+        Some(point) => (&text[..point], &text[point + 1..]),
+        None => (text, &[][..]),
     };
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    if fraction.len() > usize::from(scale) {
-        return None;
+    let padding = usize::from(scale).checked_sub(fraction.len())?;
+    let mut unscaled: i128 = 0;
+    for digit in whole.iter().chain(fraction).chain(std::iter::repeat_n(&b'0', padding)) {
+        unscaled = unscaled.checked_mul(10)?.checked_add(i128::from(digit - b'0'))?;
     }
-    let padded = format!("{whole}{fraction:0<width$}", width = usize::from(scale));
-    let unscaled: i128 = padded.parse().ok()?;
-    Some(if negative { -unscaled } else { unscaled })
+    Some(if n.is_sign_negative() { -unscaled } else { unscaled })
+}
+
+/// A date as the Web API writes it, `2026-11-30` (or the date of a date and time): read by hand, as a page has
+/// thousands; any other form goes through chrono.
+fn date(text: &str) -> Option<NaiveDate> {
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = text.as_bytes().get(range)?;
+        part.iter().try_fold(0u32, |n, &b| b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0')))
+    };
+    let dashes = text.as_bytes().get(4) == Some(&b'-') && text.as_bytes().get(7) == Some(&b'-');
+    match (dashes, digits(0..4), digits(5..7), digits(8..10)) {
+        (true, Some(year), Some(month), Some(day)) => NaiveDate::from_ymd_opt(year as i32, month, day),
+        _ => NaiveDate::parse_from_str(text.get(..10).unwrap_or(text), "%Y-%m-%d").ok(),
+    }
 }
 
 fn closest(table: &TableDefinition, name: &str) -> Option<String> {
@@ -889,10 +902,25 @@ mod tests {
     }
 
     #[test]
+    fn dates_are_read_by_hand_as_chrono_reads_them() {
+        let texts = ["2026-11-30", "2026-11-30T10:00:00Z", "0001-01-01", "2024-02-29", "2023-02-29", "2026-13-01"];
+        for text in texts.into_iter().chain(["26-11-30", "2026-1-5", "", "2026-11-3x", "2026/11/30", "+2026-11-30"]) {
+            let chrono = NaiveDate::parse_from_str(text.get(..10).unwrap_or(text), "%Y-%m-%d").ok();
+            assert_eq!(date(text), chrono, "{text}");
+        }
+        assert_eq!(date("2026-11-30"), NaiveDate::from_ymd_opt(2026, 11, 30));
+    }
+
+    #[test]
     fn decimals_are_read_exactly_at_their_scale() {
         assert_eq!(decimal(1234567.8912, 4), Some(12_345_678_912));
         assert_eq!(decimal(-0.5, 4), Some(-5_000));
         assert_eq!(decimal(0.1, 10), Some(1_000_000_000));
         assert_eq!(decimal(0.12345, 4), None, "more digits than the column keeps");
+        assert_eq!(decimal(-0.0, 2), Some(0));
+        assert_eq!(decimal(1e37, 1), Some(10i128.pow(38)));
+        assert_eq!(decimal(1e38, 1), None, "beyond an i128's range at the scale");
+        assert_eq!(decimal(f64::MIN_POSITIVE, 10), None);
+        assert_eq!(decimal(f64::NAN, 2), None);
     }
 }
