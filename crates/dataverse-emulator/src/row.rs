@@ -29,10 +29,6 @@ impl Row {
         self.find(name).ok().map(|at| &self.0[at].1)
     }
 
-    pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
-        self.find(name).ok().map(|at| &mut self.0[at].1)
-    }
-
     pub fn contains_key(&self, name: &str) -> bool {
         self.find(name).is_ok()
     }
@@ -52,10 +48,6 @@ impl Row {
         self.find(name).ok().map(|at| self.0.remove(at).1)
     }
 
-    pub fn retain(&mut self, mut keep: impl FnMut(&Name, &mut Value) -> bool) {
-        self.0.retain_mut(|(name, value)| keep(name, value));
-    }
-
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -66,23 +58,11 @@ impl Row {
 
     /// The columns and their values, by name.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Name, &Value)> + ExactSizeIterator {
-        self.0.iter().map(|(name, value)| (name, value))
+        self.into_iter()
     }
 
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &Name> + ExactSizeIterator {
         self.0.iter().map(|(name, _)| name)
-    }
-
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Value> + ExactSizeIterator {
-        self.0.iter().map(|(_, value)| value)
-    }
-}
-
-impl Extend<(Name, Value)> for Row {
-    fn extend<I: IntoIterator<Item = (Name, Value)>>(&mut self, entries: I) {
-        for (name, value) in entries {
-            self.insert(name, value);
-        }
     }
 }
 
@@ -100,14 +80,6 @@ impl FromIterator<(Name, Value)> for Row {
 impl<const N: usize> From<[(Name, Value); N]> for Row {
     fn from(entries: [(Name, Value); N]) -> Row {
         entries.into_iter().collect()
-    }
-}
-
-impl IntoIterator for Row {
-    type Item = (Name, Value);
-    type IntoIter = std::vec::IntoIter<(Name, Value)>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
     }
 }
 

@@ -673,7 +673,10 @@ fn write_mapped(
         ($parquet:ty, $pattern:pat => $value:expr) => {
             column!($parquet, $pattern => $value; |values| values)
         };
-        // Byte values gathered, then written as slices of one buffer.
+        // Byte values, written as slices of one buffer.
+        (bytes $parquet:ty, $pattern:pat => $value:expr) => {
+            column!($parquet, $pattern => $value; |values: Vec<_>| sliced(&values))
+        };
         ($parquet:ty, $pattern:pat => $value:expr; $finish:expr) => {{
             let (values, definitions) = gather(column, index, rows, |v| match v {
                 $pattern => Some($value),
@@ -683,23 +686,21 @@ fn write_mapped(
         }};
     }
     match column.kind {
-        ColumnKind::Text => column!(ByteArrayType, Value::Text(s) => Ok(s.as_bytes()); |v: Vec<&[u8]>| sliced(&v)),
+        ColumnKind::Text => column!(bytes ByteArrayType, Value::Text(s) => Ok(s.as_bytes())),
         ColumnKind::Boolean => column!(BoolType, Value::Boolean(b) => Ok(*b)),
         ColumnKind::Integer => column!(Int32Type, Value::Integer(n) => Ok(*n)),
         ColumnKind::BigInt => column!(Int64Type, Value::BigInt(n) => Ok(*n)),
         ColumnKind::Double => column!(DoubleType, Value::Double(x) => Ok(*x)),
-        ColumnKind::Decimal { .. } => column!(FixedLenByteArrayType, Value::Decimal(n) => {
+        ColumnKind::Decimal { .. } => column!(bytes FixedLenByteArrayType, Value::Decimal(n) => {
             if n.unsigned_abs() > DECIMAL_MAX as u128 {
                 Err(format!("the unscaled value {n} has more than 38 digits"))
             } else {
                 Ok(n.to_be_bytes())
             }
-        }; |v: Vec<[u8; 16]>| sliced(&v)),
+        }),
         ColumnKind::Timestamp => column!(Int64Type, Value::Timestamp(t) => Ok(t.timestamp_micros())),
         ColumnKind::Date => column!(Int32Type, Value::Date(d) => Ok(days_since_epoch(*d))),
-        ColumnKind::Uuid => {
-            column!(FixedLenByteArrayType, Value::Uuid(u) => Ok(*u.as_bytes()); |v: Vec<[u8; 16]>| sliced(&v))
-        }
+        ColumnKind::Uuid => column!(bytes FixedLenByteArrayType, Value::Uuid(u) => Ok(*u.as_bytes())),
     }
 }
 
