@@ -37,7 +37,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
 use parquet::record::Field;
-use parquet::schema::types::{Type as SchemaType, TypePtr};
+use parquet::schema::types::{ColumnPath, Type as SchemaType, TypePtr};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -558,13 +558,22 @@ fn column_type(name: &str, kind: ColumnKind, repetition: Repetition) -> TypePtr 
 /// The largest unscaled value of a 38-digit decimal.
 const DECIMAL_MAX: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
 
-/// A batch as the bytes of one Parquet file of one row group, Snappy-compressed.
+/// A batch as the bytes of one Parquet file of one row group, Snappy-compressed. A column is dictionary-encoded
+/// only where its values repeat (a job title, a choice, the operation): building a dictionary of values that
+/// are all different (ids, versions, e-mail addresses) costs a hash of each and saves nothing.
 pub fn encode(schema: &DatasetSchema, rows: &[&DatasetRow]) -> Result<Vec<u8>, String> {
-    let properties = WriterProperties::builder()
+    let mut properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(rows.len().max(1)))
         .set_created_by(format!("dynsync {}", env!("CARGO_PKG_VERSION")))
-        .build();
+        .set_column_dictionary_enabled(ColumnPath::from(ID_COLUMN), false)
+        .set_column_dictionary_enabled(ColumnPath::from(VERSION_COLUMN), false);
+    for (index, column) in schema.columns.iter().enumerate() {
+        if !repeats(rows.iter().filter_map(|r| r.values.get(index)).filter(|v| **v != Value::Null)) {
+            properties = properties.set_column_dictionary_enabled(ColumnPath::from(column.name.as_str()), false);
+        }
+    }
+    let properties = properties.build();
     let mut out = Vec::with_capacity(rows.len() * 64);
     let encoding = |e: parquet::errors::ParquetError| format!("the batch cannot be encoded as Parquet: {e}");
     let mut writer =
@@ -588,6 +597,25 @@ pub fn encode(schema: &DatasetSchema, rows: &[&DatasetRow]) -> Result<Vec<u8>, S
     group.close().map_err(encoding)?;
     writer.close().map_err(encoding)?;
     Ok(out)
+}
+
+/// How many of a column's first values are read to judge whether they repeat.
+const REPEATS_SAMPLE: usize = 128;
+
+/// Whether at most half of a column's first [`REPEATS_SAMPLE`] values differ: enough repetition for a dictionary
+/// to pay. Stops as soon as more than half differ, so a column of distinct values costs a few thousand
+/// comparisons a batch.
+fn repeats<'v>(values: impl Iterator<Item = &'v Value>) -> bool {
+    let mut distinct: Vec<&Value> = Vec::new();
+    for value in values.take(REPEATS_SAMPLE) {
+        if !distinct.contains(&value) {
+            if distinct.len() == REPEATS_SAMPLE / 2 {
+                return false;
+            }
+            distinct.push(value);
+        }
+    }
+    true
 }
 
 fn write_column<T: parquet::data_type::DataType>(
@@ -943,6 +971,30 @@ mod tests {
     fn every_column_kind_reads_back_as_written_exactly() {
         let rows = vec![full_row(1), full_row(2)];
         assert_eq!(round_trip(&schema(), &refs(&rows)), rows);
+    }
+
+    #[test]
+    fn only_columns_whose_values_repeat_are_dictionary_encoded_and_all_read_back() {
+        let rows: Vec<DatasetRow> = (0..300).map(full_row).collect();
+        let bytes = encode(&schema(), &refs(&rows)).unwrap();
+        let reader = SerializedFileReader::new(Bytes::from(bytes.clone())).unwrap();
+        let group = reader.metadata().row_group(0);
+        let dictionary = |name: &str| {
+            let column = group.columns().iter().find(|c| c.column_path().string() == name).unwrap();
+            column.dictionary_page_offset().is_some()
+        };
+        // Every name differs, and every id and version: no dictionary. The same number of children and the same
+        // operation on every row: a dictionary.
+        assert_eq!([dictionary("fullname"), dictionary(ID_COLUMN), dictionary(VERSION_COLUMN)], [false, false, false]);
+        assert_eq!([dictionary("numberofchildren"), dictionary(OPERATION_COLUMN)], [true, true]);
+        let mut read = Vec::new();
+        decode(&schema(), Bytes::from(bytes), &mut |row| read.push(row)).unwrap();
+        assert_eq!(read, rows);
+        let mixed = [Value::Integer(1), Value::Integer(2), Value::Integer(1)];
+        assert!(repeats(mixed.iter()));
+        let distinct: Vec<Value> = (0..REPEATS_SAMPLE as i32).map(Value::Integer).collect();
+        assert!(!repeats(distinct.iter()));
+        assert!(repeats(distinct[..REPEATS_SAMPLE / 2].iter().chain(&distinct[..REPEATS_SAMPLE / 2])));
     }
 
     #[test]

@@ -853,7 +853,7 @@ fn rows_read(
     reply: &PageReply,
 ) -> Result<Vec<SourceRecord<Fed>>, dataverse::Error> {
     let synced_at = Utc::now();
-    let fed = |fields: Fields| match shape.row_of(fields, Operation::Read, synced_at) {
+    let fed = |fields: Fields<'_>| match shape.row_of(fields, Operation::Read, synced_at) {
         Ok((row, notes)) => {
             let position = row.id.to_string();
             Fed::Row { generation, load, page: 0, row, notes }.record(position)

@@ -13,6 +13,7 @@ use dataverse::{ColumnDefinition, ColumnType, Record, TableDefinition};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 use uuid::Uuid;
@@ -228,22 +229,153 @@ impl FieldNames {
     }
 }
 
-/// The properties of one record a [`TableShape`] reads, by their place ([`Json::Null`] when absent): read from a
+/// The properties of one record a [`TableShape`] reads, by their place ([`Raw::Null`] when absent): read from a
 /// page's body by [`TableShape::page_fields`] without a map of every property, or taken from a [`Record`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fields(Vec<Json>);
+pub struct Fields<'de>(Vec<Raw<'de>>);
 
-impl Fields {
-    fn at(&self, place: usize) -> &Json {
+impl<'de> Fields<'de> {
+    fn at(&self, place: usize) -> &Raw<'de> {
         &self.0[place]
     }
 
     /// The property at `place`: taken when no column reads it after (`last`), copied otherwise.
-    fn take(&mut self, place: usize, last: bool) -> Json {
+    fn take(&mut self, place: usize, last: bool) -> Raw<'de> {
         match last {
             true => std::mem::take(&mut self.0[place]),
             false => self.0[place].clone(),
         }
+    }
+}
+
+/// One property of a record as the Web API wrote it, its text borrowed from the page's body where it has no
+/// escapes: an id, a date or a number is read from the page without a copy, and text is copied once, into the
+/// row. An object or an array (which no loaded column holds) is kept whole, to be named in the run's notes.
+#[derive(Debug, Clone, PartialEq, Default)]
+enum Raw<'de> {
+    #[default]
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    Text(Cow<'de, str>),
+    Other(Json),
+}
+
+impl<'de> Raw<'de> {
+    /// A property of a record already read.
+    fn of(value: &'de Json) -> Raw<'de> {
+        match value {
+            Json::Null => Raw::Null,
+            Json::Bool(b) => Raw::Bool(*b),
+            Json::Number(n) => Raw::Number(n.clone()),
+            Json::String(s) => Raw::Text(Cow::Borrowed(s)),
+            other => Raw::Other(other.clone()),
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self, Raw::Null)
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Raw::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn as_i64(&self) -> Option<i64> {
+        match self {
+            Raw::Number(n) => n.as_i64(),
+            _ => None,
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Raw::Number(n) => n.as_f64(),
+            _ => None,
+        }
+    }
+
+    /// The text, taken.
+    fn into_text(self) -> Option<String> {
+        match self {
+            Raw::Text(s) => Some(s.into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The value as JSON text, as a note shows it (`"three"`).
+    fn json(&self) -> String {
+        let value = match self {
+            Raw::Null => Json::Null,
+            Raw::Bool(b) => Json::Bool(*b),
+            Raw::Number(n) => Json::Number(n.clone()),
+            Raw::Text(s) => Json::String(s.to_string()),
+            Raw::Other(v) => v.clone(),
+        };
+        value.to_string()
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Raw<'de>, D::Error> {
+        deserializer.deserialize_any(RawVisitor)
+    }
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a property's value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Raw<'de>, E> {
+        Ok(Raw::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Raw<'de>, E> {
+        Ok(Raw::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Raw<'de>, E> {
+        Ok(Raw::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Raw<'de>, E> {
+        Ok(Raw::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Raw<'de>, E> {
+        Ok(Raw::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Raw<'de>, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(Raw::Null, Raw::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Text(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Text(Cow::Owned(s.to_string())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Raw<'de>, E> {
+        Ok(Raw::Text(Cow::Owned(s)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Raw<'de>, A::Error> {
+        Json::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Raw::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Raw<'de>, A::Error> {
+        Json::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Raw::Other)
     }
 }
 
@@ -272,22 +404,22 @@ impl PageFields<'_> {
 }
 
 impl<'de> DeserializeSeed<'de> for &PageFields<'_> {
-    type Value = Fields;
+    type Value = Fields<'de>;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Fields, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Fields<'de>, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for &PageFields<'_> {
-    type Value = Fields;
+    type Value = Fields<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a record: an object of properties")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let mut values = vec![Json::Null; self.names.sorted.len()];
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+        let mut values = vec![Raw::Null; self.names.sorted.len()];
         let mut position = 0;
         while let Some(place) = map.next_key_seed(PlaceOf { page: self, position })? {
             position += 1;
@@ -473,7 +605,7 @@ impl TableShape {
 
     /// The record's version (`versionnumber`).
     pub fn version(&self, record: &Record) -> Option<i64> {
-        record.get("versionnumber").and_then(version_of)
+        record.get("versionnumber").map(Raw::of).as_ref().and_then(version_of)
     }
 
     /// When the record was created.
@@ -543,10 +675,10 @@ impl TableShape {
         operation: Operation,
         synced_at: DateTime<Utc>,
     ) -> Result<(DatasetRow, Vec<String>), String> {
-        let mut fields = vec![Json::Null; self.fields.sorted.len()];
+        let mut fields = vec![Raw::Null; self.fields.sorted.len()];
         for (name, place) in &self.fields.sorted {
             if let Some(value) = record.get(name) {
-                fields[*place] = value.clone();
+                fields[*place] = Raw::of(value);
             }
         }
         self.row_of(Fields(fields), operation, synced_at)
@@ -555,7 +687,7 @@ impl TableShape {
     /// A record's [`Fields`] as a dataset row, with what could not be read of it. Its text moves into the row.
     pub fn row_of(
         &self,
-        mut fields: Fields,
+        mut fields: Fields<'_>,
         operation: Operation,
         synced_at: DateTime<Utc>,
     ) -> Result<(DatasetRow, Vec<String>), String> {
@@ -566,18 +698,17 @@ impl TableShape {
         let mut values = vec![Value::Null; self.schema.columns.len()];
         for loaded in &self.loaded {
             let places = loaded.fields;
-            let mut annotation = |place: Option<usize>, last: bool| match place.map(|p| fields.take(p, last)) {
-                Some(Json::String(text)) => Some(text),
-                _ => None,
-            };
+            let mut annotation =
+                |place: Option<usize>, last: bool| place.and_then(|p| fields.take(p, last).into_text());
             let formatted = annotation(places.formatted, places.last[1]);
             let lookup_table = annotation(places.lookup_table, places.last[2]);
             let mut value = fields.take(places.value, places.last[0]);
             let (main, extra) = read_value(&loaded.reader, &mut value, formatted, lookup_table);
             if main == Value::Null && !value.is_null() {
                 notes.push(format!(
-                    "column {} of record {id}: {value} is not a {} value; it is left null",
+                    "column {} of record {id}: {} is not a {} value; it is left null",
                     loaded.logical_name,
+                    value.json(),
                     reader_name(&loaded.reader)
                 ));
             }
@@ -610,7 +741,7 @@ fn reader_name(reader: &Reader) -> &'static str {
     }
 }
 
-fn version_of(value: &Json) -> Option<i64> {
+fn version_of(value: &Raw) -> Option<i64> {
     value.as_i64().or_else(|| value.as_str().and_then(|s| s.parse().ok()))
 }
 
@@ -618,17 +749,17 @@ fn version_of(value: &Json) -> Option<i64> {
 /// `value`; a value that does not read as `reader`'s type is left as it is.
 fn read_value(
     reader: &Reader,
-    value: &mut Json,
+    value: &mut Raw,
     formatted: Option<String>,
     lookup_table: Option<String>,
 ) -> (Value, Vec<Value>) {
     let text = |t: Option<String>| t.map_or(Value::Null, Value::Text);
     match reader {
         Reader::Text => match value {
-            Json::String(s) => (Value::Text(std::mem::take(s)), vec![]),
+            Raw::Text(s) => (Value::Text(std::mem::take(s).into_owned()), vec![]),
             _ => (Value::Null, vec![]),
         },
-        Reader::Boolean => (value.as_bool().map_or(Value::Null, Value::Boolean), vec![]),
+        Reader::Boolean => (if let Raw::Bool(b) = value { Value::Boolean(*b) } else { Value::Null }, vec![]),
         Reader::Integer => (whole(value).map_or(Value::Null, Value::Integer), vec![]),
         Reader::BigInt => (value.as_i64().map_or(Value::Null, Value::BigInt), vec![]),
         Reader::Double => (value.as_f64().map_or(Value::Null, Value::Double), vec![]),
@@ -652,8 +783,8 @@ fn read_value(
         Reader::Choices => {
             // The Web API gives several choices as "1,3", or as numbers.
             let v = match value {
-                Json::String(s) => Value::Text(std::mem::take(s)),
-                Json::Number(n) => Value::Text(n.to_string()),
+                Raw::Text(s) => Value::Text(std::mem::take(s).into_owned()),
+                Raw::Number(n) => Value::Text(n.to_string()),
                 _ => Value::Null,
             };
             let label = if v == Value::Null { Value::Null } else { text(formatted) };
@@ -668,11 +799,11 @@ fn read_value(
     }
 }
 
-fn whole(value: &Json) -> Option<i32> {
+fn whole(value: &Raw) -> Option<i32> {
     value.as_i64().and_then(|n| i32::try_from(n).ok())
 }
 
-fn uuid(value: &Json) -> Value {
+fn uuid(value: &Raw) -> Value {
     value.as_str().and_then(|s| Uuid::parse_str(s).ok()).map_or(Value::Null, Value::Uuid)
 }
 
@@ -857,6 +988,26 @@ mod tests {
         let error =
             shape.row(json!({"numberofchildren": 3}).as_object().unwrap(), Operation::Read, Utc::now()).unwrap_err();
         assert!(error.contains("contactid"), "{error}");
+        // Read straight from a page: an object where a number belongs is noted whole; text with escapes, a
+        // version written as text (as `IEEE754Compatible` asks) read as any other.
+        let shape = TableShape::new(
+            &contact(),
+            "contactid",
+            &mapped(&[("numberofchildren", "children"), ("firstname", "first_name")]),
+            "m",
+        )
+        .unwrap();
+        let id = Uuid::new_v4();
+        let text = format!(
+            r#"{{"contactid":"{id}","versionnumber":"77","numberofchildren":{{"n":[3]}},"firstname":"A\"da \u00e9"}}"#
+        );
+        let page = shape.page_fields();
+        let fields = (&page).deserialize(&mut serde_json::Deserializer::from_str(&text)).unwrap();
+        let (row, notes) = shape.row_of(fields, Operation::Read, Utc::now()).unwrap();
+        assert_eq!((row.id, row.version), (id, Some(77)));
+        assert_eq!(row.values, vec![Value::Null, Value::Text("A\"da é".into())]);
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains(r#"{"n":[3]} is not a whole number value"#), "{notes:?}");
     }
 
     #[test]

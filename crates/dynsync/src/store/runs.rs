@@ -89,9 +89,6 @@ pub struct RunTally {
 impl RunTally {
     /// Counts `records` records of one outcome, grouped by reason, keeping a few identities as samples.
     pub fn count(&mut self, outcome: Outcome, code: &str, message: &str, identity: &str, records: u64) {
-        // Samples are kept apart by spaces, so an identity keeps none.
-        let identity = clip(identity, MAX_SAMPLE_CHARS).replace(char::is_whitespace, "_");
-        let (message, identity) = (&*clip(message, MAX_MESSAGE_CHARS), identity.as_str());
         match outcome {
             Outcome::Written => self.written += records,
             Outcome::Excluded => self.excluded += records,
@@ -102,19 +99,21 @@ impl RunTally {
         if outcome == Outcome::Written && code.is_empty() {
             return;
         }
+        // Samples are kept apart by spaces, so an identity keeps none. Only the few samples kept are clipped.
+        let sample = || clip(identity, MAX_SAMPLE_CHARS).replace(char::is_whitespace, "_");
         match self.groups.iter_mut().find(|g| g.outcome == outcome && g.code == code) {
             Some(g) => {
                 g.count += records;
                 if g.samples.len() < SAMPLES {
-                    g.samples.push(identity.to_string());
+                    g.samples.push(sample());
                 }
             }
             None => self.groups.push(OutcomeGroup {
                 outcome,
                 code: code.to_string(),
-                message: message.to_string(),
+                message: clip(message, MAX_MESSAGE_CHARS).into_owned(),
                 count: records,
-                samples: vec![identity.to_string()],
+                samples: vec![sample()],
             }),
         }
     }
