@@ -23,6 +23,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// The most of a body's stated `Content-Length` reserved before it arrives: a larger body still reads whole,
+/// growing as it comes, but a header alone never reserves more than this.
+const RESERVED_BODY: u64 = 64 * 1024 * 1024;
+
+/// A response's body, read into one buffer as it arrives (sized by its `Content-Length`): each chunk is copied
+/// once and let go, rather than all kept until the last and then copied together — a page of thousands of rows
+/// is held once, not twice, while it is read.
+async fn body_of(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+    let reserved = response.content_length().unwrap_or(0).min(RESERVED_BODY);
+    let mut body = Vec::with_capacity(reserved as usize);
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
 /// Who the client acts as, from `WhoAmI`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -442,7 +458,7 @@ impl Client {
                     let response = builder.send().await?;
                     let status = response.status();
                     let headers = response.headers().clone();
-                    let body = response.bytes().await?;
+                    let body = body_of(response).await?;
                     Ok::<_, reqwest::Error>((status, headers, body))
                 })
                 .await;
