@@ -117,13 +117,13 @@ pub enum PageNext {
     Done(DeltaToken),
 }
 
-/// The annotations a page of changes (or an annotated query) asks for: choice labels and lookup targets, as a
-/// reader of the table shows them.
-pub const ANNOTATIONS: &str =
-    "odata.include-annotations=\"OData.Community.Display.V1.FormattedValue,Microsoft.Dynamics.CRM.lookuplogicalname\"";
+/// The annotation a page of changes (or an annotated query) asks for: the table each lookup points into, which
+/// its value alone does not say. Not formatted values: they were two-fifths of a page's bytes, for every column,
+/// and a reader takes a choice's label from the column's options ([`Client::choice_options_of`]).
+pub const ANNOTATIONS: &str = "odata.include-annotations=\"Microsoft.Dynamics.CRM.lookuplogicalname\"";
 
 impl Client {
-    /// One page of changes from `link`, with choice labels and lookup targets annotated. A delta token the
+    /// One page of changes from `link`, with lookup targets annotated. A delta token the
     /// environment no longer keeps changes for is [`Error::ChangeTokenExpired`]: read the table whole again.
     pub async fn changes_page(&self, table: &Table, link: &ChangeLink, page_size: u32) -> Result<ChangePage, Error> {
         let request = Request::get(link.0.clone())

@@ -26,9 +26,10 @@ struct WireFetchPage {
     more: Option<bool>,
 }
 
-/// The annotations a page of FetchXML asks for: choice labels and lookup targets, and the paging cookie.
-const FETCH_ANNOTATIONS: &str = "odata.include-annotations=\"OData.Community.Display.V1.FormattedValue,\
-    Microsoft.Dynamics.CRM.lookuplogicalname,Microsoft.Dynamics.CRM.fetchxmlpagingcookie,Microsoft.Dynamics.CRM.morerecords\"";
+/// The annotations a page of FetchXML asks for: lookup targets ([`crate::changes::ANNOTATIONS`]) and the paging
+/// cookie.
+const FETCH_ANNOTATIONS: &str = "odata.include-annotations=\"Microsoft.Dynamics.CRM.lookuplogicalname,\
+    Microsoft.Dynamics.CRM.fetchxmlpagingcookie,Microsoft.Dynamics.CRM.morerecords\"";
 
 /// The path of a FetchXML query of `table`, relative to the Web API root.
 pub fn fetch_path(table: &Table, fetch_xml: &str) -> String {
@@ -105,7 +106,7 @@ fn escape(text: &str) -> String {
 }
 
 impl Client {
-    /// One page of a FetchXML query of `table`, with choice labels and lookup targets annotated.
+    /// One page of a FetchXML query of `table`, with lookup targets annotated.
     pub async fn fetch_page(&self, table: &Table, fetch_xml: &str) -> Result<FetchPage, Error> {
         let request = Request::get(fetch_path(table, fetch_xml)).header("Prefer", FETCH_ANNOTATIONS);
         let reply = self.execute(&request).await?;

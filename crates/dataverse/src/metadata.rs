@@ -555,12 +555,42 @@ pub struct ChoiceOption {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct WireChoiceColumn {
+    logical_name: String,
     option_set: Option<WireOptionSet>,
+    #[serde(default)]
+    global_option_set: Option<WireOptionSet>,
+}
+
+impl WireChoiceColumn {
+    /// Its options: its own, or its global option set's.
+    fn options(self) -> Vec<ChoiceOption> {
+        let set = self.option_set.filter(|s| !s.options.is_empty()).or(self.global_option_set);
+        let options = set.map(|set| set.options).unwrap_or_default();
+        options
+            .into_iter()
+            .map(|o| ChoiceOption {
+                value: o.value,
+                label: o.label.user_localized_label.map(|l| l.label).unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+/// The metadata cast whose `OptionSet` holds a choice column's options; none for a column that is not a choice.
+fn options_cast(kind: &ColumnType) -> Option<&'static str> {
+    Some(match kind {
+        ColumnType::Picklist => "PicklistAttributeMetadata",
+        ColumnType::MultiSelectPicklist => "MultiSelectPicklistAttributeMetadata",
+        ColumnType::State => "StateAttributeMetadata",
+        ColumnType::Status => "StatusAttributeMetadata",
+        _ => return None,
+    })
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct WireOptionSet {
+    #[serde(default)]
     options: Vec<WireOption>,
 }
 
@@ -677,27 +707,51 @@ impl Client {
         response.json().await.map_err(|e| Error::UnexpectedBody { url, detail: e.to_string() })
     }
 
-    /// The options of a table's choice column, as the environment has them now (not cached: a maker adds
-    /// options while flows run).
+    /// The options of a table's choice column (a choice, choices, a state or a status), as the environment has
+    /// them now (not cached: a maker adds options while flows run). None for a column that is not a choice.
     pub async fn choice_options(&self, table: &str, column: &str) -> Result<Vec<ChoiceOption>, Error> {
-        let path = format!(
-            "EntityDefinitions(LogicalName='{}')/Attributes(LogicalName='{}')/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName&$expand=OptionSet",
-            escape(&table.to_ascii_lowercase()),
-            escape(&column.to_ascii_lowercase())
-        );
-        let body = self.get_json(&path).await?;
-        let column: WireChoiceColumn = serde_json::from_value(body).map_err(|e| Error::UnexpectedBody {
-            url: format!("{}{path}", self.environment().web_api()),
-            detail: e.to_string(),
-        })?;
-        let options = column.option_set.map(|set| set.options).unwrap_or_default();
-        Ok(options
-            .into_iter()
-            .map(|o| ChoiceOption {
-                value: o.value,
-                label: o.label.user_localized_label.map(|l| l.label).unwrap_or_default(),
+        let definition = self.table(table).await?;
+        let Some(column) = definition.column(column) else { return Ok(Vec::new()) };
+        let mut options = self.choice_options_of(&definition, &[column.logical_name.as_str()]).await?;
+        Ok(options.remove(&column.logical_name).unwrap_or_default())
+    }
+
+    /// The options of some of a table's choice columns, by logical name, as the environment has them now: one
+    /// request for each kind of choice among them (its options are reached through the kind's cast), none for a
+    /// column that is not a choice. A column whose options come from a global option set takes them from it.
+    pub async fn choice_options_of(
+        &self,
+        table: &TableDefinition,
+        columns: &[&str],
+    ) -> Result<HashMap<String, Vec<ChoiceOption>>, Error> {
+        let wanted: Vec<&ColumnDefinition> = columns.iter().filter_map(|c| table.column(c)).collect();
+        let mut casts: Vec<&'static str> = wanted.iter().filter_map(|c| options_cast(&c.kind)).collect();
+        casts.sort_unstable();
+        casts.dedup();
+        let paths: Vec<String> = casts
+            .iter()
+            .map(|cast| {
+                format!(
+                    "EntityDefinitions(LogicalName='{}')/Attributes/Microsoft.Dynamics.CRM.{cast}\
+                     ?$select=LogicalName&$expand=OptionSet,GlobalOptionSet",
+                    escape(&table.logical_name)
+                )
             })
-            .collect())
+            .collect();
+        let answers = futures::future::try_join_all(paths.iter().map(|path| self.get_json(path))).await?;
+        let mut options = HashMap::new();
+        for (path, answer) in paths.iter().zip(answers) {
+            let list: WireList<WireChoiceColumn> = serde_json::from_value(answer).map_err(|e| {
+                Error::UnexpectedBody { url: format!("{}{path}", self.environment().web_api()), detail: e.to_string() }
+            })?;
+            for column in list.value {
+                let name = column.logical_name.to_ascii_lowercase();
+                if wanted.iter().any(|w| w.logical_name == name) {
+                    options.insert(name, column.options());
+                }
+            }
+        }
+        Ok(options)
     }
 
     /// The ranges of a table's number columns of the given types, by logical name, as their makers set them (a

@@ -210,8 +210,7 @@ impl Query {
         }
     }
 
-    /// Asks for choice labels and lookup targets beside the values
-    /// ([`ANNOTATIONS`](crate::changes::ANNOTATIONS)), as a reader of the table shows them.
+    /// Asks for the table each lookup points into beside its id ([`ANNOTATIONS`](crate::changes::ANNOTATIONS)).
     pub fn annotated(mut self) -> Self {
         self.annotated = true;
         self

@@ -99,3 +99,38 @@ async fn system_views_are_listed_for_one_table_or_for_all() {
     }
     assert!(all.iter().all(|v| !v.id.is_empty() && !v.name.is_empty()));
 }
+
+#[tokio::test]
+async fn the_options_of_a_tables_choices_states_and_statuses_are_read_in_one_request_per_kind() {
+    let emulator = EmulatorConfig { generated_tables: GENERATED, ..free() }.start().await.unwrap();
+    let client = client(&emulator);
+    let generated = generated_tables(GENERATED);
+    let table = generated
+        .iter()
+        .filter(|t| !t.is_private)
+        .find(|t| t.attributes.iter().any(|a| matches!(a.kind, AttributeKind::MultiSelectPicklist { .. })))
+        .expect("a generated table with a choices column");
+    let definition = client.table(&table.logical_name).await.unwrap();
+    let choices: Vec<&str> =
+        table.attributes.iter().filter(|a| a.kind.options().is_some()).map(|a| a.logical_name.as_str()).collect();
+    let kinds: std::collections::HashSet<&str> =
+        table.attributes.iter().filter(|a| a.kind.options().is_some()).map(|a| a.kind.metadata_type()).collect();
+    assert!(kinds.len() >= 3 && kinds.contains("StateAttributeMetadata"), "{kinds:?}");
+    let mut asked = choices.clone();
+    asked.push("versionnumber");
+    let before = client.metrics().requests;
+    let options = client.choice_options_of(&definition, &asked).await.unwrap();
+    assert_eq!(client.metrics().requests - before, kinds.len() as u64, "one request per kind of choice");
+    assert_eq!(options.len(), choices.len(), "every choice, and nothing for a column that is not one");
+    for attribute in table.attributes.iter().filter(|a| a.kind.options().is_some()) {
+        let read: Vec<(i32, &str)> =
+            options[&attribute.logical_name].iter().map(|o| (o.value, o.label.as_str())).collect();
+        let listed: Vec<(i32, &str)> =
+            attribute.kind.options().unwrap().iter().map(|o| (o.value, o.label.as_str())).collect();
+        assert_eq!(read, listed, "{}", attribute.logical_name);
+    }
+    // One column's options, a state's among them (its options are reached through its own cast).
+    let state = client.choice_options(&table.logical_name, "statecode").await.unwrap();
+    assert_eq!(state.first().map(|o| o.value), Some(0));
+    assert!(client.choice_options(&table.logical_name, "versionnumber").await.unwrap().is_empty());
+}

@@ -158,6 +158,18 @@ async fn explore_and_load_a_table_fully_then_incrementally(backend: Backend) {
     assert_eq!(row(&rows, created)["operation"], "c");
     assert_eq!(rows.len(), 31);
 
+    // A maker adds an option and a contact takes it: its label is read from the options, read again for it.
+    let option = json!({"EntityLogicalName": "contact", "AttributeLogicalName": "gendercode", "Value": 3,
+                        "Label": {"LocalizedLabels": [{"Label": "Non-binary", "LanguageCode": 1033}]}});
+    dynamics.send(Method::POST, "InsertOptionValue", Some(&option)).await.unwrap();
+    dynamics.send(Method::PATCH, &format!("contacts({})", ids[3]), Some(&json!({"gendercode": 3}))).await.unwrap();
+    let rows = rows_when(&world, &target, "the new option", |rows| {
+        rows.iter().any(|r| r["id"] == ids[3].to_string() && r["values"]["gender"] == 3)
+    })
+    .await;
+    let changed = row(&rows, ids[3]);
+    assert_eq!(changed["values"]["gender_label"], "Non-binary", "{changed}");
+
     // The runs: the full load, then the changes (a continuous flow counts them in its run of the hour).
     let changes = |runs: &[Json]| -> u64 {
         runs.iter()

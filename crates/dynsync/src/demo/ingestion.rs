@@ -145,10 +145,11 @@ pub async fn run(contacts: usize) -> anyhow::Result<bool> {
     let newcomers = super::seed_contacts(&dynamics, created).await?;
     println!("5. in Dynamics: renamed {changed}, deleted {deleted}, created {created} contacts");
     let changes = (changed + deleted + created) as u64;
+    // Read by the incremental loads, or by the baseline scan after the full load when it starts after them.
     wait_for(&api, &flow, "the incremental loads", |runs| {
         let seen: u64 = runs
             .iter()
-            .filter(|r| r["load"].is_null())
+            .filter(|r| r["load"]["loadType"] != "full")
             .map(|r| r["metrics"]["recordSummary"]["inputRecordCount"].as_u64().unwrap_or(0))
             .sum();
         (seen >= changes).then_some(Json::from(seen))

@@ -216,6 +216,7 @@ pub async fn preview(
         entity_set: table.entity_set_name.clone(),
         primary_id: table.primary_id.clone(),
     };
+    shape.read_labels(client, table).await.map_err(|e| e.to_string())?;
     let query = Query::new(&entity).select(&select).top(count.min(MAX_PREVIEW)).annotated();
     let records: Vec<_> = client.query(&query).take(count.min(MAX_PREVIEW) as usize).collect().await;
     let now = Utc::now();

@@ -21,7 +21,8 @@
 //! after the partitions: it writes only the rows that changed meanwhile and marks deleted those that left.
 //!
 //! At the start of each load the table's metadata is read again: a column added in Dynamics joins the dataset, a
-//! column whose type changed starts a new dataset generation with a full load.
+//! column whose type changed starts a new dataset generation with a full load. So are its choices' options, whose
+//! labels the dataset keeps beside their values; a record with a value they lack has them read again.
 
 use super::definition::IngestionDefinition;
 use super::read_ahead::{self, PagesAhead};
@@ -53,6 +54,11 @@ pub const PARTITIONS_IN_FLIGHT: usize = 4;
 /// How long a continuous flow's incremental loads go on with the table's shape before reading its metadata again:
 /// a column added in Dynamics joins the dataset within this time.
 pub const SHAPE_REFRESH: Duration = Duration::from_secs(60);
+
+/// How long after reading a table's choice labels a page of a full load read in partitions with a value they lack
+/// (an option added in Dynamics since) has them read again for the pages after it. (A page read as one stream has
+/// them read before its rows are, whenever one of its values lacks one and is not known to be absent.)
+pub const LABELS_REFRESH: Duration = Duration::from_secs(10);
 
 /// Where a flow is in its loads: its cursor, kept as JSON text by the runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +241,8 @@ pub struct Feed {
     pub schemas: Arc<Schemas>,
     /// The table as last read from its metadata.
     reading: Mutex<Option<Reading>>,
+    /// When its choices' labels were last read.
+    labels_read: Mutex<Option<Instant>>,
     /// During a scan, the dataset's rows as they were when it started.
     before_scan: Mutex<Option<(DateTime<Utc>, Arc<Kept>)>>,
     /// The last load recorded finished, so that it is recorded once.
@@ -273,6 +281,7 @@ impl Feed {
             destination,
             schemas,
             reading: Mutex::new(None),
+            labels_read: Mutex::new(None),
             before_scan: Mutex::new(None),
             recorded: Mutex::new(None),
             ahead: Mutex::new(HashMap::new()),
@@ -320,6 +329,11 @@ impl Feed {
             Some(grown) => (generation, grown),
             None => (generation + 1, shape),
         };
+        shape
+            .read_labels(&self.client, &definition)
+            .await
+            .map_err(|error| StepError::Metadata { table: "source", error })?;
+        *self.labels_read.lock().expect("labels lock") = Some(Instant::now());
         let view = match view {
             None => None,
             Some(view) => {
@@ -340,6 +354,14 @@ impl Feed {
         self.schemas.set(reading.generation, &reading.shape.schema);
         *self.reading.lock().expect("reading lock") = Some(reading.clone());
         Ok(reading)
+    }
+
+    /// Reads the choice labels of `reading` again: every copy of its shape, the pages read ahead too, takes them.
+    async fn relabel(&self, reading: &Reading) -> Result<(), StepError> {
+        *self.labels_read.lock().expect("labels lock") = Some(Instant::now());
+        let metadata = |error| StepError::Metadata { table: "source", error };
+        let definition = self.client.table(self.object.table()).await.map_err(metadata)?;
+        reading.shape.read_labels(&self.client, &definition).await.map_err(metadata)
     }
 
     /// The table as the load of `cursor` reads it: as last read when that fits, else read again. `None` when a
@@ -520,6 +542,20 @@ impl Feed {
             }
             Err(error) => return Err(StepError::Metadata { table: "source", error }),
         };
+        // A value without a label: its option may have been added since the labels were read. Those still without
+        // one are absent from the options, and not read again for each page.
+        let unlabelled: Vec<&Record> = page
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                ChangePageItem::Upserted(record) if reading.shape.lacks_labels(record) => Some(record),
+                _ => None,
+            })
+            .collect();
+        if !unlabelled.is_empty() {
+            self.relabel(&reading).await?;
+            unlabelled.into_iter().for_each(|record| reading.shape.confirm_absent(record));
+        }
         let scanning = matches!(cursor.load.kind, LoadKind::Resync | LoadKind::Scan);
         let before = match scanning {
             true => Some(self.before_scan(&cursor).await?),
@@ -713,6 +749,11 @@ impl Feed {
             };
             let page = u32::try_from(n).expect("a batch gathers a few pages");
             records.extend(ahead.rows.into_iter().map(|r| SourceRecord { body: r.body.on_page(page), ..r }));
+        }
+        // A value without a label: the pages read next take the labels read again.
+        let labels_read = *self.labels_read.lock().expect("labels lock");
+        if reading.shape.missed_labels() && labels_read.is_none_or(|at| at.elapsed() >= LABELS_REFRESH) {
+            self.relabel(reading).await?;
         }
         // Each reader kept by where its partition is now; a partition that starts in place of one that ended
         // starts reading now too.

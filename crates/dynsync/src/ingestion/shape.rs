@@ -6,19 +6,25 @@
 //! beside a `<name>_table` column (the table it points into), `DateOnly` is a date, money and decimals are exact
 //! decimals. A value that does not read as its column's type is left null and noted in the run, never dropped
 //! silently and never failing its row.
+//!
+//! A choice's label is read from the column's options, as Dynamics lists them in its metadata, not from a
+//! formatted value beside each record's value: asking for those formats every column of every record (a date, a
+//! number, an amount), two-fifths of a page's bytes, for the few labels a flow keeps.
 
 use crate::dataset::{ColumnKind, DatasetColumn, DatasetRow, DatasetSchema, Operation, Value};
 use chrono::{DateTime, NaiveDate, Utc};
-use dataverse::{ColumnDefinition, ColumnType, Record, TableDefinition};
+use dataverse::{ChoiceOption, ColumnDefinition, ColumnType, Record, TableDefinition};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
-const FORMATTED: &str = "@OData.Community.Display.V1.FormattedValue";
 const LOOKUP_TABLE: &str = "@Microsoft.Dynamics.CRM.lookuplogicalname";
 
 /// Scale of a money column: Dataverse keeps currency to four decimals.
@@ -141,6 +147,15 @@ impl Reader {
         }
     }
 
+    /// Whether it keeps a choice's label, as `choice` says.
+    fn labelled(&self, choice: ChoiceAs) -> bool {
+        match self {
+            Reader::Label => true,
+            Reader::Choice | Reader::Choices => choice != ChoiceAs::Value,
+            _ => false,
+        }
+    }
+
     /// The dataset columns this reader fills, named after `name`: the value, then a choice's label or a lookup's
     /// table.
     fn columns(&self, name: &str, choice: ChoiceAs) -> Vec<DatasetColumn> {
@@ -166,21 +181,102 @@ struct Loaded {
     names: Vec<String>,
     /// Where those are in the schema.
     positions: Vec<usize>,
-    /// Where its value, label and table are among a record's [`Fields`].
+    /// Where its value and table are among a record's [`Fields`].
     fields: LoadedFields,
+    /// A choice's labels, when the flow keeps them.
+    labels: Option<Arc<Labels>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct LoadedFields {
     value: usize,
-    /// A choice's label.
-    formatted: Option<usize>,
     /// The table a lookup points into.
     lookup_table: Option<usize>,
-    /// Whether this column is the last to read each of its places (value, label, table), and may take the
-    /// text there rather than copy it: a property loaded twice (under two names) is copied for the first.
-    last: [bool; 3],
+    /// Whether this column is the last to read each of its places (value, table), and may take the text there
+    /// rather than copy it: a property loaded twice (under two names) is copied for the first.
+    last: [bool; 2],
 }
+
+/// The labels of a choice column's options, by value, as Dynamics listed them when they were last read. Shared by
+/// every copy of a shape, so that options read again reach the pages already being read ahead.
+#[derive(Debug, Default)]
+struct Labels {
+    known: RwLock<Known>,
+    /// Whether a record held a value with no label here since it was last asked.
+    missed: AtomicBool,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Known {
+    by_value: HashMap<i32, String>,
+    /// Values records hold that no option had when the labels were last read (an option taken away): not a
+    /// reason to read them again.
+    absent: HashSet<i32>,
+}
+
+impl Labels {
+    /// The label of a choice (`2`: `Female`) or of several (`"1,3"`: `Red; Blue`, as Dynamics shows them); none
+    /// when a value has no option here.
+    fn find(&self, value: &Raw) -> Option<String> {
+        let known = self.known.read().expect("labels lock");
+        let of = |n: i64| i32::try_from(n).ok().and_then(|n| known.by_value.get(&n));
+        match value {
+            Raw::Number(n) => n.as_i64().and_then(of).cloned(),
+            Raw::Text(several) => several
+                .split(',')
+                .map(|v| v.trim().parse().ok().and_then(of).map(String::as_str))
+                .collect::<Option<Vec<&str>>>()
+                .map(|labels| labels.join("; ")),
+            _ => None,
+        }
+    }
+
+    /// As [`Labels::find`], remembering a value without a label.
+    fn label(&self, value: &Raw) -> Option<String> {
+        let label = self.find(value);
+        if label.is_none() {
+            self.missed.store(true, Ordering::Relaxed);
+        }
+        label
+    }
+
+    /// Whether `value` holds an option value with no label here, not known to be absent.
+    fn lacks(&self, value: &Raw) -> bool {
+        let known = self.known.read().expect("labels lock");
+        option_values(value).any(|v| !known.by_value.contains_key(&v) && !known.absent.contains(&v))
+    }
+
+    /// Remembers the values of `value` that have no label, the labels just read: absent from the options.
+    fn confirm_absent(&self, value: &Raw) {
+        let mut known = self.known.write().expect("labels lock");
+        let absent: Vec<i32> = option_values(value).filter(|v| !known.by_value.contains_key(v)).collect();
+        known.absent.extend(absent);
+    }
+
+    fn set(&self, options: &[ChoiceOption]) {
+        let by_value = options.iter().map(|o| (o.value, o.label.clone())).collect();
+        *self.known.write().expect("labels lock") = Known { by_value, absent: HashSet::new() };
+    }
+}
+
+/// The option values a choice's value holds: one (`2`), or several (`"1,3"`).
+fn option_values<'v>(value: &'v Raw) -> impl Iterator<Item = i32> + 'v {
+    let (one, several) = match value {
+        Raw::Number(n) => (n.as_i64().and_then(|n| i32::try_from(n).ok()), None),
+        Raw::Text(text) => (None, Some(text.split(',').filter_map(|v| v.trim().parse().ok()))),
+        _ => (None, None),
+    };
+    one.into_iter().chain(several.into_iter().flatten())
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Labels) -> bool {
+        std::ptr::eq(self, other)
+            || *self.known.read().expect("labels lock") == *other.known.read().expect("labels lock")
+    }
+}
+
+impl Eq for Labels {}
 
 /// The properties of a record a shape reads — each loaded column's value and annotations, the primary key, the
 /// version — each at a place among a record's [`Fields`], by name for lookup.
@@ -202,19 +298,17 @@ impl FieldNames {
             }
         };
         for l in loaded.iter_mut() {
-            let labelled = matches!(l.reader, Reader::Choice | Reader::Choices | Reader::Label);
             let lookup = l.reader == Reader::Lookup;
             l.fields = LoadedFields {
                 value: place(l.property.clone()),
-                formatted: labelled.then(|| place(format!("{}{FORMATTED}", l.property))),
                 lookup_table: lookup.then(|| place(format!("{}{LOOKUP_TABLE}", l.property))),
-                last: [false; 3],
+                last: [false; 2],
             };
         }
         let mut read_later = std::collections::HashSet::new();
         for l in loaded.iter_mut().rev() {
             let f = &mut l.fields;
-            for (last, at) in f.last.iter_mut().zip([Some(f.value), f.formatted, f.lookup_table]) {
+            for (last, at) in f.last.iter_mut().zip([Some(f.value), f.lookup_table]) {
                 *last = at.is_some_and(|at| read_later.insert(at));
             }
         }
@@ -559,6 +653,7 @@ impl TableShape {
             loaded.push(Loaded {
                 property,
                 logical_name: column.logical_name.clone(),
+                labels: reader.labelled(choice).then(Arc::default),
                 reader,
                 names,
                 positions: vec![],
@@ -663,6 +758,61 @@ impl TableShape {
         Some(shape)
     }
 
+    /// The logical names of the choice columns whose labels it keeps.
+    pub fn labelled_columns(&self) -> Vec<&str> {
+        self.loaded.iter().filter(|l| l.labels.is_some()).map(|l| l.logical_name.as_str()).collect()
+    }
+
+    /// Takes the labels of its choice columns from their options (`options`, by logical name): a column without
+    /// options has no labels.
+    pub fn set_labels(&self, options: &HashMap<String, Vec<ChoiceOption>>) {
+        for l in &self.loaded {
+            if let Some(labels) = &l.labels {
+                labels.set(options.get(&l.logical_name).map_or(&[][..], Vec::as_slice));
+            }
+        }
+    }
+
+    /// Reads the labels of its choice columns from `table`'s options in Dynamics; nothing when it keeps none.
+    pub async fn read_labels(
+        &self,
+        client: &dataverse::Client,
+        table: &TableDefinition,
+    ) -> Result<(), dataverse::Error> {
+        let columns = self.labelled_columns();
+        if !columns.is_empty() {
+            self.set_labels(&client.choice_options_of(table, &columns).await?);
+        }
+        Ok(())
+    }
+
+    /// Whether a record read since it was last asked held a choice value without a label: an option added since
+    /// the labels were read, or one taken away.
+    pub fn missed_labels(&self) -> bool {
+        // Every column's flag is taken, not only the first one set.
+        let mut missed = false;
+        for labels in self.loaded.iter().filter_map(|l| l.labels.as_ref()) {
+            missed |= labels.missed.swap(false, Ordering::Relaxed);
+        }
+        missed
+    }
+
+    /// Whether one of `record`'s choice values has no label and is not known to be absent from the options: an
+    /// option added since they were read. Not remembered as missed.
+    pub fn lacks_labels(&self, record: &Record) -> bool {
+        self.labelled_values(record).any(|(labels, value)| labels.lacks(&value))
+    }
+
+    /// Remembers the choice values of `record` that have no label, its labels just read: absent from the options
+    /// (taken away), they are no reason to read them again until the next load.
+    pub fn confirm_absent(&self, record: &Record) {
+        self.labelled_values(record).for_each(|(labels, value)| labels.confirm_absent(&value));
+    }
+
+    fn labelled_values<'r>(&'r self, record: &'r Record) -> impl Iterator<Item = (&'r Labels, Raw<'r>)> {
+        self.loaded.iter().filter_map(|l| Some((l.labels.as_deref()?, Raw::of(record.get(&l.property)?))))
+    }
+
     /// Reads the [`Fields`] of each record of a page straight from its body.
     pub fn page_fields(&self) -> PageFields<'_> {
         PageFields { names: &self.fields, order: RefCell::new(Vec::new()) }
@@ -698,13 +848,22 @@ impl TableShape {
         let mut values = vec![Value::Null; self.schema.columns.len()];
         for loaded in &self.loaded {
             let places = loaded.fields;
-            let mut annotation =
-                |place: Option<usize>, last: bool| place.and_then(|p| fields.take(p, last).into_text());
-            let formatted = annotation(places.formatted, places.last[1]);
-            let lookup_table = annotation(places.lookup_table, places.last[2]);
+            let lookup_table = places.lookup_table.and_then(|p| fields.take(p, places.last[1]).into_text());
             let mut value = fields.take(places.value, places.last[0]);
-            let (main, extra) = read_value(&loaded.reader, &mut value, formatted, lookup_table);
-            if main == Value::Null && !value.is_null() {
+            let label = match (&loaded.labels, value.is_null()) {
+                (Some(labels), false) => Some(labels.label(&value)),
+                _ => None,
+            };
+            // Shown in a note only: the value's text is taken into the row.
+            let unlabelled = matches!(label, Some(None)).then(|| value.json());
+            let (main, extra) = read_value(&loaded.reader, &mut value, label.flatten(), lookup_table);
+            if let Some(shown) = unlabelled.filter(|_| main != Value::Null || loaded.reader == Reader::Label) {
+                notes.push(format!(
+                    "column {} of record {id}: {shown} is not among the options Dynamics lists for the column; its \
+                     label is left empty",
+                    loaded.logical_name,
+                ));
+            } else if main == Value::Null && !value.is_null() {
                 notes.push(format!(
                     "column {} of record {id}: {} is not a {} value; it is left null",
                     loaded.logical_name,
@@ -745,12 +904,12 @@ fn version_of(value: &Raw) -> Option<i64> {
     value.as_i64().or_else(|| value.as_str().and_then(|s| s.parse().ok()))
 }
 
-/// Reads one value, and the values of the columns that come with it (a label, a table). Text is taken from
-/// `value`; a value that does not read as `reader`'s type is left as it is.
+/// Reads one value, and the values of the columns that come with it (its `label`, a lookup's table). Text is
+/// taken from `value`; a value that does not read as `reader`'s type is left as it is.
 fn read_value(
     reader: &Reader,
     value: &mut Raw,
-    formatted: Option<String>,
+    label: Option<String>,
     lookup_table: Option<String>,
 ) -> (Value, Vec<Value>) {
     let text = |t: Option<String>| t.map_or(Value::Null, Value::Text);
@@ -777,7 +936,7 @@ fn read_value(
         Reader::Uuid => (uuid(value), vec![]),
         Reader::Choice => {
             let v = whole(value).map_or(Value::Null, Value::Integer);
-            let label = if v == Value::Null { Value::Null } else { text(formatted) };
+            let label = if v == Value::Null { Value::Null } else { text(label) };
             (v, vec![label])
         }
         Reader::Choices => {
@@ -787,10 +946,10 @@ fn read_value(
                 Raw::Number(n) => Value::Text(n.to_string()),
                 _ => Value::Null,
             };
-            let label = if v == Value::Null { Value::Null } else { text(formatted) };
+            let label = if v == Value::Null { Value::Null } else { text(label) };
             (v, vec![label])
         }
-        Reader::Label => (if value.is_null() { Value::Null } else { text(formatted) }, vec![]),
+        Reader::Label => (if value.is_null() { Value::Null } else { text(label) }, vec![]),
         Reader::Lookup => {
             let v = uuid(value);
             let table = if v == Value::Null { Value::Null } else { text(lookup_table) };
@@ -868,7 +1027,8 @@ mod tests {
                 attribute("contactid", "Uniqueidentifier"), attribute("firstname", "String"), attribute("gendercode", "Picklist"),
                 attribute("parentcustomerid", "Customer"), birthdate, attribute("createdon", "DateTime"),
                 attribute("modifiedon", "DateTime"), attribute("annualincome", "Money"), attribute("numberofchildren", "Integer"),
-                attribute("donotemail", "Boolean"), attribute("versionnumber", "BigInt"), attribute("fullname_yomi", "Virtual")
+                attribute("donotemail", "Boolean"), attribute("versionnumber", "BigInt"), attribute("fullname_yomi", "Virtual"),
+                attribute("new_colors", "MultiSelectPicklist")
             ]
         });
         TableDefinition::from_json(&table, None).unwrap()
@@ -876,6 +1036,15 @@ mod tests {
 
     fn mapped(pairs: &[(&str, &str)]) -> Vec<ColumnMapping> {
         pairs.iter().map(|(s, d)| ColumnMapping::new(*s, *d)).collect()
+    }
+
+    /// The options of `contact()`'s choice columns, as Dynamics lists them.
+    fn options() -> HashMap<String, Vec<ChoiceOption>> {
+        let option = |value: i32, label: &str| ChoiceOption { value, label: label.into() };
+        HashMap::from([
+            ("gendercode".to_string(), vec![option(1, "Male"), option(2, "Female")]),
+            ("new_colors".to_string(), vec![option(1, "Red"), option(2, "Green"), option(3, "Blue")]),
+        ])
     }
 
     #[test]
@@ -893,6 +1062,7 @@ mod tests {
             "mappings",
         )
         .unwrap();
+        shape.set_labels(&options());
         let names: Vec<&str> = shape.schema.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["first_name", "gender", "gender_label", "company", "company_table", "born", "income"]);
         assert_eq!(
@@ -912,7 +1082,7 @@ mod tests {
         let account = Uuid::new_v4();
         let record = json!({
             "contactid": id.to_string(), "versionnumber": 4411, "firstname": "Ada",
-            "gendercode": 2, "gendercode@OData.Community.Display.V1.FormattedValue": "Female",
+            "gendercode": 2,
             "_parentcustomerid_value": account.to_string(), "_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "account",
             "birthdate": "1815-12-10", "annualincome": 1234567.8912
         });
@@ -954,6 +1124,58 @@ mod tests {
     }
 
     #[test]
+    fn a_choice_is_labelled_from_its_options_and_a_value_without_one_is_noted_until_they_are_read_again() {
+        let mut mappings = mapped(&[("gendercode", "gender"), ("new_colors", "colors"), ("gendercode", "sex")]);
+        mappings[2].choice = ChoiceAs::Label;
+        let shape = TableShape::new(&contact(), "contactid", &mappings, "m").unwrap();
+        assert_eq!(shape.labelled_columns(), ["gendercode", "new_colors", "gendercode"]);
+        shape.set_labels(&options());
+        let id = Uuid::new_v4();
+        let record = |gender: i64, colors: &str| {
+            json!({"contactid": id.to_string(), "gendercode": gender, "new_colors": colors})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let text = |t: &str| Value::Text(t.into());
+        let (row, notes) = shape.row(&record(1, "3,1"), Operation::Read, Utc::now()).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(row.values, [Value::Integer(1), text("Male"), text("3,1"), text("Blue; Red"), text("Male")]);
+        assert!(!shape.missed_labels());
+        // An option added in Dynamics after the labels were read: the value is kept, its label left empty and
+        // noted, and the shape tells it once.
+        let added = record(3, "2");
+        assert!(shape.lacks_labels(&added) && !shape.missed_labels(), "looking does not count as missing");
+        let (row, notes) = shape.row(&added, Operation::Read, Utc::now()).unwrap();
+        assert_eq!(row.values, [Value::Integer(3), Value::Null, text("2"), text("Green"), Value::Null]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes.iter().all(|n| n.contains("column gendercode") && n.contains(": 3 is not among the options")));
+        assert!(notes[0].contains(&id.to_string()) && notes[0].contains("label is left empty"), "{notes:?}");
+        assert!(shape.missed_labels());
+        assert!(!shape.missed_labels(), "told once");
+        // Still without a label once the options are read again: absent (taken away), no reason to read them again.
+        shape.confirm_absent(&added);
+        assert!(!shape.lacks_labels(&added));
+        assert!(shape.lacks_labels(&record(4, "1")), "another value is");
+        // Read again, the options reach every copy of the shape (the pages read ahead hold copies).
+        let copy = shape.clone();
+        let mut more = options();
+        more.get_mut("gendercode").unwrap().push(ChoiceOption { value: 3, label: "Non-binary".into() });
+        shape.set_labels(&more);
+        assert!(!copy.lacks_labels(&added));
+        let (row, notes) = copy.row(&added, Operation::Read, Utc::now()).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!((&row.values[1], &row.values[4]), (&text("Non-binary"), &text("Non-binary")));
+        // A choice kept as its value alone needs no labels.
+        let mut value_only = mapped(&[("gendercode", "gender")]);
+        value_only[0].choice = ChoiceAs::Value;
+        let shape = TableShape::new(&contact(), "contactid", &value_only, "m").unwrap();
+        assert!(shape.labelled_columns().is_empty());
+        let (row, notes) = shape.row(&added, Operation::Read, Utc::now()).unwrap();
+        assert_eq!((row.values, notes), (vec![Value::Integer(3)], vec![]));
+    }
+
+    #[test]
     fn a_column_loaded_under_two_names_fills_both() {
         let shape = TableShape::new(
             &contact(),
@@ -967,9 +1189,10 @@ mod tests {
             "mappings",
         )
         .unwrap();
+        shape.set_labels(&options());
         let record = json!({
             "contactid": Uuid::new_v4().to_string(), "firstname": "Ada",
-            "gendercode": 2, "gendercode@OData.Community.Display.V1.FormattedValue": "Female",
+            "gendercode": 2,
         });
         let (row, _) = shape.row(record.as_object().unwrap(), Operation::Read, Utc::now()).unwrap();
         let ada = Value::Text("Ada".into());
