@@ -340,15 +340,18 @@ impl PageReply {
     }
 
     /// The page's rows, each built by `row` straight from the body: for a reader that knows which properties it
-    /// wants, no map of every property is built per row. The rest of the body is stepped over.
+    /// wants, no map of every property is built per row. The rest of the body is stepped over. The body is checked
+    /// to be UTF-8 once, whole, rather than string by string as each is read.
     pub fn rows_with<'de, S>(&'de self, row: S) -> Result<Vec<S::Value>, Error>
     where
         S: DeserializeSeed<'de> + Clone,
     {
-        let mut body = serde_json::Deserializer::from_slice(&self.0.body);
+        let unexpected = |detail: String| Error::UnexpectedBody { url: self.0.url().to_string(), detail };
+        let text = std::str::from_utf8(&self.0.body).map_err(|e| unexpected(format!("the page is not UTF-8: {e}")))?;
+        let mut body = serde_json::Deserializer::from_str(text);
         let rows =
             serde::Deserializer::deserialize_map(&mut body, RowsOf(row)).and_then(|rows| body.end().map(|_| rows));
-        rows.map_err(|e| Error::UnexpectedBody { url: self.0.url().to_string(), detail: e.to_string() })
+        rows.map_err(|e| unexpected(e.to_string()))
     }
 }
 
