@@ -568,10 +568,7 @@ impl WireChoiceColumn {
         let options = set.map(|set| set.options).unwrap_or_default();
         options
             .into_iter()
-            .map(|o| ChoiceOption {
-                value: o.value,
-                label: o.label.user_localized_label.map(|l| l.label).unwrap_or_default(),
-            })
+            .map(|o| ChoiceOption { value: o.value, label: o.label.text().unwrap_or_default() })
             .collect()
     }
 }
