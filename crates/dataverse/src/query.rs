@@ -546,6 +546,12 @@ mod tests {
         assert!(matches!(broken.rows_with(std::marker::PhantomData::<Record>), Err(Error::UnexpectedBody { .. })));
         let rowless = reply(r#"{"@odata.count":3}"#);
         assert!(matches!(rowless.rows_with(std::marker::PhantomData::<Record>), Err(Error::UnexpectedBody { .. })));
+        let mut not_utf8 = reply(r#"{"value":[{"a":"x"}]}"#);
+        not_utf8.0.body = bytes::Bytes::from_static(b"{\"value\":[{\"a\":\"\xff\"}]}");
+        match not_utf8.rows_with(std::marker::PhantomData::<Record>) {
+            Err(Error::UnexpectedBody { detail, .. }) => assert!(detail.contains("not UTF-8"), "{detail}"),
+            other => panic!("a page that is not UTF-8 is refused, not {other:?}"),
+        }
         assert_eq!(
             trailing_next_link(cases[0].as_bytes()).as_deref(),
             Some("http://h/contacts?$skiptoken=%3Ccookie%20page=%222%22%3E&x=&/")
