@@ -36,6 +36,11 @@
 //! others' report and of this client's spending as they last heard of it (its spending at the previous report):
 //! that is the room they take their part of, so that the parts add up to it. What remains unseen (reports that
 //! cross, what is in flight) is [`SHARE`]'s margin to absorb.
+//!
+//! A client reports the most it had in its window since its last report ([`Budget::to_report`]), not what it
+//! has at that instant: when its oldest requests leave its window it sends their successors within moments, and a
+//! report made in between would tell the others of room that is already taken again — each would take its part
+//! of it, and be refused for it. A client whose spending truly fell is heard of one report later.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -163,6 +168,8 @@ pub struct Budget {
     reported: Option<Report>,
     /// This client's own spending when the last report came: what the others heard of it at their next.
     published: Option<(Instant, Spending)>,
+    /// The most this client had in its window since the last report came (see [`Budget::to_report`]).
+    peak: Spending,
     /// Whether the execution-time limit is the environment's (a 429 stated it, or it was given) rather than
     /// assumed.
     known: bool,
@@ -200,6 +207,7 @@ impl Budget {
             others: None,
             reported: None,
             published: None,
+            peak: Spending::default(),
             known: limits.is_some(),
             said: None,
         }
@@ -257,7 +265,8 @@ impl Budget {
     /// replaces their previous report, and lapses a window from now unless another replaces it. No client is
     /// an empty report.
     pub fn others_report(&mut self, now: Instant, spending: Spending, clients: u32) {
-        let current = self.own_spending(now);
+        let current = self.to_report(now);
+        self.peak = self.own_spending(now);
         let window = self.limits.window;
         // Reports come once a tick, and this client's own went out just before this one came in.
         let heard = self.published.filter(|(t, _)| now.duration_since(*t) < window).map_or(current, |(_, s)| s);
@@ -281,16 +290,28 @@ impl Budget {
         }
     }
 
-    /// This client's own requests and execution time in the window, as it reports them to others.
+    /// This client's own requests and execution time in the window.
     pub fn own_spending(&mut self, now: Instant) -> Spending {
         self.expire(now);
         Spending { requests: u32::try_from(self.sent.len()).unwrap_or(u32::MAX), execution_time: self.spent }
+    }
+
+    /// What this client reports to the others: the most of its requests and of its execution time it had in its
+    /// window since the last report came, so that a moment between its oldest requests leaving and their
+    /// successors going out does not read as room.
+    pub fn to_report(&mut self, now: Instant) -> Spending {
+        let own = self.own_spending(now);
+        Spending {
+            requests: own.requests.max(self.peak.requests),
+            execution_time: own.execution_time.max(self.peak.execution_time),
+        }
     }
 
     /// A request sent now.
     pub fn sent(&mut self, now: Instant) {
         self.expire(now);
         self.sent.push_back(now);
+        self.peak.requests = self.peak.requests.max(u32::try_from(self.sent.len()).unwrap_or(u32::MAX));
     }
 
     /// The request sent at `sent` was answered now: the server admitted it in between, so it counts for a
@@ -309,6 +330,7 @@ impl Budget {
         self.expire(now);
         self.ended.push_back((now, took));
         self.spent += took;
+        self.peak.execution_time = self.peak.execution_time.max(self.spent);
     }
 
     /// Execution time spent in the window: this client's, and others' ([`others`](Self::others)).
@@ -531,6 +553,36 @@ mod tests {
         assert_eq!(budget.hold(start, Duration::from_secs(2)), None, "35 + 2.3 + 2 s");
         assert_eq!(budget.hold(start, Duration::from_secs(3)), Some(start + Duration::from_secs(10)));
         assert_eq!(budget.own_spending(start), Spending { requests: 0, execution_time: Duration::from_secs(5) });
+    }
+
+    #[test]
+    fn a_client_reports_the_most_it_had_since_its_last_report_so_that_a_refill_does_not_read_as_room() {
+        let start = Instant::now();
+        let mut budget = Budget::new(Some(small()));
+        for i in 0..60 {
+            budget.sent(start + Duration::from_millis(i));
+        }
+        budget.others_report(start + Duration::from_secs(1), Spending::default(), 1);
+        // The sixty leave the window; ten of their successors have gone out when the next report is made.
+        let refilling = start + Duration::from_millis(10_100);
+        for i in 0..10 {
+            budget.sent(refilling + Duration::from_millis(i));
+        }
+        let now = refilling + Duration::from_millis(20);
+        assert_eq!(budget.own_spending(now).requests, 10);
+        assert_eq!(budget.to_report(now).requests, 60, "the most since the last report");
+        // Once the others heard it, the next report tells what the window holds from then on.
+        budget.others_report(now, Spending::default(), 1);
+        assert_eq!(budget.to_report(now).requests, 10);
+        budget.sent(now + Duration::from_millis(1));
+        assert_eq!(budget.to_report(now + Duration::from_secs(11)).requests, 11, "until the next report");
+        budget.ended(now, Duration::from_secs(3));
+        budget.others_report(now + Duration::from_secs(11), Spending::default(), 1);
+        assert_eq!(
+            budget.to_report(now + Duration::from_secs(11)),
+            Spending { requests: 0, execution_time: Duration::ZERO },
+            "all of it left the window"
+        );
     }
 
     #[test]

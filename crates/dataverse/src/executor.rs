@@ -855,7 +855,7 @@ impl Executor {
         let mut spending = Vec::new();
         for (user, u) in lanes.users.iter_mut().enumerate() {
             for lane in u.lanes.iter_mut() {
-                let own = lane.limit.budget.own_spending(now);
+                let own = lane.limit.budget.to_report(now);
                 spending.push(LaneSpending { user, web_server: lane.server.clone(), spending: own, clients: 1 });
             }
         }

@@ -5,10 +5,10 @@
 //!
 //! Every [`DEFAULT_INTERVAL`], each process writes to the store, per environment, app registration (client id) and
 //! web server (the `ARRAffinity` id every client of the environment knows it by), what its clients spent in their
-//! window — requests and execution time — and reads what the other processes wrote in the last window. Each of its
-//! clients then counts as spent, beside its own, the others' requests and execution time on the same user and
-//! server: the other processes', and this process's other clients of the same user (another connection with the
-//! same app registration). The server's own word on execution time (`x-ms-ratelimit-time-remaining-xrm-requests`)
+//! window — requests and execution time, the most each held since its last report (`dataverse::Budget::to_report`)
+//! — and reads what the other processes wrote in the last window. Each of its clients then counts as spent, beside
+//! its own, the others' requests and execution time on the same user and server: the other processes', and this
+//! process's other clients of the same user (another connection with the same app registration). The server's own word on execution time (`x-ms-ratelimit-time-remaining-xrm-requests`)
 //! still counts; the client takes the larger of the two, never their sum (see `dataverse::budget`).
 //!
 //! The margin: what another process sends between two ticks is not seen until the next one (half a second, and
