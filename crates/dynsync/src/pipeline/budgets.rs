@@ -8,8 +8,9 @@
 //! window — requests and execution time, the most each held since its last report (`dataverse::Budget::to_report`)
 //! — and reads what the other processes wrote in the last window. Each of its clients then counts as spent, beside
 //! its own, the others' requests and execution time on the same user and server: the other processes', and this
-//! process's other clients of the same user (another connection with the same app registration). The server's own word on execution time (`x-ms-ratelimit-time-remaining-xrm-requests`)
-//! still counts; the client takes the larger of the two, never their sum (see `dataverse::budget`).
+//! process's other clients of the same user (another connection with the same app registration). The server's
+//! own word on execution time (`x-ms-ratelimit-time-remaining-xrm-requests`) still counts; the client takes the
+//! larger of the two, never their sum (see `dataverse::budget`).
 //!
 //! The margin: what another process sends between two ticks is not seen until the next one (half a second, and
 //! the store's round trip), nor what it has in flight then (its execution time counts when it ends). Most of it
