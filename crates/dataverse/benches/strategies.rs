@@ -451,7 +451,7 @@ fn read_back_from_store(emulator: &RunningEmulator) -> HashMap<Uuid, String> {
         Some(Value::Text(text)) => text.clone(),
         _ => String::new(),
     };
-    data.rows("contact").rows.iter().map(|(id, row)| (*id, text(row.get("jobtitle")))).collect()
+    data.rows("contact").iter().map(|(id, row)| (*id, text(row.get("jobtitle")))).collect()
 }
 
 async fn measure(strategy: &Strategy, seconds: f64, python: Option<&Path>) -> Measured {

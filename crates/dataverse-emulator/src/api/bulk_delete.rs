@@ -303,8 +303,7 @@ async fn run(
             let data = reader.store.read();
             let rows = data.tables.get(&name)?;
             Some(
-                rows.rows
-                    .iter()
+                rows.iter()
                     .filter(|(_, row)| predicate.as_ref().is_none_or(|p| p.matches(row)))
                     .map(|(id, _)| *id)
                     .collect::<Vec<Uuid>>(),
@@ -385,9 +384,7 @@ pub(crate) fn fail_unfinished(
         let unfinished: Vec<Uuid> = data
             .tables
             .get(table)
-            .map(|rows| {
-                rows.rows.iter().filter(|(_, row)| row.get("statecode") != completed).map(|(id, _)| *id).collect()
-            })
+            .map(|rows| rows.iter().filter(|(_, row)| row.get("statecode") != completed).map(|(id, _)| *id).collect())
             .unwrap_or_default();
         for id in unfinished {
             let mut body = json!({"statecode": 3, "statuscode": 31});

@@ -226,7 +226,7 @@ fn initial_page<'a>(
 ) -> Page<'a> {
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
     let mut rows: Vec<(&Uuid, _)> =
-        data.rows(&table.logical_name).rows.range((start, Bound::Unbounded)).take(limit + 1).collect();
+        data.rows(&table.logical_name).range((start, Bound::Unbounded)).take(limit + 1).collect();
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next = more.then(|| (Resume::Initial { after: *rows.last().expect("a full page").0, version }, 1));
@@ -246,20 +246,19 @@ fn delta_page<'a>(
 ) -> (Vec<Entry<'a>>, Option<i64>) {
     let rows = data.rows(&table.logical_name);
     let range = (Bound::Excluded(after), Bound::Unbounded);
-    let mut changed = rows.by_version.range(range).peekable();
+    let mut changed = rows.versions(range).peekable();
     let mut deleted = rows.deleted.range(range).peekable();
     let (mut upserts, mut deletes, mut last) = (Vec::new(), Vec::new(), after);
     while upserts.len() + deletes.len() < limit {
         let take_changed = match (changed.peek(), deleted.peek()) {
-            (Some((v, _)), Some((w, _))) => v < w,
+            (Some((v, ..)), Some((w, _))) => v < w,
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (None, None) => break,
         };
         if take_changed {
-            let (version, id) = changed.next().expect("peeked");
+            let (version, _, row) = changed.next().expect("peeked");
             last = *version;
-            let row = rows.get(id).expect("indexed rows exist");
             upserts.push(Entry::Row(projection.row(row)));
         } else {
             let (version, tombstone) = deleted.next().expect("peeked");

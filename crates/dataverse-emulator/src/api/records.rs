@@ -407,7 +407,7 @@ fn query(request: &Request, table: &Table) -> ApiResult<Response> {
         )),
     );
     let total = if options.count || request.prefer.includes("Microsoft.Dynamics.CRM.totalrecordcount") {
-        Some(rows.rows.values().filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r))).count())
+        Some(rows.values().filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r))).count())
     } else {
         None
     };
@@ -551,7 +551,7 @@ fn count(request: &Request, table: &Table) -> ApiResult<Response> {
     let predicate = options.filter.as_ref().map(|f| Predicate::bind(f, table)).transpose()?;
     let n = {
         let data = request.env.store.read();
-        data.rows(&table.logical_name).rows.values().filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r))).count()
+        data.rows(&table.logical_name).values().filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r))).count()
     };
     let mut response = axum::response::IntoResponse::into_response(n.min(MAX_PAGE).to_string());
     set_header(&mut response, "content-type", "text/plain");

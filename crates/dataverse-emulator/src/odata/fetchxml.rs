@@ -641,7 +641,7 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
         let from = column(linked, &link.from)?.logical_name.clone();
         let predicate = bind_filter(link.filter.as_ref(), linked)?;
         let mut by_key: HashMap<String, Vec<&Row>> = HashMap::new();
-        for row in data.rows(&linked.logical_name).rows.values() {
+        for row in data.rows(&linked.logical_name).values() {
             if predicate.as_ref().is_none_or(|p| p.matches(row))
                 && let Some(value) = row.get(from.as_str())
             {
@@ -655,7 +655,7 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
     let page_number = fetch.page.unwrap_or(1);
     let size = fetch.top.or(fetch.count).unwrap_or(MAX_PAGE);
     let offset = (page_number as usize - 1).saturating_mul(size);
-    let all = rows.rows.len();
+    let all = rows.len();
     let (result, more, total): (Vec<Joined<'_>>, bool, usize) = if links.is_empty() {
         let sort_columns: Vec<String> = order.columns.iter().map(|(c, _)| c.clone()).collect();
         let cursor = match (&fetch.paging_cookie, page_number) {
@@ -678,7 +678,7 @@ pub fn execute(data: &Data, table: &Table, fetch: &Fetch, prefer: &Prefer, base:
             }
         };
         let total = if fetch.total_count {
-            rows.rows.values().filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r))).count()
+            rows.values().filter(|r| predicate.as_ref().is_none_or(|p| p.matches(r))).count()
         } else {
             0
         };

@@ -78,7 +78,6 @@ pub(crate) fn page<'d>(
     if order.columns.is_empty() {
         let start = cursor.map_or(Bound::Unbounded, |c| Bound::Excluded(c.last_id));
         out = rows
-            .rows
             .range((start, Bound::Unbounded))
             .filter(|(_, r)| matches(r))
             .take(limit + 1)
@@ -90,7 +89,7 @@ pub(crate) fn page<'d>(
         let key = |(id, r): (&Uuid, &'d Row)| (order.values(r), *id, r);
         let compare = |(a, ia, _): &Keyed<'d>, (b, ib, _): &Keyed<'d>| order.compare_values(a, b).then(ia.cmp(ib));
         let mut after: Vec<Keyed<'d>> = match cursor {
-            None => rows.rows.iter().filter(|(_, r)| matches(r)).map(key).collect(),
+            None => rows.iter().filter(|(_, r)| matches(r)).map(key).collect(),
             Some(c) => {
                 let last: Vec<Option<Value>> = c
                     .sort_values
@@ -100,8 +99,7 @@ pub(crate) fn page<'d>(
                     })
                     .collect();
                 let last_refs: Vec<Option<&Value>> = last.iter().map(Option::as_ref).collect();
-                rows.rows
-                    .iter()
+                rows.iter()
                     .filter(|(_, r)| matches(r))
                     .map(key)
                     .filter(|(values, id, _)| {
@@ -135,15 +133,14 @@ fn by_version<'d>(
     cursor: Option<&Cursor>,
     limit: usize,
 ) -> Option<(Vec<(Uuid, &'d Row)>, bool)> {
-    // Rows written before versions were kept (none the Web API writes) are not in the index.
-    if rows.by_version.len() != rows.rows.len() {
+    if !rows.all_versioned() {
         return None;
     }
     let range = match predicate {
         None => (Bound::Unbounded, Bound::Unbounded),
         Some(p) => version_range(p)?,
     };
-    let row = |id: &Uuid| rows.rows.get_key_value(id).map(|(id, r)| (*id, r));
+    let row = |id: &Uuid| rows.get(id).map(|r| (*id, r));
     let mut out: Vec<(Uuid, &Row)> = match order.columns.as_slice() {
         // Every row has a version, unique to it: the index's order is the query's.
         [(column, descending)] if column == VERSION => {
@@ -160,9 +157,11 @@ fn by_version<'d>(
             if empty(range) {
                 return Some((Vec::new(), false));
             }
-            let ids = rows.by_version.range(range).map(|(_, id)| id);
-            let ids: Box<dyn Iterator<Item = &Uuid>> = if *descending { Box::new(ids.rev()) } else { Box::new(ids) };
-            ids.filter_map(row).take(limit + 1).collect()
+            let found = rows.versions(range).map(|(_, id, r)| (id, r));
+            match descending {
+                false => found.take(limit + 1).collect(),
+                true => found.rev().take(limit + 1).collect(),
+            }
         }
         // Only a range of versions: the ids in it, the first `limit + 1` of them after the cursor in id order.
         [] if predicate.is_some() => {
@@ -171,7 +170,7 @@ fn by_version<'d>(
             }
             let after = cursor.map(|c| c.last_id);
             let mut ids: Vec<Uuid> =
-                rows.by_version.range(range).map(|(_, id)| *id).filter(|id| after.is_none_or(|a| *id > a)).collect();
+                rows.versions(range).map(|(_, id, _)| id).filter(|id| after.is_none_or(|a| *id > a)).collect();
             if ids.len() > limit + 1 {
                 ids.select_nth_unstable(limit);
                 ids.truncate(limit + 1);

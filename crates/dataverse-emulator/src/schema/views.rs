@@ -263,7 +263,6 @@ pub fn remove_views(data: &mut Data, changes: &mut Vec<Change>, table: &str) {
     }
     let ids: Vec<Uuid> = data
         .rows("savedquery")
-        .rows
         .iter()
         .filter(|(_, row)| matches!(row.get("returnedtypecode"), Some(Value::Text(t)) if t == table))
         .map(|(id, _)| *id)
