@@ -514,12 +514,12 @@ mod tests {
         assert_eq!(Filter::is_null("emailaddress1").to_string(), "emailaddress1 eq null");
     }
 
-    fn reply(body: &str) -> PageReply {
+    fn reply(body: impl Into<bytes::Bytes>) -> PageReply {
         PageReply(Reply {
             url: "http://127.0.0.1/api/data/v9.2/contacts".into(),
             status: reqwest::StatusCode::OK,
             headers: Default::default(),
-            body: bytes::Bytes::from(body.to_string()),
+            body: body.into(),
         })
     }
 
@@ -546,8 +546,7 @@ mod tests {
         assert!(matches!(broken.rows_with(std::marker::PhantomData::<Record>), Err(Error::UnexpectedBody { .. })));
         let rowless = reply(r#"{"@odata.count":3}"#);
         assert!(matches!(rowless.rows_with(std::marker::PhantomData::<Record>), Err(Error::UnexpectedBody { .. })));
-        let mut not_utf8 = reply(r#"{"value":[{"a":"x"}]}"#);
-        not_utf8.0.body = bytes::Bytes::from_static(b"{\"value\":[{\"a\":\"\xff\"}]}");
+        let not_utf8 = reply(&b"{\"value\":[{\"a\":\"\xff\"}]}"[..]);
         match not_utf8.rows_with(std::marker::PhantomData::<Record>) {
             Err(Error::UnexpectedBody { detail, .. }) => assert!(detail.contains("not UTF-8"), "{detail}"),
             other => panic!("a page that is not UTF-8 is refused, not {other:?}"),
