@@ -11,7 +11,7 @@
 //! the executor's 1% (less than one request here) against what one process sends before the other hears of it.
 //! Without sharing, each process fills the window on its own: 6 to 26 requests were refused once both knew the
 //! limits, over twelve runs. With it, while each process reported what its window held at the instant of the
-//! report, 3 to 5 were in 7 of 34 runs: a report made just after the process's oldest requests had left its window,
+//! report, 3 to 5 were in 6 of 32 runs: a report made just after the process's oldest requests had left its window,
 //! before their successors went out, told the other of room taken again a moment later. Reporting the most held
 //! since the last report: 0 to 1 over twelve.
 
