@@ -91,14 +91,14 @@ async fn main() {
         let rows: Vec<DatasetRow> = (written..(written + BATCH as u64).min(total)).map(contact).collect();
         let started = Instant::now();
         destination
-            .write(Batch {
+            .write(&[Batch {
                 dataset: &dataset,
                 generation: 1,
                 schema: &schema,
                 load,
                 rows: &rows.iter().collect::<Vec<_>>(),
                 kept_on_update: &[],
-            })
+            }])
             .await
             .expect("the batch is written");
         writing += started.elapsed();

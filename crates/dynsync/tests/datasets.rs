@@ -137,19 +137,22 @@ fn contact(n: u128, version: i64, operation: Operation, extra: Option<&str>) -> 
     DatasetRow { id: id(n), operation, version: Some(version), values, synced_at: Utc::now() }
 }
 
-/// Writes the scenario: load 1 (ids 1–5, versions 101–105) in two batches, the first written twice; load 2 with a
+/// Writes the scenario: load 1 (ids 1–5, versions 101–105) in two batches, the first written twice, the second of
+/// two pages; load 2 with a
 /// new column `jobtitle`: id 2 updated (v201), id 3 deleted, id 6 created (v202); the first batch once more; and
 /// generation 2 where `numberofchildren` became a bigint.
-/// Writes `rows` as one batch of generation 1.
+/// Writes `pages` of generation 1 as one batch.
 async fn write_rows(
     destination: &Destination,
     dataset: &DatasetName,
     schema: &DatasetSchema,
     load: DateTime<Utc>,
-    rows: &[DatasetRow],
+    pages: &[&[DatasetRow]],
 ) {
-    let rows: Vec<&DatasetRow> = rows.iter().collect();
-    destination.write(Batch { dataset, generation: 1, schema, load, rows: &rows, kept_on_update: &[] }).await.unwrap();
+    let pages: Vec<Vec<&DatasetRow>> = pages.iter().map(|rows| rows.iter().collect()).collect();
+    let batches: Vec<Batch<'_>> =
+        pages.iter().map(|rows| Batch { dataset, generation: 1, schema, load, rows, kept_on_update: &[] }).collect();
+    destination.write(&batches).await.unwrap();
 }
 
 async fn write_scenario(destination: &Destination, dataset: &str) -> Scenario {
@@ -171,13 +174,13 @@ async fn write_scenario(destination: &Destination, dataset: &str) -> Scenario {
     let first_load: Vec<DatasetRow> = (1..=5).map(|n| contact(n, 100 + n as i64, Operation::Read, None)).collect();
     let load_1 = Utc.with_ymd_and_hms(2026, 2, 1, 9, 0, 0).unwrap();
     let load_2 = Utc.with_ymd_and_hms(2026, 2, 2, 9, 0, 0).unwrap();
-    write_rows(destination, &dataset, &first, load_1, &first_load[..3]).await;
+    write_rows(destination, &dataset, &first, load_1, &[&first_load[..3]]).await;
     let mut again = first_load[..3].to_vec();
     for row in &mut again {
         row.synced_at = Utc::now();
     }
-    write_rows(destination, &dataset, &first, load_1, &again).await;
-    write_rows(destination, &dataset, &first, load_1, &first_load[3..]).await;
+    write_rows(destination, &dataset, &first, load_1, &[&again]).await;
+    write_rows(destination, &dataset, &first, load_1, &[&first_load[3..4], &first_load[4..]]).await;
 
     let deleted = DatasetRow {
         id: id(3),
@@ -191,8 +194,8 @@ async fn write_scenario(destination: &Destination, dataset: &str) -> Scenario {
         deleted,
         contact(6, 202, Operation::Create, Some("Buyer")),
     ];
-    write_rows(destination, &dataset, &widened, load_2, &incremental).await;
-    write_rows(destination, &dataset, &first, load_1, &again).await;
+    write_rows(destination, &dataset, &widened, load_2, &[&incremental]).await;
+    write_rows(destination, &dataset, &first, load_1, &[&again]).await;
 
     let mut second = first.clone();
     second.columns[3].kind = ColumnKind::BigInt;
@@ -200,7 +203,7 @@ async fn write_scenario(destination: &Destination, dataset: &str) -> Scenario {
     row.values[3] = Value::BigInt(5_000_000_000);
     let second_batch =
         Batch { dataset: &dataset, generation: 2, schema: &second, load: load_2, rows: &[&row], kept_on_update: &[] };
-    destination.write(second_batch).await.unwrap();
+    destination.write(&[second_batch]).await.unwrap();
     Scenario { dataset, first, widened, first_load, incremental }
 }
 
@@ -280,7 +283,7 @@ async fn a_local_folder_of_parquet_files_reads_right_in_duckdb() {
     let manifest = files.manifest(&scenario.dataset).await.unwrap().expect("a manifest");
     let generation = manifest.generation(1).unwrap();
     let per_load: Vec<usize> = generation.loads.iter().map(|l| l.files.len()).collect();
-    assert_eq!(per_load, vec![2, 1], "the full load's two files (one written three times) and the incremental one");
+    assert_eq!(per_load, vec![3, 1], "the full load's three files (one written three times) and the incremental one");
     assert_eq!(generation.schema, scenario.widened);
     assert_eq!(manifest.generation(2).unwrap().files().count(), 1);
     assert_ne!(scenario.first, scenario.widened);

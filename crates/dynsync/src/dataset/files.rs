@@ -17,8 +17,8 @@
 //! lists it once. The file is put first (a local put writes a temporary file and renames it; an object store's
 //! put is atomic), then the manifest: a crash between the two leaves an unlisted file that the rewrite lists.
 //!
-//! Memory: a batch is encoded in memory as one file (a page: 5,000 rows is a few MB) and put; nothing is kept
-//! across batches but the manifest. One writer per dataset at a time (a flow has one owner); within a process,
+//! Memory: each page of a batch is encoded in memory as one file (5,000 rows is a few MB) and put; nothing is kept
+//! across batches but the manifest, which is written once a batch. One writer per dataset at a time (a flow has one owner); within a process,
 //! manifest updates are serialised.
 
 use super::{
@@ -161,9 +161,50 @@ impl DatasetManifest {
     pub fn generation(&self, generation: u32) -> Option<&GenerationFiles> {
         self.generations.iter().find(|g| g.generation == generation)
     }
+
+    /// The page's generation, added if it is new, with its schema widened by the page's columns; refused when
+    /// a column of the page changed its type.
+    fn widen(&mut self, page: &Batch<'_>) -> Result<&mut GenerationFiles, String> {
+        let position = match self.generations.iter().position(|g| g.generation == page.generation) {
+            Some(p) => p,
+            None => {
+                let added =
+                    GenerationFiles { generation: page.generation, schema: page.schema.clone(), loads: Vec::new() };
+                let p = self.generations.partition_point(|g| g.generation < page.generation);
+                self.generations.insert(p, added);
+                p
+            }
+        };
+        let generation = &mut self.generations[position];
+        generation.schema = widest(&generation.schema, page.schema).map_err(|detail| {
+            format!("generation {}: {detail}; a changed column starts a new generation", page.generation)
+        })?;
+        Ok(generation)
+    }
 }
 
 impl GenerationFiles {
+    /// Lists the page's file, at `relative`, under its load: once, however often it was written.
+    fn list(&mut self, page: &Batch<'_>, relative: String) {
+        let versions = || page.rows.iter().filter_map(|r| r.version);
+        let file = DataFile {
+            path: relative,
+            rows: page.rows.len() as u64,
+            columns: page.schema.columns.len(),
+            min_version: versions().min(),
+            max_version: versions().max(),
+            written_at: Utc::now(),
+        };
+        for load in &mut self.loads {
+            load.files.retain(|f| f.path != file.path);
+        }
+        self.loads.retain(|l| !l.files.is_empty() || l.load == page.load);
+        match self.loads.iter_mut().find(|l| l.load == page.load) {
+            Some(load) => load.files.push(file),
+            None => self.loads.push(LoadFiles { load: page.load, files: vec![file] }),
+        }
+    }
+
     pub fn files(&self) -> impl Iterator<Item = &DataFile> {
         self.loads.iter().flat_map(|l| l.files.iter())
     }
@@ -277,59 +318,37 @@ impl FileDestination {
         Ok(Some(manifest))
     }
 
-    /// Writes a batch as one Parquet file of one row group, then lists it in the manifest under its load. The
-    /// same rows written again replace the same file and stay listed once. An empty batch only records the
-    /// generation and its schema.
-    pub async fn write(&self, batch: Batch<'_>) -> Result<(), DatasetError> {
-        let dataset = batch.dataset;
-        check_schema(batch.schema).map_err(|detail| self.error(dataset, detail))?;
+    /// Writes a batch's pages of one dataset, each page as its file (named and encoded on as many cores as are
+    /// free), then the manifest once, listing them all: read and written again for every page, a manifest that
+    /// lists a few hundred files would cost as much as the pages. A page that does not fit its generation's
+    /// columns refuses the write before any file is put. The same rows written again replace the same file and stay
+    /// listed once; an empty page only records its generation and schema.
+    pub async fn write(&self, pages: &[Batch<'_>]) -> Result<(), DatasetError> {
+        let Some(dataset) = pages.first().map(|page| page.dataset) else { return Ok(()) };
+        assert!(pages.iter().all(|page| page.dataset == dataset), "the pages of one write are of one dataset");
+        for page in pages {
+            check_schema(page.schema).map_err(|detail| self.error(dataset, detail))?;
+        }
         let _serialised = self.manifest_updates.lock().await;
         let mut manifest = self.manifest(dataset).await?.unwrap_or_else(|| DatasetManifest::new(dataset));
-        let position = match manifest.generations.iter().position(|g| g.generation == batch.generation) {
-            Some(p) => p,
-            None => {
-                manifest.generations.push(GenerationFiles {
-                    generation: batch.generation,
-                    schema: batch.schema.clone(),
-                    loads: Vec::new(),
-                });
-                manifest.generations.sort_by_key(|g| g.generation);
-                manifest.generations.iter().position(|g| g.generation == batch.generation).expect("just added")
+        for page in pages {
+            manifest.widen(page).map_err(|detail| self.error(dataset, detail))?;
+        }
+        let files = on_each_core(pages, |page| -> Result<Option<(String, Vec<u8>)>, String> {
+            match page.rows.is_empty() {
+                true => Ok(None),
+                false => Ok(Some((file_name(page.generation, page.rows), encode(page.schema, page.rows)?))),
             }
-        };
-        let generation = &mut manifest.generations[position];
-        generation.schema = widest(&generation.schema, batch.schema).map_err(|detail| {
-            self.error(
-                dataset,
-                format!("generation {}: {detail}; a changed column starts a new generation", batch.generation),
-            )
-        })?;
-
-        if !batch.rows.is_empty() {
-            let relative = format!("gen-{}/{}", batch.generation, file_name(batch.generation, batch.rows));
-            let encoded = encode(batch.schema, batch.rows).map_err(|detail| self.error(dataset, detail))?;
+        });
+        for (page, file) in pages.iter().zip(files) {
+            let Some((name, encoded)) = file.map_err(|detail| self.error(dataset, detail))? else { continue };
+            let relative = format!("gen-{}/{name}", page.generation);
             let path = self.path(dataset, &relative);
             self.store
                 .put(&path, PutPayload::from(encoded))
                 .await
                 .map_err(|e| self.error(dataset, format!("the file {path} cannot be written: {e}")))?;
-            let versions = || batch.rows.iter().filter_map(|r| r.version);
-            let file = DataFile {
-                path: relative,
-                rows: batch.rows.len() as u64,
-                columns: batch.schema.columns.len(),
-                min_version: versions().min(),
-                max_version: versions().max(),
-                written_at: Utc::now(),
-            };
-            for load in &mut generation.loads {
-                load.files.retain(|f| f.path != file.path);
-            }
-            generation.loads.retain(|l| !l.files.is_empty() || l.load == batch.load);
-            match generation.loads.iter_mut().find(|l| l.load == batch.load) {
-                Some(load) => load.files.push(file),
-                None => generation.loads.push(LoadFiles { load: batch.load, files: vec![file] }),
-            }
+            manifest.widen(page).map_err(|detail| self.error(dataset, detail))?.list(page, relative);
         }
         let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
         let path = self.path(dataset, "manifest.json");
@@ -446,6 +465,21 @@ fn widest(recorded: &DatasetSchema, batch: &DatasetSchema) -> Result<DatasetSche
 /// The file a batch becomes: `part-<hash>.parquet`, where the hash covers the generation and each row's id,
 /// operation, version and values (trailing nulls dropped, so a row read before a column was added names the same
 /// file) — not `synced_at`, which a rewrite changes.
+/// `work` done on each of `items`, answers in their order: on threads of their own, as many as there are cores,
+/// while the caller waits (the work is the caller's to do, as if done in line); in line for one item.
+fn on_each_core<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if items.len() <= 1 || cores == 1 {
+        return items.iter().map(work).collect();
+    }
+    let per_thread = items.len().div_ceil(cores);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> =
+            items.chunks(per_thread).map(|chunk| scope.spawn(|| chunk.iter().map(&work).collect::<Vec<R>>())).collect();
+        threads.into_iter().flat_map(|t| t.join().expect("encoding a page does not panic")).collect()
+    })
+}
+
 pub fn file_name(generation: u32, rows: &[&DatasetRow]) -> String {
     let mut hash = Sha256::new();
     hash.update(generation.to_le_bytes());
@@ -1109,8 +1143,8 @@ mod tests {
         let rows = vec![full_row(1), full_row(2)];
         let batch =
             Batch { dataset: &dataset, generation: 1, schema: &schema, load, rows: &refs(&rows), kept_on_update: &[] };
-        destination.write(batch).await.unwrap();
-        destination.write(batch).await.unwrap();
+        destination.write(&[batch]).await.unwrap();
+        destination.write(&[batch]).await.unwrap();
         let manifest = destination.manifest(&dataset).await.unwrap().expect("a manifest");
         let generation = manifest.generation(1).expect("generation 1");
         let files: Vec<_> = generation.files().collect();
@@ -1131,26 +1165,59 @@ mod tests {
         let load = Utc::now();
         let rows = vec![full_row(1)];
         destination
-            .write(Batch {
+            .write(&[Batch {
                 dataset: &dataset,
                 generation: 1,
                 schema: &first,
                 load,
                 rows: &refs(&rows),
                 kept_on_update: &[],
-            })
+            }])
             .await
             .unwrap();
         let mut changed = first.clone();
         changed.columns[2].kind = ColumnKind::BigInt;
         let batch = Batch { dataset: &dataset, generation: 1, schema: &changed, load, rows: &[], kept_on_update: &[] };
-        let refused = destination.write(batch).await.unwrap_err().to_string();
+        let refused = destination.write(&[batch]).await.unwrap_err().to_string();
         assert!(refused.contains("numberofchildren (BigInt)") && refused.contains("new generation"), "{refused}");
         let batch = Batch { dataset: &dataset, generation: 2, schema: &changed, load, rows: &[], kept_on_update: &[] };
-        destination.write(batch).await.expect("a new generation takes the changed column");
+        destination.write(&[batch]).await.expect("a new generation takes the changed column");
         let manifest = destination.manifest(&dataset).await.unwrap().unwrap();
         assert_eq!(manifest.generation(2).unwrap().schema, changed);
         assert_eq!(manifest.generation(1).unwrap().schema, first);
+    }
+
+    /// The rows of each file the manifest lists in generation 1, and how many files its folder holds.
+    async fn files_of(destination: &FileDestination, folder: &Path) -> (Vec<u64>, usize) {
+        let manifest = destination.manifest(&dataset()).await.unwrap().expect("a manifest");
+        let listed = manifest.generation(1).unwrap().files().map(|f| f.rows).collect();
+        (listed, std::fs::read_dir(folder.join("datasets/contacts/gen-1")).unwrap().count())
+    }
+
+    #[tokio::test]
+    async fn the_pages_of_one_write_are_a_file_each_and_a_page_that_does_not_fit_puts_none() {
+        let folder = tempfile::tempdir().unwrap();
+        let destination = FileDestination::in_data_dir(folder.path()).unwrap();
+        let (dataset, schema) = (dataset(), schema());
+        let load = Utc::now();
+        let (first, second, third) = (vec![full_row(1), full_row(2)], vec![full_row(3)], vec![full_row(4)]);
+        let (first_rows, second_rows, third_rows) = (refs(&first), refs(&second), refs(&third));
+        let page = |schema, rows| Batch { dataset: &dataset, generation: 1, schema, load, rows, kept_on_update: &[] };
+        destination.write(&[page(&schema, &first_rows), page(&schema, &second_rows)]).await.unwrap();
+        assert_eq!(files_of(&destination, folder.path()).await, (vec![2, 1], 2), "a file a page, each listed");
+
+        let mut changed = schema.clone();
+        changed.columns[2].kind = ColumnKind::BigInt;
+        let pages = [page(&schema, &third_rows), page(&changed, &[])];
+        let refused = destination.write(&pages).await.unwrap_err().to_string();
+        assert!(refused.contains("numberofchildren (BigInt)"), "{refused}");
+        assert_eq!(
+            files_of(&destination, folder.path()).await,
+            (vec![2, 1], 2),
+            "the page before the refused one was not put"
+        );
+        let (_, read) = destination.rows(&dataset, 1, 10).await.unwrap();
+        assert_eq!(read, [first, second].concat());
     }
 
     #[tokio::test]

@@ -249,24 +249,33 @@ impl WebhookDataset {
 }
 
 impl Destination {
-    /// Writes a batch; answers the rows the destination refused one by one (a webhook's answer to a record), by
-    /// id, with why. Writing the same batch again (a crash before its acknowledgement) leaves the dataset as
-    /// writing it once; a row older (by version) than the one kept for its id never replaces it.
-    pub async fn write(&self, batch: Batch<'_>) -> Result<Vec<(Uuid, String)>, DatasetError> {
+    /// Writes a batch's pages, in order; answers the rows the destination refused one by one (a webhook's answer to
+    /// a record), by id, with why. Writing the same pages again (a crash before their acknowledgement, or an error
+    /// on a later page) leaves the dataset as writing them once; a row older (by version) than the one kept for
+    /// its id never replaces it.
+    pub async fn write(&self, pages: &[Batch<'_>]) -> Result<Vec<(Uuid, String)>, DatasetError> {
+        let mut refused = Vec::new();
         match self {
-            Destination::Files(d) => d.write(batch).await.map(|()| Vec::new()),
-            Destination::Postgres(d) => d.write(batch).await.map(|()| Vec::new()),
+            Destination::Files(d) => d.write(pages).await?,
+            Destination::Postgres(d) => {
+                for &page in pages {
+                    d.write(page).await?;
+                }
+            }
             Destination::Webhook(d) => {
-                let refused = d.webhook.deliver(batch).await?;
-                let taken: Vec<&DatasetRow> =
-                    batch.rows.iter().copied().filter(|r| !refused.iter().any(|(id, _)| *id == r.id)).collect();
-                d.store
-                    .record_delivered(d.target, batch.generation, batch.schema, &taken)
-                    .await
-                    .map_err(|e| d.unavailable(batch.dataset, e))?;
-                Ok(refused)
+                for &page in pages {
+                    let answered = d.webhook.deliver(page).await?;
+                    let taken: Vec<&DatasetRow> =
+                        page.rows.iter().copied().filter(|r| !answered.iter().any(|(id, _)| *id == r.id)).collect();
+                    d.store
+                        .record_delivered(d.target, page.generation, page.schema, &taken)
+                        .await
+                        .map_err(|e| d.unavailable(page.dataset, e))?;
+                    refused.extend(answered);
+                }
             }
         }
+        Ok(refused)
     }
 
     /// The newest row of each id in a generation (by version; a delete after it wins), without its values: a

@@ -9,7 +9,7 @@ use super::definition::IngestionDefinition;
 use super::feed::{Fed, Feed, Schemas};
 use super::outbound::{Outbound, Outcome};
 use crate::dataset::target::{DatasetFormat, DatasetTarget};
-use crate::dataset::{Batch, DatasetRow, Destination, Operation};
+use crate::dataset::{Batch, DatasetRow, DatasetSchema, Destination, Operation};
 use crate::ids::{Etag, FlowId, TargetConnectionId};
 use crate::pipeline::flow::Flow;
 use crate::pipeline::runner::{self, ConnectionRef, Runner};
@@ -101,29 +101,29 @@ pub struct DatasetSink {
 }
 
 impl DatasetSink {
-    /// Writes rows of one generation, as long as it takes; answers the rows refused, by id.
-    async fn write_generation(
-        &self,
-        generation: u32,
-        load: DateTime<Utc>,
-        rows: &[&DatasetRow],
-    ) -> HashMap<Uuid, String> {
-        let schema = self.schemas.get(generation).unwrap_or_default();
-        let batch = Batch {
-            dataset: &self.target.dataset,
-            generation,
-            schema: &schema,
-            load,
-            rows,
-            kept_on_update: &self.kept_on_update,
-        };
+    /// Writes pages of rows, each of one generation and load, as long as it takes; answers the rows refused, by id.
+    async fn write_pages(&self, pages: &[(u32, DateTime<Utc>, Vec<&DatasetRow>)]) -> HashMap<Uuid, String> {
+        let schemas: Vec<Arc<DatasetSchema>> =
+            pages.iter().map(|(generation, _, _)| self.schemas.get(*generation).unwrap_or_default()).collect();
+        let batches: Vec<Batch<'_>> = pages
+            .iter()
+            .zip(&schemas)
+            .map(|((generation, load, rows), schema)| Batch {
+                dataset: &self.target.dataset,
+                generation: *generation,
+                schema,
+                load: *load,
+                rows,
+                kept_on_update: &self.kept_on_update,
+            })
+            .collect();
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
-            match self.destination.write(batch).await {
+            match self.destination.write(&batches).await {
                 Ok(refused) => return refused.into_iter().collect(),
                 Err(e) => {
                     let wait = backoff.next();
-                    tracing::warn!(flow = %self.flow, error = %e, retry_in_ms = wait.as_millis() as u64, "the dataset cannot be written; the page is kept and written again");
+                    tracing::warn!(flow = %self.flow, error = %e, retry_in_ms = wait.as_millis() as u64, "the dataset cannot be written; the pages are kept and written again");
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -133,21 +133,17 @@ impl DatasetSink {
 
 impl Sink<Uuid, RowWrite> for DatasetSink {
     async fn write(&self, writes: &[(Uuid, RowWrite)]) -> Result<Vec<Result<Taken, Refusal>>, Paused> {
-        // Each page of the batch is written apart, in order (a file destination names a file by its rows: a page
-        // written again after a crash must be the same rows, however the batch around it was gathered).
-        let mut refused = HashMap::new();
-        let mut start = 0;
-        while start < writes.len() {
-            let page = |w: &RowWrite| (w.generation, w.load, w.page);
-            let (generation, load, _) = page(&writes[start].1);
-            let end = writes[start..]
-                .iter()
-                .position(|(_, w)| page(w) != page(&writes[start].1))
-                .map_or(writes.len(), |n| start + n);
-            let rows: Vec<&DatasetRow> = writes[start..end].iter().map(|(_, w)| &w.row).collect();
-            refused.extend(self.write_generation(generation, load, &rows).await);
-            start = end;
+        // Each page of the batch is a page of the write, in order (a file destination names a file by its rows: a
+        // page written again after a crash must be the same rows, however the batch around it was gathered).
+        let page = |w: &RowWrite| (w.generation, w.load, w.page);
+        let mut pages: Vec<(u32, DateTime<Utc>, Vec<&DatasetRow>)> = Vec::new();
+        for (i, (_, w)) in writes.iter().enumerate() {
+            match pages.last_mut() {
+                Some((_, _, rows)) if page(w) == page(&writes[i - 1].1) => rows.push(&w.row),
+                _ => pages.push((w.generation, w.load, vec![&w.row])),
+            }
         }
+        let refused = self.write_pages(&pages).await;
         Ok(writes
             .iter()
             .map(|(id, w)| {
