@@ -318,11 +318,11 @@ impl FileDestination {
         Ok(Some(manifest))
     }
 
-    /// Writes a batch's pages of one dataset, each page as its file (named and encoded on as many cores as are
-    /// free), then the manifest once, listing them all: read and written again for every page, a manifest that
-    /// lists a few hundred files would cost as much as the pages. A page that does not fit its generation's
-    /// columns refuses the write before any file is put. The same rows written again replace the same file and stay
-    /// listed once; an empty page only records its generation and schema.
+    /// Writes a batch's pages of one dataset, each page as its file, then the manifest once, listing them all:
+    /// read and written again for every page, a manifest that lists a few hundred files would cost as much as the
+    /// pages. A page that does not fit its generation's columns refuses the write before any file is put. The same
+    /// rows written again replace the same file and stay listed once; an empty page only records its generation
+    /// and schema.
     pub async fn write(&self, pages: &[Batch<'_>]) -> Result<(), DatasetError> {
         let Some(dataset) = pages.first().map(|page| page.dataset) else { return Ok(()) };
         assert!(pages.iter().all(|page| page.dataset == dataset), "the pages of one write are of one dataset");
@@ -334,15 +334,9 @@ impl FileDestination {
         for page in pages {
             manifest.widen(page).map_err(|detail| self.error(dataset, detail))?;
         }
-        let files = on_each_core(pages, |page| -> Result<Option<(String, Vec<u8>)>, String> {
-            match page.rows.is_empty() {
-                true => Ok(None),
-                false => Ok(Some((file_name(page.generation, page.rows), encode(page.schema, page.rows)?))),
-            }
-        });
-        for (page, file) in pages.iter().zip(files) {
-            let Some((name, encoded)) = file.map_err(|detail| self.error(dataset, detail))? else { continue };
-            let relative = format!("gen-{}/{name}", page.generation);
+        for page in pages.iter().filter(|page| !page.rows.is_empty()) {
+            let relative = format!("gen-{}/{}", page.generation, file_name(page.generation, page.rows));
+            let encoded = encode(page.schema, page.rows).map_err(|detail| self.error(dataset, detail))?;
             let path = self.path(dataset, &relative);
             self.store
                 .put(&path, PutPayload::from(encoded))
@@ -465,21 +459,6 @@ fn widest(recorded: &DatasetSchema, batch: &DatasetSchema) -> Result<DatasetSche
 /// The file a batch becomes: `part-<hash>.parquet`, where the hash covers the generation and each row's id,
 /// operation, version and values (trailing nulls dropped, so a row read before a column was added names the same
 /// file) — not `synced_at`, which a rewrite changes.
-/// `work` done on each of `items`, answers in their order: on threads of their own, as many as there are cores,
-/// while the caller waits (the work is the caller's to do, as if done in line); in line for one item.
-fn on_each_core<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if items.len() <= 1 || cores == 1 {
-        return items.iter().map(work).collect();
-    }
-    let per_thread = items.len().div_ceil(cores);
-    std::thread::scope(|scope| {
-        let threads: Vec<_> =
-            items.chunks(per_thread).map(|chunk| scope.spawn(|| chunk.iter().map(&work).collect::<Vec<R>>())).collect();
-        threads.into_iter().flat_map(|t| t.join().expect("encoding a page does not panic")).collect()
-    })
-}
-
 pub fn file_name(generation: u32, rows: &[&DatasetRow]) -> String {
     let mut hash = Sha256::new();
     hash.update(generation.to_le_bytes());
