@@ -575,8 +575,8 @@ mod tests {
         budget.others_report(now, Spending::default(), 1);
         assert_eq!(budget.to_report(now).requests, 10);
         budget.sent(now + Duration::from_millis(1));
+        budget.ended(now + Duration::from_millis(2), Duration::from_secs(3));
         assert_eq!(budget.to_report(now + Duration::from_secs(11)).requests, 11, "until the next report");
-        budget.ended(now, Duration::from_secs(3));
         budget.others_report(now + Duration::from_secs(11), Spending::default(), 1);
         assert_eq!(
             budget.to_report(now + Duration::from_secs(11)),

@@ -18,8 +18,8 @@
 //! put is atomic), then the manifest: a crash between the two leaves an unlisted file that the rewrite lists.
 //!
 //! Memory: each page of a batch is encoded in memory as one file (5,000 rows is a few MB) and put; nothing is kept
-//! across batches but the manifest, which is written once a batch. One writer per dataset at a time (a flow has one owner); within a process,
-//! manifest updates are serialised.
+//! across batches but the manifest, read and written once a batch. One writer per dataset at a time (a flow has
+//! one owner); within a process, manifest updates are serialised.
 
 use super::{
     Batch, ColumnKind, DatasetColumn, DatasetError, DatasetName, DatasetRow, DatasetSchema, Latest, Operation, Value,
