@@ -137,10 +137,6 @@ fn contact(n: u128, version: i64, operation: Operation, extra: Option<&str>) -> 
     DatasetRow { id: id(n), operation, version: Some(version), values, synced_at: Utc::now() }
 }
 
-/// Writes the scenario: load 1 (ids 1–5, versions 101–105) in two batches, the first written twice, the second of
-/// two pages; load 2 with a
-/// new column `jobtitle`: id 2 updated (v201), id 3 deleted, id 6 created (v202); the first batch once more; and
-/// generation 2 where `numberofchildren` became a bigint.
 /// Writes `pages` of generation 1 as one batch.
 async fn write_rows(
     destination: &Destination,
@@ -155,6 +151,9 @@ async fn write_rows(
     destination.write(&batches).await.unwrap();
 }
 
+/// Writes the scenario: load 1 (ids 1–5, versions 101–105) in two batches, the first written twice, the second of
+/// two pages; load 2 with a new column `jobtitle`: id 2 updated (v201), id 3 deleted, id 6 created (v202); the first
+/// batch once more; and generation 2 where `numberofchildren` became a bigint.
 async fn write_scenario(destination: &Destination, dataset: &str) -> Scenario {
     let dataset = DatasetName::try_from(dataset.to_string()).unwrap();
     let first = DatasetSchema {
