@@ -162,9 +162,13 @@ impl DatasetManifest {
         self.generations.iter().find(|g| g.generation == generation)
     }
 
-    /// The page's generation, added if it is new, with its schema widened by the page's columns; refused when
-    /// a column of the page changed its type.
-    fn widen(&mut self, page: &Batch<'_>) -> Result<&mut GenerationFiles, String> {
+    fn generation_mut(&mut self, generation: u32) -> Option<&mut GenerationFiles> {
+        self.generations.iter_mut().find(|g| g.generation == generation)
+    }
+
+    /// Adds the page's generation if it is new and widens its schema by the page's columns; refused when a column
+    /// of the page changed its type.
+    fn widen(&mut self, page: &Batch<'_>) -> Result<(), String> {
         let position = match self.generations.iter().position(|g| g.generation == page.generation) {
             Some(p) => p,
             None => {
@@ -179,7 +183,7 @@ impl DatasetManifest {
         generation.schema = widest(&generation.schema, page.schema).map_err(|detail| {
             format!("generation {}: {detail}; a changed column starts a new generation", page.generation)
         })?;
-        Ok(generation)
+        Ok(())
     }
 }
 
@@ -342,7 +346,10 @@ impl FileDestination {
                 .put(&path, PutPayload::from(encoded))
                 .await
                 .map_err(|e| self.error(dataset, format!("the file {path} cannot be written: {e}")))?;
-            manifest.widen(page).map_err(|detail| self.error(dataset, detail))?.list(page, relative);
+            manifest
+                .generation_mut(page.generation)
+                .expect("each page's generation was added above")
+                .list(page, relative);
         }
         let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
         let path = self.path(dataset, "manifest.json");

@@ -136,13 +136,10 @@ impl Sink<Uuid, RowWrite> for DatasetSink {
         // Each page of the batch is a page of the write, in order (a file destination names a file by its rows: a
         // page written again after a crash must be the same rows, however the batch around it was gathered).
         let page = |w: &RowWrite| (w.generation, w.load, w.page);
-        let mut pages: Vec<(u32, DateTime<Utc>, Vec<&DatasetRow>)> = Vec::new();
-        for (i, (_, w)) in writes.iter().enumerate() {
-            match pages.last_mut() {
-                Some((_, _, rows)) if page(w) == page(&writes[i - 1].1) => rows.push(&w.row),
-                _ => pages.push((w.generation, w.load, vec![&w.row])),
-            }
-        }
+        let pages: Vec<(u32, DateTime<Utc>, Vec<&DatasetRow>)> = writes
+            .chunk_by(|(_, a), (_, b)| page(a) == page(b))
+            .map(|same| (same[0].1.generation, same[0].1.load, same.iter().map(|(_, w)| &w.row).collect()))
+            .collect();
         let refused = self.write_pages(&pages).await;
         Ok(writes
             .iter()
