@@ -403,7 +403,7 @@ where
                 return Settled::Acknowledged;
             }
             Err(StoreError::Fenced) => {
-                tracing::warn!(flow = %self.flow, "another process owns the flow now: this one stops running it");
+                tracing::warn!(flow = %self.flow, "the flow was taken over by another process, disabled or deleted: this process stops running it");
                 return Settled::Stop;
             }
             Err(e) => e.into(),

@@ -188,7 +188,7 @@ impl Supervisor {
                     }
                 }
                 Ok(false) => {
-                    tracing::warn!(flow = %lease.flow, "the flow's lease was taken by another process: this one stops running it");
+                    tracing::warn!(flow = %lease.flow, "the flow's lease is no longer this process's (another process took it, or the flow was deleted): this one stops running it");
                     if let Some(w) = workers.remove(&lease.flow) {
                         w.task.abort();
                     }

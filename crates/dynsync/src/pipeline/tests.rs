@@ -4,8 +4,11 @@
 
 use super::runner::{self, Runner, coalesce, outcomes};
 use super::{Decision, Exclusion, Job, Paused, Refusal, Sink, Source, SourceBatch, SourceRecord, StepError, Taken};
-use crate::ids::FlowId;
-use crate::store::{Acknowledgement, FailedRecord, Lease, Outcome, ProcessId, RunTally, Store, StoreError, hour_of};
+use crate::ids::{Etag, FlowId, Sandbox};
+use crate::store::{
+    Acknowledgement, FailedRecord, FlowRecord, FlowState, Lease, Outcome, ProcessId, RunTally, Store, StoreError,
+    hour_of,
+};
 use chrono::Utc;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -168,6 +171,61 @@ async fn an_acknowledgement_under_a_lost_lease_changes_nothing() {
         ack(&new, "7").await.unwrap();
         assert_eq!(store.cursor(flow).await.unwrap().as_deref(), Some("7"));
         assert_eq!(store.runs(flow).await.unwrap()[0].tally.received, 1);
+    }
+}
+
+#[tokio::test]
+async fn an_owner_s_acknowledgement_after_its_flow_is_disabled_or_deleted_changes_nothing() {
+    for (store, _dir) in stores().await {
+        let sandbox = Sandbox::try_from("prod".to_string()).unwrap();
+        let record = FlowRecord {
+            id: FlowId::new(),
+            sandbox: sandbox.clone(),
+            job: "activation".into(),
+            name: "Gold members".into(),
+            definition: "{}".into(),
+            state: FlowState::Enabled,
+            target_connection_id: None,
+            etag: Etag::new(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        store.insert_flow(&record).await.unwrap();
+        let flow = record.id;
+        let lease = store.claim_flow(flow, ProcessId::new(), now_ms(), 60_000).await.unwrap().expect("claimed");
+        let tally = RunTally { received: 1, written: 1, ..RunTally::default() };
+        let ack = |cursor: &'static str| {
+            let (store, lease, tally) = (store.clone(), lease.clone(), tally.clone());
+            async move {
+                store
+                    .acknowledge(&Acknowledgement {
+                        flow,
+                        lease: Some(&lease),
+                        cursor: Some(cursor),
+                        hour: hour_of(Utc::now()),
+                        tally: &tally,
+                        failed: &[],
+                        recovered: &[],
+                        replayed: &[],
+                    })
+                    .await
+            }
+        };
+        ack("1").await.expect("the owner of an enabled flow acknowledges");
+
+        let disabled = FlowRecord { state: FlowState::Disabled, etag: Etag::new(), ..record.clone() };
+        store.update_flow(&disabled, &record.etag).await.unwrap();
+        assert!(matches!(ack("2").await, Err(StoreError::Fenced)), "the owner of a disabled flow is fenced off");
+        assert_eq!(store.cursor(flow).await.unwrap().as_deref(), Some("1"), "its cursor did not move");
+        assert_eq!(store.runs(flow).await.unwrap()[0].tally.received, 1, "its run did not grow");
+
+        let enabled = FlowRecord { state: FlowState::Enabled, etag: Etag::new(), ..disabled.clone() };
+        store.update_flow(&enabled, &disabled.etag).await.unwrap();
+        ack("2").await.expect("enabled again, the flow acknowledges");
+        assert!(store.delete_flow(&sandbox, flow).await.unwrap());
+        assert!(matches!(ack("3").await, Err(StoreError::Fenced)), "the owner of a deleted flow is fenced off");
+        assert_eq!(store.cursor(flow).await.unwrap(), None, "nothing of the deleted flow comes back");
+        assert!(store.runs(flow).await.unwrap().is_empty());
     }
 }
 

@@ -189,6 +189,7 @@ impl Store {
                     ),
                     of_flow("DELETE FROM inlet_log WHERE flow_id = $1"),
                     of_flow("DELETE FROM flow_cursors WHERE flow_id = $1"),
+                    of_flow("DELETE FROM flow_leases WHERE flow_id = $1"),
                     of_flow("DELETE FROM runs WHERE flow_id = $1"),
                     of_flow("DELETE FROM run_outcomes WHERE flow_id = $1"),
                     of_flow("DELETE FROM failed_records WHERE flow_id = $1"),

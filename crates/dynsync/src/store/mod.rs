@@ -68,7 +68,7 @@ pub enum StoreError {
     #[error("it changed since you read it (etag {0} is not the current one): read it again and reapply your change")]
     Stale(Etag),
     #[error(
-        "this process no longer owns the flow (another process took its lease over); its work is left to the new owner"
+        "this process no longer runs the flow (another process took its lease over, or it was disabled or deleted); its work is left to whoever runs it next"
     )]
     Fenced,
 }

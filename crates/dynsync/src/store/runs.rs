@@ -3,7 +3,7 @@
 //! of them in one transaction, fenced by the owner's lease: a process that lost a flow moves nothing.
 
 use super::engine::{Arg, Guard};
-use super::{Lease, Result, Store, StoreError, timestamp};
+use super::{FlowState, Lease, Result, Store, StoreError, timestamp};
 use crate::ids::FlowId;
 use crate::text::clip;
 use chrono::{DateTime, Utc};
@@ -259,9 +259,17 @@ impl Store {
         debug_assert!(ack.tally.is_balanced(), "an acknowledgement gives each record one outcome: {:?}", ack.tally);
         let flow_id = ack.flow.to_string();
         let hour = ack.hour.to_rfc3339();
+        // The owner's lease, on a flow not disabled since: once a disable has committed, no acknowledgement moves
+        // the flow's cursor, so what its inlet accepted afterwards waits for it (a deleted flow has no lease left).
         let guard = ack.lease.map(|lease| Guard {
-            sql: "UPDATE flow_leases SET generation = generation WHERE flow_id = $1 AND owner = $2 AND generation = $3",
-            args: vec![flow_id.as_str().into(), lease.owner.to_string().into(), lease.generation.into()],
+            sql: "UPDATE flow_leases SET generation = generation WHERE flow_id = $1 AND owner = $2 AND generation = $3
+                  AND NOT EXISTS (SELECT 1 FROM flows WHERE flows.id = $1 AND flows.state <> $4)",
+            args: vec![
+                flow_id.as_str().into(),
+                lease.owner.to_string().into(),
+                lease.generation.into(),
+                FlowState::Enabled.as_str().into(),
+            ],
         });
         let mut statements: Vec<(&'static str, Vec<Arg>)> = Vec::new();
         if let Some(cursor) = ack.cursor {
