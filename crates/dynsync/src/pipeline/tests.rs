@@ -133,6 +133,23 @@ fn each_record_received_has_exactly_one_outcome() {
     assert!(t.is_balanced(), "{t:?}");
 }
 
+/// Acknowledges one record written under `lease`, moving the flow's cursor to `cursor`.
+async fn acknowledge_one(store: &Store, lease: &Lease, cursor: &str) -> Result<(), StoreError> {
+    let tally = RunTally { received: 1, written: 1, ..RunTally::default() };
+    store
+        .acknowledge(&Acknowledgement {
+            flow: lease.flow,
+            lease: Some(lease),
+            cursor: Some(cursor),
+            hour: hour_of(Utc::now()),
+            tally: &tally,
+            failed: &[],
+            recovered: &[],
+            replayed: &[],
+        })
+        .await
+}
+
 #[tokio::test]
 async fn an_acknowledgement_under_a_lost_lease_changes_nothing() {
     for (store, _dir) in stores().await {
@@ -144,31 +161,14 @@ async fn an_acknowledgement_under_a_lost_lease_changes_nothing() {
         store.release_lease(&old, 0).await.unwrap();
         let new = store.claim_flow(flow, second, now_ms(), 60_000).await.unwrap().expect("an expired flow is claimed");
         assert_eq!(new.generation, old.generation + 1);
-        let tally = RunTally { received: 1, written: 1, ..RunTally::default() };
-        let ack = |lease: &Lease, cursor: &'static str| {
-            let lease = lease.clone();
-            let tally = tally.clone();
-            let store = store.clone();
-            async move {
-                store
-                    .acknowledge(&Acknowledgement {
-                        flow,
-                        lease: Some(&lease),
-                        cursor: Some(cursor),
-                        hour: hour_of(Utc::now()),
-                        tally: &tally,
-                        failed: &[],
-                        recovered: &[],
-                        replayed: &[],
-                    })
-                    .await
-            }
-        };
-        assert!(matches!(ack(&old, "10").await, Err(StoreError::Fenced)), "the old owner is fenced off");
+        assert!(
+            matches!(acknowledge_one(&store, &old, "10").await, Err(StoreError::Fenced)),
+            "the old owner is fenced off"
+        );
         assert_eq!(store.cursor(flow).await.unwrap(), None, "its cursor did not move");
         assert!(store.runs(flow).await.unwrap().is_empty(), "its run did not grow");
         assert!(!store.renew_lease(&old, now_ms() + 60_000).await.unwrap(), "nor can it renew");
-        ack(&new, "7").await.unwrap();
+        acknowledge_one(&store, &new, "7").await.unwrap();
         assert_eq!(store.cursor(flow).await.unwrap().as_deref(), Some("7"));
         assert_eq!(store.runs(flow).await.unwrap()[0].tally.received, 1);
     }
@@ -193,37 +193,25 @@ async fn an_owner_s_acknowledgement_after_its_flow_is_disabled_or_deleted_change
         store.insert_flow(&record).await.unwrap();
         let flow = record.id;
         let lease = store.claim_flow(flow, ProcessId::new(), now_ms(), 60_000).await.unwrap().expect("claimed");
-        let tally = RunTally { received: 1, written: 1, ..RunTally::default() };
-        let ack = |cursor: &'static str| {
-            let (store, lease, tally) = (store.clone(), lease.clone(), tally.clone());
-            async move {
-                store
-                    .acknowledge(&Acknowledgement {
-                        flow,
-                        lease: Some(&lease),
-                        cursor: Some(cursor),
-                        hour: hour_of(Utc::now()),
-                        tally: &tally,
-                        failed: &[],
-                        recovered: &[],
-                        replayed: &[],
-                    })
-                    .await
-            }
-        };
-        ack("1").await.expect("the owner of an enabled flow acknowledges");
+        acknowledge_one(&store, &lease, "1").await.expect("the owner of an enabled flow acknowledges");
 
         let disabled = FlowRecord { state: FlowState::Disabled, etag: Etag::new(), ..record.clone() };
         store.update_flow(&disabled, &record.etag).await.unwrap();
-        assert!(matches!(ack("2").await, Err(StoreError::Fenced)), "the owner of a disabled flow is fenced off");
+        assert!(
+            matches!(acknowledge_one(&store, &lease, "2").await, Err(StoreError::Fenced)),
+            "the owner of a disabled flow is fenced off"
+        );
         assert_eq!(store.cursor(flow).await.unwrap().as_deref(), Some("1"), "its cursor did not move");
         assert_eq!(store.runs(flow).await.unwrap()[0].tally.received, 1, "its run did not grow");
 
         let enabled = FlowRecord { state: FlowState::Enabled, etag: Etag::new(), ..disabled.clone() };
         store.update_flow(&enabled, &disabled.etag).await.unwrap();
-        ack("2").await.expect("enabled again, the flow acknowledges");
+        acknowledge_one(&store, &lease, "2").await.expect("enabled again, the flow acknowledges");
         assert!(store.delete_flow(&sandbox, flow).await.unwrap());
-        assert!(matches!(ack("3").await, Err(StoreError::Fenced)), "the owner of a deleted flow is fenced off");
+        assert!(
+            matches!(acknowledge_one(&store, &lease, "3").await, Err(StoreError::Fenced)),
+            "the owner of a deleted flow is fenced off"
+        );
         assert_eq!(store.cursor(flow).await.unwrap(), None, "nothing of the deleted flow comes back");
         assert!(store.runs(flow).await.unwrap().is_empty());
     }

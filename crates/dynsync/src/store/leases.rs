@@ -1,8 +1,9 @@
 //! Who runs which flow. Each enabled flow has at most one owner at a time: the process holding its lease. A lease
 //! is renewed by heartbeat and expires when its owner stops renewing it; each new owner increments the flow's
 //! generation, and every acknowledgement checks it, so a process that lost a flow can never move its cursor or
-//! add to its runs — nor can the owner of a flow disabled or deleted since it started. Times are milliseconds since the epoch, from the processes' clocks: expiry decides only how
-//! soon a flow is taken over, never whether two owners can both acknowledge.
+//! add to its runs — nor can the owner of a flow disabled or deleted since it started. Times are milliseconds
+//! since the epoch, from the processes' clocks: expiry decides only how soon a flow is taken over, never whether
+//! two owners can both acknowledge.
 
 use super::{Result, Store, StoreError};
 use crate::ids::FlowId;
